@@ -1,0 +1,91 @@
+"""The devnet state file: a versioned JSON record of what ``devnet up`` started.
+
+``down`` needs nothing but this file to stop exactly what ``up`` started, so the file is
+written (atomically) as soon as each process has a PID, not only at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from protocol.errors import DevnetError
+
+STATE_VERSION = 1
+DEFAULT_STATE_FILE = Path(".devnet/state.json")
+
+
+class DevAccount(BaseModel):
+    """A funded development account (Anvil's deterministic mnemonic)."""
+
+    model_config = ConfigDict(frozen=True)
+    address: str
+    private_key: str
+    role: str = "spare"
+
+
+class ProcessRecord(BaseModel):
+    """A process the devnet started: ``pgid`` is its own process group."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    pid: int
+    pgid: int
+    log: str
+    workdir: str
+
+
+class DevnetState(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = STATE_VERSION
+    rpc_url: str | None = None
+    chain_id: int | None = None
+    ipfs_api: str | None = None
+    coordinator_url: str | None = None
+    coordinator_multiaddr: str | None = None
+    accounts: list[DevAccount] = Field(default_factory=list)
+    contracts: dict[str, str] = Field(default_factory=dict)
+    processes: list[ProcessRecord] = Field(default_factory=list)
+    root: str | None = None
+
+
+def load_state(path: Path) -> DevnetState:
+    """Read a state file, with one clear error for a missing, unreadable or foreign file."""
+    try:
+        raw = path.read_text()
+    except FileNotFoundError as exc:
+        raise DevnetError(f"no devnet state file at {path} (is the devnet up?)") from exc
+    except OSError as exc:
+        raise DevnetError(f"cannot read devnet state file {path}: {exc}") from exc
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise DevnetError(f"devnet state file {path} is not JSON: {exc}") from exc
+    if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+        found = data.get("version") if isinstance(data, dict) else type(data).__name__
+        raise DevnetError(
+            f"devnet state file {path} has version {found!r}, expected {STATE_VERSION}"
+        )
+    try:
+        return DevnetState.model_validate(data)
+    except ValidationError as exc:
+        raise DevnetError(f"devnet state file {path} is invalid: {exc}") from exc
+
+
+def save_state(path: Path, state: DevnetState) -> None:
+    """Write atomically so a crash mid-write never leaves a half file for ``down``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".state-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(state.model_dump_json(indent=2))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

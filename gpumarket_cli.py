@@ -1,0 +1,24 @@
+"""The ``gpumarket`` command: one entry point, one command group per component."""
+
+from __future__ import annotations
+
+import typer
+
+from devnet.cli import app as devnet_app
+
+app = typer.Typer(
+    name="gpumarket",
+    help=(
+        "gpumarket: a decentralized GPU compute marketplace.\n\n"
+        "Providers sell GPU time, requesters submit jobs, a coordinator matches them and\n"
+        "settles payment through an escrow contract. Start with `gpumarket devnet up` for a\n"
+        "local market on this machine."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(devnet_app, name="devnet")
+
+
+if __name__ == "__main__":
+    app()
