@@ -1,0 +1,47 @@
+"""Sandbox runtimes: run a prepared job under limits and report how it ended.
+
+``create_runtime("bwrap")`` (the default where it works), ``"docker"``, or
+``"process"`` (no isolation; needs ``unsafe=True``).
+"""
+
+from provider_node.runtimes import bwrap, docker, process
+from provider_node.runtimes.base import (
+    Runtime,
+    create_runtime,
+    default_runtime_name,
+    register_runtime,
+    runtime_names,
+)
+from provider_node.runtimes.model import (
+    JOB_ROOT,
+    CommandEntrypoint,
+    Entrypoint,
+    Limits,
+    Outcome,
+    PreparedJob,
+    RunResult,
+    TorchEntrypoint,
+)
+
+BwrapRuntime = bwrap.BwrapRuntime
+DockerRuntime = docker.DockerRuntime
+ProcessRuntime = process.ProcessRuntime
+
+__all__ = [
+    "JOB_ROOT",
+    "BwrapRuntime",
+    "CommandEntrypoint",
+    "DockerRuntime",
+    "Entrypoint",
+    "Limits",
+    "Outcome",
+    "PreparedJob",
+    "ProcessRuntime",
+    "RunResult",
+    "Runtime",
+    "TorchEntrypoint",
+    "create_runtime",
+    "default_runtime_name",
+    "register_runtime",
+    "runtime_names",
+]

@@ -1,0 +1,194 @@
+"""The ``bwrap`` runtime: bubblewrap namespaces plus a per-job cgroup.
+
+Inside, a job sees a read-only system (``/usr`` and friends, a few files of ``/etc``, the
+Python installation that runs torch), its inputs read-only under ``/job/inputs``, a writable
+``/job/outputs``, a private ``/tmp`` and home, a fresh ``/proc``, a minimal ``/dev`` and no
+network. GPU device nodes appear only when GPUs are assigned. It runs as an unprivileged uid
+with every capability dropped, in its own session, and dies with the provider.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+from protocol.errors import SandboxError
+from provider_node.runtimes.base import register_runtime
+from provider_node.runtimes.cgroups import cgroups_unavailable_reason, create_job_cgroup
+from provider_node.runtimes.env import job_env
+from provider_node.runtimes.model import (
+    INPUTS_DIR,
+    JOB_ROOT,
+    OUTPUTS_DIR,
+    CommandEntrypoint,
+    PreparedJob,
+    RunResult,
+    TorchEntrypoint,
+)
+from provider_node.runtimes.outputs import check_work_dir
+from provider_node.runtimes.supervise import Launch, supervise
+
+LAUNCHER = Path(__file__).with_name("launcher.py")
+LAUNCHER_IN_SANDBOX = "/gpumarket/launcher.py"
+HOME_IN_SANDBOX = "/home/job"
+SANDBOX_UID = 65534
+
+_SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_ETC_FILES = (
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/alternatives",
+    "/etc/nsswitch.conf",
+    "/etc/localtime",
+)
+_GPU_DEVICE_GLOBS = ("/dev/nvidia*", "/dev/dri", "/dev/kfd")
+
+
+def _python_prefixes() -> list[str]:
+    candidates = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))),
+    }
+    return sorted(p for p in candidates if p)
+
+
+def _covered(path: str, bound: list[str]) -> bool:
+    return any(path == b or path.startswith(b.rstrip("/") + "/") for b in bound)
+
+
+class BwrapRuntime:
+    """Runs jobs with bubblewrap; memory and pids limits come from a job cgroup."""
+
+    name = "bwrap"
+
+    def __init__(
+        self,
+        *,
+        bwrap: str | None = None,
+        python: str = sys.executable,
+        extra_ro_paths: tuple[str, ...] = (),
+        term_grace_s: float = 2.0,
+    ) -> None:
+        self.bwrap = bwrap or shutil.which("bwrap") or "bwrap"
+        self.python = python
+        self.extra_ro_paths = extra_ro_paths
+        self.term_grace_s = term_grace_s
+
+    def unavailable_reason(self) -> str | None:
+        if shutil.which(self.bwrap) is None:
+            return "bubblewrap (bwrap) is not installed"
+        return cgroups_unavailable_reason()
+
+    def _system_args(self) -> list[str]:
+        args: list[str] = []
+        bound: list[str] = []
+        for path in _SYSTEM_PATHS:
+            if os.path.islink(path):
+                args += ["--symlink", os.readlink(path), path]
+            elif os.path.isdir(path):
+                args += ["--ro-bind", path, path]
+                bound.append(path)
+        for path in _ETC_FILES:
+            args += ["--ro-bind-try", path, path]
+        for path in (*_python_prefixes(), *self.extra_ro_paths):
+            real = os.path.realpath(path)
+            if not os.path.isdir(real) or _covered(real, bound):
+                continue
+            args += ["--ro-bind", real, real]
+            bound.append(real)
+            if real != path and not _covered(path, bound):
+                args += ["--symlink", real, path]
+        return args
+
+    def _gpu_args(self, job: PreparedJob) -> list[str]:
+        if not job.gpus:
+            return []
+        args: list[str] = []
+        for pattern in _GPU_DEVICE_GLOBS:
+            for node in sorted(glob.glob(pattern)):
+                args += ["--dev-bind", node, node]
+        # CUDA and ROCm user-space libraries read PCI topology and driver facts from /sys.
+        args += ["--ro-bind-try", "/sys", "/sys"]
+        return args
+
+    def command(self, job: PreparedJob) -> list[str]:
+        """The job's argv inside the sandbox."""
+        entry = job.entrypoint
+        if isinstance(entry, TorchEntrypoint):
+            script = entry.script if entry.script.startswith("/") else f"{JOB_ROOT}/{entry.script}"
+            return [self.python, "-s", LAUNCHER_IN_SANDBOX, script, *entry.args]
+        if isinstance(entry, CommandEntrypoint):
+            if not entry.argv:
+                raise SandboxError("empty command")
+            return list(entry.argv)
+        raise SandboxError(f"bwrap cannot run entrypoint {entry!r}")
+
+    def argv(self, job: PreparedJob) -> list[str]:
+        """The full bubblewrap command line for ``job`` (environment is passed separately)."""
+        inputs, outputs = job.inputs_dir.resolve(), job.outputs_dir.resolve()
+        args = [
+            self.bwrap,
+            "--unshare-all",
+            "--unshare-user",
+            "--uid", str(SANDBOX_UID),
+            "--gid", str(SANDBOX_UID),
+            "--hostname", "job",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop", "ALL",
+            *self._system_args(),
+            "--proc", "/proc",
+            "--dev", "/dev",
+            *self._gpu_args(job),
+            "--tmpfs", "/tmp",
+            "--tmpfs", HOME_IN_SANDBOX,
+            "--ro-bind", str(LAUNCHER.resolve()), LAUNCHER_IN_SANDBOX,
+            "--dir", JOB_ROOT,
+            "--ro-bind", str(inputs), f"{JOB_ROOT}/{INPUTS_DIR}",
+            "--bind", str(outputs), f"{JOB_ROOT}/{OUTPUTS_DIR}",
+            "--remount-ro", "/",
+            "--chdir", JOB_ROOT,
+            "--",
+            *self.command(job),
+        ]  # fmt: skip
+        return args
+
+    def env(self, job: PreparedJob) -> dict[str, str]:
+        path = f"{os.path.dirname(self.python)}:/usr/local/bin:/usr/bin:/bin"
+        return job_env(job, root=JOB_ROOT, home=HOME_IN_SANDBOX, tmp="/tmp", path=path)
+
+    async def run(self, job: PreparedJob) -> RunResult:
+        check_work_dir(job)
+        argv, env = self.argv(job), self.env(job)
+        group = create_job_cgroup(cgroup_name(job.job_id))
+        try:
+            group.set_limits(job.limits.memory_bytes, job.limits.max_pids)
+            launch = Launch(
+                argv=argv,
+                env=env,
+                cwd=job.work_dir,
+                outputs_dir=job.outputs_dir,
+                limits=job.limits,
+                cgroup=group,
+                term_grace_s=self.term_grace_s,
+            )
+            return await supervise(launch)
+        finally:
+            group.close()
+
+
+def cgroup_name(job_id: str) -> str:
+    """A unique, path-safe cgroup name for one run of ``job_id``."""
+    safe = "".join(c for c in job_id if c.isalnum() or c in "-_")[:40] or "anon"
+    return f"job-{safe}-{uuid.uuid4().hex[:8]}"
+
+
+register_runtime("bwrap", BwrapRuntime)

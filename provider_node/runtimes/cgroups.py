@@ -1,0 +1,231 @@
+"""Per-job control groups: the memory and process limits of a sandboxed run.
+
+rlimits alone do not do: ``RLIMIT_NPROC`` does not bind root and an address-space limit
+breaks CUDA, so each run gets its own cgroup. cgroup v2 is used when its unified hierarchy
+offers both ``memory`` and ``pids``; otherwise the v1 ``memory`` and ``pids`` hierarchies
+(what this project's machines expose). A job cgroup is created below the cgroup the
+provider itself runs in, so limits set on the provider still bind its jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol.errors import SandboxError
+
+_PARENT_NAME = "gpumarket"
+
+
+@dataclass(frozen=True)
+class _Mount:
+    fstype: str  # "cgroup" or "cgroup2"
+    root: str  # the part of the hierarchy the mount shows
+    path: Path
+    controllers: frozenset[str]
+
+
+def _mounts() -> list[_Mount]:
+    found: list[_Mount] = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        for line in fh:
+            pre, _, post = line.partition(" - ")
+            fields, tail = pre.split(), post.split()
+            if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
+                continue
+            if tail[0] == "cgroup":
+                controllers = frozenset(tail[2].split(","))
+            else:
+                controllers_file = Path(fields[4]) / "cgroup.controllers"
+                try:
+                    controllers = frozenset(controllers_file.read_text().split())
+                except OSError:
+                    controllers = frozenset()
+            found.append(_Mount(tail[0], fields[3], Path(fields[4]), controllers))
+    return found
+
+
+def _own_paths() -> dict[str, str]:
+    """Map controller name (``""`` for v2) to this process's cgroup path."""
+    paths: dict[str, str] = {}
+    with open("/proc/self/cgroup", encoding="utf-8") as fh:
+        for line in fh:
+            _, names, path = line.rstrip("\n").split(":", 2)
+            for name in names.split(",") if names else [""]:
+                paths[name] = path
+    return paths
+
+
+def _inside(mount: _Mount, own: str) -> Path:
+    rel = os.path.relpath(own, mount.root) if own.startswith(mount.root) else "."
+    return (mount.path / rel).resolve() if rel != "." else mount.path
+
+
+class JobCgroup:
+    """The cgroup directories of one run, one per hierarchy that carries a controller.
+
+    Use :meth:`procs_files` to place the sandbox's first process in the group before it
+    execs anything, then read the facts, then :meth:`close` (kills leftovers, removes dirs).
+    """
+
+    def __init__(self, version: int, dirs: dict[str, Path]) -> None:
+        self.version = version
+        self._dirs = dirs  # controller -> directory; both keys name one dir under v2
+
+    @property
+    def procs_files(self) -> list[Path]:
+        return [d / "cgroup.procs" for d in dict.fromkeys(self._dirs.values())]
+
+    def _read(self, controller: str, name: str) -> str:
+        try:
+            return (self._dirs[controller] / name).read_text()
+        except OSError:
+            return ""
+
+    def _write(self, controller: str, name: str, value: str) -> None:
+        try:
+            (self._dirs[controller] / name).write_text(value)
+        except OSError as exc:
+            raise SandboxError(f"cannot set {name} on the job cgroup: {exc}") from exc
+
+    def set_limits(self, memory_bytes: int, max_pids: int) -> None:
+        if self.version == 2:
+            self._write("memory", "memory.max", str(memory_bytes))
+            with contextlib.suppress(SandboxError):  # no swap configured: file may be absent
+                self._write("memory", "memory.swap.max", "0")
+            self._write("pids", "pids.max", str(max_pids))
+            return
+        self._write("memory", "memory.limit_in_bytes", str(memory_bytes))
+        # Without this a job under its limit would swap instead of being stopped.
+        if (self._dirs["memory"] / "memory.memsw.limit_in_bytes").exists():
+            self._write("memory", "memory.memsw.limit_in_bytes", str(memory_bytes))
+        with contextlib.suppress(SandboxError):
+            self._write("memory", "memory.swappiness", "0")
+        self._write("pids", "pids.max", str(max_pids))
+
+    @staticmethod
+    def _field(text: str, key: str) -> int:
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == key and parts[1].isdigit():
+                return int(parts[1])
+        return 0
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel's OOM killer acted inside this group."""
+        if self.version == 2:
+            return self._field(self._read("memory", "memory.events"), "oom_kill") > 0
+        control = self._read("memory", "memory.oom_control")
+        if "oom_kill " in control:
+            return self._field(control, "oom_kill") > 0
+        # Old kernels have no counter: under_oom or a failed charge is the best sign left.
+        failcnt = self._read("memory", "memory.failcnt").strip()
+        return self._field(control, "under_oom") > 0 or (failcnt.isdigit() and int(failcnt) > 0)
+
+    def pids_limit_hit(self) -> bool:
+        """Whether a fork or clone in this group was refused by ``pids.max``."""
+        return self._field(self._read("pids", "pids.events"), "max") > 0
+
+    def peak_memory_bytes(self) -> int:
+        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
+        text = self._read("memory", name).strip()
+        return int(text) if text.isdigit() else 0
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for procs in self.procs_files:
+            with contextlib.suppress(OSError):
+                found.update(int(p) for p in procs.read_text().split())
+        return found
+
+    def kill_all(self, timeout_s: float = 5.0) -> bool:
+        """SIGKILL every process in the group until none is left; False if some survive."""
+        if self.version == 2:
+            kill_file = self._dirs["pids"] / "cgroup.kill"
+            with contextlib.suppress(OSError):
+                kill_file.write_text("1")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pids = self.pids()
+            if not pids:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        """Kill what is left and remove the directories (best effort, never raises)."""
+        self.kill_all()
+        for directory in dict.fromkeys(self._dirs.values()):
+            for _ in range(50):
+                try:
+                    directory.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+
+def _make_dir(parent: Path, name: str) -> Path:
+    base = parent / _PARENT_NAME
+    try:
+        base.mkdir(exist_ok=True)
+        job_dir = base / name
+        job_dir.mkdir()
+    except OSError as exc:
+        raise SandboxError(f"cannot create cgroup under {parent}: {exc}") from exc
+    return job_dir
+
+
+def create_job_cgroup(name: str) -> JobCgroup:
+    """Create the cgroup of one run; :class:`SandboxError` if the host offers none."""
+    if "/" in name or name in ("", ".", ".."):
+        raise SandboxError(f"bad cgroup name {name!r}")
+    mounts, own = _mounts(), _own_paths()
+    for mount in mounts:
+        if mount.fstype == "cgroup2" and {"memory", "pids"} <= mount.controllers:
+            parent = _inside(mount, own.get("", "/"))
+            base = parent / _PARENT_NAME
+            # The parent must hand the controllers down; fails harmlessly where already done.
+            with contextlib.suppress(OSError):
+                (parent / "cgroup.subtree_control").write_text("+memory +pids")
+            job_dir = _make_dir(parent, name)
+            try:
+                (base / "cgroup.subtree_control").write_text("+memory +pids")
+            except OSError as exc:
+                job_dir.rmdir()
+                raise SandboxError(f"cgroup v2 controllers not delegated at {base}") from exc
+            return JobCgroup(2, {"memory": job_dir, "pids": job_dir})
+    dirs: dict[str, Path] = {}
+    try:
+        for controller in ("memory", "pids"):
+            v1 = next(
+                (m for m in mounts if m.fstype == "cgroup" and controller in m.controllers),
+                None,
+            )
+            if v1 is None:
+                raise SandboxError(f"no cgroup hierarchy offers the {controller} controller")
+            dirs[controller] = _make_dir(_inside(v1, own.get(controller, "/")), name)
+    except SandboxError:
+        JobCgroup(1, dirs).close()
+        raise
+    return JobCgroup(1, dirs)
+
+
+def cgroups_unavailable_reason() -> str | None:
+    """``None`` when job cgroups can be created here, else why not."""
+    probe = f"probe-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        group = create_job_cgroup(probe)
+    except (SandboxError, OSError) as exc:
+        return str(exc)
+    group.close()
+    return None

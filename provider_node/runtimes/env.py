@@ -1,0 +1,68 @@
+"""The environment a job starts with: built from nothing, the same on every provider.
+
+Nothing of the provider's own environment leaks in (no tokens, no proxy settings, no
+``HOME``). Names the runtime sets for determinism and device assignment cannot be overridden
+by the job's spec.
+"""
+
+from __future__ import annotations
+
+from protocol.errors import SandboxError
+from provider_node.runtimes.model import INPUTS_DIR, OUTPUTS_DIR, PreparedJob
+
+SEED_MODULUS = 2**32
+"""PYTHONHASHSEED and numpy accept 32-bit seeds; the job's seed is reduced for them."""
+
+RESERVED = frozenset(
+    {
+        "GPUMARKET_SEED",
+        "GPUMARKET_INPUT_DIR",
+        "GPUMARKET_OUTPUT_DIR",
+        "PYTHONHASHSEED",
+        "CUBLAS_WORKSPACE_CONFIG",
+        "CUDA_VISIBLE_DEVICES",
+        "CUDA_DEVICE_ORDER",
+        "HIP_VISIBLE_DEVICES",
+        "ROCR_VISIBLE_DEVICES",
+        "HOME",
+        "TMPDIR",
+        "PATH",
+    }
+)
+
+
+def job_env(job: PreparedJob, *, root: str, home: str, tmp: str, path: str) -> dict[str, str]:
+    """Environment for ``job`` whose work dir appears at ``root`` inside its runtime."""
+    clash = sorted(RESERVED & set(job.env))
+    if clash:
+        raise SandboxError(f"job environment may not set {', '.join(clash)}")
+    for key in job.env:
+        if not key or "=" in key or "\0" in key or "\0" in job.env[key]:
+            raise SandboxError(f"invalid environment variable name {key!r}")
+    if job.seed < 0 or job.seed >= 2**64:
+        raise SandboxError(f"seed out of range: {job.seed}")
+    visible = ",".join(str(i) for i in job.gpus)
+    env = {
+        "PATH": path,
+        "HOME": home,
+        "TMPDIR": tmp,
+        "USER": "job",
+        "LOGNAME": "job",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TZ": "UTC",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        **job.env,
+        "GPUMARKET_SEED": str(job.seed),
+        "PYTHONHASHSEED": str(job.seed % SEED_MODULUS),
+        "GPUMARKET_INPUT_DIR": f"{root}/{INPUTS_DIR}",
+        "GPUMARKET_OUTPUT_DIR": f"{root}/{OUTPUTS_DIR}",
+        # cuBLAS is only deterministic with a fixed workspace; torch checks for this value.
+        "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
+        # Index the GPUs the way nvidia-smi and NVML do, so assignment means one device.
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        "CUDA_VISIBLE_DEVICES": visible,
+        "HIP_VISIBLE_DEVICES": visible,
+    }
+    return env

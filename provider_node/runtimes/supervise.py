@@ -1,0 +1,206 @@
+"""Run one sandbox command to completion under the job's limits and classify how it ended.
+
+Every runtime builds an argv; this module does the rest the same way for all of them:
+the first process is parked on a pipe until it sits in the job's cgroup (so nothing the job
+starts escapes the limits), the wall clock is enforced with SIGTERM then SIGKILL to the whole
+process group and cgroup, outputs are polled while the job runs, and only the last bytes of
+its combined stdout/stderr are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from protocol.errors import SandboxError
+from provider_node.runtimes.cgroups import JobCgroup
+from provider_node.runtimes.model import Limits, Outcome, RunResult
+from provider_node.runtimes.outputs import OutputScan, scan_outputs
+
+# Parks until the parent has placed it in the cgroup and written a line; EOF means abort.
+_PARK = 'read -r go || exit 125; [ "$go" = go ] || exit 125; exec "$@"'
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A fully built command line and the surroundings it needs on the host."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    cwd: Path
+    outputs_dir: Path
+    limits: Limits
+    cgroup: JobCgroup | None = None
+    term_grace_s: float = 2.0
+    poll_interval_s: float = 0.25
+
+
+class _Tail:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: deque[bytes] = deque()
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.size += len(data)
+        while self.chunks and self.size - len(self.chunks[0]) >= self.limit:
+            self.size -= len(self.chunks.popleft())
+
+    def text(self) -> str:
+        data = b"".join(self.chunks)
+        return data[-self.limit :].decode("utf-8", "replace") if self.limit else ""
+
+
+def _wrap(launch: Launch) -> list[str]:
+    argv = list(launch.argv)
+    prlimit = shutil.which("prlimit")
+    if prlimit is not None:
+        # One byte past the bound, so a job cut off by it is seen as too large, not as done.
+        argv = [prlimit, f"--fsize={launch.limits.max_output_bytes + 1}", "--", *argv]
+    return ["/bin/sh", "-c", _PARK, "sh", *argv]
+
+
+def _signal_all(proc: trio.Process, group: JobCgroup | None, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+    if group is not None:
+        for pid in group.pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+
+async def _stop(proc: trio.Process, group: JobCgroup | None, grace_s: float) -> None:
+    _signal_all(proc, group, signal.SIGTERM)
+    with trio.move_on_after(grace_s):
+        await proc.wait()
+    _signal_all(proc, group, signal.SIGKILL)
+    if group is not None:
+        await trio.to_thread.run_sync(group.kill_all)
+    with trio.move_on_after(5):
+        await proc.wait()
+
+
+async def supervise(launch: Launch) -> RunResult:
+    """Run ``launch`` once; never raises for anything the job does, only for the host."""
+    limits = launch.limits
+    tail = _Tail(limits.log_tail_bytes)
+    started = time.monotonic()
+    try:
+        proc = await trio.lowlevel.open_process(
+            _wrap(launch),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dict(launch.env),
+            cwd=str(launch.cwd),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return RunResult(Outcome.SANDBOX_ERROR, None, 0.0, "", detail=f"cannot start: {exc}")
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        if launch.cgroup is not None:
+            for procs in launch.cgroup.procs_files:
+                procs.write_text(str(proc.pid))
+        await proc.stdin.send_all(b"go\n")
+        await proc.stdin.aclose()
+    except (OSError, trio.BrokenResourceError) as exc:
+        await _stop(proc, launch.cgroup, 0)
+        detail = f"cannot place the job in its cgroup: {exc}"
+        return RunResult(Outcome.SANDBOX_ERROR, None, 0.0, "", detail=detail)
+
+    timed_out = False
+    refused: OutputScan | None = None
+    stdout = proc.stdout
+
+    async def read_log() -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while data := await stdout.receive_some(65536):
+                tail.add(data)
+
+    async def watch_outputs(job_scope: trio.CancelScope, own: trio.CancelScope) -> None:
+        nonlocal refused
+        with own:
+            while True:
+                await trio.sleep(launch.poll_interval_s)
+                scan = await trio.to_thread.run_sync(
+                    scan_outputs, launch.outputs_dir, limits.max_output_bytes
+                )
+                if scan.too_large:
+                    refused = scan
+                    job_scope.cancel()
+                    return
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_log)
+            job_scope, watcher = trio.CancelScope(), trio.CancelScope()
+            nursery.start_soon(watch_outputs, job_scope, watcher)
+            with job_scope:
+                with trio.move_on_after(limits.wall_time_s) as clock:
+                    await proc.wait()
+                timed_out = clock.cancelled_caught
+            watcher.cancel()
+            if proc.returncode is None:
+                await _stop(proc, launch.cgroup, launch.term_grace_s)
+            # Whatever the job left behind (daemons, a fork bomb's children) goes now.
+            if launch.cgroup is not None:
+                await trio.to_thread.run_sync(launch.cgroup.kill_all)
+            else:
+                _signal_all(proc, None, signal.SIGKILL)
+            nursery.cancel_scope.deadline = trio.current_time() + 2  # bounded log drain
+    finally:
+        if proc.returncode is None:  # cancelled from outside: leave nothing running
+            with trio.CancelScope(shield=True):
+                await _stop(proc, launch.cgroup, 0)
+        await stdout.aclose()
+
+    duration = time.monotonic() - started
+    final = await trio.to_thread.run_sync(scan_outputs, launch.outputs_dir, limits.max_output_bytes)
+    return _classify(launch, proc.returncode, timed_out, refused or final, duration, tail)
+
+
+def _classify(
+    launch: Launch,
+    returncode: int | None,
+    timed_out: bool,
+    scan: OutputScan,
+    duration: float,
+    tail: _Tail,
+) -> RunResult:
+    group, limits = launch.cgroup, launch.limits
+    code = returncode
+    if code is not None and code < 0:  # killed by a signal before bwrap could report it
+        code = 128 - code
+
+    def result(outcome: Outcome, detail: str = "") -> RunResult:
+        return RunResult(outcome, code, duration, tail.text(), scan.total_bytes, detail)
+
+    if timed_out:
+        return result(Outcome.TIMEOUT, f"wall time of {limits.wall_time_s:g} s exceeded")
+    if group is not None and group.oom_killed():
+        return result(Outcome.OOM, f"memory limit of {limits.memory_bytes} bytes exceeded")
+    if scan.too_large or code == 128 + signal.SIGXFSZ:
+        return result(Outcome.OUTPUT_TOO_LARGE, scan.problem or "a file hit the output bound")
+    if scan.problem is not None:
+        return result(Outcome.OUTPUT_REFUSED, scan.problem)
+    if code != 0 and group is not None and group.pids_limit_hit():
+        return result(Outcome.PIDS_LIMIT, f"process limit of {limits.max_pids} reached")
+    if code == 0:
+        return result(Outcome.OK)
+    if code is not None and code > 128 and code - 128 in (signal.SIGKILL, signal.SIGTERM):
+        return result(Outcome.KILLED, f"killed by signal {code - 128}")
+    if code is None:
+        raise SandboxError("the job process has no exit status after it was reaped")
+    return result(Outcome.NONZERO_EXIT, f"exit status {code}")
