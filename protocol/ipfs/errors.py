@@ -86,3 +86,11 @@ class MalformedBlock(ContentError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"malformed block: {reason}")
+
+
+class DestinationExists(ContentError):
+    """A download target already exists; downloads never overwrite."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"download destination already exists: {path}")
