@@ -1,0 +1,50 @@
+# gpumarket: `make demo` runs the whole market locally, `make test` runs every check.
+# Both bootstrap what they need first (idempotent): Debian packages, .venv, npm tools.
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := libgmp-dev bubblewrap python3-dev gcc
+PY_SOURCES := protocol proofs contracts provider_node coordinator wallet devnet gpumarket_cli.py tests bench
+DEMO_STATE := .devnet/demo-state.json
+
+.PHONY: bootstrap test lint typecheck pytest demo clean
+
+bootstrap: .bootstrap-apt $(VENV)/.installed node_modules/.installed
+
+.bootstrap-apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@touch $@
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[provider,dev]'
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+
+lint: bootstrap
+	$(BIN)/ruff check $(PY_SOURCES)
+
+typecheck: bootstrap
+	$(BIN)/mypy $(PY_SOURCES)
+
+pytest: bootstrap
+	$(BIN)/pytest -q -ra
+
+test: lint typecheck pytest
+
+demo: bootstrap
+	$(BIN)/python -m devnet.demo --state $(DEMO_STATE)
+
+clean:
+	rm -rf $(VENV) node_modules .bootstrap-apt .devnet

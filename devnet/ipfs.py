@@ -1,0 +1,135 @@
+"""A supervised IPFS daemon (Kubo if available, else the pinned js-ipfs) on loopback.
+
+The node is configured to stay on this machine: every address on 127.0.0.1, no bootstrap
+peers, no public routing, no mDNS. It serves the Kubo RPC API at ``/api/v0``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devnet.process import free_port, log_tail, require_free_port, spawn, stop, wait_ready
+from devnet.state import ProcessRecord
+from devnet.tools import kubo_binary, npm_tool
+from protocol.errors import DevnetError
+
+INIT_TIMEOUT = 120.0
+
+
+@dataclass
+class IpfsNode:
+    api_url: str
+    repo: Path
+    flavour: str
+    process: ProcessRecord
+
+    def stop(self) -> None:
+        stop_ipfs(self.api_url, self.process, self.repo)
+
+
+def _binary() -> tuple[str, Path]:
+    kubo = kubo_binary()
+    if kubo is not None:
+        return "kubo", kubo
+    return "js-ipfs", npm_tool("jsipfs")
+
+
+def _configure(repo: Path, api_port: int, swarm_port: int, gateway_port: int) -> None:
+    path = repo / "config"
+    try:
+        config: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DevnetError(f"ipfs init left no readable config at {path}: {exc}") from exc
+    addresses = config.setdefault("Addresses", {})
+    addresses["API"] = f"/ip4/127.0.0.1/tcp/{api_port}"
+    addresses["Gateway"] = f"/ip4/127.0.0.1/tcp/{gateway_port}"
+    addresses["Swarm"] = [f"/ip4/127.0.0.1/tcp/{swarm_port}"]
+    addresses["Announce"] = []
+    addresses["NoAnnounce"] = []
+    if "RPC" in addresses:
+        addresses["RPC"] = f"/ip4/127.0.0.1/tcp/{free_port()}"
+    config["Bootstrap"] = []
+    config.setdefault("Routing", {})["Type"] = "none"
+    discovery = config.setdefault("Discovery", {})
+    discovery.setdefault("MDNS", {})["Enabled"] = False
+    if "webRTCStar" in discovery:
+        discovery["webRTCStar"]["Enabled"] = False
+    path.write_text(json.dumps(config, indent=2))
+
+
+def _api_answers(api_url: str) -> bool:
+    try:
+        return httpx.post(f"{api_url}/api/v0/id", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_ipfs(workdir: Path, *, api_port: int = 0, timeout: float = 60.0) -> IpfsNode:
+    """Initialise a fresh repo under ``workdir`` and start the daemon on loopback."""
+    flavour, binary = _binary()
+    workdir.mkdir(parents=True, exist_ok=True)
+    repo = workdir / "repo"
+    env = dict(os.environ, IPFS_PATH=str(repo))
+    log = workdir / "ipfs.log"
+    if not (repo / "config").exists():
+        try:
+            init = subprocess.run(
+                [str(binary), "init", "--profile", "test"],
+                env=env, cwd=workdir, capture_output=True, text=True, timeout=INIT_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise DevnetError(f"{flavour} init did not finish within {INIT_TIMEOUT:.0f}s") from exc
+        if init.returncode != 0:
+            raise DevnetError(f"{flavour} init failed: {(init.stderr or init.stdout).strip()[-800:]}")
+    if api_port:
+        require_free_port(api_port, "ipfs API")
+    api_port = api_port or free_port()
+    _configure(repo, api_port, free_port(), free_port())
+    record = spawn(f"ipfs ({flavour})", [str(binary), "daemon"], log=log, workdir=workdir, env=env)
+    api_url = f"http://127.0.0.1:{api_port}"
+    try:
+        wait_ready(record, lambda: _api_answers(api_url), timeout=timeout, what=f"{flavour} daemon")
+    finally:
+        if not _api_answers(api_url):
+            _clean_lock(repo)
+    return IpfsNode(api_url=api_url, repo=repo, flavour=flavour, process=record)
+
+
+def _clean_lock(repo: Path) -> None:
+    lock = repo / "repo.lock"
+    if lock.is_dir():
+        shutil.rmtree(lock, ignore_errors=True)
+    else:
+        lock.unlink(missing_ok=True)
+
+
+def stop_ipfs(api_url: str | None, record: ProcessRecord, repo: Path | None) -> None:
+    """Ask the daemon to shut down, then make sure its process group is gone."""
+    if api_url:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.post(f"{api_url}/api/v0/shutdown", timeout=3.0)
+    stop(record, grace=10.0)
+    if repo is not None:
+        _clean_lock(repo)
+
+
+def check_ipfs(api_url: str) -> str:
+    """The daemon's agent version; DevnetError if the API does not answer."""
+    try:
+        resp = httpx.post(f"{api_url}/api/v0/version", timeout=2.0)
+        resp.raise_for_status()
+        return str(resp.json().get("Version", "?"))
+    except (httpx.HTTPError, ValueError) as exc:
+        raise DevnetError(f"IPFS API {api_url} did not answer: {exc}") from exc
+
+
+__all__ = ["IpfsNode", "check_ipfs", "log_tail", "start_ipfs", "stop_ipfs"]

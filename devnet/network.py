@@ -1,0 +1,128 @@
+"""Bring the local market up and down, recording everything in the state file.
+
+``up`` saves the state file after every process it starts, so ``down`` can stop exactly
+those processes even when ``up`` itself was killed halfway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devnet.anvil import check_anvil, start_anvil
+from devnet.ipfs import check_ipfs, start_ipfs, stop_ipfs
+from devnet.process import is_alive, stop
+from devnet.state import DevnetState, load_state, save_state
+from protocol.errors import DevnetError
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass
+class EndpointCheck:
+    name: str
+    target: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class UpReport:
+    state: DevnetState
+    seconds: float
+    steps: list[tuple[str, float]] = field(default_factory=list)
+
+
+def up(state_file: Path, *, progress: Progress = _quiet, anvil_port: int = 0,
+       ipfs_port: int = 0) -> UpReport:
+    """Start Anvil and IPFS (and, as they exist, the later stages) and write the state."""
+    if state_file.exists():
+        with contextlib.suppress(DevnetError):
+            existing = load_state(state_file)
+            if any(is_alive(p.pid) for p in existing.processes):
+                raise DevnetError(
+                    f"a devnet recorded in {state_file} is still running; "
+                    "run `gpumarket devnet down` first or pass another --state"
+                )
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="gpumarket-devnet-"))
+    state = DevnetState(root=str(root))
+    save_state(state_file, state)
+    started = time.monotonic()
+    steps: list[tuple[str, float]] = []
+    try:
+        t0 = time.monotonic()
+        progress("starting anvil")
+        anvil = start_anvil(root / "anvil", port=anvil_port)
+        state.processes.append(anvil.process)
+        state.rpc_url, state.chain_id, state.accounts = anvil.rpc_url, anvil.chain_id, anvil.accounts
+        save_state(state_file, state)
+        steps.append(("anvil", time.monotonic() - t0))
+
+        t0 = time.monotonic()
+        progress("starting ipfs")
+        ipfs = start_ipfs(root / "ipfs", api_port=ipfs_port)
+        state.processes.append(ipfs.process)
+        state.ipfs_api = ipfs.api_url
+        save_state(state_file, state)
+        steps.append(("ipfs", time.monotonic() - t0))
+    except BaseException:
+        down(state_file)
+        raise
+    return UpReport(state=state, seconds=time.monotonic() - started, steps=steps)
+
+
+def down(state_file: Path, *, progress: Progress = _quiet) -> list[str]:
+    """Stop every process recorded in ``state_file`` (newest first); remove its files."""
+    state = load_state(state_file)
+    stopped: list[str] = []
+    errors: list[str] = []
+    for record in reversed(state.processes):
+        progress(f"stopping {record.name} (pid {record.pid})")
+        try:
+            if record.name.startswith("ipfs"):
+                repo = Path(record.workdir) / "repo"
+                stop_ipfs(state.ipfs_api, record, repo)
+            else:
+                stop(record)
+            stopped.append(record.name)
+        except DevnetError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise DevnetError("; ".join(errors))
+    if state.root:
+        shutil.rmtree(state.root, ignore_errors=True)
+    state_file.unlink(missing_ok=True)
+    return stopped
+
+
+def status(state_file: Path) -> list[EndpointCheck]:
+    """Check that every endpoint and process in the state file answers."""
+    state = load_state(state_file)
+    checks: list[EndpointCheck] = []
+    if state.rpc_url:
+        try:
+            checks.append(EndpointCheck("anvil", state.rpc_url, True,
+                                        f"chain id {check_anvil(state.rpc_url)}"))
+        except DevnetError as exc:
+            checks.append(EndpointCheck("anvil", state.rpc_url, False, str(exc)))
+    if state.ipfs_api:
+        try:
+            checks.append(EndpointCheck("ipfs", state.ipfs_api, True,
+                                        f"version {check_ipfs(state.ipfs_api)}"))
+        except DevnetError as exc:
+            checks.append(EndpointCheck("ipfs", state.ipfs_api, False, str(exc)))
+    for record in state.processes:
+        alive = is_alive(record.pid)
+        checks.append(EndpointCheck(f"process {record.name}", f"pid {record.pid}", alive,
+                                    "running" if alive else f"not running (log {record.log})"))
+    return checks
