@@ -53,7 +53,7 @@ def verify_request(
         stamp = lowered[TIMESTAMP_HEADER.lower()]
         sig_hex = lowered[SIGNATURE_HEADER.lower()]
     except KeyError as exc:
-        raise SignatureError(f"request is not signed: header {exc.args[0]} missing") from exc
+        raise SignatureError(f"request is not signed: a header is missing ({exc.args[0]})") from exc
     try:
         address = parse_address(claimed)
         timestamp = int(stamp)
