@@ -31,6 +31,12 @@ class MemoryContentStore:
         """Binary CID (CIDv1) to block bytes; tests may tamper with it."""
         self.pins: set[bytes] = set()
 
+    async def __aenter__(self) -> MemoryContentStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
     def _put(self, cid: bytes, block: bytes) -> None:
         self.blocks[cid] = block
 
