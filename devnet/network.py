@@ -19,6 +19,7 @@ from devnet.ipfs import check_ipfs, start_ipfs, stop_ipfs
 from devnet.process import is_alive, stop
 from devnet.state import DevnetState, load_state, save_state
 from protocol.errors import DevnetError
+from protocol.ids import to_wei
 
 Progress = Callable[[str], None]
 
@@ -75,10 +76,35 @@ def up(state_file: Path, *, progress: Progress = _quiet, anvil_port: int = 0,
         state.ipfs_api = ipfs.api_url
         save_state(state_file, state)
         steps.append(("ipfs", time.monotonic() - t0))
+
+        t0 = time.monotonic()
+        progress("deploying contracts")
+        deploy_market(state)
+        save_state(state_file, state)
+        steps.append(("contracts", time.monotonic() - t0))
     except BaseException:
         down(state_file)
         raise
     return UpReport(state=state, seconds=time.monotonic() - started, steps=steps)
+
+
+ROLES = ["deployer", "coordinator", "provider", "provider", "provider",
+         "requester", "requester", "requester", "requester", "requester"]
+DEVNET_FUNDS = to_wei("100000")
+DEVNET_UNBONDING_DELAY_S = 60
+
+
+def deploy_market(state: DevnetState) -> None:
+    """Deploy token, registry and market from account 0; mint test tokens to the others."""
+    from contracts.deploy import deploy_all, fund_accounts
+
+    assert state.rpc_url is not None
+    state.accounts = [a.model_copy(update={"role": role}) for a, role in zip(state.accounts, ROLES, strict=False)]
+    deployer = state.accounts[0].private_key
+    state.contracts = deploy_all(state.rpc_url, deployer,
+                                 unbonding_delay=DEVNET_UNBONDING_DELAY_S)
+    fund_accounts(state.rpc_url, deployer, state.contracts["token"],
+                  [a.address for a in state.accounts[1:]], DEVNET_FUNDS)
 
 
 def down(state_file: Path, *, progress: Progress = _quiet) -> list[str]:
