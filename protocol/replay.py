@@ -1,0 +1,84 @@
+"""Replay protection: nonces remembered until they expire, and rising sequence numbers.
+
+Both structures are bounded. A full nonce cache refuses new messages rather than
+forgetting unexpired nonces (forgetting would let a replay through); a full sequence
+tracker forgets the sender seen longest ago, whose adverts have long expired.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+
+from protocol.clock import Clock
+from protocol.errors import MessageError
+from protocol.ids import Address
+
+DEFAULT_MAX_NONCES = 100_000
+DEFAULT_MAX_SENDERS = 10_000
+
+
+class ReplayError(MessageError):
+    """A message was seen before: a reused nonce or a sequence number that did not rise."""
+
+
+class NonceCache:
+    """Remembers ``(signer, nonce)`` pairs until their message expires (plus ``grace_s``)."""
+
+    def __init__(
+        self, clock: Clock, *, grace_s: float = 0, max_entries: int = DEFAULT_MAX_NONCES
+    ) -> None:
+        self._clock = clock
+        self._grace_s = grace_s
+        self._max_entries = max_entries
+        self._seen: dict[tuple[str, bytes], float] = {}
+        self._by_expiry: list[tuple[float, str, bytes]] = []
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def remember(self, signer: Address, nonce: bytes, expires_at: float) -> None:
+        """Record a nonce, or raise ``ReplayError`` if ``signer`` already used it."""
+        self._evict_expired()
+        key = (str(signer), bytes(nonce))
+        if key in self._seen:
+            raise ReplayError(f"nonce 0x{nonce.hex()} from {signer} was already used (replay)")
+        if len(self._seen) >= self._max_entries:
+            raise MessageError("too many recent messages to track; try again later")
+        forget_at = expires_at + self._grace_s
+        self._seen[key] = forget_at
+        heapq.heappush(self._by_expiry, (forget_at, key[0], key[1]))
+
+    def _evict_expired(self) -> None:
+        now = self._clock.now()
+        while self._by_expiry and self._by_expiry[0][0] < now:
+            _, signer, nonce = heapq.heappop(self._by_expiry)
+            self._seen.pop((signer, nonce), None)
+
+
+class SequenceTracker:
+    """The last sequence number accepted from each sender; only strictly higher ones pass."""
+
+    def __init__(self, max_senders: int = DEFAULT_MAX_SENDERS) -> None:
+        self._max_senders = max_senders
+        self._last: OrderedDict[str, int] = OrderedDict()
+
+    def last(self, sender: Address) -> int | None:
+        return self._last.get(str(sender))
+
+    def check(self, sender: Address, seq: int) -> None:
+        """Raise ``ReplayError`` unless ``seq`` is above the last accepted one."""
+        last = self._last.get(str(sender))
+        if last is not None and seq <= last:
+            raise ReplayError(
+                f"sequence {seq} from {sender} is not above the last accepted {last} "
+                "(replayed or stale)"
+            )
+
+    def advance(self, sender: Address, seq: int) -> None:
+        """Check ``seq`` and accept it as the sender's newest."""
+        self.check(sender, seq)
+        self._last[str(sender)] = seq
+        self._last.move_to_end(str(sender))
+        while len(self._last) > self._max_senders:
+            self._last.popitem(last=False)

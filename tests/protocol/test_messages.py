@@ -1,0 +1,254 @@
+"""Wire messages: round trips, the type-tagged union, and refusal of malformed input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from protocol import eip712
+from protocol.encoding import canonical_json
+from protocol.errors import MessageError
+from protocol.ids import Address, Wei
+from protocol.messages import (
+    Ack,
+    Advert,
+    Assignment,
+    Cancel,
+    Challenge,
+    ChallengeOpen,
+    ChallengeResponse,
+    ChallengeRows,
+    Commitment,
+    ErrorCode,
+    ErrorReply,
+    FailureKind,
+    FailureReport,
+    HandBack,
+    LogChunk,
+    OpenedRow,
+    Reveal,
+    RevealRequest,
+    WireMessage,
+    decode_as,
+    decode_message,
+    encode_message,
+)
+from protocol.registry import MAX_MESSAGE_BYTES
+from tests.protocol.factories import COORDINATOR, JOB_ID, NOW, PROVIDER, advert, cid_of
+
+DOMAIN = eip712.Eip712Domain(31337, Address("0x5FbDB2315678afecb367f032d93F642f64180aa3"))
+RESULT_CID = cid_of(b"outputs")
+SALT = b"\x07" * 32
+P, C = PROVIDER.address, COORDINATOR.address
+
+
+def _commitment() -> Commitment:
+    commit = eip712.commit_hash(eip712.cid_to_result_digest(RESULT_CID), SALT)
+    sig = eip712.sign_commit(PROVIDER.private_key, DOMAIN, JOB_ID, P, commit)
+    return Commitment(job_id=JOB_ID, provider=P, commit_hash=commit, signature=sig)
+
+
+def _reveal() -> Reveal:
+    digest = eip712.cid_to_result_digest(RESULT_CID)
+    sig = eip712.sign_reveal(PROVIDER.private_key, DOMAIN, JOB_ID, P, digest, SALT)
+    return Reveal(job_id=JOB_ID, provider=P, result_cid=RESULT_CID, salt=SALT, signature=sig)
+
+
+def every_message() -> list[WireMessage]:
+    challenge_id = b"\x01" * 16
+    return [
+        advert(),
+        Assignment(
+            job_id=JOB_ID, provider=P, coordinator=C, price=Wei(2_500_000),
+            spec_cid=cid_of(b"spec"),
+            input_cids={"code": cid_of(b"code")}, seed=42,
+            commit_deadline=NOW + 600, reveal_deadline=NOW + 900,
+        ),
+        RevealRequest(job_id=JOB_ID, provider=P, coordinator=C, reveal_deadline=NOW + 900),
+        Cancel(job_id=JOB_ID, provider=P, coordinator=C, reason="requester cancelled"),
+        _commitment(),
+        _reveal(),
+        LogChunk(job_id=JOB_ID, provider=P, stream="stdout", offset=0, data=b"hello\n"),
+        HandBack(job_id=JOB_ID, provider=P, reason="GPU went away"),
+        FailureReport(
+            job_id=JOB_ID, provider=P, kind=FailureKind.NONZERO_EXIT, detail="exit 3", exit_code=3
+        ),
+        Challenge(
+            challenge_id=challenge_id, coordinator=C, provider=P, seed=7, n=1024, dtype="bf16",
+            repeats=8, deadline=NOW + 60,
+        ),
+        ChallengeResponse(
+            challenge_id=challenge_id, provider=P, merkle_root=b"\x02" * 32, elapsed_s=0.25
+        ),
+        ChallengeOpen(challenge_id=challenge_id, coordinator=C, rows=(3, 17)),
+        ChallengeRows(
+            challenge_id=challenge_id, provider=P,
+            rows=(OpenedRow(index=3, values=b"\x00" * 64, proof=(b"\x03" * 32,)),),
+        ),
+        Ack(sender=P, of="job.assignment", job_id=JOB_ID),
+        ErrorReply(sender=P, code=ErrorCode.BUSY, message="no free GPU", of="job.assignment"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("message", every_message(), ids=lambda m: m.message_type)
+def test_every_message_round_trips_canonically(message: WireMessage) -> None:
+    data = encode_message(message)
+    decoded = decode_message(data)
+    assert decoded == message
+    assert type(decoded) is type(message)
+    assert encode_message(decoded) == data
+    assert data == canonical_json(json.loads(data))
+
+
+def test_message_types_are_distinct_and_versioned() -> None:
+    messages = every_message()
+    assert len({m.message_type for m in messages}) == len(messages)
+    assert all(json.loads(encode_message(m))["v"] == 1 for m in messages)
+
+
+def test_bytes_travel_as_hex_and_amounts_as_integers() -> None:
+    obj = json.loads(encode_message(every_message()[1]))
+    assert obj["job_id"] == "0x" + JOB_ID.hex()
+    assert obj["price"] == 2_500_000
+
+
+def test_decode_as_checks_the_class() -> None:
+    data = encode_message(advert())
+    assert isinstance(decode_as(Advert, data), Advert)
+    with pytest.raises(MessageError, match="expected Assignment, got Advert"):
+        decode_as(Assignment, data)
+
+
+def _mutated(message: WireMessage, **changes: object) -> bytes:
+    obj = json.loads(encode_message(message))
+    obj.update(changes)
+    return json.dumps(obj).encode()
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"type": "nonsense"}, "does not match any of the expected tags"),
+        ({"v": 2}, "v: Input should be 1"),
+        ({"extra": 1}, "extra: Extra inputs are not permitted"),
+        ({"provider": "0x1234"}, "provider: Value error, not an address"),
+        ({"peer_id": "hello"}, "peer_id: Value error, not a peer id"),
+        ({"free_gpus": 2}, "free_gpus 2 exceeds the 1 GPUs"),
+        ({"free_gpus": "1"}, "free_gpus: Input should be a valid integer"),
+        ({"utilization": 1.5}, "utilization: Input should be less than or equal to 1"),
+        ({"price_per_gpu_hour": -1}, "price_per_gpu_hour: Input should be greater than"),
+        ({"price_per_gpu_hour": 2**256}, "does not fit in uint256"),
+        ({"runtimes": ["bash"]}, "runtimes.0: Input should be 'torch' or 'container'"),
+        ({"multiaddrs": []}, "multiaddrs: Tuple should have at least 1 item"),
+        ({"multiaddrs": ["/ip4/1.2.3.4"] * 17}, "multiaddrs: Tuple should have at most 16"),
+    ],
+)
+def test_malformed_adverts_name_the_field(changes: dict[str, object], fragment: str) -> None:
+    with pytest.raises(MessageError) as info:
+        decode_message(_mutated(advert(), **changes))
+    assert fragment in str(info.value)
+
+
+def test_benchmark_refuses_unknown_dtypes_and_infinite_values() -> None:
+    obj = json.loads(encode_message(advert()))
+    obj["benchmark"]["tflops"] = {"fp64": 1.0}
+    with pytest.raises(MessageError, match=r"benchmark\.tflops\.fp64"):
+        decode_message(json.dumps(obj).encode())
+    with pytest.raises(MessageError, match="Infinity is not allowed"):
+        decode_message(encode_message(advert()).replace(b"51.2", b"Infinity"))
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b"\xff\xfe", "not UTF-8"),
+        (b"[1,2]", "must be a JSON object"),
+        (b'{"type":"advert",', "malformed JSON at line 1"),
+        (b'{"type":"reply.ack","type":"reply.ack"}', "duplicate key 'type'"),
+        (b"[" * 100_000 + b"]" * 100_000, "nests deeper than 32"),
+        (b" " * (MAX_MESSAGE_BYTES + 1), "limit is"),
+    ],
+)
+def test_undecodable_bytes_are_refused(data: bytes, fragment: str) -> None:
+    with pytest.raises(MessageError, match=fragment):
+        decode_message(data)
+
+
+def test_assignment_deadlines_must_be_ordered() -> None:
+    message = every_message()[1]
+    with pytest.raises(MessageError, match="reveal_deadline must come after commit_deadline"):
+        decode_message(_mutated(message, reveal_deadline=NOW + 600))
+
+
+def test_assignment_input_names_are_safe() -> None:
+    with pytest.raises(MessageError, match="input_cids"):
+        decode_message(_mutated(every_message()[1], input_cids={"../etc": str(RESULT_CID)}))
+
+
+def test_challenge_rows_must_be_distinct_and_in_range() -> None:
+    opened = ChallengeOpen(challenge_id=b"\x01" * 16, coordinator=C, rows=(1,))
+    with pytest.raises(MessageError, match="rows must be distinct"):
+        decode_message(_mutated(opened, rows=[4, 4]))
+    with pytest.raises(MessageError, match=r"rows\.0"):
+        decode_message(_mutated(opened, rows=[1 << 20]))
+
+
+def test_reveal_opens_its_commitment_and_verifies() -> None:
+    commitment, reveal = _commitment(), _reveal()
+    assert reveal.matches(commitment)
+    commitment.verify(DOMAIN)
+    reveal.verify(DOMAIN)
+    other = reveal.model_copy(update={"salt": b"\x08" * 32})
+    assert not other.matches(commitment)
+
+
+def test_reveal_result_cid_must_be_a_dag_pb_cidv1() -> None:
+    raw_leaf = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+    with pytest.raises(MessageError, match="result_cid"):
+        decode_message(_mutated(_reveal(), result_cid=raw_leaf))
+
+
+def test_cids_are_normalized_to_base32() -> None:
+    from multiformats import CID
+
+    base58 = CID.decode(RESULT_CID).encode("base58btc")
+    message = decode_message(_mutated(_reveal(), result_cid=base58))
+    assert isinstance(message, Reveal)
+    assert message.result_cid == RESULT_CID
+
+
+def test_messages_are_frozen() -> None:
+    message = advert()
+    with pytest.raises(Exception, match="frozen"):
+        message.seq = 5
+
+
+def test_author_is_the_party_that_must_sign() -> None:
+    by_type = {m.message_type: m.author() for m in every_message()}
+    assert by_type["advert"] == P
+    assert by_type["job.assignment"] == C
+    assert by_type["job.commitment"] == P
+    assert by_type["challenge.open"] == C
+    assert by_type["reply.error"] == P
+
+
+def test_failure_kinds_are_the_documented_set() -> None:
+    assert {k.value for k in FailureKind} == {
+        "bad_input", "timeout", "oom", "nonzero_exit", "sandbox_error", "output_too_large",
+    }  # fmt: skip
+    assert FailureKind.SANDBOX_ERROR.provider_fault
+    assert not FailureKind.OOM.provider_fault
+
+
+def test_log_chunk_size_is_bounded() -> None:
+    chunk = LogChunk(job_id=JOB_ID, provider=P, stream="stderr", offset=0, data=b"")
+    big = "0x" + "00" * (64 * 1024 + 1)
+    with pytest.raises(MessageError, match="data"):
+        decode_message(_mutated(chunk, data=big))
+
+
+def test_job_ids_must_be_32_bytes() -> None:
+    with pytest.raises(MessageError, match="job_id"):
+        decode_message(_mutated(_reveal(), job_id="0x" + hashlib.sha256(b"").hexdigest()[:62]))
