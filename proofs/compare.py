@@ -214,7 +214,7 @@ def _float_mismatch(
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(x - y)
         scale = np.maximum(np.abs(x), np.abs(y))
-        ok = diff <= tol.atol + tol.rtol * scale
+        ok = (diff <= tol.atol + tol.rtol * scale) & np.isfinite(x) & np.isfinite(y)
         ok |= x == y  # equal infinities
         ok |= np.isnan(x) & np.isnan(y)
         finite = np.isfinite(diff)
@@ -247,6 +247,10 @@ def group_results(
     cached = {k: _Result(v) for k, v in results.items()}
     groups: list[list[K]] = []
     for key in results:
+        same = _same_cid_group(key, groups, cids)
+        if same is not None:
+            same.append(key)  # identical content to a member agrees as that member did
+            continue
         for group in groups:
             if all(_agree(key, other, cached, policy, cids) for other in group):
                 group.append(key)
@@ -255,6 +259,15 @@ def group_results(
             groups.append([key])
     order = {id(g): i for i, g in enumerate(groups)}
     return sorted(groups, key=lambda g: (-len(g), order[id(g)]))
+
+
+def _same_cid_group(key: K, groups: list[list[K]], cids: Mapping[K, str] | None) -> list[K] | None:
+    if cids is None or key not in cids:
+        return None
+    for group in groups:
+        if any(cids.get(other) == cids[key] for other in group):
+            return group
+    return None
 
 
 def _agree(
