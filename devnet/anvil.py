@@ -79,12 +79,18 @@ def start_anvil(
     log = workdir / "anvil.log"
     argv = [
         str(npm_tool("anvil")),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--chain-id", str(CHAIN_ID),
-        "--hardfork", HARDFORK,
-        "--accounts", "10",
-        "--balance", "10000",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--chain-id",
+        str(CHAIN_ID),
+        "--hardfork",
+        HARDFORK,
+        "--accounts",
+        "10",
+        "--balance",
+        "10000",
     ]
     if block_time:
         argv += ["--block-time", str(block_time)]
@@ -111,4 +117,12 @@ def check_anvil(url: str) -> int:
     return int(rpc_call(url, "eth_chainId", timeout=2.0), 16)
 
 
-__all__ = ["ANVIL_MNEMONIC", "CHAIN_ID", "HARDFORK", "AnvilNode", "check_anvil", "dev_accounts", "start_anvil"]
+__all__ = [
+    "ANVIL_MNEMONIC",
+    "CHAIN_ID",
+    "HARDFORK",
+    "AnvilNode",
+    "check_anvil",
+    "dev_accounts",
+    "start_anvil",
+]

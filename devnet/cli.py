@@ -28,8 +28,11 @@ out = Console()
 
 StateOpt = Annotated[
     Path,
-    typer.Option("--state", help="State file recording endpoints and started processes.",
-                 envvar="GPUMARKET_DEVNET_STATE"),
+    typer.Option(
+        "--state",
+        help="State file recording endpoints and started processes.",
+        envvar="GPUMARKET_DEVNET_STATE",
+    ),
 ]
 
 
@@ -65,8 +68,12 @@ def up(
 ) -> None:
     """Start the devnet in the background and write its endpoints to the state file."""
     try:
-        report = network.up(state, anvil_port=anvil_port, ipfs_port=ipfs_port,
-                            progress=lambda msg: err.print(f"[dim]{msg}...[/dim]"))
+        report = network.up(
+            state,
+            anvil_port=anvil_port,
+            ipfs_port=ipfs_port,
+            progress=lambda msg: err.print(f"[dim]{msg}...[/dim]"),
+        )
     except GpuMarketError as exc:
         _fail(exc)
         return
@@ -95,8 +102,9 @@ def status(
         for col in ("component", "target", "ok", "detail"):
             table.add_column(col)
         for c in checks:
-            table.add_row(c.name, c.target, "[green]yes[/green]" if c.ok else "[red]no[/red]",
-                          c.detail)
+            table.add_row(
+                c.name, c.target, "[green]yes[/green]" if c.ok else "[red]no[/red]", c.detail
+            )
         out.print(table)
     if not all(c.ok for c in checks):
         raise typer.Exit(1)

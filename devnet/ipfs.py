@@ -84,12 +84,18 @@ def start_ipfs(workdir: Path, *, api_port: int = 0, timeout: float = 60.0) -> Ip
         try:
             init = subprocess.run(
                 [str(binary), "init", "--profile", "test"],
-                env=env, cwd=workdir, capture_output=True, text=True, timeout=INIT_TIMEOUT,
+                env=env,
+                cwd=workdir,
+                capture_output=True,
+                text=True,
+                timeout=INIT_TIMEOUT,
             )
         except subprocess.TimeoutExpired as exc:
             raise DevnetError(f"{flavour} init did not finish within {INIT_TIMEOUT:.0f}s") from exc
         if init.returncode != 0:
-            raise DevnetError(f"{flavour} init failed: {(init.stderr or init.stdout).strip()[-800:]}")
+            raise DevnetError(
+                f"{flavour} init failed: {(init.stderr or init.stdout).strip()[-800:]}"
+            )
     if api_port:
         require_free_port(api_port, "ipfs API")
     api_port = api_port or free_port()

@@ -43,8 +43,9 @@ class UpReport:
     steps: list[tuple[str, float]] = field(default_factory=list)
 
 
-def up(state_file: Path, *, progress: Progress = _quiet, anvil_port: int = 0,
-       ipfs_port: int = 0) -> UpReport:
+def up(
+    state_file: Path, *, progress: Progress = _quiet, anvil_port: int = 0, ipfs_port: int = 0
+) -> UpReport:
     """Start Anvil and IPFS (and, as they exist, the later stages) and write the state."""
     if state_file.exists():
         with contextlib.suppress(DevnetError):
@@ -65,7 +66,11 @@ def up(state_file: Path, *, progress: Progress = _quiet, anvil_port: int = 0,
         progress("starting anvil")
         anvil = start_anvil(root / "anvil", port=anvil_port)
         state.processes.append(anvil.process)
-        state.rpc_url, state.chain_id, state.accounts = anvil.rpc_url, anvil.chain_id, anvil.accounts
+        state.rpc_url, state.chain_id, state.accounts = (
+            anvil.rpc_url,
+            anvil.chain_id,
+            anvil.accounts,
+        )
         save_state(state_file, state)
         steps.append(("anvil", time.monotonic() - t0))
 
@@ -88,8 +93,18 @@ def up(state_file: Path, *, progress: Progress = _quiet, anvil_port: int = 0,
     return UpReport(state=state, seconds=time.monotonic() - started, steps=steps)
 
 
-ROLES = ["deployer", "coordinator", "provider", "provider", "provider",
-         "requester", "requester", "requester", "requester", "requester"]
+ROLES = [
+    "deployer",
+    "coordinator",
+    "provider",
+    "provider",
+    "provider",
+    "requester",
+    "requester",
+    "requester",
+    "requester",
+    "requester",
+]
 DEVNET_FUNDS = to_wei("100000")
 DEVNET_UNBONDING_DELAY_S = 60
 
@@ -99,12 +114,18 @@ def deploy_market(state: DevnetState) -> None:
     from contracts.deploy import deploy_all, fund_accounts
 
     assert state.rpc_url is not None
-    state.accounts = [a.model_copy(update={"role": role}) for a, role in zip(state.accounts, ROLES, strict=False)]
+    state.accounts = [
+        a.model_copy(update={"role": role}) for a, role in zip(state.accounts, ROLES, strict=False)
+    ]
     deployer = state.accounts[0].private_key
-    state.contracts = deploy_all(state.rpc_url, deployer,
-                                 unbonding_delay=DEVNET_UNBONDING_DELAY_S)
-    fund_accounts(state.rpc_url, deployer, state.contracts["token"],
-                  [a.address for a in state.accounts[1:]], DEVNET_FUNDS)
+    state.contracts = deploy_all(state.rpc_url, deployer, unbonding_delay=DEVNET_UNBONDING_DELAY_S)
+    fund_accounts(
+        state.rpc_url,
+        deployer,
+        state.contracts["token"],
+        [a.address for a in state.accounts[1:]],
+        DEVNET_FUNDS,
+    )
 
 
 def down(state_file: Path, *, progress: Progress = _quiet) -> list[str]:
@@ -137,18 +158,28 @@ def status(state_file: Path) -> list[EndpointCheck]:
     checks: list[EndpointCheck] = []
     if state.rpc_url:
         try:
-            checks.append(EndpointCheck("anvil", state.rpc_url, True,
-                                        f"chain id {check_anvil(state.rpc_url)}"))
+            checks.append(
+                EndpointCheck(
+                    "anvil", state.rpc_url, True, f"chain id {check_anvil(state.rpc_url)}"
+                )
+            )
         except DevnetError as exc:
             checks.append(EndpointCheck("anvil", state.rpc_url, False, str(exc)))
     if state.ipfs_api:
         try:
-            checks.append(EndpointCheck("ipfs", state.ipfs_api, True,
-                                        f"version {check_ipfs(state.ipfs_api)}"))
+            checks.append(
+                EndpointCheck("ipfs", state.ipfs_api, True, f"version {check_ipfs(state.ipfs_api)}")
+            )
         except DevnetError as exc:
             checks.append(EndpointCheck("ipfs", state.ipfs_api, False, str(exc)))
     for record in state.processes:
         alive = is_alive(record.pid)
-        checks.append(EndpointCheck(f"process {record.name}", f"pid {record.pid}", alive,
-                                    "running" if alive else f"not running (log {record.log})"))
+        checks.append(
+            EndpointCheck(
+                f"process {record.name}",
+                f"pid {record.pid}",
+                alive,
+                "running" if alive else f"not running (log {record.log})",
+            )
+        )
     return checks

@@ -70,9 +70,7 @@ def spawn(
             )
         except OSError as exc:
             raise DevnetError(f"{name}: cannot start {argv[0]}: {exc}") from exc
-    return ProcessRecord(
-        name=name, pid=proc.pid, pgid=proc.pid, log=str(log), workdir=str(workdir)
-    )
+    return ProcessRecord(name=name, pid=proc.pid, pgid=proc.pid, log=str(log), workdir=str(workdir))
 
 
 def is_alive(pid: int) -> bool:

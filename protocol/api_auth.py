@@ -31,7 +31,9 @@ def request_digest(method: str, path: str, timestamp: int) -> bytes:
     return keccak(signing_domain("api", 1) + text)
 
 
-def sign_request(private_key: bytes, method: str, path: str, *, now: float | None = None) -> dict[str, str]:
+def sign_request(
+    private_key: bytes, method: str, path: str, *, now: float | None = None
+) -> dict[str, str]:
     """Headers that authenticate ``METHOD path`` as the holder of ``private_key``."""
     key = PrivateKey(private_key)
     timestamp = int(time.time() if now is None else now)

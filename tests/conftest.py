@@ -63,5 +63,3 @@ def libp2p_hosts() -> Callable[..., AbstractAsyncContextManager[Any]]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
-
-

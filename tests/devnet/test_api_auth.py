@@ -19,5 +19,5 @@ def test_signed_request_verifies_and_binds_method_path_and_time() -> None:
     with pytest.raises(SignatureError, match="not made by"):
         verify_request(forged, "GET", "/jobs/0xab/logs", now=1010)
     del forged[SIGNATURE_HEADER]
-    with pytest.raises(SignatureError, match="header is missing .x-gpumarket-signature"):
+    with pytest.raises(SignatureError, match=r"header is missing .x-gpumarket-signature"):
         verify_request(forged, "GET", "/jobs/0xab/logs", now=1010)

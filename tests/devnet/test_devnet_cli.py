@@ -21,9 +21,10 @@ pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "gpumarket_cli"]
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_help_explains_every_command() -> None:
@@ -60,8 +61,11 @@ def test_up_status_down_leaves_no_process_behind(tmp_path: Path) -> None:
 
 def test_down_after_up_was_killed(tmp_path: Path) -> None:
     state_file = tmp_path / "state.json"
-    proc = subprocess.Popen([*CLI, "devnet", "up", "--state", str(state_file)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*CLI, "devnet", "up", "--state", str(state_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

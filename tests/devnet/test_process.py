@@ -44,8 +44,9 @@ def test_stop_kills_the_whole_group_even_when_sigterm_is_ignored(tmp_path: Path)
 
 
 def test_wait_ready_timeout_names_the_cause_and_leaves_nothing(tmp_path: Path) -> None:
-    record = spawn("sleeper", [SH, "-c", "echo booting; sleep 300"], log=tmp_path / "log",
-                   workdir=tmp_path)
+    record = spawn(
+        "sleeper", [SH, "-c", "echo booting; sleep 300"], log=tmp_path / "log", workdir=tmp_path
+    )
     with pytest.raises(DevnetError, match=r"never-ready did not become ready within 0.5s") as info:
         wait_ready(record, lambda: False, timeout=0.5, what="never-ready")
     assert "booting" in str(info.value)
@@ -53,8 +54,9 @@ def test_wait_ready_timeout_names_the_cause_and_leaves_nothing(tmp_path: Path) -
 
 
 def test_wait_ready_reports_an_early_exit_with_its_log(tmp_path: Path) -> None:
-    record = spawn("crasher", [SH, "-c", "echo boom >&2; exit 3"], log=tmp_path / "log",
-                   workdir=tmp_path)
+    record = spawn(
+        "crasher", [SH, "-c", "echo boom >&2; exit 3"], log=tmp_path / "log", workdir=tmp_path
+    )
     with pytest.raises(DevnetError, match="exited before it became ready") as info:
         wait_ready(record, lambda: False, timeout=10, what="crasher")
     assert "boom" in str(info.value)
@@ -62,8 +64,7 @@ def test_wait_ready_reports_an_early_exit_with_its_log(tmp_path: Path) -> None:
 
 def test_missing_tool_is_named(tmp_path: Path) -> None:
     with pytest.raises(DevnetError, match="not found; run `make bootstrap`"):
-        spawn("ghost", [str(tmp_path / "no-such-binary")], log=tmp_path / "log",
-              workdir=tmp_path)
+        spawn("ghost", [str(tmp_path / "no-such-binary")], log=tmp_path / "log", workdir=tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -98,8 +99,9 @@ def test_stop_ignores_a_recycled_pid(tmp_path: Path) -> None:
     other = tmp_path / "elsewhere"
     other.mkdir()
     record = spawn("x", [SH, "-c", "exit 0"], log=tmp_path / "log", workdir=tmp_path)
-    forged = record.model_copy(update={"pid": os.getpid(), "pgid": os.getpgid(0),
-                                       "workdir": str(other)})
+    forged = record.model_copy(
+        update={"pid": os.getpid(), "pgid": os.getpgid(0), "workdir": str(other)}
+    )
     stop(forged, grace=0.1)
     assert is_alive(os.getpid())
 
