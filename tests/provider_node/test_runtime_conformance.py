@@ -1,0 +1,135 @@
+"""Behaviour every runtime that actually runs jobs must share: bwrap and process (unsafe)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provider_node.runtimes import (
+    BwrapRuntime,
+    Limits,
+    Outcome,
+    ProcessRuntime,
+    Runtime,
+)
+from tests.provider_node.conftest import MakeJob
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(params=["bwrap", "process"])
+def runtime(request: pytest.FixtureRequest) -> Runtime:
+    if request.param == "bwrap":
+        return BwrapRuntime(term_grace_s=0.5)
+    return ProcessRuntime(unsafe=True, term_grace_s=0.5)
+
+
+def _children(parent: Path) -> set[str]:
+    return {p.name for p in parent.iterdir() if p.is_dir()} if parent.is_dir() else set()
+
+
+async def test_ok_run_writes_outputs_and_env(runtime: Runtime, make_job: MakeJob) -> None:
+    job = make_job(
+        """
+        import os, pathlib
+        out = pathlib.Path(os.environ["GPUMARKET_OUTPUT_DIR"])
+        (out / "seed.txt").write_text(os.environ["GPUMARKET_SEED"])
+        print("inputs at", os.environ["GPUMARKET_INPUT_DIR"])
+        print("hash seed", os.environ["PYTHONHASHSEED"], os.environ["CUBLAS_WORKSPACE_CONFIG"])
+        print("visible", repr(os.environ["CUDA_VISIBLE_DEVICES"]))
+        """,
+        seed=2**40 + 5,
+        env={"JOB_FLAG": "on"},
+    )
+    result = await runtime.run(job)
+    assert result.outcome is Outcome.OK, result
+    assert result.exit_code == 0
+    assert (job.outputs_dir / "seed.txt").read_text() == str(2**40 + 5)
+    assert result.output_bytes == len(str(2**40 + 5))
+    assert "hash seed 5 :4096:8" in result.log_tail
+    assert "visible ''" in result.log_tail
+
+
+async def test_nonzero_exit_keeps_log_tail(runtime: Runtime, make_job: MakeJob) -> None:
+    limits = Limits(
+        wall_time_s=30,
+        memory_bytes=256 << 20,
+        max_pids=64,
+        max_output_bytes=1024,
+        log_tail_bytes=100,
+    )
+    job = make_job("import sys\nprint('x' * 5000)\nprint('last words')\nsys.exit(4)", limits=limits)
+    result = await runtime.run(job)
+    assert result.outcome is Outcome.NONZERO_EXIT
+    assert result.exit_code == 4
+    assert result.log_tail.endswith("last words\n")
+    assert len(result.log_tail) <= 100
+
+
+async def test_wall_time_stops_job(runtime: Runtime, make_job: MakeJob) -> None:
+    limits = Limits(wall_time_s=2, memory_bytes=256 << 20, max_pids=64, max_output_bytes=1024)
+    job = make_job("import time\nprint('sleeping', flush=True)\ntime.sleep(60)", limits=limits)
+    result = await runtime.run(job)
+    assert result.outcome is Outcome.TIMEOUT
+    assert 2 <= result.duration_s < 10
+    assert "sleeping" in result.log_tail
+
+
+async def test_memory_limit_is_oom(runtime: Runtime, make_job: MakeJob) -> None:
+    limits = Limits(wall_time_s=60, memory_bytes=256 << 20, max_pids=64, max_output_bytes=1024)
+    job = make_job("block = b'\\x01' * (1 << 30)\nprint(len(block))", limits=limits)
+    result = await runtime.run(job)
+    assert result.outcome is Outcome.OOM, result
+    assert str(1 << 30) not in result.log_tail
+
+
+async def test_one_big_file_is_output_too_large(runtime: Runtime, make_job: MakeJob) -> None:
+    limits = Limits(wall_time_s=30, memory_bytes=256 << 20, max_pids=64, max_output_bytes=1 << 20)
+    job = make_job("open('outputs/big.bin', 'wb').write(b'\\0' * (3 << 20))", limits=limits)
+    result = await runtime.run(job)
+    assert result.outcome is Outcome.OUTPUT_TOO_LARGE, result
+    # The file-size bound stops the write one byte past the limit, never at 3 MiB.
+    assert (job.outputs_dir / "big.bin").stat().st_size <= (1 << 20) + 1
+
+
+async def test_many_files_are_output_too_large(runtime: Runtime, make_job: MakeJob) -> None:
+    limits = Limits(wall_time_s=30, memory_bytes=256 << 20, max_pids=64, max_output_bytes=1 << 20)
+    job = make_job(
+        "for i in range(8):\n    open(f'outputs/part{i}.bin', 'wb').write(b'\\0' * (300 << 10))",
+        limits=limits,
+    )
+    result = await runtime.run(job)
+    assert result.outcome is Outcome.OUTPUT_TOO_LARGE
+    assert result.output_bytes > 1 << 20
+
+
+async def test_escaping_symlink_is_refused(runtime: Runtime, make_job: MakeJob) -> None:
+    job = make_job("import os\nos.symlink('../inputs/code/main.py', 'outputs/link')")
+    result = await runtime.run(job)
+    assert result.outcome is Outcome.OUTPUT_REFUSED
+    assert "link" in result.detail
+
+
+async def test_special_file_is_refused(runtime: Runtime, make_job: MakeJob) -> None:
+    job = make_job("import os\nos.mkdir('outputs/d')\nos.mkfifo('outputs/d/pipe')")
+    result = await runtime.run(job)
+    assert result.outcome is Outcome.OUTPUT_REFUSED
+    assert "special file" in result.detail
+
+
+async def test_inner_symlink_is_accepted(runtime: Runtime, make_job: MakeJob) -> None:
+    job = make_job(
+        "import os\nopen('outputs/a.txt', 'w').write('a')\nos.symlink('a.txt', 'outputs/b')"
+    )
+    result = await runtime.run(job)
+    assert result.outcome is Outcome.OK, result
+
+
+async def test_cgroups_are_removed_after_runs(runtime: Runtime, make_job: MakeJob) -> None:
+    result = await runtime.run(make_job("print('fine')"))
+    assert result.outcome is Outcome.OK
+    leftovers = [
+        name for gm in Path("/sys/fs/cgroup").glob("**/gpumarket") for name in _children(gm)
+    ]
+    assert leftovers == []

@@ -1,0 +1,189 @@
+"""Runtime pieces that need no sandbox: command lines, environment, output checks, registry."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from protocol.errors import SandboxError
+from provider_node.runtimes import (
+    BwrapRuntime,
+    CommandEntrypoint,
+    DockerRuntime,
+    Limits,
+    PreparedJob,
+    ProcessRuntime,
+    TorchEntrypoint,
+    create_runtime,
+    default_runtime_name,
+    runtime_names,
+)
+from provider_node.runtimes.env import job_env
+from provider_node.runtimes.outputs import check_work_dir, scan_outputs
+from tests.provider_node.conftest import DEFAULT_LIMITS, MakeJob
+
+
+def _flag_values(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == flag]
+
+
+def _gpu_job(make_job: MakeJob, gpus: tuple[int, ...]) -> PreparedJob:
+    job = make_job("print(1)", torch=True)
+    return PreparedJob(job.job_id, job.work_dir, job.entrypoint, job.limits, 3, {}, gpus)
+
+
+def test_registry_knows_three_runtimes() -> None:
+    assert {"bwrap", "docker", "process"} <= set(runtime_names())
+    assert isinstance(create_runtime("bwrap"), BwrapRuntime)
+    with pytest.raises(SandboxError, match="unknown runtime"):
+        create_runtime("chroot")
+
+
+def test_default_runtime_is_never_process() -> None:
+    assert default_runtime_name(order=("bwrap",)) == "bwrap"
+    with pytest.raises(SandboxError, match="no sandbox runtime"):
+        default_runtime_name(order=("process",))
+
+
+async def test_process_runtime_is_refused_unless_unsafe(make_job: MakeJob) -> None:
+    runtime = ProcessRuntime()
+    assert runtime.unavailable_reason() is not None
+    with pytest.raises(SandboxError, match="unsafe"):
+        await runtime.run(make_job("print('should not run')"))
+    assert ProcessRuntime(unsafe=True).unavailable_reason() is None
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(SandboxError):
+        Limits(wall_time_s=0, memory_bytes=1 << 30, max_pids=8, max_output_bytes=0)
+    with pytest.raises(SandboxError):
+        Limits(wall_time_s=1, memory_bytes=1024, max_pids=8, max_output_bytes=0)
+    with pytest.raises(SandboxError):
+        Limits(wall_time_s=1, memory_bytes=1 << 30, max_pids=1, max_output_bytes=0)
+
+
+def test_job_env_is_built_from_nothing(make_job: MakeJob, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "leak")
+    job = make_job("", seed=2**33 + 9, env={"MY_FLAG": "1"})
+    env = job_env(job, root="/job", home="/home/job", tmp="/tmp", path="/usr/bin")
+    assert "AWS_SECRET_ACCESS_KEY" not in env
+    assert env["MY_FLAG"] == "1"
+    assert env["GPUMARKET_SEED"] == str(2**33 + 9)
+    assert env["PYTHONHASHSEED"] == "9"
+    assert env["GPUMARKET_INPUT_DIR"] == "/job/inputs"
+    assert env["GPUMARKET_OUTPUT_DIR"] == "/job/outputs"
+    assert env["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert env["CUDA_VISIBLE_DEVICES"] == ""
+
+
+@pytest.mark.parametrize("name", ["CUDA_VISIBLE_DEVICES", "GPUMARKET_SEED", "HOME", "PATH"])
+def test_job_env_cannot_override_reserved(make_job: MakeJob, name: str) -> None:
+    job = make_job("", env={name: "x"})
+    with pytest.raises(SandboxError, match=name):
+        job_env(job, root="/job", home="/h", tmp="/tmp", path="/usr/bin")
+
+
+def test_bwrap_argv_isolates(make_job: MakeJob) -> None:
+    job = make_job("print(1)", torch=True)
+    argv = BwrapRuntime(bwrap="/usr/bin/bwrap", python="/opt/py/bin/python").argv(job)
+    assert argv[0] == "/usr/bin/bwrap"
+    for flag in ("--unshare-all", "--die-with-parent", "--new-session"):
+        assert flag in argv
+    assert "--share-net" not in argv
+    # The outputs directory is the only writable bind; inputs are read-only.
+    writable = _flag_values(argv, "--bind")
+    assert writable == [str(job.outputs_dir.resolve())]
+    assert str(job.inputs_dir.resolve()) in _flag_values(argv, "--ro-bind")
+    assert not any("nvidia" in arg or arg == "/dev/kfd" for arg in argv)
+    assert "/sys" not in argv
+    for prefix in {sys.prefix, sys.base_prefix}:
+        real = os.path.realpath(prefix)
+        assert any(real == p or real.startswith(p + "/") for p in _flag_values(argv, "--ro-bind"))
+    sep = argv.index("--")
+    assert argv[sep + 1 :] == [
+        "/opt/py/bin/python", "-s", "/gpumarket/launcher.py", "/job/inputs/code/main.py",
+    ]  # fmt: skip
+
+
+def test_bwrap_binds_gpu_nodes_only_when_assigned(make_job: MakeJob) -> None:
+    with_gpu = BwrapRuntime().argv(_gpu_job(make_job, (1,)))
+    without = BwrapRuntime().argv(_gpu_job(make_job, ()))
+    assert "/sys" in with_gpu and "/sys" not in without
+    assert BwrapRuntime().env(_gpu_job(make_job, (1, 3)))["CUDA_VISIBLE_DEVICES"] == "1,3"
+
+
+def test_docker_argv(make_job: MakeJob) -> None:
+    job = _gpu_job(make_job, (2, 5))
+    argv = DockerRuntime(docker="docker", torch_image="img:1").argv(job, "gpumarket-x")
+    assert argv[:2] == ["docker", "run"]
+    assert _flag_values(argv, "--network") == ["none"]
+    assert "--read-only" in argv
+    assert _flag_values(argv, "--memory") == [str(DEFAULT_LIMITS.memory_bytes)]
+    assert _flag_values(argv, "--memory-swap") == [str(DEFAULT_LIMITS.memory_bytes)]
+    assert _flag_values(argv, "--pids-limit") == [str(DEFAULT_LIMITS.max_pids)]
+    assert _flag_values(argv, "--user") == ["65534:65534"]
+    assert _flag_values(argv, "--cap-drop") == ["ALL"]
+    assert _flag_values(argv, "--gpus") == ['"device=2,5"']
+    assert [t.split(":")[0] for t in _flag_values(argv, "--tmpfs")] == ["/tmp", "/home/job"]
+    volumes = _flag_values(argv, "--volume")
+    assert f"{job.inputs_dir.resolve()}:/job/inputs:ro" in volumes
+    assert f"{job.outputs_dir.resolve()}:/job/outputs:rw" in volumes
+    env = dict(v.split("=", 1) for v in _flag_values(argv, "--env"))
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,1"  # renumbered inside the container
+    assert env["GPUMARKET_SEED"] == "3"
+    sep = argv.index("--")
+    assert argv[sep + 1 :] == [
+        "img:1", "python", "-s", "/gpumarket/launcher.py", "/job/inputs/code/main.py",
+    ]  # fmt: skip
+
+
+def test_docker_without_gpus_and_with_command(make_job: MakeJob) -> None:
+    job = make_job("")
+    command_job = PreparedJob(
+        job.job_id, job.work_dir, CommandEntrypoint(("run.sh", "--fast")), job.limits,
+        image="registry.example/app:2",
+    )  # fmt: skip
+    argv = DockerRuntime(docker="docker").argv(command_job, "c")
+    assert "--gpus" not in argv
+    assert argv[argv.index("--") + 1 :] == ["registry.example/app:2", "run.sh", "--fast"]
+    no_image = PreparedJob(job.job_id, job.work_dir, CommandEntrypoint(("x",)), job.limits)
+    with pytest.raises(SandboxError, match="image"):
+        DockerRuntime().argv(no_image, "c")
+
+
+def test_docker_missing_engine_is_reported() -> None:
+    reason = DockerRuntime(docker="/nonexistent/docker").unavailable_reason()
+    assert reason is not None and "not installed" in reason
+
+
+def test_scan_outputs(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"x" * 10)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "b").write_bytes(b"y" * 5)
+    (tmp_path / "d" / "link").symlink_to("../a")
+    scan = scan_outputs(tmp_path, max_bytes=100)
+    assert (scan.total_bytes, scan.entries, scan.problem) == (15, 4, None)
+    assert scan_outputs(tmp_path, max_bytes=14).too_large
+    assert scan_outputs(tmp_path, max_bytes=100, max_entries=3).too_large
+    (tmp_path / "d" / "abs").symlink_to("/etc/passwd")
+    assert "outside" in (scan_outputs(tmp_path, max_bytes=100).problem or "")
+    (tmp_path / "d" / "abs").unlink()
+    (tmp_path / "d" / "up").symlink_to("../../secret")
+    assert "outside" in (scan_outputs(tmp_path, max_bytes=100).problem or "")
+    (tmp_path / "d" / "up").unlink()
+    os.mkfifo(tmp_path / "fifo")
+    assert "special file" in (scan_outputs(tmp_path, max_bytes=100).problem or "")
+
+
+def test_check_work_dir(make_job: MakeJob) -> None:
+    job = make_job("")
+    check_work_dir(job)
+    (job.outputs_dir / "stale").write_text("left over")
+    with pytest.raises(SandboxError, match="empty"):
+        check_work_dir(job)
+    bad = PreparedJob("j", job.work_dir / "missing", TorchEntrypoint("x.py"), job.limits)
+    with pytest.raises(SandboxError, match="directory"):
+        check_work_dir(bad)
