@@ -119,3 +119,19 @@ def down(state: StateOpt = DEFAULT_STATE_FILE) -> None:
         _fail(exc)
         return
     out.print(f"devnet down: stopped {', '.join(stopped) or 'nothing'}")
+
+
+@app.command()
+def fund(
+    address: Annotated[str, typer.Argument(help="Account to fund.")],
+    tokens: Annotated[str, typer.Option(help="Test tokens to mint.")] = "1000",
+    eth: Annotated[int, typer.Option(help="ETH for gas (set, not added).")] = 100,
+    state: StateOpt = DEFAULT_STATE_FILE,
+) -> None:
+    """Give ADDRESS test tokens and ETH for gas on the devnet."""
+    try:
+        network.fund(state, address, tokens=tokens, eth=eth)
+    except GpuMarketError as exc:
+        _fail(exc)
+        return
+    out.print(f"funded {address}: {tokens} tokens, {eth} ETH")

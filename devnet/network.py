@@ -128,6 +128,21 @@ def deploy_market(state: DevnetState) -> None:
     )
 
 
+def fund(state_file: Path, address: str, *, tokens: str, eth: int) -> None:
+    """Mint test tokens to ``address`` and set its ETH balance, on a running devnet."""
+    from contracts.deploy import fund_accounts
+    from devnet.anvil import rpc_call
+    from protocol.ids import parse_address
+
+    state = load_state(state_file)
+    if not state.rpc_url or "token" not in state.contracts:
+        raise DevnetError(f"the devnet in {state_file} has no deployed token")
+    target = parse_address(address)
+    fund_accounts(state.rpc_url, state.accounts[0].private_key, state.contracts["token"],
+                  [target], to_wei(tokens))
+    rpc_call(state.rpc_url, "anvil_setBalance", [target, hex(eth * 10**18)])
+
+
 def down(state_file: Path, *, progress: Progress = _quiet) -> list[str]:
     """Stop every process recorded in ``state_file`` (newest first); remove its files."""
     state = load_state(state_file)

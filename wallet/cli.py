@@ -1,0 +1,391 @@
+"""``gpumarket wallet`` and ``gpumarket job``: the requester's command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+from rich.table import Table
+
+from protocol.errors import GpuMarketError
+from protocol.ids import JobId, from_wei, job_id_hex, parse_job_id
+from wallet import jobs, keys
+from wallet.coordinator import CoordinatorClient
+from wallet.settings import WalletSettings
+
+wallet_app = typer.Typer(
+    help=(
+        "Keys and balances. Keystores are encrypted V3 files (scrypt), readable by Foundry's\n"
+        "`cast wallet`; passwords come from --password-file, WALLET_PASSWORD or a prompt."
+    ),
+    no_args_is_help=True,
+)
+job_app = typer.Typer(
+    help=(
+        "Submit jobs and get their verified results.\n\n"
+        "  gpumarket job submit examples/matmul/job.yaml --wait --devnet .devnet/state.json\n"
+        "  gpumarket job result JOB_ID -o result/"
+    ),
+    no_args_is_help=True,
+)
+out = Console()
+err = Console(stderr=True)
+
+Devnet = Annotated[
+    Path | None,
+    typer.Option(
+        "--devnet",
+        help="Take endpoints and contracts from a devnet state file.",
+        envvar="WALLET_DEVNET_STATE",
+    ),
+]
+AccountOpt = Annotated[str | None, typer.Option("--account", "-a", help="Account name or address.")]
+PasswordFile = Annotated[
+    Path | None, typer.Option("--password-file", help="File holding the keystore password.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+JobArg = Annotated[str, typer.Argument(help="Job id (0x followed by 64 hex digits).")]
+
+
+def _settings(
+    devnet: Path | None = None, account: str | None = None, password_file: Path | None = None
+) -> WalletSettings:
+    base = WalletSettings()
+    updates: dict[str, Any] = {}
+    if devnet is not None:
+        updates["devnet_state"] = devnet
+    if account is not None:
+        updates["account"] = account
+    if password_file is not None:
+        updates["password_file"] = password_file
+    return base.model_copy(update=updates).with_devnet()
+
+
+def _prompt(label: str) -> str:
+    return str(typer.prompt(label, hide_input=True))
+
+
+def _fail(exc: GpuMarketError) -> None:
+    err.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(1)
+
+
+def _job(value: str) -> JobId:
+    try:
+        return parse_job_id(value)
+    except GpuMarketError as exc:
+        _fail(exc)
+        raise
+
+
+def _emit(data: Any) -> None:
+    typer.echo(json.dumps(data, default=str))
+
+
+# ------------------------------------------------------------------------ wallet
+@wallet_app.command("new")
+def wallet_new(name: str, password_file: PasswordFile = None) -> None:
+    """Create a new account NAME in the keystore directory."""
+    settings = _settings(password_file=password_file)
+    try:
+        entry = keys.new_key(
+            settings.keystore_dir, name, keys.read_password(settings, _prompt, confirm=True)
+        )
+    except GpuMarketError as exc:
+        _fail(exc)
+        return
+    out.print(f"created {entry.name}: {entry.address} ({entry.path})")
+
+
+@wallet_app.command("import")
+def wallet_import(
+    name: str,
+    private_key_file: Annotated[Path, typer.Option(help="File holding the hex private key.")],
+    password_file: PasswordFile = None,
+) -> None:
+    """Import a private key (read from a file, never from the command line) as NAME."""
+    settings = _settings(password_file=password_file)
+    try:
+        key = private_key_file.read_text().strip()
+        entry = keys.import_key(
+            settings.keystore_dir, name, key, keys.read_password(settings, _prompt, confirm=True)
+        )
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot read {private_key_file}: {exc.strerror}")
+        raise typer.Exit(1) from exc
+    except GpuMarketError as exc:
+        _fail(exc)
+        return
+    out.print(f"imported {entry.name}: {entry.address}")
+
+
+@wallet_app.command("list")
+def wallet_list(json_out: JsonOpt = False) -> None:
+    """List the accounts in the keystore directory."""
+    entries = keys.list_keys(WalletSettings().keystore_dir)
+    if json_out:
+        _emit([{"name": e.name, "address": e.address, "path": str(e.path)} for e in entries])
+        return
+    table = Table("name", "address", "keystore")
+    for e in entries:
+        table.add_row(e.name, e.address, str(e.path))
+    out.print(table)
+
+
+@wallet_app.command("address")
+def wallet_address(account: AccountOpt = None, json_out: JsonOpt = False) -> None:
+    """Print the address of the chosen account (no password needed)."""
+    try:
+        entry = keys.resolve_account(_settings(account=account))
+    except GpuMarketError as exc:
+        _fail(exc)
+        return
+    _emit({"address": entry.address}) if json_out else typer.echo(entry.address)
+
+
+@wallet_app.command("balance")
+def wallet_balance(
+    devnet: Devnet = None, account: AccountOpt = None, json_out: JsonOpt = False
+) -> None:
+    """Token balance, market credit (claimable) and ETH for gas."""
+    settings = _settings(devnet, account)
+    try:
+        entry = keys.resolve_account(settings)
+        from contracts.chain import Web3Chain
+
+        chain = Web3Chain(
+            settings.need("rpc_url"), settings.deployment(), "0x" + "11" * 32
+        )  # read-only calls need no real key
+        token = chain.token_balance(entry.address)
+        owed = chain.account_info(entry.address).owed
+        eth = chain.w3.eth.get_balance(chain.w3.to_checksum_address(entry.address))
+    except GpuMarketError as exc:
+        _fail(exc)
+        return
+    data = {
+        "address": entry.address,
+        "token": str(from_wei(token)),
+        "claimable": str(from_wei(owed)),
+        "eth": str(eth / 10**18),
+    }
+    if json_out:
+        _emit(data)
+        return
+    for k, v in data.items():
+        out.print(f"{k:>10}: {v}")
+
+
+# --------------------------------------------------------------------------- job
+@job_app.command("submit")
+def job_submit(
+    spec: Annotated[Path, typer.Argument(help="Job spec YAML.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it ends.")] = False,
+    fee: Annotated[str, typer.Option(help="Coordinator fee in tokens.")] = jobs.DEFAULT_FEE,
+    devnet: Devnet = None,
+    account: AccountOpt = None,
+    password_file: PasswordFile = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Validate SPEC, upload its inputs, escrow payment in one transaction, notify the
+    coordinator; with --wait follow the job live until it is settled."""
+    settings = _settings(devnet, account, password_file)
+    try:
+        identity = keys.unlock(settings, _prompt)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            console=err,
+            transient=True,
+            disable=json_out,
+        ) as bar:
+            task = bar.add_task("uploading", total=None)
+
+            def progress(what: str, done: int, total: int) -> None:
+                bar.update(task, description=what, completed=done, total=total or None)
+
+            submitted = jobs.submit(settings, identity, spec, fee=fee, progress=progress)
+        if not json_out:
+            out.print(
+                f"job {job_id_hex(submitted.job_id)} created "
+                f"(escrow {from_wei(submitted.escrow)}, gas {submitted.gas_used}, "
+                f"spec {submitted.spec_cid})"
+            )
+        view: dict[str, Any] | None = None
+        if wait:
+
+            def show(event: dict[str, Any]) -> None:
+                if not json_out:
+                    out.print(
+                        f"  [{event.get('at', '')}] {event.get('state')}: {event.get('detail', '')}"
+                    )
+
+            view = jobs.follow(settings, submitted.job_id, show)
+            if not json_out:
+                out.print(f"job {view['state']}: result {view.get('result_cid')}")
+    except GpuMarketError as exc:
+        _fail(exc)
+        return
+    if json_out:
+        _emit(
+            {
+                "job_id": job_id_hex(submitted.job_id),
+                "spec_cid": submitted.spec_cid,
+                "inputs": submitted.input_cids,
+                "escrow": str(from_wei(submitted.escrow)),
+                "tx": submitted.tx_hash,
+                "job": view,
+            }
+        )
+
+
+@job_app.command("status")
+def job_status(job: JobArg, devnet: Devnet = None, json_out: JsonOpt = False) -> None:
+    """The job's state, providers and result as the coordinator sees it."""
+    settings = _settings(devnet)
+    try:
+        with CoordinatorClient(settings.need("coordinator_url")) as client:
+            view = client.job(_job(job))
+    except GpuMarketError as exc:
+        _fail(exc)
+        return
+    if json_out:
+        _emit(view)
+        return
+    out.print(f"job {view['job_id']}: [bold]{view['state']}[/bold]")
+    table = Table("provider", "state", "price", "result", "outcome")
+    for p in view.get("providers", []):
+        table.add_row(
+            p["address"],
+            str(p.get("state")),
+            str(p.get("price")),
+            str(p.get("result_cid")),
+            str(p.get("outcome")),
+        )
+    out.print(table)
+    if view.get("result_cid"):
+        out.print(f"result: {view['result_cid']}")
+    if view.get("failure"):
+        out.print(f"[red]failure:[/red] {view['failure']}")
+
+
+@job_app.command("list")
+def job_list(devnet: Devnet = None, account: AccountOpt = None, json_out: JsonOpt = False) -> None:
+    """Jobs of the chosen account."""
+    settings = _settings(devnet, account)
+    try:
+        entry = keys.resolve_account(settings)
+        with CoordinatorClient(settings.need("coordinator_url")) as client:
+            views = client.jobs(entry.address)
+    except GpuMarketError as exc:
+        _fail(exc)
+        return
+    if json_out:
+        _emit(views)
+        return
+    table = Table("job", "state", "result")
+    for v in views:
+        table.add_row(v["job_id"], v["state"], str(v.get("result_cid")))
+    out.print(table)
+
+
+@job_app.command("logs")
+def job_logs(
+    job: JobArg,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")
+    ] = False,
+    devnet: Devnet = None,
+    account: AccountOpt = None,
+    password_file: PasswordFile = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The job's logs from its providers (signed by your key: only the requester may read)."""
+    import time
+
+    settings = _settings(devnet, account, password_file)
+    seen = 0
+    try:
+        identity = keys.unlock(settings, _prompt)
+        job_id = _job(job)
+        with CoordinatorClient(settings.need("coordinator_url")) as client:
+            while True:
+                lines = client.logs(job_id, identity.private_key)
+                for line in lines[seen:]:
+                    if json_out:
+                        _emit(line)
+                    else:
+                        out.print(f"[dim]{line['provider'][:10]}[/dim] {line['text']}")
+                seen = len(lines)
+                if not follow or client.job(job_id)["state"] in jobs.TERMINAL:
+                    break
+                time.sleep(1.0)
+    except GpuMarketError as exc:
+        _fail(exc)
+
+
+@job_app.command("result")
+def job_result(
+    job: JobArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Directory to create.")],
+    devnet: Devnet = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Download the verified result; every byte is checked against the result CID."""
+    settings = _settings(devnet)
+    try:
+        cid, path = jobs.fetch_result(settings, _job(job), output)
+    except GpuMarketError as exc:
+        _fail(exc)
+        return
+    if json_out:
+        _emit({"result_cid": cid, "path": str(path)})
+    else:
+        out.print(f"verified result {cid} written to {path}")
+
+
+@job_app.command("explain")
+def job_explain(job: JobArg, devnet: Devnet = None, json_out: JsonOpt = False) -> None:
+    """Why each candidate provider won or lost the match."""
+    settings = _settings(devnet)
+    try:
+        with CoordinatorClient(settings.need("coordinator_url")) as client:
+            data = client.explain(_job(job))
+    except GpuMarketError as exc:
+        _fail(exc)
+        return
+    if json_out:
+        _emit(data)
+        return
+    table = Table("provider", "score", "chosen", "reason")
+    for c in data.get("candidates", []):
+        table.add_row(
+            c["address"],
+            f"{c.get('score', 0):.4g}" if c.get("score") is not None else "-",
+            "yes" if c.get("chosen") else "",
+            str(c.get("reason")),
+        )
+    out.print(table)
+
+
+@job_app.command("cancel")
+def job_cancel(
+    job: JobArg,
+    devnet: Devnet = None,
+    account: AccountOpt = None,
+    password_file: PasswordFile = None,
+) -> None:
+    """Cancel a job not yet assigned, or reclaim the escrow of one never settled by its
+    deadline (works with the coordinator gone)."""
+    settings = _settings(devnet, account, password_file)
+    try:
+        identity = keys.unlock(settings, _prompt)
+        outcome = jobs.cancel_or_reclaim(settings, identity, _job(job))
+    except GpuMarketError as exc:
+        _fail(exc)
+        return
+    out.print(f"job {job}: {outcome}")

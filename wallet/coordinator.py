@@ -1,0 +1,104 @@
+"""A small synchronous client for the coordinator's HTTP API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from protocol.api_auth import sign_request
+from protocol.errors import GpuMarketError
+from protocol.ids import JobId, job_id_hex
+
+REQUEST_TIMEOUT_S = 10.0
+MAX_EVENT_LINE = 64 * 1024
+
+
+class CoordinatorError(GpuMarketError):
+    """The coordinator could not be reached or refused a request."""
+
+    def __init__(self, url: str, detail: str, status: int | None = None) -> None:
+        self.url = url
+        self.status = status
+        self.detail = detail
+        prefix = f"coordinator at {url}"
+        super().__init__(
+            f"{prefix}: {detail}" if status is None else f"{prefix} answered {status}: {detail}"
+        )
+
+
+class CoordinatorClient:
+    def __init__(self, base_url: str, *, timeout: float = REQUEST_TIMEOUT_S) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> CoordinatorClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise CoordinatorError(self.base_url, f"unreachable ({exc})") from exc
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+                detail = body.get("detail") or body.get("error") or resp.text
+            except ValueError:
+                detail = resp.text[:500]
+            raise CoordinatorError(self.base_url, str(detail), resp.status_code)
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise CoordinatorError(
+                self.base_url, "answered with something that is not JSON"
+            ) from exc
+
+    def notify(self, job_id: JobId) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", "/jobs", json={"job_id": job_id_hex(job_id)})
+        return result
+
+    def job(self, job_id: JobId) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/jobs/{job_id_hex(job_id)}")
+        return result
+
+    def jobs(self, requester: str | None = None) -> list[dict[str, Any]]:
+        params = {"requester": requester} if requester else {}
+        return list(self._request("GET", "/jobs", params=params)["jobs"])
+
+    def explain(self, job_id: JobId) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/jobs/{job_id_hex(job_id)}/explain")
+        return result
+
+    def providers(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/providers")["providers"])
+
+    def logs(self, job_id: JobId, private_key: bytes) -> list[dict[str, Any]]:
+        path = f"/jobs/{job_id_hex(job_id)}/logs"
+        headers = sign_request(private_key, "GET", path)
+        return list(self._request("GET", path, headers=headers)["lines"])
+
+    def events(self, job_id: JobId, *, timeout: float) -> Iterator[dict[str, Any]]:
+        """Follow the job's server-sent events until the stream ends or ``timeout``."""
+        path = f"/jobs/{job_id_hex(job_id)}/events"
+        stream_timeout = httpx.Timeout(REQUEST_TIMEOUT_S, read=timeout)
+        try:
+            with self._http.stream("GET", path, timeout=stream_timeout) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise CoordinatorError(self.base_url, resp.text[:500], resp.status_code)
+                for line in resp.iter_lines():
+                    if len(line) > MAX_EVENT_LINE:
+                        raise CoordinatorError(self.base_url, "event line too long")
+                    if line.startswith("data:"):
+                        yield json.loads(line[5:].strip())
+        except httpx.TransportError as exc:
+            raise CoordinatorError(self.base_url, f"event stream failed ({exc})") from exc
