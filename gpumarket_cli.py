@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from devnet.cli import app as devnet_app
+from wallet.cli import job_app, wallet_app
 
 app = typer.Typer(
     name="gpumarket",
@@ -18,6 +19,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(devnet_app, name="devnet")
+app.add_typer(wallet_app, name="wallet")
+app.add_typer(job_app, name="job")
 
 
 if __name__ == "__main__":
