@@ -1,0 +1,113 @@
+"""Publishing this provider's signed adverts on ``ADVERT_TOPIC``, paced, every few seconds.
+
+Each advert carries the current free capacity and a sequence number that rises across
+restarts (:class:`provider_node.jobstore.SequenceFile`), and expires a few periods after it
+is sent, so a provider that falls silent drops out of every coordinator's book.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+
+import trio
+
+from protocol.clock import SYSTEM_CLOCK, Clock
+from protocol.errors import GpuMarketError
+from protocol.identity import Identity
+from protocol.ids import Wei
+from protocol.messages import Advert
+from protocol.messages.advert import RuntimeKind
+from protocol.p2p.gossip import PacedPublisher
+from protocol.p2p.host import Node
+from protocol.registry import ADVERT_TOPIC, MAX_ADVERT_BYTES, MAX_MULTIADDRS
+from protocol.signing import encode_signed, sign_message
+from provider_node.jobstore import SequenceFile
+from provider_node.profile import Offer
+
+log = logging.getLogger(__name__)
+
+
+def software_versions() -> dict[str, str]:
+    try:
+        version = metadata.version("gpumarket")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    return {"gpumarket": version[:64], "python": platform.python_version()}
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Free GPUs and utilization at the moment an advert is built."""
+
+    free_gpus: int
+    utilization: float
+
+
+class Advertiser:
+    """Builds, signs and publishes adverts until cancelled."""
+
+    def __init__(
+        self,
+        node: Node,
+        identity: Identity,
+        offer: Offer,
+        *,
+        price_per_gpu_hour: Wei,
+        runtimes: Sequence[RuntimeKind],
+        capacity: Callable[[], Capacity],
+        sequence: SequenceFile,
+        period_s: float = 5.0,
+        ttl_s: int = 20,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.node = node
+        self.identity = identity
+        self.offer = offer
+        self.price = price_per_gpu_hour
+        self.runtimes = tuple(runtimes)
+        self.capacity = capacity
+        self.sequence = sequence
+        self.period_s = period_s
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self.publisher = PacedPublisher(node, ADVERT_TOPIC)
+        self.published = 0
+        self.software = software_versions()
+
+    def build(self) -> Advert:
+        capacity = self.capacity()
+        return Advert(
+            provider=self.identity.address,
+            peer_id=self.identity.peer_id,
+            multiaddrs=tuple(self.node.addrs[:MAX_MULTIADDRS]),
+            gpus=self.offer.gpus,
+            benchmark=self.offer.benchmark,
+            fingerprint=self.offer.fingerprint,
+            price_per_gpu_hour=self.price,
+            free_gpus=min(capacity.free_gpus, len(self.offer.gpus)),
+            utilization=min(1.0, max(0.0, capacity.utilization)),
+            runtimes=self.runtimes,
+            software=self.software,
+            seq=self.sequence.next(),
+            expires_at=int(self.clock.now()) + self.ttl_s,
+        )
+
+    async def publish_once(self) -> None:
+        data = encode_signed(sign_message(self.build(), self.identity))
+        if len(data) > MAX_ADVERT_BYTES:
+            raise GpuMarketError(f"advert of {len(data)} bytes exceeds {MAX_ADVERT_BYTES}")
+        await self.publisher.publish(data)
+        self.published += 1
+
+    async def run(self) -> None:
+        """Publish every ``period_s`` until cancelled; a failed publish is logged and retried."""
+        while True:
+            try:
+                await self.publish_once()
+            except GpuMarketError as exc:
+                log.warning("publishing an advert failed: %s", exc)
+            await trio.sleep(self.period_s)

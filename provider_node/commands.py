@@ -1,0 +1,152 @@
+"""The daemon's and the stake's commands for the ``gpumarket provider`` group.
+
+``register_commands(app)`` adds ``run``, ``register``, ``stake``, ``unbond``, ``withdraw`` and
+``status``. Each reads :class:`ProviderSettings` (environment plus flags), calls one library
+function and prints the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from protocol.errors import GpuMarketError
+from protocol.ids import from_wei, to_wei
+from provider_node import staking
+from provider_node.settings import ProviderSettings, load_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+WorkDir = Annotated[Path | None, typer.Option("--work-dir", help="PROVIDER_WORK_DIR.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")]
+
+
+def _exit(exc: GpuMarketError) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(code=1)
+
+
+def _chain(settings: ProviderSettings) -> staking.ProviderChain:
+    from protocol.identity import load_keystore
+    from provider_node.daemon import connect_chain
+
+    identity = load_keystore(settings.keystore, settings.keystore_password())
+    return connect_chain(settings, identity)
+
+
+def _receipt(receipt: Any, as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps({"tx_hash": receipt.tx_hash, "block": receipt.block_number}))
+    else:
+        console.print(f"transaction {receipt.tx_hash} in block {receipt.block_number}")
+
+
+def register_commands(app: typer.Typer) -> None:
+    """Add the daemon and staking commands to the provider group ``app``."""
+
+    @app.command()
+    def run(
+        unsafe_process_runtime: Annotated[
+            bool,
+            typer.Option(
+                "--unsafe-process-runtime",
+                help="Allow PROVIDER_RUNTIME=process (no isolation; development only).",
+            ),
+        ] = False,
+        runtime: Annotated[str | None, typer.Option(help="bwrap, docker or process.")] = None,
+        work_dir: WorkDir = None,
+        p2p_port: Annotated[int | None, typer.Option(help="PROVIDER_P2P_PORT.")] = None,
+        metrics_port: Annotated[int | None, typer.Option(help="PROVIDER_METRICS_PORT.")] = None,
+        cpu_only: Annotated[
+            bool | None, typer.Option("--cpu-only/--gpus-only", help="PROVIDER_CPU_ONLY.")
+        ] = None,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    ) -> None:
+        """Run the provider daemon until SIGTERM (settings from PROVIDER_* variables)."""
+        import trio
+
+        from provider_node.daemon import run_provider
+
+        logging.basicConfig(
+            level=logging.DEBUG if verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        try:
+            settings = load_settings(
+                unsafe_process_runtime=unsafe_process_runtime or None,
+                runtime=runtime,
+                work_dir=work_dir,
+                p2p_port=p2p_port,
+                metrics_port=metrics_port,
+                cpu_only=cpu_only,
+            )
+            trio.run(run_provider, settings)
+        except GpuMarketError as exc:
+            raise _exit(exc) from None
+
+    @app.command()
+    def register(group: Annotated[int, typer.Option(help="Operator group.")] = 0,
+                 as_json: AsJson = False) -> None:  # fmt: skip
+        """Register this account as a provider."""
+        try:
+            _receipt(staking.register(_chain(load_settings()), group), as_json)
+        except GpuMarketError as exc:
+            raise _exit(exc) from None
+
+    @app.command()
+    def stake(amount: Annotated[Decimal, typer.Argument(help="Token units to bond.")],
+              as_json: AsJson = False) -> None:  # fmt: skip
+        """Bond more stake (one transaction with a permit)."""
+        try:
+            _receipt(staking.stake(_chain(load_settings()), to_wei(amount)), as_json)
+        except GpuMarketError as exc:
+            raise _exit(exc) from None
+
+    @app.command()
+    def unbond(amount: Annotated[Decimal, typer.Argument(help="Token units to unbond.")],
+               as_json: AsJson = False) -> None:  # fmt: skip
+        """Start unbonding free stake; withdraw it after the unbonding delay."""
+        try:
+            _receipt(staking.unbond(_chain(load_settings()), to_wei(amount)), as_json)
+        except GpuMarketError as exc:
+            raise _exit(exc) from None
+
+    @app.command()
+    def withdraw(as_json: AsJson = False) -> None:
+        """Take back stake whose unbonding delay has passed."""
+        try:
+            _receipt(staking.withdraw(_chain(load_settings())), as_json)
+        except GpuMarketError as exc:
+            raise _exit(exc) from None
+
+    @app.command()
+    def status(as_json: AsJson = False) -> None:
+        """Show this provider's registration and stake."""
+        try:
+            info = staking.status(_chain(load_settings()))
+        except GpuMarketError as exc:
+            raise _exit(exc) from None
+        view = {
+            "address": info.address,
+            "registered": info.registered,
+            "group": info.group,
+            "stake": str(from_wei(info.stake)),
+            "locked": str(from_wei(info.locked)),
+            "free": str(from_wei(info.free)),
+            "unbonding": str(from_wei(info.unbonding)),
+            "unbond_ready_at": info.unbond_ready_at,
+            "completed": info.completed,
+            "slashed": info.slashed,
+        }
+        if as_json:
+            console.print_json(json.dumps(view))
+        else:
+            for key, value in view.items():
+                console.print(f"{key:>16}: {value}")

@@ -1,0 +1,282 @@
+"""The provider daemon: ``async with ProviderNode(settings) as node: await node.serve()``.
+
+Entering: unlock the keystore, benchmark (or read the cache), make sure the account is
+registered and staked, start the libp2p host, serve ``JOB_PROTOCOL`` and
+``CHALLENGE_PROTOCOL``, dial the coordinator, start advertising, resume jobs left by a
+previous run, then write ``<work_dir>/provider.json`` (atomically) to say it is ready.
+Leaving (SIGTERM/SIGINT end :meth:`ProviderNode.serve`): stop advertising, let running
+jobs finish within the grace period and hand back the rest, then close everything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from contextlib import AsyncExitStack
+from types import TracebackType
+
+import trio
+
+from contracts.chain import Web3Chain
+from contracts.deploy import connect
+from contracts.models import Deployment
+from protocol import eip712
+from protocol.errors import ConfigError, GpuMarketError
+from protocol.identity import Identity, load_keystore
+from protocol.ids import PeerId
+from protocol.ipfs.kubo import KuboContentStore
+from protocol.ipfs.store import ContentStore
+from protocol.messages.advert import RuntimeKind
+from protocol.p2p.host import Node, open_host
+from protocol.p2p.rpc_server import RequestHandlers
+from protocol.p2p.rpc_wire import Limits
+from protocol.registry import CHALLENGE_PROTOCOL, JOB_PROTOCOL, MAX_MESSAGE_BYTES
+from provider_node.advertiser import Advertiser, Capacity
+from provider_node.challenges import ChallengeServer
+from provider_node.gpus import GpuPool
+from provider_node.jobstore import JobStore, SequenceFile, write_atomic
+from provider_node.node_metrics import NodeFigures, serve_metrics
+from provider_node.profile import Offer, measure_offer
+from provider_node.reporter import P2PReporter
+from provider_node.runtimes import Runtime, create_runtime
+from provider_node.server import JobServer
+from provider_node.settings import ProviderSettings
+from provider_node.staking import ProviderChain, ensure_staked
+from provider_node.worker import JobWorker, WorkerConfig
+
+log = logging.getLogger(__name__)
+
+JOB_LIMITS = Limits(max_request_bytes=MAX_MESSAGE_BYTES, timeout_s=120.0)
+"""Reveal requests add the outputs to IPFS before answering, which can take a while."""
+CHALLENGE_LIMITS = Limits(max_request_bytes=64 * 1024, timeout_s=300.0)
+DIAL_ATTEMPTS = 10
+
+
+def make_runtime(settings: ProviderSettings) -> Runtime:
+    """The configured sandbox runtime, refused when it cannot run here."""
+    if settings.runtime == "process":
+        if not settings.unsafe_process_runtime:
+            raise ConfigError(
+                "PROVIDER_RUNTIME=process has no isolation; "
+                "start with --unsafe-process-runtime to use it anyway"
+            )
+        runtime = create_runtime("process", unsafe=True)
+    else:
+        runtime = create_runtime(settings.runtime)
+    reason = runtime.unavailable_reason()
+    if reason is not None:
+        raise ConfigError(f"PROVIDER_RUNTIME={settings.runtime} cannot run here: {reason}")
+    return runtime
+
+
+def runtimes_offered(runtime: Runtime) -> tuple[RuntimeKind, ...]:
+    return ("torch", "container") if runtime.name == "docker" else ("torch",)
+
+
+def connect_chain(settings: ProviderSettings, identity: Identity) -> Web3Chain:
+    """A chain client acting for the provider's account (blocking: it asks the node)."""
+    w3 = connect(settings.rpc_url)
+    deployment = Deployment(
+        chain_id=int(w3.eth.chain_id),
+        token=settings.token,
+        registry=settings.registry,
+        market=settings.market,
+    )
+    return Web3Chain(settings.rpc_url, deployment, "0x" + identity.private_key.hex(), w3=w3)
+
+
+class ProviderNode:
+    """A running provider; see the module docstring. Parts can be injected for tests."""
+
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        *,
+        identity: Identity | None = None,
+        chain: ProviderChain | None = None,
+        chain_id: int | None = None,
+        store: ContentStore | None = None,
+        runtime: Runtime | None = None,
+        offer: Offer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.chain = chain
+        self.chain_id = chain_id
+        self.store = store
+        self.runtime = runtime
+        self.offer = offer
+        self.metrics_url: str | None = None
+        self._stack = AsyncExitStack()
+        self._advertising = trio.CancelScope()
+        self.node: Node | None = None
+        self.server: JobServer | None = None
+        self.advertiser: Advertiser | None = None
+        self.gpus = GpuPool(())
+
+    @property
+    def address(self) -> str:
+        assert self.identity is not None
+        return self.identity.address
+
+    @property
+    def peer_id(self) -> PeerId:
+        assert self.identity is not None
+        return self.identity.peer_id
+
+    async def __aenter__(self) -> ProviderNode:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        s = self.settings
+        s.work_dir.mkdir(parents=True, exist_ok=True)
+        s.ready_file.unlink(missing_ok=True)
+        if self.identity is None:
+            password = s.keystore_password()
+            self.identity = await trio.to_thread.run_sync(load_keystore, s.keystore, password)
+        identity = self.identity
+        runtime = self.runtime = self.runtime or make_runtime(s)
+        if self.chain is None:
+            web3_chain = await trio.to_thread.run_sync(connect_chain, s, identity)
+            self.chain, self.chain_id = web3_chain, web3_chain.deployment.chain_id
+        chain = self.chain
+        if self.chain_id is None:
+            raise ConfigError("the chain id is unknown; pass chain_id with an injected chain")
+        report = await trio.to_thread.run_sync(ensure_staked, chain, s.stake_wei)
+        log.info("provider %s: stake %s, registered", identity.address, report.info.stake)
+        if self.offer is None:
+            self.offer = await trio.to_thread.run_sync(
+                lambda: measure_offer(s.work_dir / "benchmark", cpu_only=s.cpu_only)
+            )
+        offer = self.offer
+        self.gpus = GpuPool(offer.gpu_indices)
+        if self.store is None:
+            self.store = await self._stack.enter_async_context(KuboContentStore(s.ipfs_api))
+        jobs = JobStore(s.work_dir)
+        domain = eip712.Eip712Domain(chain_id=self.chain_id, verifying_contract=s.market)
+        config = WorkerConfig(
+            max_input_bytes=s.max_input_bytes,
+            memory_bytes=s.max_job_memory_bytes,
+            max_pids=s.max_job_pids,
+            max_timeout_s=s.max_job_timeout_s,
+        )
+        worker = JobWorker(identity, self.store, runtime, jobs, domain, self.gpus, config)
+
+        node = self.node = await self._stack.enter_async_context(
+            open_host(identity.private_key, listen=[s.listen_multiaddr])
+        )
+        server = self.server = await self._stack.enter_async_context(
+            JobServer(
+                identity,
+                chain,
+                worker,
+                jobs,
+                lambda peer: P2PReporter(node, identity, peer),
+                max_concurrent=s.max_concurrent_jobs,
+            )
+        )
+        challenges = ChallengeServer(identity, device=offer.device)
+        handlers = RequestHandlers(node)
+        handlers.register(JOB_PROTOCOL, server.handle, JOB_LIMITS)
+        handlers.register(CHALLENGE_PROTOCOL, challenges.handle, CHALLENGE_LIMITS)
+
+        if s.coordinator_multiaddr:
+            await self._dial_coordinator(node, s.coordinator_multiaddr)
+        self.advertiser = Advertiser(
+            node,
+            identity,
+            offer,
+            price_per_gpu_hour=s.price_wei,
+            runtimes=runtimes_offered(runtime),
+            capacity=self._capacity,
+            sequence=SequenceFile(s.work_dir / "advert_seq.json"),
+            period_s=s.advert_period_s,
+            ttl_s=s.advert_ttl_s,
+        )
+        nursery = await self._stack.enter_async_context(trio.open_nursery())
+        nursery.start_soon(self._advertise, name="advertiser")
+        await server.resume()
+        if s.metrics_port is not None:
+            metrics, self.metrics_url = serve_metrics(s.metrics_host, s.metrics_port, self.figures)
+            self._stack.callback(metrics.shutdown)
+        self._stack.callback(s.ready_file.unlink, missing_ok=True)
+        ready = {
+            "address": identity.address,
+            "peer_id": identity.peer_id,
+            "multiaddrs": node.addrs,
+            "metrics_url": self.metrics_url,
+        }
+        write_atomic(s.ready_file, json.dumps(ready, indent=2).encode())
+        log.info("provider %s ready on %s", identity.address, ", ".join(node.addrs))
+
+    async def _dial_coordinator(self, node: Node, addr: str) -> None:
+        delay = 0.2
+        for attempt in range(1, DIAL_ATTEMPTS + 1):
+            try:
+                await node.connect(addr)
+                return
+            except GpuMarketError as exc:
+                log.warning("dialing the coordinator (try %d): %s", attempt, exc)
+                if attempt == DIAL_ATTEMPTS:
+                    raise
+            await trio.sleep(delay)
+            delay = min(5.0, delay * 2)
+
+    async def _advertise(self) -> None:
+        assert self.advertiser is not None
+        with self._advertising:
+            await self.advertiser.run()
+
+    def _capacity(self) -> Capacity:
+        server = self.server
+        running = server.active if server is not None else 0
+        slots_left = self.settings.max_concurrent_jobs - running
+        taking = server is not None and server.accepting and slots_left > 0
+        return Capacity(
+            free_gpus=self.gpus.free if taking else 0,
+            utilization=running / self.settings.max_concurrent_jobs,
+        )
+
+    def figures(self) -> NodeFigures:
+        server = self.server
+        return NodeFigures(
+            running_jobs=server.active if server else 0,
+            max_jobs=self.settings.max_concurrent_jobs,
+            free_gpus=self.gpus.free,
+            total_gpus=self.gpus.total,
+            adverts_published=self.advertiser.published if self.advertiser else 0,
+            finished_jobs=dict(server.completed) if server else {},
+        )
+
+    async def serve(self) -> None:
+        """Run until SIGTERM or SIGINT arrives."""
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                return
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._advertising.cancel()
+        try:
+            if self.server is not None:
+                with trio.CancelScope(shield=True):
+                    await self.server.drain(self.settings.shutdown_grace_s)
+        finally:
+            await self._stack.aclose()
+
+
+async def run_provider(settings: ProviderSettings) -> None:
+    """Start a provider and serve until SIGTERM/SIGINT (what ``provider run`` calls)."""
+    async with ProviderNode(settings) as node:
+        await node.serve()

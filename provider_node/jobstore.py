@@ -1,0 +1,173 @@
+"""Crash-safe records of the jobs a provider holds, one small JSON file per job.
+
+A record is written (temporary file, fsync, rename, fsync of the directory) *before* each
+side effect it enables: the assignment before any work, the result CID and salt before the
+commitment is sent. So a provider restarted at any point still knows what it promised and
+can reveal it. Layout::
+
+    <work_dir>/jobs/<job id hex>/record.json   this module
+    <work_dir>/jobs/<job id hex>/run/          the job's work dir (inputs/, outputs/)
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from protocol.errors import GpuMarketError
+from protocol.fields import Bytes32, JobIdField, Signature65
+from protocol.ids import Cid, JobId, PeerId
+from protocol.signing import SignedMessage
+
+MAX_RECORD_BYTES = 1 << 20
+
+
+class StoreError(GpuMarketError):
+    """A job record cannot be read or written."""
+
+
+class Phase(enum.StrEnum):
+    """Where a job stands on this provider; later phases never go back."""
+
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    COMPUTED = "computed"
+    """Result CID and salt are on disk; the commitment may or may not have been sent."""
+    COMMITTED = "committed"
+    REVEALED = "revealed"
+    FAILED = "failed"
+    HANDED_BACK = "handed_back"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.REVEALED, Phase.FAILED, Phase.HANDED_BACK, Phase.CANCELLED)
+
+
+class JobRecord(BaseModel):
+    """Everything needed to resume a job after a restart."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    job_id: JobIdField
+    phase: Phase
+    assignment: SignedMessage
+    """The coordinator's signed Assignment, exactly as received."""
+    coordinator_peer: PeerId
+    result_cid: Cid | None = None
+    salt: Bytes32 | None = None
+    commit_hash: Bytes32 | None = None
+    commit_signature: Signature65 | None = None
+    detail: str = ""
+    updated_at: float = 0.0
+
+    def advance(self, phase: Phase, **changes: Any) -> JobRecord:
+        return self.model_copy(update={"phase": phase, "updated_at": time.time(), **changes})
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class JobStore:
+    """Job records under ``<root>/jobs``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / "jobs"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def job_dir(self, job_id: JobId) -> Path:
+        return self.root / job_id.hex()
+
+    def run_dir(self, job_id: JobId) -> Path:
+        return self.job_dir(job_id) / "run"
+
+    def _path(self, job_id: JobId) -> Path:
+        return self.job_dir(job_id) / "record.json"
+
+    def save(self, record: JobRecord) -> None:
+        data = record.model_dump_json().encode()
+        try:
+            write_atomic(self._path(record.job_id), data)
+        except OSError as exc:
+            raise StoreError(f"cannot save job record {record.job_id.hex()}: {exc}") from exc
+
+    def load(self, job_id: JobId) -> JobRecord | None:
+        path = self._path(job_id)
+        try:
+            data = path.read_bytes()[: MAX_RECORD_BYTES + 1]
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc}") from exc
+        if len(data) > MAX_RECORD_BYTES:
+            raise StoreError(f"{path} is too large for a job record")
+        try:
+            return JobRecord.model_validate_json(data)
+        except ValidationError as exc:
+            raise StoreError(f"{path} is not a valid job record: {exc}") from exc
+
+    def all(self) -> list[JobRecord]:
+        """Every readable record (unreadable ones are skipped, not fatal)."""
+        records = []
+        for entry in sorted(self.root.iterdir()):
+            try:
+                job_id = JobId(bytes.fromhex(entry.name))
+            except ValueError:
+                continue
+            if len(job_id) != 32:
+                continue
+            try:
+                record = self.load(job_id)
+            except StoreError:
+                continue
+            if record is not None:
+                records.append(record)
+        return records
+
+
+class SequenceFile:
+    """Advert sequence numbers that rise across restarts.
+
+    The first number is the larger of the last persisted one plus one and the current
+    time in milliseconds, so even a lost file does not make a restarted provider reuse
+    numbers that receivers already saw.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._last = max(self._read(), int(time.time() * 1000) - 1)
+
+    def _read(self) -> int:
+        try:
+            return int(json.loads(self.path.read_text())["seq"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return -1
+
+    def next(self) -> int:
+        self._last += 1
+        write_atomic(self.path, json.dumps({"seq": self._last}).encode())
+        return self._last

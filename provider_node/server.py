@@ -1,0 +1,296 @@
+"""The provider's side of ``JOB_PROTOCOL``: assignments, reveal requests and cancels.
+
+Every request is a signed envelope. An Assignment is acted on only when its signer is the
+coordinator the chain names for the job and the chain lists this provider, at that price,
+in the job's assignment; reveal requests and cancels must come from the same coordinator.
+Replies are signed too: an ``Ack``, the ``Reveal``, or an ``ErrorReply`` whose code says
+why. Accepted jobs run as tasks in the server's nursery, at most ``max_concurrent`` at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import cast
+
+import trio
+
+from contracts.errors import JobNotFound
+from contracts.models import JobStatus
+from protocol.errors import ChainError, GpuMarketError, MessageError, SignatureError
+from protocol.identity import Identity
+from protocol.ids import Address, JobId, PeerId
+from protocol.messages import (
+    Ack,
+    Assignment,
+    Cancel,
+    ErrorCode,
+    ErrorReply,
+    FailureKind,
+    FailureReport,
+    Message,
+    RevealRequest,
+    WireMessage,
+)
+from protocol.replay import ReplayError
+from protocol.signing import ExpiredError, SignedMessage, Verifier, decode_signed, encode_signed
+from protocol.signing import sign_message as sign
+from provider_node.jobstore import JobRecord, JobStore, Phase
+from provider_node.reporter import Reporter, deliver
+from provider_node.staking import ProviderChain
+from provider_node.worker import JobWorker, RevealError
+
+log = logging.getLogger(__name__)
+
+ReporterFactory = Callable[[PeerId], Reporter]
+
+
+class Refused(GpuMarketError):
+    """A request this provider declines, with the code to answer."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+def _code_of(exc: GpuMarketError) -> ErrorCode:
+    if isinstance(exc, Refused):
+        return exc.code
+    if isinstance(exc, SignatureError):
+        return ErrorCode.BAD_SIGNATURE
+    if isinstance(exc, ExpiredError):
+        return ErrorCode.EXPIRED
+    if isinstance(exc, ReplayError):
+        return ErrorCode.REPLAYED
+    if isinstance(exc, MessageError):
+        return ErrorCode.MALFORMED
+    return ErrorCode.INTERNAL
+
+
+class JobServer:
+    """Handles ``JOB_PROTOCOL`` requests and owns the tasks of accepted jobs."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        chain: ProviderChain,
+        worker: JobWorker,
+        jobs: JobStore,
+        reporter_for: ReporterFactory,
+        *,
+        max_concurrent: int = 1,
+        verifier: Verifier | None = None,
+    ) -> None:
+        self.identity = identity
+        self.chain = chain
+        self.worker = worker
+        self.jobs = jobs
+        self.reporter_for = reporter_for
+        self.max_concurrent = max_concurrent
+        self.verifier = verifier or Verifier()
+        self.accepting = True
+        self.completed: dict[str, int] = {}
+        """Finished runs by final phase (for metrics)."""
+        self._active: set[JobId] = set()
+        self._handing_back: set[JobId] = set()
+        self._nursery: trio.Nursery | None = None
+        self._nursery_cm = trio.open_nursery()
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    @property
+    def address(self) -> str:
+        return self.identity.address
+
+    async def __aenter__(self) -> JobServer:
+        self._nursery = await self._nursery_cm.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+        return await self._nursery_cm.__aexit__(exc_type, exc, tb)
+
+    # ----------------------------------------------------------------- requests
+    async def handle(self, request: bytes, peer: PeerId) -> bytes:
+        """The ``JOB_PROTOCOL`` handler: one signed request in, one signed reply out."""
+        job_id: JobId | None = None
+        of: str | None = None
+        try:
+            signed = decode_signed(request)
+            of, job_id = signed.body.message_type, getattr(signed.body, "job_id", None)
+            reply = await self._dispatch(signed, peer)
+        except GpuMarketError as exc:
+            level = logging.ERROR if isinstance(exc, ChainError) else logging.INFO
+            log.log(level, "refused %s from %s: %s", of or "a request", peer, exc)
+            reply = ErrorReply(
+                sender=self.identity.address,
+                code=_code_of(exc),
+                message=str(exc)[:1000],
+                of=of,
+                job_id=job_id,
+            )
+        return encode_signed(sign(cast(Message, reply), self.identity))
+
+    async def _dispatch(self, signed: SignedMessage, peer: PeerId) -> WireMessage:
+        body = signed.body
+        if isinstance(body, Assignment):
+            return await self._on_assignment(signed, body, peer)
+        if isinstance(body, RevealRequest):
+            return await self._on_reveal(signed, body)
+        if isinstance(body, Cancel):
+            return await self._on_cancel(signed, body)
+        raise Refused(ErrorCode.UNSUPPORTED, f"{body.message_type} is not a job request")
+
+    def _ack(self, body: WireMessage, job_id: JobId) -> Ack:
+        return Ack(sender=self.identity.address, of=body.message_type, job_id=job_id)
+
+    def _check_addressed(self, provider: str) -> None:
+        if provider != self.identity.address:
+            raise Refused(
+                ErrorCode.NOT_ASSIGNED, f"addressed to {provider}, this is {self.address}"
+            )
+
+    async def _on_assignment(self, signed: SignedMessage, body: Assignment, peer: PeerId) -> Ack:
+        self._check_addressed(body.provider)
+        job_id = body.job_id
+        if not self.accepting:
+            raise Refused(ErrorCode.BUSY, "shutting down, not taking jobs")
+        try:
+            job = await trio.to_thread.run_sync(self.chain.get_job, job_id)
+        except JobNotFound as exc:
+            raise Refused(ErrorCode.UNKNOWN_JOB, f"no job 0x{job_id.hex()} on chain") from exc
+        if job.status is JobStatus.NONE:
+            raise Refused(ErrorCode.UNKNOWN_JOB, f"no job 0x{job_id.hex()} on chain")
+        existing = self.jobs.load(job_id)
+        try:
+            self.verifier.open(signed, Assignment, signer=job.coordinator)
+        except ReplayError:
+            if existing is not None:  # a retried delivery of what was accepted
+                return self._ack(body, job_id)
+            raise
+        if existing is not None:
+            return self._ack(body, job_id)
+        if job.status is not JobStatus.ASSIGNED:
+            raise Refused(ErrorCode.WRONG_STATE, f"job is {job.status.name.lower()} on chain")
+        assigned = await trio.to_thread.run_sync(self.chain.get_assignment, job_id)
+        if not any(a.provider == self.address and a.price == body.price for a in assigned):
+            raise Refused(ErrorCode.NOT_ASSIGNED, "the chain does not assign this job here")
+        if len(self._active) >= self.max_concurrent:
+            raise Refused(ErrorCode.BUSY, f"running {len(self._active)} jobs already")
+        record = JobRecord(
+            job_id=job_id, phase=Phase.ASSIGNED, assignment=signed, coordinator_peer=peer
+        )
+        self.jobs.save(record)
+        self.start(record)
+        log.info("job 0x%s: accepted from %s", job_id.hex(), body.coordinator)
+        return self._ack(body, job_id)
+
+    def _coordinator_of(self, record: JobRecord) -> Address:
+        assignment = record.assignment.body
+        assert isinstance(assignment, Assignment)
+        return assignment.coordinator
+
+    async def _on_reveal(self, signed: SignedMessage, body: RevealRequest) -> WireMessage:
+        self._check_addressed(body.provider)
+        record = self.jobs.load(body.job_id)
+        if record is None:
+            raise Refused(ErrorCode.UNKNOWN_JOB, f"no job 0x{body.job_id.hex()} here")
+        self.verifier.open(signed, RevealRequest, signer=self._coordinator_of(record))
+        if record.phase not in (Phase.COMPUTED, Phase.COMMITTED, Phase.REVEALED):
+            raise Refused(ErrorCode.WRONG_STATE, f"job is {record.phase}, nothing to reveal")
+        try:
+            _, reveal = await self.worker.reveal(record)
+        except RevealError as exc:
+            report = FailureReport(
+                job_id=record.job_id,
+                provider=self.identity.address,
+                kind=FailureKind.SANDBOX_ERROR,
+                detail=f"cannot reveal: {exc}"[:1000],
+            )
+            assert self._nursery is not None
+            self._nursery.start_soon(deliver, self.reporter_for(record.coordinator_peer), report)
+            raise Refused(ErrorCode.INTERNAL, str(exc)) from exc
+        log.info("job 0x%s: revealed %s", record.job_id.hex(), reveal.result_cid)
+        return reveal
+
+    async def _on_cancel(self, signed: SignedMessage, body: Cancel) -> Ack:
+        self._check_addressed(body.provider)
+        record = self.jobs.load(body.job_id)
+        if record is None:
+            raise Refused(ErrorCode.UNKNOWN_JOB, f"no job 0x{body.job_id.hex()} here")
+        self.verifier.open(signed, Cancel, signer=self._coordinator_of(record))
+        log.info("job 0x%s: cancelled by the coordinator: %s", body.job_id.hex(), body.reason)
+        if not self.worker.cancel(body.job_id) and not record.phase.terminal:
+            self.jobs.save(record.advance(Phase.CANCELLED, detail=body.reason[:1000]))
+        return self._ack(body, body.job_id)
+
+    # -------------------------------------------------------------------- tasks
+    def start(self, record: JobRecord) -> None:
+        """Run an accepted job in the background."""
+        assert self._nursery is not None, "use the server inside `async with`"
+        self._active.add(record.job_id)
+        self._nursery.start_soon(self._run_job, record, name=f"job-{record.job_id.hex()[:12]}")
+
+    async def _run_job(self, record: JobRecord) -> None:
+        reporter = self.reporter_for(record.coordinator_peer)
+        try:
+            final = await self.worker.run(record, reporter)
+            if final.phase is Phase.CANCELLED and record.job_id in self._handing_back:
+                final = await self.worker.hand_back(
+                    final, reporter, "the provider is shutting down"
+                )
+            self.completed[final.phase] = self.completed.get(final.phase, 0) + 1
+        except Exception as exc:
+            # A bug in this daemon must not kill it, nor leave the job silently dead.
+            log.exception("job 0x%s: worker crashed", record.job_id.hex())
+            report = FailureReport(
+                job_id=record.job_id,
+                provider=self.identity.address,
+                kind=FailureKind.SANDBOX_ERROR,
+                detail=f"provider error: {type(exc).__name__}",
+            )
+            self.jobs.save(record.advance(Phase.FAILED, detail=report.detail))
+            await deliver(reporter, report, attempts=3)
+        finally:
+            self._active.discard(record.job_id)
+            self._handing_back.discard(record.job_id)
+
+    async def resume(self) -> None:
+        """Pick up records left by a previous run of this daemon.
+
+        A job committed-to but not acknowledged gets its commitment again; a job that was
+        running when the daemon stopped is handed back (its run is gone).
+        """
+        for record in self.jobs.all():
+            reporter = self.reporter_for(record.coordinator_peer)
+            if record.phase is Phase.COMPUTED:
+                assert self._nursery is not None
+                self._nursery.start_soon(self.worker.send_commitment, record, reporter)
+            elif record.phase in (Phase.ASSIGNED, Phase.RUNNING):
+                assert self._nursery is not None
+                self._nursery.start_soon(
+                    self.worker.hand_back, record, reporter, "the provider restarted mid-run"
+                )
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop taking jobs; let running ones finish for ``grace_s``, then hand them back."""
+        self.accepting = False
+        with trio.move_on_after(grace_s):
+            while self._active:
+                await trio.sleep(0.1)
+        leftover = set(self._active)
+        for job_id in leftover:
+            self._handing_back.add(job_id)
+            self.worker.cancel(job_id)
+        with trio.move_on_after(30):
+            while self._active:
+                await trio.sleep(0.1)

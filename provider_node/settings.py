@@ -1,0 +1,146 @@
+"""Settings of the provider daemon: one class, read from ``PROVIDER_*`` environment variables.
+
+Create it once (:func:`load_settings`) and pass it down. CLI flags arrive as keyword
+overrides on top of the environment. A missing or invalid setting raises
+:class:`protocol.errors.ConfigError` naming the environment variable to set; the keystore
+password is read from ``PROVIDER_PASSWORD_FILE`` (or ``PROVIDER_PASSWORD``) and held as a
+``SecretStr`` that never prints.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from protocol.errors import ConfigError, MessageError
+from protocol.ids import Address, Wei, parse_address, to_wei
+
+ENV_PREFIX = "PROVIDER_"
+MAX_PASSWORD_FILE_BYTES = 4096
+
+RuntimeName = Literal["bwrap", "docker", "process"]
+
+
+class ProviderSettings(BaseSettings):
+    """Everything a provider daemon needs to start; see the module docstring."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    rpc_url: str
+    market_address: str
+    registry_address: str
+    token_address: str
+    keystore: Path
+    password_file: Path | None = None
+    password: SecretStr | None = None
+    ipfs_api: str
+    coordinator_multiaddr: str | None = None
+    work_dir: Path
+    p2p_host: str = "127.0.0.1"
+    p2p_port: int = Field(default=0, ge=0, le=65535)
+    runtime: RuntimeName = "bwrap"
+    unsafe_process_runtime: bool = False
+    stake: Decimal = Field(default=Decimal("100"), ge=0)
+    """Token units to keep bonded; the daemon tops up to this at start."""
+    price_per_gpu_hour: Decimal = Field(default=Decimal("1"), ge=0)
+    """Token units per GPU-hour quoted in adverts (per CPU-hour for CPU-only providers)."""
+    max_concurrent_jobs: int = Field(default=1, ge=1, le=64)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve Prometheus metrics on this port (0 picks a free one); unset turns them off."""
+    metrics_host: str = "127.0.0.1"
+    cpu_only: bool = False
+    """Offer the CPU when no GPU is present."""
+    advert_period_s: float = Field(default=5.0, gt=0.2, le=600)
+    advert_ttl_s: int = Field(default=20, ge=5, le=3600)
+    shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600)
+    """On SIGTERM, how long running jobs may finish before they are handed back."""
+    max_input_bytes: int = Field(default=1 << 30, ge=1)
+    max_job_memory_bytes: int = Field(default=8 << 30, ge=16 << 20)
+    max_job_pids: int = Field(default=512, ge=2)
+    max_job_timeout_s: float = Field(default=24 * 3600.0, gt=0)
+    """Longest wall time granted to any job, whatever its spec asks."""
+    benchmark_cache: Path | None = None
+    """Where the benchmark result is cached; defaults to ``<work_dir>/benchmark.json``."""
+
+    @field_validator("market_address", "registry_address", "token_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            return parse_address(value)
+        except MessageError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @property
+    def market(self) -> Address:
+        return Address(self.market_address)
+
+    @property
+    def registry(self) -> Address:
+        return Address(self.registry_address)
+
+    @property
+    def token(self) -> Address:
+        return Address(self.token_address)
+
+    @property
+    def stake_wei(self) -> Wei:
+        return to_wei(self.stake)
+
+    @property
+    def price_wei(self) -> Wei:
+        return to_wei(self.price_per_gpu_hour)
+
+    @property
+    def ready_file(self) -> Path:
+        return self.work_dir / "provider.json"
+
+    @property
+    def benchmark_path(self) -> Path:
+        return self.benchmark_cache or self.work_dir / "benchmark.json"
+
+    @property
+    def listen_multiaddr(self) -> str:
+        return f"/ip4/{self.p2p_host}/tcp/{self.p2p_port}"
+
+    def keystore_password(self) -> SecretStr:
+        """The keystore password, from the password file or the password variable."""
+        if self.password_file is not None:
+            try:
+                raw = self.password_file.read_bytes()[: MAX_PASSWORD_FILE_BYTES + 1]
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read {ENV_PREFIX}PASSWORD_FILE {self.password_file}: {exc.strerror}"
+                ) from exc
+            if len(raw) > MAX_PASSWORD_FILE_BYTES:
+                raise ConfigError(f"{ENV_PREFIX}PASSWORD_FILE is larger than a password")
+            # One trailing newline is what `echo pw > file` leaves; it is not part of it.
+            return SecretStr(raw.decode("utf-8").removesuffix("\n").removesuffix("\r"))
+        if self.password is not None:
+            return self.password
+        raise ConfigError(
+            f"set {ENV_PREFIX}PASSWORD_FILE (or {ENV_PREFIX}PASSWORD) for the keystore"
+        )
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(**overrides: Any) -> ProviderSettings:
+    """Settings from the environment with ``overrides`` (None values ignored) on top."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return ProviderSettings(**given)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            field = str(err["loc"][0]) if err["loc"] else "settings"
+            if err["type"] == "missing":
+                problems.append(f"{env_name(field)} is not set")
+            else:
+                problems.append(f"{env_name(field)}: {err['msg']}")
+        raise ConfigError("invalid provider settings: " + "; ".join(problems)) from None

@@ -1,0 +1,113 @@
+"""A provider's standing on chain: registration and stake, and the commands that change it.
+
+Every function takes a :class:`ProviderChain` (the part of
+:class:`contracts.chain.ChainClient` a provider uses) acting for the provider's own
+account, so the CLI, the daemon and tests share one code path. Calls are synchronous;
+async callers run them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from contracts.models import Assignment, JobInfo, ProviderInfo, Receipt
+from protocol.errors import ChainError
+from protocol.ids import Address, JobId, Wei, from_wei
+
+log = logging.getLogger(__name__)
+
+
+class ProviderChain(Protocol):
+    """What the provider daemon needs from the chain, acting as ``address``."""
+
+    @property
+    def address(self) -> Address: ...
+
+    def now(self) -> int: ...
+    def token_balance(self, owner: str) -> Wei: ...
+    def register(self, group: int = 0) -> Receipt: ...
+    def stake(self, amount: int) -> Receipt: ...
+    def request_unbond(self, amount: int) -> Receipt: ...
+    def withdraw(self) -> Receipt: ...
+    def provider_info(self, provider: str) -> ProviderInfo: ...
+    def get_job(self, job_id: JobId) -> JobInfo: ...
+    def get_assignment(self, job_id: JobId) -> list[Assignment]: ...
+
+
+class InsufficientFunds(ChainError):
+    """The account holds too few tokens to bond the stake it was asked to keep."""
+
+    def __init__(self, address: str, needed: int, balance: int) -> None:
+        self.address = address
+        self.needed = needed
+        self.balance = balance
+        self.missing = needed - balance
+        super().__init__(
+            f"{address} needs {from_wei(needed)} tokens to reach its stake but holds "
+            f"{from_wei(balance)}: {from_wei(self.missing)} tokens are missing "
+            "(fund the account, or lower PROVIDER_STAKE)"
+        )
+
+
+@dataclass(frozen=True)
+class StakeReport:
+    """What :func:`ensure_staked` found and did."""
+
+    info: ProviderInfo
+    registered_now: bool
+    staked_now: Wei
+
+
+def status(chain: ProviderChain) -> ProviderInfo:
+    """The provider's registry record."""
+    return chain.provider_info(chain.address)
+
+
+def register(chain: ProviderChain, group: int = 0) -> Receipt:
+    """Register the account as a provider (``group``: its declared operator group)."""
+    return chain.register(group)
+
+
+def stake(chain: ProviderChain, amount: Wei) -> Receipt:
+    """Bond ``amount`` more tokens, refusing early when the balance cannot cover it."""
+    balance = chain.token_balance(chain.address)
+    if balance < amount:
+        raise InsufficientFunds(chain.address, amount, balance)
+    return chain.stake(amount)
+
+
+def unbond(chain: ProviderChain, amount: Wei) -> Receipt:
+    """Start unbonding ``amount`` of free stake; it can be withdrawn after the delay."""
+    return chain.request_unbond(amount)
+
+
+def withdraw(chain: ProviderChain) -> Receipt:
+    """Take back stake whose unbonding delay has passed."""
+    return chain.withdraw()
+
+
+def ensure_staked(chain: ProviderChain, target: Wei, group: int = 0) -> StakeReport:
+    """Register if needed and top the bonded stake up to ``target``.
+
+    Stake already bonded (locked by assignments or not) counts toward the target; a
+    balance too small for the difference raises :class:`InsufficientFunds` naming the
+    missing amount before any transaction is sent.
+    """
+    info = chain.provider_info(chain.address)
+    registered_now = False
+    if not info.registered:
+        log.info("registering %s as a provider", chain.address)
+        chain.register(group)
+        registered_now = True
+    missing = Wei(max(0, target - info.stake))
+    if missing:
+        balance = chain.token_balance(chain.address)
+        if balance < missing:
+            raise InsufficientFunds(chain.address, missing, balance)
+        log.info("bonding %s more tokens (target %s)", from_wei(missing), from_wei(target))
+        chain.stake(missing)
+    if registered_now or missing:
+        info = chain.provider_info(chain.address)
+    return StakeReport(info=info, registered_now=registered_now, staked_now=missing)

@@ -1,0 +1,115 @@
+"""A job's work directory: inputs fetched by CID (verified, size-capped), outputs hashed.
+
+Layout, as the runtimes expect it::
+
+    <run_dir>/inputs/<name>/   one directory per input, made read-only
+    <run_dir>/outputs/         empty before the run; the only place a job writes
+
+An input whose CID is a single file appears as ``inputs/<name>/<name>``, so every input is
+a directory and a job finds ``inputs/<name>/`` whatever was uploaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import trio
+
+from protocol.errors import ContentError, SpecError
+from protocol.ids import Cid
+from protocol.ipfs.local import path_ref
+from protocol.ipfs.store import ContentStore
+from provider_node.jobplan import JobPlan
+from provider_node.runtimes.model import (
+    INPUTS_DIR,
+    OUTPUTS_DIR,
+    CommandEntrypoint,
+    Entrypoint,
+    TorchEntrypoint,
+)
+
+
+def _du(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _make_read_only(path: Path) -> None:
+    for root, dirs, files in os.walk(path):
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o444)
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o555)
+    os.chmod(path, 0o555)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete ``path`` even where inputs were made read-only."""
+    if not path.exists():
+        return
+    for root, dirs, _files in os.walk(path):
+        for name in dirs:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                os.chmod(full, stat.S_IRWXU)
+    os.chmod(path, stat.S_IRWXU)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def fetch_inputs(
+    store: ContentStore, input_cids: dict[str, Cid], run_dir: Path, max_bytes: int
+) -> int:
+    """Fetch every input under ``run_dir/inputs``; returns the bytes fetched.
+
+    ``max_bytes`` bounds all inputs together. Raises ``ContentError`` for content that is
+    missing, too large or does not match its CID.
+    """
+    inputs = run_dir / INPUTS_DIR
+    inputs.mkdir(parents=True)
+    (run_dir / OUTPUTS_DIR).mkdir()
+    used = 0
+    for name, cid in sorted(input_cids.items()):
+        staging = inputs / f".{name}.fetch"
+        await store.get(cid, staging, max_size=max_bytes - used)
+        target = inputs / name
+        if staging.is_dir():
+            staging.rename(target)
+        else:
+            target.mkdir()
+            staging.rename(target / name)
+        used += await trio.to_thread.run_sync(_du, target)
+        if used > max_bytes:
+            raise ContentError(f"inputs exceed the provider's limit of {max_bytes} bytes")
+        await trio.to_thread.run_sync(_make_read_only, target)
+    return used
+
+
+def entrypoint_for(plan: JobPlan, run_dir: Path) -> Entrypoint:
+    """The runtime entrypoint of ``plan`` once its inputs are on disk under ``run_dir``."""
+    if plan.runtime == "container":
+        return CommandEntrypoint(plan.command)
+    script = plan.entrypoint or ""
+    if Path(script).is_absolute() or ".." in Path(script).parts:
+        raise SpecError("runtime.entrypoint", "must be a relative path inside an input")
+    if script.startswith(f"{INPUTS_DIR}/"):
+        candidates = [script]
+    else:
+        inputs = run_dir / INPUTS_DIR
+        names = sorted(p.name for p in inputs.iterdir() if not p.name.startswith("."))
+        ordered = [n for n in plan.inputs if n in names] + [
+            n for n in names if n not in plan.inputs
+        ]
+        candidates = [f"{INPUTS_DIR}/{name}/{script}" for name in ordered]
+    for candidate in candidates:
+        if (run_dir / candidate).is_file():
+            return TorchEntrypoint(candidate, plan.args)
+    raise SpecError("runtime.entrypoint", f"{script!r} is not a file in any input")
+
+
+def outputs_cid(run_dir: Path) -> Cid:
+    """The CID ``outputs/`` will have in IPFS, computed locally without adding it."""
+    return path_ref(run_dir / OUTPUTS_DIR).text
