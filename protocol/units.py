@@ -25,7 +25,7 @@ _SIZE_UNITS = {
     "GiB": 2**30,
     "TiB": 2**40,
 }
-_SIZE = re.compile(r"^(\d{1,15}(?:\.\d{1,9})?)\s?([KMGT]i?B|B)$")
+_SIZE = re.compile(r"^(\d{1,18}(?:\.\d{1,9})?)\s?([KMGT]i?B|B)$")
 
 
 def parse_duration(value: object) -> int:
