@@ -1,0 +1,51 @@
+"""The benchmark cache: one JSON file per fingerprint, so a driver or torch upgrade re-runs it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from provider_node.benchmark.model import BenchmarkResult, BenchmarkSettings, Fingerprint
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gpumarket"
+
+
+def cache_path(cache_dir: Path, fingerprint: Fingerprint) -> Path:
+    return cache_dir / f"benchmark-{fingerprint.key()}.json"
+
+
+def load_cached(
+    cache_dir: Path, fingerprint: Fingerprint, settings: BenchmarkSettings
+) -> BenchmarkResult | None:
+    """The cached result for exactly this fingerprint and these settings, if there is one."""
+    path = cache_path(cache_dir, fingerprint)
+    try:
+        result = BenchmarkResult.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError, ValueError):
+        return None  # missing or unreadable: measure again
+    if result.fingerprint != fingerprint or result.settings != settings:
+        return None
+    return result
+
+
+def store(cache_dir: Path, result: BenchmarkResult) -> Path:
+    """Write ``result`` atomically; a crash leaves the old file or none, never half of one."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_path(cache_dir, result.fingerprint)
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".benchmark-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(result.model_dump_json(indent=2))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,75 @@
+"""``gpumarket provider``: the provider's commands.
+
+Each command parses its options, calls one library function and renders the answer; add a
+command by defining another ``@app.command()`` function below.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from protocol.errors import GpuMarketError
+
+app = typer.Typer(
+    name="provider",
+    help="Run a provider node: benchmark the GPUs, stake, serve jobs in a sandbox.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def provider() -> None:
+    """Run a provider node: benchmark the GPUs, stake, serve jobs in a sandbox."""
+
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(exc: GpuMarketError) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(code=1)
+
+
+@app.command()
+def benchmark(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Measure again even if a cached result fits.")
+    ] = False,
+    device: Annotated[
+        list[str] | None,
+        typer.Option("--device", "-d", help="cpu, mps, cuda (all GPUs) or cuda:N; repeatable."),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Default: ~/.cache/gpumarket.")
+    ] = None,
+) -> None:
+    """Measure matmul TFLOPS per dtype and memory bandwidths of this host's devices."""
+    from provider_node.benchmark import result_table, run_benchmark
+
+    try:
+        if as_json:
+            outcome = run_benchmark(selection=device, cache_dir=cache_dir, use_cache=not no_cache)
+        else:
+            with console.status("benchmarking") as status:
+                outcome = run_benchmark(
+                    selection=device,
+                    cache_dir=cache_dir,
+                    use_cache=not no_cache,
+                    progress=lambda message: status.update(message),
+                )
+    except GpuMarketError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        payload = outcome.result.model_dump(mode="json")
+        payload["cached"] = outcome.cached
+        print(json.dumps(payload, sort_keys=True))
+        return
+    console.print(result_table(outcome.result, cached=outcome.cached))

@@ -1,0 +1,113 @@
+"""Prometheus metrics of a provider node, in a registry of its own.
+
+Jobs are counted by outcome and timed; GPU utilization is read through NVML at scrape time
+when ``pynvml`` imports and a driver answers, and is simply absent otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, float("inf"))
+
+
+class NvmlCollector(Collector):
+    """Per-GPU utilization and memory use, read from NVML on every scrape."""
+
+    def __init__(self, nvml: Any) -> None:
+        self._nvml = nvml
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        util = GaugeMetricFamily(
+            "gpumarket_gpu_utilization_ratio", "GPU busy fraction (NVML)", labels=["gpu"]
+        )
+        memory = GaugeMetricFamily(
+            "gpumarket_gpu_memory_used_bytes", "GPU memory in use (NVML)", labels=["gpu"]
+        )
+        nvml = self._nvml
+        try:
+            for i in range(nvml.nvmlDeviceGetCount()):
+                handle = nvml.nvmlDeviceGetHandleByIndex(i)
+                rates = nvml.nvmlDeviceGetUtilizationRates(handle)
+                util.add_metric([str(i)], rates.gpu / 100.0)
+                memory.add_metric([str(i)], float(nvml.nvmlDeviceGetMemoryInfo(handle).used))
+        except Exception as exc:  # NVML has its own error family; a scrape must not fail
+            log.warning("NVML read failed: %s", exc)
+        yield util
+        yield memory
+
+
+def _nvml() -> Any | None:
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # no NVIDIA driver here
+        return None
+    return pynvml
+
+
+class ProviderMetrics:
+    """The provider's metrics; pass ``nvml`` to inject a fake NVML module in tests."""
+
+    def __init__(self, *, nvml: Any | None = None, use_nvml: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.jobs = Counter(
+            "gpumarket_provider_jobs",
+            "Jobs finished, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.job_duration = Histogram(
+            "gpumarket_provider_job_duration_seconds",
+            "Wall time of job runs in the sandbox",
+            ["outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        source = nvml if nvml is not None else (_nvml() if use_nvml else None)
+        self.gpu_collector = NvmlCollector(source) if source is not None else None
+        if self.gpu_collector is not None:
+            self.registry.register(self.gpu_collector)
+
+    def job_finished(self, outcome: str, duration_s: float) -> None:
+        """Record one run; ``outcome`` is a :class:`~provider_node.runtimes.Outcome` value."""
+        self.jobs.labels(outcome=outcome).inc()
+        self.job_duration.labels(outcome=outcome).observe(duration_s)
+
+
+class MetricsServer:
+    """A running metrics endpoint; ``close()`` stops it."""
+
+    def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_port)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve_metrics(
+    metrics: ProviderMetrics, port: int = 0, host: str = "127.0.0.1"
+) -> MetricsServer:
+    """Serve ``/metrics`` on ``host:port`` (port 0 picks a free one) in a daemon thread."""
+    server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    return MetricsServer(server, thread)
