@@ -1,0 +1,183 @@
+"""The provider book in columns: one numpy array per attribute, one slot per provider.
+
+Matching filters and scores every provider at once over these arrays, so a match over
+10,000 providers costs tens of microseconds of vectorized work instead of a Python loop.
+An advert updates its provider's slot in place; a provider that leaves frees its slot for
+the next newcomer. Reads and writes happen on the trio thread only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+DTYPE_INDEX = {"fp32": 0, "tf32": 1, "fp16": 2, "bf16": 3}
+RUNTIME_BITS = {"torch": 1, "container": 2}
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What one advert says, flattened for the columns (amounts in token units)."""
+
+    address: str
+    peer_id: str
+    multiaddrs: tuple[str, ...]
+    gpu_count: int
+    free_gpus: int
+    gpu_memory_bytes: int
+    tflops: Mapping[str, float]
+    rate_per_gpu_hour: int
+    runtimes: Sequence[str]
+    fingerprint: str
+    utilization: float
+    seen_at: float
+
+
+class ProviderColumns:
+    """Arrays indexed by slot, with the address <-> slot map beside them."""
+
+    def __init__(self, capacity: int = 64) -> None:
+        self._slot_of: dict[str, int] = {}
+        self._free: list[int] = []
+        self.size = 0  # slots ever used (alive or not)
+        self.version = 0  # bumped by every change, so rankings know when to refresh
+        self.addresses: list[str] = []
+        self.peer_ids: list[str] = []
+        self.multiaddrs: list[tuple[str, ...]] = []
+        self.rates: list[int] = []
+        self.fingerprint_codes: dict[str, int] = {}
+        self.fingerprint_names: list[str] = []
+        self._allocate(capacity)
+
+    def _allocate(self, capacity: int) -> None:
+        def grow(
+            old: np.ndarray | None, shape: tuple[int, ...], dtype: type, fill: float
+        ) -> np.ndarray:
+            new: np.ndarray = np.full(shape, fill, dtype=dtype)
+            if old is not None:
+                new[: old.shape[0]] = old
+            return new
+
+        get = self.__dict__.get
+        self.capacity = capacity
+        self.alive = grow(get("alive"), (capacity,), np.bool_, False)
+        self.gpu_count = grow(get("gpu_count"), (capacity,), np.int32, 0)
+        self.free_gpus = grow(get("free_gpus"), (capacity,), np.int32, 0)
+        self.inflight_gpus = grow(get("inflight_gpus"), (capacity,), np.int32, 0)
+        self.gpu_memory = grow(get("gpu_memory"), (capacity,), np.float64, 0)
+        self.tflops = grow(get("tflops"), (capacity, len(DTYPE_INDEX)), np.float64, 0)
+        self.measured = grow(get("measured"), (capacity, len(DTYPE_INDEX)), np.bool_, False)
+        self.rate = grow(get("rate"), (capacity,), np.float64, 0)
+        self.runtime_bits = grow(get("runtime_bits"), (capacity,), np.uint8, 0)
+        self.fingerprint = grow(get("fingerprint"), (capacity,), np.int32, -1)
+        self.group = grow(get("group"), (capacity,), np.int64, 0)
+        self.free_stake = grow(get("free_stake"), (capacity,), np.float64, -1)
+        self.reputation = grow(get("reputation"), (capacity,), np.float64, 0)
+        self.newcomer = grow(get("newcomer"), (capacity,), np.bool_, True)
+        self.utilization = grow(get("utilization"), (capacity,), np.float64, 0)
+        self.seen_at = grow(get("seen_at"), (capacity,), np.float64, 0)
+
+    def __len__(self) -> int:
+        return len(self._slot_of)
+
+    def slot(self, address: str) -> int | None:
+        return self._slot_of.get(address)
+
+    def live_addresses(self) -> list[str]:
+        return list(self._slot_of)
+
+    def fingerprint_code(self, name: str) -> int:
+        code = self.fingerprint_codes.get(name)
+        if code is None:
+            code = len(self.fingerprint_names)
+            self.fingerprint_codes[name] = code
+            self.fingerprint_names.append(name)
+        return code
+
+    def upsert(self, offer: Offer) -> int:
+        """Write ``offer`` into its provider's slot (allocating one for a newcomer)."""
+        self.version += 1
+        slot = self._slot_of.get(offer.address)
+        if slot is None:
+            slot = self._new_slot(offer.address)
+        self.peer_ids[slot] = offer.peer_id
+        self.multiaddrs[slot] = offer.multiaddrs
+        self.rates[slot] = offer.rate_per_gpu_hour
+        self.alive[slot] = True
+        self.gpu_count[slot] = offer.gpu_count
+        self.free_gpus[slot] = offer.free_gpus
+        self.gpu_memory[slot] = offer.gpu_memory_bytes
+        for dtype, i in DTYPE_INDEX.items():
+            # A verified challenge result outranks whatever the provider now claims.
+            if not self.measured[slot, i]:
+                self.tflops[slot, i] = float(offer.tflops.get(dtype, 0.0))
+        self.rate[slot] = float(offer.rate_per_gpu_hour)
+        bits = 0
+        for runtime in offer.runtimes:
+            bits |= RUNTIME_BITS.get(runtime, 0)
+        self.runtime_bits[slot] = bits
+        self.fingerprint[slot] = self.fingerprint_code(offer.fingerprint)
+        self.utilization[slot] = offer.utilization
+        self.seen_at[slot] = offer.seen_at
+        return slot
+
+    def _new_slot(self, address: str) -> int:
+        if self._free:
+            slot = self._free.pop()
+            self.addresses[slot] = address
+        else:
+            if self.size == self.capacity:
+                self._allocate(self.capacity * 2)
+            slot = self.size
+            self.size += 1
+            self.addresses.append(address)
+            self.peer_ids.append("")
+            self.multiaddrs.append(())
+            self.rates.append(0)
+        self._slot_of[address] = slot
+        # A newcomer's facts from the chain and challenges are unknown until refreshed.
+        self.free_stake[slot] = -1
+        self.group[slot] = 0
+        self.reputation[slot] = 0
+        self.newcomer[slot] = True
+        self.inflight_gpus[slot] = 0
+        self.measured[slot] = False
+        return slot
+
+    def remove(self, address: str) -> bool:
+        self.version += 1
+        slot = self._slot_of.pop(address, None)
+        if slot is None:
+            return False
+        self.alive[slot] = False
+        self._free.append(slot)
+        return True
+
+    def set_stake(self, address: str, free_stake: int, group: int) -> None:
+        self.version += 1
+        slot = self._slot_of.get(address)
+        if slot is not None:
+            self.free_stake[slot] = float(free_stake)
+            self.group[slot] = group
+
+    def set_reputation(self, address: str, lower_bound: float, newcomer: bool) -> None:
+        self.version += 1
+        slot = self._slot_of.get(address)
+        if slot is not None:
+            self.reputation[slot] = lower_bound
+            self.newcomer[slot] = newcomer
+
+    def set_measured(self, address: str, dtype: str, tflops: float) -> None:
+        self.version += 1
+        slot = self._slot_of.get(address)
+        if slot is not None and dtype in DTYPE_INDEX:
+            self.tflops[slot, DTYPE_INDEX[dtype]] = tflops
+            self.measured[slot, DTYPE_INDEX[dtype]] = True
+
+    def add_inflight(self, address: str, gpus: int) -> None:
+        self.version += 1
+        slot = self._slot_of.get(address)
+        if slot is not None:
+            self.inflight_gpus[slot] = max(0, int(self.inflight_gpus[slot]) + gpus)

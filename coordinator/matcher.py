@@ -1,0 +1,358 @@
+"""Matching: filter the book, score what is left, pick r distinct operators, explain why.
+
+Filtering and scoring run over the book's columns (:mod:`coordinator.columns`) in numpy.
+The score is a plug point (:class:`ScoreStrategy`, registry :data:`STRATEGIES`); lower is
+better. The default scores price per effective TFLOP, divided by a reputation factor and
+raised by current load. A bounded share of matches gives one seat to a promising newcomer
+(exploration), so providers without a record are never starved by those with one.
+Every match keeps an explanation: why each chosen provider won and, for a sample of the
+others, why they lost.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from coordinator.columns import DTYPE_INDEX, RUNTIME_BITS, ProviderColumns
+from coordinator.errors import NoCandidates
+from coordinator.requirements import Requirements
+
+EXPLAIN_LOSERS = 12
+EXPLAIN_FILTERED = 12
+SHORTLIST = 64
+EXPLORE_POOL = 8
+
+
+@dataclass(frozen=True)
+class Choice:
+    address: str
+    peer_id: str
+    multiaddrs: tuple[str, ...]
+    price: int
+    score: float
+    fingerprint: str
+    explored: bool = False
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One line of a job's explanation."""
+
+    address: str
+    peer_id: str
+    score: float | None
+    chosen: bool
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "peer_id": self.peer_id,
+            "score": self.score,
+            "chosen": self.chosen,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class Match:
+    chosen: list[Choice]
+    candidates: list[Candidate]
+    eligible: int
+    filtered: dict[str, int]
+
+
+class ScoreStrategy(Protocol):
+    """Scores every slot of the book for jobs priced against one dtype; lower is better.
+
+    Scores are per unit of work (a GPU-hour's price over its TFLOPS), so the ranking they
+    give holds for any job size; the matcher caches it until the book changes.
+    """
+
+    def score(self, cols: ProviderColumns, dtype: int) -> np.ndarray: ...
+
+
+def primary_dtype(req: Requirements) -> int:
+    """The dtype whose TFLOPS a job is priced against (its most demanding one, else fp32)."""
+    if req.min_tflops:
+        name = max(req.min_tflops, key=lambda d: req.min_tflops[d])
+        return DTYPE_INDEX[name]
+    return DTYPE_INDEX["fp32"]
+
+
+@dataclass(frozen=True)
+class PricePerTflop:
+    """Price per effective TFLOP, adjusted by reputation (lower bound) and load."""
+
+    reputation_weight: float = 0.5
+    load_weight: float = 1.0
+
+    def score(self, cols: ProviderColumns, dtype: int) -> np.ndarray:
+        n = cols.size
+        per_tflop = (cols.rate[:n] + 1.0) / np.maximum(cols.tflops[:n, dtype], 1e-6)
+        trust = (1.0 - self.reputation_weight) + self.reputation_weight * cols.reputation[:n]
+        gpus = np.maximum(cols.gpu_count[:n], 1)
+        load = cols.utilization[:n] + cols.inflight_gpus[:n] / gpus
+        result: np.ndarray = per_tflop * (1.0 + self.load_weight * load) / trust
+        return result
+
+
+STRATEGIES: dict[str, Callable[[], ScoreStrategy]] = {"price-per-tflop": PricePerTflop}
+
+
+def exact_price(rate: int, req: Requirements) -> int:
+    """A provider's price for a job: its rate times GPUs times the expected hours."""
+    return rate * max(req.gpus, 1) * req.duration_s // 3600
+
+
+class Matcher:
+    """Chooses providers for jobs from a book's columns."""
+
+    def __init__(
+        self,
+        cols: ProviderColumns,
+        strategy: ScoreStrategy | None = None,
+        *,
+        stake_factor: int = 5,
+        exploration_share: float = 0.1,
+        rng: random.Random | None = None,
+        rank_staleness_s: float = 0.0,
+    ) -> None:
+        if not 0 <= exploration_share <= 0.5:
+            raise ValueError("exploration share must lie in [0, 0.5]")
+        self.cols = cols
+        self.strategy = strategy or PricePerTflop()
+        self.stake_factor = stake_factor
+        self.exploration_share = exploration_share
+        self.rng = rng or random.Random()
+        self.rank_staleness_s = rank_staleness_s
+        self._ranking: dict[int, tuple[int, float, np.ndarray, np.ndarray]] = {}
+
+    def ranking(self, dtype: int) -> tuple[np.ndarray, np.ndarray]:
+        """(slots best first, score per slot), recomputed when the book changed.
+
+        With ``rank_staleness_s`` > 0 a ranking may lag the book by that long; filters
+        always read the live columns, so staleness only reorders, never admits.
+        """
+        cached = self._ranking.get(dtype)
+        now = time.monotonic()
+        if cached is not None:
+            version, at, order, scores = cached
+            fresh = version == self.cols.version or now - at < self.rank_staleness_s
+            if fresh and len(scores) == self.cols.size:
+                return order, scores
+        scores = self.strategy.score(self.cols, dtype)
+        order = np.argsort(scores, kind="stable")
+        self._ranking[dtype] = (self.cols.version, now, order, scores)
+        return order, scores
+
+    def _filters(self, req: Requirements) -> list[tuple[str, np.ndarray]]:
+        """(reason, passes) per filter over every slot, in the order reasons are reported."""
+        c, n = self.cols, self.cols.size
+        units = max(req.gpus, 1) * req.duration_s / 3600.0
+        checks: list[tuple[str, np.ndarray]] = [
+            ("offline", c.alive[:n]),
+            (f"no {req.runtime} runtime", (c.runtime_bits[:n] & RUNTIME_BITS[req.runtime]) != 0),
+        ]
+        if req.gpus > 0:
+            free = c.free_gpus[:n] - c.inflight_gpus[:n]
+            checks.append((f"fewer than {req.gpus} free GPUs on one node", free >= req.gpus))
+            if req.gpu_memory_bytes:
+                checks.append(("too little GPU memory", c.gpu_memory[:n] >= req.gpu_memory_bytes))
+        else:
+            checks.append(("busy", c.inflight_gpus[:n] == 0))
+        for dtype, minimum in req.min_tflops.items():
+            column = c.tflops[:n, DTYPE_INDEX[dtype]]
+            checks.append((f"below {minimum:g} {dtype} TFLOPS", column >= minimum))
+        # price = floor(rate * units) <= cap  <=>  rate * units < cap + 1
+        checks.append(("price above the job's cap", c.rate[:n] * units < req.price_cap + 1))
+        stake_needed = self.stake_factor * np.floor(c.rate[:n] * units)
+        checks.append(("not enough free stake", c.free_stake[:n] >= stake_needed))
+        if req.exclude_addresses:
+            slots = [c.slot(a) for a in req.exclude_addresses]
+            taken = np.zeros(n, dtype=bool)
+            taken[[s for s in slots if s is not None]] = True
+            checks.append(("already assigned to this job", ~taken))
+        if req.exclude_groups:
+            groups = np.array(sorted(req.exclude_groups), dtype=np.int64)
+            clash = np.isin(c.group[:n], groups) & (c.group[:n] != 0)
+            checks.append(("same operator group as an assigned provider", ~clash))
+        if req.exact and req.fingerprint is not None:
+            code = c.fingerprint_codes.get(req.fingerprint, -2)
+            same = c.fingerprint[:n] == code
+            checks.append(("fingerprint differs from the assigned providers", same))
+        return checks
+
+    def match(self, req: Requirements) -> Match:
+        """Choose ``req.count`` providers or raise :class:`NoCandidates`."""
+        c = self.cols
+        checks = self._filters(req)
+        mask = checks[0][1].copy()
+        for _, passes in checks[1:]:
+            mask &= passes
+        order, scores = self.ranking(primary_dtype(req))
+        ok_sorted = mask[order]
+        eligible = order[np.flatnonzero(ok_sorted)]  # eligible slots, best first
+        picked = self._pick(eligible, req)
+        if len(picked) < req.count:
+            raise NoCandidates(req.count, len(picked), self._reasons(checks))
+        picked, explored = self._explore(eligible, picked, req)
+        choices = [self._choice(s, float(scores[s]), req, s == explored) for s in picked]
+        rejected = order[np.flatnonzero(~ok_sorted & c.alive[order])[:EXPLAIN_FILTERED]]
+        candidates = self._explain(eligible, scores, picked, explored, rejected.tolist(), checks)
+        return Match(choices, candidates, len(eligible), {})
+
+    @staticmethod
+    def _reasons(checks: list[tuple[str, np.ndarray]]) -> dict[str, int]:
+        """How many providers each filter removed (counting each by its first failure)."""
+        mask = checks[0][1].copy()
+        counts: dict[str, int] = {}
+        for reason, passes in checks[1:]:
+            failing = int((mask & ~passes).sum())
+            if failing:
+                counts[reason] = failing
+            mask &= passes
+        return counts
+
+    def _operator(self, slot: int) -> int:
+        group = int(self.cols.group[slot])
+        return group if group != 0 else -(slot + 1)
+
+    def _pick(self, eligible: np.ndarray, req: Requirements) -> list[int]:
+        """Best slots with distinct operators (one fingerprint for exact multi-provider jobs)."""
+        one_fingerprint = req.exact and (req.count > 1 or req.fingerprint is not None)
+        picked = self._greedy(eligible[:SHORTLIST].tolist(), req, one_fingerprint)
+        if len(picked) < req.count and len(eligible) > SHORTLIST:
+            if one_fingerprint:
+                picked = self._pick_per_fingerprint(eligible, req)
+            else:
+                picked = self._greedy(eligible.tolist(), req, one_fingerprint)
+        return picked
+
+    def _pick_per_fingerprint(self, eligible: np.ndarray, req: Requirements) -> list[int]:
+        """Greedy within each fingerprint's best few; the group whose last seat ranks best wins."""
+        fps = self.cols.fingerprint[eligible]
+        by_fp = np.argsort(fps, kind="stable")  # keeps score order inside each fingerprint
+        _, starts = np.unique(fps[by_fp], return_index=True)
+        ends = [*starts[1:].tolist(), len(by_fp)]
+        best: tuple[int, list[int]] | None = None
+        for start, end in zip(starts.tolist(), ends, strict=True):
+            positions = by_fp[start : min(end, start + SHORTLIST)]
+            slots = eligible[positions].tolist()
+            picked = self._greedy(slots, req, False)
+            if len(picked) == req.count:
+                # Global rank of the group's last seat: lower means a cheaper full group.
+                last = int(positions[slots.index(picked[-1])])
+                if best is None or last < best[0]:
+                    best = (last, picked)
+        if best is None:
+            return self._greedy(eligible.tolist(), req, True)
+        return best[1]
+
+    def _greedy(self, slots: list[int], req: Requirements, one_fingerprint: bool) -> list[int]:
+        fingerprints = self.cols.fingerprint
+        by_fingerprint: dict[int, tuple[list[int], set[int]]] = {}
+        for slot in slots:
+            key = int(fingerprints[slot]) if one_fingerprint else 0
+            picked, operators = by_fingerprint.setdefault(key, ([], set()))
+            operator = self._operator(slot)
+            if operator in operators:
+                continue
+            picked.append(slot)
+            operators.add(operator)
+            if len(picked) == req.count:
+                return picked
+        if not by_fingerprint:
+            return []
+        return max(by_fingerprint.values(), key=lambda v: len(v[0]))[0]
+
+    def _explore(
+        self, eligible: np.ndarray, picked: list[int], req: Requirements
+    ) -> tuple[list[int], int | None]:
+        """With probability ``exploration_share``, give the last seat to a newcomer."""
+        if self.exploration_share <= 0 or self.rng.random() >= self.exploration_share:
+            return picked, None
+        c = self.cols
+        newcomers = eligible[c.newcomer[eligible]][: EXPLORE_POOL * 4].tolist()
+        keep = picked[:-1]
+        operators = {self._operator(s) for s in keep}
+        fingerprint = int(c.fingerprint[picked[0]]) if keep else None
+        options = [
+            s
+            for s in newcomers
+            if s not in picked
+            and self._operator(s) not in operators
+            and (not req.exact or fingerprint is None or int(c.fingerprint[s]) == fingerprint)
+        ][:EXPLORE_POOL]
+        if not options:
+            return picked, None
+        pick = self.rng.choice(options)
+        return [*keep, pick], pick
+
+    def _choice(self, slot: int, score: float, req: Requirements, explored: bool) -> Choice:
+        c = self.cols
+        return Choice(
+            address=c.addresses[slot],
+            peer_id=c.peer_ids[slot],
+            multiaddrs=c.multiaddrs[slot],
+            price=exact_price(c.rates[slot], req),
+            score=score,
+            fingerprint=c.fingerprint_names[int(c.fingerprint[slot])],
+            explored=explored,
+        )
+
+    def _explain(
+        self,
+        eligible: np.ndarray,
+        scores: np.ndarray,
+        picked: list[int],
+        explored: int | None,
+        rejected: list[int],
+        checks: list[tuple[str, np.ndarray]],
+    ) -> list[Candidate]:
+        c = self.cols
+        total = len(eligible)
+        top = eligible[: EXPLAIN_LOSERS + len(picked)].tolist()
+        rank = {slot: i + 1 for i, slot in enumerate(top)}
+        top_scores = scores[top].tolist()
+        out: list[Candidate] = []
+        for slot in picked:
+            if slot == explored:
+                why = "chosen: exploration seat for a provider without a record"
+            else:
+                place = rank.get(slot, f">{len(top)}")
+                why = f"chosen: rank {place} of {total} eligible by score"
+            out.append(
+                Candidate(c.addresses[slot], c.peer_ids[slot], float(scores[slot]), True, why)
+            )
+        chosen = set(picked)
+        operators = {self._operator(s) for s in picked}
+        for i, slot in enumerate(top):
+            if slot in chosen:
+                continue
+            if self._operator(slot) in operators:
+                why = "eligible, but its operator already has a seat"
+            else:
+                why = f"eligible, outscored (rank {i + 1} of {total})"
+            out.append(Candidate(c.addresses[slot], c.peer_ids[slot], top_scores[i], False, why))
+        if rejected:
+            verdicts = [(reason, passes[rejected].tolist()) for reason, passes in checks]
+            rejected_scores = scores[rejected].tolist()
+            for j, slot in enumerate(rejected):
+                reason = next((r for r, ok in verdicts if not ok[j]), "filtered")
+                out.append(
+                    Candidate(
+                        c.addresses[slot],
+                        c.peer_ids[slot],
+                        rejected_scores[j],
+                        False,
+                        f"filtered: {reason}",
+                    )
+                )
+        return out

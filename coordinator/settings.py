@@ -1,0 +1,140 @@
+"""Settings of the coordinator: one class, read from ``COORDINATOR_*`` environment variables.
+
+Create it once (:func:`load_settings`) and pass it down; CLI flags arrive as keyword
+overrides. A missing or invalid setting raises :class:`protocol.errors.ConfigError` naming
+the environment variable to set. The key comes from ``COORDINATOR_KEYSTORE`` with
+``COORDINATOR_PASSWORD_FILE`` (or ``COORDINATOR_PASSWORD``); in-process tests may pass
+``COORDINATOR_PRIVATE_KEY`` instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from protocol.errors import ConfigError, MessageError
+from protocol.identity import Identity, load_keystore
+from protocol.ids import Address, parse_address
+
+ENV_PREFIX = "COORDINATOR_"
+MAX_PASSWORD_FILE_BYTES = 4096
+READY_FILE = "coordinator.json"
+
+
+class CoordinatorSettings(BaseSettings):
+    """Everything a coordinator needs to start; see the module docstring."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    rpc_url: str
+    market_address: str
+    registry_address: str
+    token_address: str
+    keystore: Path | None = None
+    password_file: Path | None = None
+    password: SecretStr | None = None
+    private_key: SecretStr | None = None
+    ipfs_api: str
+    data_dir: Path
+    db_url: str | None = None
+    """SQLAlchemy URL; a SQLite file in the data dir when unset."""
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=0, ge=0, le=65535)
+    p2p_host: str = "127.0.0.1"
+    p2p_port: int = Field(default=0, ge=0, le=65535)
+    reorg_margin: int = Field(default=0, ge=0, le=1000)
+    """Blocks behind the head the chain watcher stays (0 on an automining devnet)."""
+    poll_interval_s: float = Field(default=0.5, gt=0, le=60)
+    provider_ttl_s: float = Field(default=30.0, gt=0, le=3600)
+    """A provider silent for this long leaves the book."""
+    stake_refresh_s: float = Field(default=15.0, gt=0, le=3600)
+    settle_window_s: float = Field(default=0.5, ge=0, le=60)
+    """Jobs ready to settle within this window go into one settleBatch."""
+    request_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    reveal_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    exploration_share: float = Field(default=0.1, ge=0, le=0.5)
+    stake_factor: int = Field(default=5, ge=1, le=100)
+    default_duration_s: int = Field(default=600, ge=1)
+    challenge_n: int = Field(default=256, ge=16, le=4096)
+    challenges: bool = True
+    """Send benchmark challenges to newly seen providers."""
+
+    @field_validator("market_address", "registry_address", "token_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            return parse_address(value)
+        except MessageError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @property
+    def market(self) -> Address:
+        return Address(self.market_address)
+
+    @property
+    def registry(self) -> Address:
+        return Address(self.registry_address)
+
+    @property
+    def token(self) -> Address:
+        return Address(self.token_address)
+
+    @property
+    def database_url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{(self.data_dir / 'coordinator.sqlite').resolve()}"
+
+    @property
+    def ready_file(self) -> Path:
+        return self.data_dir / READY_FILE
+
+    @property
+    def listen_multiaddr(self) -> str:
+        return f"/ip4/{self.p2p_host}/tcp/{self.p2p_port}"
+
+    def identity(self) -> Identity:
+        """The coordinator's key: from ``PRIVATE_KEY``, else the keystore and its password."""
+        if self.private_key is not None:
+            return Identity.from_private_key(self.private_key.get_secret_value())
+        if self.keystore is None:
+            raise ConfigError(f"set {ENV_PREFIX}KEYSTORE (and {ENV_PREFIX}PASSWORD_FILE)")
+        return load_keystore(self.keystore, self._password())
+
+    def _password(self) -> SecretStr:
+        if self.password_file is not None:
+            try:
+                raw = self.password_file.read_bytes()[: MAX_PASSWORD_FILE_BYTES + 1]
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read {ENV_PREFIX}PASSWORD_FILE {self.password_file}: {exc.strerror}"
+                ) from exc
+            if len(raw) > MAX_PASSWORD_FILE_BYTES:
+                raise ConfigError(f"{ENV_PREFIX}PASSWORD_FILE is larger than a password")
+            return SecretStr(raw.decode("utf-8").removesuffix("\n").removesuffix("\r"))
+        if self.password is not None:
+            return self.password
+        raise ConfigError(f"set {ENV_PREFIX}PASSWORD_FILE (or {ENV_PREFIX}PASSWORD)")
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(**overrides: Any) -> CoordinatorSettings:
+    """Settings from the environment with ``overrides`` (None values ignored) on top."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return CoordinatorSettings(**given)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            field = str(err["loc"][0]) if err["loc"] else "settings"
+            if err["type"] == "missing":
+                problems.append(f"{env_name(field)} is not set")
+            else:
+                problems.append(f"{env_name(field)}: {err['msg']}")
+        raise ConfigError("invalid coordinator settings: " + "; ".join(problems)) from None

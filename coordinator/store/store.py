@@ -1,0 +1,329 @@
+"""The store: every job, assignment, event, log line, cursor and reputation the coordinator keeps.
+
+Each method is one database transaction. :meth:`Store.transition` is the only way a job
+changes state: it checks the lifecycle, updates the row and appends the event in the same
+transaction, so the state and its history never disagree and a transition is durable
+before the caller performs the side effect it announces.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import trio
+from sqlalchemy import Connection, Engine, create_engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from coordinator.errors import InvalidTransition, JobNotFound, Unavailable
+from coordinator.states import FINAL, JobState, allowed
+from coordinator.store import tables as t
+from coordinator.store.migrate import upgrade
+from coordinator.store.records import EventRecord, JobRecord, LogLine, ProviderSlot
+
+T = TypeVar("T")
+
+MAX_LOG_LINES_PER_JOB = 10_000
+MAX_LIST = 1000
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        return create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    """Synchronous store over one engine; safe to call from several threads."""
+
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._clock = clock
+        # SQLite allows one writer; serializing here avoids "database is locked" retries.
+        self._lock: threading.Lock | None = threading.Lock() if url.startswith("sqlite") else None
+        with self._errors("migrate"):
+            upgrade(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            raise Unavailable("database", f"{what}: {type(exc).__name__}: {exc}") from exc
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[Connection]:
+        with self._errors(what):
+            if self._lock is None:
+                with self.engine.begin() as conn:
+                    yield conn
+            else:
+                with self._lock, self.engine.begin() as conn:
+                    yield conn
+
+    # ------------------------------------------------------------------ jobs
+    def add_job(
+        self, job: JobRecord, detail: dict[str, Any] | None = None
+    ) -> tuple[JobRecord, bool]:
+        """Insert ``job`` unless known; returns the stored record and whether it was new."""
+        with self._tx("add job") as conn:
+            existing = conn.execute(select(t.jobs).where(t.jobs.c.job_id == job.job_id)).first()
+            if existing is not None:
+                return JobRecord.from_row(existing), False
+            try:
+                conn.execute(insert(t.jobs).values(**job.to_row()))
+            except IntegrityError:  # inserted concurrently (PostgreSQL)
+                row = conn.execute(select(t.jobs).where(t.jobs.c.job_id == job.job_id)).one()
+                return JobRecord.from_row(row), False
+            self._event(conn, job.job_id, job.state, job.created_at, detail or {})
+            return job, True
+
+    def get_job(self, job_id: str) -> JobRecord:
+        with self._tx("read job") as conn:
+            return self._job(conn, job_id)
+
+    def find_job(self, job_id: str) -> JobRecord | None:
+        with self._tx("read job") as conn:
+            row = conn.execute(select(t.jobs).where(t.jobs.c.job_id == job_id)).first()
+            return None if row is None else JobRecord.from_row(row)
+
+    def list_jobs(
+        self, *, requester: str | None = None, state: JobState | None = None, limit: int = 100
+    ) -> list[JobRecord]:
+        query = select(t.jobs).order_by(t.jobs.c.created_at.desc()).limit(min(limit, MAX_LIST))
+        if requester is not None:
+            query = query.where(t.jobs.c.requester == requester)
+        if state is not None:
+            query = query.where(t.jobs.c.state == str(state))
+        with self._tx("list jobs") as conn:
+            return [JobRecord.from_row(r) for r in conn.execute(query)]
+
+    def open_jobs(self) -> list[JobRecord]:
+        """Jobs the chain may still move (everything not final), oldest first."""
+        query = (
+            select(t.jobs)
+            .where(t.jobs.c.state.not_in([str(s) for s in FINAL]))
+            .order_by(t.jobs.c.created_at)
+        )
+        with self._tx("list open jobs") as conn:
+            return [JobRecord.from_row(r) for r in conn.execute(query)]
+
+    def count_by_state(self) -> dict[str, int]:
+        query = select(t.jobs.c.state, func.count()).group_by(t.jobs.c.state)
+        with self._tx("count jobs") as conn:
+            return {str(state): int(n) for state, n in conn.execute(query)}
+
+    def update_job(self, job_id: str, **fields: Any) -> JobRecord:
+        """Change fields other than the state (use :meth:`transition` for that)."""
+        if "state" in fields:
+            raise ValueError("use transition() to change a job's state")
+        with self._tx("update job") as conn:
+            job = self._job(conn, job_id, lock=True)
+            new = replace(job, updated_at=self._clock(), **fields)
+            conn.execute(update(t.jobs).where(t.jobs.c.job_id == job_id).values(**new.to_row()))
+            return new
+
+    def transition(
+        self,
+        job_id: str,
+        wanted: JobState,
+        detail: dict[str, Any] | None = None,
+        *,
+        expect: frozenset[JobState] | None = None,
+        **fields: Any,
+    ) -> JobRecord:
+        """Move a job to ``wanted`` (with ``fields``) and record the event, atomically.
+
+        ``expect`` pins the states the caller believes the job is in: a job that moved on
+        meanwhile raises :class:`InvalidTransition` instead of being overwritten.
+        """
+        with self._tx("transition job") as conn:
+            job = self._job(conn, job_id, lock=True)
+            if (expect is not None and job.state not in expect) or not allowed(job.state, wanted):
+                raise InvalidTransition(job_id, job.state, wanted)
+            now = self._clock()
+            new = replace(job, state=wanted, updated_at=now, **fields)
+            conn.execute(update(t.jobs).where(t.jobs.c.job_id == job_id).values(**new.to_row()))
+            self._event(conn, job_id, wanted, now, detail or {})
+            return new
+
+    def _job(self, conn: Connection, job_id: str, *, lock: bool = False) -> JobRecord:
+        query = select(t.jobs).where(t.jobs.c.job_id == job_id)
+        if lock:
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return JobRecord.from_row(row)
+
+    def _event(
+        self, conn: Connection, job_id: str, state: JobState, at: float, detail: dict[str, Any]
+    ) -> None:
+        conn.execute(
+            insert(t.job_events).values(
+                job_id=job_id, state=str(state), at=at, detail=json.dumps(detail, default=str)
+            )
+        )
+
+    def events(self, job_id: str, after: int = 0) -> list[EventRecord]:
+        query = (
+            select(t.job_events)
+            .where(t.job_events.c.job_id == job_id, t.job_events.c.id > after)
+            .order_by(t.job_events.c.id)
+        )
+        with self._tx("read events") as conn:
+            return [
+                EventRecord(r.id, r.job_id, JobState(r.state), r.at, json.loads(r.detail))
+                for r in conn.execute(query)
+            ]
+
+    # ------------------------------------------------------------- providers
+    def put_slots(self, slots: list[ProviderSlot]) -> None:
+        """Insert or overwrite assignment slots (keyed by job and index)."""
+        with self._tx("write assignment") as conn:
+            for slot in slots:
+                key = (t.job_providers.c.job_id == slot.job_id) & (
+                    t.job_providers.c.idx == slot.idx
+                )
+                if conn.execute(select(t.job_providers.c.idx).where(key)).first() is None:
+                    conn.execute(insert(t.job_providers).values(**slot.to_row()))
+                else:
+                    conn.execute(update(t.job_providers).where(key).values(**slot.to_row()))
+
+    def update_slot(self, job_id: str, idx: int, **fields: Any) -> ProviderSlot:
+        with self._tx("update assignment") as conn:
+            key = (t.job_providers.c.job_id == job_id) & (t.job_providers.c.idx == idx)
+            row = conn.execute(select(t.job_providers).where(key).with_for_update()).first()
+            if row is None:
+                raise JobNotFound(f"{job_id} slot {idx}")
+            new = replace(ProviderSlot.from_row(row), updated_at=self._clock(), **fields)
+            conn.execute(update(t.job_providers).where(key).values(**new.to_row()))
+            return new
+
+    def slots(self, job_id: str) -> list[ProviderSlot]:
+        query = (
+            select(t.job_providers)
+            .where(t.job_providers.c.job_id == job_id)
+            .order_by(t.job_providers.c.idx)
+        )
+        with self._tx("read assignment") as conn:
+            return [ProviderSlot.from_row(r) for r in conn.execute(query)]
+
+    def delete_planned_slots(self, job_id: str, from_idx: int) -> None:
+        """Forget planned slots at or after ``from_idx`` (a plan the chain never took)."""
+        with self._tx("forget plan") as conn:
+            conn.execute(
+                t.job_providers.delete().where(
+                    (t.job_providers.c.job_id == job_id) & (t.job_providers.c.idx >= from_idx)
+                )
+            )
+
+    # ------------------------------------------------------------------ logs
+    def add_log(self, job_id: str, provider: str, text: str) -> bool:
+        """Append a log line; False (and nothing stored) once the job's cap is reached."""
+        with self._tx("append log") as conn:
+            count = conn.execute(
+                select(func.count()).select_from(t.job_logs).where(t.job_logs.c.job_id == job_id)
+            ).scalar_one()
+            if count >= MAX_LOG_LINES_PER_JOB:
+                return False
+            conn.execute(
+                insert(t.job_logs).values(
+                    job_id=job_id, provider=provider, at=self._clock(), text=text
+                )
+            )
+            return True
+
+    def logs(self, job_id: str, limit: int = MAX_LOG_LINES_PER_JOB) -> list[LogLine]:
+        query = (
+            select(t.job_logs)
+            .where(t.job_logs.c.job_id == job_id)
+            .order_by(t.job_logs.c.id)
+            .limit(limit)
+        )
+        with self._tx("read logs") as conn:
+            return [LogLine(r.provider, r.at, r.text) for r in conn.execute(query)]
+
+    # ----------------------------------------------------------- explanations
+    def save_explanation(self, job_id: str, body: list[dict[str, Any]]) -> None:
+        text = json.dumps(body)
+        with self._tx("save explanation") as conn:
+            key = t.explanations.c.job_id == job_id
+            if conn.execute(select(t.explanations.c.job_id).where(key)).first() is None:
+                conn.execute(insert(t.explanations).values(job_id=job_id, body=text))
+            else:
+                conn.execute(update(t.explanations).where(key).values(body=text))
+
+    def explanation(self, job_id: str) -> list[dict[str, Any]] | None:
+        with self._tx("read explanation") as conn:
+            row = conn.execute(
+                select(t.explanations).where(t.explanations.c.job_id == job_id)
+            ).first()
+            return None if row is None else list(json.loads(row.body))
+
+    # ---------------------------------------------------------------- cursors
+    def cursor(self, name: str) -> int | None:
+        with self._tx("read cursor") as conn:
+            row = conn.execute(select(t.cursors.c.block).where(t.cursors.c.name == name)).first()
+            return None if row is None else int(row.block)
+
+    def set_cursor(self, name: str, block: int) -> None:
+        with self._tx("write cursor") as conn:
+            key = t.cursors.c.name == name
+            if conn.execute(select(t.cursors.c.name).where(key)).first() is None:
+                conn.execute(insert(t.cursors).values(name=name, block=block))
+            else:
+                conn.execute(update(t.cursors).where(key).values(block=block))
+
+    # ------------------------------------------------------------- reputation
+    def reputations(self) -> dict[str, tuple[float, float, float]]:
+        with self._tx("read reputations") as conn:
+            return {
+                r.address: (r.alpha, r.beta, r.updated_at)
+                for r in conn.execute(select(t.reputations))
+            }
+
+    def save_reputation(self, address: str, alpha: float, beta: float, updated_at: float) -> None:
+        values = {"alpha": alpha, "beta": beta, "updated_at": updated_at}
+        with self._tx("save reputation") as conn:
+            key = t.reputations.c.address == address
+            if conn.execute(select(t.reputations.c.address).where(key)).first() is None:
+                conn.execute(insert(t.reputations).values(address=address, **values))
+            else:
+                conn.execute(update(t.reputations).where(key).values(**values))
+
+
+class AsyncStore:
+    """The same store for trio code: each call runs in a worker thread.
+
+    Calls are limited to a few at a time (one for SQLite, whose writes serialize anyway).
+    """
+
+    def __init__(self, store: Store, max_threads: int = 4) -> None:
+        self.sync = store
+        limit = 1 if store.url.startswith("sqlite") else max_threads
+        self._limiter = trio.CapacityLimiter(limit)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        call = functools.partial(fn, *args, **kwargs)
+        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.sync, name)
+        if not callable(method):
+            raise AttributeError(name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await self.run(method, *args, **kwargs)
+
+        return call

@@ -1,0 +1,109 @@
+"""Table definitions (SQLAlchemy Core). Amounts are decimal text: uint64 does not fit BIGINT."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("job_id", String(66), primary_key=True),
+    Column("state", String(16), nullable=False, index=True),
+    Column("requester", String(42), nullable=False, index=True),
+    Column("coordinator", String(42), nullable=False),
+    Column("spec_cid", String(128), nullable=False),
+    Column("redundancy", Integer, nullable=False),
+    Column("mode", Integer, nullable=False),
+    Column("price_cap", String(32), nullable=False),
+    Column("fee", String(32), nullable=False),
+    Column("assign_deadline", BigInteger, nullable=False),
+    Column("commit_deadline", BigInteger, nullable=False),
+    Column("settle_deadline", BigInteger, nullable=False),
+    Column("created_block", BigInteger, nullable=False),
+    Column("seed", BigInteger, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("result_cid", String(128)),
+    Column("failure_reason", Text),
+    Column("failure_provider", String(42)),
+    Column("settle_tx", String(66)),
+    Column("requirements", Text),
+)
+
+job_providers = Table(
+    "job_providers",
+    metadata,
+    Column("job_id", String(66), ForeignKey("jobs.job_id"), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("address", String(42), nullable=False, index=True),
+    Column("peer_id", String(128), nullable=False),
+    Column("multiaddrs", Text, nullable=False),
+    Column("price", String(32), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("commit_hash", String(66)),
+    Column("commit_sig", String(132)),
+    Column("result_cid", String(128)),
+    Column("salt", String(66)),
+    Column("reveal_sig", String(132)),
+    Column("outcome", String(16)),
+    Column("detail", Text),
+    Column("updated_at", Float, nullable=False),
+)
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(66), ForeignKey("jobs.job_id"), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("ix_job_events_job", "job_id", "id"),
+)
+
+job_logs = Table(
+    "job_logs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(66), ForeignKey("jobs.job_id"), nullable=False),
+    Column("provider", String(42), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("text", Text, nullable=False),
+    Index("ix_job_logs_job", "job_id", "id"),
+)
+
+explanations = Table(
+    "explanations",
+    metadata,
+    Column("job_id", String(66), ForeignKey("jobs.job_id"), primary_key=True),
+    Column("body", Text, nullable=False),
+)
+
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("block", BigInteger, nullable=False),
+)
+
+reputations = Table(
+    "reputations",
+    metadata,
+    Column("address", String(42), primary_key=True),
+    Column("alpha", Float, nullable=False),
+    Column("beta", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

@@ -1,0 +1,175 @@
+"""The matcher on small, hand-built books: filters, scoring, operators, fingerprints, explanations."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from coordinator.columns import ProviderColumns
+from coordinator.errors import NoCandidates
+from coordinator.matcher import Matcher, exact_price
+from coordinator.requirements import Requirements, requirements_from_spec
+from protocol.errors import SpecError
+from tests.coordinator.factories import UNIT, offer
+
+
+def book(*offers, stake: int = 1000 * UNIT) -> ProviderColumns:
+    cols = ProviderColumns(capacity=2)  # small on purpose: growing must keep the data
+    for o in offers:
+        cols.upsert(o)
+        cols.set_stake(o.address, stake, 0)
+        cols.set_reputation(o.address, 0.9, False)
+    return cols
+
+
+def req(**kw) -> Requirements:
+    base = {"count": 1, "price_cap": 100 * UNIT, "duration_s": 3600}
+    base.update(kw)
+    return Requirements(**base)
+
+
+def matcher(cols: ProviderColumns, share: float = 0.0) -> Matcher:
+    return Matcher(cols, exploration_share=share, rng=random.Random(1))
+
+
+def test_cheapest_per_tflop_wins_and_price_is_rate_times_hours() -> None:
+    cols = book(
+        offer(0, rate_per_gpu_hour=2 * UNIT),
+        offer(1, rate_per_gpu_hour=1 * UNIT),
+        offer(2, rate_per_gpu_hour=1 * UNIT, tflops={"fp32": 60.0}),
+    )
+    m = matcher(cols).match(req(duration_s=1800))
+    assert [c.address for c in m.chosen] == [offer(2).address]
+    assert m.chosen[0].price == UNIT // 2
+    assert exact_price(3 * UNIT, req(gpus=2, duration_s=1200)) == 2 * UNIT
+
+
+def test_filters_remove_what_does_not_fit() -> None:
+    cols = book(
+        offer(0, free_gpus=0),
+        offer(1, gpu_memory_bytes=8 << 30),
+        offer(2, tflops={"bf16": 10.0}),
+        offer(3, runtimes=("container",)),
+        offer(4, rate_per_gpu_hour=500 * UNIT),
+        offer(5),
+    )
+    r = req(gpu_memory_bytes=16 << 30, min_tflops={"bf16": 50.0}, runtime="torch")
+    m = matcher(cols).match(r)
+    assert [c.address for c in m.chosen] == [offer(5).address]
+    reasons = {c.address: c.reason for c in m.candidates if not c.chosen}
+    assert "free GPUs" in reasons[offer(0).address]
+    assert "GPU memory" in reasons[offer(1).address]
+    assert "bf16 TFLOPS" in reasons[offer(2).address]
+    assert "runtime" in reasons[offer(3).address]
+    assert "cap" in reasons[offer(4).address]
+
+
+def test_stake_must_cover_the_factor_times_price() -> None:
+    cols = book(offer(0, rate_per_gpu_hour=10 * UNIT), stake=49 * UNIT)
+    with pytest.raises(NoCandidates) as err:
+        matcher(cols).match(req())
+    assert err.value.reasons == {"not enough free stake": 1}
+    cols.set_stake(offer(0).address, 50 * UNIT, 0)
+    assert matcher(cols).match(req()).chosen[0].address == offer(0).address
+
+
+def test_distinct_operators_and_exclusions() -> None:
+    cols = book(offer(0), offer(1), offer(2, rate_per_gpu_hour=3 * UNIT))
+    cols.set_stake(offer(0).address, 1000 * UNIT, 7)
+    cols.set_stake(offer(1).address, 1000 * UNIT, 7)  # same operator group as offer 0
+    m = matcher(cols).match(req(count=2))
+    assert {c.address for c in m.chosen} == {offer(0).address, offer(2).address}
+    m2 = matcher(cols).match(req(count=1, exclude_addresses=frozenset({offer(0).address})))
+    assert m2.chosen[0].address == offer(1).address
+    with pytest.raises(NoCandidates):
+        matcher(cols).match(
+            req(
+                count=1,
+                exclude_groups=frozenset({7}),
+                exclude_addresses=frozenset({offer(2).address}),
+            )
+        )
+
+
+def test_exact_jobs_pair_only_identical_fingerprints() -> None:
+    cols = book(
+        offer(0, fingerprint="H100/a"),
+        offer(1, fingerprint="A10/b", rate_per_gpu_hour=UNIT // 2),
+        offer(2, fingerprint="H100/a", rate_per_gpu_hour=2 * UNIT),
+    )
+    m = matcher(cols).match(req(count=2, exact=True))
+    assert {c.fingerprint for c in m.chosen} == {"H100/a"}
+    loose = matcher(cols).match(req(count=2, exact=False))
+    assert offer(1).address in {c.address for c in loose.chosen}
+    with pytest.raises(NoCandidates):
+        matcher(book(offer(0, fingerprint="x"), offer(1, fingerprint="y"))).match(req(count=2))
+
+
+def test_reputation_and_load_raise_the_score() -> None:
+    cols = book(offer(0), offer(1))
+    cols.set_reputation(offer(0).address, 0.1, False)
+    assert matcher(cols).match(req()).chosen[0].address == offer(1).address
+    cols.set_reputation(offer(0).address, 0.9, False)
+    cols.upsert(offer(1, utilization=0.9))
+    assert matcher(cols).match(req()).chosen[0].address == offer(0).address
+
+
+def test_exploration_gives_newcomers_a_bounded_share() -> None:
+    cols = book(*[offer(i) for i in range(10)], offer(10, rate_per_gpu_hour=3 * UNIT))
+    cols.set_reputation(offer(10).address, 0.0, True)  # a newcomer, and dearer
+    m = Matcher(cols, exploration_share=0.2, rng=random.Random(3))
+    picks = [m.match(req()).chosen[0] for _ in range(500)]
+    explored = [p for p in picks if p.explored]
+    assert all(p.address == offer(10).address for p in explored)
+    assert 0.1 < len(explored) / len(picks) < 0.3
+    assert not any(p.explored for p in (matcher(cols).match(req()).chosen[0] for _ in range(50)))
+
+
+def test_explanations_name_winners_and_losers() -> None:
+    cols = book(offer(0), offer(1, rate_per_gpu_hour=2 * UNIT), offer(2, free_gpus=0))
+    m = matcher(cols).match(req())
+    by_address = {c.address: c for c in m.candidates}
+    assert by_address[offer(0).address].chosen and "rank 1" in by_address[offer(0).address].reason
+    assert "outscored" in by_address[offer(1).address].reason
+    assert by_address[offer(2).address].reason.startswith("filtered")
+    assert set(m.candidates[0].to_json()) == {"address", "peer_id", "score", "chosen", "reason"}
+
+
+def test_removed_providers_leave_and_slots_are_reused() -> None:
+    cols = book(offer(0), offer(1))
+    assert cols.remove(offer(0).address)
+    assert matcher(cols).match(req()).chosen[0].address == offer(1).address
+    cols.upsert(offer(5))
+    cols.set_stake(offer(5).address, 1000 * UNIT, 0)
+    assert cols.size == 2 and len(cols) == 2
+
+
+def test_large_book_finds_a_fingerprint_group_outside_the_shortlist() -> None:
+    offers = [offer(i, fingerprint=f"fp{i}") for i in range(200)]  # all distinct, cheap
+    offers += [offer(1000 + i, fingerprint="shared", rate_per_gpu_hour=5 * UNIT) for i in range(3)]
+    m = matcher(book(*offers)).match(req(count=3, exact=True))
+    assert {c.fingerprint for c in m.chosen} == {"shared"}
+
+
+def test_requirements_from_spec() -> None:
+    spec = {
+        "runtime": {"kind": "container"},
+        "resources": {"gpus": 2, "gpu_memory_gb": 16, "min_tflops": {"bf16": 100}},
+        "timeout": "10m",
+    }
+    r = requirements_from_spec(spec, count=2, price_cap=5, exact=True, default_duration_s=60)
+    assert (r.gpus, r.gpu_memory_bytes, r.runtime, r.duration_s) == (2, 16 << 30, "container", 600)
+    assert r.min_tflops == {"bf16": 100.0}
+    with pytest.raises(SpecError, match="resources.min_tflops.int3"):
+        requirements_from_spec(
+            {"resources": {"min_tflops": {"int3": 1}}},
+            count=1,
+            price_cap=1,
+            exact=True,
+            default_duration_s=1,
+        )
+    with pytest.raises(SpecError, match="timeout"):
+        requirements_from_spec(
+            {"timeout": "soon"}, count=1, price_cap=1, exact=True, default_duration_s=1
+        )

@@ -1,0 +1,133 @@
+"""The store against SQLite and (where one can start) a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import inspect
+
+from coordinator.errors import InvalidTransition, JobNotFound
+from coordinator.states import JobState, ProviderState
+from coordinator.store import AsyncStore, ProviderSlot, Store
+from tests.coordinator.factories import job_record
+
+
+@pytest.fixture
+def store(db_url: str):
+    s = Store(db_url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_migrations_create_every_table_and_rerun_is_a_no_op(db_url: str) -> None:
+    Store(db_url).close()
+    store = Store(db_url)  # second open: upgrade to head again must not fail
+    names = set(inspect(store.engine).get_table_names())
+    store.close()
+    assert {"jobs", "job_providers", "job_events", "job_logs", "cursors", "reputations"} <= names
+    assert "alembic_version" in names
+
+
+def test_add_job_is_idempotent_and_keeps_uint64_amounts(store: Store) -> None:
+    job = job_record(1)
+    stored, new = store.add_job(job)
+    again, new_again = store.add_job(job_record(1, spec_cid="other"))
+    assert new and not new_again
+    assert again.spec_cid == job.spec_cid
+    assert store.get_job(job.job_id).price_cap == 2**64 - 1
+    assert [e.state for e in store.events(job.job_id)] == [JobState.CREATED]
+
+
+def test_transition_persists_state_and_event_together(store: Store) -> None:
+    job, _ = store.add_job(job_record(2))
+    store.transition(job.job_id, JobState.ASSIGNED, {"tx": "0xabc"})
+    moved = store.transition(job.job_id, JobState.RUNNING, result_cid=None)
+    assert moved.state is JobState.RUNNING
+    events = store.events(job.job_id)
+    assert [e.state for e in events] == [JobState.CREATED, JobState.ASSIGNED, JobState.RUNNING]
+    assert events[1].detail == {"tx": "0xabc"}
+    assert store.events(job.job_id, after=events[1].id)[0].state is JobState.RUNNING
+
+
+def test_forbidden_transition_changes_nothing(store: Store) -> None:
+    job, _ = store.add_job(job_record(3))
+    with pytest.raises(InvalidTransition):
+        store.transition(job.job_id, JobState.REVEALED)
+    with pytest.raises(InvalidTransition):
+        store.transition(job.job_id, JobState.ASSIGNED, expect=frozenset({JobState.RUNNING}))
+    assert store.get_job(job.job_id).state is JobState.CREATED
+    assert len(store.events(job.job_id)) == 1
+
+
+def test_final_states_stay_final(store: Store) -> None:
+    job, _ = store.add_job(job_record(4))
+    store.transition(job.job_id, JobState.CANCELLED)
+    with pytest.raises(InvalidTransition):
+        store.transition(job.job_id, JobState.SETTLED)
+
+
+def test_unknown_job_raises_not_found(store: Store) -> None:
+    with pytest.raises(JobNotFound):
+        store.get_job("0x" + "00" * 32)
+    assert store.find_job("0x" + "00" * 32) is None
+
+
+def test_slots_round_trip_and_update(store: Store) -> None:
+    job, _ = store.add_job(job_record(5))
+    slots = [
+        ProviderSlot(
+            job.job_id,
+            i,
+            f"0x{i + 1:040x}",
+            f"peer{i}",
+            5 * 10**18,
+            ProviderState.PLANNED,
+            0.0,
+            ("/ip4/1.2.3.4/tcp/1",),
+        )
+        for i in range(2)
+    ]
+    store.put_slots(slots)
+    store.update_slot(job.job_id, 1, state=ProviderState.COMMITTED, commit_hash="0x" + "ab" * 32)
+    got = store.slots(job.job_id)
+    assert [s.state for s in got] == [ProviderState.PLANNED, ProviderState.COMMITTED]
+    assert got[0].price == 5 * 10**18 and got[0].multiaddrs == ("/ip4/1.2.3.4/tcp/1",)
+    store.delete_planned_slots(job.job_id, 1)
+    assert len(store.slots(job.job_id)) == 1
+
+
+def test_listing_filters_and_counts(store: Store) -> None:
+    store.add_job(job_record(6))
+    store.add_job(job_record(7, requester="0x" + "33" * 20))
+    store.transition("0x" + f"{7:064x}", JobState.CANCELLED)
+    assert [j.job_id for j in store.list_jobs(requester="0x" + "33" * 20)] == ["0x" + f"{7:064x}"]
+    assert len(store.list_jobs(state=JobState.CREATED)) == 1
+    assert store.count_by_state() == {"created": 1, "cancelled": 1}
+    assert [j.job_id for j in store.open_jobs()] == ["0x" + f"{6:064x}"]
+
+
+def test_logs_cursor_explanation_reputation(store: Store) -> None:
+    job, _ = store.add_job(job_record(8))
+    assert store.add_log(job.job_id, "0x" + "aa" * 20, "hello")
+    assert [line.text for line in store.logs(job.job_id)] == ["hello"]
+    assert store.cursor("chain") is None
+    store.set_cursor("chain", 10)
+    store.set_cursor("chain", 12)
+    assert store.cursor("chain") == 12
+    store.save_explanation(job.job_id, [{"address": "x", "chosen": True}])
+    store.save_explanation(job.job_id, [{"address": "y", "chosen": False}])
+    assert store.explanation(job.job_id) == [{"address": "y", "chosen": False}]
+    store.save_reputation("0x" + "aa" * 20, 3.0, 1.0, 5.0)
+    assert store.reputations() == {"0x" + "aa" * 20: (3.0, 1.0, 5.0)}
+
+
+async def test_async_store_runs_calls_in_threads(db_url: str) -> None:
+    store = AsyncStore(Store(db_url))
+    try:
+        job, new = await store.add_job(job_record(9))
+        assert new
+        moved = await store.transition(job.job_id, JobState.ASSIGNED)
+        assert moved.state is JobState.ASSIGNED
+    finally:
+        store.sync.close()
