@@ -229,8 +229,8 @@ async def test_job_commits_then_reveals_the_independent_cid(harness: Harness) ->
         assert commitment.commit_hash == eip712.commit_hash(result_digest(expected), record.salt)
         # Commit before publishing: nothing of the outputs is in the store yet.
         assert not await harness.store.has(expected)
-        logs = harness.reporter.of(LogChunk)
-        assert logs and b"done" in b"".join(m.data for m in logs)  # type: ignore[attr-defined]
+        logs = [m for m in harness.reporter.sent if isinstance(m, LogChunk)]
+        assert logs and b"done" in b"".join(m.data for m in logs)
 
         request = RevealRequest(
             job_id=assignment.job_id,
