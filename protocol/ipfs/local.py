@@ -70,6 +70,18 @@ def list_directory(path: Path) -> list[Entry]:
     return entries
 
 
+def require(path: Path, *, directory: bool) -> None:
+    """Refuse ``path`` unless it is a regular file (or a directory), not a symbolic link."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as exc:
+        raise LayoutError(str(path), exc.strerror or "cannot be read") from exc
+    if directory and not stat.S_ISDIR(mode):
+        raise LayoutError(str(path), "not a directory")
+    if not directory and not stat.S_ISREG(mode):
+        raise LayoutError(str(path), "not a regular file")
+
+
 def file_ref(path: Path, layout: Layout = PROFILE, sink: BlockSink | None = None) -> DagRef:
     """Hash one regular file."""
     builder = FileDagBuilder(layout=layout, sink=sink)
@@ -86,6 +98,8 @@ def directory_ref_of(
     _depth: int = 0,
 ) -> DagRef:
     """Hash a directory tree; the root is the directory node itself (no wrapper)."""
+    if _depth == 0:
+        require(path, directory=True)
     if _depth > MAX_DEPTH:
         raise LayoutError(str(path), f"directories nested deeper than {MAX_DEPTH}")
     children: list[tuple[str, DagRef]] = []
@@ -100,9 +114,7 @@ def directory_ref_of(
 
 def path_ref(path: Path, layout: Layout = PROFILE, sink: BlockSink | None = None) -> DagRef:
     """Hash a file or a directory, refusing anything else (and symbolic links)."""
-    mode = os.lstat(path).st_mode
-    if stat.S_ISREG(mode):
-        return file_ref(path, layout, sink)
-    if stat.S_ISDIR(mode):
+    if os.path.isdir(path) and not os.path.islink(path):
         return directory_ref_of(path, layout, sink)
-    raise LayoutError(str(path), "only regular files and directories are stored")
+    require(path, directory=False)
+    return file_ref(path, layout, sink)

@@ -16,7 +16,7 @@ from protocol.ipfs import fetch
 from protocol.ipfs.cid import RAW, cid_binary, parse_cid, parse_cid_binary
 from protocol.ipfs.dagpb import decode_node
 from protocol.ipfs.errors import ContentNotFound, ContentTooLarge, MalformedBlock
-from protocol.ipfs.local import directory_ref_of, file_ref
+from protocol.ipfs.local import directory_ref_of, file_ref, require
 from protocol.ipfs.store import DEFAULT_MAX_SIZE
 from protocol.ipfs.unixfs import TYPE_DIRECTORY, decode_unixfs, hash_bytes
 
@@ -48,6 +48,7 @@ class MemoryContentStore:
         return self._added(hash_bytes(data, sink=self._put).cid, pin)
 
     async def add_file(self, path: Path, *, pin: bool = True) -> Cid:
+        require(path, directory=False)
         return self._added(file_ref(path, sink=self._put).cid, pin)
 
     async def add_directory(self, path: Path, *, pin: bool = True) -> Cid:

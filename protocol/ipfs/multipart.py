@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from protocol.ipfs.errors import LayoutError
-from protocol.ipfs.local import MAX_DEPTH, READ_SIZE, Entry, list_directory
+from protocol.ipfs.local import MAX_DEPTH, READ_SIZE, Entry, list_directory, require
 from protocol.ipfs.unixfs import DagRef, FileDagBuilder, directory_ref
 
 FILE_PART_NAME = "data"
@@ -77,6 +77,7 @@ class FileBody(UploadBody):
 
     def __init__(self, path: Path) -> None:
         super().__init__()
+        require(path, directory=False)
         self._path = path
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -99,6 +100,7 @@ class DirectoryBody(UploadBody):
 
     def __init__(self, path: Path) -> None:
         super().__init__()
+        require(path, directory=True)
         self._tree = _scan(path, 0)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:

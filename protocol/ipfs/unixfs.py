@@ -13,11 +13,13 @@ any size in constant memory, and it can hand every block it makes to a sink.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from protocol.ids import Cid
-from protocol.ipfs.cid import DAG_PB, RAW, block_cid, cid_text
+from protocol.ipfs.cid import DAG_PB, RAW, block_cid, cid_binary, cid_text
 from protocol.ipfs.dagpb import PBLink, PBNode, field_bytes, field_varint, iter_fields
 from protocol.ipfs.errors import MalformedBlock
 
@@ -112,6 +114,8 @@ class FileDagBuilder:
 
     layout: Layout = PROFILE
     sink: BlockSink | None = None
+    _hasher: Any = field(default_factory=hashlib.sha256)
+    _pending: int = 0
     _buffer: bytearray = field(default_factory=bytearray)
     _levels: list[list[_Child]] = field(default_factory=lambda: [[]])
     _seen: int = 0
@@ -121,35 +125,37 @@ class FileDagBuilder:
     def bytes_seen(self) -> int:
         return self._seen
 
+    @property
+    def _keeps_chunks(self) -> bool:
+        # Raw leaves nobody stores are hashed as the bytes stream by, never copied.
+        return self.sink is not None or not self.layout.raw_leaves
+
     def update(self, data: bytes | bytearray | memoryview) -> None:
         if self._finished:
             raise RuntimeError("builder already finished")
         chunk = self.layout.chunk_size
-        self._seen += len(data)
-        view = memoryview(data)
-        if self._buffer:
-            take = min(chunk - len(self._buffer), len(view))
-            self._buffer += view[:take]
+        keep = self._keeps_chunks
+        view = memoryview(data).cast("B")
+        self._seen += len(view)
+        while len(view):
+            # A chunk is closed only when more bytes arrive, so a stream that ends on
+            # a chunk boundary does not gain an empty trailing leaf.
+            if self._pending == chunk:
+                self._close_chunk()
+            take = min(chunk - self._pending, len(view))
+            if keep:
+                self._buffer += view[:take]
+            else:
+                self._hasher.update(view[:take])
+            self._pending += take
             view = view[take:]
-            if len(self._buffer) < chunk or not view:
-                return
-            self._leaf(bytes(self._buffer))
-            self._buffer.clear()
-        # Whole chunks are hashed straight from the caller's buffer; the last chunk is
-        # held back because a stream that ends on a chunk boundary must not gain an
-        # empty trailing leaf.
-        while len(view) > chunk:
-            self._leaf(bytes(view[:chunk]))
-            view = view[chunk:]
-        self._buffer += view
 
     def finish(self) -> DagRef:
         if self._finished:
             raise RuntimeError("builder already finished")
         self._finished = True
-        if self._buffer or self._seen == 0:
-            self._leaf(bytes(self._buffer))
-            self._buffer.clear()
+        if self._pending or self._seen == 0:
+            self._close_chunk()
         levels = self._levels
         depth = 0
         while True:
@@ -163,16 +169,26 @@ class FileDagBuilder:
             self._push(depth + 1, node)
             depth += 1
 
-    def _leaf(self, chunk: bytes) -> None:
-        if self.layout.raw_leaves:
-            block, codec = chunk, RAW
+    def _close_chunk(self) -> None:
+        size = self._pending
+        if not self._keeps_chunks:
+            cid = cid_binary(RAW, self._hasher.digest(), self.layout.cid_version)
+            self._hasher = hashlib.sha256()
+            block_size = size
         else:
-            data = UnixFsData(TYPE_FILE, data=chunk, filesize=len(chunk)).encode()
-            block, codec = PBNode(links=(), data=data).encode(), DAG_PB
-        cid = block_cid(codec, block, self.layout.cid_version)
-        if self.sink is not None:
-            self.sink(cid, block)
-        self._push(0, _Child(cid=cid, tsize=len(block), size=len(chunk)))
+            chunk = bytes(self._buffer)
+            self._buffer.clear()
+            if self.layout.raw_leaves:
+                block, codec = chunk, RAW
+            else:
+                data = UnixFsData(TYPE_FILE, data=chunk, filesize=size).encode()
+                block, codec = PBNode(links=(), data=data).encode(), DAG_PB
+            cid = block_cid(codec, block, self.layout.cid_version)
+            if self.sink is not None:
+                self.sink(cid, block)
+            block_size = len(block)
+        self._pending = 0
+        self._push(0, _Child(cid=cid, tsize=block_size, size=size))
 
     def _push(self, depth: int, child: _Child) -> None:
         if depth == len(self._levels):

@@ -177,3 +177,23 @@ class TestContentStoreConformance:
         async with make_store() as store:
             with pytest.raises(LayoutError):
                 await store.add_directory(tmp_path)
+
+    async def test_wrong_kind_of_path_is_refused(
+        self, make_store: StoreFactory, tmp_path: Path
+    ) -> None:
+        (tmp_path / "f").write_bytes(b"x")
+        async with make_store() as store:
+            with pytest.raises(LayoutError, match="not a directory"):
+                await store.add_directory(tmp_path / "f")
+            with pytest.raises(LayoutError, match="not a regular file"):
+                await store.add_file(tmp_path)
+            with pytest.raises(LayoutError):
+                await store.add_file(tmp_path / "missing")
+
+    async def test_empty_directory(self, make_store: StoreFactory, tmp_path: Path) -> None:
+        (tmp_path / "src").mkdir()
+        async with make_store() as store:
+            cid = await store.add_directory(tmp_path / "src")
+            assert cid == path_ref(tmp_path / "src").text
+            out = await store.get(cid, tmp_path / "out")
+            assert out.is_dir() and list(out.iterdir()) == []

@@ -1,0 +1,288 @@
+"""Content store throughput and memory, measured against a real IPFS daemon.
+
+On one file of random bytes (100 MiB by default) it times: the pure-Python CID
+computation; the daemon's own add and cat driven by plain streaming httpx requests (the
+floor any client pays); and the same through ``KuboContentStore`` (add with the local CID
+check, cat and get with verification). Then, in a fresh child process, it moves a 1 GiB
+artifact through add + verified download and reports how much that process's peak RSS
+grew (target: under 100 MB, i.e. nothing held whole in memory).
+
+Starts its own js-ipfs/Kubo daemon on loopback unless ``--api`` names one. Big files live
+in a temporary directory that is removed at the end. MB is 10^6 bytes.
+
+    python -m bench.content [--json] [--api URL] [--size-mib 100] [--artifact-mib 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import trio
+
+from protocol.ipfs import KuboContentStore, normalize_cid
+from protocol.ipfs.kubo import ADD_PARAMS
+from protocol.ipfs.local import file_ref
+
+MIB = 1 << 20
+PIECE = MIB
+
+
+def write_random(path: Path, size: int) -> None:
+    with open(path, "wb") as handle:
+        left = size
+        while left:
+            n = min(4 * MIB, left)
+            handle.write(os.urandom(n))
+            left -= n
+
+
+def mb_s(size: int, seconds: float) -> float:
+    return round(size / 1e6 / seconds, 1)
+
+
+async def best_of(rounds: int, run: Callable[[], Awaitable[Any]]) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        await run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+# -- the floor: the daemon API driven by plain streaming httpx requests -------------
+
+
+async def plain_add(api: str, path: Path) -> str:
+    boundary = "benchboundary0123456789"
+
+    async def body() -> AsyncIterator[bytes]:
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{quote(path.name)}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        with open(path, "rb") as handle:
+            while piece := handle.read(PIECE):
+                yield piece
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    async with (
+        httpx.AsyncClient(timeout=300) as client,
+        client.stream(
+            "POST", f"{api}/api/v0/add", params=dict(ADD_PARAMS), content=body(), headers=headers
+        ) as resp,
+    ):
+        resp.raise_for_status()
+        lines = [line async for line in resp.aiter_lines() if line.strip()]
+    return normalize_cid(json.loads(lines[-1])["Hash"])
+
+
+async def plain_cat(api: str, cid: str) -> int:
+    total = 0
+    async with (
+        httpx.AsyncClient(timeout=300) as client,
+        client.stream("POST", f"{api}/api/v0/cat", params={"arg": cid}) as resp,
+    ):
+        resp.raise_for_status()
+        async for piece in resp.aiter_bytes():
+            total += len(piece)
+    return total
+
+
+# -- through the client ---------------------------------------------------------------
+
+
+async def client_cat(store: KuboContentStore, cid: str) -> int:
+    total = 0
+    async for piece in store.cat(cid, max_size=1 << 40):
+        total += len(piece)
+    return total
+
+
+async def throughput(api: str, work: Path, size: int, rounds: int) -> dict[str, Any]:
+    figures: dict[str, Any] = {"size_mib": size // MIB}
+    async with KuboContentStore(api, timeout=300) as store:
+        # Every add gets content the daemon has never seen (re-adding known blocks is
+        # cheaper), and the two clients take turns going first.
+        added = {"plain": float("inf"), "client": float("inf")}
+        expected = ""
+        for turn in range(rounds):
+            files = {who: work / f"{who}-{turn}.bin" for who in added}
+            local = {}
+            for who, path in files.items():
+                write_random(path, size)
+                start = time.perf_counter()
+                local[who] = file_ref(path).text
+                if turn == 0 and who == "plain":
+                    figures["cid_mb_s"] = mb_s(size, time.perf_counter() - start)
+                    expected = local[who]
+            for who in sorted(added, reverse=turn % 2 == 1):
+                start = time.perf_counter()
+                if who == "plain":
+                    got = await plain_add(api, files[who])
+                else:
+                    got = await store.add_file(files[who])
+                added[who] = min(added[who], time.perf_counter() - start)
+                if got != local[who]:
+                    raise SystemExit(f"{who} add gave {got}, local CID is {local[who]}")
+                files[who].unlink()
+        plain_add_s, client_add_s = added["plain"], added["client"]
+        figures["daemon_add_mb_s"] = mb_s(size, plain_add_s)
+        figures["client_add_mb_s"] = mb_s(size, client_add_s)
+
+        figures["daemon_cat_mb_s"] = mb_s(
+            size, await best_of(rounds, lambda: plain_cat(api, expected))
+        )
+        figures["client_cat_mb_s"] = mb_s(
+            size, await best_of(rounds, lambda: client_cat(store, expected))
+        )
+
+        async def run_get() -> None:
+            dest = work / "fetched.bin"
+            dest.unlink(missing_ok=True)
+            await store.get(expected, dest, max_size=size)
+
+        figures["client_get_mb_s"] = mb_s(size, await best_of(rounds, run_get))
+        figures["daemon"] = (await store.version()).get("Version", "?")
+    (work / "fetched.bin").unlink(missing_ok=True)
+    return figures
+
+
+# -- peak RSS of a process moving one big artifact -------------------------------------
+
+
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def rss_probe(api: str, src: Path, dest: Path) -> None:
+    """Child process: add + verified get of ``src``; prints baseline and peak RSS."""
+
+    async def move() -> dict[str, float]:
+        async with KuboContentStore(api, timeout=300) as store:
+            await store.add_bytes(b"warm up imports and the connection pool")
+            baseline = _rss_kb("VmRSS")
+            try:  # reset the high-water mark so imports do not count as growth
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                pass
+            peak = [baseline]
+            done = threading.Event()
+
+            def sample() -> None:
+                while not done.wait(0.02):
+                    peak[0] = max(peak[0], _rss_kb("VmRSS"))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            start = time.perf_counter()
+            cid = await store.add_file(src)
+            added = time.perf_counter()
+            await store.get(cid, dest, max_size=src.stat().st_size)
+            fetched = time.perf_counter()
+            done.set()
+            sampler.join()
+            high = max(peak[0], _rss_kb("VmHWM"))
+            size = src.stat().st_size
+            return {
+                "baseline_mb": round(baseline / 1024, 1),
+                "rss_growth_mb": round((high - baseline) / 1024, 1),
+                "add_mb_s": mb_s(size, added - start),
+                "get_mb_s": mb_s(size, fetched - added),
+            }
+
+    print(json.dumps(trio.run(move)))
+
+
+def artifact(api: str, work: Path, size: int) -> dict[str, Any]:
+    src, dest = work / "artifact.bin", work / "artifact.out"
+    write_random(src, size)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.content", "--rss-probe", api, str(src), str(dest)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"RSS probe failed: {done.stderr[-2000:]}")
+        probe = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        src.unlink(missing_ok=True)
+        dest.unlink(missing_ok=True)
+    label = f"artifact_{size // MIB}mib" if size != 1 << 30 else "artifact_1gib"
+    return {
+        f"{label}_rss_growth_mb": probe["rss_growth_mb"],
+        f"{label}_baseline_rss_mb": probe["baseline_mb"],
+        f"{label}_add_mb_s": probe["add_mb_s"],
+        f"{label}_get_mb_s": probe["get_mb_s"],
+    }
+
+
+def print_table(figures: dict[str, Any]) -> None:
+    rows = [
+        ("CID computation (pure Python)", "cid_mb_s", "MB/s"),
+        ("daemon add, plain httpx", "daemon_add_mb_s", "MB/s"),
+        ("client add (with local CID check)", "client_add_mb_s", "MB/s"),
+        ("daemon cat, plain httpx", "daemon_cat_mb_s", "MB/s"),
+        ("client cat (verified stream)", "client_cat_mb_s", "MB/s"),
+        ("client get (verified, to disk)", "client_get_mb_s", "MB/s"),
+    ]
+    rows += [(key.replace("_", " "), key, "") for key in figures if key.startswith("artifact_")]
+    print(f"content store on {figures.get('daemon', '?')}, {figures['size_mib']} MiB file")
+    for label, key, unit in rows:
+        print(f"  {label:<44} {figures[key]:>10} {unit}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="end with one JSON line of figures")
+    ap.add_argument("--api", help="use this daemon (http://host:port) instead of starting one")
+    ap.add_argument("--size-mib", type=int, default=100)
+    ap.add_argument("--artifact-mib", type=int, default=1024)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rss-probe", nargs=3, metavar=("API", "SRC", "DEST"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_probe:
+        api, src, dest = args.rss_probe
+        rss_probe(api, Path(src), Path(dest))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="bench-content-") as tmp:
+        work = Path(tmp)
+        node = None
+        api = args.api
+        if api is None:
+            from devnet.ipfs import start_ipfs
+
+            node = start_ipfs(work / "ipfs")
+            api = node.api_url
+        try:
+            figures = trio.run(throughput, api, work, args.size_mib * MIB, args.rounds)
+            figures.update(artifact(api, work, args.artifact_mib * MIB))
+        finally:
+            if node is not None:
+                node.stop()
+    print_table(figures)
+    if args.json:
+        print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
