@@ -73,3 +73,13 @@ def benchmark(
         print(json.dumps(payload, sort_keys=True))
         return
     console.print(result_table(outcome.result, cached=outcome.cached))
+
+
+def _add_node_commands() -> None:
+    # run, register, stake, unbond, withdraw and status live beside the daemon they drive.
+    from provider_node.commands import register_commands
+
+    register_commands(app)
+
+
+_add_node_commands()

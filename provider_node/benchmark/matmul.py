@@ -78,12 +78,12 @@ def measure_matmul(info: DeviceInfo, dtype: str, settings: BenchmarkSettings) ->
         return MatmulFigure(dtype=dtype, skipped=reason)
     torch_dtype = _TORCH_DTYPES[dtype]
     itemsize = torch.empty((), dtype=torch_dtype).element_size()
-    generator = torch.Generator(device="cpu").manual_seed(0)
     with _tf32(dtype == "tf32", info.backend):
         n = settings.min_matmul_n
         while True:
-            a = torch.randn(n, n, generator=generator).to(info.device, torch_dtype)
-            b = torch.randn(n, n, generator=generator).to(info.device, torch_dtype)
+            # Made on the device: filling 8192^2 matrices on the host would dominate the run.
+            a = torch.randn(n, n, device=info.device).to(torch_dtype)
+            b = torch.randn(n, n, device=info.device).to(torch_dtype)
             out = torch.empty(n, n, device=info.device, dtype=torch_dtype)
             took = _product_time(a, b, out, info.device)
             if n == settings.min_matmul_n and took > settings.slow_probe_s:

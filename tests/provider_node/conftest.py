@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def make_job(tmp_path: Path) -> MakeJob:
         else:
             entry = CommandEntrypoint((sys.executable, "-s", "inputs/code/main.py", *args))
         return PreparedJob(
-            job_id=f"test-{work.name}",
+            job_id=f"test-{uuid.uuid4().hex[:12]}-{work.name}",
             work_dir=work,
             entrypoint=entry,
             limits=limits,

@@ -13,6 +13,7 @@ from provider_node.runtimes import (
     ProcessRuntime,
     Runtime,
 )
+from provider_node.runtimes.bwrap import cgroup_name
 from tests.provider_node.conftest import MakeJob
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -23,10 +24,6 @@ def runtime(request: pytest.FixtureRequest) -> Runtime:
     if request.param == "bwrap":
         return BwrapRuntime(term_grace_s=0.5)
     return ProcessRuntime(unsafe=True, term_grace_s=0.5)
-
-
-def _children(parent: Path) -> set[str]:
-    return {p.name for p in parent.iterdir() if p.is_dir()} if parent.is_dir() else set()
 
 
 async def test_ok_run_writes_outputs_and_env(runtime: Runtime, make_job: MakeJob) -> None:
@@ -127,9 +124,17 @@ async def test_inner_symlink_is_accepted(runtime: Runtime, make_job: MakeJob) ->
 
 
 async def test_cgroups_are_removed_after_runs(runtime: Runtime, make_job: MakeJob) -> None:
-    result = await runtime.run(make_job("print('fine')"))
+    job = make_job("import os\nprint(open('/proc/self/cgroup').read())")
+    result = await runtime.run(job)
     assert result.outcome is Outcome.OK
+    prefix = cgroup_name(job.job_id).rsplit("-", 1)[0]
+    if isinstance(runtime, ProcessRuntime):  # bwrap's cgroup namespace hides the path
+        assert f"/gpumarket/{prefix}-" in result.log_tail
+    # Other runs may be in flight on this host; only this job's groups must be gone.
     leftovers = [
-        name for gm in Path("/sys/fs/cgroup").glob("**/gpumarket") for name in _children(gm)
+        child.name
+        for parent in Path("/sys/fs/cgroup").glob("**/gpumarket")
+        for child in parent.iterdir()
+        if child.is_dir() and child.name.startswith(prefix)
     ]
     assert leftovers == []
