@@ -1,0 +1,275 @@
+"""A real provider daemon on the devnet: Anvil with deployed contracts, IPFS, libp2p, bwrap.
+
+The test plays the coordinator with its own libp2p host and the coordinator's dev account:
+it listens for adverts, creates and assigns jobs on chain, sends the signed Assignment, and
+checks that the commitment binds the CID it computes itself from the outputs the job must
+produce, that the reveal publishes exactly that CID to IPFS, and that a failing job ends in
+a failure report while the daemon keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import trio
+
+from contracts.chain import Web3Chain
+from contracts.deploy import deploy_all, fund_accounts
+from contracts.models import Assignment as ChainAssignment
+from contracts.models import Deployment, JobRequest
+from devnet.anvil import AnvilNode
+from devnet.ipfs import IpfsNode
+from protocol import eip712
+from protocol.identity import Identity, import_private_key
+from protocol.ids import Address, Cid, JobId, PeerId, to_wei
+from protocol.ipfs import KuboContentStore
+from protocol.ipfs.cid import result_digest
+from protocol.ipfs.local import path_ref
+from protocol.messages import (
+    Ack,
+    Advert,
+    Assignment,
+    Commitment,
+    FailureKind,
+    FailureReport,
+    Message,
+    Reveal,
+    RevealRequest,
+)
+from protocol.p2p.gossip import subscribe
+from protocol.p2p.host import open_host
+from protocol.p2p.rpc_client import request
+from protocol.p2p.rpc_server import RequestHandlers
+from protocol.p2p.rpc_wire import Limits
+from protocol.registry import ADVERT_TOPIC, JOB_PROTOCOL, REPORT_PROTOCOL
+from protocol.signing import Verifier, decode_signed, encode_signed, sign_message
+from provider_node.benchmark import BenchmarkSettings, run_benchmark
+from provider_node.daemon import ProviderNode
+from provider_node.profile import offer_from_benchmark
+from provider_node.settings import ProviderSettings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+PASSWORD = "devnet-password"
+PRICE = to_wei("1")
+
+MATMUL_JOB = """
+import json, os, pathlib
+import torch
+a = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+b = torch.arange(8, dtype=torch.float32).reshape(4, 2) - 3
+out = pathlib.Path(os.environ["GPUMARKET_OUTPUT_DIR"])
+(out / "product.json").write_text(json.dumps((a @ b).tolist()))
+(out / "seed.txt").write_text(os.environ["GPUMARKET_SEED"])
+print("product written")
+"""
+
+FAILING_JOB = "import sys\nprint('giving up')\nsys.exit(1)\n"
+
+
+def expected_cid(tmp: Path, seed: int) -> str:
+    """The outputs MATMUL_JOB must produce, computed here with numpy and hashed."""
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    b = np.arange(8, dtype=np.float32).reshape(4, 2) - 3
+    out = tmp / "expected"
+    out.mkdir()
+    (out / "product.json").write_text(json.dumps((a @ b).tolist()))
+    (out / "seed.txt").write_text(str(seed))
+    return path_ref(out).text
+
+
+class Coordinator:
+    """The test's stand-in coordinator: chain account, libp2p reports, job creation."""
+
+    def __init__(self, chain: Web3Chain, requester: Web3Chain, identity: Identity) -> None:
+        self.chain = chain
+        self.requester = requester
+        self.identity = identity
+        self.reports: list[Message] = []
+        self.verifier = Verifier()
+
+    async def on_report(self, data: bytes, peer: PeerId) -> bytes:
+        body: Any = self.verifier.open_bytes(data)
+        self.reports.append(body)
+        ack = Ack(sender=self.identity.address, of=body.message_type)
+        return encode_signed(sign_message(ack, self.identity))
+
+    def create_and_assign(self, spec_cid: str, provider: str) -> tuple[JobId, int, int]:
+        now = self.chain.now()
+        request_ = JobRequest(
+            spec_digest=result_digest(spec_cid),
+            spec_cid=spec_cid,
+            coordinator=self.identity.address,
+            redundancy=1,
+            price_cap=PRICE,
+            fee=to_wei("0.1"),
+            assign_deadline=now + 600,
+            commit_deadline=now + 1200,
+            settle_deadline=now + 1800,
+        )
+        job_id, _ = self.requester.create_job(request_)
+        self.chain.assign(job_id, [ChainAssignment(provider, PRICE)])  # type: ignore[arg-type]
+        return job_id, request_.commit_deadline, request_.settle_deadline
+
+    async def wait_report(self, cls: type, job_id: JobId, timeout: float = 120) -> Any:
+        with trio.fail_after(timeout):
+            while True:
+                for body in self.reports:
+                    if isinstance(body, cls) and getattr(body, "job_id", None) == job_id:
+                        return body
+                await trio.sleep(0.1)
+
+
+async def upload_job(store: KuboContentStore, tmp: Path, name: str, code: str) -> tuple[Cid, Cid]:
+    code_dir = tmp / f"{name}-code"
+    code_dir.mkdir()
+    (code_dir / "main.py").write_text(textwrap.dedent(code))
+    code_cid = await store.add_directory(code_dir)
+    spec = (
+        f"name: {name}\n"
+        "runtime: {kind: torch, entrypoint: main.py}\n"
+        f"inputs: [{{name: code, cid: {code_cid}}}]\n"
+        'price: {max_per_provider: "1"}\n'
+        "timeout: 120s\nmax_output: 1MiB\n"
+    )
+    return await store.add_bytes(spec.encode()), code_cid
+
+
+async def test_daemon_serves_jobs_on_the_devnet(
+    chain: AnvilNode, ipfs: IpfsNode, tmp_path: Path
+) -> None:
+    deployer, coordinator_account, provider_account = chain.accounts[0:3]
+    provider_address = Address(provider_account.address)
+    requester_account = chain.accounts[5]
+    addresses = deploy_all(chain.rpc_url, deployer.private_key, unbonding_delay=60)
+    fund_accounts(
+        chain.rpc_url,
+        deployer.private_key,
+        addresses["token"],
+        [provider_account.address, requester_account.address],
+        to_wei("1000"),
+    )
+    deployment = Deployment.from_addresses(chain.chain_id, addresses)
+    coordinator_chain = Web3Chain(chain.rpc_url, deployment, coordinator_account.private_key)
+    requester_chain = coordinator_chain.for_account(requester_account.private_key)
+    coordinator_id = Identity.from_private_key(coordinator_account.private_key)
+    coordinator = Coordinator(coordinator_chain, requester_chain, coordinator_id)
+
+    keystore = tmp_path / "provider.keystore.json"
+    import_private_key(keystore, provider_account.private_key, PASSWORD, scrypt_n=2**4)
+    password_file = tmp_path / "password"
+    password_file.write_text(PASSWORD + "\n")
+    offer = offer_from_benchmark(
+        run_benchmark(settings=BenchmarkSettings.tiny(), cache_dir=tmp_path / "bench").result,
+        cpu_only=True,
+    )
+
+    async with open_host(coordinator_id.private_key) as coord_node:
+        handlers = RequestHandlers(coord_node)
+        handlers.register(REPORT_PROTOCOL, coordinator.on_report)
+        settings = ProviderSettings(
+            rpc_url=chain.rpc_url,
+            market_address=addresses["market"],
+            registry_address=addresses["registry"],
+            token_address=addresses["token"],
+            keystore=keystore,
+            password_file=password_file,
+            ipfs_api=ipfs.api_url,
+            coordinator_multiaddr=coord_node.addrs[0],
+            work_dir=tmp_path / "provider",
+            runtime="bwrap",
+            stake=Decimal("100"),
+            cpu_only=True,
+            metrics_port=0,
+            advert_period_s=1.0,
+            shutdown_grace_s=2.0,
+        )
+        advert_verifier = Verifier()
+
+        def check_advert(data: bytes, sender: PeerId) -> Advert:
+            advert = advert_verifier.open_bytes(data, Advert)
+            assert advert.peer_id == sender
+            return advert
+
+        async with (
+            subscribe(coord_node, ADVERT_TOPIC, check_advert) as adverts,
+            KuboContentStore(ipfs.api_url) as store,
+            ProviderNode(settings, offer=offer) as provider,
+        ):
+            ready = json.loads(settings.ready_file.read_text())
+            assert ready["address"] == provider_account.address
+            assert ready["peer_id"] == provider.peer_id and ready["metrics_url"]
+            with trio.fail_after(30):
+                delivery = await adverts.receive()
+            advert = delivery.value
+            assert advert.provider == provider_account.address
+            assert advert.cpu_only and advert.runtimes == ("torch",)
+            info = coordinator_chain.provider_info(provider_account.address)
+            assert info.registered and info.stake == to_wei("100")
+
+            # A job that succeeds: commit, then reveal into IPFS under the committed CID.
+            spec_cid, code_cid = await upload_job(store, tmp_path, "matmul", MATMUL_JOB)
+            job_id, commit_deadline, settle_deadline = await trio.to_thread.run_sync(
+                coordinator.create_and_assign, spec_cid, provider_account.address
+            )
+            assignment = Assignment(
+                job_id=job_id,
+                provider=provider_address,
+                coordinator=coordinator_id.address,
+                price=PRICE,
+                spec_cid=spec_cid,
+                input_cids={"code": code_cid},
+                seed=7,
+                commit_deadline=max(commit_deadline, int(time.time()) + 600),
+                reveal_deadline=max(settle_deadline, int(time.time()) + 1200),
+            )
+            payload = encode_signed(sign_message(assignment, coordinator_id))
+            reply = await request(coord_node, provider.peer_id, JOB_PROTOCOL, payload)
+            assert isinstance(decode_signed(reply).body, Ack)
+            commitment = await coordinator.wait_report(Commitment, job_id)
+            domain = eip712.Eip712Domain(chain.chain_id, deployment.market)
+            commitment.verify(domain)
+            cid = expected_cid(tmp_path, 7)
+            assert not await store.has(cid)  # committed, not yet published
+
+            reveal_request = RevealRequest(
+                job_id=job_id,
+                provider=provider_address,
+                coordinator=coordinator_id.address,
+                reveal_deadline=assignment.reveal_deadline,
+            )
+            payload = encode_signed(sign_message(reveal_request, coordinator_id))
+            limits = Limits(timeout_s=60)
+            reply = await request(coord_node, provider.peer_id, JOB_PROTOCOL, payload, limits)
+            reveal = decode_signed(reply).body
+            assert isinstance(reveal, Reveal)
+            reveal.verify(domain)
+            assert reveal.matches(commitment) and reveal.result_cid == cid
+            fetched = await store.get(cid, tmp_path / "fetched")
+            assert (fetched / "seed.txt").read_text() == "7"
+
+            # A job that fails: a failure report, and the daemon keeps advertising.
+            spec_cid, code_cid = await upload_job(store, tmp_path, "failing", FAILING_JOB)
+            job_id, commit_deadline, settle_deadline = await trio.to_thread.run_sync(
+                coordinator.create_and_assign, spec_cid, provider_account.address
+            )
+            failing = assignment.model_copy(
+                update={"job_id": job_id, "spec_cid": spec_cid, "input_cids": {"code": code_cid}}
+            )
+            payload = encode_signed(sign_message(failing, coordinator_id))
+            reply = await request(coord_node, provider.peer_id, JOB_PROTOCOL, payload)
+            assert isinstance(decode_signed(reply).body, Ack)
+            report = await coordinator.wait_report(FailureReport, job_id)
+            assert report.kind is FailureKind.NONZERO_EXIT and report.exit_code == 1
+            seq = advert.seq
+            with trio.fail_after(30):
+                while (await adverts.receive()).value.seq <= seq:
+                    pass
+        assert not settings.ready_file.exists()
