@@ -14,7 +14,8 @@ import hashlib
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -49,7 +50,7 @@ class BlockSource(Protocol):
 
     async def fetch_block(self, cid: Cid, *, max_size: int) -> bytes: ...
 
-    def fetch_file(self, cid: Cid) -> AsyncIterator[bytes]: ...
+    def fetch_file(self, cid: Cid) -> AsyncGenerator[bytes, None]: ...
 
 
 @dataclass
@@ -112,9 +113,11 @@ async def verified_cat(source: BlockSource, cid: str, max_size: int) -> AsyncIte
     if root is not None:
         _check_file_root(parsed, root[1], budget)
     verifier = FileVerifier(parsed, budget)
-    async for piece in source.fetch_file(parsed.text):
-        verifier.update(piece)
-        yield piece
+    # aclosing: a refused stream is closed at once, not whenever it is collected
+    async with aclosing(source.fetch_file(parsed.text)) as pieces:
+        async for piece in pieces:
+            verifier.update(piece)
+            yield piece
     verifier.finish()
 
 
@@ -178,9 +181,10 @@ async def _fetch_any(
         _check_file_root(cid, root[1], budget)
     verifier = FileVerifier(cid, budget)
     with open(dest, "xb") as handle:
-        async for piece in source.fetch_file(cid.text):
-            verifier.update(piece)
-            handle.write(piece)
+        async with aclosing(source.fetch_file(cid.text)) as pieces:
+            async for piece in pieces:
+                verifier.update(piece)
+                handle.write(piece)
     return verifier.finish()
 
 

@@ -132,7 +132,7 @@ class KuboContentStore:
                     raise ContentTooLarge(cid, max_size)
         return bytes(out)
 
-    async def fetch_file(self, cid: Cid) -> AsyncIterator[bytes]:
+    async def fetch_file(self, cid: Cid) -> AsyncGenerator[bytes, None]:
         """A file's bytes as the daemon sends them, unverified (``fetch`` checks them)."""
         async with self._request("cat", {"arg": cid}) as resp:
             async for piece in resp.aiter_bytes():

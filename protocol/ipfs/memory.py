@@ -8,7 +8,7 @@ see the refusal a tampered daemon would cause.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
 
 from protocol.ids import Cid
@@ -67,7 +67,7 @@ class MemoryContentStore:
             raise ContentTooLarge(cid, max_size)
         return block
 
-    async def fetch_file(self, cid: Cid) -> AsyncIterator[bytes]:
+    async def fetch_file(self, cid: Cid) -> AsyncGenerator[bytes, None]:
         """Walk the stored file DAG in order, like a daemon's ``cat`` (unverified)."""
         for piece in self._leaves(self._key(cid), 0):
             yield piece
