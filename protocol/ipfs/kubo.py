@@ -59,7 +59,9 @@ class KuboContentStore:
     """A :class:`~protocol.ipfs.store.ContentStore` backed by an IPFS daemon's RPC API.
 
     Use as ``async with KuboContentStore(api_url) as store``. ``timeout`` bounds each wait
-    for the daemon (connecting, or silence while reading or writing), not a whole transfer.
+    for the daemon (connecting, or silence while reading or writing), not a whole transfer;
+    content the daemon cannot find is reported as ContentUnavailable once it stays silent
+    that long. Local files are read and hashed on the calling thread in 1 MiB pieces.
     """
 
     def __init__(

@@ -51,6 +51,10 @@ def tree_files(root: Path) -> dict[str, bytes | None]:
     }
 
 
+def _both_conform(kubo: KuboContentStore, memory: MemoryContentStore) -> list[ContentStore]:
+    return [kubo, memory]  # mypy checks each against the Protocol
+
+
 @pytest.fixture(params=["memory", pytest.param("daemon", marks=pytest.mark.integration)])
 def make_store(request: pytest.FixtureRequest) -> StoreFactory:
     if request.param == "memory":
