@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -81,10 +82,29 @@ class BwrapRuntime:
         self.python = python
         self.extra_ro_paths = extra_ro_paths
         self.term_grace_s = term_grace_s
+        self._probed: tuple[str | None] | None = None  # (reason,) once probed
 
     def unavailable_reason(self) -> str | None:
+        """Checks by doing: bwrap must start a namespaced ``true`` and cgroups must be creatable."""
+        if self._probed is None:
+            self._probed = (self._probe(),)
+        return self._probed[0]
+
+    def _probe(self) -> str | None:
         if shutil.which(self.bwrap) is None:
             return "bubblewrap (bwrap) is not installed"
+        argv = [
+            self.bwrap, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID),
+            "--die-with-parent", "--cap-drop", "ALL", *self._system_args(),
+            "--proc", "/proc", "--dev", "/dev", "--", "true",
+        ]  # fmt: skip
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=20, check=False, env={})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"bwrap cannot start: {exc}"
+        if done.returncode != 0:
+            stderr = done.stderr.decode(errors="replace").strip()
+            return f"bwrap cannot create its namespaces: {stderr}"
         return cgroups_unavailable_reason()
 
     def _system_args(self) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trio
 
 from provider_node.runtimes import (
     BwrapRuntime,
@@ -138,3 +139,26 @@ async def test_cgroups_are_removed_after_runs(runtime: Runtime, make_job: MakeJo
         if child.is_dir() and child.name.startswith(prefix)
     ]
     assert leftovers == []
+
+
+async def test_cancelled_run_leaves_nothing_behind(runtime: Runtime, make_job: MakeJob) -> None:
+    job = make_job(
+        """
+        import os, time
+        open("outputs/pid", "w").write(str(os.getpid()))
+        time.sleep(60)
+        """
+    )
+    with trio.move_on_after(1.5) as scope:
+        await runtime.run(job)
+    assert scope.cancelled_caught
+    prefix = cgroup_name(job.job_id).rsplit("-", 1)[0]
+    assert not [
+        child
+        for parent in Path("/sys/fs/cgroup").glob("**/gpumarket")
+        for child in parent.iterdir()
+        if child.name.startswith(prefix)
+    ]
+    if isinstance(runtime, ProcessRuntime):  # under bwrap the pid is the namespace's own
+        pid = int((job.outputs_dir / "pid").read_text())
+        assert not Path(f"/proc/{pid}").exists()

@@ -187,3 +187,9 @@ def test_check_work_dir(make_job: MakeJob) -> None:
     bad = PreparedJob("j", job.work_dir / "missing", TorchEntrypoint("x.py"), job.limits)
     with pytest.raises(SandboxError, match="directory"):
         check_work_dir(bad)
+
+
+def test_bwrap_probe_reports_missing_binary() -> None:
+    reason = BwrapRuntime(bwrap="/nonexistent/bwrap").unavailable_reason()
+    assert reason is not None and "not installed" in reason
+    assert BwrapRuntime().unavailable_reason() is None  # bubblewrap and cgroups work here
