@@ -21,7 +21,7 @@ import trio
 from proofs import challenge as proof
 from protocol.clock import SYSTEM_CLOCK, Clock
 from protocol.errors import GpuMarketError, MessageError
-from protocol.identity import Identity
+from protocol.identity import Identity, address_from_peer_id
 from protocol.ids import PeerId
 from protocol.messages import (
     Challenge,
@@ -33,7 +33,6 @@ from protocol.messages import (
     Message,
     OpenedRow,
 )
-from protocol.p2p.keys import address_of_peer
 from protocol.signing import Verifier, decode_signed, encode_signed, sign_message
 
 log = logging.getLogger(__name__)
@@ -102,7 +101,7 @@ class ChallengeServer:
             signed = decode_signed(request)
             of = signed.body.message_type
             # The challenger must be the peer on the stream, so nobody relays challenges.
-            signer = address_of_peer(peer)
+            signer = address_from_peer_id(peer)
             body = signed.body
             if isinstance(body, Challenge):
                 self.verifier.open(signed, Challenge, signer=signer)
