@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from devnet.cli import app as devnet_app
+from provider_node.cli import app as provider_app
 from wallet.cli import job_app, wallet_app
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(devnet_app, name="devnet")
+app.add_typer(provider_app, name="provider")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(job_app, name="job")
 

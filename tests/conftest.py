@@ -40,6 +40,14 @@ def chain(anvil: AnvilNode) -> Iterator[AnvilNode]:
         yield anvil
     finally:
         anvil.revert(snapshot)
+        _forget_local_nonces()
+
+
+def _forget_local_nonces() -> None:
+    """A revert rolls account nonces back; local nonce counters must resync from the node."""
+    from contracts import sender
+
+    sender._STATES.clear()
 
 
 @pytest.fixture(scope="session")

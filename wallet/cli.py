@@ -12,7 +12,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 from rich.table import Table
 
 from protocol.errors import GpuMarketError
-from protocol.ids import JobId, from_wei, job_id_hex, parse_job_id
+from protocol.ids import JobId, job_id_hex, parse_job_id
 from wallet import jobs, keys
 from wallet.coordinator import CoordinatorClient
 from wallet.settings import WalletSettings
@@ -168,8 +168,8 @@ def wallet_balance(
         return
     data = {
         "address": entry.address,
-        "token": str(from_wei(token)),
-        "claimable": str(from_wei(owed)),
+        "token": str(jobs.tokens(token)),
+        "claimable": str(jobs.tokens(owed)),
         "eth": str(eth / 10**18),
     }
     if json_out:
@@ -212,7 +212,7 @@ def job_submit(
         if not json_out:
             out.print(
                 f"job {job_id_hex(submitted.job_id)} created "
-                f"(escrow {from_wei(submitted.escrow)}, gas {submitted.gas_used}, "
+                f"(escrow {jobs.tokens(submitted.escrow)}, gas {submitted.gas_used}, "
                 f"spec {submitted.spec_cid})"
             )
         view: dict[str, Any] | None = None
@@ -236,7 +236,7 @@ def job_submit(
                 "job_id": job_id_hex(submitted.job_id),
                 "spec_cid": submitted.spec_cid,
                 "inputs": submitted.input_cids,
-                "escrow": str(from_wei(submitted.escrow)),
+                "escrow": str(jobs.tokens(submitted.escrow)),
                 "tx": submitted.tx_hash,
                 "job": view,
             }

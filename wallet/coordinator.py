@@ -62,6 +62,10 @@ class CoordinatorClient:
                 self.base_url, "answered with something that is not JSON"
             ) from exc
 
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", "/health")
+        return result
+
     def notify(self, job_id: JobId) -> dict[str, Any]:
         result: dict[str, Any] = self._request("POST", "/jobs", json={"job_id": job_id_hex(job_id)})
         return result

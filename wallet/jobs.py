@@ -29,17 +29,33 @@ DEFAULT_FEE = "0.10"
 ASSIGN_WINDOW_S = 120
 COMMIT_MARGIN_S = 120
 REVEAL_WINDOW_S = 180
+MAX_INPUT_BYTES = 2 * 2**30
+"""All path inputs of one job together; larger data belongs in IPFS beforehand (by CID)."""
 
 Progress = Callable[[str, int, int], None]
 """``progress(what, done_bytes, total_bytes)``."""
+
+
+def tokens(amount: int) -> str:
+    """A token amount for people: ``7.6``, not ``7.600000``."""
+    return f"{from_wei(amount).normalize():f}"
 
 
 class InsufficientFunds(GpuMarketError):
     def __init__(self, address: str, needed: int, have: int) -> None:
         self.needed, self.have = needed, have
         super().__init__(
-            f"{address} holds {from_wei(have)} tokens but the job escrows {from_wei(needed)}: "
-            f"{from_wei(needed - have)} missing"
+            f"{address} holds {tokens(have)} tokens but the job escrows {tokens(needed)}: "
+            f"{tokens(needed - have)} missing"
+        )
+
+
+class InputTooLarge(GpuMarketError):
+    def __init__(self, total: int) -> None:
+        self.total = total
+        super().__init__(
+            f"the job's local inputs hold {total} bytes, more than the {MAX_INPUT_BYTES} allowed; "
+            "add large data to IPFS first and name it by cid"
         )
 
 
@@ -112,6 +128,12 @@ def submit(
     balance = chain.token_balance(identity.address)
     if balance < escrow:
         raise InsufficientFunds(identity.address, escrow, balance)
+    total = sum(_path_size(p) for p in local.values())
+    if total > MAX_INPUT_BYTES:
+        raise InputTooLarge(total)
+    # Refuse before paying anything when the coordinator cannot take the job.
+    with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
+        coordinator.health()
     input_cids, spec_cid = trio.run(_upload, settings.need("ipfs_api"), spec, local, progress)
     now = chain.now()
     assign_deadline = now + ASSIGN_WINDOW_S
