@@ -36,6 +36,11 @@ class ProviderChain(Protocol):
     def get_assignment(self, job_id: JobId) -> list[Assignment]: ...
 
 
+def tokens(amount: int) -> str:
+    """Token units as short text: ``80`` rather than ``80.000000``."""
+    return f"{from_wei(amount).normalize():f}"
+
+
 class InsufficientFunds(ChainError):
     """The account holds too few tokens to bond the stake it was asked to keep."""
 
@@ -45,8 +50,8 @@ class InsufficientFunds(ChainError):
         self.balance = balance
         self.missing = needed - balance
         super().__init__(
-            f"{address} needs {from_wei(needed)} tokens to reach its stake but holds "
-            f"{from_wei(balance)}: {from_wei(self.missing)} tokens are missing "
+            f"{address} needs {tokens(needed)} tokens to reach its stake but holds "
+            f"{tokens(balance)}: {tokens(self.missing)} tokens are missing "
             "(fund the account, or lower PROVIDER_STAKE)"
         )
 
@@ -106,7 +111,7 @@ def ensure_staked(chain: ProviderChain, target: Wei, group: int = 0) -> StakeRep
         balance = chain.token_balance(chain.address)
         if balance < missing:
             raise InsufficientFunds(chain.address, missing, balance)
-        log.info("bonding %s more tokens (target %s)", from_wei(missing), from_wei(target))
+        log.info("bonding %s more tokens (target %s)", tokens(missing), tokens(target))
         chain.stake(missing)
     if registered_now or missing:
         info = chain.provider_info(chain.address)

@@ -1,0 +1,185 @@
+"""Daemon parts on fakes: settings errors, stake upkeep, the challenge responder, the CLI."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from contracts.models import ProviderInfo, Receipt
+from proofs.challenge import RowOpening
+from proofs.challenge_check import RowChecker
+from proofs.merkle import MerkleProof
+from protocol.errors import ConfigError
+from protocol.identity import Identity
+from protocol.ids import Address, Wei, to_wei
+from protocol.messages import (
+    Challenge,
+    ChallengeOpen,
+    ChallengeResponse,
+    ChallengeRows,
+    ErrorReply,
+    Message,
+)
+from protocol.p2p.testing import dev_private_key
+from protocol.signing import decode_signed, encode_signed, sign_message
+from provider_node.challenges import ChallengeServer, to_proof_challenge, torch_products
+from provider_node.commands import register_commands
+from provider_node.settings import load_settings
+from provider_node.staking import InsufficientFunds, ensure_staked
+
+PROVIDER = Identity.from_private_key(dev_private_key(1, "daemon-units"))
+COORDINATOR = Identity.from_private_key(dev_private_key(2, "daemon-units"))
+
+
+def test_missing_settings_name_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("PROVIDER_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("PROVIDER_RPC_URL", "http://127.0.0.1:8545")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    text = str(info.value)
+    for name in ("PROVIDER_MARKET_ADDRESS", "PROVIDER_KEYSTORE", "PROVIDER_WORK_DIR"):
+        assert name in text
+    assert "PROVIDER_RPC_URL" not in text
+
+
+def test_password_file_is_read_and_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    address = "0x" + "11" * 20
+    (tmp_path / "pw").write_text("hunter2\n")
+    settings = load_settings(
+        rpc_url="http://x",
+        market_address=address,
+        registry_address=address,
+        token_address=address,
+        keystore=tmp_path / "k.json",
+        password_file=tmp_path / "pw",
+        ipfs_api="http://y",
+        work_dir=tmp_path,
+    )
+    assert settings.keystore_password().get_secret_value() == "hunter2"
+    assert "hunter2" not in repr(settings)
+    with pytest.raises(ConfigError, match="PROVIDER_MARKET_ADDRESS"):
+        load_settings(**{**settings.model_dump(), "market_address": "0x12"})
+
+
+@dataclass
+class StakeChain:
+    balance: int
+    registered: bool = False
+    stake_amount: int = 0
+    calls: list[str] = field(default_factory=list)
+    address: Address = PROVIDER.address
+
+    def provider_info(self, provider: str) -> ProviderInfo:
+        return ProviderInfo(
+            address=self.address,
+            registered=self.registered,
+            group=0,
+            stake=Wei(self.stake_amount),
+            locked=Wei(0),
+            free=Wei(self.stake_amount),
+            earned=Wei(0),
+            completed=0,
+            slashed=0,
+            unbonding=Wei(0),
+            unbond_ready_at=0,
+        )
+
+    def token_balance(self, owner: str) -> Wei:
+        return Wei(self.balance)
+
+    def register(self, group: int = 0) -> Receipt:
+        self.calls.append("register")
+        self.registered = True
+        return Receipt("0x", 1, 0)
+
+    def stake(self, amount: int) -> Receipt:
+        self.calls.append(f"stake {amount}")
+        self.balance -= amount
+        self.stake_amount += amount
+        return Receipt("0x", 1, 0)
+
+
+def test_ensure_staked_registers_and_tops_up() -> None:
+    chain = StakeChain(balance=to_wei("500"), stake_amount=to_wei("30"), registered=False)
+    report = ensure_staked(chain, to_wei("100"))  # type: ignore[arg-type]
+    assert chain.calls == ["register", f"stake {to_wei('70')}"]
+    assert report.registered_now and report.info.stake == to_wei("100")
+    again = ensure_staked(chain, to_wei("100"))  # type: ignore[arg-type]
+    assert not again.registered_now and again.staked_now == 0 and len(chain.calls) == 2
+
+
+def test_underfunded_stake_names_the_missing_amount() -> None:
+    chain = StakeChain(balance=to_wei("20"), registered=True)
+    with pytest.raises(InsufficientFunds) as info:
+        ensure_staked(chain, to_wei("100"))  # type: ignore[arg-type]
+    assert info.value.missing == to_wei("80")
+    assert "80 tokens are missing" in str(info.value)
+    assert chain.calls == []
+
+
+async def _ask(server: ChallengeServer, body: Message) -> Message:
+    data = encode_signed(sign_message(body, COORDINATOR))
+    return decode_signed(await server.handle(data, COORDINATOR.peer_id)).body
+
+
+async def test_challenge_round_trip_verifies() -> None:
+    server = ChallengeServer(PROVIDER, products=lambda dtype: torch_products("cpu", dtype))
+    challenge = Challenge(
+        challenge_id=b"\x01" * 16,
+        coordinator=COORDINATOR.address,
+        provider=PROVIDER.address,
+        seed=12345,
+        n=64,
+        dtype="fp32",
+        repeats=2,
+        deadline=int(time.time()) + 60,
+    )
+    response = await _ask(server, challenge)
+    assert isinstance(response, ChallengeResponse) and response.elapsed_s > 0
+    opened = ChallengeOpen(
+        challenge_id=challenge.challenge_id, coordinator=COORDINATOR.address, rows=(3, 64 + 10)
+    )
+    rows = await _ask(server, opened)
+    assert isinstance(rows, ChallengeRows)
+    checker = RowChecker(to_proof_challenge(challenge))
+    ch = checker.challenge
+    for row in rows.rows:
+        rep, r = divmod(row.index, ch.m)
+        proof = MerkleProof(row.index, ch.leaf_count, row.proof)
+        opening = RowOpening(rep, r, row.values, proof)
+        assert checker.check(response.merkle_root, opening) is None
+
+
+async def test_challenge_from_another_peer_is_refused() -> None:
+    server = ChallengeServer(PROVIDER)
+    challenge = Challenge(
+        challenge_id=b"\x02" * 16,
+        coordinator=COORDINATOR.address,
+        provider=PROVIDER.address,
+        seed=1,
+        n=16,
+        dtype="fp32",
+        deadline=int(time.time()) + 60,
+    )
+    data = encode_signed(sign_message(challenge, COORDINATOR))
+    reply = decode_signed(await server.handle(data, PROVIDER.peer_id)).body
+    assert isinstance(reply, ErrorReply)
+
+
+def test_cli_commands_are_registered() -> None:
+    app = typer.Typer()
+    register_commands(app)
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("run", "register", "stake", "unbond", "withdraw", "status"):
+        assert command in result.output
+    run_help = CliRunner().invoke(app, ["run", "--help"])
+    assert "--unsafe-process-runtime" in run_help.output
