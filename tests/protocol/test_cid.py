@@ -36,8 +36,17 @@ from protocol.ipfs.unixfs import (
     hash_bytes,
 )
 
-VECTORS_PATH = Path(__file__).resolve().parents[3] / "shared" / "testvectors" / "ipfs_cids.json"
-VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text())
+
+def _vectors_path() -> Path:
+    """``shared/testvectors`` sits beside the repository checkout."""
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "shared" / "testvectors" / "ipfs_cids.json"
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("shared/testvectors/ipfs_cids.json not found above the tests")
+
+
+VECTORS: dict[str, Any] = json.loads(_vectors_path().read_text())
 CHUNK = 262_144
 
 
