@@ -64,6 +64,11 @@ def up(
     state: StateOpt = DEFAULT_STATE_FILE,
     anvil_port: Annotated[int, typer.Option(help="Anvil port (0: any free port).")] = 0,
     ipfs_port: Annotated[int, typer.Option(help="IPFS API port (0: any free port).")] = 0,
+    providers: Annotated[int, typer.Option(help="CPU provider daemons to start (0-3).")] = 3,
+    coordinator: Annotated[
+        bool, typer.Option("--coordinator/--no-coordinator", help="Start the coordinator.")
+    ] = True,
+    runtime: Annotated[str, typer.Option(help="Providers' sandbox: bwrap or process.")] = "bwrap",
     json_out: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
 ) -> None:
     """Start the devnet in the background and write its endpoints to the state file."""
@@ -72,6 +77,9 @@ def up(
             state,
             anvil_port=anvil_port,
             ipfs_port=ipfs_port,
+            coordinator=coordinator,
+            providers=providers,
+            runtime=runtime,
             progress=lambda msg: err.print(f"[dim]{msg}...[/dim]"),
         )
     except GpuMarketError as exc:

@@ -17,6 +17,7 @@ from pathlib import Path
 from devnet.anvil import check_anvil, start_anvil
 from devnet.ipfs import check_ipfs, start_ipfs, stop_ipfs
 from devnet.process import is_alive, stop
+from devnet.services import spawn_provider, start_coordinator, wait_provider
 from devnet.state import DevnetState, load_state, save_state
 from protocol.errors import DevnetError
 from protocol.ids import to_wei
@@ -44,9 +45,19 @@ class UpReport:
 
 
 def up(
-    state_file: Path, *, progress: Progress = _quiet, anvil_port: int = 0, ipfs_port: int = 0
+    state_file: Path,
+    *,
+    progress: Progress = _quiet,
+    anvil_port: int = 0,
+    ipfs_port: int = 0,
+    coordinator: bool = True,
+    providers: int = 3,
+    runtime: str = "bwrap",
 ) -> UpReport:
-    """Start Anvil and IPFS (and, as they exist, the later stages) and write the state."""
+    """Start Anvil, IPFS, the contracts, the coordinator and ``providers`` provider daemons.
+
+    The state file is rewritten after each process starts; on any failure everything
+    started so far is stopped before the error propagates."""
     if state_file.exists():
         with contextlib.suppress(DevnetError):
             existing = load_state(state_file)
@@ -87,6 +98,29 @@ def up(
         deploy_market(state)
         save_state(state_file, state)
         steps.append(("contracts", time.monotonic() - t0))
+
+        if coordinator:
+            t0 = time.monotonic()
+            progress("starting the coordinator")
+            record, ready = start_coordinator(state, root)
+            state.processes.append(record)
+            state.coordinator_url = ready["http_url"]
+            state.coordinator_multiaddr = ready["multiaddr"]
+            save_state(state_file, state)
+            steps.append(("coordinator", time.monotonic() - t0))
+
+        if providers:
+            t0 = time.monotonic()
+            progress(f"starting {providers} providers")
+            pending = []
+            for index in range(providers):
+                record, ready_file = spawn_provider(state, root, index, runtime=runtime)
+                state.processes.append(record)
+                save_state(state_file, state)
+                pending.append((record, ready_file))
+            for record, ready_file in pending:
+                wait_provider(record, ready_file)
+            steps.append(("providers", time.monotonic() - t0))
     except BaseException:
         down(state_file)
         raise
@@ -138,8 +172,13 @@ def fund(state_file: Path, address: str, *, tokens: str, eth: int) -> None:
     if not state.rpc_url or "token" not in state.contracts:
         raise DevnetError(f"the devnet in {state_file} has no deployed token")
     target = parse_address(address)
-    fund_accounts(state.rpc_url, state.accounts[0].private_key, state.contracts["token"],
-                  [target], to_wei(tokens))
+    fund_accounts(
+        state.rpc_url,
+        state.accounts[0].private_key,
+        state.contracts["token"],
+        [target],
+        to_wei(tokens),
+    )
     rpc_call(state.rpc_url, "anvil_setBalance", [target, hex(eth * 10**18)])
 
 
