@@ -1,15 +1,16 @@
-"""The matcher on small, hand-built books: filters, scoring, operators, fingerprints, explanations."""
+"""The matcher on small hand-built books: filters, scores, operators, fingerprints, explanations."""
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
 from coordinator.columns import ProviderColumns
 from coordinator.errors import NoCandidates
 from coordinator.matcher import Matcher, exact_price
-from coordinator.requirements import Requirements, requirements_from_spec
+from coordinator.requirements import Requirements, parse_spec, requirements_for, tolerance_of
 from protocol.errors import SpecError
 from tests.coordinator.factories import UNIT, offer
 
@@ -23,8 +24,8 @@ def book(*offers, stake: int = 1000 * UNIT) -> ProviderColumns:
     return cols
 
 
-def req(**kw) -> Requirements:
-    base = {"count": 1, "price_cap": 100 * UNIT, "duration_s": 3600}
+def req(**kw: Any) -> Requirements:
+    base: dict[str, Any] = {"count": 1, "price_cap": 100 * UNIT, "duration_s": 3600}
     base.update(kw)
     return Requirements(**base)
 
@@ -152,24 +153,21 @@ def test_large_book_finds_a_fingerprint_group_outside_the_shortlist() -> None:
     assert {c.fingerprint for c in m.chosen} == {"shared"}
 
 
-def test_requirements_from_spec() -> None:
-    spec = {
-        "runtime": {"kind": "container"},
-        "resources": {"gpus": 2, "gpu_memory_gb": 16, "min_tflops": {"bf16": 100}},
-        "timeout": "10m",
-    }
-    r = requirements_from_spec(spec, count=2, price_cap=5, exact=True, default_duration_s=60)
-    assert (r.gpus, r.gpu_memory_bytes, r.runtime, r.duration_s) == (2, 16 << 30, "container", 600)
+def test_requirements_from_a_validated_spec() -> None:
+    spec = parse_spec(
+        """
+name: t
+runtime: {kind: torch, entrypoint: main.py}
+resources: {gpus: 2, gpu_memory_gb: 16, min_tflops: {bf16: 100}}
+verification: {redundancy: 2, compare: {tolerance: {rtol: 0.001}}}
+price: {max_per_provider: "2.5"}
+timeout: 10m
+expected_duration: 5m
+"""
+    )
+    r = requirements_for(spec, count=2, price_cap=5, exact=False)
+    assert (r.gpus, r.gpu_memory_bytes, r.runtime, r.duration_s) == (2, 16 << 30, "torch", 300)
     assert r.min_tflops == {"bf16": 100.0}
-    with pytest.raises(SpecError, match="resources.min_tflops.int3"):
-        requirements_from_spec(
-            {"resources": {"min_tflops": {"int3": 1}}},
-            count=1,
-            price_cap=1,
-            exact=True,
-            default_duration_s=1,
-        )
-    with pytest.raises(SpecError, match="timeout"):
-        requirements_from_spec(
-            {"timeout": "soon"}, count=1, price_cap=1, exact=True, default_duration_s=1
-        )
+    assert tolerance_of(spec) == (0.001, 0.0)
+    with pytest.raises(SpecError):
+        parse_spec("name: t\nruntime: {kind: torch, entrypoint: main.sh}\nprice: {max_per_provider: 1}")

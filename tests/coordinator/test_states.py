@@ -1,11 +1,13 @@
 """The lifecycle table."""
 
+from itertools import pairwise
+
 from coordinator.states import FINAL, TRANSITIONS, JobState, allowed
 
 
 def test_happy_path_is_allowed() -> None:
     path = ["created", "assigned", "running", "committed", "revealed", "settled"]
-    for a, b in zip(path, path[1:], strict=False):
+    for a, b in pairwise(path):
         assert allowed(JobState(a), JobState(b))
 
 

@@ -31,7 +31,7 @@ def test_migrations_create_every_table_and_rerun_is_a_no_op(db_url: str) -> None
 
 def test_add_job_is_idempotent_and_keeps_uint64_amounts(store: Store) -> None:
     job = job_record(1)
-    stored, new = store.add_job(job)
+    _, new = store.add_job(job)
     again, new_again = store.add_job(job_record(1, spec_cid="other"))
     assert new and not new_again
     assert again.spec_cid == job.spec_cid

@@ -1,0 +1,168 @@
+"""The FastAPI app factory. Routes are thin: they parse, ask the backend, render."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from coordinator.api import errors
+from coordinator.api.models import (
+    Accepted,
+    CandidateView,
+    ErrorBody,
+    Explanation,
+    Health,
+    JobList,
+    JobView,
+    LogLineView,
+    Logs,
+    Providers,
+    SubmitJob,
+)
+from coordinator.book import ProviderBook
+from coordinator.errors import NotAuthorized
+from coordinator.metrics import Metrics
+from coordinator.signals import Signals
+from coordinator.states import JobState
+from coordinator.store import AsyncStore, JobRecord
+from protocol.api_auth import verify_request
+from protocol.errors import MessageError
+from protocol.ids import parse_address, parse_job_id
+
+KEEPALIVE_S = 15.0
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422, 503)
+}
+
+
+class ApiBackend(Protocol):
+    """What the API needs from the running coordinator."""
+
+    store: AsyncStore
+    book: ProviderBook
+    signals: Signals
+    metrics: Metrics
+
+    async def notice(self, job_id: str) -> JobRecord:
+        """Learn of an on-chain job now (idempotent); raises JobNotFound / NotOurJob."""
+        ...
+
+    def chain_block(self) -> int: ...
+
+    def settle_batches(self) -> int: ...
+
+
+def _job_key(job_id: str) -> str:
+    return "0x" + parse_job_id(job_id).hex()
+
+
+def create_app(backend: ApiBackend) -> FastAPI:
+    app = FastAPI(
+        title="gpumarket coordinator",
+        version="1",
+        description="Jobs, providers and settlement of one gpumarket coordinator.",
+    )
+    errors.install(app)
+
+    async def view(key: str) -> JobView:
+        job = await backend.store.get_job(key)
+        return JobView.of(job, await backend.store.slots(key))
+
+    @app.post("/jobs", status_code=202, response_model=Accepted, responses=ERRORS)
+    async def submit(body: SubmitJob) -> Accepted:
+        """Tell the coordinator about a job created on chain (everything else is read there)."""
+        job = await backend.notice(_job_key(body.job_id))
+        return Accepted(job_id=job.job_id, state=str(job.state))
+
+    @app.get("/jobs", response_model=JobList, responses=ERRORS)
+    async def list_jobs(
+        requester: str | None = Query(default=None, max_length=42),
+        state: JobState | None = None,
+        limit: int = Query(default=100, ge=1, le=1000),
+    ) -> JobList:
+        who = parse_address(requester) if requester is not None else None
+        jobs = await backend.store.list_jobs(requester=who, state=state, limit=limit)
+        return JobList(jobs=[JobView.of(j, await backend.store.slots(j.job_id)) for j in jobs])
+
+    @app.get("/jobs/{job_id}", response_model=JobView, responses=ERRORS)
+    async def get_job(job_id: str) -> JobView:
+        return await view(_job_key(job_id))
+
+    @app.get("/jobs/{job_id}/explain", response_model=Explanation, responses=ERRORS)
+    async def explain(job_id: str) -> Explanation:
+        """Why each candidate provider won or lost its seat."""
+        key = _job_key(job_id)
+        await backend.store.get_job(key)
+        found = await backend.store.explanation(key) or []
+        return Explanation(
+            job_id=key,
+            candidates=[
+                CandidateView(**{k: c[k] for k in CandidateView.model_fields}) for c in found
+            ],
+        )
+
+    @app.get("/jobs/{job_id}/logs", response_model=Logs, responses=ERRORS)
+    async def logs(job_id: str, request: Request) -> Logs:
+        """The job's log lines; only its requester may read them (signed request headers)."""
+        key = _job_key(job_id)
+        job = await backend.store.get_job(key)
+        signer = verify_request(dict(request.headers), "GET", request.url.path)
+        if signer != job.requester:
+            raise NotAuthorized(f"only the requester {job.requester} may read this job's logs")
+        lines = await backend.store.logs(key)
+        return Logs(
+            lines=[
+                LogLineView(provider=line.provider, at=line.at, text=line.text) for line in lines
+            ]
+        )
+
+    @app.get(
+        "/jobs/{job_id}/events",
+        responses={200: {"content": {"text/event-stream": {}}}, **ERRORS},
+        response_class=StreamingResponse,
+    )
+    async def events(job_id: str) -> StreamingResponse:
+        """Server-sent events, one per state change; the stream ends after a final state."""
+        key = _job_key(job_id)
+        await backend.store.get_job(key)
+        return StreamingResponse(_event_stream(backend, key), media_type="text/event-stream")
+
+    @app.get("/providers", response_model=Providers)
+    async def providers() -> Providers:
+        return Providers(providers=backend.book.view())
+
+    @app.get("/health", response_model=Health)
+    async def health() -> Health:
+        return Health(ok=True, chain_block=backend.chain_block(), providers=len(backend.book))
+
+    @app.get("/metrics", response_class=Response)
+    async def metrics() -> Response:
+        counts = await backend.store.count_by_state()
+        body = backend.metrics.render(
+            counts, len(backend.book), backend.book.gpu_utilization(), backend.settle_batches()
+        )
+        return Response(body, media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+async def _event_stream(backend: ApiBackend, key: str) -> AsyncIterator[bytes]:
+    last = 0
+    while True:
+        seen = backend.signals.generation(key)
+        events = await backend.store.events(key, after=last)
+        for event in events:
+            last = event.id
+            payload = {"state": str(event.state), "at": event.at, "detail": event.detail}
+            yield f"data: {json.dumps(payload, default=str)}\n\n".encode()
+            if event.state.ends_stream:
+                return
+        if not await backend.signals.wait(key, KEEPALIVE_S, since=seen):
+            yield b": keep-alive\n\n"
+
+
+__all__ = ["ApiBackend", "MessageError", "create_app"]

@@ -1,0 +1,199 @@
+"""The provider book: live adverts from gossipsub, checked and cross-checked with the chain.
+
+An advert enters only after :class:`protocol.signing.Verifier` accepted it (expiry,
+signature, peer id bound to the provider's address, rising sequence) and its gossip
+sender is the provider's own peer. A provider counts for matching only once the chain
+confirms it is registered with enough free stake (cached, refreshed every
+``stake_refresh_s``); silence past ``ttl_s`` removes it. Verified challenge results replace
+the self-reported TFLOPS.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from coordinator.columns import DTYPE_INDEX, Offer, ProviderColumns
+from protocol.errors import MessageError, SignatureError
+from protocol.ids import PeerId
+from protocol.messages import Advert
+from protocol.registry import MAX_ADVERT_BYTES
+from protocol.signing import Verifier, decode_signed
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint_key(advert: Advert) -> str:
+    """Everything that must match for two providers' exact results to be comparable."""
+    f = advert.fingerprint
+    return "/".join(
+        str(x or "-") for x in (f.backend, f.gpu_model, f.driver, f.cuda, f.rocm, f.torch)
+    )
+
+
+def offer_of(advert: Advert, seen_at: float) -> Offer:
+    memory = min((g.memory_bytes for g in advert.gpus), default=0)
+    return Offer(
+        address=advert.provider,
+        peer_id=advert.peer_id,
+        multiaddrs=tuple(advert.multiaddrs),
+        gpu_count=len(advert.gpus),
+        free_gpus=advert.free_gpus,
+        gpu_memory_bytes=memory,
+        tflops={str(k): float(v) for k, v in advert.benchmark.tflops.items()},
+        rate_per_gpu_hour=int(advert.price_per_gpu_hour),
+        runtimes=advert.runtimes,
+        fingerprint=fingerprint_key(advert),
+        utilization=advert.utilization,
+        seen_at=seen_at,
+    )
+
+
+@dataclass
+class BookEntry:
+    advert: Advert
+    seen_at: float
+    stake_checked_at: float = 0.0
+    registered: bool = False
+    free_stake: int = 0
+    reputation: float = 0.0
+
+
+class ProviderBook:
+    """Live providers, their columns for the matcher, and what the API shows of them."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        *,
+        ttl_s: float = 30.0,
+        stake_refresh_s: float = 15.0,
+        verifier: Verifier | None = None,
+    ) -> None:
+        self.clock = clock
+        self.ttl_s = ttl_s
+        self.stake_refresh_s = stake_refresh_s
+        self.verifier = verifier or Verifier()
+        self.columns = ProviderColumns()
+        self.entries: dict[str, BookEntry] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    # --------------------------------------------------------------- gossip
+    def validate(self, data: bytes, sender: PeerId) -> Advert:
+        """GossipSub validator: the advert, or ``MessageError`` to drop it unrelayed."""
+        signed = decode_signed(data, MAX_ADVERT_BYTES)
+        advert = self.verifier.open(signed, Advert)
+        if advert.peer_id != sender:
+            raise SignatureError(f"advert of {advert.peer_id} published by peer {sender}")
+        return advert
+
+    def accept(self, advert: Advert) -> None:
+        """Record a validated advert (newer adverts replace older ones)."""
+        now = self.clock()
+        entry = self.entries.get(advert.provider)
+        if entry is None:
+            entry = BookEntry(advert, now)
+            self.entries[advert.provider] = entry
+            log.info("provider %s joined the book (%s)", advert.provider, advert.peer_id)
+        else:
+            entry.advert, entry.seen_at = advert, now
+        self.columns.upsert(offer_of(advert, now))
+        self._apply_chain(entry)
+
+    def expire(self) -> list[str]:
+        """Remove providers silent for longer than the TTL (or past their advert's expiry)."""
+        now = self.clock()
+        gone = [
+            a
+            for a, e in self.entries.items()
+            if now - e.seen_at > self.ttl_s or now > e.advert.expires_at
+        ]
+        for address in gone:
+            del self.entries[address]
+            self.columns.remove(address)
+            log.info("provider %s left the book (silent)", address)
+        return gone
+
+    # ---------------------------------------------------------------- chain
+    def stake_due(self) -> list[str]:
+        now = self.clock()
+        return [
+            a for a, e in self.entries.items() if now - e.stake_checked_at >= self.stake_refresh_s
+        ]
+
+    def set_chain_facts(
+        self, address: str, *, registered: bool, free_stake: int, group: int
+    ) -> None:
+        entry = self.entries.get(address)
+        if entry is None:
+            return
+        entry.registered, entry.free_stake, entry.stake_checked_at = (
+            registered,
+            free_stake,
+            self.clock(),
+        )
+        self.columns.set_stake(address, free_stake if registered else -1, group)
+
+    def _apply_chain(self, entry: BookEntry) -> None:
+        if entry.stake_checked_at:
+            address = entry.advert.provider
+            slot = self.columns.slot(address)
+            group = int(self.columns.group[slot]) if slot is not None else 0
+            self.columns.set_stake(address, entry.free_stake if entry.registered else -1, group)
+
+    def set_reputation(self, address: str, lower_bound: float, newcomer: bool) -> None:
+        entry = self.entries.get(address)
+        if entry is not None:
+            entry.reputation = lower_bound
+        self.columns.set_reputation(address, lower_bound, newcomer)
+
+    def set_measured(self, address: str, dtype: str, tflops: float) -> None:
+        self.columns.set_measured(address, dtype, tflops)
+
+    # ------------------------------------------------------------------ views
+    def find(self, address: str) -> Advert | None:
+        entry = self.entries.get(address)
+        return None if entry is None else entry.advert
+
+    def view(self) -> list[dict[str, Any]]:
+        """What ``GET /providers`` shows."""
+        out = []
+        for address, e in self.entries.items():
+            slot = self.columns.slot(address)
+            measured = (
+                {d: float(self.columns.tflops[slot, i]) for d, i in DTYPE_INDEX.items()}
+                if slot is not None
+                else dict(e.advert.benchmark.tflops)
+            )
+            out.append(
+                {
+                    "address": address,
+                    "peer_id": e.advert.peer_id,
+                    "multiaddrs": list(e.advert.multiaddrs),
+                    "gpus": [g.model_dump() for g in e.advert.gpus],
+                    "tflops": {k: v for k, v in measured.items() if v > 0},
+                    "price": str(e.advert.price_per_gpu_hour),
+                    "reputation": e.reputation,
+                    "free_gpus": e.advert.free_gpus,
+                    "utilization": e.advert.utilization,
+                    "registered": e.registered,
+                    "free_stake": str(e.free_stake),
+                    "last_seen": e.seen_at,
+                }
+            )
+        return out
+
+    def gpu_utilization(self) -> float:
+        """Mean utilization the adverts report, weighted by GPU count."""
+        total = sum(max(len(e.advert.gpus), 1) for e in self.entries.values())
+        if not total:
+            return 0.0
+        busy = sum(max(len(e.advert.gpus), 1) * e.advert.utilization for e in self.entries.values())
+        return busy / total
+
+
+__all__ = ["BookEntry", "MessageError", "ProviderBook", "fingerprint_key", "offer_of"]

@@ -1,0 +1,171 @@
+"""Benchmark challenges: checking what providers claim about their speed.
+
+For each provider that joins the book (one at a time, in the background), the challenger
+sends a seeded matmul :class:`~protocol.messages.Challenge` on ``CHALLENGE_PROTOCOL``,
+times the round trip itself (the provider's own figure is not trusted), picks rows to open
+only after the Merkle root is in, and judges the openings with
+:func:`proofs.challenge_check.judge`. A pass replaces the advertised TFLOPS of that dtype
+with the measured figure; a failure sets it to zero, which keeps the provider out of every
+job that names a TFLOPS floor and last in every ranking.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import time
+from typing import cast
+
+import trio
+
+from coordinator.book import ProviderBook
+from coordinator.transport import PeerTransport
+from proofs import challenge as proof
+from proofs.challenge_check import TimingTerms, judge, pick_rows
+from proofs.merkle import MerkleProof
+from protocol.errors import GpuMarketError, MessageError
+from protocol.identity import Identity
+from protocol.ids import Address
+from protocol.messages import (
+    Challenge,
+    ChallengeOpen,
+    ChallengeResponse,
+    ChallengeRows,
+    Message,
+    WireMessage,
+)
+from protocol.messages.advert import Dtype
+from protocol.messages.challenge import MAX_OPENED_ROWS, MAX_REPEATS
+from protocol.registry import CHALLENGE_PROTOCOL, MAX_MESSAGE_BYTES
+from protocol.signing import Verifier, decode_signed, encode_signed, sign_message
+
+log = logging.getLogger(__name__)
+
+DTYPE: Dtype = "fp32"
+TARGET_S = 0.5
+MAX_FLOPS = 2e12
+"""Providers refuse bigger challenges (the provider daemon's default bound)."""
+TIMEOUT_S = 120.0
+
+
+class Challenger:
+    def __init__(
+        self, identity: Identity, transport: PeerTransport, book: ProviderBook, *, n: int = 256
+    ) -> None:
+        self.identity = identity
+        self.transport = transport
+        self.book = book
+        self.n = n
+        self.terms = TimingTerms()
+        self.verifier = Verifier()
+        self.results: dict[str, bool] = {}
+        self._send, self._receive = trio.open_memory_channel[str](10_000)
+
+    def enqueue(self, address: str) -> None:
+        try:
+            self._send.send_nowait(address)
+        except trio.WouldBlock:
+            log.warning("challenge queue full; %s not challenged now", address)
+
+    async def run(self) -> None:
+        async for address in self._receive:
+            try:
+                await self.challenge(address)
+            except (GpuMarketError, trio.TooSlowError) as exc:
+                log.info("challenge of %s not completed: %s", address, exc)
+
+    async def _call(self, address: str, body: Message) -> WireMessage:
+        advert = self.book.find(address)
+        if advert is None:
+            raise MessageError(f"{address} left the book")
+        payload = encode_signed(sign_message(body, self.identity))
+        raw = await self.transport.request(
+            advert.peer_id, advert.multiaddrs, CHALLENGE_PROTOCOL, payload, TIMEOUT_S
+        )
+        return self.verifier.open(
+            decode_signed(raw, MAX_MESSAGE_BYTES), WireMessage, signer=Address(address)
+        )
+
+    async def challenge(self, address: str) -> bool | None:
+        """Challenge one provider; True/False for a verdict, None when it could not be run."""
+        advert = self.book.find(address)
+        if advert is None:
+            return None
+        advertised = float(advert.benchmark.tflops.get(DTYPE, 0.0))
+        if advertised <= 0:
+            return None
+        per_rep = 2 * self.n**3
+        reps = max(
+            1,
+            min(
+                MAX_REPEATS,
+                int(MAX_FLOPS // per_rep),
+                math.ceil(TARGET_S * advertised * 1e12 / per_rep),
+            ),
+        )
+        message = Challenge(
+            challenge_id=os.urandom(16),
+            coordinator=self.identity.address,
+            provider=Address(address),
+            seed=secrets.randbelow(2**64),
+            n=self.n,
+            dtype=DTYPE,
+            repeats=reps,
+            deadline=int(time.time() + TIMEOUT_S),
+        )
+        ch = proof.Challenge(
+            seed=message.seed.to_bytes(32, "big"), m=self.n, k=self.n, reps=reps, dtype="float32"
+        )
+        started = time.monotonic()
+        response = await self._call(address, message)
+        elapsed = time.monotonic() - started
+        if (
+            not isinstance(response, ChallengeResponse)
+            or response.challenge_id != message.challenge_id
+        ):
+            return await self._verdict(address, False, 0.0, "no challenge response")
+        picks = pick_rows(ch, response.merkle_root, os.urandom(32), MAX_OPENED_ROWS)
+        opened = await self._call(
+            address,
+            cast(
+                Message,
+                ChallengeOpen(
+                    challenge_id=message.challenge_id,
+                    coordinator=self.identity.address,
+                    rows=tuple(rep * self.n + row for rep, row in picks),
+                ),
+            ),
+        )
+        if not isinstance(opened, ChallengeRows):
+            return await self._verdict(address, False, 0.0, "rows not opened")
+        leaves = ch.reps * ch.m
+        openings = [
+            proof.RowOpening(
+                rep=r.index // self.n,
+                row=r.index % self.n,
+                encoded=r.values,
+                proof=MerkleProof(index=r.index, leaf_count=leaves, siblings=tuple(r.proof)),
+            )
+            for r in opened.rows
+        ]
+        verdict = await trio.to_thread.run_sync(
+            lambda: judge(
+                ch, advertised, response.merkle_root, elapsed, picks, openings, self.terms
+            )
+        )
+        return await self._verdict(
+            address, verdict.passed, verdict.implied_tflops, "; ".join(verdict.reasons)
+        )
+
+    async def _verdict(self, address: str, passed: bool, tflops: float, why: str) -> bool:
+        self.results[address] = passed
+        self.book.set_measured(address, DTYPE, tflops if passed else 0.0)
+        if passed:
+            log.info(
+                "provider %s passed its challenge: %.3g %s TFLOPS measured", address, tflops, DTYPE
+            )
+        else:
+            log.warning("provider %s failed its challenge: %s", address, why)
+        return passed

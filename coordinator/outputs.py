@@ -1,0 +1,48 @@
+"""Fetching revealed outputs from IPFS and grouping them numerically (tolerance jobs)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import trio
+
+from coordinator.states import ProviderState
+from coordinator.store import ProviderSlot
+from proofs.compare import ComparePolicy, Loader, Tolerance, group_results
+from protocol.ipfs.store import ContentStore
+
+
+def _loader(path: Path) -> Callable[[], bytes]:
+    return path.read_bytes
+
+
+def files_of(root: Path) -> dict[str, Loader]:
+    """Relative path -> lazy loader of every regular file under ``root``."""
+    return {str(p.relative_to(root)): _loader(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+async def tolerance_groups(
+    content: ContentStore,
+    slots: Sequence[ProviderSlot],
+    tolerance: tuple[float, float],
+    max_output: int,
+) -> list[list[int]]:
+    """Revealed slots grouped by numeric agreement, largest group first.
+
+    Equal CIDs agree without a download; each distinct CID is fetched (verified, capped at
+    the spec's ``max_output``) only when results differ.
+    """
+    revealed = [s for s in slots if s.state is ProviderState.REVEALED and s.result_cid]
+    cids = {s.idx: str(s.result_cid) for s in revealed}
+    if len(set(cids.values())) <= 1:
+        return [[s.idx for s in revealed]] if revealed else []
+    policy = ComparePolicy(default=Tolerance(rtol=tolerance[0], atol=tolerance[1]))
+    with tempfile.TemporaryDirectory(prefix="gpumarket-compare-") as tmp:
+        roots: dict[str, Path] = {}
+        for i, cid in enumerate(sorted(set(cids.values()))):
+            dest = Path(tmp) / str(i)
+            roots[cid] = await content.get(cid, dest, max_size=max_output)
+        results = {idx: files_of(roots[cid]) for idx, cid in cids.items()}
+        return await trio.to_thread.run_sync(lambda: group_results(results, policy, cids))

@@ -1,0 +1,300 @@
+"""The coordinator as one long-lived component: ``async with Coordinator(settings) as c``.
+
+It opens the store (running migrations), the chain client, the content store, the libp2p
+host (adverts on gossipsub, reports on ``REPORT_PROTOCOL``) and the HTTP API (hypercorn
+in the same trio run), then resumes every open job from the store and follows the chain.
+Leaving the block stops everything; nothing the coordinator knows lives only in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from contracts.chain import ChainClient, Web3Chain
+from contracts.deploy import connect
+from contracts.models import Deployment
+from coordinator.api import create_app
+from coordinator.assigning import Assigner
+from coordinator.book import ProviderBook
+from coordinator.chain_io import AsyncChain
+from coordinator.challenger import Challenger
+from coordinator.dispatcher import Dispatcher
+from coordinator.driver import DriverConfig, JobDriver
+from coordinator.errors import JobNotFound, NotOurJob, Unavailable
+from coordinator.matcher import Matcher
+from coordinator.metrics import Metrics
+from coordinator.reports import ReportHandler
+from coordinator.reputation import ReputationBook
+from coordinator.runner import JobRunner
+from coordinator.settings import CoordinatorSettings
+from coordinator.settlement import Settler
+from coordinator.signals import Signals
+from coordinator.store import AsyncStore, JobRecord, Store
+from coordinator.transport import Libp2pTransport, PeerTransport
+from coordinator.watcher import ChainWatcher
+from protocol import eip712
+from protocol.errors import GpuMarketError
+from protocol.ids import JobId
+from protocol.ipfs.kubo import KuboContentStore
+from protocol.ipfs.store import ContentStore
+from protocol.messages import Advert
+from protocol.p2p.adverts import subscribe_adverts
+from protocol.p2p.asgi import serve_asgi
+from protocol.p2p.host import Node, open_host
+from protocol.p2p.rpc_server import RequestHandlers
+from protocol.p2p.rpc_wire import Limits
+from protocol.registry import CHALLENGE_PROTOCOL, MAX_MESSAGE_BYTES, REPORT_PROTOCOL
+
+log = logging.getLogger(__name__)
+
+NOTICE_WAIT_S = 2.0
+STAKE_BATCH = 50
+REPORT_LIMITS = Limits(
+    max_request_bytes=MAX_MESSAGE_BYTES, max_response_bytes=64 * 1024, timeout_s=10.0
+)
+
+
+class Coordinator:
+    """A running coordinator; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: CoordinatorSettings,
+        *,
+        chain_client: ChainClient | None = None,
+        content: ContentStore | None = None,
+        transport: PeerTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self._chain_client = chain_client
+        self._content = content
+        self._transport = transport
+        self._stack = AsyncExitStack()
+        self.metrics = Metrics()
+        self.signals = Signals()
+        self.book = ProviderBook(
+            time.time, ttl_s=settings.provider_ttl_s, stake_refresh_s=settings.stake_refresh_s
+        )
+        self.reputation = ReputationBook(time.time)
+        self.http_url = ""
+        self.node: Node | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> Coordinator:
+        await self._stack.__aenter__()
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self.nursery.cancel_scope.cancel()
+        return await self._stack.__aexit__(exc_type, exc, tb)
+
+    async def _start(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.identity = await trio.to_thread.run_sync(s.identity)
+        sync_store = await trio.to_thread.run_sync(Store, s.database_url)
+        self._stack.callback(sync_store.close)
+        self.store = AsyncStore(sync_store)
+        client = self._chain_client
+        if client is None:
+            client = await trio.to_thread.run_sync(self._web3_chain)
+        self.chain = AsyncChain(client)
+        self.chain_id = client.deployment.chain_id
+        self.domain = eip712.Eip712Domain(self.chain_id, s.market)
+        if self._content is None:
+            self._content = await self._stack.enter_async_context(KuboContentStore(s.ipfs_api))
+        self.content: ContentStore = self._content
+        self.reputation.load(await self.store.reputations())
+
+        self.node = await self._stack.enter_async_context(
+            open_host(self.identity.private_key, listen=[s.listen_multiaddr])
+        )
+        self.nursery = await self._stack.enter_async_context(trio.open_nursery())
+        transport = self._transport or Libp2pTransport(self.node)
+        self.matcher = Matcher(
+            self.book.columns, stake_factor=s.stake_factor, exploration_share=s.exploration_share
+        )
+        self.assigner = Assigner(
+            self.store, self.chain, self.book, self.matcher, self.metrics.match_latency.observe
+        )
+        self.dispatcher = Dispatcher(self.identity, transport, timeout_s=s.request_timeout_s)
+        self.settler = Settler(self.chain, s.settle_window_s)
+        self.watcher: ChainWatcher
+        self.driver = JobDriver(
+            identity=self.identity,
+            store=self.store,
+            chain=self.chain,
+            content=self.content,
+            book=self.book,
+            assigner=self.assigner,
+            dispatcher=self.dispatcher,
+            settler=self.settler,
+            reputation=self.reputation,
+            signals=self.signals,
+            domain=self.domain,
+            chain_now=lambda: self.watcher.now(),
+            config=DriverConfig(
+                request_timeout_s=s.request_timeout_s, reveal_timeout_s=s.reveal_timeout_s
+            ),
+        )
+        self.runner = JobRunner(
+            self.driver, self.signals, self.nursery, poll_s=max(0.2, s.poll_interval_s * 2)
+        )
+        self.watcher = ChainWatcher(
+            self.chain,
+            self.store,
+            self.signals,
+            self.runner.wake,
+            reorg_margin=s.reorg_margin,
+            poll_s=s.poll_interval_s,
+        )
+        reports = ReportHandler(
+            self.identity, self.store, self.signals, self.domain, self._reveal_reported
+        )
+        handlers = RequestHandlers(self.node)
+        handlers.register(REPORT_PROTOCOL, reports.handle, REPORT_LIMITS)
+        self.challenger = Challenger(self.identity, transport, self.book, n=s.challenge_n)
+
+        await self.watcher.poll_once()
+        for job in await self.store.open_jobs():
+            self.runner.wake(job.job_id)
+        self.nursery.start_soon(self.watcher.run, name="chain watcher")
+        self.nursery.start_soon(self.settler.run, name="settlement batcher")
+        self.nursery.start_soon(self._adverts, name="advert subscription")
+        self.nursery.start_soon(self._maintain_book, name="book maintenance")
+        if s.challenges:
+            self.nursery.start_soon(self.challenger.run, name="benchmark challenger")
+        server = await self._stack.enter_async_context(
+            serve_asgi(create_app(self), host=s.http_host, port=s.http_port)
+        )
+        self.http_url = server.url
+        log.info(
+            "coordinator %s ready: %s, %s", self.identity.address, self.http_url, self.multiaddr
+        )
+
+    def _web3_chain(self) -> ChainClient:
+        s = self.settings
+        chain_id = int(connect(s.rpc_url).eth.chain_id)
+        deployment = Deployment(
+            chain_id=chain_id, token=s.token, registry=s.registry, market=s.market
+        )
+        return Web3Chain(s.rpc_url, deployment, "0x" + self.identity.private_key.hex())
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def address(self) -> str:
+        return self.identity.address
+
+    @property
+    def peer_id(self) -> str:
+        return self.identity.peer_id
+
+    @property
+    def multiaddr(self) -> str:
+        assert self.node is not None
+        return self.node.addrs[0]
+
+    def chain_block(self) -> int:
+        return self.watcher.head
+
+    def settle_batches(self) -> int:
+        return self.settler.batches_sent
+
+    def ready_info(self) -> dict[str, Any]:
+        return {
+            "http_url": self.http_url,
+            "multiaddr": self.multiaddr,
+            "address": self.address,
+            "peer_id": self.peer_id,
+        }
+
+    def write_ready_file(self, path: Path | None = None) -> Path:
+        """Write ``coordinator.json`` atomically (write, fsync, rename)."""
+        target = path or self.settings.ready_file
+        fd, tmp = tempfile.mkstemp(prefix=".coordinator-", dir=target.parent)
+        with os.fdopen(fd, "w") as out:
+            json.dump(self.ready_info(), out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+        return target
+
+    # ------------------------------------------------------------------ API backend
+    async def notice(self, job_id: str) -> JobRecord:
+        """Fast path of ``POST /jobs``: make sure an on-chain job of ours is known."""
+        job = await self.store.find_job(job_id)
+        if job is None:
+            info = await self.chain.get_job(JobId(bytes.fromhex(job_id[2:])))
+            if info.requester == "0x" + "00" * 20 or int(info.status) == 0:
+                raise JobNotFound(job_id)
+            if info.coordinator != self.address:
+                raise NotOurJob(job_id, info.coordinator)
+            self.watcher.poke()
+            with trio.move_on_after(NOTICE_WAIT_S):
+                while job is None:
+                    await trio.sleep(0.05)
+                    job = await self.store.find_job(job_id)
+            if job is None:
+                job = await self.watcher.find_created(job_id)
+            if job is None:
+                raise Unavailable("chain", f"the JobCreated event of {job_id} is not visible yet")
+        self.runner.wake(job.job_id)
+        return job
+
+    # ------------------------------------------------------------------ background
+    async def _reveal_reported(self, job: JobRecord, slot: Any, reveal: Any) -> bool:
+        return await self.driver.accept_reveal(job, slot, reveal)
+
+    async def _adverts(self) -> None:
+        assert self.node is not None
+        async with subscribe_adverts(self.node, self.book.verifier) as adverts:
+            async for delivery in adverts:
+                advert = delivery.value.body
+                if isinstance(advert, Advert):
+                    new = self.book.find(advert.provider) is None
+                    self.book.accept(advert)
+                    if new:
+                        self.challenger.enqueue(advert.provider)
+
+    async def _maintain_book(self) -> None:
+        while True:
+            self.book.expire()
+            for address in self.book.stake_due()[:STAKE_BATCH]:
+                try:
+                    info = await self.chain.provider_info(address)
+                except GpuMarketError as exc:
+                    log.warning("cannot read provider %s on chain: %s", address, exc)
+                    continue
+                self.book.set_chain_facts(
+                    address, registered=info.registered, free_stake=int(info.free), group=info.group
+                )
+                if not self.reputation.known(address):
+                    rep = self.reputation.seed(address, info.completed, info.slashed)
+                    await self.store.save_reputation(address, rep.alpha, rep.beta, rep.updated_at)
+                self.book.set_reputation(
+                    address, self.reputation.lower_bound(address), self.reputation.newcomer(address)
+                )
+            await trio.sleep(min(1.0, self.settings.poll_interval_s))
+
+
+__all__ = ["CHALLENGE_PROTOCOL", "Coordinator"]

@@ -1,0 +1,121 @@
+"""Submitting settlements: jobs ready within a short window go into one ``settleBatch``.
+
+Before every submission (first try or retry) the chain is asked whether each job is still
+``ASSIGNED``; a job already settled is never sent again, so a retry after a lost receipt or
+a restart cannot settle twice (the contract would refuse anyway, costing gas). When a
+batch reverts, its jobs are retried one by one so one bad settlement cannot block others.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import trio
+
+from contracts.models import MAX_BATCH, JobStatus, Settlement
+from coordinator.chain_io import AsyncChain
+from protocol.errors import ChainError
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class SettleResult:
+    tx_hash: str | None
+    already_settled: bool = False
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class _Pending:
+    settlement: Settlement
+    done: trio.Event = field(default_factory=trio.Event)
+    result: SettleResult | None = None
+
+
+class Settler:
+    def __init__(self, chain: AsyncChain, window_s: float = 0.5) -> None:
+        self.chain = chain
+        self.window_s = window_s
+        self.batches_sent = 0
+        self._send, self._receive = trio.open_memory_channel[_Pending](1024)
+
+    async def settle(self, settlement: Settlement) -> SettleResult:
+        """Queue ``settlement`` and wait until it is on chain (or refused)."""
+        pending = _Pending(settlement)
+        await self._send.send(pending)
+        await pending.done.wait()
+        assert pending.result is not None
+        return pending.result
+
+    async def run(self) -> None:
+        """The batching loop; run it in the service's nursery."""
+        while True:
+            first = await self._receive.receive()
+            batch = [first]
+            await trio.sleep(self.window_s)
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            await self._submit(batch)
+
+    async def _still_open(self, batch: list[_Pending]) -> list[_Pending]:
+        """Resolve jobs the chain already moved past ASSIGNED; return the rest."""
+        open_ = []
+        for item in batch:
+            try:
+                info = await self.chain.get_job(item.settlement.job_id)
+            except ChainError as exc:
+                item.result = SettleResult(None, error=f"cannot read job: {exc}")
+                item.done.set()
+                continue
+            if info.status is JobStatus.SETTLED:
+                item.result = SettleResult(None, already_settled=True)
+                item.done.set()
+            elif info.status is not JobStatus.ASSIGNED:
+                item.result = SettleResult(
+                    None, error=f"job is {info.status.name.lower()} on chain"
+                )
+                item.done.set()
+            else:
+                open_.append(item)
+        return open_
+
+    async def _submit(self, batch: list[_Pending]) -> None:
+        for attempt in range(MAX_ATTEMPTS):
+            batch = await self._still_open(batch)
+            if not batch:
+                return
+            try:
+                if len(batch) == 1:
+                    receipt = await self.chain.settle(batch[0].settlement)
+                else:
+                    receipt = await self.chain.settle_batch([p.settlement for p in batch])
+            except ChainError as exc:
+                log.warning(
+                    "settling %d job(s) failed (attempt %d): %s", len(batch), attempt + 1, exc
+                )
+                if len(batch) > 1:
+                    for item in batch:  # isolate the culprit
+                        await self._submit([item])
+                    return
+                last = str(exc)
+                await trio.sleep(0.2 * (attempt + 1))
+                continue
+            self.batches_sent += 1
+            for item in batch:
+                item.result = SettleResult(receipt.tx_hash)
+                item.done.set()
+            return
+        for item in await self._still_open(batch):
+            item.result = SettleResult(None, error=last)
+            item.done.set()
