@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from contracts.models import Assignment as ChainAssignment
-from contracts.models import CompareMode, JobInfo, JobStatus
+from contracts.models import JobStatus
 from protocol import eip712
 from protocol.identity import Identity
 from protocol.ids import Address, JobId, Wei
@@ -72,34 +72,28 @@ sys.exit(3)
 """
 
 
+@dataclass(frozen=True)
+class FakeJob:
+    """The fields of a chain job record that the provider reads."""
+
+    job_id: JobId
+    coordinator: Address
+    status: JobStatus
+
+
 @dataclass
 class FakeChain:
     """The provider's view of the chain, in memory."""
 
     address: Address = PROVIDER.address
-    jobs: dict[JobId, JobInfo] = field(default_factory=dict)
+    jobs: dict[JobId, FakeJob] = field(default_factory=dict)
     assignments: dict[JobId, list[ChainAssignment]] = field(default_factory=dict)
 
     def add_job(self, job_id: JobId, coordinator: Address, providers: list[Address]) -> None:
-        self.jobs[job_id] = JobInfo(
-            job_id=job_id,
-            requester=STRANGER.address,
-            coordinator=coordinator,
-            status=JobStatus.ASSIGNED,
-            redundancy=len(providers),
-            mode=CompareMode.EXACT,
-            assigned=len(providers),
-            price_cap=PRICE,
-            fee=Wei(0),
-            assign_deadline=0,
-            commit_deadline=0,
-            settle_deadline=0,
-            assignment_hash=b"\0" * 24,
-            escrow=Wei(0),
-        )
+        self.jobs[job_id] = FakeJob(job_id, coordinator, JobStatus.ASSIGNED)
         self.assignments[job_id] = [ChainAssignment(p, PRICE) for p in providers]
 
-    def get_job(self, job_id: JobId) -> JobInfo:
+    def get_job(self, job_id: JobId) -> FakeJob:
         return self.jobs[job_id]
 
     def get_assignment(self, job_id: JobId) -> list[ChainAssignment]:
@@ -276,9 +270,8 @@ async def test_bad_input_cid_is_a_failure_report(harness: Harness) -> None:
 async def test_refuses_assignments_the_chain_does_not_back(harness: Harness) -> None:
     assignment = await harness.assignment(GOOD_JOB)
     unknown = await harness.assignment(GOOD_JOB, on_chain=False)
-    harness.chain.jobs[unknown.job_id] = harness.chain.jobs[assignment.job_id].__class__(
-        **{**harness.chain.jobs[assignment.job_id].__dict__, "job_id": unknown.job_id}
-    )  # on chain, but this provider is not in its assignment
+    # On chain, but this provider is not in its assignment.
+    harness.chain.add_job(unknown.job_id, COORDINATOR.address, [STRANGER.address])
     async with harness.server() as server:
         forged = await ask(
             server,
