@@ -19,6 +19,9 @@ from devnet.state import load_state
 pytestmark = pytest.mark.integration
 
 CLI = [sys.executable, "-m", "gpumarket_cli"]
+# Supervision is what these tests check: chain, IPFS and contracts are enough (the market's
+# own daemons are started by the end-to-end tests).
+BARE = ("--no-coordinator", "--providers", "0")
 
 
 def run(
@@ -41,7 +44,7 @@ def test_help_explains_every_command() -> None:
 
 def test_up_status_down_leaves_no_process_behind(tmp_path: Path) -> None:
     state_file = tmp_path / "state.json"
-    up = run("devnet", "up", "--state", str(state_file), "--json")
+    up = run("devnet", "up", "--state", str(state_file), *BARE, "--json")
     assert up.returncode == 0, up.stderr
     state = load_state(state_file)
     assert json.loads(up.stdout)["rpc_url"] == state.rpc_url
@@ -62,7 +65,7 @@ def test_up_status_down_leaves_no_process_behind(tmp_path: Path) -> None:
 def test_down_after_up_was_killed(tmp_path: Path) -> None:
     state_file = tmp_path / "state.json"
     proc = subprocess.Popen(
-        [*CLI, "devnet", "up", "--state", str(state_file)],
+        [*CLI, "devnet", "up", "--state", str(state_file), *BARE],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -88,7 +91,7 @@ def test_taken_port_is_refused_with_nothing_left_running(tmp_path: Path) -> None
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        up = run("devnet", "up", "--state", str(state_file), "--ipfs-port", str(port))
+        up = run("devnet", "up", "--state", str(state_file), *BARE, "--ipfs-port", str(port))
     assert up.returncode == 1
     assert f"ipfs API: port 127.0.0.1:{port} is already in use" in up.stderr
     # up cleaned up after itself: no state file, and the Anvil it started is gone.
@@ -97,7 +100,7 @@ def test_taken_port_is_refused_with_nothing_left_running(tmp_path: Path) -> None
 
 def test_missing_npm_tool_is_named(tmp_path: Path) -> None:
     env = dict(os.environ, GPUMARKET_NODE_MODULES=str(tmp_path / "nowhere"))
-    up = run("devnet", "up", "--state", str(tmp_path / "s.json"), env=env)
+    up = run("devnet", "up", "--state", str(tmp_path / "s.json"), *BARE, env=env)
     assert up.returncode == 1
     assert "anvil is not installed" in up.stderr and "make bootstrap" in up.stderr
 
