@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from coordinator.cli import app as coordinator_app
 from devnet.cli import app as devnet_app
 from provider_node.cli import app as provider_app
 from wallet.cli import job_app, wallet_app
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(devnet_app, name="devnet")
 app.add_typer(provider_app, name="provider")
+app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(job_app, name="job")
 
