@@ -81,8 +81,13 @@ def generate_inputs(ch: Challenge) -> tuple[np.ndarray, np.ndarray]:
     """``A`` (m x k) and ``B`` (k x m) as float32; convert to the device dtype as needed."""
 
     def grid(label: bytes, shape: tuple[int, int]) -> np.ndarray:
-        ints = (_raw(ch.seed, label, shape[0] * shape[1]) >> np.uint64(57)).astype(np.int64) - GRID
-        return (ints.astype(np.float32) / GRID).reshape(shape)
+        n = shape[0] * shape[1]
+        # Eight entries per 64-bit draw: each little-endian byte's top 7 bits, minus GRID.
+        octets = _raw(ch.seed, label, -(-n // 8)).astype("<u8").view(np.uint8)[:n]
+        values = (octets >> 1).astype(np.float32)
+        values -= GRID
+        values *= 1.0 / GRID
+        return values.reshape(shape)
 
     return grid(b"A", (ch.m, ch.k)), grid(b"B", (ch.k, ch.m))
 
