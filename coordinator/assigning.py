@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from contracts.errors import ContractError
-from contracts.models import Assignment, JobInfo
+from contracts.models import Assignment
 from coordinator.book import ProviderBook
 from coordinator.chain_io import AsyncChain
 from coordinator.matcher import Match, Matcher
@@ -81,19 +81,19 @@ class Assigner:
     async def submit(self, job: JobRecord, slots: list[ProviderSlot]) -> str | None:
         """Put every planned slot on chain (unless already there); returns the tx hash sent."""
         job_id = JobId(bytes.fromhex(job.job_id[2:]))
-        info = await self.chain.get_job(job_id)
+        _, assigned = await self.chain.job_status(job_id)
         ordered = sorted(slots, key=lambda s: s.idx)
-        if info.assigned >= len(ordered):
-            await self.adopt(job, ordered, info)
+        if assigned >= len(ordered):
+            await self.adopt(job, ordered)
             return None
         assignment = [Assignment(Address(s.address), Wei(s.price)) for s in ordered]
         try:
             receipt = await self.chain.assign(job_id, assignment)
         except ContractError:
             # The chain may have moved (another attempt landed): adopt what it holds.
-            info = await self.chain.get_job(job_id)
-            if info.assigned >= len(ordered):
-                await self.adopt(job, ordered, info)
+            _, assigned = await self.chain.job_status(job_id)
+            if assigned >= len(ordered):
+                await self.adopt(job, ordered)
                 return None
             raise
         for s in ordered:
@@ -104,7 +104,7 @@ class Assigner:
                 )
         return receipt.tx_hash
 
-    async def adopt(self, job: JobRecord, slots: list[ProviderSlot], info: JobInfo) -> None:
+    async def adopt(self, job: JobRecord, slots: list[ProviderSlot]) -> None:
         """Make the stored slots agree with the chain's assignment (the chain wins)."""
         job_id = JobId(bytes.fromhex(job.job_id[2:]))
         onchain = await self.chain.get_assignment(job_id)

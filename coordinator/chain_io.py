@@ -14,7 +14,15 @@ from typing import Any, TypeVar
 import trio
 
 from contracts.chain import ChainClient
-from contracts.models import Assignment, ChainEvent, JobInfo, ProviderInfo, Receipt, Settlement
+from contracts.models import (
+    Assignment,
+    ChainEvent,
+    JobInfo,
+    JobStatus,
+    ProviderInfo,
+    Receipt,
+    Settlement,
+)
 from protocol.ids import Address, JobId
 
 T = TypeVar("T")
@@ -43,6 +51,10 @@ class AsyncChain:
 
     async def get_job(self, job_id: JobId) -> JobInfo:
         return await self._run(self.client.get_job, job_id)
+
+    async def job_status(self, job_id: JobId) -> tuple[JobStatus, int]:
+        """Status and number of assigned providers (one storage read)."""
+        return await self._run(self.client.job_status, job_id)
 
     async def get_assignment(self, job_id: JobId) -> list[Assignment]:
         return await self._run(self.client.get_assignment, job_id)

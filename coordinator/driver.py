@@ -143,12 +143,12 @@ class JobDriver:
 
     # ------------------------------------------------------------------- created
     async def _created(self, job: JobRecord) -> None:
-        info = await self.chain.get_job(job_bytes(job))
-        if info.status is JobStatus.CANCELLED:
+        status, assigned = await self.chain.job_status(job_bytes(job))
+        if status is JobStatus.CANCELLED:
             await self._move(job, S.CANCELLED, {"reason": "cancelled by the requester"})
             return
-        if info.status in (JobStatus.SETTLED, JobStatus.RECLAIMED):
-            await self._move(job, S.SETTLED if info.status is JobStatus.SETTLED else S.RECLAIMED)
+        if status in (JobStatus.SETTLED, JobStatus.RECLAIMED):
+            await self._move(job, S.SETTLED if status is JobStatus.SETTLED else S.RECLAIMED)
             return
         try:
             spec = await self.spec(job)
@@ -166,7 +166,7 @@ class JobDriver:
         if job.requirements is None:
             job = await self.store.update_job(job.job_id, requirements=req.to_json())
         slots = await self.store.slots(job.job_id)
-        if info.assigned == 0 and not slots:
+        if assigned == 0 and not slots:
             if self.chain_now() > job.assign_deadline:
                 await self._fail(job, "no providers matched before the assign deadline")
                 return

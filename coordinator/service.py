@@ -22,6 +22,7 @@ import trio
 
 from contracts.chain import ChainClient, Web3Chain
 from contracts.deploy import connect
+from contracts.errors import JobNotFound as ContractJobNotFound
 from contracts.models import Deployment
 from coordinator.api import create_app
 from coordinator.assigning import Assigner
@@ -244,9 +245,10 @@ class Coordinator:
         """Fast path of ``POST /jobs``: make sure an on-chain job of ours is known."""
         job = await self.store.find_job(job_id)
         if job is None:
-            info = await self.chain.get_job(JobId(bytes.fromhex(job_id[2:])))
-            if info.requester == "0x" + "00" * 20 or int(info.status) == 0:
-                raise JobNotFound(job_id)
+            try:
+                info = await self.chain.get_job(JobId(bytes.fromhex(job_id[2:])))
+            except ContractJobNotFound as exc:
+                raise JobNotFound(job_id) from exc
             if info.coordinator != self.address:
                 raise NotOurJob(job_id, info.coordinator)
             self.watcher.poke()

@@ -73,24 +73,23 @@ class Settler:
         open_ = []
         for item in batch:
             try:
-                info = await self.chain.get_job(item.settlement.job_id)
+                status, _ = await self.chain.job_status(item.settlement.job_id)
             except ChainError as exc:
                 item.result = SettleResult(None, error=f"cannot read job: {exc}")
                 item.done.set()
                 continue
-            if info.status is JobStatus.SETTLED:
+            if status is JobStatus.SETTLED:
                 item.result = SettleResult(None, already_settled=True)
                 item.done.set()
-            elif info.status is not JobStatus.ASSIGNED:
-                item.result = SettleResult(
-                    None, error=f"job is {info.status.name.lower()} on chain"
-                )
+            elif status is not JobStatus.ASSIGNED:
+                item.result = SettleResult(None, error=f"job is {status.name.lower()} on chain")
                 item.done.set()
             else:
                 open_.append(item)
         return open_
 
     async def _submit(self, batch: list[_Pending]) -> None:
+        last = ""
         for attempt in range(MAX_ATTEMPTS):
             batch = await self._still_open(batch)
             if not batch:

@@ -170,4 +170,6 @@ expected_duration: 5m
     assert r.min_tflops == {"bf16": 100.0}
     assert tolerance_of(spec) == (0.001, 0.0)
     with pytest.raises(SpecError):
-        parse_spec("name: t\nruntime: {kind: torch, entrypoint: main.sh}\nprice: {max_per_provider: 1}")
+        parse_spec(
+            "name: t\nruntime: {kind: torch, entrypoint: main.sh}\nprice: {max_per_provider: 1}"
+        )

@@ -1,0 +1,209 @@
+"""The coordinator end to end on a real Anvil with the deployed contracts and real libp2p.
+
+Providers are scripted (tests/coordinator/fakeprovider.py) but speak the real protocol:
+signed adverts on gossipsub, assignments and reveal requests on JOB_PROTOCOL, signed
+EIP-712 commitments on REPORT_PROTOCOL. The chain checks every signature at settlement.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from contracts.models import JobStatus
+from coordinator.service import Coordinator
+from devnet.anvil import AnvilNode
+from protocol.ids import JobId
+from tests.coordinator.fakeprovider import FakeProvider, run_provider
+from tests.coordinator.market import Market, deploy_market
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def market(chain: AnvilNode) -> Market:
+    return deploy_market(chain, providers=4)
+
+
+async def wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
+    with trio.fail_after(timeout):
+        while not await predicate():
+            await trio.sleep(0.1)
+
+
+async def wait_ready_book(coord: Coordinator, count: int) -> None:
+    async def ready() -> bool:
+        return sum(1 for e in coord.book.entries.values() if e.registered) >= count
+
+    await wait_for(ready, 30, "providers in the book")
+
+
+async def job_state(http: httpx.AsyncClient, job_id: str) -> dict:
+    response = await http.get(f"/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def wait_state(
+    http: httpx.AsyncClient, job_id: str, states: set[str], timeout: float = 60
+) -> dict:
+    found: dict = {}
+
+    async def reached() -> bool:
+        nonlocal found
+        found = await job_state(http, job_id)
+        return found["state"] in states
+
+    await wait_for(reached, timeout)
+    return found
+
+
+def hex_id(job_id: JobId) -> str:
+    return "0x" + job_id.hex()
+
+
+async def start_providers(
+    stack: AsyncExitStack, market: Market, coord: Coordinator, results: list[bytes], **kw
+) -> list[FakeProvider]:
+    providers = []
+    for identity, result in zip(market.providers, results, strict=False):
+        fake = FakeProvider(identity, market.domain, result=result, **kw.get(identity.address, {}))
+        providers.append(await stack.enter_async_context(run_provider(fake, coord.multiaddr)))
+    return providers
+
+
+@pytest.mark.timeout(180)
+async def test_redundancy_two_job_is_matched_assigned_settled_and_paid(
+    market: Market, tmp_path: Path
+) -> None:
+    async with AsyncExitStack() as stack:
+        coord = await stack.enter_async_context(
+            Coordinator(market.settings(tmp_path), content=market.content)
+        )
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=coord.http_url, timeout=10)
+        )
+        await start_providers(stack, market, coord, [b"same"] * 3)
+        await wait_ready_book(coord, 3)
+        job_id = await market.create_job(redundancy=2)
+        response = await http.post("/jobs", json={"job_id": hex_id(job_id)})
+        assert response.status_code == 202, response.text
+        view = await wait_state(http, hex_id(job_id), {"settled", "failed"})
+        assert view["state"] == "settled", view
+        assert view["settle_tx"] and view["result_cid"]
+        paid = [p for p in view["providers"] if p["outcome"] == "paid"]
+        assert len(paid) == 2
+        client = market.client(market.requester)
+        assert await trio.to_thread.run_sync(client.job_status, job_id) == (JobStatus.SETTLED, 2)
+        for p in paid:
+            info = await trio.to_thread.run_sync(client.provider_info, p["address"])
+            assert info.earned == int(p["price"]) > 0
+        explain = (await http.get(f"/jobs/{hex_id(job_id)}/explain")).json()
+        assert sum(c["chosen"] for c in explain["candidates"]) == 2
+        assert len(explain["candidates"]) >= 3
+        events = (await http.get(f"/jobs/{hex_id(job_id)}/events")).text
+        states = [
+            json.loads(line[6:])["state"]
+            for line in events.splitlines()
+            if line.startswith("data: ")
+        ]
+        assert states[0] == "created" and states[-1] == "settled"
+        assert {"assigned", "committed", "revealed"} <= set(states)
+        health = (await http.get("/health")).json()
+        assert health["ok"] and health["providers"] >= 3
+        metrics = (await http.get("/metrics")).text
+        assert 'gpumarket_jobs{state="settled"} 1.0' in metrics
+
+
+@pytest.mark.timeout(180)
+async def test_two_one_split_pays_two_and_slashes_one(market: Market, tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        coord = await stack.enter_async_context(
+            Coordinator(market.settings(tmp_path), content=market.content)
+        )
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=coord.http_url, timeout=10)
+        )
+        await start_providers(stack, market, coord, [b"right", b"right", b"wrong"])
+        await wait_ready_book(coord, 3)
+        job_id = await market.create_job(redundancy=3)
+        await http.post("/jobs", json={"job_id": hex_id(job_id)})
+        view = await wait_state(http, hex_id(job_id), {"settled", "failed"})
+        assert view["state"] == "settled", view
+        outcomes = {p["address"]: p["outcome"] for p in view["providers"]}
+        wrong = market.providers[2].address
+        assert outcomes[wrong] == "slashed"
+        assert sorted(outcomes.values()) == ["paid", "paid", "slashed"]
+        client = market.client(market.requester)
+        info = await trio.to_thread.run_sync(client.provider_info, wrong)
+        assert info.slashed == 1 and info.stake < 100 * 10**6
+
+
+@pytest.mark.timeout(180)
+async def test_silent_provider_is_replaced_and_the_job_still_settles(
+    market: Market, tmp_path: Path
+) -> None:
+    silent = market.providers[0].address
+    async with AsyncExitStack() as stack:
+        coord = await stack.enter_async_context(
+            Coordinator(market.settings(tmp_path), content=market.content)
+        )
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=coord.http_url, timeout=10)
+        )
+        # The silent one is the cheapest, so the matcher picks it first.
+        await start_providers(
+            stack,
+            market,
+            coord,
+            [b"ok"] * 4,
+            **{silent: {"silent": True, "price_per_hour": 500_000}},
+        )
+        await wait_ready_book(coord, 4)
+        job_id = await market.create_job(redundancy=2)
+        await http.post("/jobs", json={"job_id": hex_id(job_id)})
+        view = await wait_state(http, hex_id(job_id), {"settled", "failed"}, timeout=90)
+        assert view["state"] == "settled", view
+        by_address = {p["address"]: p for p in view["providers"]}
+        assert by_address[silent]["state"] == "replaced"
+        assert len(view["providers"]) == 3
+        assert sorted(p["outcome"] for p in view["providers"]) == ["paid", "paid", "released"]
+
+
+@pytest.mark.timeout(240)
+async def test_restart_mid_job_finishes_exactly_once(market: Market, tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        fakes = [
+            await stack.enter_async_context(
+                run_provider(FakeProvider(p, market.domain, result=b"same"), None)
+            )
+            for p in market.providers[:2]
+        ]
+        async with Coordinator(market.settings(tmp_path), content=market.content) as coord:
+            for f in fakes:
+                assert f.node is not None
+                await f.node.connect(coord.multiaddr)
+            await wait_ready_book(coord, 2)
+            job_id = await market.create_job(redundancy=2)  # noticed by the chain watcher alone
+
+            async def assigned() -> bool:
+                return sum(len(f.assignments) for f in fakes) >= 2
+
+            await wait_for(assigned, 60)
+        # Stopped after assignment, before any reveal; a new process resumes from the store.
+        async with Coordinator(market.settings(tmp_path), content=market.content) as coord2:
+            for f in fakes:
+                assert f.node is not None
+                await f.node.connect(coord2.multiaddr)
+            async with httpx.AsyncClient(base_url=coord2.http_url, timeout=10) as http:
+                view = await wait_state(http, hex_id(job_id), {"settled", "failed"}, timeout=120)
+        assert view["state"] == "settled", view
+        client = market.client(market.requester)
+        events = await trio.to_thread.run_sync(lambda: client.get_events(0, client.block_number()))
+        assert len([e for e in events if e.name == "JobSettled"]) == 1
+        assert len([e for e in events if e.name == "ProviderAssigned"]) == 2
