@@ -36,7 +36,7 @@ from proofs.challenge_check import (
     openings_needed,
     pick_rows,
 )
-from proofs.compare import ComparePolicy, ResultFiles, Tolerance, group_results, majority
+from proofs.compare import ComparePolicy, ResultFiles, group_results, majority
 from proofs.policy import JobTerms, ProviderStanding, StakeAwarePolicy, detection_probability
 from proofs.reputation import Reputation
 
@@ -44,7 +44,11 @@ PRICE = 1_000_000  # one token (6 decimals) per provider per job
 STAKE_FACTOR = 5  # locked stake per assignment = k * price (DESIGN's default k)
 JOB_S = 3600.0  # one job an hour per provider
 CHEATS = 25
-COMPARE = ComparePolicy(Tolerance(rtol=1e-5, atol=1e-8))
+# Slashing follows only exact judgements (DESIGN: nobody is slashed on a tolerance
+# judgement; the coordinator passes slashable stake 0 for tolerance jobs, and the policy
+# then replicates them). Exact jobs pair identical device fingerprints, so honest outputs
+# are byte-identical and the comparison is exact.
+COMPARE = ComparePolicy(default=None)
 
 
 def _npy(a: np.ndarray) -> bytes:
@@ -55,15 +59,14 @@ def _npy(a: np.ndarray) -> bytes:
 
 _truth = np.random.default_rng(0).standard_normal(256)
 HONEST: ResultFiles = {"out.npy": _npy(_truth), "log.txt": b"done\n"}
-HONEST_OTHER_GPU: ResultFiles = {"out.npy": _npy(_truth * (1 + 3e-7)), "log.txt": b"done\n"}
 LAZY: ResultFiles = {"out.npy": _npy(np.zeros_like(_truth)), "log.txt": b"done\n"}
 APPROX: ResultFiles = {"out.npy": _npy(_truth * (1 + 1e-2)), "log.txt": b"done\n"}
 
 
 def primary_loses(primary: ResultFiles) -> bool:
-    """Settle a checked job: primary vs checker, a tie-breaker on a split, as the coordinator
-    does for tolerance jobs. True when the primary's result is outvoted."""
-    results = {"primary": primary, "checker": HONEST_OTHER_GPU}
+    """Settle a checked job: primary vs checker, a tie-breaker on a split, grouped by the
+    real comparison. True when the primary's result is outvoted."""
+    results = {"primary": primary, "checker": HONEST}
     groups = group_results(results, COMPARE)
     if majority(groups, 2) is None:
         results["tiebreak"] = HONEST
@@ -164,7 +167,7 @@ def honest_established(
             checked = plan.replicas > 1 or gen.random() < plan.spot_check_p
             executions += plan.replicas + (1 if plan.replicas == 1 and checked else 0)
             if checked:
-                if primary_loses(HONEST_OTHER_GPU):
+                if primary_loses(HONEST):
                     raise AssertionError("an honest result lost a vote")
                 prov.rep, prov.verified = prov.rep.record_success(now), prov.verified + 1
     return {"overhead": executions / (providers * jobs)}

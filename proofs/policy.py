@@ -10,7 +10,9 @@ so the policy draws ``p = max(p_floor, margin * g / (g + S))``. The floor keeps 
 likely however large the stake: a cheater is caught before its 25th cheat with probability
 ``1 - (1 - p)^25``, which is >= 0.99 once p >= 0.168. Newcomers are replicated instead
 (r >= 2, paired with an established provider) until their verified record is long and
-clean. The requester's redundancy is a floor; the policy only ever adds checks.
+clean. The requester's redundancy is a floor; the policy only ever adds checks. A job
+whose verdict cannot slash (``tolerance`` comparison) has nothing at stake, so ``p`` would
+be 1: such jobs are replicated.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class JobTerms:
     price: int
     requester_redundancy: int = 1
     cheat_gain: int | None = None  # what skipping the work saves; the price if unknown
+    slashable: bool = True  # False for tolerance jobs: nobody is slashed on those verdicts
 
     @property
     def gain(self) -> int:
@@ -108,7 +111,8 @@ class StakeAwarePolicy:
             )
         if floor >= 2:
             return VerificationPlan(floor, 0.0, False, "requester's redundancy")
-        p = self.spot_check_probability(provider.slashable_stake, job.gain)
+        stake = provider.slashable_stake if job.slashable else 0
+        p = self.spot_check_probability(stake, job.gain)
         if p >= 1.0 or math.isclose(p, 1.0):
             return VerificationPlan(2, 0.0, False, "stake too small to deter: replicated")
         return VerificationPlan(1, p, False, f"spot check p={p:.3f}")

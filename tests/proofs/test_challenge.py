@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -96,7 +97,7 @@ def test_low_precision_inputs_fail() -> None:
 def test_skipped_product_is_caught_when_opened() -> None:
     ch = small()
 
-    def lazy(a: np.ndarray, b: np.ndarray, perms: list[np.ndarray]):
+    def lazy(a: np.ndarray, b: np.ndarray, perms: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
         for i, p in enumerate(perms):
             yield np.zeros((ch.m, ch.m), np.float32) if i == 1 else a @ b[p]
 

@@ -107,7 +107,10 @@ def test_per_file_override_and_exact_policy() -> None:
 
 
 def test_safetensors_names_values_and_bf16() -> None:
-    t = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.array([7], dtype=np.int64)}
+    t: dict[str, np.ndarray] = {
+        "w": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "n": np.array([7], dtype=np.int64),
+    }
     a = {"m.safetensors": encode_safetensors(t, {"k": "v"})}
     close = {"w": t["w"] * (1 + 1e-6), "n": t["n"]}
     assert compare_outputs(a, {"m.safetensors": encode_safetensors(close, {"k": "v"})}, TOL).agree

@@ -83,3 +83,8 @@ def test_tiny_stake_means_replication_and_registry() -> None:
     assert isinstance(POLICIES["stake-aware"](), StakeAwarePolicy)
     with pytest.raises(ValueError):
         StakeAwarePolicy(p_floor=0)
+
+
+def test_jobs_that_cannot_slash_are_replicated() -> None:
+    plan = POLICY.plan(established(10**12), JobTerms(price=1, slashable=False))
+    assert plan.replicas == 2 and plan.spot_check_p == 0
