@@ -131,10 +131,12 @@ class FakeProvider:
         body = Commitment(
             job_id=job_id, provider=self.identity.address, commit_hash=commit, signature=signature
         )
+        node = self.node
+        assert node is not None
         for _ in range(20):
             try:
                 await request(
-                    self.node,
+                    node,
                     coordinator,
                     REPORT_PROTOCOL,
                     encode_signed(sign_message(body, self.identity)),
