@@ -114,7 +114,8 @@ class RowOpening:
 
 
 class ChallengeWork:
-    """The provider's side after computing: the root to send, rows kept for openings."""
+    """The provider's side after computing: the root to send, rows kept for openings
+    (``reps * m * m`` float16 values: size challenges so that fits in host memory)."""
 
     def __init__(self, ch: Challenge, rows: list[np.ndarray], elapsed_s: float) -> None:
         self.challenge = ch

@@ -17,6 +17,8 @@ from proofs.challenge import Challenge, RowOpening, generate_inputs, permutation
 from proofs.errors import ChallengeError, MerkleProofError
 from proofs.merkle import leaf_hash, root_from_proof
 
+_CHUNK = 4096
+
 
 @dataclass(frozen=True)
 class TimingTerms:
@@ -69,15 +71,16 @@ class RowChecker:
 
     def __init__(self, ch: Challenge) -> None:
         self.challenge = ch
-        a, b = generate_inputs(ch)
-        self._a = a.astype(np.float64)
-        self._b = b.astype(np.float64)
+        self._a, self._b = generate_inputs(ch)  # float32: B is the big one, k x m
 
     def expected_row(self, rep: int, row: int) -> np.ndarray:
         # Row r of A @ B[p] is sum_j A[r, j] B[p[j]]: scatter A's row instead of gathering B.
         y = np.zeros(self.challenge.k)
         y[permutation(self.challenge, rep)] = self._a[row]
-        return y @ self._b
+        out = np.zeros(self.challenge.m)
+        for lo in range(0, self.challenge.k, _CHUNK):  # float64 without a float64 copy of B
+            out += y[lo : lo + _CHUNK] @ self._b[lo : lo + _CHUNK].astype(np.float64)
+        return out
 
     def check(self, root: bytes, opening: RowOpening) -> str | None:
         """None when the opening is good, else why it is not."""
