@@ -95,7 +95,7 @@ class Market:
         return await trio.to_thread.run_sync(create)
 
 
-def deploy_market(anvil: AnvilNode, providers: int = 4) -> Market:
+def deploy_market(anvil: AnvilNode, providers: int = 4, *, register: bool = True) -> Market:
     accounts = anvil.accounts
     deployer = accounts[0].private_key
     addresses = deploy_all(anvil.rpc_url, deployer)
@@ -111,7 +111,7 @@ def deploy_market(anvil: AnvilNode, providers: int = 4) -> Market:
         to_wei("1000"),
     )
     market = Market(anvil, deployment, coordinator, requester, provider_ids, MemoryContentStore())
-    for p in provider_ids:
+    for p in provider_ids if register else ():
         client = market.client(p)
         client.register()
         client.stake(to_wei("100"))
