@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -220,9 +221,10 @@ def job_submit(
 
             def show(event: dict[str, Any]) -> None:
                 if not json_out:
-                    out.print(
-                        f"  [{event.get('at', '')}] {event.get('state')}: {event.get('detail', '')}"
-                    )
+                    at = event.get("at")
+                    stamp = time.strftime("%H:%M:%S", time.localtime(at)) if at else "--:--:--"
+                    detail = json.dumps(event.get("detail", ""), default=str)
+                    out.print(f"  {stamp} [bold]{event.get('state')}[/bold] {detail[:120]}")
 
             view = jobs.follow(settings, submitted.job_id, show)
             if not json_out:
@@ -262,7 +264,7 @@ def job_status(job: JobArg, devnet: Devnet = None, json_out: JsonOpt = False) ->
         table.add_row(
             p["address"],
             str(p.get("state")),
-            str(p.get("price")),
+            jobs.tokens(int(p["price"])) if p.get("price") is not None else "-",
             str(p.get("result_cid")),
             str(p.get("outcome")),
         )
@@ -305,7 +307,6 @@ def job_logs(
     json_out: JsonOpt = False,
 ) -> None:
     """The job's logs from its providers (signed by your key: only the requester may read)."""
-    import time
 
     settings = _settings(devnet, account, password_file)
     seen = 0

@@ -211,10 +211,10 @@ def cancel_or_reclaim(settings: WalletSettings, identity: Identity, job_id: JobI
         return "cancelled"
     if info.status == JobStatus.ASSIGNED:
         now = chain.now()
-        if now <= info.settle_deadline:
+        if now <= info.terms.settle_deadline:
             raise GpuMarketError(
                 f"job is running; its escrow can be reclaimed after the settle deadline, "
-                f"in {info.settle_deadline - now + 1}s"
+                f"in {info.terms.settle_deadline - now + 1}s"
             )
         chain.reclaim(job_id, chain.get_assignment(job_id))
         return "reclaimed"
