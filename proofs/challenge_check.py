@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from proofs.challenge import Challenge, RowOpening, generate_inputs, permutation, row_leaf
+from proofs.challenge import (
+    MAX_REPS,
+    Challenge,
+    RowOpening,
+    generate_inputs,
+    permutation,
+    row_leaf,
+)
 from proofs.errors import ChallengeError, MerkleProofError
 from proofs.merkle import leaf_hash, root_from_proof
 
@@ -41,6 +48,16 @@ def time_bound(ch: Challenge, advertised_tflops: float, terms: TimingTerms) -> f
     compute = ch.flops / (advertised_tflops * 1e12)
     digest = ch.leaf_count * (8 + 2 * ch.m) / terms.digest_bytes_per_s
     return compute * terms.slack + digest + terms.allowance_s
+
+
+def size_challenge(
+    seed: bytes, advertised_tflops: float, compute_s: float, m: int = 4096, k: int = 8192
+) -> Challenge:
+    """A challenge whose products take about ``compute_s`` at the advertised speed: long
+    enough that compute, not hashing or the network, dominates the measured time."""
+    per_rep = 2 * m * m * k / (advertised_tflops * 1e12)
+    reps = max(1, min(MAX_REPS, math.ceil(compute_s / per_rep)))
+    return Challenge(seed, m=m, k=k, reps=reps)
 
 
 def implied_tflops(ch: Challenge, elapsed_s: float) -> float:

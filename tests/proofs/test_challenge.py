@@ -25,6 +25,7 @@ from proofs.challenge_check import (
     judge,
     openings_needed,
     pick_rows,
+    size_challenge,
     time_bound,
 )
 from proofs.errors import ChallengeError
@@ -199,3 +200,11 @@ def test_malformed_challenges_are_refused() -> None:
         respond(small())
     with pytest.raises(ChallengeError):
         respond(small(), lambda a, b: np.zeros((2, 2)))
+
+
+def test_size_challenge_targets_the_compute_time() -> None:
+    ch = size_challenge(SEED, advertised_tflops=100.0, compute_s=2.0, m=4096, k=8192)
+    seconds = ch.flops / 100e12
+    assert 2.0 <= seconds < 2.0 + 2 * 4096 * 4096 * 8192 / 100e12
+    assert size_challenge(SEED, 1e6, 1.0, m=8, k=8).reps == 4096  # capped
+    assert size_challenge(SEED, 1e-9, 1.5, m=8, k=8).reps == 2  # 1024 flops at 1000 flop/s
