@@ -35,7 +35,8 @@ def test_new_import_list_and_unlock(tmp_path: Path) -> None:
     imported = keys.import_key(s.keystore_dir, "bob", acct.key.hex(), FAST)
     assert imported.address == acct.address
     assert [(e.name, e.address) for e in keys.list_keys(s.keystore_dir)] == [
-        ("alice", created.address), ("bob", acct.address)
+        ("alice", created.address),
+        ("bob", acct.address),
     ]
     unlocked = keys.unlock(s.model_copy(update={"account": "bob"}), None)
     assert isinstance(unlocked, Identity) and unlocked.address == acct.address
@@ -61,7 +62,10 @@ def test_password_sources_and_wrong_password(tmp_path: Path) -> None:
     pw_file.write_text("from-file\n")
     s = settings(tmp_path, password_file=pw_file, password=SecretStr("from-env"))
     assert keys.read_password(s, None).get_secret_value() == "from-file"
-    assert keys.read_password(settings(tmp_path, password=SecretStr("e")), None).get_secret_value() == "e"
+    assert (
+        keys.read_password(settings(tmp_path, password=SecretStr("e")), None).get_secret_value()
+        == "e"
+    )
     with pytest.raises(IdentityError, match="no password given"):
         keys.read_password(settings(tmp_path), None)
     answers = iter(["one", "two"])
@@ -74,7 +78,7 @@ def test_password_sources_and_wrong_password(tmp_path: Path) -> None:
 
 def test_bad_names_and_existing_files_are_refused(tmp_path: Path) -> None:
     s = settings(tmp_path)
-    with pytest.raises(IdentityError, match="account name '../evil'"):
+    with pytest.raises(IdentityError, match=r"account name .\.\./evil."):
         keys.new_key(s.keystore_dir, "../evil", FAST)
     keys.new_key(s.keystore_dir, "dup", FAST)
     with pytest.raises(IdentityError, match="refusing to overwrite"):

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import trio
@@ -31,7 +32,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 class StubCoordinator(BaseHTTPRequestHandler):
-    notified: list[str] = []
+    notified: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
         self._reply(200, {"ok": True, "chain_block": 0, "providers": 0})
@@ -69,12 +70,17 @@ def coordinator_url() -> Iterator[str]:
 def market(chain: AnvilNode, ipfs: IpfsNode, coordinator_url: str) -> WalletSettings:
     deployer = chain.accounts[0].private_key
     addresses = deploy_all(chain.rpc_url, deployer)
-    fund_accounts(chain.rpc_url, deployer, addresses["token"],
-                  [chain.accounts[5].address], to_wei("100"))
+    fund_accounts(
+        chain.rpc_url, deployer, addresses["token"], [chain.accounts[5].address], to_wei("100")
+    )
     return WalletSettings(
-        rpc_url=chain.rpc_url, chain_id=chain.chain_id, ipfs_api=ipfs.api_url,
-        coordinator_url=coordinator_url, coordinator_address=chain.accounts[1].address,
-        token_address=addresses["token"], registry_address=addresses["registry"],
+        rpc_url=chain.rpc_url,
+        chain_id=chain.chain_id,
+        ipfs_api=ipfs.api_url,
+        coordinator_url=coordinator_url,
+        coordinator_address=chain.accounts[1].address,
+        token_address=addresses["token"],
+        registry_address=addresses["registry"],
         market_address=addresses["market"],
     )
 
@@ -90,8 +96,9 @@ def test_submit_uploads_escrows_in_one_tx_and_notifies(
     client = jobs.chain_for(market, who)
     before = client.token_balance(who.address)
     seen: list[tuple[str, int, int]] = []
-    submitted = jobs.submit(market, who, EXAMPLES / "matmul" / "job.yaml",
-                            progress=lambda *a: seen.append(a))
+    submitted = jobs.submit(
+        market, who, EXAMPLES / "matmul" / "job.yaml", progress=lambda *a: seen.append(a)
+    )
     assert StubCoordinator.notified[-1] == "0x" + submitted.job_id.hex()
     info = client.get_job(submitted.job_id)
     assert info.status == JobStatus.OPEN and info.terms.redundancy == 2
@@ -125,9 +132,14 @@ def test_unreachable_coordinator_is_named_and_nothing_is_paid(
 ) -> None:
     who = requester(chain)
     dead = market.model_copy(update={"coordinator_url": "http://127.0.0.1:9"})
-    deployment = Deployment.from_addresses(chain.chain_id, {
-        "token": market.need("token_address"), "registry": market.need("registry_address"),
-        "market": market.need("market_address")})
+    deployment = Deployment.from_addresses(
+        chain.chain_id,
+        {
+            "token": market.need("token_address"),
+            "registry": market.need("registry_address"),
+            "market": market.need("market_address"),
+        },
+    )
     client = Web3Chain(chain.rpc_url, deployment, chain.accounts[5].private_key)
     before = client.token_balance(who.address)
     with pytest.raises(CoordinatorError, match=r"coordinator at http://127.0.0.1:9: unreachable"):
@@ -139,8 +151,9 @@ def test_bad_spec_is_refused_before_anything_happens(
     tmp_path: Path, chain: AnvilNode, market: WalletSettings
 ) -> None:
     spec = tmp_path / "job.yaml"
-    spec.write_text((EXAMPLES / "matmul" / "job.yaml").read_text()
-                    .replace("resources:", "resorces:"))
+    spec.write_text(
+        (EXAMPLES / "matmul" / "job.yaml").read_text().replace("resources:", "resorces:")
+    )
     with pytest.raises(SpecError, match="did you mean 'resources'"):
         jobs.submit(market, requester(chain), spec)
     spec.write_text("name: [unclosed\n")
