@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # steadier timings on a shared machine
+if __name__ == "__main__":  # before numpy loads; steadier timings on a shared machine
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import io
