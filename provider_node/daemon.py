@@ -36,7 +36,7 @@ from provider_node.advertiser import Advertiser, Capacity
 from provider_node.challenges import ChallengeServer
 from provider_node.gpus import GpuPool
 from provider_node.jobstore import JobStore, SequenceFile, write_atomic
-from provider_node.node_metrics import NodeFigures, serve_metrics
+from provider_node.metrics import NodeFigures, ProviderMetrics, serve_metrics
 from provider_node.profile import Offer, measure_offer
 from provider_node.reporter import P2PReporter
 from provider_node.runtimes import Runtime, create_runtime
@@ -107,6 +107,7 @@ class ProviderNode:
         self.store = store
         self.runtime = runtime
         self.offer = offer
+        self.metrics = ProviderMetrics(figures=self.figures)
         self.metrics_url: str | None = None
         self._stack = AsyncExitStack()
         self._advertising = trio.CancelScope()
@@ -166,7 +167,9 @@ class ProviderNode:
             max_pids=s.max_job_pids,
             max_timeout_s=s.max_job_timeout_s,
         )
-        worker = JobWorker(identity, self.store, runtime, jobs, domain, self.gpus, config)
+        worker = JobWorker(
+            identity, self.store, runtime, jobs, domain, self.gpus, config, metrics=self.metrics
+        )
 
         node = self.node = await self._stack.enter_async_context(
             open_host(identity.private_key, listen=[s.listen_multiaddr])
@@ -203,8 +206,9 @@ class ProviderNode:
         nursery.start_soon(self._advertise, name="advertiser")
         await server.resume()
         if s.metrics_port is not None:
-            metrics, self.metrics_url = serve_metrics(s.metrics_host, s.metrics_port, self.figures)
-            self._stack.callback(metrics.shutdown)
+            endpoint = serve_metrics(self.metrics, s.metrics_port, s.metrics_host)
+            self._stack.callback(endpoint.close)
+            self.metrics_url = endpoint.url
         self._stack.callback(s.ready_file.unlink, missing_ok=True)
         ready = {
             "address": identity.address,

@@ -1,19 +1,21 @@
 """Prometheus metrics of a provider node, in a registry of its own.
 
-Jobs are counted by outcome and timed; GPU utilization is read through NVML at scrape time
-when ``pynvml`` imports and a driver answers, and is simply absent otherwise.
+Jobs are counted by outcome and timed; the daemon's capacity (running jobs, free GPUs,
+adverts, jobs by final phase) is read at scrape time; GPU utilization is read through NVML
+at scrape time when ``pynvml`` imports and a driver answers, and is simply absent otherwise.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,53 @@ class NvmlCollector(Collector):
         yield memory
 
 
+@dataclass(frozen=True)
+class NodeFigures:
+    """The daemon's state as one scrape sees it."""
+
+    running_jobs: int
+    max_jobs: int
+    free_gpus: int
+    total_gpus: int
+    adverts_published: int
+    finished_jobs: dict[str, int]
+    """Jobs by the phase they ended in (committed, failed, handed_back, ...)."""
+
+
+class NodeCollector(Collector):
+    """Reads the daemon's figures whenever Prometheus scrapes."""
+
+    def __init__(self, figures: Callable[[], NodeFigures]) -> None:
+        self._figures = figures
+
+    def describe(self) -> Iterator[Metric]:
+        # Registration must not call into the daemon before it has started.
+        return self._families(NodeFigures(0, 0, 0, 0, 0, {}))
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(self._figures())
+
+    @staticmethod
+    def _families(f: NodeFigures) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "gpumarket_provider_running_jobs", "Jobs running now", f.running_jobs
+        )
+        yield GaugeMetricFamily("gpumarket_provider_max_jobs", "Concurrent job slots", f.max_jobs)
+        yield GaugeMetricFamily(
+            "gpumarket_provider_free_gpus", "GPUs not held by a job", f.free_gpus
+        )
+        yield GaugeMetricFamily("gpumarket_provider_gpus", "GPUs offered", f.total_gpus)
+        yield CounterMetricFamily(
+            "gpumarket_provider_adverts_published", "Adverts published", f.adverts_published
+        )
+        finished = CounterMetricFamily(
+            "gpumarket_provider_jobs_finished", "Jobs by final phase", labels=["phase"]
+        )
+        for phase, count in sorted(f.finished_jobs.items()):
+            finished.add_metric([phase], count)
+        yield finished
+
+
 def _nvml() -> Any | None:
     try:
         import pynvml
@@ -60,9 +109,18 @@ def _nvml() -> Any | None:
 
 
 class ProviderMetrics:
-    """The provider's metrics; pass ``nvml`` to inject a fake NVML module in tests."""
+    """The provider's metrics; pass ``nvml`` to inject a fake NVML module in tests.
 
-    def __init__(self, *, nvml: Any | None = None, use_nvml: bool = True) -> None:
+    ``figures``, when given, is read on every scrape for the daemon's capacity gauges.
+    """
+
+    def __init__(
+        self,
+        *,
+        nvml: Any | None = None,
+        use_nvml: bool = True,
+        figures: Callable[[], NodeFigures] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.jobs = Counter(
             "gpumarket_provider_jobs",
@@ -81,6 +139,8 @@ class ProviderMetrics:
         self.gpu_collector = NvmlCollector(source) if source is not None else None
         if self.gpu_collector is not None:
             self.registry.register(self.gpu_collector)
+        if figures is not None:
+            self.registry.register(NodeCollector(figures))
 
     def job_finished(self, outcome: str, duration_s: float) -> None:
         """Record one run; ``outcome`` is a :class:`~provider_node.runtimes.Outcome` value."""
@@ -91,13 +151,18 @@ class ProviderMetrics:
 class MetricsServer:
     """A running metrics endpoint; ``close()`` stops it."""
 
-    def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
+    def __init__(self, server: WSGIServer, thread: threading.Thread, host: str) -> None:
         self._server = server
         self._thread = thread
+        self.host = host
 
     @property
     def port(self) -> int:
         return int(self._server.server_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/metrics"
 
     def close(self) -> None:
         self._server.shutdown()
@@ -110,4 +175,4 @@ def serve_metrics(
 ) -> MetricsServer:
     """Serve ``/metrics`` on ``host:port`` (port 0 picks a free one) in a daemon thread."""
     server, thread = start_http_server(port, addr=host, registry=metrics.registry)
-    return MetricsServer(server, thread)
+    return MetricsServer(server, thread, host)

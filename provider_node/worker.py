@@ -35,6 +35,7 @@ from protocol.registry import MAX_LOG_CHUNK_BYTES, MAX_SPEC_BYTES, MAX_TEXT_CHAR
 from provider_node.gpus import GpuPool
 from provider_node.jobplan import JobPlan, parse_plan
 from provider_node.jobstore import JobRecord, JobStore, Phase
+from provider_node.metrics import ProviderMetrics
 from provider_node.reporter import Reporter, deliver, try_send
 from provider_node.runtimes import Limits, Outcome, PreparedJob, RunResult, Runtime
 from provider_node.runtimes.model import OUTPUTS_DIR
@@ -104,6 +105,7 @@ class JobWorker:
         gpus: GpuPool,
         config: WorkerConfig | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        metrics: ProviderMetrics | None = None,
     ) -> None:
         self.identity = identity
         self.store = store
@@ -113,6 +115,7 @@ class JobWorker:
         self.gpus = gpus
         self.config = config or WorkerConfig()
         self.clock = clock
+        self.metrics = metrics
         self._scopes: dict[JobId, trio.CancelScope] = {}
         self._reveal_lock = trio.Lock()
 
@@ -190,6 +193,8 @@ class JobWorker:
                 raise _Failed(FailureKind.SANDBOX_ERROR, str(exc)) from exc
         finally:
             self.gpus.release(devices)
+        if self.metrics is not None:
+            self.metrics.job_finished(result.outcome, result.duration_s)
         await self._send_logs(record.job_id, result, reporter)
         if result.outcome is not Outcome.OK:
             kind = _OUTCOME_KIND.get(result.outcome, FailureKind.SANDBOX_ERROR)

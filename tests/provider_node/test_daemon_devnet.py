@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import trio
@@ -268,6 +269,12 @@ async def test_daemon_serves_jobs_on_the_devnet(
             assert isinstance(decode_signed(reply).body, Ack)
             report = await coordinator.wait_report(FailureReport, job_id)
             assert report.kind is FailureKind.NONZERO_EXIT and report.exit_code == 1
+            async with httpx.AsyncClient(timeout=10) as http:
+                scrape = (await http.get(ready["metrics_url"])).text
+            assert 'gpumarket_provider_jobs_total{outcome="ok"} 1.0' in scrape
+            assert 'gpumarket_provider_jobs_total{outcome="nonzero_exit"} 1.0' in scrape
+            assert "gpumarket_provider_job_duration_seconds_count" in scrape
+            assert "gpumarket_provider_max_jobs" in scrape
             seq = advert.seq
             with trio.fail_after(30):
                 while (await adverts.receive()).value.seq <= seq:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from provider_node.metrics import ProviderMetrics, serve_metrics
+from provider_node.metrics import NodeFigures, ProviderMetrics, serve_metrics
 from provider_node.runtimes import Outcome
 
 
@@ -58,8 +58,34 @@ def test_served_on_loopback() -> None:
     metrics.job_finished(Outcome.OOM, 1.5)
     server = serve_metrics(metrics, port=0)
     try:
-        response = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5)
+        assert server.url == f"http://127.0.0.1:{server.port}/metrics"
+        response = httpx.get(server.url, timeout=5)
     finally:
         server.close()
     assert response.status_code == 200
     assert 'gpumarket_provider_jobs_total{outcome="oom"} 1.0' in response.text
+
+
+def test_node_figures_read_at_scrape_time() -> None:
+    state = {"running": 0}
+
+    def figures() -> NodeFigures:
+        return NodeFigures(
+            running_jobs=state["running"],
+            max_jobs=4,
+            free_gpus=1,
+            total_gpus=2,
+            adverts_published=7,
+            finished_jobs={"committed": 3, "failed": 1},
+        )
+
+    metrics = ProviderMetrics(use_nvml=False, figures=figures)
+    value = metrics.registry.get_sample_value
+    assert value("gpumarket_provider_running_jobs") == 0
+    state["running"] = 2
+    assert value("gpumarket_provider_running_jobs") == 2
+    assert value("gpumarket_provider_max_jobs") == 4
+    assert value("gpumarket_provider_free_gpus") == 1
+    assert value("gpumarket_provider_adverts_published_total") == 7
+    assert value("gpumarket_provider_jobs_finished_total", {"phase": "committed"}) == 3
+    assert value("gpumarket_provider_jobs_finished_total", {"phase": "failed"}) == 1

@@ -44,6 +44,7 @@ from protocol.p2p.testing import dev_private_key
 from protocol.signing import decode_signed, encode_signed, sign_message
 from provider_node.gpus import GpuPool
 from provider_node.jobstore import JobStore, Phase, SequenceFile
+from provider_node.metrics import ProviderMetrics
 from provider_node.runtimes import ProcessRuntime
 from provider_node.server import JobServer
 from provider_node.worker import JobWorker, WorkerConfig
@@ -119,6 +120,7 @@ class Harness:
     jobs: JobStore
     tmp: Path
     counter: int = 0
+    metrics: ProviderMetrics = field(default_factory=lambda: ProviderMetrics(use_nvml=False))
 
     def worker(self) -> JobWorker:
         return JobWorker(
@@ -129,6 +131,7 @@ class Harness:
             DOMAIN,
             GpuPool(()),
             WorkerConfig(memory_bytes=2 << 30),
+            metrics=self.metrics,
         )
 
     def server(self, max_concurrent: int = 2) -> JobServer:
@@ -255,6 +258,10 @@ async def test_failing_job_reports_and_server_keeps_serving(harness: Harness) ->
         assert isinstance(await wait_for(harness.reporter, Commitment, good.job_id), Commitment)
     record = harness.jobs.load(failing.job_id)
     assert record is not None and record.phase is Phase.FAILED
+    value = harness.metrics.registry.get_sample_value
+    assert value("gpumarket_provider_jobs_total", {"outcome": "nonzero_exit"}) == 1
+    assert value("gpumarket_provider_jobs_total", {"outcome": "ok"}) == 1
+    assert value("gpumarket_provider_job_duration_seconds_count", {"outcome": "ok"}) == 1
 
 
 async def test_bad_input_cid_is_a_failure_report(harness: Harness) -> None:
