@@ -54,10 +54,9 @@ _OUTCOME_KIND = {
     Outcome.OOM: FailureKind.OOM,
     Outcome.OUTPUT_TOO_LARGE: FailureKind.OUTPUT_TOO_LARGE,
     Outcome.SANDBOX_ERROR: FailureKind.SANDBOX_ERROR,
-    # The wire has no finer kinds for these; each is the job's doing, like a failed exit.
-    Outcome.PIDS_LIMIT: FailureKind.NONZERO_EXIT,
-    Outcome.OUTPUT_REFUSED: FailureKind.NONZERO_EXIT,
-    Outcome.KILLED: FailureKind.NONZERO_EXIT,
+    Outcome.PIDS_LIMIT: FailureKind.PIDS_LIMIT,
+    Outcome.OUTPUT_REFUSED: FailureKind.OUTPUT_REFUSED,
+    Outcome.KILLED: FailureKind.KILLED,
 }
 
 

@@ -46,11 +46,19 @@ class FailureKind(StrEnum):
     NONZERO_EXIT = "nonzero_exit"
     SANDBOX_ERROR = "sandbox_error"
     OUTPUT_TOO_LARGE = "output_too_large"
+    OUTPUT_REFUSED = "output_refused"
+    """The outputs hold a special file or a link pointing outside them."""
+    PIDS_LIMIT = "pids_limit"
+    """The job hit its process-count limit."""
+    KILLED = "killed"
+    """A signal the sandbox did not send (not a timeout, memory or cancel) ended the job."""
 
     @property
     def provider_fault(self) -> bool:
         """True when the provider's side (not the job's code or data) failed."""
-        return self is FailureKind.SANDBOX_ERROR
+        # The sandbox signals a job only on timeout or cancel; any other kill came from the
+        # host (its OOM killer, an operator), a job killing itself being the rare case.
+        return self in (FailureKind.SANDBOX_ERROR, FailureKind.KILLED)
 
 
 class FailureReport(WireMessage):

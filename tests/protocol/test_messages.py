@@ -237,9 +237,12 @@ def test_author_is_the_party_that_must_sign() -> None:
 def test_failure_kinds_are_the_documented_set() -> None:
     assert {k.value for k in FailureKind} == {
         "bad_input", "timeout", "oom", "nonzero_exit", "sandbox_error", "output_too_large",
+        "output_refused", "pids_limit", "killed",
     }  # fmt: skip
-    assert FailureKind.SANDBOX_ERROR.provider_fault
+    assert FailureKind.SANDBOX_ERROR.provider_fault and FailureKind.KILLED.provider_fault
     assert not FailureKind.OOM.provider_fault
+    assert not FailureKind.PIDS_LIMIT.provider_fault
+    assert not FailureKind.OUTPUT_REFUSED.provider_fault
 
 
 def test_log_chunk_size_is_bounded() -> None:

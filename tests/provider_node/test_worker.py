@@ -45,9 +45,9 @@ from protocol.signing import decode_signed, encode_signed, sign_message
 from provider_node.gpus import GpuPool
 from provider_node.jobstore import JobStore, Phase, SequenceFile
 from provider_node.metrics import ProviderMetrics
-from provider_node.runtimes import ProcessRuntime
+from provider_node.runtimes import Outcome, ProcessRuntime
 from provider_node.server import JobServer
-from provider_node.worker import JobWorker, WorkerConfig
+from provider_node.worker import _OUTCOME_KIND, JobWorker, WorkerConfig
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -64,6 +64,12 @@ out = pathlib.Path(os.environ["GPUMARKET_OUTPUT_DIR"])
 (out / "nested").mkdir()
 (out / "nested" / "data.bin").write_bytes(bytes(range(256)) * 40)
 print("done")
+"""
+
+ESCAPING_JOB = """
+import os, pathlib
+out = pathlib.Path(os.environ["GPUMARKET_OUTPUT_DIR"])
+(out / "passwd").symlink_to("/etc/passwd")
 """
 
 FAILING_JOB = """
@@ -262,6 +268,22 @@ async def test_failing_job_reports_and_server_keeps_serving(harness: Harness) ->
     assert value("gpumarket_provider_jobs_total", {"outcome": "nonzero_exit"}) == 1
     assert value("gpumarket_provider_jobs_total", {"outcome": "ok"}) == 1
     assert value("gpumarket_provider_job_duration_seconds_count", {"outcome": "ok"}) == 1
+
+
+def test_every_failed_outcome_has_its_own_failure_kind() -> None:
+    failed = [o for o in Outcome if o is not Outcome.OK]
+    assert sorted(_OUTCOME_KIND) == sorted(failed)
+    assert all(_OUTCOME_KIND[o].value == o.value for o in failed)
+
+
+async def test_escaping_output_link_is_reported_as_refused(harness: Harness) -> None:
+    assignment = await harness.assignment(ESCAPING_JOB)
+    async with harness.server() as server:
+        assert isinstance(await ask(server, assignment), Ack)
+        report = await wait_for(harness.reporter, FailureReport, assignment.job_id)
+    assert isinstance(report, FailureReport)
+    assert report.kind is FailureKind.OUTPUT_REFUSED and "passwd" in report.detail
+    assert not harness.reporter.of(Commitment)
 
 
 async def test_bad_input_cid_is_a_failure_report(harness: Harness) -> None:
