@@ -1,0 +1,47 @@
+"""A provider daemon whose sandbox lies: test-only, never part of the product.
+
+``python -m tests.e2e.lying_provider`` replaces the ``bwrap`` runtime, in this process
+only, by one that runs the job honestly and then flips one byte of its first output file,
+and otherwise runs the normal ``gpumarket provider run`` entry point with the normal
+``PROVIDER_*`` environment. Its commitment is therefore well-formed and signed, just wrong.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from provider_node.runtimes import BwrapRuntime, PreparedJob, RunResult, register_runtime
+
+
+class LyingRuntime:
+    """Runs the real sandbox, then corrupts the result it is about to commit to."""
+
+    name = "bwrap"
+
+    def __init__(self, **options: object) -> None:
+        self.inner = BwrapRuntime(**options)  # type: ignore[arg-type]
+
+    def unavailable_reason(self) -> str | None:
+        return self.inner.unavailable_reason()
+
+    async def run(self, job: PreparedJob) -> RunResult:
+        result = await self.inner.run(job)
+        files = sorted(p for p in job.outputs_dir.rglob("*") if p.is_file() and not p.is_symlink())
+        if files:
+            data = bytearray(files[0].read_bytes())
+            if data:
+                data[len(data) // 2] ^= 0x01
+                files[0].write_bytes(bytes(data))
+        return result
+
+
+def main() -> None:
+    register_runtime("bwrap", LyingRuntime)
+    from gpumarket_cli import app
+
+    sys.argv = ["gpumarket", "provider", "run"]
+    app()
+
+
+if __name__ == "__main__":
+    main()
