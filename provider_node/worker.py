@@ -10,7 +10,7 @@ computed locally, the salt and CID are persisted, the Commitment is sent, and on
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -28,16 +28,16 @@ from protocol.messages import (
     FailureKind,
     FailureReport,
     HandBack,
-    LogChunk,
     Reveal,
 )
-from protocol.registry import MAX_LOG_CHUNK_BYTES, MAX_SPEC_BYTES, MAX_TEXT_CHARS
+from protocol.registry import MAX_SPEC_BYTES, MAX_TEXT_CHARS
 from provider_node.gpus import GpuPool
 from provider_node.jobplan import JobPlan, parse_plan
 from provider_node.jobstore import JobRecord, JobStore, Phase
+from provider_node.logstream import LogLimits, open_log_stream
 from provider_node.metrics import ProviderMetrics
-from provider_node.reporter import Reporter, deliver, try_send
-from provider_node.runtimes import Limits, Outcome, PreparedJob, RunResult, Runtime
+from provider_node.reporter import Reporter, deliver
+from provider_node.runtimes import Limits, Outcome, PreparedJob, Runtime
 from provider_node.runtimes.model import OUTPUTS_DIR
 from provider_node.workdir import (
     entrypoint_for,
@@ -75,6 +75,7 @@ class WorkerConfig:
     max_timeout_s: float = 24 * 3600.0
     commit_margin_s: float = 5.0
     """Wall time is cut so the commitment can still be sent before the commit deadline."""
+    logs: LogLimits = field(default_factory=LogLimits)
 
 
 class _Failed(Exception):
@@ -166,35 +167,39 @@ class JobWorker:
         except (ContentError, SpecError) as exc:
             raise _Failed(FailureKind.BAD_INPUT, f"inputs: {exc}") from exc
         wall = self._wall_time(plan, assignment)
-        devices = self.gpus.acquire(plan.gpus)
-        if devices is None:
-            raise _Failed(None, f"needs {plan.gpus} GPUs, {self.gpus.free} free")
-        try:
-            limits = Limits(
-                wall_time_s=wall,
-                memory_bytes=self.config.memory_bytes,
-                max_pids=self.config.max_pids,
-                max_output_bytes=min(plan.max_output_bytes, self.config.max_output_bytes),
-            )
-            job = PreparedJob(
-                job_id=record.job_id.hex(),
-                work_dir=run_dir,
-                entrypoint=entrypoint,
-                limits=limits,
-                seed=assignment.seed,
-                gpus=devices,
-                image=plan.image,
-            )
-            log.info("job %s: running in %s", record.job_id.hex(), self.runtime.name)
+        limits = Limits(
+            wall_time_s=wall,
+            memory_bytes=self.config.memory_bytes,
+            max_pids=self.config.max_pids,
+            max_output_bytes=min(plan.max_output_bytes, self.config.max_output_bytes),
+        )
+        address = self.identity.address
+        async with open_log_stream(record.job_id, address, reporter, self.config.logs) as stream:
+            devices = self.gpus.acquire(plan.gpus)
+            if devices is None:
+                raise _Failed(None, f"needs {plan.gpus} GPUs, {self.gpus.free} free")
             try:
-                result = await self.runtime.run(job)
-            except SandboxError as exc:
-                raise _Failed(FailureKind.SANDBOX_ERROR, str(exc)) from exc
-        finally:
-            self.gpus.release(devices)
-        if self.metrics is not None:
-            self.metrics.job_finished(result.outcome, result.duration_s)
-        await self._send_logs(record.job_id, result, reporter)
+                job = PreparedJob(
+                    job_id=record.job_id.hex(),
+                    work_dir=run_dir,
+                    entrypoint=entrypoint,
+                    limits=limits,
+                    seed=assignment.seed,
+                    gpus=devices,
+                    image=plan.image,
+                    on_output=stream.feed,
+                )
+                log.info("job %s: running in %s", record.job_id.hex(), self.runtime.name)
+                try:
+                    result = await self.runtime.run(job)
+                except SandboxError as exc:
+                    raise _Failed(FailureKind.SANDBOX_ERROR, str(exc)) from exc
+            finally:
+                self.gpus.release(devices)
+            if self.metrics is not None:
+                self.metrics.job_finished(result.outcome, result.duration_s)
+            if stream.fed_bytes == 0:  # a runtime without the live hook: send its tail
+                stream.feed(result.log_tail.encode("utf-8", "replace"))
         if result.outcome is not Outcome.OK:
             kind = _OUTCOME_KIND.get(result.outcome, FailureKind.SANDBOX_ERROR)
             detail = f"{result.outcome}: {result.detail}".strip()
@@ -222,25 +227,6 @@ class JobWorker:
         if left <= 1:
             raise _Failed(None, "the commit deadline is too close to run the job")
         return min(wanted, left)
-
-    async def _send_logs(self, job_id: JobId, result: RunResult, reporter: Reporter) -> None:
-        data = result.log_tail.encode("utf-8", "replace")
-        pieces = [
-            data[i : i + MAX_LOG_CHUNK_BYTES] for i in range(0, len(data), MAX_LOG_CHUNK_BYTES)
-        ]
-        offset = 0
-        for index, piece in enumerate(pieces or [b""]):
-            chunk = LogChunk(
-                job_id=job_id,
-                provider=self.identity.address,
-                stream="stdout",
-                offset=offset,
-                data=piece,
-                final=index == max(0, len(pieces) - 1),
-            )
-            if not await try_send(reporter, chunk):
-                return
-            offset += len(piece)
 
     async def _fail(self, record: JobRecord, reporter: Reporter, failed: _Failed) -> JobRecord:
         detail = _text(failed.detail)

@@ -199,6 +199,7 @@ class BwrapRuntime:
                 limits=job.limits,
                 cgroup=group,
                 term_grace_s=self.term_grace_s,
+                on_output=job.on_output,
             )
             return await supervise(launch)
         finally:

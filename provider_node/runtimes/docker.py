@@ -144,6 +144,7 @@ class DockerRuntime:
             outputs_dir=job.outputs_dir,
             limits=job.limits,
             term_grace_s=self.term_grace_s,
+            on_output=job.on_output,
         )
         try:
             result = await supervise(launch)

@@ -12,7 +12,7 @@ is the job root, so relative paths in a command mean the same thing in every run
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -67,6 +67,13 @@ class TorchEntrypoint:
 
 Entrypoint = CommandEntrypoint | TorchEntrypoint
 
+OutputSink = Callable[[bytes], None]
+"""Receives the job's combined stdout/stderr as it is produced, piece by piece.
+
+Called from the supervising trio task, so it must return at once (buffer, never block or
+send); it sees every byte the job writes, not only the kept tail.
+"""
+
 
 @dataclass(frozen=True)
 class PreparedJob:
@@ -81,6 +88,8 @@ class PreparedJob:
     gpus: tuple[int, ...] = ()
     image: str | None = None
     """The OCI image for container runtimes; ignored by bwrap and process."""
+    on_output: OutputSink | None = None
+    """Live output hook; ``None`` keeps only the log tail of the result."""
 
     @property
     def inputs_dir(self) -> Path:

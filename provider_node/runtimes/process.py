@@ -81,6 +81,7 @@ class ProcessRuntime:
                     limits=job.limits,
                     cgroup=group,
                     term_grace_s=self.term_grace_s,
+                    on_output=job.on_output,
                 )
                 return await supervise(launch)
             finally:

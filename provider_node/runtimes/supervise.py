@@ -4,12 +4,13 @@ Every runtime builds an argv; this module does the rest the same way for all of 
 the first process is parked on a pipe until it sits in the job's cgroup (so nothing the job
 starts escapes the limits), the wall clock is enforced with SIGTERM then SIGKILL to the whole
 process group and cgroup, outputs are polled while the job runs, and only the last bytes of
-its combined stdout/stderr are kept.
+its combined stdout/stderr are kept (all of it is handed to the optional live output hook).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -24,8 +25,10 @@ import trio
 
 from protocol.errors import SandboxError
 from provider_node.runtimes.cgroups import JobCgroup
-from provider_node.runtimes.model import Limits, Outcome, RunResult
+from provider_node.runtimes.model import Limits, Outcome, OutputSink, RunResult
 from provider_node.runtimes.outputs import OutputScan, scan_outputs
+
+log = logging.getLogger(__name__)
 
 # Parks until the parent has placed it in the cgroup and written a line; EOF means abort.
 _PARK = 'read -r go || exit 125; [ "$go" = go ] || exit 125; exec "$@"'
@@ -43,6 +46,8 @@ class Launch:
     cgroup: JobCgroup | None = None
     term_grace_s: float = 2.0
     poll_interval_s: float = 0.25
+    on_output: OutputSink | None = None
+    """Handed each piece of output as it is read (see :data:`OutputSink`)."""
 
 
 class _Tail:
@@ -124,10 +129,19 @@ async def supervise(launch: Launch) -> RunResult:
     refused: OutputScan | None = None
     stdout = proc.stdout
 
+    sink = launch.on_output
+
     async def read_log() -> None:
+        nonlocal sink
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             while data := await stdout.receive_some(65536):
                 tail.add(data)
+                if sink is not None:
+                    try:
+                        sink(data)
+                    except Exception:  # a broken observer must not stop the job or its tail
+                        log.exception("the live output hook failed; not calling it again")
+                        sink = None
 
     async def watch_outputs(job_scope: trio.CancelScope, own: trio.CancelScope) -> None:
         nonlocal refused

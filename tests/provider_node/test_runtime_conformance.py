@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,46 @@ async def test_nonzero_exit_keeps_log_tail(runtime: Runtime, make_job: MakeJob) 
     assert result.exit_code == 4
     assert result.log_tail.endswith("last words\n")
     assert len(result.log_tail) <= 100
+
+
+async def test_live_output_hook_sees_everything_as_it_comes(
+    runtime: Runtime, make_job: MakeJob
+) -> None:
+    limits = Limits(
+        wall_time_s=30,
+        memory_bytes=256 << 20,
+        max_pids=64,
+        max_output_bytes=1024,
+        log_tail_bytes=64,
+    )
+    job = make_job(
+        """
+        import time
+        for i in range(4):
+            print("line", i, "x" * 40)
+            time.sleep(0.2)
+        """,
+        limits=limits,
+    )
+    pieces: list[bytes] = []
+    result = await runtime.run(dataclasses.replace(job, on_output=pieces.append))
+    assert result.outcome is Outcome.OK, result
+    # The hook sees all output (the tail keeps only 64 bytes), in pieces as it is printed.
+    expected = b"".join(b"line %d %s\n" % (i, b"x" * 40) for i in range(4))
+    assert b"".join(pieces) == expected
+    assert len(pieces) > 1
+    assert len(result.log_tail) <= 64
+
+
+async def test_failing_output_hook_does_not_stop_the_job(
+    runtime: Runtime, make_job: MakeJob
+) -> None:
+    def broken(data: bytes) -> None:
+        raise RuntimeError("observer broke")
+
+    job = make_job("print('still here')")
+    result = await runtime.run(dataclasses.replace(job, on_output=broken))
+    assert result.outcome is Outcome.OK and "still here" in result.log_tail
 
 
 async def test_wall_time_stops_job(runtime: Runtime, make_job: MakeJob) -> None:

@@ -72,6 +72,14 @@ out = pathlib.Path(os.environ["GPUMARKET_OUTPUT_DIR"])
 (out / "passwd").symlink_to("/etc/passwd")
 """
 
+CHATTY_JOB = """
+import os, pathlib, time
+for i in range(12):
+    print("progress", i)
+    time.sleep(0.1)
+(pathlib.Path(os.environ["GPUMARKET_OUTPUT_DIR"]) / "done").write_text("yes")
+"""
+
 FAILING_JOB = """
 import sys
 print("about to fail")
@@ -249,6 +257,30 @@ async def test_job_commits_then_reveals_the_independent_cid(harness: Harness) ->
         assert (fetched / "answer.txt").read_text() == "seed=42\n"
         loaded = harness.jobs.load(assignment.job_id)
         assert loaded is not None and loaded.phase is Phase.REVEALED
+
+
+async def test_logs_stream_while_the_job_runs(harness: Harness) -> None:
+    assignment = await harness.assignment(CHATTY_JOB)
+    done = harness.jobs.run_dir(assignment.job_id) / "outputs" / "done"
+    before_exit: list[LogChunk] = []
+
+    class Watching(FakeReporter):
+        async def send(self, body: Message) -> None:
+            if isinstance(body, LogChunk) and not done.exists():
+                before_exit.append(body)
+            await super().send(body)
+
+    harness.reporter = Watching()
+    async with harness.server() as server:
+        assert isinstance(await ask(server, assignment), Ack)
+        await wait_for(harness.reporter, Commitment, assignment.job_id)
+    chunks = [m for m in harness.reporter.of(LogChunk) if isinstance(m, LogChunk)]
+    assert len(before_exit) > 1 and all(not c.final for c in before_exit)
+    assert b"".join(c.data for c in chunks) == b"".join(b"progress %d\n" % i for i in range(12))
+    assert [c.offset for c in chunks] == [
+        sum(len(c.data) for c in chunks[:i]) for i in range(len(chunks))
+    ]
+    assert chunks[-1].final
 
 
 async def test_failing_job_reports_and_server_keeps_serving(harness: Harness) -> None:
