@@ -1,10 +1,9 @@
 """The provider's side of ``CHALLENGE_PROTOCOL``: timed matmul challenges and row openings.
 
-A :class:`Challenge` message is mapped onto :class:`proofs.challenge.Challenge` (square
-``n x n`` products, ``repeats`` of them, the 64-bit seed widened to 32 big-endian bytes),
-computed with torch on the advertised device, and answered with the Merkle root and the
-elapsed time. The work is kept (bounded, briefly) for the :class:`ChallengeOpen` that
-follows; row indices on the wire are leaf indices ``rep * n + row``.
+A :class:`Challenge` message is mapped onto :class:`proofs.challenge.Challenge` by
+:mod:`proofs.challenge_wire` (the mapping the coordinator uses too), computed with torch on
+the advertised device, and answered with the Merkle root and the elapsed time. The work is
+kept (bounded, briefly) for the :class:`ChallengeOpen` that follows.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import numpy as np
 import trio
 
 from proofs import challenge as proof
+from proofs.challenge_wire import challenge_from_wire, rep_row, to_opened_row
 from protocol.clock import SYSTEM_CLOCK, Clock
 from protocol.errors import GpuMarketError, MessageError
 from protocol.identity import Identity, address_from_peer_id
@@ -31,28 +31,15 @@ from protocol.messages import (
     ErrorCode,
     ErrorReply,
     Message,
-    OpenedRow,
 )
 from protocol.signing import Verifier, decode_signed, encode_signed, sign_message
 
 log = logging.getLogger(__name__)
 
-TORCH_DTYPES = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 KEPT_CHALLENGES = 4
 KEEP_S = 300.0
 DEFAULT_MAX_FLOPS = 2e12
 """Work bound of one challenge on this provider (a CPU manages this in tens of seconds)."""
-
-
-def to_proof_challenge(msg: Challenge) -> proof.Challenge:
-    """The :mod:`proofs` challenge a wire challenge describes."""
-    return proof.Challenge(
-        seed=msg.seed.to_bytes(32, "big"),
-        m=msg.n,
-        k=msg.n,
-        reps=msg.repeats,
-        dtype=TORCH_DTYPES[msg.dtype],
-    )
 
 
 def torch_products(device: str, dtype: str) -> proof.ProductsFn:
@@ -124,7 +111,7 @@ class ChallengeServer:
             raise MessageError(f"challenge is for {msg.provider}")
         if msg.deadline < self.clock.now():
             raise MessageError("challenge deadline has passed")
-        ch = to_proof_challenge(msg)
+        ch = challenge_from_wire(msg)
         if ch.flops > self.max_flops:
             raise MessageError(f"challenge of {ch.flops:.3g} flops exceeds {self.max_flops:.3g}")
         if self._lock.locked():
@@ -154,14 +141,9 @@ class ChallengeServer:
         kept = self._kept.get(msg.challenge_id)
         if kept is None or kept[2] != msg.coordinator:
             raise MessageError("no such challenge here (expired or never answered)")
-        work = kept[1]
-        m = work.challenge.m
-        picks = [(index // m, index % m) for index in msg.rows]
-        openings = work.open(picks)
-        rows = tuple(
-            OpenedRow(index=o.rep * m + o.row, values=o.encoded, proof=o.proof.siblings)
-            for o in openings
-        )
+        ch = kept[1].challenge
+        openings = kept[1].open([rep_row(ch, index) for index in msg.rows])
+        rows = tuple(to_opened_row(ch, o) for o in openings)
         return ChallengeRows(
             challenge_id=msg.challenge_id, provider=self.identity.address, rows=rows
         )

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from contracts.models import ProviderInfo, Receipt
 from proofs.challenge import RowOpening
 from proofs.challenge_check import RowChecker
+from proofs.challenge_wire import challenge_from_wire
 from proofs.merkle import MerkleProof
 from protocol.errors import ConfigError
 from protocol.identity import Identity
@@ -28,7 +29,7 @@ from protocol.messages import (
 )
 from protocol.p2p.testing import dev_private_key
 from protocol.signing import decode_signed, encode_signed, sign_message
-from provider_node.challenges import ChallengeServer, to_proof_challenge, torch_products
+from provider_node.challenges import ChallengeServer, torch_products
 from provider_node.commands import register_commands
 from provider_node.settings import load_settings
 from provider_node.staking import InsufficientFunds, ensure_staked
@@ -149,7 +150,7 @@ async def test_challenge_round_trip_verifies() -> None:
     )
     rows = await _ask(server, opened)
     assert isinstance(rows, ChallengeRows)
-    checker = RowChecker(to_proof_challenge(challenge))
+    checker = RowChecker(challenge_from_wire(challenge))
     ch = checker.challenge
     for row in rows.rows:
         rep, r = divmod(row.index, ch.m)
