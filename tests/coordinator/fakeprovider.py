@@ -133,7 +133,7 @@ class FakeProvider:
         )
         node = self.node
         assert node is not None
-        for _ in range(20):
+        for _ in range(400):
             try:
                 await request(
                     node,

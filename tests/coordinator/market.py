@@ -18,6 +18,7 @@ from protocol import eip712
 from protocol.identity import Identity
 from protocol.ids import JobId, to_wei
 from protocol.ipfs.memory import MemoryContentStore
+from protocol.ipfs.store import ContentStore
 from protocol.spec_io import canonical_spec, parse_spec
 
 SPEC = """
@@ -37,7 +38,7 @@ class Market:
     coordinator: Identity
     requester: Identity
     providers: list[Identity]
-    content: MemoryContentStore
+    content: ContentStore
 
     @property
     def domain(self) -> eip712.Eip712Domain:
