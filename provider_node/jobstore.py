@@ -7,6 +7,8 @@ can reveal it. Layout::
 
     <work_dir>/jobs/<job id hex>/record.json   this module
     <work_dir>/jobs/<job id hex>/run/          the job's work dir (inputs/, outputs/)
+
+The run dir is removed once the record reaches a terminal phase; the record is kept.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from protocol.errors import GpuMarketError
 from protocol.fields import Bytes32, JobIdField, Signature65
 from protocol.ids import Cid, JobId, PeerId
 from protocol.signing import SignedMessage
+from provider_node.workdir import remove_tree
 
 MAX_RECORD_BYTES = 1 << 20
 
@@ -104,6 +107,14 @@ class JobStore:
 
     def run_dir(self, job_id: JobId) -> Path:
         return self.job_dir(job_id) / "run"
+
+    def remove_run(self, job_id: JobId) -> bool:
+        """Delete the job's run dir (its record stays); True when there was one. Blocking."""
+        run = self.run_dir(job_id)
+        if not run.exists():
+            return False
+        remove_tree(run)
+        return True
 
     def _path(self, job_id: JobId) -> Path:
         return self.job_dir(job_id) / "record.json"

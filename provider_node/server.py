@@ -230,7 +230,9 @@ class JobServer:
         self.verifier.open(signed, Cancel, signer=self._coordinator_of(record))
         log.info("job 0x%s: cancelled by the coordinator: %s", body.job_id.hex(), body.reason)
         if not self.worker.cancel(body.job_id) and not record.phase.terminal:
-            self.jobs.save(record.advance(Phase.CANCELLED, detail=body.reason[:1000]))
+            cancelled = record.advance(Phase.CANCELLED, detail=body.reason[:1000])
+            self.jobs.save(cancelled)
+            await self.worker.clean(cancelled)
         return self._ack(body, body.job_id)
 
     # -------------------------------------------------------------------- tasks
@@ -258,7 +260,9 @@ class JobServer:
                 kind=FailureKind.SANDBOX_ERROR,
                 detail=f"provider error: {type(exc).__name__}",
             )
-            self.jobs.save(record.advance(Phase.FAILED, detail=report.detail))
+            failed = record.advance(Phase.FAILED, detail=report.detail)
+            self.jobs.save(failed)
+            await self.worker.clean(failed)
             await deliver(reporter, report, attempts=3)
         finally:
             self._active.discard(record.job_id)
@@ -268,11 +272,14 @@ class JobServer:
         """Pick up records left by a previous run of this daemon.
 
         A job committed-to but not acknowledged gets its commitment again; a job that was
-        running when the daemon stopped is handed back (its run is gone).
+        running when the daemon stopped is handed back (its run is gone); a finished job
+        whose run dir outlived it (a stop between the two) loses the run dir.
         """
         for record in self.jobs.all():
             reporter = self.reporter_for(record.coordinator_peer)
-            if record.phase is Phase.COMPUTED:
+            if record.phase.terminal:
+                await self.worker.clean(record)
+            elif record.phase is Phase.COMPUTED:
                 assert self._nursery is not None
                 self._nursery.start_soon(self.worker.send_commitment, record, reporter)
             elif record.phase in (Phase.ASSIGNED, Phase.RUNNING):

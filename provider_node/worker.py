@@ -151,6 +151,7 @@ class JobWorker:
             latest = self.jobs.load(job_id) or record
             if latest.phase in (Phase.ASSIGNED, Phase.RUNNING):
                 latest = self._save(latest.advance(Phase.CANCELLED, detail="cancelled"))
+            await self.clean(latest)
             return latest
         finally:
             del self._scopes[job_id]
@@ -247,6 +248,7 @@ class JobWorker:
                 detail=detail,
                 exit_code=code if code is not None and -255 <= code <= 255 else None,
             )
+        await self.clean(record)
         await deliver(reporter, body)
         return record
 
@@ -288,19 +290,33 @@ class JobWorker:
 
     # -------------------------------------------------------------------- reveal
     async def reveal(self, record: JobRecord) -> tuple[JobRecord, Reveal]:
-        """Add the outputs to IPFS, check they got the committed CID, sign the Reveal."""
-        if record.phase not in (Phase.COMPUTED, Phase.COMMITTED, Phase.REVEALED):
+        """Add the outputs to IPFS, check they got the committed CID, sign the Reveal.
+
+        Once revealed, the run dir is removed; asking again signs the same Reveal from the
+        record (the outputs are in IPFS by then).
+        """
+        async with self._reveal_lock:
+            record = self.jobs.load(record.job_id) or record
+            if record.phase is not Phase.REVEALED:
+                await self._publish(record)
+                record = self._save(record.advance(Phase.REVEALED))
+        await self.clean(record)
+        return record, self._signed_reveal(record)
+
+    async def _publish(self, record: JobRecord) -> None:
+        if record.phase not in (Phase.COMPUTED, Phase.COMMITTED):
             raise RevealError(f"job {record.job_id.hex()} has no result to reveal ({record.phase})")
-        assert record.result_cid is not None and record.salt is not None
         outputs = self.jobs.run_dir(record.job_id) / OUTPUTS_DIR
         if not outputs.is_dir():
             raise RevealError(f"outputs of job {record.job_id.hex()} are gone")
-        async with self._reveal_lock:
-            added = await self.store.add_directory(outputs)
+        added = await self.store.add_directory(outputs)
         if normalize_cid(added) != record.result_cid:
             raise RevealError(
                 f"IPFS stored the outputs as {added}, not the committed {record.result_cid}"
             )
+
+    def _signed_reveal(self, record: JobRecord) -> Reveal:
+        assert record.result_cid is not None and record.salt is not None
         result = result_digest(record.result_cid)
         signature = eip712.sign_reveal(
             self.identity.private_key,
@@ -310,23 +326,30 @@ class JobWorker:
             result,
             record.salt,
         )
-        reveal = Reveal(
+        return Reveal(
             job_id=record.job_id,
             provider=self.identity.address,
             result_cid=record.result_cid,
             salt=record.salt,
             signature=signature,
         )
-        if record.phase is not Phase.REVEALED:
-            record = self._save(record.advance(Phase.REVEALED))
-        return record, reveal
 
     async def hand_back(self, record: JobRecord, reporter: Reporter, reason: str) -> JobRecord:
         """Give an uncommitted job back to its coordinator."""
         record = self._save(record.advance(Phase.HANDED_BACK, detail=_text(reason)))
+        await self.clean(record)
         body = HandBack(job_id=record.job_id, provider=self.identity.address, reason=_text(reason))
         await deliver(reporter, body, attempts=3)
         return record
+
+    async def clean(self, record: JobRecord) -> None:
+        """Remove the run dir of a job whose record is terminal (the record stays)."""
+        if not record.phase.terminal:
+            return
+        with trio.CancelScope(shield=True):  # bounded local work; do not leave it half done
+            removed = await trio.to_thread.run_sync(self.jobs.remove_run, record.job_id)
+        if removed:
+            log.info("job %s: run dir removed (%s)", record.job_id.hex(), record.phase)
 
     def _save(self, record: JobRecord) -> JobRecord:
         self.jobs.save(record)

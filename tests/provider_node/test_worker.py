@@ -257,6 +257,10 @@ async def test_job_commits_then_reveals_the_independent_cid(harness: Harness) ->
         assert (fetched / "answer.txt").read_text() == "seed=42\n"
         loaded = harness.jobs.load(assignment.job_id)
         assert loaded is not None and loaded.phase is Phase.REVEALED
+        # Revealed: the run dir is gone, the record stays, and asking again gets the same.
+        assert not harness.jobs.run_dir(assignment.job_id).exists()
+        again = await ask(server, request)
+        assert isinstance(again, Reveal) and again == reveal
 
 
 async def test_logs_stream_while_the_job_runs(harness: Harness) -> None:
@@ -296,6 +300,8 @@ async def test_failing_job_reports_and_server_keeps_serving(harness: Harness) ->
         assert isinstance(await wait_for(harness.reporter, Commitment, good.job_id), Commitment)
     record = harness.jobs.load(failing.job_id)
     assert record is not None and record.phase is Phase.FAILED
+    assert not harness.jobs.run_dir(failing.job_id).exists()
+    assert harness.jobs.run_dir(good.job_id).is_dir()  # committed, not yet revealed
     value = harness.metrics.registry.get_sample_value
     assert value("gpumarket_provider_jobs_total", {"outcome": "nonzero_exit"}) == 1
     assert value("gpumarket_provider_jobs_total", {"outcome": "ok"}) == 1
@@ -407,6 +413,26 @@ async def test_cancel_stops_a_running_job(harness: Harness) -> None:
                 await trio.sleep(0.05)
     record = harness.jobs.load(slow.job_id)
     assert record is not None and record.phase is Phase.CANCELLED
+    assert not harness.jobs.run_dir(slow.job_id).exists()
+
+
+async def test_restart_removes_run_dirs_left_by_finished_jobs(harness: Harness) -> None:
+    failing = await harness.assignment(FAILING_JOB)
+    good = await harness.assignment(GOOD_JOB)
+    async with harness.server() as server:
+        await ask(server, failing)
+        await ask(server, good)
+        await wait_for(harness.reporter, FailureReport, failing.job_id)
+        await wait_for(harness.reporter, Commitment, good.job_id)
+    # A stop between saving the final record and removing the run dir leaves this behind.
+    leftover = harness.jobs.run_dir(failing.job_id) / "outputs" / "partial.bin"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"x" * 100)
+    async with harness.server() as restarted:
+        await restarted.resume()
+    assert not harness.jobs.run_dir(failing.job_id).exists()
+    assert harness.jobs.load(failing.job_id) is not None
+    assert (harness.jobs.run_dir(good.job_id) / "outputs" / "answer.txt").is_file()
 
 
 def test_advert_sequence_rises_across_restarts(tmp_path: Path) -> None:
