@@ -21,10 +21,13 @@ MIN_N = 16
 MAX_N = 16384
 MAX_REPEATS = 1024
 MAX_OPENED_ROWS = 16
-MAX_PROOF_DEPTH = 15
-"""log2(MAX_N) + 1: enough siblings for any tree over at most MAX_N rows."""
+MAX_LEAVES = MAX_N * MAX_REPEATS
+"""Rows of all repeated products together: the Merkle tree commits to every one."""
+MAX_PROOF_DEPTH = 25
+"""log2(MAX_LEAVES) + 1: enough siblings for any tree over at most MAX_LEAVES rows."""
 
-RowIndex = Annotated[StrictInt, Field(ge=0, lt=MAX_N)]
+RowIndex = Annotated[StrictInt, Field(ge=0, lt=MAX_LEAVES)]
+"""A leaf of the product tree: ``repeat * n + row``."""
 
 
 class Challenge(WireMessage):

@@ -192,7 +192,7 @@ def test_challenge_rows_must_be_distinct_and_in_range() -> None:
     with pytest.raises(MessageError, match="rows must be distinct"):
         decode_message(_mutated(opened, rows=[4, 4]))
     with pytest.raises(MessageError, match=r"rows\.0"):
-        decode_message(_mutated(opened, rows=[1 << 20]))
+        decode_message(_mutated(opened, rows=[1 << 24]))
 
 
 def test_reveal_opens_its_commitment_and_verifies() -> None:
