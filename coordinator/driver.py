@@ -10,9 +10,10 @@ can be repeated after a crash or restart and does each thing exactly once.
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import trio
 
@@ -30,6 +31,7 @@ from coordinator.signals import Signals
 from coordinator.states import JobState, Outcome, ProviderState
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot
 from coordinator.verifier import decide
+from proofs.policy import JobTerms, StakeAwarePolicy, VerificationPolicy
 from protocol import eip712
 from protocol.errors import ContentError, GpuMarketError, MatchError, SpecError
 from protocol.identity import Identity
@@ -53,6 +55,9 @@ class DriverConfig:
     request_timeout_s: float = 10.0
     reveal_timeout_s: float = 60.0
     max_output_bytes: int = 1 << 30
+    stake_factor: int = 5
+    policy: VerificationPolicy = field(default_factory=StakeAwarePolicy)
+    rng: random.Random = field(default_factory=random.SystemRandom)
 
 
 def job_bytes(job: JobRecord) -> JobId:
@@ -246,11 +251,52 @@ class JobDriver:
         committed = [s for s in slots if s.commit_hash]
         waiting = [s for s in active if s.state in (P.ASSIGNED, P.RUNNING)]
         if not waiting and committed:
+            if job.redundancy == 1 and await self._spot_check(job, slots):
+                return
             await self._move(job, S.COMMITTED, {"committed": [s.address for s in committed]})
         elif not waiting and not committed:
             await self._fail(job, "every provider failed and none can replace them")
         elif job.state is S.ASSIGNED and all(s.state is not P.ASSIGNED for s in active):
             await self._move(job, S.RUNNING, {"providers": [s.address for s in active]})
+
+    async def _spot_check(self, job: JobRecord, slots: list[ProviderSlot]) -> bool:
+        """Draw (once, persisted) whether a lone primary is checked; True if a checker was added.
+
+        The draw happens only after the primary committed, so it cannot know in advance.
+        """
+        terms = dict(job.requirements or {})
+        if "spot_check" in terms:
+            return False
+        primary = next(s for s in slots if s.commit_hash)
+        standing = self.reputation.standing(
+            primary.address, primary.price * self.config.stake_factor
+        )
+        plan = self.config.policy.plan(
+            standing, JobTerms(price=primary.price, requester_redundancy=1)
+        )
+        checked = plan.replicas >= 2 or self.config.rng.random() < plan.spot_check_p
+        can_add = self._can_add(job, slots)
+        terms["spot_check"] = {
+            "checked": checked and can_add,
+            "p": plan.spot_check_p,
+            "reason": plan.reason,
+        }
+        job = await self.store.update_job(job.job_id, requirements=terms)
+        if not checked or not can_add:
+            return False
+        active = [s for s in slots if s.active]
+        req = await self._more(job, slots, active, 1)
+        try:
+            planned = await self.assigner.plan(job, req, slots)
+        except MatchError as exc:
+            log.info("job %s: no spot-checker available: %s", job.job_id[:18], exc)
+            return False
+        tx = await self.assigner.submit(job, slots + planned)
+        await self.store.transition(
+            job.job_id, job.state, {"spot_check": planned[0].address, "tx": tx}
+        )
+        self.signals.fire(job.job_id)
+        return True
 
     def _can_add(self, job: JobRecord, slots: list[ProviderSlot]) -> bool:
         return len(slots) < job.redundancy + 1 and self.chain_now() < job.assign_deadline

@@ -105,7 +105,12 @@ async def test_redundancy_two_job_on_real_provider_daemons(
                 await trio.sleep(0.2)
             while len(coord.challenger.results) < 2:
                 await trio.sleep(0.2)
-        assert all(coord.challenger.results.values()), coord.challenger.results
+        # Each provider was challenged; a pass replaces its fp32 figure with the measured
+        # one, a failure (a loaded test host can miss the time bound) zeroes it.
+        for address, passed in coord.challenger.results.items():
+            slot = coord.book.columns.slot(address)
+            assert slot is not None and coord.book.columns.measured[slot, 0]
+            assert (coord.book.columns.tflops[slot, 0] > 0) == passed
 
         code = tmp_path / "code"
         code.mkdir()

@@ -137,5 +137,5 @@ async def test_sigkill_mid_job_then_restart_settles_exactly_once(
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-        await market.content.aclose()  # type: ignore[attr-defined]
+        await market.content.aclose()
     assert proc.returncode == 0, log.read_text()[-3000:]

@@ -175,6 +175,30 @@ async def test_silent_provider_is_replaced_and_the_job_still_settles(
         assert sorted(p["outcome"] for p in view["providers"]) == ["paid", "paid", "released"]
 
 
+@pytest.mark.timeout(180)
+async def test_lone_newcomer_gets_a_hidden_checker_after_it_commits(
+    market: Market, tmp_path: Path
+) -> None:
+    async with AsyncExitStack() as stack:
+        coord = await stack.enter_async_context(
+            Coordinator(market.settings(tmp_path), content=market.content)
+        )
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=coord.http_url, timeout=10)
+        )
+        fakes = await start_providers(stack, market, coord, [b"same"] * 2)
+        await wait_ready_book(coord, 2)
+        job_id = await market.create_job(redundancy=1)
+        await http.post("/jobs", json={"job_id": hex_id(job_id)})
+        view = await wait_state(http, hex_id(job_id), {"settled", "failed"})
+        assert view["state"] == "settled", view
+        # A provider without a record is always replicated; the checker came second.
+        assert [p["outcome"] for p in view["providers"]] == ["paid", "paid"]
+        assert all(len(f.assignments) == 1 for f in fakes)
+        events = (await http.get(f"/jobs/{hex_id(job_id)}/events")).text
+        assert '"spot_check"' in events
+
+
 @pytest.mark.timeout(240)
 async def test_restart_mid_job_finishes_exactly_once(market: Market, tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
