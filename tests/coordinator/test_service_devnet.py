@@ -176,6 +176,55 @@ async def test_silent_provider_is_replaced_and_the_job_still_settles(
 
 
 @pytest.mark.timeout(180)
+async def test_tie_brings_in_a_tie_breaker_who_decides(market: Market, tmp_path: Path) -> None:
+    tie_breaker = market.providers[2].address
+    async with AsyncExitStack() as stack:
+        coord = await stack.enter_async_context(
+            Coordinator(market.settings(tmp_path), content=market.content)
+        )
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=coord.http_url, timeout=10)
+        )
+        # The third is dearest, so it is only chosen as the tie-breaker.
+        await start_providers(
+            stack, market, coord, [b"a", b"b", b"a"], **{tie_breaker: {"price_per_hour": 3_000_000}}
+        )
+        await wait_ready_book(coord, 3)
+        job_id = await market.create_job(redundancy=2)
+        await http.post("/jobs", json={"job_id": hex_id(job_id)})
+        view = await wait_state(http, hex_id(job_id), {"settled", "failed"})
+        assert view["state"] == "settled", view
+        outcomes = {p["address"]: p["outcome"] for p in view["providers"]}
+        assert outcomes == {
+            market.providers[0].address: "paid",
+            market.providers[1].address: "slashed",
+            tie_breaker: "paid",
+        }
+        events = (await http.get(f"/jobs/{hex_id(job_id)}/events")).text
+        assert '"state": "disputed"' in events
+
+
+@pytest.mark.timeout(180)
+async def test_jobs_ready_together_settle_in_one_batch(market: Market, tmp_path: Path) -> None:
+    settings = market.settings(tmp_path, settle_window_s=3.0)
+    async with AsyncExitStack() as stack:
+        coord = await stack.enter_async_context(Coordinator(settings, content=market.content))
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=coord.http_url, timeout=10)
+        )
+        await start_providers(stack, market, coord, [b"x"] * 2)
+        await wait_ready_book(coord, 2)
+        first = await market.create_job(redundancy=1)
+        second = await market.create_job(redundancy=1)
+        for job in (first, second):
+            assert (await http.post("/jobs", json={"job_id": hex_id(job)})).status_code == 202
+        views = [await wait_state(http, hex_id(j), {"settled", "failed"}) for j in (first, second)]
+        assert [v["state"] for v in views] == ["settled", "settled"]
+        assert views[0]["settle_tx"] == views[1]["settle_tx"]
+        assert coord.settler.batches_sent == 1
+
+
+@pytest.mark.timeout(180)
 async def test_lone_newcomer_gets_a_hidden_checker_after_it_commits(
     market: Market, tmp_path: Path
 ) -> None:

@@ -1,0 +1,115 @@
+"""Reports on REPORT_PROTOCOL: only signed, assigned, EIP-712-valid commitments count."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from coordinator.reports import NotAssigned, ReportHandler
+from coordinator.signals import Signals
+from coordinator.states import ProviderState
+from coordinator.store import AsyncStore, ProviderSlot, Store
+from protocol import eip712
+from protocol.errors import MessageError, SignatureError
+from protocol.identity import Identity
+from protocol.ids import JobId, PeerId
+from protocol.messages import Ack, Commitment, FailureKind, FailureReport, LogChunk
+from protocol.signing import decode_signed, encode_signed, sign_message
+from tests.coordinator.factories import job_record
+
+COORD = Identity.from_private_key("0x" + "21" * 32)
+PROV = Identity.from_private_key("0x" + "31" * 32)
+OTHER = Identity.from_private_key("0x" + "41" * 32)
+DOMAIN = eip712.Eip712Domain(31337, "0x" + "12" * 20)  # type: ignore[arg-type]
+JOB = JobId(bytes.fromhex(f"{7:064x}"))
+
+
+async def no_reveal(*_: object) -> bool:
+    return False
+
+
+@pytest.fixture
+async def handler(tmp_path: Path):
+    store = AsyncStore(Store(f"sqlite:///{tmp_path / 'r.sqlite'}"))
+    await store.add_job(job_record(7))
+    await store.put_slots(
+        [
+            ProviderSlot(
+                "0x" + JOB.hex(), 0, PROV.address, PROV.peer_id, 5, ProviderState.RUNNING, 0.0
+            )
+        ]
+    )
+    yield ReportHandler(COORD, store, Signals(), DOMAIN, no_reveal), store
+    store.sync.close()
+
+
+def commitment(
+    signer: Identity, provider: Identity = PROV, domain: eip712.Eip712Domain = DOMAIN
+) -> Commitment:
+    digest = hashlib.sha256(b"x").digest()
+    sig = eip712.sign_commit(signer.private_key, domain, JOB, provider.address, digest)
+    return Commitment(job_id=JOB, provider=provider.address, commit_hash=digest, signature=sig)
+
+
+async def test_valid_commitment_is_stored_then_acknowledged(handler) -> None:
+    h, store = handler
+    reply = await h.handle(
+        encode_signed(sign_message(commitment(PROV), PROV)), PeerId(PROV.peer_id)
+    )
+    ack = decode_signed(reply)
+    assert isinstance(ack.body, Ack) and ack.signer == COORD.address
+    slot = (await store.slots("0x" + JOB.hex()))[0]
+    assert (
+        slot.state is ProviderState.COMMITTED
+        and slot.commit_hash == "0x" + hashlib.sha256(b"x").digest().hex()
+    )
+    # The same commitment again is fine; a different one is refused.
+    await h.handle(encode_signed(sign_message(commitment(PROV), PROV)), PeerId(PROV.peer_id))
+    other = Commitment(
+        job_id=JOB,
+        provider=PROV.address,
+        commit_hash=b"\1" * 32,
+        signature=commitment(PROV).signature,
+    )
+    with pytest.raises(SignatureError):
+        await h.handle(encode_signed(sign_message(other, PROV)), PeerId(PROV.peer_id))
+
+
+async def test_forged_or_foreign_commitments_are_refused(handler) -> None:
+    h, store = handler
+    with pytest.raises(SignatureError):  # EIP-712 signature by someone else
+        await h.handle(encode_signed(sign_message(commitment(OTHER), PROV)), PeerId(PROV.peer_id))
+    wrong_domain = eip712.Eip712Domain(1, DOMAIN.verifying_contract)
+    with pytest.raises(SignatureError):
+        await h.handle(
+            encode_signed(sign_message(commitment(PROV, domain=wrong_domain), PROV)),
+            PeerId(PROV.peer_id),
+        )
+    with pytest.raises(NotAssigned):  # a provider this job never had
+        await h.handle(
+            encode_signed(sign_message(commitment(OTHER, OTHER), OTHER)), PeerId(OTHER.peer_id)
+        )
+    forged = sign_message(commitment(PROV), PROV).model_copy(update={"signer": OTHER.address})
+    with pytest.raises(SignatureError):  # an envelope claiming another signer
+        await h.handle(encode_signed(forged), PeerId(PROV.peer_id))
+    with pytest.raises(MessageError):
+        await h.handle(b"not json", PeerId(PROV.peer_id))
+    assert (await store.slots("0x" + JOB.hex()))[0].commit_hash is None
+
+
+async def test_logs_and_failures(handler) -> None:
+    h, store = handler
+    log = LogChunk(job_id=JOB, provider=PROV.address, stream="stdout", offset=0, data=b"one\ntwo\n")
+    await h.handle(encode_signed(sign_message(log, PROV)), PeerId(PROV.peer_id))
+    assert [line.text for line in await store.logs("0x" + JOB.hex())] == [
+        "[stdout] one",
+        "[stdout] two",
+    ]
+    failure = FailureReport(
+        job_id=JOB, provider=PROV.address, kind=FailureKind.SANDBOX_ERROR, detail="boom"
+    )
+    await h.handle(encode_signed(sign_message(failure, PROV)), PeerId(PROV.peer_id))
+    slot = (await store.slots("0x" + JOB.hex()))[0]
+    assert slot.state is ProviderState.FAILED and "boom" in (slot.detail or "")
