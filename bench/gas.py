@@ -29,7 +29,7 @@ from eth_account import Account  # noqa: E402
 
 from contracts.chain import Web3Chain  # noqa: E402
 from contracts.deploy import deploy_all, fund_accounts  # noqa: E402
-from contracts.eip712 import sign_reveal  # noqa: E402
+from contracts.eip712 import commit_hash, sign_reveal  # noqa: E402
 from contracts.models import (  # noqa: E402
     Assignment,
     Deployment,
@@ -159,6 +159,18 @@ class Bench:
         w3.provider.make_request("evm_increaseTime", [11000])  # type: ignore[arg-type]
         w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
         self.ops["reclaim (r=2, assigned)"] = self.requester.reclaim(job_id, assignment).gas_used
+        # a provider's own path when no coordinator settles: commit, reveal, finalize
+        job_id, _ = self.create(2)
+        self.assign(job_id, 2)
+        for p in self.providers[:2]:
+            salt = os.urandom(32)
+            self.ops["commit on chain"] = p.commit_on_chain(
+                job_id, commit_hash(RESULT, salt)
+            ).gas_used
+            self.ops["reveal on chain"] = p.reveal_on_chain(job_id, RESULT, salt).gas_used
+        w3.provider.make_request("evm_increaseTime", [11000])  # type: ignore[arg-type]
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        self.ops["finalize (r=2, by anyone)"] = self.requester.finalize(job_id).gas_used
         w3.provider.make_request("evm_increaseTime", [90000])  # type: ignore[arg-type]
         w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
         self.ops["withdraw"] = self.providers[0].withdraw().gas_used

@@ -100,6 +100,22 @@ class ChainClient(Protocol):
     def reclaim(self, job_id: JobId, assignment: list[Assignment]) -> Receipt: ...
     def cancel(self, job_id: JobId) -> Receipt: ...
     def claim(self) -> Receipt: ...
+    def commit_on_chain(self, job_id: JobId, commit_hash: bytes) -> Receipt:
+        """The calling provider commits on chain itself (before the commit deadline)."""
+        ...
+
+    def reveal_on_chain(self, job_id: JobId, result: bytes, salt: bytes) -> Receipt:
+        """The calling provider reveals its on-chain commitment (before the settle deadline)."""
+        ...
+
+    def finalize(self, job_id: JobId) -> Receipt:
+        """Anyone, after the settle deadline: pay a job whose on-chain reveals agree."""
+        ...
+
+    def on_chain_entry(self, job_id: JobId, index: int) -> tuple[bytes, bytes, bool]:
+        """(commit hash, result, revealed) a provider put on chain for assignment ``index``."""
+        ...
+
     def get_job(self, job_id: JobId) -> JobInfo:
         """Raises JobNotFound for an unknown id."""
         ...
@@ -275,6 +291,32 @@ class Web3Chain:
     def claim(self) -> Receipt:
         return self._send(self.market.functions.claim())
 
+    def commit_on_chain(self, job_id: JobId, commit_hash: bytes) -> Receipt:
+        terms, providers, prices, index = self._own_entry(job_id)
+        fn = self.market.functions.commitOnChain(
+            bytes(job_id), terms, providers, prices, index, commit_hash
+        )
+        return self._send(fn)
+
+    def reveal_on_chain(self, job_id: JobId, result: bytes, salt: bytes) -> Receipt:
+        terms, providers, prices, index = self._own_entry(job_id)
+        fn = self.market.functions.revealOnChain(
+            bytes(job_id), terms, providers, prices, index, result, salt
+        )
+        return self._send(fn)
+
+    def finalize(self, job_id: JobId) -> Receipt:
+        terms = self.job_terms(job_id).as_tuple()
+        providers, prices = _split(self.get_assignment(job_id))
+        fn = self.market.functions.finalize(bytes(job_id), terms, providers, prices)
+        return self._send(fn)
+
+    def on_chain_entry(self, job_id: JobId, index: int) -> tuple[bytes, bytes, bool]:
+        commit, result, revealed = self._call(
+            self.market.functions.onChainEntry(bytes(job_id), index)
+        )
+        return bytes(commit), bytes(result), bool(revealed)
+
     def job_status(self, job_id: JobId) -> tuple[JobStatus, int]:
         """Status and number of assigned providers, from storage alone (one call)."""
         status, assigned, _ = self._call(self.market.functions.getJob(bytes(job_id)))
@@ -337,6 +379,14 @@ class Web3Chain:
             entries.append((int(e.kind), e.value, e.salt, v, r, ss))
         terms = self.job_terms(s.job_id).as_tuple()
         return (bytes(s.job_id), terms, providers, prices, entries, s.winners)
+
+    def _own_entry(self, job_id: JobId) -> tuple[tuple[Any, ...], list[Address], list[int], int]:
+        """Terms, assignment and this account's index in it (NotAssignedProvider if absent:
+        index 0 is sent so the contract itself refuses)."""
+        terms = self.job_terms(job_id).as_tuple()
+        providers, prices = _split(self.get_assignment(job_id))
+        index = providers.index(self.address) if self.address in providers else 0
+        return terms, providers, prices, index
 
     def _created(self, job_id: JobId) -> _Created:
         found = self._created_cache.get(bytes(job_id))

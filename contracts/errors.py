@@ -237,6 +237,38 @@ class NothingToClaim(ContractError):
     """The account has nothing credited."""
 
 
+class NotAssignedProvider(ContractError):
+    """Only the provider at that assignment index may commit or reveal on chain."""
+
+
+class CommitDeadlinePassed(ContractError):
+    """The job's commit deadline has passed."""
+
+
+class AlreadyCommitted(ContractError):
+    """The provider already committed on chain for this assignment."""
+
+
+class NotCommitted(ContractError):
+    """There is no on-chain commitment to reveal."""
+
+
+class AlreadyRevealed(ContractError):
+    """The on-chain commitment was already revealed."""
+
+
+class RevealMismatch(ContractError):
+    """keccak256(result ‖ salt) differs from the on-chain commitment."""
+
+
+class FinalizeTooEarly(ContractError):
+    """Anyone may finalize only after the settle deadline."""
+
+
+class MajorityExists(ContractError):
+    """On-chain reveals hold a majority: the job must be finalized, not reclaimed."""
+
+
 class AmountOverflow(ContractError):
     """A credited amount does not fit 96 bits."""
 

@@ -103,6 +103,8 @@ class FakeWorld:
         self.providers: dict[Address, _Provider] = {}
         self.accounts: dict[Address, _Account] = {}
         self.jobs: dict[bytes, _Job] = {}
+        # (job id, assignment index) -> [commit hash, result, revealed]
+        self.on_chain: dict[tuple[bytes, int], list[Any]] = {}
         self.events: list[ChainEvent] = []
         self._log_index = 0
 
@@ -393,49 +395,61 @@ class FakeChain:
     def settle_batch(self, settlements: list[Settlement]) -> Receipt:
         if len(settlements) > MAX_BATCH:
             raise E.BatchTooLarge(size=len(settlements), max=MAX_BATCH)
-        w = self.world
         # all-or-nothing, as on chain: decide every outcome before changing anything
-        outcomes = [self._decide(s) for s in settlements]
+        outcomes = []
+        seen: set[bytes] = set()
+        for s in settlements:
+            if bytes(s.job_id) in seen:  # settled earlier in this batch
+                raise E.WrongStatus(jobId=bytes(s.job_id), status=int(JobStatus.SETTLED))
+            seen.add(bytes(s.job_id))
+            outcomes.append(self._decide(s))
         tx = self._begin()
         for s, (winners, slashes, result) in zip(settlements, outcomes, strict=True):
-            job = w.jobs[bytes(s.job_id)]
-            t = job.terms
-            job.status = JobStatus.SETTLED
-            paid = slashed = 0
-            for i, a in enumerate(job.assignment):
-                p = w.providers[a.provider]
-                lock = a.price * w.stake_factor
-                p.locked -= lock
-                if winners >> i & 1:
-                    paid += a.price
-                    p.earned += a.price
-                    p.completed += 1
-                elif slashes >> i & 1:
-                    slashed += lock
-                    p.stake -= lock
-                    p.slashed += 1
-                    w._emit(
-                        "market",
-                        "ProviderSlashed",
-                        tx,
-                        jobId=bytes(s.job_id),
-                        provider=a.provider,
-                        amount=lock,
-                    )
-            w._credit(t.coordinator, t.fee)
-            refund = t.escrow - paid - t.fee + slashed
-            w._credit(t.requester, refund)
-            w._emit(
-                "market",
-                "JobSettled",
-                tx,
-                jobId=bytes(s.job_id),
-                result=result,
-                winners=winners,
-                slashed=slashes,
-                refund=refund,
-            )
+            self._pay(s.job_id, winners, slashes, result, True, tx)
         return self._receipt(tx)
+
+    def _pay(
+        self, job_id: JobId, winners: int, slashes: int, result: bytes, fee_paid: bool, tx: str
+    ) -> None:
+        w = self.world
+        job = w.jobs[bytes(job_id)]
+        t = job.terms
+        job.status = JobStatus.SETTLED
+        paid = slashed = 0
+        for i, a in enumerate(job.assignment):
+            p = w.providers[a.provider]
+            lock = a.price * w.stake_factor
+            p.locked -= lock
+            if winners >> i & 1:
+                paid += a.price
+                p.earned += a.price
+                p.completed += 1
+            elif slashes >> i & 1:
+                slashed += lock
+                p.stake -= lock
+                p.slashed += 1
+                w._emit(
+                    "market",
+                    "ProviderSlashed",
+                    tx,
+                    jobId=bytes(job_id),
+                    provider=a.provider,
+                    amount=lock,
+                )
+        fee = t.fee if fee_paid else 0
+        w._credit(t.coordinator, fee)
+        refund = t.escrow - paid - fee + slashed
+        w._credit(t.requester, refund)
+        w._emit(
+            "market",
+            "JobSettled",
+            tx,
+            jobId=bytes(job_id),
+            result=result,
+            winners=winners,
+            slashed=slashes,
+            refund=refund,
+        )
 
     def reclaim(self, job_id: JobId, assignment: list[Assignment]) -> Receipt:
         w = self.world
@@ -450,6 +464,11 @@ class FakeChain:
         deadline = t.assign_deadline if job.status == JobStatus.OPEN else t.settle_deadline
         if w.time + 1 <= deadline:
             raise E.ReclaimTooEarly(jobId=bytes(job_id), deadline=deadline)
+        if job.assignment:
+            values, revealed, _ = self._on_chain_outcome(job_id, len(job.assignment))
+            best = _majority(values, revealed)
+            if _bits(best) * 2 > max(_bits(revealed), t.redundancy):
+                raise E.MajorityExists(jobId=bytes(job_id))
         tx = self._begin()
         job.status = JobStatus.RECLAIMED
         for a in job.assignment:
@@ -481,6 +500,94 @@ class FakeChain:
         w._move(FAKE_MARKET, self._address, amount)
         w._emit("market", "Claimed", tx, account=self._address, amount=amount)
         return self._receipt(tx)
+
+    def commit_on_chain(self, job_id: JobId, commit_hash: bytes) -> Receipt:
+        job, index = self._own_entry(job_id)
+        if self.world.time + 1 > job.terms.commit_deadline:
+            raise E.CommitDeadlinePassed(jobId=bytes(job_id), deadline=job.terms.commit_deadline)
+        key = (bytes(job_id), index)
+        if key in self.world.on_chain:
+            raise E.AlreadyCommitted(jobId=bytes(job_id), provider=self._address)
+        tx = self._begin()
+        self.world.on_chain[key] = [commit_hash, b"\0" * 32, False]
+        self.world._emit(
+            "market",
+            "ProviderCommitted",
+            tx,
+            jobId=bytes(job_id),
+            provider=self._address,
+            commitHash=commit_hash,
+        )
+        return self._receipt(tx)
+
+    def reveal_on_chain(self, job_id: JobId, result: bytes, salt: bytes) -> Receipt:
+        job, index = self._own_entry(job_id)
+        jid = bytes(job_id)
+        if self.world.time + 1 > job.terms.settle_deadline:
+            raise E.SettleDeadlinePassed(jobId=jid, deadline=job.terms.settle_deadline)
+        entry = self.world.on_chain.get((jid, index))
+        if entry is None:
+            raise E.NotCommitted(jobId=jid, provider=self._address)
+        if entry[2]:
+            raise E.AlreadyRevealed(jobId=jid, provider=self._address)
+        if keccak(result + salt) != entry[0]:
+            raise E.RevealMismatch(jobId=jid, provider=self._address)
+        tx = self._begin()
+        entry[1], entry[2] = result, True
+        self.world._emit(
+            "market",
+            "ProviderRevealed",
+            tx,
+            jobId=jid,
+            provider=self._address,
+            result=result,
+            salt=salt,
+        )
+        return self._receipt(tx)
+
+    def finalize(self, job_id: JobId) -> Receipt:
+        job = self._job(job_id, JobStatus.ASSIGNED)
+        t = job.terms
+        jid = bytes(job_id)
+        if self.world.time + 1 <= t.settle_deadline:
+            raise E.FinalizeTooEarly(jobId=jid, deadline=t.settle_deadline)
+        values, revealed, committed_only = self._on_chain_outcome(job_id, len(job.assignment))
+        winners = _majority(values, revealed)
+        if _bits(winners) * 2 <= max(_bits(revealed | committed_only), t.redundancy):
+            raise E.NoMajority(jobId=jid)
+        slashes = (revealed | committed_only) & ~winners if t.mode == CompareMode.EXACT else 0
+        first = (winners & -winners).bit_length() - 1
+        tx = self._begin()
+        self._pay(job_id, winners, slashes, values[first], False, tx)
+        self.world._emit("market", "JobFinalized", tx, jobId=jid, caller=self._address)
+        return self._receipt(tx)
+
+    def on_chain_entry(self, job_id: JobId, index: int) -> tuple[bytes, bytes, bool]:
+        entry = self.world.on_chain.get((bytes(job_id), index))
+        if entry is None:
+            return b"\0" * 32, b"\0" * 32, False
+        return entry[0], entry[1], entry[2]
+
+    def _own_entry(self, job_id: JobId) -> tuple[_Job, int]:
+        job = self._job(job_id, JobStatus.ASSIGNED)
+        for i, a in enumerate(job.assignment):
+            if a.provider == self._address:
+                return job, i
+        raise E.NotAssignedProvider(jobId=bytes(job_id), caller=self._address)
+
+    def _on_chain_outcome(self, job_id: JobId, n: int) -> tuple[list[bytes], int, int]:
+        values = [b"\0" * 32] * n
+        revealed = committed_only = 0
+        for i in range(n):
+            entry = self.world.on_chain.get((bytes(job_id), i))
+            if entry is None:
+                continue
+            if entry[2]:
+                values[i] = entry[1]
+                revealed |= 1 << i
+            else:
+                committed_only |= 1 << i
+        return values, revealed, committed_only
 
     def job_status(self, job_id: JobId) -> tuple[JobStatus, int]:
         job = self.world.jobs.get(bytes(job_id))
@@ -550,8 +657,14 @@ class FakeChain:
         if w.time + 1 > t.settle_deadline:
             raise E.SettleDeadlinePassed(jobId=jid, deadline=t.settle_deadline)
         revealed = signed = 0
+        values = [e.value for e in s.entries]
         for i, (a, e) in enumerate(zip(job.assignment, s.entries, strict=True)):
             if e.kind == EntryKind.NONE:
+                own = w.on_chain.get((jid, i))
+                if own is not None and own[2]:  # the provider's own on-chain reveal counts
+                    values[i] = own[1]
+                    revealed |= 1 << i
+                    signed += 1
                 continue
             if e.kind not in (EntryKind.REVEAL, EntryKind.COMMIT) or e.signature is None:
                 raise E.InvalidSignatureKind(index=i, kind=int(e.kind))
@@ -564,7 +677,7 @@ class FakeChain:
         if t.mode == CompareMode.EXACT:
             if s.winners != 0:
                 raise E.InvalidWinners(jobId=jid, winners=s.winners)
-            winners = _majority([e.value for e in s.entries], revealed)
+            winners = _majority(values, revealed)
             for i, e in enumerate(s.entries):
                 if e.kind != EntryKind.NONE and not winners >> i & 1:
                     slashes |= 1 << i
@@ -572,10 +685,10 @@ class FakeChain:
             winners = s.winners
             if winners == 0 or winners & ~revealed:
                 raise E.InvalidWinners(jobId=jid, winners=winners)
-        if bin(winners).count("1") * 2 <= max(signed, t.redundancy):
+        if _bits(winners) * 2 <= max(signed, t.redundancy):
             raise E.NoMajority(jobId=jid)
         first = (winners & -winners).bit_length() - 1
-        return winners, slashes, s.entries[first].value
+        return winners, slashes, values[first]
 
 
 _ZERO = parse_address("0x0000000000000000000000000000000000000000")
@@ -644,6 +757,10 @@ def _signed_by(
     except SignatureError:
         return False
     return signer == provider
+
+
+def _bits(mask: int) -> int:
+    return bin(mask).count("1")
 
 
 def _majority(values: list[bytes], revealed: int) -> int:

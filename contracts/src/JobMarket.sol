@@ -17,6 +17,11 @@ import {ProviderRegistry} from "./ProviderRegistry.sol";
 /// and the assignment (from ProviderAssigned events) back in; the contract recomputes the
 /// commitment and refuses anything else. The provider registry is the inherited half, so
 /// escrows, stakes and credits are held in this contract's one token balance.
+///
+/// Nobody can withhold agreed work: an assigned provider may commit and reveal on chain
+/// itself; settle counts an on-chain reveal the coordinator left out, and after the settle
+/// deadline anyone can `finalize` a job whose on-chain reveals hold a majority (the fee then
+/// goes back to the requester). `reclaim` refunds only when no such majority exists.
 contract JobMarket is ProviderRegistry {
     // Job status (low 3 bits of the job slot)
     uint8 public constant STATUS_NONE = 0;
@@ -102,6 +107,13 @@ contract JobMarket is ProviderRegistry {
         uint256 winners; // tolerance jobs: bit i set = provider i is in the winning group
     }
 
+    /// A provider's own on-chain commitment and reveal for one assignment index.
+    struct OnChainEntry {
+        bytes32 commitHash;
+        bytes32 result;
+        bool revealed;
+    }
+
     /// One slot per party: credited balance, lifetime credits (keeps the slot non-zero after
     /// a claim, so the next credit is cheap) and the requester's job nonce.
     struct Account {
@@ -116,6 +128,7 @@ contract JobMarket is ProviderRegistry {
 
     mapping(bytes32 => uint256) private jobSlots;
     mapping(address => Account) private accounts;
+    mapping(bytes32 => OnChainEntry) private onChain; // key: keccak256(jobId, index)
     bool private transient entered;
 
     event JobCreated(
@@ -140,6 +153,11 @@ contract JobMarket is ProviderRegistry {
         bytes32 indexed jobId, bytes32 result, uint256 winners, uint256 slashed, uint256 refund
     );
     event ProviderSlashed(bytes32 indexed jobId, address indexed provider, uint64 amount);
+    event ProviderCommitted(bytes32 indexed jobId, address indexed provider, bytes32 commitHash);
+    event ProviderRevealed(
+        bytes32 indexed jobId, address indexed provider, bytes32 result, bytes32 salt
+    );
+    event JobFinalized(bytes32 indexed jobId, address indexed caller);
     event JobReclaimed(bytes32 indexed jobId, uint256 refund);
     event JobCancelled(bytes32 indexed jobId, uint256 refund);
     event Claimed(address indexed account, uint256 amount);
@@ -168,6 +186,14 @@ contract JobMarket is ProviderRegistry {
     error NoMajority(bytes32 jobId);
     error BatchTooLarge(uint256 size, uint256 max);
     error NothingToClaim(address account);
+    error NotAssignedProvider(bytes32 jobId, address caller);
+    error CommitDeadlinePassed(bytes32 jobId, uint32 deadline);
+    error AlreadyCommitted(bytes32 jobId, address provider);
+    error NotCommitted(bytes32 jobId, address provider);
+    error AlreadyRevealed(bytes32 jobId, address provider);
+    error RevealMismatch(bytes32 jobId, address provider);
+    error FinalizeTooEarly(bytes32 jobId, uint32 deadline);
+    error MajorityExists(bytes32 jobId);
     error AmountOverflow(uint256 amount);
     error Reentrancy();
 
@@ -255,6 +281,14 @@ contract JobMarket is ProviderRegistry {
         if (msg.sender != t.requester) revert NotRequester(jobId, msg.sender);
         uint32 deadline = status == STATUS_OPEN ? t.assignDeadline : t.settleDeadline;
         if (block.timestamp <= deadline) revert ReclaimTooEarly(jobId, deadline);
+        if (n != 0) {
+            // Agreed work revealed on chain is paid through finalize, never refunded.
+            (bytes32[] memory values, uint256 revealed,) = _onChainOutcome(jobId, n);
+            uint256 best = _majorityMask(values, revealed);
+            if (_popcount(best) * 2 > _max(_popcount(revealed), t.redundancy)) {
+                revert MajorityExists(jobId);
+            }
+        }
         jobSlots[jobId] = _seal(0, n, STATUS_RECLAIMED);
         uint64 factor = stakeFactor;
         for (uint256 i; i < n; ++i) {
@@ -334,6 +368,83 @@ contract JobMarket is ProviderRegistry {
         }
     }
 
+    // ------------------------------------------------------------------- provider
+
+    /// @notice An assigned provider commits to keccak256(result ‖ salt) on chain itself,
+    /// before the commit deadline, so that no coordinator can censor its answer.
+    function commitOnChain(
+        bytes32 jobId,
+        Terms calldata t,
+        address[] calldata providers,
+        uint64[] calldata prices,
+        uint256 index,
+        bytes32 commitHash
+    ) external {
+        _checkAssigned(jobId, t, providers, prices, index);
+        if (block.timestamp > t.commitDeadline) {
+            revert CommitDeadlinePassed(jobId, t.commitDeadline);
+        }
+        OnChainEntry storage e = onChain[_entryKey(jobId, index)];
+        if (e.commitHash != 0) revert AlreadyCommitted(jobId, msg.sender);
+        e.commitHash = commitHash;
+        emit ProviderCommitted(jobId, msg.sender, commitHash);
+    }
+
+    /// @notice Reveal an on-chain commitment, before the settle deadline.
+    function revealOnChain(
+        bytes32 jobId,
+        Terms calldata t,
+        address[] calldata providers,
+        uint64[] calldata prices,
+        uint256 index,
+        bytes32 result,
+        bytes32 salt
+    ) external {
+        _checkAssigned(jobId, t, providers, prices, index);
+        if (block.timestamp > t.settleDeadline) {
+            revert SettleDeadlinePassed(jobId, t.settleDeadline);
+        }
+        OnChainEntry storage e = onChain[_entryKey(jobId, index)];
+        if (e.commitHash == 0) revert NotCommitted(jobId, msg.sender);
+        if (e.revealed) revert AlreadyRevealed(jobId, msg.sender);
+        if (keccak256(abi.encodePacked(result, salt)) != e.commitHash) {
+            revert RevealMismatch(jobId, msg.sender);
+        }
+        e.result = result;
+        e.revealed = true;
+        emit ProviderRevealed(jobId, msg.sender, result, salt);
+    }
+
+    /// @notice After the settle deadline anyone can close an unsettled job whose on-chain
+    /// reveals hold a majority: it is paid like a settlement (equal results only; an
+    /// on-chain commit never revealed loses on exact jobs), and the unearned fee is refunded.
+    function finalize(
+        bytes32 jobId,
+        Terms calldata t,
+        address[] calldata providers,
+        uint64[] calldata prices
+    ) external nonReentrant {
+        uint256 slot = jobSlots[jobId];
+        _expectStatus(jobId, slot, STATUS_ASSIGNED, STATUS_ASSIGNED);
+        uint256 n = providers.length;
+        if (n != _countOf(slot) || prices.length != n) revert LengthMismatch();
+        if (_commitment(t, _chainOf(providers, prices)) != slot & ~META_MASK) {
+            revert RecordMismatch(jobId);
+        }
+        if (block.timestamp <= t.settleDeadline) {
+            revert FinalizeTooEarly(jobId, t.settleDeadline);
+        }
+        (bytes32[] memory values, uint256 revealed, uint256 committedOnly) =
+            _onChainOutcome(jobId, n);
+        uint256 winners = _majorityMask(values, revealed);
+        uint256 quorum = _max(_popcount(revealed | committedOnly), t.redundancy);
+        if (_popcount(winners) * 2 <= quorum) revert NoMajority(jobId);
+        uint256 slashMask = t.mode == MODE_EXACT ? (revealed | committedOnly) & ~winners : 0;
+        jobSlots[jobId] = _seal(0, n, STATUS_SETTLED);
+        _conclude(jobId, t, providers, prices, values, winners, slashMask, false);
+        emit JobFinalized(jobId, msg.sender);
+    }
+
     // ---------------------------------------------------------------------- views
 
     /// @return status one of STATUS_*; assigned the number of providers assigned;
@@ -354,6 +465,16 @@ contract JobMarket is ProviderRegistry {
         returns (bytes32)
     {
         return bytes32(_commitment(t, _chainOf(providers, prices)));
+    }
+
+    /// @notice A provider's on-chain commitment and reveal for assignment `index`.
+    function onChainEntry(bytes32 jobId, uint256 index)
+        external
+        view
+        returns (bytes32 commitHash, bytes32 result, bool revealed)
+    {
+        OnChainEntry memory e = onChain[_entryKey(jobId, index)];
+        return (e.commitHash, e.result, e.revealed);
     }
 
     /// @return owed credited and not yet claimed (a provider's payments are in
@@ -393,13 +514,14 @@ contract JobMarket is ProviderRegistry {
         if (block.timestamp > t.settleDeadline) {
             revert SettleDeadlinePassed(jobId, t.settleDeadline);
         }
-        (uint256 revealed, uint256 signedCount) = _verifySigned(jobId, s.providers, s.signed);
+        (bytes32[] memory values, uint256 revealed, uint256 signedCount) =
+            _verifySigned(jobId, s.providers, s.signed);
 
         uint256 winners;
         uint256 slashMask;
         if (t.mode == MODE_EXACT) {
             if (s.winners != 0) revert InvalidWinners(jobId, s.winners);
-            winners = _majorityMask(s.signed, revealed);
+            winners = _majorityMask(values, revealed);
             // Every signed entry outside the majority lost: a differing reveal, or a commit
             // its provider never revealed.
             for (uint256 i; i < n; ++i) {
@@ -411,36 +533,38 @@ contract JobMarket is ProviderRegistry {
             winners = s.winners;
             if (winners == 0 || winners & ~revealed != 0) revert InvalidWinners(jobId, winners);
         }
-        uint256 quorum = signedCount > t.redundancy ? signedCount : t.redundancy;
-        if (_popcount(winners) * 2 <= quorum) revert NoMajority(jobId);
+        if (_popcount(winners) * 2 <= _max(signedCount, t.redundancy)) revert NoMajority(jobId);
 
         jobSlots[jobId] = _seal(0, n, STATUS_SETTLED);
-        (uint256 paid, uint256 slashed, bytes32 result) =
-            _payProviders(jobId, s, winners, slashMask);
-        _credit(t.coordinator, t.fee);
-        uint256 refund = _escrowOf(t.redundancy, t.priceCap, t.fee) - paid - t.fee + slashed;
-        _credit(t.requester, refund);
-        emit JobSettled(jobId, result, winners, slashMask, refund);
+        _conclude(jobId, t, s.providers, s.prices, values, winners, slashMask, true);
     }
 
-    /// Releases each provider's locked stake; winners are credited their price and count a
-    /// completed job, slashed providers lose the locked stake (returned as `slashed`).
-    function _payProviders(
+    /// Pays a decided job: releases each provider's locked stake, credits winners their
+    /// price (and a completed job), slashes `slashMask` to the requester, credits the fee
+    /// to the coordinator (or back to the requester when it did not settle), refunds the rest.
+    function _conclude(
         bytes32 jobId,
-        Settlement calldata s,
+        Terms calldata t,
+        address[] calldata providers,
+        uint64[] calldata prices,
+        bytes32[] memory values,
         uint256 winners,
-        uint256 slashMask
-    ) private returns (uint256 paid, uint256 slashed, bytes32 result) {
+        uint256 slashMask,
+        bool feeToCoordinator
+    ) private {
         uint64 factor = stakeFactor;
-        uint256 n = s.providers.length;
+        uint256 paid;
+        uint256 slashed;
+        bytes32 result;
+        uint256 n = providers.length;
         for (uint256 i; i < n; ++i) {
-            address who = s.providers[i];
-            uint64 price = s.prices[i];
+            address who = providers[i];
+            uint64 price = prices[i];
             uint56 locked = uint56(price * factor);
             Provider memory p = _providers[who];
             p.locked -= locked;
             if (winners & (1 << i) != 0) {
-                if (paid == 0) result = s.signed[i].value;
+                if (paid == 0) result = values[i];
                 paid += price;
                 p.earned += uint56(price);
                 p.completed += 1;
@@ -452,21 +576,34 @@ contract JobMarket is ProviderRegistry {
             }
             _providers[who] = p; // one slot, one write
         }
+        uint256 fee = feeToCoordinator ? t.fee : 0;
+        _credit(t.coordinator, fee);
+        uint256 refund = _escrowOf(t.redundancy, t.priceCap, t.fee) - paid - fee + slashed;
+        _credit(t.requester, refund);
+        emit JobSettled(jobId, result, winners, slashMask, refund);
     }
 
-    /// Checks every signed entry against its provider. Returns the bit mask of reveals and
-    /// the number of signed entries (reveals and unrevealed commits).
+    /// Checks every signed entry against its provider; an entry left empty counts the
+    /// provider's own on-chain reveal, if any. Returns each entry's value, the bit mask of
+    /// reveals and the number of signed entries (reveals and unrevealed commits).
     function _verifySigned(bytes32 jobId, address[] calldata providers, Signed[] calldata signed)
         private
         view
-        returns (uint256 revealed, uint256 signedCount)
+        returns (bytes32[] memory values, uint256 revealed, uint256 signedCount)
     {
         bytes32 domain = domainSeparator();
         uint256 n = providers.length;
+        values = new bytes32[](n);
         for (uint256 i; i < n; ++i) {
             Signed calldata e = signed[i];
             bytes32 structHash;
             if (e.kind == KIND_NONE) {
+                OnChainEntry storage own = onChain[_entryKey(jobId, i)];
+                if (own.revealed) {
+                    values[i] = own.result;
+                    revealed |= 1 << i;
+                    ++signedCount;
+                }
                 continue;
             } else if (e.kind == KIND_REVEAL) {
                 structHash =
@@ -481,26 +618,74 @@ contract JobMarket is ProviderRegistry {
             if (uint256(e.s) > HALF_ORDER || ecrecover(digest, e.v, e.r, e.s) != providers[i]) {
                 revert InvalidSignature(jobId, providers[i]);
             }
+            values[i] = e.value;
             ++signedCount;
         }
     }
 
+    /// On-chain entries of a job: values of reveals, the reveal mask, and the mask of
+    /// commitments that were never revealed.
+    function _onChainOutcome(bytes32 jobId, uint256 n)
+        private
+        view
+        returns (bytes32[] memory values, uint256 revealed, uint256 committedOnly)
+    {
+        values = new bytes32[](n);
+        for (uint256 i; i < n; ++i) {
+            OnChainEntry storage e = onChain[_entryKey(jobId, i)];
+            if (e.revealed) {
+                values[i] = e.result;
+                revealed |= 1 << i;
+            } else if (e.commitHash != 0) {
+                committedOnly |= 1 << i;
+            }
+        }
+    }
+
+    /// Checks that the caller is the provider at `index` of an assigned job's record.
+    function _checkAssigned(
+        bytes32 jobId,
+        Terms calldata t,
+        address[] calldata providers,
+        uint64[] calldata prices,
+        uint256 index
+    ) private view {
+        uint256 slot = jobSlots[jobId];
+        _expectStatus(jobId, slot, STATUS_ASSIGNED, STATUS_ASSIGNED);
+        uint256 n = providers.length;
+        if (n != _countOf(slot) || prices.length != n) revert LengthMismatch();
+        if (_commitment(t, _chainOf(providers, prices)) != slot & ~META_MASK) {
+            revert RecordMismatch(jobId);
+        }
+        if (index >= n || providers[index] != msg.sender) {
+            revert NotAssignedProvider(jobId, msg.sender);
+        }
+    }
+
+    function _entryKey(bytes32 jobId, uint256 index) private pure returns (bytes32) {
+        return keccak256(abi.encode(jobId, index));
+    }
+
+    function _max(uint256 a, uint256 b) private pure returns (uint256) {
+        return a > b ? a : b;
+    }
+
     /// The reveals sharing the most common result (the first such result on a tie; a tie
     /// never reaches a majority, which the caller checks).
-    function _majorityMask(Signed[] calldata signed, uint256 revealed)
+    function _majorityMask(bytes32[] memory values, uint256 revealed)
         private
         pure
         returns (uint256 best)
     {
         uint256 bestCount;
-        uint256 n = signed.length;
+        uint256 n = values.length;
         for (uint256 i; i < n; ++i) {
             if (revealed & (1 << i) == 0) continue;
-            bytes32 value = signed[i].value;
+            bytes32 value = values[i];
             uint256 mask;
             uint256 count;
             for (uint256 k = i; k < n; ++k) {
-                if (revealed & (1 << k) != 0 && signed[k].value == value) {
+                if (revealed & (1 << k) != 0 && values[k] == value) {
                     mask |= 1 << k;
                     ++count;
                 }

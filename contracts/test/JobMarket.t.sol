@@ -512,4 +512,112 @@ contract JobMarketTest is Fixture {
         );
         market.assign(jobId, termsOf[jobId], ps, prices);
     }
+
+    // ------------------------------------------------------- providers on chain
+
+    function _commitReveal(bytes32 jobId, address[] memory ps, uint64[] memory prices, uint256 i, bytes32 result) internal {
+        bytes32 salt = keccak256(abi.encode("salt", i));
+        JobMarket.Terms memory t = termsOf[jobId];
+        vm.prank(ps[i]);
+        market.commitOnChain(jobId, t, ps, prices, i, keccak256(abi.encodePacked(result, salt)));
+        vm.prank(ps[i]);
+        market.revealOnChain(jobId, t, ps, prices, i, result, salt);
+    }
+
+    function test_onChainRevealCountsWhenCoordinatorLeavesItOut() public {
+        bytes32 jobId = _create(2, 0, CAP, FEE);
+        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 2, PRICE);
+        _commitReveal(jobId, ps, prices, 1, GOOD);
+        (bytes32 commitHash, bytes32 result, bool revealed) = market.onChainEntry(jobId, 1);
+        assertTrue(revealed && result == GOOD && commitHash != bytes32(0), "entry stored");
+        JobMarket.Settlement memory st = _settlement(jobId, ps, prices, _results(GOOD, 0));
+        vm.prank(coordinator);
+        market.settle(st);
+        assertEq(_owed(ps[1]), PRICE, "censored provider still paid");
+        _checkConservation(0);
+    }
+
+    function test_finalizeByAnyoneAfterSettleDeadline() public {
+        bytes32 jobId = _create(2, 0, CAP, FEE);
+        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 2, PRICE);
+        _commitReveal(jobId, ps, prices, 0, GOOD);
+        _commitReveal(jobId, ps, prices, 1, GOOD);
+        JobMarket.Terms memory t = termsOf[jobId];
+        vm.expectRevert(
+            abi.encodeWithSelector(JobMarket.FinalizeTooEarly.selector, jobId, t.settleDeadline)
+        );
+        market.finalize(jobId, t, ps, prices);
+        vm.warp(uint256(t.settleDeadline) + 1);
+        vm.prank(requester);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.MajorityExists.selector, jobId));
+        market.reclaim(jobId, t, ps, prices);
+        vm.prank(vm.addr(0xD00D));
+        market.finalize(jobId, t, ps, prices);
+        assertEq(_owed(ps[0]), PRICE, "paid");
+        assertEq(_owed(ps[1]), PRICE, "paid");
+        assertEq(_owed(coordinator), 0, "no fee without settling");
+        assertEq(_owed(requester), 3 * uint256(CAP) + FEE - 2 * PRICE, "fee refunded too");
+        assertEq(_status(jobId), 3, "settled");
+        _checkConservation(0);
+    }
+
+    function test_finalizeSlashesUnrevealedOnChainCommit() public {
+        bytes32 jobId = _create(2, 0, CAP, FEE);
+        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 3, PRICE);
+        _commitReveal(jobId, ps, prices, 0, GOOD);
+        _commitReveal(jobId, ps, prices, 1, GOOD);
+        JobMarket.Terms memory t = termsOf[jobId];
+        vm.prank(ps[2]);
+        market.commitOnChain(jobId, t, ps, prices, 2, keccak256("never revealed"));
+        vm.warp(uint256(t.settleDeadline) + 1);
+        market.finalize(jobId, t, ps, prices);
+        (,,,,,,, uint24 slashed2,,) = market.providerInfo(ps[2]);
+        assertEq(slashed2, 1, "committed on chain, never revealed: slashed");
+        _checkConservation(0);
+    }
+
+    function test_noOnChainMajorityLeavesReclaim() public {
+        bytes32 jobId = _create(2, 0, CAP, FEE);
+        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 2, PRICE);
+        _commitReveal(jobId, ps, prices, 0, GOOD);
+        JobMarket.Terms memory t = termsOf[jobId];
+        vm.warp(uint256(t.settleDeadline) + 1);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NoMajority.selector, jobId));
+        market.finalize(jobId, t, ps, prices);
+        vm.prank(requester);
+        market.reclaim(jobId, t, ps, prices);
+        assertEq(_owed(requester), _escrow(jobId), "escrow back");
+    }
+
+    function test_onChainErrors() public {
+        bytes32 jobId = _create(2, 0, CAP, FEE);
+        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 2, PRICE);
+        JobMarket.Terms memory t = termsOf[jobId];
+        vm.prank(ps[0]);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NotAssignedProvider.selector, jobId, ps[0]));
+        market.commitOnChain(jobId, t, ps, prices, 1, GOOD);
+        vm.prank(ps[0]);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.NotCommitted.selector, jobId, ps[0]));
+        market.revealOnChain(jobId, t, ps, prices, 0, GOOD, GOOD);
+        bytes32 commitHash = keccak256(abi.encodePacked(GOOD, BAD));
+        vm.prank(ps[0]);
+        market.commitOnChain(jobId, t, ps, prices, 0, commitHash);
+        vm.prank(ps[0]);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.AlreadyCommitted.selector, jobId, ps[0]));
+        market.commitOnChain(jobId, t, ps, prices, 0, commitHash);
+        vm.prank(ps[0]);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.RevealMismatch.selector, jobId, ps[0]));
+        market.revealOnChain(jobId, t, ps, prices, 0, BAD, GOOD);
+        vm.prank(ps[0]);
+        market.revealOnChain(jobId, t, ps, prices, 0, GOOD, BAD);
+        vm.prank(ps[0]);
+        vm.expectRevert(abi.encodeWithSelector(JobMarket.AlreadyRevealed.selector, jobId, ps[0]));
+        market.revealOnChain(jobId, t, ps, prices, 0, GOOD, BAD);
+        vm.warp(uint256(t.commitDeadline) + 1);
+        vm.prank(ps[1]);
+        vm.expectRevert(
+            abi.encodeWithSelector(JobMarket.CommitDeadlinePassed.selector, jobId, t.commitDeadline)
+        );
+        market.commitOnChain(jobId, t, ps, prices, 1, commitHash);
+    }
 }

@@ -315,3 +315,53 @@ def test_settle_reverts(market: Market) -> None:
 
 def to_big() -> int:
     return STAKE // FACTOR + 1
+
+
+def test_providers_on_chain_commit_reveal_and_finalize(market: Market) -> None:
+    from contracts.eip712 import commit_hash
+
+    salt = b"\x07" * 32
+    job_id = market.create(2)
+    pair = market.assignment(0, 1)
+    market.coordinator.assign(job_id, pair)
+    p0, p1 = market.providers[0], market.providers[1]
+    with pytest.raises(E.NotCommitted):
+        p0.reveal_on_chain(job_id, GOOD, salt)
+    with pytest.raises(E.NotAssignedProvider):
+        market.providers[2].commit_on_chain(job_id, commit_hash(GOOD, salt))
+    for p in (p0, p1):
+        p.commit_on_chain(job_id, commit_hash(GOOD, salt))
+    with pytest.raises(E.AlreadyCommitted):
+        p0.commit_on_chain(job_id, commit_hash(GOOD, salt))
+    with pytest.raises(E.RevealMismatch):
+        p0.reveal_on_chain(job_id, BAD, salt)
+    for p in (p0, p1):
+        p.reveal_on_chain(job_id, GOOD, salt)
+    with pytest.raises(E.AlreadyRevealed):
+        p0.reveal_on_chain(job_id, GOOD, salt)
+    assert p0.on_chain_entry(job_id, 1) == (commit_hash(GOOD, salt), GOOD, True)
+    with pytest.raises(E.FinalizeTooEarly):
+        market.deployer.finalize(job_id)
+    market.advance(1900)  # the coordinator never settles
+    with pytest.raises(E.MajorityExists):
+        market.requester.reclaim(job_id, pair)
+    receipt = market.deployer.finalize(job_id)  # anyone
+    assert [e.name for e in receipt.events if e.name.startswith("Job")] == [
+        "JobSettled",
+        "JobFinalized",
+    ]
+    assert p0.provider_info(p0.address).earned == PRICE
+    assert market.requester.claimable(market.coordinator.address) == 0
+    assert market.requester.claimable(market.requester.address) == 3 * CAP + FEE - 2 * PRICE
+
+
+def test_settle_counts_an_on_chain_reveal_left_out(market: Market) -> None:
+    from contracts.eip712 import commit_hash
+
+    job_id = market.create(2)
+    pair = market.assignment(0, 1)
+    market.coordinator.assign(job_id, pair)
+    market.providers[1].commit_on_chain(job_id, commit_hash(GOOD, GOOD))
+    market.providers[1].reveal_on_chain(job_id, GOOD, GOOD)
+    market.coordinator.settle(market.settlement(job_id, pair, [GOOD, None]))
+    assert market.providers[1].provider_info(market.providers[1].address).earned == PRICE
