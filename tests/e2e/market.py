@@ -39,6 +39,7 @@ FAST_SCRYPT_N = 2**12
 CLI_TIMEOUT_S = 240.0
 TERMINAL = ("settled", "failed", "reclaimed", "cancelled", "disputed")
 READ_ONLY_KEY = "0x" + "11" * 32
+REJOIN_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,9 @@ class Market:
         )
         self._replace_record(record)
         wait_ready(record, ready_file.exists, timeout=120, what="restarted coordinator")
+        # Providers find a restarted coordinator only when they dial it again.
+        providers = sum(1 for p in self.state.processes if p.name.startswith("provider"))
+        self.wait_providers(lambda listed: len(listed) >= providers, timeout=REJOIN_TIMEOUT_S)
 
     def start_provider(
         self,
