@@ -52,12 +52,23 @@ def job_id_for(requester: str, nonce: int) -> JobId:
 
 
 def assignment_hash(assignment: list[Assignment] | tuple[Assignment, ...]) -> bytes:
-    """The market's 24-byte hash chain over (provider, price) in assignment order."""
-    chain = b"\0" * 24
+    """The market's hash chain over the assignment in order:
+    ``chain = keccak256(chain ‖ provider ‖ uint64 price)`` starting from 32 zero bytes."""
+    chain = b"\0" * 32
     for a in assignment:
         packed = chain + bytes.fromhex(parse_address(a.provider)[2:]) + a.price.to_bytes(8, "big")
-        chain = keccak(packed)[:24]
+        chain = keccak(packed)
     return chain
+
+
+def job_commitment(terms: JobTerms, assignment: list[Assignment] | tuple[Assignment, ...]) -> bytes:
+    """What the market's job slot commits to: keccak256(abi.encode(terms, chain)) with its
+    low byte (status and count live there) cleared."""
+    encoded = encode(
+        ["(address,address,uint8,uint8,uint64,uint64,uint32,uint32,uint32)", "bytes32"],
+        [terms.as_tuple(), assignment_hash(assignment)],
+    )
+    return keccak(encoded)[:31] + b"\0"
 
 
 @runtime_checkable

@@ -94,3 +94,18 @@ def test_unknown_job_and_unreachable_node(real: Market) -> None:
     assert real.requester.job_status(JobId(b"\x05" * 32)) == (JobStatus.NONE, 0)
     with pytest.raises(E.RpcError):
         connect("http://127.0.0.1:9")
+
+
+def test_python_commitment_matches_the_contract(real: Market) -> None:
+    from contracts.chain import job_commitment
+
+    job_id = real.create(2)
+    assert isinstance(real.requester, Web3Chain)
+    terms = real.requester.job_terms(job_id)
+    _, _, on_chain = real.requester.market.functions.getJob(bytes(job_id)).call()
+    assert job_commitment(terms, []) == bytes(on_chain)
+    pair = real.assignment(0, 1)
+    real.coordinator.assign(job_id, pair)
+    _, _, on_chain = real.requester.market.functions.getJob(bytes(job_id)).call()
+    assert job_commitment(terms, pair) == bytes(on_chain)
+    assert job_commitment(terms, pair[:1]) != bytes(on_chain)
