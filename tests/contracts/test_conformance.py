@@ -365,3 +365,22 @@ def test_settle_counts_an_on_chain_reveal_left_out(market: Market) -> None:
     market.providers[1].reveal_on_chain(job_id, GOOD, GOOD)
     market.coordinator.settle(market.settlement(job_id, pair, [GOOD, None]))
     assert market.providers[1].provider_info(market.providers[1].address).earned == PRICE
+
+
+def test_remaining_revert_paths(market: Market) -> None:
+    from eth_account import Account
+
+    with pytest.raises(E.InvalidMode):
+        market.create(2, mode=2)  # type: ignore[arg-type]
+    job_id = market.create(2)
+    pair = market.assignment(0, 1)
+    market.coordinator.assign(job_id, pair)
+    market.advance(1900)
+    with pytest.raises(E.LengthMismatch):
+        market.requester.reclaim(job_id, pair[:1])
+    with pytest.raises(E.CommitDeadlinePassed):
+        market.providers[0].commit_on_chain(job_id, GOOD)
+    with pytest.raises(E.StakeOverflow):
+        market.providers[0].stake(2**56)
+    with pytest.raises(E.NotMinter):
+        market.requester.mint(Account.create().address, 1)

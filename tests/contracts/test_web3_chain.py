@@ -109,3 +109,28 @@ def test_python_commitment_matches_the_contract(real: Market) -> None:
     _, _, on_chain = real.requester.market.functions.getJob(bytes(job_id)).call()
     assert job_commitment(terms, pair) == bytes(on_chain)
     assert job_commitment(terms, pair[:1]) != bytes(on_chain)
+
+
+def test_token_errors_are_named(real: Market) -> None:
+    requester = real.requester
+    assert isinstance(requester, Web3Chain)
+    token = requester.token.functions
+    spender = real.deployment.market
+    now = requester.now()
+    stranger = Account.create()
+    with pytest.raises(E.InvalidRecipient):
+        requester.sender.send(token.transfer("0x" + "00" * 20, 1))
+    with pytest.raises(E.InsufficientAllowance):
+        real.coordinator.sender.send(  # type: ignore[attr-defined]
+            token.transferFrom(requester.address, stranger.address, 1)
+        )
+    expired = requester.sign_permit(spender, 5, now - 1)
+    with pytest.raises(E.PermitExpired):
+        requester.sender.send(
+            token.permit(requester.address, spender, 5, now - 1, expired.v, expired.r, expired.s)
+        )
+    wrong = requester.for_account(stranger).sign_permit(spender, 5, now + 600)
+    with pytest.raises(E.InvalidPermitSignature):
+        requester.sender.send(
+            token.permit(requester.address, spender, 5, now + 600, wrong.v, wrong.r, wrong.s)
+        )
