@@ -296,7 +296,9 @@ class Market:
         self._replace_record(record)
         wait_ready(record, ready_file.exists, timeout=120, what="restarted coordinator")
         # Providers find a restarted coordinator only when they dial it again.
-        providers = sum(1 for p in self.state.processes if p.name.startswith("provider"))
+        providers = sum(
+            1 for p in self.state.processes if p.name.startswith("provider") and is_alive(p.pid)
+        )
         self.wait_providers(lambda listed: len(listed) >= providers, timeout=REJOIN_TIMEOUT_S)
 
     def start_provider(
