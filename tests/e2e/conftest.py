@@ -19,6 +19,27 @@ from devnet import network
 from tests.e2e.market import Market
 
 PROVIDERS = 3
+ORDER = (
+    "test_honest",
+    "test_lying_provider",
+    "test_copier",
+    "test_bad_input",
+    "test_adverts",
+    "test_crashes",
+    "test_bad_jobs",
+)
+"""Modules that crash daemons or fail jobs run after those that only need a calm market."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        return ORDER.index(module) if module in ORDER else len(ORDER)
+
+    e2e = [i for i in items if "tests/e2e/" in str(i.path)]
+    if e2e:
+        others = [i for i in items if i not in e2e]
+        items[:] = others + sorted(e2e, key=rank)
 
 
 @pytest.fixture(scope="session")

@@ -51,29 +51,6 @@ def everyone(market: Market, requester: str) -> list[str]:
     return accounts + [a.address for a in market.state.accounts if a.role == "provider"]
 
 
-def test_a_killed_provider_is_replaced(market: Market, tmp_path: Path) -> None:
-    requester = market.new_requester()
-    before = market.ledger(everyone(market, requester.address))
-    submitted = market.submit(slow_spec(tmp_path / "spec"), requester, wait=False)
-    job_id = submitted["job_id"]
-    view = market.wait_job(job_id, running, timeout=60, what="running")
-    victim = next(p["address"] for p in view["providers"] if p["state"] == "running")
-    name = market.provider_name(victim)
-    market.kill(name)
-    try:
-        final = market.wait_job(
-            job_id, lambda v: v["state"] in TERMINAL, timeout=120, what="finished"
-        )
-        assert final["state"] == "settled", final
-        paid = {p["address"] for p in final["providers"] if p["outcome"] == "paid"}
-        assert len(paid) == 2 and victim not in paid, final["providers"]
-        after = market.ledger(everyone(market, requester.address))
-        assert_paid_exactly(market, final, before, after, escrow=submitted["escrow"])
-    finally:
-        market.restart_devnet_provider(int(name.rsplit("-", 1)[1]))
-        market.wait_providers(lambda s: victim in s, timeout=60)
-
-
 def test_a_restarted_coordinator_settles_exactly_once(market: Market, tmp_path: Path) -> None:
     requester = market.new_requester()
     before = market.ledger(everyone(market, requester.address))
@@ -131,3 +108,26 @@ def test_the_requester_reclaims_when_the_coordinator_is_gone(
         assert again.returncode == 1 and "nothing to cancel" in again.stderr
     finally:
         market.restart_coordinator(env)
+
+
+def test_a_killed_provider_is_replaced(market: Market, tmp_path: Path) -> None:
+    requester = market.new_requester()
+    before = market.ledger(everyone(market, requester.address))
+    submitted = market.submit(slow_spec(tmp_path / "spec"), requester, wait=False)
+    job_id = submitted["job_id"]
+    view = market.wait_job(job_id, running, timeout=60, what="running")
+    victim = next(p["address"] for p in view["providers"] if p["state"] == "running")
+    name = market.provider_name(victim)
+    market.kill(name)
+    try:
+        final = market.wait_job(
+            job_id, lambda v: v["state"] in TERMINAL, timeout=90, what="finished"
+        )
+        assert final["state"] == "settled", final
+        paid = {p["address"] for p in final["providers"] if p["outcome"] == "paid"}
+        assert len(paid) == 2 and victim not in paid, final["providers"]
+        after = market.ledger(everyone(market, requester.address))
+        assert_paid_exactly(market, final, before, after, escrow=submitted["escrow"])
+    finally:
+        market.restart_devnet_provider(int(name.rsplit("-", 1)[1]))
+        market.wait_providers(lambda s: victim in s, timeout=60)
