@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from contracts.chain import Web3Chain
+from contracts.errors import MajorityExists
 from contracts.models import CompareMode, JobRequest, JobStatus
 from protocol.errors import GpuMarketError
 from protocol.identity import Identity
@@ -203,7 +204,8 @@ def fetch_result(settings: WalletSettings, job_id: JobId, dest: Path) -> tuple[C
 
 
 def cancel_or_reclaim(settings: WalletSettings, identity: Identity, job_id: JobId) -> str:
-    """Cancel an unassigned job, or reclaim the escrow of one past its settle deadline."""
+    """Cancel an unassigned job, or reclaim the escrow of one past its settle deadline
+    (finalizing it instead when its providers' on-chain reveals agree)."""
     chain = chain_for(settings, identity)
     info = chain.get_job(job_id)
     if info.status == JobStatus.OPEN:
@@ -216,6 +218,12 @@ def cancel_or_reclaim(settings: WalletSettings, identity: Identity, job_id: JobI
                 f"job is running; its escrow can be reclaimed after the settle deadline, "
                 f"in {info.terms.settle_deadline - now + 1}s"
             )
-        chain.reclaim(job_id, chain.get_assignment(job_id))
+        try:
+            chain.reclaim(job_id, chain.get_assignment(job_id))
+        except MajorityExists:
+            # Providers agreed on chain: nobody may withhold their pay, so the job is
+            # finalized instead (providers paid, the rest refunded to the requester).
+            chain.finalize(job_id)
+            return "finalized"
         return "reclaimed"
     raise GpuMarketError(f"job is {info.status.name.lower()}: nothing to cancel or reclaim")
