@@ -56,7 +56,8 @@ def percentile(values: list[float], q: float) -> float:
 def add_providers(state_file: Path, count: int) -> None:
     """Start providers beyond the devnet's provider roles, each with a fresh funded key."""
     state = load_state(state_file)
-    assert state.root is not None
+    root = state.root
+    assert root is not None
     pending = []
     for index in range(DEVNET_PROVIDER_ROLES, DEVNET_PROVIDER_ROLES + count):
         key = Account.create()
@@ -64,7 +65,7 @@ def add_providers(state_file: Path, count: int) -> None:
         account = DevAccount(
             address=key.address, private_key="0x" + bytes(key.key).hex(), role="provider"
         )
-        workdir, env = provider_env(state, Path(state.root), account, index, "bwrap")
+        workdir, env = provider_env(state, Path(root), account, index, "bwrap")
         record = spawn(
             f"provider-{index}",
             [sys.executable, "-m", "gpumarket_cli", "provider", "run"],

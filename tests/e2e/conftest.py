@@ -33,7 +33,7 @@ ORDER = (
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        module = item.path.stem
         return ORDER.index(module) if module in ORDER else len(ORDER)
 
     e2e = [i for i in items if "tests/e2e/" in str(i.path)]

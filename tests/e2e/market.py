@@ -210,13 +210,16 @@ class Market:
     # ------------------------------------------------------------------ chain
     def ledger(self, addresses: Iterable[str]) -> Ledger:
         chain = self.chain()
-        tokens, owed, earned, stake = {}, {}, {}, {}
+        tokens: dict[str, int] = {}
+        owed: dict[str, int] = {}
+        earned: dict[str, int] = {}
+        stake: dict[str, int] = {}
         for address in addresses:
-            tokens[address] = chain.token_balance(address)
-            owed[address] = chain.account_info(address).owed
+            tokens[address] = int(chain.token_balance(address))
+            owed[address] = int(chain.account_info(address).owed)
             info = chain.provider_info(address)
-            earned[address] = info.earned
-            stake[address] = info.stake
+            earned[address] = int(info.earned)
+            stake[address] = int(info.stake)
         market = chain.token_balance(self.deployment().market)
         return Ledger(tokens, owed, earned, stake, market)
 
