@@ -95,15 +95,28 @@ def settings_for(state_file: Path) -> WalletSettings:
     return WalletSettings(devnet_state=state_file).with_devnet()
 
 
-def one_job(settings: WalletSettings, identity: Identity, out: Path) -> float:
-    """Submit -> follow -> verified download; seconds taken."""
-    started = time.perf_counter()
+PHASES = (
+    ("submit", "start", "created"),
+    ("match+assign tx", "created", "assigned"),
+    ("deliver", "assigned", "running"),
+    ("provider run+commit", "running", "committed"),
+    ("reveal", "committed", "revealed"),
+    ("settle", "revealed", "settled"),
+    ("notice+fetch", "settled", "fetched"),
+)
+
+
+def one_job(settings: WalletSettings, identity: Identity, out: Path) -> dict[str, float]:
+    """Submit -> follow -> verified download; wall times of each step (epoch seconds)."""
+    marks = {"start": time.time()}
     submitted = jobs.submit(settings, identity, SPEC)
     view = jobs.follow(settings, submitted.job_id, lambda _: None, timeout=SETTLE_TIMEOUT_S)
     if view["state"] != "settled":
         raise RuntimeError(f"job {view['job_id']} ended {view['state']}")
     jobs.fetch_result(settings, submitted.job_id, out)
-    return time.perf_counter() - started
+    marks["fetched"] = time.time()
+    marks.update(events(settings.need("coordinator_url"), job_id_hex(submitted.job_id)))
+    return marks
 
 
 def tx_latency_s(state: DevnetState, key: str, samples: int = 10) -> float:
@@ -198,7 +211,13 @@ def measure(state_file: Path, runs: int, total: int, requester_count: int) -> di
     chain_s = tx_latency_s(state, keys[0])
 
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
-        latencies = [one_job(settings, requesters[0], Path(tmp) / f"run-{i}") for i in range(runs)]
+        marks = [one_job(settings, requesters[0], Path(tmp) / f"run-{i}") for i in range(runs)]
+    latencies = [m["fetched"] - m["start"] for m in marks]
+    phases = {
+        f"phase_{name}_p50_ms": 1000 * statistics.median(m[b] - m[a] for m in marks)
+        for name, a, b in PHASES
+        if all(a in m and b in m for m in marks)
+    }
 
     started = time.time()
     submitted, errors = concurrent(settings, requesters, total)
@@ -216,18 +235,24 @@ def measure(state_file: Path, runs: int, total: int, requester_count: int) -> di
     last = max((timings[j]["settled"] for j in settled), default=started)
     overheads = [o for o in (overhead_s(timings[j], chain_s) for j in settled) if o is not None]
     outcomes: dict[str, int] = {}
+    reasons: dict[str, int] = {}
     for v in final.values():
         outcomes[v["state"]] = outcomes.get(v["state"], 0) + 1
+        if v.get("failure"):
+            reason = str(v["failure"].get("reason"))[:80]
+            reasons[reason] = reasons.get(reason, 0) + 1
     return {
         "providers": len(httpx.get(url + "/providers", timeout=10).json()["providers"]),
         "runs": runs,
         "submit_to_result_p50_s": statistics.median(latencies),
         "submit_to_result_min_s": min(latencies),
         "submit_to_result_max_s": max(latencies),
+        **phases,
         "concurrent50_jobs": total,
         "concurrent50_submitted": len(submitted),
         "concurrent50_settled": len(correct),
         "concurrent50_outcomes": outcomes,
+        "concurrent50_failure_reasons": reasons,
         "concurrent50_unfinished": len(submitted) - len(final),
         "concurrent50_submit_errors": errors[:5],
         "concurrent50_p95_s": percentile(load_latency, 95),
