@@ -99,9 +99,8 @@ class Assigner:
         for s in ordered:
             if s.state is ProviderState.PLANNED:
                 await self.store.update_slot(job.job_id, s.idx, state=ProviderState.ASSIGNED)
-                self.book.columns.add_inflight(
-                    s.address, max(1, (job.requirements or {}).get("gpus", 1))
-                )
+                gpus = max(1, (job.requirements or {}).get("gpus", 1))
+                self.book.columns.add_inflight(s.address, gpus, time.time())
         return receipt.tx_hash
 
     async def adopt(self, job: JobRecord, slots: list[ProviderSlot]) -> None:

@@ -24,6 +24,9 @@ from protocol.signing import Verifier, decode_signed
 
 log = logging.getLogger(__name__)
 
+INFLIGHT_GRACE_S = 3.0
+"""Adverts this long after an assignment already reflect it (providers advertise every few s)."""
+
 
 def fingerprint_key(advert: Advert) -> str:
     """Everything that must match for two providers' exact results to be comparable."""
@@ -78,9 +81,17 @@ class ProviderBook:
         self.verifier = verifier or Verifier()
         self.columns = ProviderColumns()
         self.entries: dict[str, BookEntry] = {}
+        self.departed: dict[str, float] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def silent(self, address: str) -> bool:
+        """True when this book saw the provider and then dropped it for silence.
+
+        A provider merely not seen yet (say, since a restart) is not silent.
+        """
+        return address in self.departed
 
     # --------------------------------------------------------------- gossip
     def validate(self, data: bytes, sender: PeerId) -> Advert:
@@ -94,6 +105,7 @@ class ProviderBook:
     def accept(self, advert: Advert) -> None:
         """Record a validated advert (newer adverts replace older ones)."""
         now = self.clock()
+        self.departed.pop(advert.provider, None)
         entry = self.entries.get(advert.provider)
         if entry is None:
             entry = BookEntry(advert, now)
@@ -102,6 +114,7 @@ class ProviderBook:
         else:
             entry.advert, entry.seen_at = advert, now
         self.columns.upsert(offer_of(advert, now))
+        self.columns.settle_inflight(advert.provider, now, INFLIGHT_GRACE_S)
         self._apply_chain(entry)
 
     def expire(self) -> list[str]:
@@ -114,6 +127,7 @@ class ProviderBook:
         ]
         for address in gone:
             del self.entries[address]
+            self.departed[address] = now
             self.columns.remove(address)
             log.info("provider %s left the book (silent)", address)
         return gone

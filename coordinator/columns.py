@@ -66,6 +66,7 @@ class ProviderColumns:
         self.gpu_count = grow(get("gpu_count"), (capacity,), np.int32, 0)
         self.free_gpus = grow(get("free_gpus"), (capacity,), np.int32, 0)
         self.inflight_gpus = grow(get("inflight_gpus"), (capacity,), np.int32, 0)
+        self.inflight_since = grow(get("inflight_since"), (capacity,), np.float64, 0)
         self.gpu_memory = grow(get("gpu_memory"), (capacity,), np.float64, 0)
         self.tflops = grow(get("tflops"), (capacity, len(DTYPE_INDEX)), np.float64, 0)
         self.measured = grow(get("measured"), (capacity, len(DTYPE_INDEX)), np.bool_, False)
@@ -176,8 +177,22 @@ class ProviderColumns:
             self.tflops[slot, DTYPE_INDEX[dtype]] = tflops
             self.measured[slot, DTYPE_INDEX[dtype]] = True
 
-    def add_inflight(self, address: str, gpus: int) -> None:
+    def add_inflight(self, address: str, gpus: int, now: float = 0.0) -> None:
+        """Count GPUs this coordinator just gave away, until the provider's adverts show it."""
         self.version += 1
         slot = self._slot_of.get(address)
         if slot is not None:
             self.inflight_gpus[slot] = max(0, int(self.inflight_gpus[slot]) + gpus)
+            if gpus > 0:
+                self.inflight_since[slot] = now
+
+    def settle_inflight(self, address: str, now: float, grace_s: float) -> None:
+        """An advert newer than the assignment by ``grace_s`` already counts those GPUs."""
+        slot = self._slot_of.get(address)
+        if (
+            slot is not None
+            and self.inflight_gpus[slot]
+            and now - self.inflight_since[slot] > grace_s
+        ):
+            self.inflight_gpus[slot] = 0
+            self.version += 1

@@ -96,6 +96,7 @@ class JobDriver:
         self.chain_now = chain_now
         self.config = config or DriverConfig()
         self._specs: dict[str, JobSpec] = {}
+        self._resumed: set[str] = set()
 
     # ------------------------------------------------------------------ plumbing
     async def _move(
@@ -206,14 +207,17 @@ class JobDriver:
     async def _deliver(self, job: JobRecord, slot: ProviderSlot) -> None:
         message = await self._assignment_message(job, slot)
         refusal = await self.dispatcher.assign(self._target(slot), message)
+        # Only a slot still waiting for this answer changes: a commitment may have
+        # arrived meanwhile, and it must not be overwritten.
+        waiting = frozenset({P.ASSIGNED, P.RUNNING})
         if refusal is None or refusal.already_done:
-            await self.store.update_slot(job.job_id, slot.idx, state=P.RUNNING)
-        else:
             await self.store.update_slot(
-                job.job_id,
-                slot.idx,
-                state=P.FAILED,
-                detail=f"assignment refused: {refusal.code}: {refusal.message}"[:1000],
+                job.job_id, slot.idx, only_if=frozenset({P.ASSIGNED}), state=P.RUNNING
+            )
+        else:
+            detail = f"assignment refused: {refusal.code}: {refusal.message}"[:1000]
+            await self.store.update_slot(
+                job.job_id, slot.idx, only_if=waiting, state=P.FAILED, detail=detail
             )
             log.info(
                 "job %s: %s refused the assignment: %s",
@@ -230,17 +234,36 @@ class JobDriver:
             await self.assigner.submit(job, slots)
             slots = await self.store.slots(job.job_id)
         pending = [s for s in slots if s.state is P.ASSIGNED and s.peer_id]
+        if job.job_id not in self._resumed:
+            # First look at this job since this process started: deliver the assignment
+            # again to providers still working on it (idempotent for them), which also
+            # re-establishes the connection they report on after a coordinator restart.
+            self._resumed.add(job.job_id)
+            pending += [
+                s for s in slots if s.state is P.RUNNING and not s.commit_hash and s.peer_id
+            ]
         if pending:
             async with trio.open_nursery() as nursery:
                 for slot in pending:
                     nursery.start_soon(self._deliver, job, slot)
             slots = await self.store.slots(job.job_id)
+        for s in slots:
+            if s.state is P.RUNNING and not s.commit_hash and self.book.silent(s.address):
+                await self.store.update_slot(
+                    job.job_id,
+                    s.idx,
+                    only_if=frozenset({P.RUNNING}),
+                    state=P.FAILED,
+                    detail="went silent (no adverts)",
+                )
+                slots = await self.store.slots(job.job_id)
         if self.chain_now() > job.commit_deadline:
             for s in slots:
                 if s.state in (P.ASSIGNED, P.RUNNING):
                     await self.store.update_slot(
                         job.job_id,
                         s.idx,
+                        only_if=frozenset({P.ASSIGNED, P.RUNNING}),
                         state=P.FAILED,
                         detail="no commitment by the commit deadline",
                     )
@@ -249,7 +272,7 @@ class JobDriver:
             return
         active = [s for s in slots if s.active]
         committed = [s for s in slots if s.commit_hash]
-        waiting = [s for s in active if s.state in (P.ASSIGNED, P.RUNNING)]
+        waiting = [s for s in active if s.state in (P.ASSIGNED, P.RUNNING) and not s.commit_hash]
         if not waiting and committed:
             if job.redundancy == 1 and await self._spot_check(job, slots):
                 return
@@ -460,10 +483,6 @@ class JobDriver:
         )
         if moved is not None:
             await self._record_reputation(job, onchain, verdict.outcomes)
-        for s in onchain:
-            self.book.columns.add_inflight(
-                s.address, -max(1, (job.requirements or {}).get("gpus", 1))
-            )
 
     async def _record_reputation(
         self, job: JobRecord, slots: list[ProviderSlot], outcomes: dict[int, Outcome]

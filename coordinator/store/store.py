@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, create_engine, func, insert, select, 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from coordinator.errors import InvalidTransition, JobNotFound, Unavailable
-from coordinator.states import FINAL, JobState, allowed
+from coordinator.states import FINAL, JobState, ProviderState, allowed
 from coordinator.store import tables as t
 from coordinator.store.migrate import upgrade
 from coordinator.store.records import EventRecord, JobRecord, LogLine, ProviderSlot
@@ -200,13 +200,25 @@ class Store:
                 else:
                     conn.execute(update(t.job_providers).where(key).values(**slot.to_row()))
 
-    def update_slot(self, job_id: str, idx: int, **fields: Any) -> ProviderSlot:
+    def update_slot(
+        self,
+        job_id: str,
+        idx: int,
+        *,
+        only_if: frozenset[ProviderState] | None = None,
+        **fields: Any,
+    ) -> ProviderSlot:
+        """Change one slot; with ``only_if``, only while it is in one of those states
+        (otherwise it is returned unchanged), so a late answer never overwrites news."""
         with self._tx("update assignment") as conn:
             key = (t.job_providers.c.job_id == job_id) & (t.job_providers.c.idx == idx)
             row = conn.execute(select(t.job_providers).where(key).with_for_update()).first()
             if row is None:
                 raise JobNotFound(f"{job_id} slot {idx}")
-            new = replace(ProviderSlot.from_row(row), updated_at=self._clock(), **fields)
+            current = ProviderSlot.from_row(row)
+            if only_if is not None and current.state not in only_if:
+                return current
+            new = replace(current, updated_at=self._clock(), **fields)
             conn.execute(update(t.job_providers).where(key).values(**new.to_row()))
             return new
 

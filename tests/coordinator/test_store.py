@@ -93,6 +93,11 @@ def test_slots_round_trip_and_update(store: Store) -> None:
     got = store.slots(job.job_id)
     assert [s.state for s in got] == [ProviderState.PLANNED, ProviderState.COMMITTED]
     assert got[0].price == 5 * 10**18 and got[0].multiaddrs == ("/ip4/1.2.3.4/tcp/1",)
+    # A late answer does not overwrite news: only_if guards the state it expects.
+    kept = store.update_slot(
+        job.job_id, 1, only_if=frozenset({ProviderState.ASSIGNED}), state=ProviderState.RUNNING
+    )
+    assert kept.state is ProviderState.COMMITTED
     store.delete_planned_slots(job.job_id, 1)
     assert len(store.slots(job.job_id)) == 1
 
