@@ -167,6 +167,7 @@ class Coordinator:
             self.signals,
             self.runner.wake,
             reorg_margin=s.reorg_margin,
+            start_block=s.start_block,
             poll_s=s.poll_interval_s,
         )
         reports = ReportHandler(

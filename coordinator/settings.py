@@ -47,6 +47,8 @@ class CoordinatorSettings(BaseSettings):
     p2p_port: int = Field(default=0, ge=0, le=65535)
     reorg_margin: int = Field(default=0, ge=0, le=1000)
     """Blocks behind the head the chain watcher stays (0 on an automining devnet)."""
+    start_block: int = Field(default=0, ge=0)
+    """Where the chain watcher starts on an empty store (the market's deployment block)."""
     poll_interval_s: float = Field(default=0.5, gt=0, le=60)
     provider_ttl_s: float = Field(default=30.0, gt=0, le=3600)
     """A provider silent for this long leaves the book."""
