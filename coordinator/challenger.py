@@ -4,9 +4,10 @@ For each provider that joins the book (one at a time, in the background), the ch
 sends a seeded matmul :class:`~protocol.messages.Challenge` on ``CHALLENGE_PROTOCOL``,
 times the round trip itself (the provider's own figure is not trusted), picks rows to open
 only after the Merkle root is in, and judges the openings with
-:func:`proofs.challenge_check.judge`. A pass replaces the advertised TFLOPS of that dtype
-with the measured figure; a failure sets it to zero, which keeps the provider out of every
-job that names a TFLOPS floor and last in every ranking.
+:func:`proofs.challenge_check.judge`. Correct rows replace the advertised TFLOPS of that
+dtype with the speed measured (a pass when within the advert's time bound); wrong rows set
+it to zero, which keeps the provider out of every job that names a TFLOPS floor and last in
+every ranking.
 """
 
 from __future__ import annotations
@@ -158,13 +159,17 @@ class Challenger:
                 ch, advertised, response.merkle_root, elapsed, picks, openings, self.terms
             )
         )
+        if verdict.failed_rows:  # wrong products: the speed claim is worthless
+            return await self._verdict(address, False, 0.0, "; ".join(verdict.reasons))
+        # Correct rows: what was measured replaces the claim, even when it missed the bound
+        # (a busy host is slow, not dishonest).
         return await self._verdict(
             address, verdict.passed, verdict.implied_tflops, "; ".join(verdict.reasons)
         )
 
     async def _verdict(self, address: str, passed: bool, tflops: float, why: str) -> bool:
         self.results[address] = passed
-        self.book.set_measured(address, DTYPE, tflops if passed else 0.0)
+        self.book.set_measured(address, DTYPE, tflops)
         if passed:
             log.info(
                 "provider %s passed its challenge: %.3g %s TFLOPS measured", address, tflops, DTYPE

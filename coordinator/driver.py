@@ -474,14 +474,17 @@ class JobDriver:
             return
         for idx, outcome in verdict.outcomes.items():
             await self.store.update_slot(job.job_id, idx, outcome=str(outcome))
-        moved = await self._move(
+        # The chain watcher may record "settled" first; the result is ours to keep either way.
+        fields = {"result_cid": verdict.result_cid}
+        if result.tx_hash is not None:
+            fields["settle_tx"] = result.tx_hash
+        job = await self.store.update_job(job.job_id, **fields)
+        await self._move(
             job,
             S.SETTLED,
             {"tx": result.tx_hash, "reason": verdict.reason, "result_cid": verdict.result_cid},
-            result_cid=verdict.result_cid,
-            settle_tx=result.tx_hash,
         )
-        if moved is not None:
+        if result.tx_hash is not None:  # sent by this process: counted exactly once
             await self._record_reputation(job, onchain, verdict.outcomes)
 
     async def _record_reputation(

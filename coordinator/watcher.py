@@ -22,6 +22,7 @@ from coordinator.errors import InvalidTransition
 from coordinator.signals import Signals
 from coordinator.states import JobState
 from coordinator.store import AsyncStore, JobRecord
+from protocol.eip712 import digest_to_cid
 from protocol.errors import GpuMarketError
 from protocol.ids import parse_address
 
@@ -125,10 +126,15 @@ class ChainWatcher:
         job = await self.store.find_job(job_id)
         if job is None or job.state.final:
             return 0
+        fields: dict[str, object] = {}
+        if event.name == "JobSettled":
+            fields["settle_tx"] = job.settle_tx or event.tx_hash
+            result = bytes(event.args.get("result", b""))
+            if job.result_cid is None and any(result):
+                fields["result_cid"] = digest_to_cid(result)
+        detail = {"tx": event.tx_hash, "block": event.block_number}
         try:
-            await self.store.transition(
-                job_id, wanted, {"tx": event.tx_hash, "block": event.block_number}
-            )
+            await self.store.transition(job_id, wanted, detail, **fields)
         except InvalidTransition:
             return 0
         self.signals.fire(job_id)

@@ -54,6 +54,7 @@ class FakeProvider:
     cancels: list[Cancel] = field(default_factory=list)
     salts: dict[bytes, bytes] = field(default_factory=dict)
     seq: int = 0
+    commit_delay_s: float = 0.2
 
     @property
     def address(self) -> str:
@@ -119,7 +120,7 @@ class FakeProvider:
         return encode_signed(sign_message(cast(Message, reply), self.identity))
 
     async def _commit(self, assignment: Assignment, coordinator: PeerId) -> None:
-        await trio.sleep(0.2)
+        await trio.sleep(self.commit_delay_s)
         job_id = JobId(bytes(assignment.job_id))
         salt = hashlib.sha256(self.identity.private_key + job_id).digest()
         self.salts[bytes(job_id)] = salt

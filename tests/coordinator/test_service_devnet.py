@@ -176,6 +176,39 @@ async def test_silent_provider_is_replaced_and_the_job_still_settles(
 
 
 @pytest.mark.timeout(180)
+async def test_provider_dying_after_its_ack_is_replaced(market: Market, tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        settings = market.settings(tmp_path, provider_ttl_s=3.0)
+        coord = await stack.enter_async_context(Coordinator(settings, content=market.content))
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=coord.http_url, timeout=10)
+        )
+        # The victim is cheapest (chosen first) and enters last, so it can leave first.
+        others = await start_providers(stack, market, coord, [b"ok"] * 3)
+        victim_stack = AsyncExitStack()
+        victim = FakeProvider(
+            market.providers[3], market.domain, result=b"ok", price_per_hour=500_000
+        )
+        victim.commit_delay_s = 3600.0  # it never gets to commit
+        await victim_stack.enter_async_context(run_provider(victim, coord.multiaddr))
+        await wait_ready_book(coord, 4)
+        job_id = await market.create_job(redundancy=2)
+        await http.post("/jobs", json={"job_id": hex_id(job_id)})
+        await wait_for(lambda: _has_assignment(victim), 30)
+        await victim_stack.aclose()  # killed: no more adverts, no answers
+        view = await wait_state(http, hex_id(job_id), {"settled", "failed"}, timeout=60)
+        assert view["state"] == "settled", view
+        by_address = {p["address"]: p for p in view["providers"]}
+        assert by_address[victim.address]["state"] == "replaced"
+        assert sorted(p["outcome"] for p in view["providers"]) == ["paid", "paid", "released"]
+        assert others
+
+
+async def _has_assignment(fake: FakeProvider) -> bool:
+    return bool(fake.assignments)
+
+
+@pytest.mark.timeout(180)
 async def test_tie_brings_in_a_tie_breaker_who_decides(market: Market, tmp_path: Path) -> None:
     tie_breaker = market.providers[2].address
     async with AsyncExitStack() as stack:
