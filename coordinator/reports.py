@@ -25,7 +25,6 @@ from protocol.messages import (
     FailureReport,
     HandBack,
     LogChunk,
-    Message,
     Reveal,
     WireMessage,
 )
@@ -137,7 +136,3 @@ class ReportHandler:
             )
         log.info("job %s: %s reported %s", job.job_id[:18], slot.address, reason)
         self.signals.fire(job.job_id)
-
-
-def message_types() -> tuple[type[Message], ...]:
-    return (Commitment, LogChunk, FailureReport, HandBack, Reveal)
