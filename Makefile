@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := libgmp-dev bubblewrap python3-dev gcc
+APT_PACKAGES := libgmp-dev bubblewrap python3-dev gcc postgresql
 PY_SOURCES := protocol proofs contracts provider_node coordinator wallet devnet gpumarket_cli.py tests bench
 DEMO_STATE := .devnet/demo-state.json
 

@@ -11,16 +11,15 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import schemathesis
 import trio
 from hypothesis import HealthCheck, given, settings
 
-schemathesis = pytest.importorskip("schemathesis")
-
-from coordinator.api import create_app  # noqa: E402
-from coordinator.store import AsyncStore, Store  # noqa: E402
-from protocol.p2p.asgi import serve_asgi  # noqa: E402
-from tests.coordinator.factories import job_record  # noqa: E402
-from tests.coordinator.test_api import Backend  # noqa: E402
+from coordinator.api import create_app
+from coordinator.store import AsyncStore, Store
+from protocol.p2p.asgi import serve_asgi
+from tests.coordinator.factories import job_record
+from tests.coordinator.test_api import Backend
 
 
 @pytest.fixture(scope="module")

@@ -38,12 +38,8 @@ from protocol.ipfs.unixfs import (
 
 
 def _vectors_path() -> Path:
-    """``shared/testvectors`` sits beside the repository checkout."""
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "testvectors" / "ipfs_cids.json"
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError("shared/testvectors/ipfs_cids.json not found above the tests")
+    """CIDs made by js-ipfs (and agreeing with Kubo 0.22) in this project's layout."""
+    return Path(__file__).resolve().parent / "data" / "ipfs_cids.json"
 
 
 VECTORS: dict[str, Any] = json.loads(_vectors_path().read_text())
