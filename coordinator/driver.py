@@ -278,7 +278,12 @@ class JobDriver:
                 return
             await self._move(job, S.COMMITTED, {"committed": [s.address for s in committed]})
         elif not waiting and not committed:
-            await self._fail(job, "every provider failed and none can replace them")
+            # Say why: the job's own fault as a provider reported it, else what failed.
+            fresh = await self.store.get_job(job.job_id)
+            details = [s.detail for s in slots if s.state is P.FAILED and s.detail]
+            reason = fresh.failure_reason or (details[0] if details else None)
+            why = reason or "every provider failed and none can replace them"
+            await self._fail(fresh, why, fresh.failure_provider)
         elif job.state is S.ASSIGNED and all(s.state is not P.ASSIGNED for s in active):
             await self._move(job, S.RUNNING, {"providers": [s.address for s in active]})
 
@@ -329,6 +334,9 @@ class JobDriver:
         failed = [s for s in slots if s.state is P.FAILED and not s.commit_hash]
         if not failed or not self._can_add(job, slots):
             return False
+        fresh = await self.store.get_job(job.job_id)
+        if fresh.failure_provider is not None:
+            return False  # the job itself failed (bad code or input): another run fails too
         active = [s for s in slots if s.active]
         req = await self._more(job, slots, active, 1)
         try:
