@@ -2,10 +2,12 @@
 
 Entering: unlock the keystore, benchmark (or read the cache), make sure the account is
 registered and staked, start the libp2p host, serve ``JOB_PROTOCOL`` and
-``CHALLENGE_PROTOCOL``, dial the coordinator, start advertising, resume jobs left by a
-previous run, then write ``<work_dir>/provider.json`` (atomically) to say it is ready.
-Leaving (SIGTERM/SIGINT end :meth:`ProviderNode.serve`): stop advertising, let running
-jobs finish within the grace period and hand back the rest, then close everything.
+``CHALLENGE_PROTOCOL``, dial the coordinator (and keep redialing it whenever the
+connection drops, e.g. across a coordinator restart), start advertising, resume jobs left
+by a previous run, then write ``<work_dir>/provider.json`` (atomically) to say it is ready.
+Leaving (SIGTERM/SIGINT end :meth:`ProviderNode.serve`): stop advertising and redialing,
+let running jobs finish within the grace period and hand back the rest, then close
+everything.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from contracts.chain import Web3Chain
 from contracts.deploy import connect
 from contracts.models import Deployment
 from protocol import eip712
-from protocol.errors import ConfigError, GpuMarketError
+from protocol.errors import ConfigError
 from protocol.identity import Identity, load_keystore
 from protocol.ids import PeerId
 from protocol.ipfs.kubo import KuboContentStore
@@ -34,6 +36,7 @@ from protocol.p2p.rpc_wire import Limits
 from protocol.registry import CHALLENGE_PROTOCOL, JOB_PROTOCOL, MAX_MESSAGE_BYTES
 from provider_node.advertiser import Advertiser, Capacity
 from provider_node.challenges import ChallengeServer
+from provider_node.coordinator_link import CoordinatorLink
 from provider_node.gpus import GpuPool
 from provider_node.jobstore import JobStore, SequenceFile, write_atomic
 from provider_node.metrics import NodeFigures, ProviderMetrics, serve_metrics
@@ -50,7 +53,6 @@ log = logging.getLogger(__name__)
 JOB_LIMITS = Limits(max_request_bytes=MAX_MESSAGE_BYTES, timeout_s=120.0)
 """Reveal requests add the outputs to IPFS before answering, which can take a while."""
 CHALLENGE_LIMITS = Limits(max_request_bytes=64 * 1024, timeout_s=300.0)
-DIAL_ATTEMPTS = 10
 
 
 def make_runtime(settings: ProviderSettings) -> Runtime:
@@ -110,8 +112,11 @@ class ProviderNode:
         self.metrics = ProviderMetrics(figures=self.figures)
         self.metrics_url: str | None = None
         self._stack = AsyncExitStack()
-        self._advertising = trio.CancelScope()
+        self._background = trio.CancelScope()
+        """Advertising and the coordinator link (the scope of their nursery once started):
+        cancelled first when the node stops."""
         self.node: Node | None = None
+        self.link: CoordinatorLink | None = None
         self.server: JobServer | None = None
         self.advertiser: Advertiser | None = None
         self.gpus = GpuPool(())
@@ -130,6 +135,7 @@ class ProviderNode:
         try:
             await self._start()
         except BaseException:
+            self._background.cancel()
             await self._stack.aclose()
             raise
         return self
@@ -190,7 +196,8 @@ class ProviderNode:
         handlers.register(CHALLENGE_PROTOCOL, challenges.handle, CHALLENGE_LIMITS)
 
         if s.coordinator_multiaddr:
-            await self._dial_coordinator(node, s.coordinator_multiaddr)
+            self.link = CoordinatorLink(node, s.coordinator_multiaddr)
+            await self.link.connect()
         self.advertiser = Advertiser(
             node,
             identity,
@@ -203,7 +210,10 @@ class ProviderNode:
             ttl_s=s.advert_ttl_s,
         )
         nursery = await self._stack.enter_async_context(trio.open_nursery())
-        nursery.start_soon(self._advertise, name="advertiser")
+        self._background = nursery.cancel_scope
+        nursery.start_soon(self.advertiser.run, name="advertiser")
+        if self.link is not None:
+            nursery.start_soon(self.link.run, name="coordinator link")
         await server.resume()
         if s.metrics_port is not None:
             endpoint = serve_metrics(self.metrics, s.metrics_port, s.metrics_host)
@@ -218,24 +228,6 @@ class ProviderNode:
         }
         write_atomic(s.ready_file, json.dumps(ready, indent=2).encode())
         log.info("provider %s ready on %s", identity.address, ", ".join(node.addrs))
-
-    async def _dial_coordinator(self, node: Node, addr: str) -> None:
-        delay = 0.2
-        for attempt in range(1, DIAL_ATTEMPTS + 1):
-            try:
-                await node.connect(addr)
-                return
-            except GpuMarketError as exc:
-                log.warning("dialing the coordinator (try %d): %s", attempt, exc)
-                if attempt == DIAL_ATTEMPTS:
-                    raise
-            await trio.sleep(delay)
-            delay = min(5.0, delay * 2)
-
-    async def _advertise(self) -> None:
-        assert self.advertiser is not None
-        with self._advertising:
-            await self.advertiser.run()
 
     def _capacity(self) -> Capacity:
         server = self.server
@@ -271,7 +263,7 @@ class ProviderNode:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._advertising.cancel()
+        self._background.cancel()
         try:
             if self.server is not None:
                 with trio.CancelScope(shield=True):
