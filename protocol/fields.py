@@ -110,6 +110,26 @@ def _cid(value: Any) -> Cid:
 CidField = Annotated[Cid, BeforeValidator(_cid)]
 
 
+def _verifiable_cid(value: Cid) -> Cid:
+    # Imported here: protocol.ipfs pulls in the HTTP client, which most messages never need.
+    from protocol.ipfs.cid import parse_cid
+    from protocol.ipfs.errors import InvalidCid
+
+    try:
+        parse_cid(value)
+    except InvalidCid as exc:
+        raise ValueError(
+            f"{value} cannot be verified: {exc.reason} "
+            "(content CIDs must be CIDv0 or CIDv1 with a sha2-256 hash and codec raw or dag-pb)"
+        ) from exc
+    return value
+
+
+ContentCidField = Annotated[Cid, BeforeValidator(_cid), AfterValidator(_verifiable_cid)]
+"""A CID of content that providers fetch and check against it, so only CIDs whose content
+the project can verify (:func:`protocol.ipfs.cid.parse_cid`) are accepted."""
+
+
 def _peer_id(value: Any) -> PeerId:
     # Imported here: libp2p takes most of a second to import and only peer ids need it.
     from libp2p.peer.id import ID

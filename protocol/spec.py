@@ -30,7 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from protocol.fields import CidField, FiniteFloat, NameStr
+from protocol.fields import ContentCidField, FiniteFloat, NameStr
 from protocol.ids import Cid
 from protocol.registry import MAX_GPUS_PER_NODE
 from protocol.spec_fields import (
@@ -83,11 +83,15 @@ Runtime = Annotated[TorchRuntime | ContainerRuntime, Field(discriminator="kind")
 
 
 class InputSpec(SpecModel):
-    """One input mounted read-only at ``inputs/<name>/``: a local ``path`` or a ``cid``."""
+    """One input mounted read-only at ``inputs/<name>/``: a local ``path`` or a ``cid``.
+
+    A ``cid`` must be one providers can verify the fetched content against (sha2-256,
+    raw or dag-pb), so a job that no provider could run is refused before it is paid for.
+    """
 
     name: NameStr
     path: Annotated[StrictStr, Field(min_length=1, max_length=MAX_PATH_CHARS)] | None = None
-    cid: CidField | None = None
+    cid: ContentCidField | None = None
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> InputSpec:

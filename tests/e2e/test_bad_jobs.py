@@ -1,6 +1,6 @@
-"""Jobs that must fail on the providers, loudly and without costing anyone: an input CID
-nobody can verify, and a job that writes a symlink out of its outputs. Afterwards the
-same providers take the next job as usual."""
+"""Jobs that must fail loudly and without costing anyone: an input CID nobody can verify
+is refused at submit, before anything is paid; a job that writes a symlink out of its
+outputs fails on the providers. Afterwards the same providers take the next job as usual."""
 
 from __future__ import annotations
 
@@ -92,10 +92,19 @@ def test_the_providers_take_the_next_job_after_a_failed_one(market: Market) -> N
     assert to_wei(submitted["escrow"]) > 0
 
 
-def test_an_input_cid_that_cannot_be_verified_is_refused(market: Market, tmp_path: Path) -> None:
+def test_an_input_cid_that_cannot_be_verified_is_refused_before_paying(
+    market: Market, tmp_path: Path
+) -> None:
     # A well-formed CID whose hash (sha3-256) no provider verifies content against.
     cid = CID("base32", 1, "raw", multihash.digest(b"some input", "sha3-256"))
     job_spec = spec(tmp_path, (MATMUL / "main.py").read_text(), f"  - {{name: data, cid: {cid}}}\n")
     requester = market.new_requester()
-    _, told = fails_without_cost(market, requester, job_spec)
-    assert str(cid) in told and "sha3-256" in told, f"the requester was not told why: {told}"
+    before = market.ledger([requester.address])
+    auth = ["--account", requester.name, "--password-file", str(market.password_file)]
+    done = market.cli("job", "submit", str(job_spec), "--wait", *auth, "--json")
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    told = " ".join(done.stderr.split())
+    assert "inputs.1.cid" in told and str(cid) in told and "sha3-256" in told, told
+    assert not JOB_ID.search(told + done.stdout), "a job was created for a spec that was refused"
+    after = market.ledger([requester.address])
+    assert after.tokens == before.tokens and after.owed == before.owed

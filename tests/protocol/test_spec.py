@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from multiformats import CID, multihash
 
 from protocol.errors import SpecError
+from protocol.fields import normalize_cid as cid_of_text
 from protocol.registry import MAX_SPEC_BYTES
 from protocol.spec import ContainerRuntime, JobSpec, ToleranceCompare, TorchRuntime
 from protocol.spec_io import (
@@ -198,6 +200,43 @@ def test_invalid_spec_names_field_and_reason(text: str, path: str, fragment: str
     assert info.value.path == path
     assert fragment in info.value.reason
     assert str(info.value).startswith(f"{path}: ")
+
+
+def _cid_input_spec(cid: object) -> str:
+    return _with(f"inputs: [{{name: code, path: x}}, {{name: data, cid: {cid}}}]\n")
+
+
+UNVERIFIABLE_CIDS = [
+    # (CID, reason fragment): well-formed CIDs whose content no provider can check.
+    (CID("base32", 1, "raw", multihash.digest(b"data", "sha3-256")), "sha3-256 is not sha2-256"),
+    (CID("base58btc", 1, "dag-pb", multihash.digest(b"data", "blake2b-256")),
+     "blake2b-256 is not sha2-256"),
+    (CID("base32", 1, "raw", multihash.digest(b"data", "sha2-256", size=20)), "not sha2-256"),
+    (CID("base32", 1, "dag-cbor", multihash.digest(b"data", "sha2-256")),
+     "dag-cbor is neither raw nor dag-pb"),
+    (CID("base32", 1, "dag-json", multihash.digest(b"data", "sha2-256")), "neither raw nor dag-pb"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("cid", "fragment"), UNVERIFIABLE_CIDS)
+def test_input_cid_that_cannot_be_verified_is_refused(cid: CID, fragment: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(_cid_input_spec(cid))
+    assert info.value.path == "inputs.1.cid"
+    assert fragment in info.value.reason and cid.encode("base32") in info.value.reason
+    # The canonical JSON a coordinator reads is checked the same way.
+    resolved = parse_spec(_cid_input_spec(DATA_CID))
+    tampered = canonical_spec(resolved).replace(DATA_CID.encode(), str(cid).encode())
+    with pytest.raises(SpecError, match=r"^inputs\.1\.cid: "):
+        spec_from_canonical(tampered)
+
+
+def test_verifiable_input_cids_are_accepted_in_any_text_form() -> None:
+    digest = multihash.digest(b"data", "sha2-256")
+    v0 = CID("base58btc", 0, "dag-pb", digest)
+    for cid in (v0, CID("base58btc", 1, "raw", digest), CID("base32", 1, "dag-pb", digest)):
+        spec = parse_spec(_cid_input_spec(cid))
+        assert spec.input_cids()["data"] == cid_of_text(str(cid))
 
 
 def test_every_problem_is_listed() -> None:
