@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from coordinator.capacity import CapacityLedger
 from coordinator.columns import DTYPE_INDEX, Offer, ProviderColumns
 from protocol.errors import MessageError, SignatureError
 from protocol.ids import PeerId
@@ -80,6 +81,7 @@ class ProviderBook:
         self.stake_refresh_s = stake_refresh_s
         self.verifier = verifier or Verifier()
         self.columns = ProviderColumns()
+        self.capacity = CapacityLedger(self.columns, clock)
         self.entries: dict[str, BookEntry] = {}
         self.departed: dict[str, float] = {}
 
@@ -113,7 +115,10 @@ class ProviderBook:
             log.info("provider %s joined the book (%s)", advert.provider, advert.peer_id)
         else:
             entry.advert, entry.seen_at = advert, now
+        joined = self.columns.slot(advert.provider) is None
         self.columns.upsert(offer_of(advert, now))
+        if joined:
+            self.capacity.refresh(advert.provider)
         self.columns.settle_inflight(advert.provider, now, INFLIGHT_GRACE_S)
         self._apply_chain(entry)
 

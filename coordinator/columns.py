@@ -15,6 +15,9 @@ import numpy as np
 
 DTYPE_INDEX = {"fp32": 0, "tf32": 1, "fp16": 2, "bf16": 3}
 RUNTIME_BITS = {"torch": 1, "container": 2}
+MAX_JOB_SLOTS = 64
+ADVERT_LAG_S = 1.0
+"""How long after a change at a provider its adverts may still show the state before it."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,13 @@ class ProviderColumns:
         self.newcomer = grow(get("newcomer"), (capacity,), np.bool_, True)
         self.utilization = grow(get("utilization"), (capacity,), np.float64, 0)
         self.seen_at = grow(get("seen_at"), (capacity,), np.float64, 0)
+        # Job slots: what the provider's adverts say against what this coordinator holds.
+        self.job_capacity = grow(get("job_capacity"), (capacity,), np.int32, 1)
+        self.advert_running = grow(get("advert_running"), (capacity,), np.int32, 0)
+        self.reserved_jobs = grow(get("reserved_jobs"), (capacity,), np.int32, 0)
+        self.reserved_at = grow(get("reserved_at"), (capacity,), np.float64, 0)
+        self.released_at = grow(get("released_at"), (capacity,), np.float64, 0)
+        self.full_since = grow(get("full_since"), (capacity,), np.float64, 0)
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -122,7 +132,37 @@ class ProviderColumns:
         self.fingerprint[slot] = self.fingerprint_code(offer.fingerprint)
         self.utilization[slot] = offer.utilization
         self.seen_at[slot] = offer.seen_at
+        self._read_job_slots(slot, offer.utilization, offer.seen_at)
         return slot
+
+    def _read_job_slots(self, slot: int, utilization: float, now: float) -> None:
+        """Learn the provider's job capacity and how many jobs its advert says it runs.
+
+        Adverts carry ``utilization`` = running / max jobs. Once an advert is newer than
+        this coordinator's last reservation there by :data:`ADVERT_LAG_S`, it runs at least
+        the jobs held here, so max >= held / utilization; the estimate only grows (a
+        "busy" refusal marks the provider full instead of shrinking it).
+        """
+        held = int(self.reserved_jobs[slot])
+        if 0 < utilization and now - self.reserved_at[slot] > ADVERT_LAG_S:
+            estimate = round(max(held, 1) / utilization)
+            known = int(self.job_capacity[slot])
+            self.job_capacity[slot] = min(MAX_JOB_SLOTS, max(known, estimate))
+        self.advert_running[slot] = round(utilization * int(self.job_capacity[slot]))
+
+    def free_jobs(self) -> np.ndarray:
+        """Job slots free per provider: capacity minus held jobs and jobs its adverts show.
+
+        An advert counts only when newer than this coordinator's last release there (by
+        :data:`ADVERT_LAG_S`): an older one still shows the released job as running. A
+        provider that refused as busy after its last advert has no free slot.
+        """
+        n = self.size
+        held = self.reserved_jobs[:n]
+        fresh = self.seen_at[:n] > self.released_at[:n] + ADVERT_LAG_S
+        running = np.where(fresh, np.maximum(held, self.advert_running[:n]), held)
+        free: np.ndarray = self.job_capacity[:n] - running
+        return np.where(self.full_since[:n] >= self.seen_at[:n], 0, free)
 
     def _new_slot(self, address: str) -> int:
         if self._free:
@@ -145,6 +185,12 @@ class ProviderColumns:
         self.newcomer[slot] = True
         self.inflight_gpus[slot] = 0
         self.measured[slot] = False
+        self.job_capacity[slot] = 1
+        self.advert_running[slot] = 0
+        self.reserved_jobs[slot] = 0
+        self.reserved_at[slot] = 0
+        self.released_at[slot] = 0
+        self.full_since[slot] = 0
         return slot
 
     def remove(self, address: str) -> bool:
@@ -176,6 +222,26 @@ class ProviderColumns:
         if slot is not None and dtype in DTYPE_INDEX:
             self.tflops[slot, DTYPE_INDEX[dtype]] = tflops
             self.measured[slot, DTYPE_INDEX[dtype]] = True
+
+    def set_reserved(self, address: str, jobs: int, now: float) -> None:
+        """Record how many jobs this coordinator holds at the provider (planned or running)."""
+        slot = self._slot_of.get(address)
+        if slot is None:
+            return
+        self.version += 1
+        before = int(self.reserved_jobs[slot])
+        self.reserved_jobs[slot] = jobs
+        if jobs > before:
+            self.reserved_at[slot] = now
+        elif jobs < before:
+            self.released_at[slot] = now
+
+    def mark_full(self, address: str, now: float) -> None:
+        """The provider refused a job as busy: no free slot until its next advert."""
+        slot = self._slot_of.get(address)
+        if slot is not None:
+            self.version += 1
+            self.full_since[slot] = now
 
     def add_inflight(self, address: str, gpus: int, now: float = 0.0) -> None:
         """Count GPUs this coordinator just gave away, until the provider's adverts show it."""

@@ -47,6 +47,11 @@ class Refusal:
         """The provider already holds the job: a retried delivery, not a failure."""
         return self.code == ErrorCode.WRONG_STATE and "already" in self.message
 
+    @property
+    def busy(self) -> bool:
+        """The provider has no free job slot right now: try again later."""
+        return self.code == ErrorCode.BUSY
+
 
 @dataclass(frozen=True)
 class Target:

@@ -46,6 +46,8 @@ from protocol.spec_io import parse_spec
 log = logging.getLogger(__name__)
 
 REVEAL_ATTEMPTS = 3
+BUSY_RETRY_S = (0.25, 0.5, 1.0)
+"""Pauses between deliveries to a provider that refused as busy, within one step."""
 S = JobState
 P = ProviderState
 
@@ -135,6 +137,8 @@ class JobDriver:
         """Advance one job as far as it can go now; True once it needs nothing more."""
         job = await self.store.get_job(job_id)
         if job.state.final or job.state is S.FAILED:
+            self.assigner.forget(job_id)
+            self.book.capacity.release_job(job_id)
             return True
         handler = {
             S.CREATED: self._created,
@@ -145,17 +149,31 @@ class JobDriver:
             S.DISPUTED: self._disputed,
         }[job.state]
         await handler(job)
+        # Providers done with this job (committed, failed, replaced) free their job slot.
+        self.book.capacity.sync(job_id, await self.store.slots(job_id))
         return False
 
     # ------------------------------------------------------------------- created
     async def _created(self, job: JobRecord) -> None:
-        status, assigned = await self.chain.job_status(job_bytes(job))
-        if status is JobStatus.CANCELLED:
-            await self._move(job, S.CANCELLED, {"reason": "cancelled by the requester"})
+        waiting = job.job_id in self.assigner.waiting()
+        if waiting and self.chain_now() > job.assign_deadline:
+            self.assigner.forget(job.job_id)
+            reason = job.failure_reason or "no capacity"
+            await self._fail(job, f"no providers matched before the assign deadline: {reason}")
             return
-        if status in (JobStatus.SETTLED, JobStatus.RECLAIMED):
-            await self._move(job, S.SETTLED if status is JobStatus.SETTLED else S.RECLAIMED)
-            return
+        if self.assigner.unchanged(job.job_id):
+            return  # still waiting, and nothing in the book changed since the last try
+        assigned = 0
+        if not waiting:
+            # First look since this process started: the chain may be ahead of the store.
+            # (A waiting job has nothing on chain; the chain watcher reports cancellation.)
+            status, assigned = await self.chain.job_status(job_bytes(job))
+            if status is JobStatus.CANCELLED:
+                await self._move(job, S.CANCELLED, {"reason": "cancelled by the requester"})
+                return
+            if status in (JobStatus.SETTLED, JobStatus.RECLAIMED):
+                await self._move(job, S.SETTLED if status is JobStatus.SETTLED else S.RECLAIMED)
+                return
         try:
             spec = await self.spec(job)
         except SpecError as exc:
@@ -176,11 +194,10 @@ class JobDriver:
             if self.chain_now() > job.assign_deadline:
                 await self._fail(job, "no providers matched before the assign deadline")
                 return
-            try:
-                slots = await self.assigner.plan(job, req, [])
-            except MatchError as exc:
-                await self.store.update_job(job.job_id, failure_reason=str(exc))
-                return
+            planned = await self.assigner.admit(job, req)
+            if planned is None:
+                return  # waits in created until capacity frees up (or the deadline passes)
+            slots = planned
         tx = await self.assigner.submit(job, slots)
         providers = [s.address for s in await self.store.slots(job.job_id)]
         await self._move(job, S.ASSIGNED, {"tx": tx, "providers": providers}, failure_reason=None)
@@ -207,12 +224,31 @@ class JobDriver:
     async def _deliver(self, job: JobRecord, slot: ProviderSlot) -> None:
         message = await self._assignment_message(job, slot)
         refusal = await self.dispatcher.assign(self._target(slot), message)
+        busy_before = False
+        for delay in BUSY_RETRY_S:
+            if refusal is None or not refusal.busy:
+                break
+            busy_before = True
+            # Still finishing another job (ours or someone else's): not a failure. The
+            # job keeps its seat; no new job is planned there until its next advert.
+            self.book.capacity.columns.mark_full(slot.address, self.book.clock())
+            await self.store.update_slot(
+                job.job_id,
+                slot.idx,
+                only_if=frozenset({P.ASSIGNED}),
+                detail=f"waiting: provider busy: {refusal.message}"[:1000],
+            )
+            await trio.sleep(delay)
+            refusal = await self.dispatcher.assign(self._target(slot), message)
+        if refusal is not None and refusal.busy:
+            return  # delivered again on a later step, until the commit deadline
         # Only a slot still waiting for this answer changes: a commitment may have
         # arrived meanwhile, and it must not be overwritten.
         waiting = frozenset({P.ASSIGNED, P.RUNNING})
         if refusal is None or refusal.already_done:
+            cleared = {"detail": None} if busy_before else {}
             await self.store.update_slot(
-                job.job_id, slot.idx, only_if=frozenset({P.ASSIGNED}), state=P.RUNNING
+                job.job_id, slot.idx, only_if=frozenset({P.ASSIGNED}), state=P.RUNNING, **cleared
             )
         else:
             detail = f"assignment refused: {refusal.code}: {refusal.message}"[:1000]

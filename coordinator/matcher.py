@@ -98,7 +98,8 @@ class PricePerTflop:
         per_tflop = (cols.rate[:n] + 1.0) / np.maximum(cols.tflops[:n, dtype], 1e-6)
         trust = (1.0 - self.reputation_weight) + self.reputation_weight * cols.reputation[:n]
         gpus = np.maximum(cols.gpu_count[:n], 1)
-        load = cols.utilization[:n] + cols.inflight_gpus[:n] / gpus
+        held = cols.reserved_jobs[:n] / np.maximum(cols.job_capacity[:n], 1)
+        load = np.maximum(cols.utilization[:n], held) + cols.inflight_gpus[:n] / gpus
         result: np.ndarray = per_tflop * (1.0 + self.load_weight * load) / trust
         return result
 
@@ -159,14 +160,13 @@ class Matcher:
         checks: list[tuple[str, np.ndarray]] = [
             ("offline", c.alive[:n]),
             (f"no {req.runtime} runtime", (c.runtime_bits[:n] & RUNTIME_BITS[req.runtime]) != 0),
+            ("busy (no free job slot)", c.free_jobs() >= 1),
         ]
         if req.gpus > 0:
             free = c.free_gpus[:n] - c.inflight_gpus[:n]
             checks.append((f"fewer than {req.gpus} free GPUs on one node", free >= req.gpus))
             if req.gpu_memory_bytes:
                 checks.append(("too little GPU memory", c.gpu_memory[:n] >= req.gpu_memory_bytes))
-        else:
-            checks.append(("busy", c.inflight_gpus[:n] == 0))
         for dtype, minimum in req.min_tflops.items():
             column = c.tflops[:n, DTYPE_INDEX[dtype]]
             checks.append((f"below {minimum:g} {dtype} TFLOPS", column >= minimum))

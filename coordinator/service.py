@@ -177,8 +177,11 @@ class Coordinator:
         handlers.register(REPORT_PROTOCOL, reports.handle, REPORT_LIMITS)
         self.challenger = Challenger(self.identity, transport, self.book, n=s.challenge_n)
 
+        self.assigner.wake = self.runner.wake
         await self.watcher.poll_once()
         for job in await self.store.open_jobs():
+            # Job slots this coordinator holds at providers survive a restart.
+            self.book.capacity.sync(job.job_id, await self.store.slots(job.job_id))
             self.runner.wake(job.job_id)
         self.nursery.start_soon(self.watcher.run, name="chain watcher")
         self.nursery.start_soon(self.settler.run, name="settlement batcher")

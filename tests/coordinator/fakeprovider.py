@@ -3,7 +3,9 @@
 It advertises on gossipsub, answers ``JOB_PROTOCOL`` (Ack on Assignment, its Reveal on a
 RevealRequest), and after accepting an assignment sends a signed Commitment on
 ``REPORT_PROTOCOL``. ``result`` picks its answer (providers with equal ``result`` agree);
-``silent`` makes it ignore assignments, the way a hung provider would.
+``silent`` makes it ignore assignments, the way a hung provider would. With ``max_jobs``
+it runs at most that many jobs at once, refuses more as busy (as the real provider does)
+and advertises its utilization.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class FakeProvider:
     salts: dict[bytes, bytes] = field(default_factory=dict)
     seq: int = 0
     commit_delay_s: float = 0.2
+    max_jobs: int = 0  # 0: no limit
+    running: set[bytes] = field(default_factory=set)
+    busy_refusals: int = 0
 
     @property
     def address(self) -> str:
@@ -75,7 +80,7 @@ class FakeProvider:
             fingerprint=Fingerprint(backend="cpu", gpu_model="cpu", torch="2.13.0"),
             price_per_gpu_hour=Wei(self.price_per_hour),
             free_gpus=0,
-            utilization=0.0,
+            utilization=min(1.0, len(self.running) / self.max_jobs) if self.max_jobs else 0.0,
             runtimes=("torch",),
             software={"gpumarket": "test"},
             seq=self.seq,
@@ -88,6 +93,19 @@ class FakeProvider:
         if isinstance(body, Assignment):
             if self.silent:
                 await trio.sleep_forever()
+            known = self.max_jobs > 0 and any(a.job_id == body.job_id for a in self.assignments)
+            if not known and self.max_jobs and len(self.running) >= self.max_jobs:
+                self.busy_refusals += 1
+                busy = ErrorReply(
+                    sender=self.identity.address,
+                    code=ErrorCode.BUSY,
+                    message=f"running {len(self.running)} jobs already",
+                )
+                return encode_signed(sign_message(busy, self.identity))
+            if known:
+                ack = Ack(sender=self.identity.address, of=body.message_type, job_id=body.job_id)
+                return encode_signed(sign_message(ack, self.identity))
+            self.running.add(bytes(body.job_id))
             self.assignments.append(body)
             assert self.node is not None
             self.node.nursery.start_soon(self._commit, body, peer)
@@ -142,9 +160,10 @@ class FakeProvider:
                     REPORT_PROTOCOL,
                     encode_signed(sign_message(body, self.identity)),
                 )
-                return
+                break
             except Exception:
                 await trio.sleep(0.5)
+        self.running.discard(bytes(job_id))
 
     async def _advertise(self, publisher: AdvertPublisher) -> None:
         while True:

@@ -1,0 +1,115 @@
+"""Job slots: planning holds a provider's capacity, busy providers wait, releases reopen it."""
+
+from __future__ import annotations
+
+import pytest
+
+from coordinator.book import ProviderBook
+from coordinator.columns import Offer
+from coordinator.errors import NoCandidates
+from coordinator.matcher import Matcher
+from coordinator.requirements import Requirements
+from coordinator.states import ProviderState
+from coordinator.store import ProviderSlot
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def offer(i: int, now: float, utilization: float = 0.0) -> Offer:
+    return Offer(
+        address=f"0x{i:040x}",
+        peer_id=f"peer{i}",
+        multiaddrs=(f"/ip4/127.0.0.1/tcp/{4000 + i}",),
+        gpu_count=0,
+        free_gpus=0,
+        gpu_memory_bytes=0,
+        tflops={"fp32": 1.0},
+        rate_per_gpu_hour=1_000_000 + i,
+        runtimes=("torch",),
+        fingerprint="cpu",
+        utilization=utilization,
+        seen_at=now,
+    )
+
+
+def book_of(n: int, clock: Clock) -> tuple[ProviderBook, Matcher]:
+    book = ProviderBook(clock)
+    for i in range(n):
+        book.columns.upsert(offer(i, clock.now))
+        book.columns.set_stake(f"0x{i:040x}", 10**12, 0)
+    return book, Matcher(book.columns, exploration_share=0.0)
+
+
+REQ = Requirements(count=2, gpus=0, runtime="torch", duration_s=600, price_cap=10**9, exact=True)
+
+
+def slot(job: str, address: str, state: ProviderState, commit: str | None = None) -> ProviderSlot:
+    return ProviderSlot(
+        job_id=job,
+        idx=0,
+        address=address,
+        peer_id="p",
+        price=1,
+        state=state,
+        updated_at=0.0,
+        commit_hash=commit,
+    )
+
+
+def test_held_slots_are_not_planned_twice_and_free_up_on_commit() -> None:
+    clock = Clock()
+    book, matcher = book_of(3, clock)
+    first = [c.address for c in matcher.match(REQ).chosen]
+    book.capacity.hold("job-a", first)
+    with pytest.raises(NoCandidates) as refused:
+        matcher.match(REQ)
+    assert "busy" in str(refused.value)
+    released: list[int] = []
+    book.capacity.on_release = lambda: released.append(1)
+    book.capacity.sync(
+        "job-a",
+        [
+            slot("job-a", first[0], ProviderState.COMMITTED, "0x01"),
+            slot("job-a", first[1], ProviderState.RUNNING),
+        ],
+    )
+    assert released and book.capacity.held(first[0]) == 0 and book.capacity.held(first[1]) == 1
+    second = {c.address for c in matcher.match(REQ).chosen}
+    assert first[1] not in second and first[0] in second
+
+
+def test_a_stale_advert_does_not_hide_a_released_slot_but_a_fresh_one_counts() -> None:
+    clock = Clock()
+    book, _ = book_of(1, clock)
+    address = "0x" + "0" * 40
+    book.capacity.hold("job-a", [address])
+    clock.now += 5
+    book.columns.upsert(offer(0, clock.now, utilization=1.0))  # running the held job
+    assert book.columns.free_jobs()[0] == 0
+    book.capacity.release_job("job-a")
+    assert book.columns.free_jobs()[0] == 1  # the advert predates the release
+    clock.now += 5
+    book.columns.upsert(offer(0, clock.now, utilization=1.0))  # now someone else's job
+    assert book.columns.free_jobs()[0] == 0
+
+
+def test_capacity_is_learned_from_utilization_and_busy_marks_full_until_next_advert() -> None:
+    clock = Clock()
+    book, _ = book_of(1, clock)
+    address = "0x" + "0" * 40
+    book.capacity.hold("job-a", [address])
+    clock.now += 5
+    book.columns.upsert(offer(0, clock.now, utilization=0.25))  # 1 of 4 slots in use
+    assert book.columns.job_capacity[0] == 4
+    assert book.columns.free_jobs()[0] == 3
+    book.columns.mark_full(address, clock.now)
+    assert book.columns.free_jobs()[0] == 0
+    clock.now += 2
+    book.columns.upsert(offer(0, clock.now, utilization=0.25))
+    assert book.columns.free_jobs()[0] == 3
