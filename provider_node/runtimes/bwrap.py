@@ -164,11 +164,13 @@ class BwrapRuntime:
             "--die-with-parent",
             "--new-session",
             "--cap-drop", "ALL",
+            # The private /tmp comes first: a Python prefix bound below may live under /tmp
+            # (a checkout or venv there), and a later tmpfs would hide it.
+            "--tmpfs", "/tmp",
             *self._system_args(),
             "--proc", "/proc",
             "--dev", "/dev",
             *self._gpu_args(job),
-            "--tmpfs", "/tmp",
             "--tmpfs", HOME_IN_SANDBOX,
             "--ro-bind", str(LAUNCHER.resolve()), LAUNCHER_IN_SANDBOX,
             "--dir", JOB_ROOT,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -193,3 +194,16 @@ def test_bwrap_probe_reports_missing_binary() -> None:
     reason = BwrapRuntime(bwrap="/nonexistent/bwrap").unavailable_reason()
     assert reason is not None and "not installed" in reason
     assert BwrapRuntime().unavailable_reason() is None  # bubblewrap and cgroups work here
+
+
+def test_bwrap_binds_a_prefix_under_tmp_after_the_private_tmp(
+    make_job: MakeJob, tmp_path: Path
+) -> None:
+    # A venv or checkout under /tmp must stay visible: the tmpfs goes first, binds on top.
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    argv = BwrapRuntime(extra_ro_paths=(str(venv),)).argv(make_job("print(1)", torch=True))
+    pairs = list(itertools.pairwise(argv))
+    tmpfs = pairs.index(("--tmpfs", "/tmp"))
+    bind = pairs.index(("--ro-bind", str(venv.resolve())))
+    assert tmpfs < bind
