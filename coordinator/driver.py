@@ -314,12 +314,8 @@ class JobDriver:
                 return
             await self._move(job, S.COMMITTED, {"committed": [s.address for s in committed]})
         elif not waiting and not committed:
-            # Say why: the job's own fault as a provider reported it, else what failed.
             fresh = await self.store.get_job(job.job_id)
-            details = [s.detail for s in slots if s.state is P.FAILED and s.detail]
-            reason = fresh.failure_reason or (details[0] if details else None)
-            why = reason or "every provider failed and none can replace them"
-            await self._fail(fresh, why, fresh.failure_provider)
+            await self._fail(fresh, every_provider_failed(slots), fresh.failure_provider)
         elif job.state is S.ASSIGNED and all(s.state is not P.ASSIGNED for s in active):
             await self._move(job, S.RUNNING, {"providers": [s.address for s in active]})
 
@@ -566,6 +562,19 @@ class JobDriver:
             S.ASSIGNED,
             {"tie_breaker": [s.address for s in slots if s.state is P.PLANNED], "tx": tx},
         )
+
+
+MAX_REASON_CHARS = 4000
+
+
+def every_provider_failed(slots: list[ProviderSlot]) -> str:
+    """The requester's failure reason: each failed provider and what it (or we) said."""
+    details = [
+        f"{s.address}: {s.detail}" for s in slots if s.state in (P.FAILED, P.REPLACED) and s.detail
+    ]
+    if not details:
+        return "every provider failed and none can replace them"
+    return ("every provider failed: " + "; ".join(details))[:MAX_REASON_CHARS]
 
 
 def reveal_deadline(job: JobRecord) -> int:

@@ -31,6 +31,9 @@ class ProviderView(BaseModel):
     commit_hash: str | None
     result_cid: str | None
     outcome: str | None
+    detail: str | None = Field(
+        description="why this provider failed, was replaced or is waiting, as last recorded"
+    )
 
 
 class JobView(BaseModel):
@@ -72,6 +75,7 @@ class JobView(BaseModel):
                     commit_hash=s.commit_hash,
                     result_cid=s.result_cid,
                     outcome=s.outcome,
+                    detail=s.detail,
                 )
                 for s in slots
             ],

@@ -3,7 +3,8 @@
 It advertises on gossipsub, answers ``JOB_PROTOCOL`` (Ack on Assignment, its Reveal on a
 RevealRequest), and after accepting an assignment sends a signed Commitment on
 ``REPORT_PROTOCOL``. ``result`` picks its answer (providers with equal ``result`` agree);
-``silent`` makes it ignore assignments, the way a hung provider would. With ``max_jobs``
+``silent`` makes it ignore assignments, the way a hung provider would; ``fail_with``
+makes it report a failed run instead of committing. With ``max_jobs``
 it runs at most that many jobs at once, refuses more as busy (as the real provider does)
 and advertises its utilization.
 """
@@ -31,6 +32,8 @@ from protocol.messages import (
     Commitment,
     ErrorCode,
     ErrorReply,
+    FailureKind,
+    FailureReport,
     Fingerprint,
     Message,
     Reveal,
@@ -60,6 +63,7 @@ class FakeProvider:
     max_jobs: int = 0  # 0: no limit
     running: set[bytes] = field(default_factory=set)
     busy_refusals: int = 0
+    fail_with: tuple[FailureKind, str] | None = None  # report this failure, not a result
 
     @property
     def address(self) -> str:
@@ -147,9 +151,14 @@ class FakeProvider:
         signature = eip712.sign_commit(
             self.identity.private_key, self.domain, job_id, self.identity.address, commit
         )
-        body = Commitment(
+        body: Commitment | FailureReport = Commitment(
             job_id=job_id, provider=self.identity.address, commit_hash=commit, signature=signature
         )
+        if self.fail_with is not None:
+            kind, detail = self.fail_with
+            body = FailureReport(
+                job_id=job_id, provider=self.identity.address, kind=kind, detail=detail
+            )
         node = self.node
         assert node is not None
         for _ in range(400):

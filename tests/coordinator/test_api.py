@@ -123,6 +123,7 @@ async def test_job_view_has_the_contract_shape(api) -> None:
         "commit_hash",
         "result_cid",
         "outcome",
+        "detail",
     }
     assert (await client.get(f"/jobs/0x{'cd' * 32}")).status_code == 404
     assert (await client.get("/jobs/0x12")).status_code == 400
