@@ -22,11 +22,12 @@ from typing import cast
 import trio
 
 from coordinator.book import ProviderBook
+from coordinator.tasks import contained
 from coordinator.transport import PeerTransport
 from proofs import challenge as proof
 from proofs.challenge_check import TimingTerms, judge, pick_rows
 from proofs.merkle import MerkleProof
-from protocol.errors import GpuMarketError, MessageError
+from protocol.errors import MessageError
 from protocol.identity import Identity
 from protocol.ids import Address
 from protocol.messages import (
@@ -75,10 +76,8 @@ class Challenger:
 
     async def run(self) -> None:
         async for address in self._receive:
-            try:
+            with contained(log, f"challenge of {address} not completed"):
                 await self.challenge(address)
-            except (GpuMarketError, trio.TooSlowError) as exc:
-                log.info("challenge of %s not completed: %s", address, exc)
 
     async def _call(self, address: str, body: Message) -> WireMessage:
         advert = self.book.find(address)

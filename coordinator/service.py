@@ -41,10 +41,10 @@ from coordinator.settings import CoordinatorSettings
 from coordinator.settlement import Settler
 from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord, Store
+from coordinator.tasks import contained
 from coordinator.transport import Libp2pTransport, PeerTransport
 from coordinator.watcher import ChainWatcher
 from protocol import eip712
-from protocol.errors import GpuMarketError
 from protocol.ids import JobId
 from protocol.ipfs.kubo import KuboContentStore
 from protocol.ipfs.store import ContentStore
@@ -275,32 +275,34 @@ class Coordinator:
         assert self.node is not None
         async with subscribe_adverts(self.node, self.book.verifier) as adverts:
             async for delivery in adverts:
-                advert = delivery.value.body
-                if isinstance(advert, Advert):
-                    new = self.book.find(advert.provider) is None
-                    self.book.accept(advert)
-                    if new:
-                        self.challenger.enqueue(advert.provider)
+                with contained(log, "advert not taken into the book"):
+                    advert = delivery.value.body
+                    if isinstance(advert, Advert):
+                        new = self.book.find(advert.provider) is None
+                        self.book.accept(advert)
+                        if new:
+                            self.challenger.enqueue(advert.provider)
 
     async def _maintain_book(self) -> None:
         while True:
-            self.book.expire()
+            with contained(log, "expiring silent providers"):
+                self.book.expire()
             for address in self.book.stake_due()[:STAKE_BATCH]:
-                try:
-                    info = await self.chain.provider_info(address)
-                except GpuMarketError as exc:
-                    log.warning("cannot read provider %s on chain: %s", address, exc)
-                    continue
-                self.book.set_chain_facts(
-                    address, registered=info.registered, free_stake=int(info.free), group=info.group
-                )
-                if not self.reputation.known(address):
-                    rep = self.reputation.seed(address, info.completed, info.slashed)
-                    await self.store.save_reputation(address, rep.alpha, rep.beta, rep.updated_at)
-                self.book.set_reputation(
-                    address, self.reputation.lower_bound(address), self.reputation.newcomer(address)
-                )
+                with contained(log, f"cannot refresh provider {address} from the chain"):
+                    await self._refresh_provider(address)
             await trio.sleep(min(1.0, self.settings.poll_interval_s))
+
+    async def _refresh_provider(self, address: str) -> None:
+        info = await self.chain.provider_info(address)
+        self.book.set_chain_facts(
+            address, registered=info.registered, free_stake=int(info.free), group=info.group
+        )
+        if not self.reputation.known(address):
+            rep = self.reputation.seed(address, info.completed, info.slashed)
+            await self.store.save_reputation(address, rep.alpha, rep.beta, rep.updated_at)
+        self.book.set_reputation(
+            address, self.reputation.lower_bound(address), self.reputation.newcomer(address)
+        )
 
 
 __all__ = ["CHALLENGE_PROTOCOL", "Coordinator"]

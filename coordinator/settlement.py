@@ -66,7 +66,14 @@ class Settler:
                     batch.append(self._receive.receive_nowait())
                 except trio.WouldBlock:
                     break
-            await self._submit(batch)
+            try:
+                await self._submit(batch)
+            except Exception as exc:
+                log.exception("settling %d job(s) crashed", len(batch))
+                for item in batch:  # their drivers wait for an answer; they retry later
+                    if not item.done.is_set():
+                        item.result = SettleResult(None, error=f"settlement crashed: {exc!r}")
+                        item.done.set()
 
     async def _still_open(self, batch: list[_Pending]) -> list[_Pending]:
         """Resolve jobs the chain already moved past ASSIGNED; return the rest."""

@@ -22,8 +22,8 @@ from coordinator.errors import InvalidTransition
 from coordinator.signals import Signals
 from coordinator.states import JobState
 from coordinator.store import AsyncStore, JobRecord
+from coordinator.tasks import contained
 from protocol.eip712 import digest_to_cid
-from protocol.errors import GpuMarketError
 from protocol.ids import parse_address
 
 log = logging.getLogger(__name__)
@@ -142,10 +142,8 @@ class ChainWatcher:
 
     async def run(self) -> None:
         while True:
-            try:
+            with contained(log, "chain watcher"):
                 await self.poll_once()
-            except GpuMarketError as exc:
-                log.warning("chain watcher: %s", exc)
             with trio.move_on_after(self.poll_s):
                 await self._poke.wait()
             self._poke = trio.Event()
