@@ -1,16 +1,20 @@
 """Request/response to providers: a small Protocol, its libp2p implementation and a fake.
 
 The dispatcher only ever calls :meth:`PeerTransport.request`; the libp2p version dials the
-provider's advertised multiaddrs when it is not connected yet.
+provider's advertised multiaddrs when it is not connected yet, and once more when no
+stream opens on an existing connection (a provider that restarted leaves a dead one).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from typing import Protocol
 
 from protocol.errors import TransportError
 from protocol.ids import PeerId
+from protocol.p2p.errors import DialError, ProtocolNotSupported
 from protocol.p2p.host import Node
 from protocol.p2p.rpc_client import request
 from protocol.p2p.rpc_wire import Limits
@@ -49,6 +53,15 @@ class Libp2pTransport:
             max_response_bytes=MAX_MESSAGE_BYTES,
             timeout_s=timeout_s,
         )
+        try:
+            return await request(self.node, peer, protocol_id, payload, limits)
+        except (DialError, ProtocolNotSupported) as exc:
+            log.debug("no stream to %s (%s); dialling afresh", peer, exc)
+        # No stream opened on the connection: it may be one the provider dropped when it
+        # restarted, not yet noticed here. Nothing was sent; drop it and dial once more.
+        with suppress(TransportError):
+            await self.node.disconnect(peer)
+        await self._dial(peer, multiaddrs)
         return await request(self.node, peer, protocol_id, payload, limits)
 
     async def _dial(self, peer: PeerId, multiaddrs: Sequence[str]) -> None:
@@ -66,6 +79,8 @@ class Libp2pTransport:
             raise last
         raise TransportError(f"no dialable address for {peer}")
 
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[str, bytes], Awaitable[bytes]]
 

@@ -66,4 +66,6 @@ class HostConfig:
 
     dial_timeout_s: float = 5.0
     negotiate_timeout_s: int = 10
+    dial_backoff_s: float = 2.0
+    """How long a peer whose every address just failed is not dialled again implicitly."""
     gossip: GossipConfig = field(default_factory=GossipConfig)

@@ -66,20 +66,49 @@ class Node:
         return [PeerId(peer.to_base58()) for peer in self.host.get_connected_peers()]
 
     def is_connected(self, peer: PeerId) -> bool:
-        return parse_peer_id(peer) in self.host.get_connected_peers()
+        """True while an open connection to ``peer`` exists.
+
+        A connection the remote side closed can stay registered for a moment; it does
+        not count, so callers dial again instead of opening a stream on it.
+        """
+        peer_id = parse_peer_id(peer)
+        if peer_id not in self.host.get_connected_peers():
+            return False
+        connections = self.host.get_network().get_connections(peer_id)
+        return any(not getattr(c, "is_closed", False) for c in connections)
 
     async def connect(self, addr: str) -> PeerId:
-        """Dial a ``.../p2p/<peer id>`` multiaddr; returns the peer id once connected."""
+        """Dial a ``.../p2p/<peer id>`` multiaddr; returns the peer id once connected.
+
+        An explicit address is worth trying even when an earlier dial of the peer failed:
+        py-libp2p would refuse it for a while from its negative dial cache (a restarted
+        peer comes back on the same address), so this peer's entry is cleared first.
+        """
         try:
             info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
         except Exception as exc:
             raise DialError(addr, f"not a dialable multiaddr with /p2p/: {exc}") from exc
         if info.peer_id == self.host.get_id():
             raise DialError(addr, "refusing to dial this node itself")
+        self.forget_failed_dials(PeerId(info.peer_id.to_base58()))
         timeout = self.config.dial_timeout_s
         with translate_errors(f"dial {addr}", timeout=timeout), trio.fail_after(timeout):
             await self.host.connect(info)
         return PeerId(info.peer_id.to_base58())
+
+    def forget_failed_dials(self, peer: PeerId) -> None:
+        """Let the next dial of ``peer`` go out: clear its negative-cache entry and drop
+        connections to it that are already closed (py-libp2p's ``connect`` would return
+        such a connection instead of dialling)."""
+        peer_id = parse_peer_id(peer)
+        network = self.host.get_network()
+        unblock = getattr(network, "unblock_peer", None)
+        if unblock is not None:
+            unblock(peer_id)
+        remove = getattr(network, "remove_conn", None)
+        for conn in list(network.get_connections(peer_id)):
+            if getattr(conn, "is_closed", False) and remove is not None:
+                remove(conn)
 
     async def disconnect(self, peer: PeerId) -> None:
         with translate_errors(f"disconnect {peer}"):
@@ -131,7 +160,20 @@ def _build_host(private_key: bytes, config: HostConfig) -> tuple[IHost, GossipSu
         eclipse_protection_enabled=gossip.eclipse_protection,
     )
     pubsub = Pubsub(host, gossipsub, strict_signing=True, max_inbound_rpc_size=gossip.max_rpc_bytes)
+    _shorten_dial_backoff(host, config.dial_backoff_s)
     return host, gossipsub, pubsub
+
+
+def _shorten_dial_backoff(host: IHost, seconds: float) -> None:
+    """py-libp2p refuses every dial of a peer for 60 s after all its addresses failed.
+
+    Peers here restart on the same address within seconds (a daemon restart, a devnet),
+    so the refusal is cut to ``seconds``. The cache is private to the swarm; where a
+    py-libp2p version lacks it, its own default stays.
+    """
+    cache = getattr(host.get_network(), "_negative_peer_cache", None)
+    if cache is not None and hasattr(cache, "_ttl"):
+        cache._ttl = seconds
 
 
 @asynccontextmanager
