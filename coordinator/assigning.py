@@ -35,6 +35,10 @@ from protocol.ids import Address, JobId, Wei
 
 log = logging.getLogger(__name__)
 
+QUEUE_MARGIN_S = 30.0
+"""Within this long of its assign deadline, a waiting job may queue at busy providers."""
+MAX_QUEUE = 16
+
 
 @dataclass
 class Waiting:
@@ -42,7 +46,7 @@ class Waiting:
 
     job: JobRecord
     req: Requirements
-    tried_at: int = -1  # book version at its last failed match: no retry until it changes
+    tried_at: tuple[int, int] = (-1, 0)  # (book version, queue) of its last failed match
     reason: str | None = None
 
 
@@ -61,6 +65,7 @@ class Assigner:
         self.matcher = matcher
         self.observe = observe
         self.wake: Callable[[str], None] | None = None
+        self.chain_now: Callable[[], float] = time.time
         self._lock = trio.Lock()
         self._waiting: dict[str, Waiting] = {}
         self._planned: dict[str, list[ProviderSlot]] = {}  # planned while their task waited
@@ -74,7 +79,16 @@ class Assigner:
     def unchanged(self, job_id: str) -> bool:
         """True when the job waits and the book has not changed since it last failed to match."""
         entry = self._waiting.get(job_id)
-        return entry is not None and entry.tried_at == self.book.columns.version
+        return entry is not None and entry.tried_at == self._try_key(entry)
+
+    def _try_key(self, entry: Waiting) -> tuple[int, int]:
+        """What a new match attempt would differ in: the book, or the queue allowance.
+
+        Close to its assign deadline a job may queue at busy providers: the chain only
+        needs it assigned by then; it runs when a slot frees, before its commit deadline.
+        """
+        near = self.chain_now() > entry.job.assign_deadline - QUEUE_MARGIN_S
+        return self.book.columns.version, MAX_QUEUE if near else 0
 
     def forget(self, job_id: str) -> None:
         self._waiting.pop(job_id, None)
@@ -104,7 +118,8 @@ class Assigner:
             result: list[ProviderSlot] | None = None
             for entry in self._order():
                 job_id = entry.job.job_id
-                if entry.tried_at == self.book.columns.version:
+                key = self._try_key(entry)
+                if entry.tried_at == key:
                     continue
                 if job_id != job.job_id:
                     current = await self.store.get_job(job_id)
@@ -112,9 +127,9 @@ class Assigner:
                         self.forget(job_id)
                         continue
                 try:
-                    slots = await self._plan(entry.job, entry.req, [])
+                    slots = await self._plan(entry.job, replace(entry.req, queue=key[1]), [])
                 except NoCandidates as exc:
-                    entry.tried_at = self.book.columns.version
+                    entry.tried_at = key
                     reason = f"waiting for providers: {exc}"
                     if reason != entry.reason:
                         entry.reason = reason

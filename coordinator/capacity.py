@@ -30,6 +30,7 @@ class CapacityLedger:
         self.clock = clock
         self._held: dict[str, set[str]] = {}  # job id -> provider addresses
         self._count: dict[str, int] = {}  # provider address -> jobs held there
+        self._running: dict[str, set[str]] = {}  # job id -> providers that acknowledged it
         self.on_release: Callable[[], None] | None = None
 
     def held(self, address: str) -> int:
@@ -41,11 +42,24 @@ class CapacityLedger:
     def hold(self, job_id: str, addresses: Iterable[str]) -> None:
         self._set(job_id, self._held.get(job_id, set()) | set(addresses))
 
+    def running_at(self, address: str) -> int:
+        """Jobs of this coordinator the provider acknowledged and has not finished."""
+        return sum(1 for addresses in self._running.values() if address in addresses)
+
     def sync(self, job_id: str, slots: Iterable[ProviderSlot]) -> None:
         """Make the job's holdings match its stored slots."""
+        slots = list(slots)
+        running = {
+            s.address for s in slots if s.state is ProviderState.RUNNING and s.commit_hash is None
+        }
+        if running:
+            self._running[job_id] = running
+        else:
+            self._running.pop(job_id, None)
         self._set(job_id, holders(slots))
 
     def release_job(self, job_id: str) -> None:
+        self._running.pop(job_id, None)
         self._set(job_id, set())
 
     def refresh(self, address: str) -> None:

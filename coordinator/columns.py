@@ -235,6 +235,7 @@ class ProviderColumns:
             self.reserved_at[slot] = now
         elif jobs < before:
             self.released_at[slot] = now
+            self.full_since[slot] = 0  # one of ours just finished there: a slot is free
 
     def mark_full(self, address: str, now: float) -> None:
         """The provider refused a job as busy: no free slot until its next advert."""

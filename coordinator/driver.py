@@ -46,8 +46,7 @@ from protocol.spec_io import parse_spec
 log = logging.getLogger(__name__)
 
 REVEAL_ATTEMPTS = 3
-BUSY_RETRY_S = (0.25, 0.5, 1.0)
-"""Pauses between deliveries to a provider that refused as busy, within one step."""
+BUSY_DETAIL = "waiting: provider busy: "
 S = JobState
 P = ProviderState
 
@@ -224,24 +223,18 @@ class JobDriver:
     async def _deliver(self, job: JobRecord, slot: ProviderSlot) -> None:
         message = await self._assignment_message(job, slot)
         refusal = await self.dispatcher.assign(self._target(slot), message)
-        busy_before = False
-        for delay in BUSY_RETRY_S:
-            if refusal is None or not refusal.busy:
-                break
-            busy_before = True
-            # Still finishing another job (ours or someone else's): not a failure. The
-            # job keeps its seat; no new job is planned there until its next advert.
-            self.book.capacity.columns.mark_full(slot.address, self.book.clock())
+        if refusal is not None and refusal.busy:
+            # Still running another job (ours or someone else's): not a failure. The job
+            # keeps its seat and is delivered again once a slot there looks free.
+            self.book.columns.mark_full(slot.address, self.book.clock())
             await self.store.update_slot(
                 job.job_id,
                 slot.idx,
                 only_if=frozenset({P.ASSIGNED}),
-                detail=f"waiting: provider busy: {refusal.message}"[:1000],
+                detail=f"{BUSY_DETAIL}{refusal.message}"[:1000],
             )
-            await trio.sleep(delay)
-            refusal = await self.dispatcher.assign(self._target(slot), message)
-        if refusal is not None and refusal.busy:
-            return  # delivered again on a later step, until the commit deadline
+            return
+        busy_before = (slot.detail or "").startswith(BUSY_DETAIL)
         # Only a slot still waiting for this answer changes: a commitment may have
         # arrived meanwhile, and it must not be overwritten.
         waiting = frozenset({P.ASSIGNED, P.RUNNING})
@@ -263,13 +256,29 @@ class JobDriver:
             )
         self.signals.fire(job.job_id)
 
+    def _may_deliver(self, address: str, detail: str | None) -> bool:
+        """A provider that refused as busy gets the job again only once a slot looks free."""
+        if not (detail or "").startswith(BUSY_DETAIL):
+            return True
+        cols = self.book.columns
+        slot = cols.slot(address)
+        if slot is None:
+            return True
+        if cols.full_since[slot] >= cols.seen_at[slot]:
+            return False  # refused since its last advert, and none of ours finished there
+        return self.book.capacity.running_at(address) < int(cols.job_capacity[slot])
+
     async def _assigned(self, job: JobRecord) -> None:
         slots = await self.store.slots(job.job_id)
         planned = [s for s in slots if s.state is P.PLANNED]
         if planned:  # a replacement or tie-breaker chosen but not yet on chain
             await self.assigner.submit(job, slots)
             slots = await self.store.slots(job.job_id)
-        pending = [s for s in slots if s.state is P.ASSIGNED and s.peer_id]
+        pending = [
+            s
+            for s in slots
+            if s.state is P.ASSIGNED and s.peer_id and self._may_deliver(s.address, s.detail)
+        ]
         if job.job_id not in self._resumed:
             # First look at this job since this process started: deliver the assignment
             # again to providers still working on it (idempotent for them), which also

@@ -160,7 +160,7 @@ class Matcher:
         checks: list[tuple[str, np.ndarray]] = [
             ("offline", c.alive[:n]),
             (f"no {req.runtime} runtime", (c.runtime_bits[:n] & RUNTIME_BITS[req.runtime]) != 0),
-            ("busy (no free job slot)", c.free_jobs() >= 1),
+            ("busy (no free job slot)", c.free_jobs() >= 1 - req.queue),
         ]
         if req.gpus > 0:
             free = c.free_gpus[:n] - c.inflight_gpus[:n]

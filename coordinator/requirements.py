@@ -28,6 +28,8 @@ class Requirements:
     exclude_groups: frozenset[int] = frozenset()
     fingerprint: str | None = None
     """Exact jobs joining an existing assignment must match its fingerprint."""
+    queue: int = 0
+    """Jobs a chosen provider may already have waiting beyond its free job slots."""
 
     def to_json(self) -> dict[str, Any]:
         return {

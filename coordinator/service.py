@@ -178,6 +178,7 @@ class Coordinator:
         self.challenger = Challenger(self.identity, transport, self.book, n=s.challenge_n)
 
         self.assigner.wake = self.runner.wake
+        self.assigner.chain_now = lambda: self.watcher.now()
         await self.watcher.poll_once()
         for job in await self.store.open_jobs():
             # Job slots this coordinator holds at providers survive a restart.

@@ -53,7 +53,7 @@ class CoordinatorSettings(BaseSettings):
     provider_ttl_s: float = Field(default=30.0, gt=0, le=3600)
     """A provider silent for this long leaves the book."""
     stake_refresh_s: float = Field(default=15.0, gt=0, le=3600)
-    settle_window_s: float = Field(default=0.5, ge=0, le=60)
+    settle_window_s: float = Field(default=0.1, ge=0, le=60)
     """Jobs ready to settle within this window go into one settleBatch."""
     request_timeout_s: float = Field(default=10.0, gt=0, le=300)
     reveal_timeout_s: float = Field(default=60.0, gt=0, le=3600)

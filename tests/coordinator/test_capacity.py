@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from coordinator.book import ProviderBook
@@ -113,3 +115,13 @@ def test_capacity_is_learned_from_utilization_and_busy_marks_full_until_next_adv
     clock.now += 2
     book.columns.upsert(offer(0, clock.now, utilization=0.25))
     assert book.columns.free_jobs()[0] == 3
+
+
+def test_a_job_near_its_assign_deadline_may_queue_at_busy_providers() -> None:
+    clock = Clock()
+    book, matcher = book_of(2, clock)
+    book.capacity.hold("job-a", [c.address for c in matcher.match(REQ).chosen])
+    with pytest.raises(NoCandidates):
+        matcher.match(REQ)
+    queued = matcher.match(dataclasses.replace(REQ, queue=1))
+    assert len(queued.chosen) == 2
