@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Protocol
 
+import trio
+
 from protocol.errors import TransportError
 from protocol.ids import PeerId
 from protocol.p2p.errors import DialError, ProtocolNotSupported
@@ -34,6 +36,11 @@ class PeerTransport(Protocol):
         ...
 
 
+FRESH_DIALS = 3
+"""Stream attempts per request when no stream opens (each after a fresh dial)."""
+FRESH_DIAL_PAUSE_S = 0.2
+
+
 class Libp2pTransport:
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -53,16 +60,21 @@ class Libp2pTransport:
             max_response_bytes=MAX_MESSAGE_BYTES,
             timeout_s=timeout_s,
         )
-        try:
-            return await request(self.node, peer, protocol_id, payload, limits)
-        except (DialError, ProtocolNotSupported) as exc:
-            log.debug("no stream to %s (%s); dialling afresh", peer, exc)
-        # No stream opened on the connection: it may be one the provider dropped when it
-        # restarted, not yet noticed here. Nothing was sent; drop it and dial once more.
-        with suppress(TransportError):
-            await self.node.disconnect(peer)
-        await self._dial(peer, multiaddrs)
-        return await request(self.node, peer, protocol_id, payload, limits)
+        for attempt in range(1, FRESH_DIALS + 1):
+            try:
+                return await request(self.node, peer, protocol_id, payload, limits)
+            except (DialError, ProtocolNotSupported) as exc:
+                if attempt == FRESH_DIALS:
+                    raise
+                log.debug("no stream to %s (%s); dialling afresh", peer, exc)
+            # No stream opened on the connection: it may be one the provider dropped when it
+            # restarted, not yet noticed here (its teardown can also take the first fresh
+            # connection with it). Nothing was sent, so dropping it and dialling is safe.
+            with suppress(TransportError):
+                await self.node.disconnect(peer)
+            await trio.sleep(FRESH_DIAL_PAUSE_S * attempt)
+            await self._dial(peer, multiaddrs)
+        raise AssertionError("unreachable")
 
     async def _dial(self, peer: PeerId, multiaddrs: Sequence[str]) -> None:
         last: TransportError | None = None
