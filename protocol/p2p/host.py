@@ -13,7 +13,6 @@ of :mod:`protocol.p2p.config`::
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -207,10 +206,3 @@ async def open_host(
             yield node
         finally:
             nursery.cancel_scope.cancel()
-            # py-libp2p 0.8.1 leaves its TCP listeners accepting after the host stops; a
-            # host started again on the same port in this process would then be handed
-            # dead connections. Close them here, bounded and shielded from cancellation.
-            with trio.CancelScope(shield=True), trio.move_on_after(2.0):
-                for listener in list(host.get_network().listeners.values()):
-                    with contextlib.suppress(Exception):
-                        await listener.close()
