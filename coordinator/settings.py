@@ -16,11 +16,10 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocol.errors import ConfigError, MessageError
-from protocol.identity import Identity, load_keystore
+from protocol.identity import Identity, load_keystore, read_password_file
 from protocol.ids import Address, parse_address
 
 ENV_PREFIX = "COORDINATOR_"
-MAX_PASSWORD_FILE_BYTES = 4096
 READY_FILE = "coordinator.json"
 
 
@@ -108,15 +107,7 @@ class CoordinatorSettings(BaseSettings):
 
     def _password(self) -> SecretStr:
         if self.password_file is not None:
-            try:
-                raw = self.password_file.read_bytes()[: MAX_PASSWORD_FILE_BYTES + 1]
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot read {ENV_PREFIX}PASSWORD_FILE {self.password_file}: {exc.strerror}"
-                ) from exc
-            if len(raw) > MAX_PASSWORD_FILE_BYTES:
-                raise ConfigError(f"{ENV_PREFIX}PASSWORD_FILE is larger than a password")
-            return SecretStr(raw.decode("utf-8").removesuffix("\n").removesuffix("\r"))
+            return read_password_file(self.password_file, f"{ENV_PREFIX}PASSWORD_FILE")
         if self.password is not None:
             return self.password
         raise ConfigError(f"set {ENV_PREFIX}PASSWORD_FILE (or {ENV_PREFIX}PASSWORD)")

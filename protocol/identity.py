@@ -21,7 +21,7 @@ from eth_account import Account
 from eth_keys import keys
 from pydantic import SecretStr
 
-from protocol.errors import IdentityError, SignatureError
+from protocol.errors import ConfigError, IdentityError, SignatureError
 from protocol.ids import Address, PeerId, parse_address
 
 if TYPE_CHECKING:
@@ -116,6 +116,23 @@ def verify_peer_address(peer_id: str, address: str) -> None:
     derived = address_from_peer_id(peer_id)
     if derived != parse_address(address):
         raise SignatureError(f"peer id {peer_id} belongs to {derived}, not to {address}")
+
+
+MAX_PASSWORD_FILE_BYTES = 4096
+
+
+def read_password_file(path: Path, setting: str) -> SecretStr:
+    """A keystore password from ``path``; ``setting`` names where the path came from.
+
+    One trailing newline is what ``echo pw > file`` leaves; it is not part of the password.
+    """
+    try:
+        raw = path.read_bytes()[: MAX_PASSWORD_FILE_BYTES + 1]
+    except OSError as exc:
+        raise ConfigError(f"cannot read {setting} {path}: {exc.strerror}") from exc
+    if len(raw) > MAX_PASSWORD_FILE_BYTES:
+        raise ConfigError(f"{setting} is larger than a password")
+    return SecretStr(raw.decode("utf-8").removesuffix("\n").removesuffix("\r"))
 
 
 def _password(password: Password) -> str:

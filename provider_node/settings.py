@@ -17,10 +17,10 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocol.errors import ConfigError, MessageError
+from protocol.identity import read_password_file
 from protocol.ids import Address, Wei, parse_address, to_wei
 
 ENV_PREFIX = "PROVIDER_"
-MAX_PASSWORD_FILE_BYTES = 4096
 
 RuntimeName = Literal["bwrap", "docker", "process"]
 
@@ -109,16 +109,7 @@ class ProviderSettings(BaseSettings):
     def keystore_password(self) -> SecretStr:
         """The keystore password, from the password file or the password variable."""
         if self.password_file is not None:
-            try:
-                raw = self.password_file.read_bytes()[: MAX_PASSWORD_FILE_BYTES + 1]
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot read {ENV_PREFIX}PASSWORD_FILE {self.password_file}: {exc.strerror}"
-                ) from exc
-            if len(raw) > MAX_PASSWORD_FILE_BYTES:
-                raise ConfigError(f"{ENV_PREFIX}PASSWORD_FILE is larger than a password")
-            # One trailing newline is what `echo pw > file` leaves; it is not part of it.
-            return SecretStr(raw.decode("utf-8").removesuffix("\n").removesuffix("\r"))
+            return read_password_file(self.password_file, f"{ENV_PREFIX}PASSWORD_FILE")
         if self.password is not None:
             return self.password
         raise ConfigError(
