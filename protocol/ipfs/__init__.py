@@ -18,6 +18,7 @@ from protocol.ipfs.errors import (
     InvalidCid,
     LayoutError,
     MalformedBlock,
+    TooManyEntries,
 )
 from protocol.ipfs.kubo import KuboContentStore
 from protocol.ipfs.local import file_ref, path_ref
@@ -42,6 +43,7 @@ __all__ = [
     "LayoutError",
     "MalformedBlock",
     "MemoryContentStore",
+    "TooManyEntries",
     "file_ref",
     "hash_bytes",
     "normalize_cid",

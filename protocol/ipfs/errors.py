@@ -71,6 +71,19 @@ class ContentTooLarge(ContentError):
         super().__init__(f"content {cid} exceeds the size cap of {limit} bytes")
 
 
+class TooManyEntries(ContentError):
+    """A download holds more files and directories than its limit (a small DAG can name
+    the same subtree many times, so the byte cap alone does not bound it)."""
+
+    def __init__(self, cid: str, limit: int) -> None:
+        self.cid = cid
+        self.limit = limit
+        super().__init__(
+            f"content {cid} holds more than {limit} files and directories: refused "
+            "(raise the job's limits.max_entries if the input really is that large)"
+        )
+
+
 class LayoutError(ContentError):
     """``path`` cannot be stored in the fixed layout (``reason`` says why)."""
 

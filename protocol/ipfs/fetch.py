@@ -30,6 +30,7 @@ from protocol.ipfs.errors import (
     DestinationExists,
     LayoutError,
     MalformedBlock,
+    TooManyEntries,
 )
 from protocol.ipfs.local import MAX_DEPTH, MAX_DIRECTORY_ENTRIES, check_name
 from protocol.ipfs.unixfs import (
@@ -43,6 +44,8 @@ from protocol.ipfs.unixfs import (
 
 MAX_NODE_BLOCK = 1 << 20
 """Largest dag-pb block accepted (a full directory of long names is ~240 KB)."""
+MAX_ENTRIES = 100_000
+"""Files and directories one download may create, whatever their size."""
 
 
 class BlockSource(Protocol):
@@ -55,16 +58,24 @@ class BlockSource(Protocol):
 
 @dataclass
 class Budget:
-    """Content bytes still allowed for one download (all files of a tree together)."""
+    """What one download may still create: content bytes (all files of a tree together)
+    and entries (files plus directories)."""
 
     cid: str
     limit: int
     used: int = 0
+    max_entries: int = MAX_ENTRIES
+    entries: int = 0
 
     def spend(self, amount: int) -> None:
         self.used += amount
         if self.used > self.limit:
             raise ContentTooLarge(self.cid, self.limit)
+
+    def enter(self, count: int = 1) -> None:
+        self.entries += count
+        if self.entries > self.max_entries:
+            raise TooManyEntries(self.cid, self.max_entries)
 
 
 class FileVerifier:
@@ -136,12 +147,16 @@ async def read_verified(source: BlockSource, cid: str, max_size: int) -> bytes:
     return bytes(out)
 
 
-async def get_verified(source: BlockSource, cid: str, dest: Path, max_size: int) -> Path:
-    """Download a file or directory to ``dest`` with every byte verified."""
+async def get_verified(
+    source: BlockSource, cid: str, dest: Path, max_size: int, max_entries: int = MAX_ENTRIES
+) -> Path:
+    """Download a file or directory to ``dest`` with every byte verified, creating at most
+    ``max_entries`` files and directories."""
     parsed = parse_cid(cid)
     if dest.exists() or dest.is_symlink():
         raise DestinationExists(str(dest))
-    budget = Budget(cid, max_size)
+    budget = Budget(cid, max_size, max_entries=max_entries)
+    budget.enter()  # the root itself
     temp = dest.parent / f".{dest.name}.partial-{secrets.token_hex(4)}"
     try:
         await _fetch_any(source, parsed, await _root(source, parsed), temp, budget, 0)
@@ -195,6 +210,9 @@ async def _fetch_directory(
         raise LayoutError(cid.text, f"directories nested deeper than {MAX_DEPTH}")
     if len(node.links) > MAX_DIRECTORY_ENTRIES:
         raise LayoutError(cid.text, f"more than {MAX_DIRECTORY_ENTRIES} entries")
+    # Counted before anything is fetched: a directory naming one subtree a thousand times
+    # is refused at its first block, not after writing its first million files.
+    budget.enter(len(node.links))
     dest.mkdir()
     children: list[tuple[str, DagRef]] = []
     previous: bytes | None = None

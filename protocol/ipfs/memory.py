@@ -98,8 +98,15 @@ class MemoryContentStore:
     async def read_bytes(self, cid: str, *, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
         return await fetch.read_verified(self, cid, max_size)
 
-    async def get(self, cid: str, dest: Path, *, max_size: int = DEFAULT_MAX_SIZE) -> Path:
-        return await fetch.get_verified(self, cid, dest, max_size)
+    async def get(
+        self,
+        cid: str,
+        dest: Path,
+        *,
+        max_size: int = DEFAULT_MAX_SIZE,
+        max_entries: int = fetch.MAX_ENTRIES,
+    ) -> Path:
+        return await fetch.get_verified(self, cid, dest, max_size, max_entries)
 
     async def size(self, cid: str) -> int:
         return await fetch.content_size(self, cid)

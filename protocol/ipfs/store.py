@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from protocol.ids import Cid
+from protocol.ipfs.fetch import MAX_ENTRIES
 
 DEFAULT_MAX_SIZE = 1 << 30
 """Default download cap (1 GiB), the largest ``max_output`` a job spec may ask for."""
@@ -48,8 +49,16 @@ class ContentStore(Protocol):
         """Fetch a (small) file into memory, verified."""
         ...
 
-    async def get(self, cid: str, dest: Path, *, max_size: int = DEFAULT_MAX_SIZE) -> Path:
-        """Fetch a file or directory to ``dest`` (which must not exist), verified."""
+    async def get(
+        self,
+        cid: str,
+        dest: Path,
+        *,
+        max_size: int = DEFAULT_MAX_SIZE,
+        max_entries: int = MAX_ENTRIES,
+    ) -> Path:
+        """Fetch a file or directory to ``dest`` (which must not exist), verified, writing at
+        most ``max_size`` content bytes and ``max_entries`` files and directories."""
         ...
 
     async def pin(self, cid: str) -> None:

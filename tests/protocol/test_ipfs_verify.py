@@ -24,10 +24,11 @@ from protocol.ipfs import (
     DaemonError,
     KuboContentStore,
     MemoryContentStore,
+    TooManyEntries,
     hash_bytes,
     path_ref,
 )
-from protocol.ipfs.cid import parse_cid
+from protocol.ipfs.cid import parse_cid, parse_cid_binary
 from protocol.ipfs.kubo import ADD_PARAMS
 
 CHUNK = 262_144
@@ -273,3 +274,36 @@ async def test_tampered_memory_store_is_refused() -> None:
         store.blocks[leaf] = bytes(CHUNK)
         with pytest.raises(CidMismatch):
             await store.read_bytes(cid)
+
+
+def _dag_bomb(store: MemoryContentStore, width: int, levels: int) -> str:
+    """A tree of ``levels`` directories, each naming the level below ``width`` times: a
+    handful of blocks that expand to width**levels files."""
+    from protocol.ipfs.unixfs import directory_ref
+
+    ref = hash_bytes(b"x", sink=store._put)
+    for _ in range(levels):
+        ref = directory_ref([(f"e{i:04d}", ref) for i in range(width)], sink=store._put)
+    return parse_cid_binary(ref.cid).text
+
+
+async def test_a_small_dag_naming_one_subtree_many_times_is_refused(tmp_path: Path) -> None:
+    async with MemoryContentStore() as store:
+        cid = _dag_bomb(store, width=1000, levels=2)  # 3 blocks, a million files
+        assert len(store.blocks) == 3
+        with pytest.raises(TooManyEntries) as err:
+            await store.get(cid, tmp_path / "out", max_entries=5000)
+        assert "5000" in str(err.value)
+        # refused at the second directory's block: nothing like a million files was written
+        written = sum(1 for _ in (tmp_path).rglob("*"))
+        assert written <= 5000
+        assert not (tmp_path / "out").exists()
+
+
+async def test_a_tree_within_the_entry_limit_downloads(tmp_path: Path) -> None:
+    async with MemoryContentStore() as store:
+        cid = _dag_bomb(store, width=10, levels=2)  # 1 + 10 + 100 entries
+        out = await store.get(cid, tmp_path / "out", max_entries=111)
+        assert sum(1 for _ in out.rglob("*")) == 110
+        with pytest.raises(TooManyEntries):
+            await store.get(cid, tmp_path / "again", max_entries=110)
