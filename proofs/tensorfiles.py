@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from proofs.errors import ArtifactFormatError
+from protocol.encoding import decode_json
+from protocol.errors import MessageError
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 MAX_TENSORS = 100_000
@@ -92,10 +94,11 @@ def parse_safetensors(path: str, data: bytes) -> TensorFile:
     if n > MAX_HEADER_BYTES or 8 + n > len(data):
         raise ArtifactFormatError(path, f"header length {n} exceeds the file or the limit")
     try:
-        header = json.loads(data[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactFormatError(path, f"header is not JSON: {exc}") from exc
-    if not isinstance(header, dict) or len(header) > MAX_TENSORS:
+        # The bounded decoder: an untrusted header never reaches an unbounded parser.
+        header = decode_json(data[8 : 8 + n], max_bytes=MAX_HEADER_BYTES)
+    except MessageError as exc:
+        raise ArtifactFormatError(path, f"header is not a JSON object: {exc}") from exc
+    if len(header) > MAX_TENSORS:
         raise ArtifactFormatError(path, "header must be a JSON object of bounded size")
     metadata = header.pop("__metadata__", {})
     if not isinstance(metadata, dict):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any
 
 from pydantic import BaseModel
@@ -22,6 +23,17 @@ from protocol.errors import MessageError
 from protocol.registry import MAX_MESSAGE_BYTES
 
 MAX_DEPTH = 32
+SAFE_RECURSION_LIMIT = 3000
+"""Python's recursion limit for our processes. Some dependencies (py_ecc, imported by web3)
+raise it to 100,000 at import, which lets C parsers such as ``json`` recurse until the C
+stack overflows and the process dies; at this limit they raise ``RecursionError`` instead."""
+
+
+def restore_recursion_limit() -> int:
+    """Lower the recursion limit back to :data:`SAFE_RECURSION_LIMIT` (call after imports)."""
+    if sys.getrecursionlimit() > SAFE_RECURSION_LIMIT:
+        sys.setrecursionlimit(SAFE_RECURSION_LIMIT)
+    return sys.getrecursionlimit()
 
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")

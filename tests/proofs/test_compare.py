@@ -133,6 +133,8 @@ def test_safetensors_names_values_and_bf16() -> None:
         (10**9).to_bytes(8, "little") + b"{}",
         (2).to_bytes(8, "little") + b"[]",
         (4).to_bytes(8, "little") + b"nope",
+        # 200,000 levels: an unbounded C parser overflows the stack and kills the process
+        (400_000).to_bytes(8, "little") + b"[" * 200_000 + b"]" * 200_000,
     ],
 )
 def test_malformed_safetensors_headers_are_refused(blob: bytes) -> None:

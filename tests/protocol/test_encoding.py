@@ -83,3 +83,20 @@ def test_depth_is_bounded_both_ways() -> None:
         decode_json(b'{"x":' + b"[" * 40 + b"]" * 40 + b"}")
     # Brackets inside strings do not count.
     assert decode_json(b'{"x":"' + b"[" * 100 + b'"}') == {"x": "[" * 100}
+
+
+def test_the_recursion_limit_is_restored_after_web3_raised_it() -> None:
+    import sys
+
+    import web3  # noqa: F401  (py_ecc, imported through web3, raises the limit to 100,000)
+
+    from protocol.encoding import SAFE_RECURSION_LIMIT, restore_recursion_limit
+
+    previous = sys.getrecursionlimit()
+    try:
+        sys.setrecursionlimit(100_000)
+        assert restore_recursion_limit() == SAFE_RECURSION_LIMIT
+        with pytest.raises(RecursionError):
+            json.loads("[" * 100_000 + "]" * 100_000)
+    finally:
+        sys.setrecursionlimit(previous)
