@@ -5,13 +5,19 @@ request by raising :class:`protocol.errors.MessageError` (answered ``BAD_REQUEST
 other :class:`protocol.errors.GpuMarketError` (``REFUSED``); anything else is a bug and is
 answered ``INTERNAL`` without details. Each handler call runs under the protocol's
 deadline, and each stream is served until the client closes it or stays idle too long.
+
+Every peer is bounded, across all protocols of the node: at most
+:attr:`PeerQuota.max_streams` streams open at once (so at most that many requests of up to
+``max_request_bytes`` in memory) and new streams at most at a token-bucket rate. A stream
+over either bound is answered ``REFUSED`` and closed before its request is read, so one
+peer can never crowd out another.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 from libp2p.abc import INetStream
@@ -31,6 +37,25 @@ REPLY_WRITE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
+class PeerQuota:
+    """What one peer may hold of a node's request/response service."""
+
+    max_streams: int = 16
+    """Streams open at once, all protocols together."""
+    streams_per_s: float = 4.0
+    """Sustained rate of new streams."""
+    burst: int = 64
+    """New streams allowed in a burst on top of the rate."""
+
+
+@dataclass
+class _PeerUse:
+    open: int = 0
+    tokens: float = 0.0
+    refilled_at: float = field(default=0.0)
+
+
+@dataclass(frozen=True)
 class _Route:
     protocol_id: str
     handler: Handler
@@ -40,9 +65,43 @@ class _Route:
 class RequestHandlers:
     """The request/response protocols one node serves, keyed by protocol id."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, quota: PeerQuota | None = None) -> None:
         self._node = node
         self._routes: dict[str, _Route] = {}
+        self.quota = quota or PeerQuota()
+        self._peers: dict[PeerId, _PeerUse] = {}
+
+    def open_streams(self, peer: PeerId) -> int:
+        use = self._peers.get(peer)
+        return use.open if use is not None else 0
+
+    def _admit(self, peer: PeerId) -> str | None:
+        """Count a new stream of ``peer``; the reason it is refused, or None."""
+        now = trio.current_time()
+        use = self._peers.get(peer)
+        if use is None:
+            use = self._peers[peer] = _PeerUse(tokens=float(self.quota.burst), refilled_at=now)
+        use.tokens = min(
+            float(self.quota.burst),
+            use.tokens + (now - use.refilled_at) * self.quota.streams_per_s,
+        )
+        use.refilled_at = now
+        if use.open >= self.quota.max_streams:
+            return f"too many open streams from this peer (limit {self.quota.max_streams})"
+        if use.tokens < 1.0:
+            return f"too many new streams from this peer (limit {self.quota.streams_per_s:g}/s)"
+        use.tokens -= 1.0
+        use.open += 1
+        return None
+
+    def _release(self, peer: PeerId) -> None:
+        use = self._peers.get(peer)
+        if use is None:
+            return
+        use.open -= 1
+        full = use.tokens + (trio.current_time() - use.refilled_at) * self.quota.streams_per_s
+        if use.open <= 0 and full >= self.quota.burst:
+            del self._peers[peer]  # nothing to remember: the table stays as small as the load
 
     @property
     def protocol_ids(self) -> list[str]:
@@ -64,6 +123,21 @@ class RequestHandlers:
 
     async def _serve_stream(self, route: _Route, stream: INetStream) -> None:
         peer = PeerId(stream.muxed_conn.peer_id.to_base58())
+        refusal = self._admit(peer)
+        if refusal is not None:
+            log.debug("%s stream from %s refused: %s", route.protocol_id, peer, refusal)
+            try:
+                await self._reply(stream, route, Status.REFUSED, error_body(refusal))
+            except TransportError:
+                pass
+            await close_stream(stream, reset=False)
+            return
+        try:
+            await self._serve_admitted(route, stream, peer)
+        finally:
+            self._release(peer)
+
+    async def _serve_admitted(self, route: _Route, stream: INetStream, peer: PeerId) -> None:
         limits = route.limits
         clean = False
         try:

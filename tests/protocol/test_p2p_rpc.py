@@ -16,8 +16,9 @@ from protocol.p2p.errors import (
     StreamResetError,
 )
 from protocol.p2p.framing import encode_frame, encode_varint, read_frame
+from protocol.p2p.host import Node
 from protocol.p2p.rpc_client import KeptStream, request
-from protocol.p2p.rpc_server import RequestHandlers
+from protocol.p2p.rpc_server import PeerQuota, RequestHandlers
 from protocol.p2p.rpc_wire import Limits, Status
 from protocol.p2p.testing import start_hosts
 
@@ -159,3 +160,44 @@ async def test_unknown_protocol_and_unregistered_handler() -> None:
         handlers.unregister(ECHO)
         with pytest.raises(ProtocolNotSupported):
             await request(client, server.peer_id, ECHO, b"x")
+
+
+async def test_one_peer_cannot_hold_more_streams_than_its_quota() -> None:
+    async with start_hosts(3, "star") as (server, greedy, other):
+        handlers = RequestHandlers(server, PeerQuota(max_streams=3))
+        handlers.register(ECHO, handler, Limits(timeout_s=2))
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(_hang, greedy, server.peer_id)
+            with trio.fail_after(10):
+                while handlers.open_streams(greedy.peer_id) < 3:
+                    await trio.sleep(0.01)
+            with pytest.raises(RemoteError) as info:
+                await request(greedy, server.peer_id, ECHO, b"one more")
+            assert info.value.code == Status.REFUSED
+            assert "too many open streams" in str(info.value)
+            # another peer is served while the greedy one holds its whole quota
+            assert (await request(other, server.peer_id, ECHO, b"hi")).endswith(b":ih")
+        # the handlers' deadline ended the hanging requests and gave the streams back
+        with trio.fail_after(10):
+            while handlers.open_streams(greedy.peer_id):
+                await trio.sleep(0.01)
+        assert (await request(greedy, server.peer_id, ECHO, b"ok")).endswith(b":ko")
+
+
+async def test_new_streams_of_one_peer_are_rate_limited() -> None:
+    async with start_hosts(3, "star") as (server, greedy, other):
+        handlers = RequestHandlers(server, PeerQuota(streams_per_s=0.01, burst=5))
+        handlers.register(ECHO, handler)
+        for i in range(5):
+            await request(greedy, server.peer_id, ECHO, b"%d" % i)
+        with pytest.raises(RemoteError) as info:
+            await request(greedy, server.peer_id, ECHO, b"6")
+        assert "too many new streams" in str(info.value)
+        assert (await request(other, server.peer_id, ECHO, b"x")).endswith(b":x")
+
+
+async def _hang(client: Node, peer: PeerId) -> None:
+    with pytest.raises(RemoteError) as info:
+        await request(client, peer, ECHO, b"hang", Limits(timeout_s=30))
+    assert info.value.code == Status.TIMEOUT
