@@ -165,3 +165,32 @@ async def test_twenty_hosts_exchange_adverts() -> None:
     for index, node in enumerate(nodes):
         assert results[index] == everyone - {node.peer_id}
     assert all(not s.rejected for s in subscriptions)
+
+
+@pytest.mark.timeout(60)
+async def test_adverts_of_unadmitted_providers_are_dropped_before_any_verification() -> None:
+    keys_ = [PROVIDER.private_key, STRANGER.private_key, dev_private_key(2)]
+    async with start_hosts(3, "star", keys=keys_) as nodes:
+        provider, stranger, coordinator = nodes
+        await coordinator.connect(provider.addrs[0])
+        await coordinator.connect(stranger.addrs[0])
+        verifier = Verifier(ManualClock(NOW))
+        asked: list[str] = []
+
+        def staked(address: str) -> bool:
+            asked.append(address)
+            return address == PROVIDER.address
+
+        async with subscribe_adverts(coordinator, verifier, admit=staked) as adverts:
+            for node in (provider, stranger):
+                await wait_for_topic_peers(node, ADVERT_TOPIC, 1, timeout=10)
+            # a well-formed, correctly signed advert of an address with no stake
+            await AdvertPublisher(stranger).publish(signed_advert(STRANGER, seq=1))
+            await wait_for_rejections(adverts, 1, timeout=15)
+            await AdvertPublisher(provider).publish(signed_advert(seq=1))
+            assert (await receive_n(adverts, 1, timeout=15))[0].body.provider == PROVIDER.address
+        assert adverts.rejected == {"NotAdmitted": 1}
+        assert STRANGER.address in asked
+        # the stranger never reached the verifier: no sequence entry was kept for it
+        assert verifier.sequences.last(STRANGER.address) is None
+        assert verifier.sequences.last(PROVIDER.address) == 1
