@@ -188,7 +188,8 @@ async def test_adverts_of_unadmitted_providers_are_dropped_before_any_verificati
             await AdvertPublisher(stranger).publish(signed_advert(STRANGER, seq=1))
             await wait_for_rejections(adverts, 1, timeout=15)
             await AdvertPublisher(provider).publish(signed_advert(seq=1))
-            assert (await receive_n(adverts, 1, timeout=15))[0].body.provider == PROVIDER.address
+            body = (await receive_n(adverts, 1, timeout=15))[0].body
+            assert isinstance(body, Advert) and body.provider == PROVIDER.address
         assert adverts.rejected == {"NotAdmitted": 1}
         assert STRANGER.address in asked
         # the stranger never reached the verifier: no sequence entry was kept for it
