@@ -211,6 +211,20 @@ def test_nonce_cache_is_bounded(clock: ManualClock) -> None:
     assert len(cache) == 1
 
 
+def test_one_signer_filling_its_quota_does_not_crowd_out_another(clock: ManualClock) -> None:
+    cache = NonceCache(clock, max_entries=100, max_per_signer=3)
+    for i in range(3):
+        cache.remember(STRANGER.address, bytes([i]) * 16, NOW + 3600)
+    with pytest.raises(MessageError, match="in flight"):
+        cache.remember(STRANGER.address, b"\x09" * 16, NOW + 3600)
+    for i in range(3):  # the honest signer still has its whole quota
+        cache.remember(PROVIDER.address, bytes([i]) * 16, NOW + 10)
+    assert cache.held_by(STRANGER.address) == 3 and cache.held_by(PROVIDER.address) == 3
+    clock.advance(11)  # the honest signer's short-lived nonces expire and free its quota
+    cache.remember(PROVIDER.address, b"\x09" * 16, NOW + 30)
+    assert cache.held_by(PROVIDER.address) == 1 and cache.held_by(STRANGER.address) == 3
+
+
 def test_sequence_tracker_forgets_the_oldest_sender() -> None:
     tracker = SequenceTracker(max_senders=1)
     tracker.advance(PROVIDER.address, 3)
