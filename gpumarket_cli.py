@@ -1,4 +1,9 @@
-"""The ``gpumarket`` command: one entry point, one command group per component."""
+"""The ``gpumarket`` command: one entry point, one command group per component.
+
+Every way in (the ``gpumarket`` console script, ``python -m gpumarket_cli``, code that
+imports :data:`app`) runs :func:`prepare_process` once this module's imports are done, and
+again before each command runs.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,23 @@ import typer
 
 from coordinator.cli import app as coordinator_app
 from devnet.cli import app as devnet_app
+from devnet.contracts_cli import app as contracts_app
+from protocol.encoding import restore_recursion_limit
 from provider_node.cli import app as provider_app
 from wallet.cli import job_app, wallet_app
+
+
+def prepare_process() -> None:
+    """Process-wide settings that must hold before any untrusted input is read.
+
+    py_ecc (imported through web3 above) raises Python's recursion limit to 100,000, at
+    which the C JSON parser overflows the stack on deeply nested input and the process dies
+    without a trace; restored, such input raises ``RecursionError`` instead.
+    """
+    restore_recursion_limit()
+
+
+prepare_process()
 
 app = typer.Typer(
     name="gpumarket",
@@ -20,11 +40,13 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.callback()(prepare_process)
 app.add_typer(devnet_app, name="devnet")
 app.add_typer(provider_app, name="provider")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(job_app, name="job")
+app.add_typer(contracts_app, name="contracts")
 
 
 if __name__ == "__main__":

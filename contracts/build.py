@@ -21,8 +21,11 @@ SRC_DIR = CONTRACTS_DIR / "src"
 ARTIFACTS_DIR = CONTRACTS_DIR / "artifacts"
 SOLC = CONTRACTS_DIR / "tools" / "solc"
 
-# The deployable contracts (ProviderRegistry is the abstract provider half of JobMarket).
+# The deployable contracts. JobMarket deploys JobMarketExt itself and forwards to it every
+# call it does not serve, so the market's ABI is the union of both (one address, one ABI).
 CONTRACT_NAMES = ("TestUSD", "JobMarket")
+EXTENSIONS = {"JobMarket": "JobMarketExt"}
+EIP170_LIMIT = 24_576
 
 SETTINGS: dict[str, Any] = {
     "evmVersion": "cancun",
@@ -83,24 +86,51 @@ def build() -> list[Path]:
     version = solc_version()
     src_hash = sources_hash()
     ARTIFACTS_DIR.mkdir(exist_ok=True)
+    compiled_by_name = {
+        name: compiled for unit in output["contracts"].values() for name, compiled in unit.items()
+    }
+    for name, compiled in compiled_by_name.items():
+        size = len(compiled["evm"]["deployedBytecode"]["object"]) // 2
+        if size > EIP170_LIMIT:
+            raise RuntimeError(f"{name} is {size} bytes deployed, over the EIP-170 limit")
     written = []
-    for unit in output["contracts"].values():
-        for name, compiled in unit.items():
-            if name not in CONTRACT_NAMES:
-                continue
-            artifact = {
-                "contractName": name,
-                "abi": compiled["abi"],
-                "bytecode": "0x" + compiled["evm"]["bytecode"]["object"],
-                "deployedBytecode": "0x" + compiled["evm"]["deployedBytecode"]["object"],
-                "compiler": version,
-                "settings": {k: v for k, v in SETTINGS.items() if k != "outputSelection"},
-                "sourcesHash": src_hash,
-            }
-            path = ARTIFACTS_DIR / f"{name}.json"
-            path.write_text(json.dumps(artifact, indent=1, sort_keys=True) + "\n")
-            written.append(path)
+    for name, compiled in compiled_by_name.items():
+        if name not in CONTRACT_NAMES:
+            continue
+        abi = list(compiled["abi"])
+        extension = EXTENSIONS.get(name)
+        if extension is not None:
+            abi = _union_abi(abi, compiled_by_name[extension]["abi"])
+        artifact = {
+            "contractName": name,
+            "abi": abi,
+            "bytecode": "0x" + compiled["evm"]["bytecode"]["object"],
+            "deployedBytecode": "0x" + compiled["evm"]["deployedBytecode"]["object"],
+            "compiler": version,
+            "settings": {k: v for k, v in SETTINGS.items() if k != "outputSelection"},
+            "sourcesHash": src_hash,
+        }
+        path = ARTIFACTS_DIR / f"{name}.json"
+        path.write_text(json.dumps(artifact, indent=1, sort_keys=True) + "\n")
+        written.append(path)
     return written
+
+
+def _union_abi(core: list[dict[str, Any]], extension: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The core's ABI plus every function, event and error of the extension it does not
+    already have (the extension's constructor is internal to the deployment)."""
+
+    def key(item: dict[str, Any]) -> tuple[str, str, str]:
+        inputs = ",".join(i["type"] for i in item.get("inputs", []))
+        return item["type"], item.get("name", ""), inputs
+
+    seen = {key(item) for item in core}
+    extra = [
+        item
+        for item in extension
+        if item["type"] in ("function", "event", "error") and key(item) not in seen
+    ]
+    return core + extra
 
 
 def stale_artifacts() -> list[str]:

@@ -1,9 +1,11 @@
-"""Typed bindings over web3 for the token, registry and market, and the client Protocol.
+"""Typed bindings over web3 for the token and the market, and the client Protocol.
 
 A :class:`ChainClient` acts for one local account. :class:`Web3Chain` talks JSON-RPC;
 ``contracts.fake.FakeChain`` implements the same Protocol in memory for unit tests. Every
 failure is a ``ChainError``; contract reverts arrive as the named classes of
-``contracts.errors`` with their decoded arguments.
+``contracts.errors`` with their decoded arguments. The market stores only a commitment to a
+job's terms and seats: ``Web3Chain`` reads them back from the job's ``JobCreated`` and
+``ProviderAssigned`` events (cached) and passes them in itself.
 """
 
 from __future__ import annotations
@@ -12,68 +14,79 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from eth_abi import encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress, HexAddress, HexStr
-from eth_utils import keccak
 from web3 import Web3
 from web3.types import TxReceipt
 
-from contracts.abi import load_artifact
-from contracts.deploy import connect
-from contracts.eip712 import Signature, sign_permit
-from contracts.errors import JobNotFound, ValueOutOfRange, translate_error
+from contracts.abi import (
+    EMPTY_TERMS,
+    CreatedJob,
+    job_params_tuple,
+    load_artifact,
+    market_abi,
+    seat_from_event,
+    settlement_tuple,
+)
+from contracts.deploy import TokenUnsuitable, connect, token_domain_separator
+from contracts.errors import JobNotFound, RpcError, translate_error
 from contracts.events import EventDecoder
 from contracts.models import (
     AccountInfo,
-    Assignment,
     ChainEvent,
-    CompareMode,
+    CoordinatorInfo,
     Deployment,
     JobInfo,
     JobRequest,
     JobStatus,
     JobTerms,
+    Offer,
+    OnChainEntry,
     ProviderInfo,
     Receipt,
+    Seat,
     Settlement,
 )
+from contracts.rules import job_commitment, job_id_for, seat_chain
 from contracts.sender import TxSender
+from protocol.eip712 import TOKEN_DOMAIN_VERSION, Signature, sign_permit
 from protocol.ids import Address, JobId, Wei, parse_address
 
+__all__ = [
+    "ChainClient",
+    "MarketParams",
+    "Web3Chain",
+    "job_commitment",
+    "job_id_for",
+    "seat_chain",
+    "wait_for_block",
+]
+
 PERMIT_LIFETIME_S = 3600
-TOKEN_NAME = "Test USD"
+_NO_PERMIT = (0, 0, b"\0" * 32, b"\0" * 32)  # deadline 0: the allowance is already given
+_ZERO = "0x" + "00" * 20
 
 
-def job_id_for(requester: str, nonce: int) -> JobId:
-    """keccak256(abi.encode(requester, nonce)), the id ``createJob`` gives a job."""
-    return JobId(keccak(encode(["address", "uint256"], [parse_address(requester), nonce])))
+@dataclass(frozen=True)
+class MarketParams:
+    """The market's constructor parameters (immutable for a deployment)."""
 
-
-def assignment_hash(assignment: list[Assignment] | tuple[Assignment, ...]) -> bytes:
-    """The market's hash chain over the assignment in order:
-    ``chain = keccak256(chain ‖ provider ‖ uint64 price)`` starting from 32 zero bytes."""
-    chain = b"\0" * 32
-    for a in assignment:
-        packed = chain + bytes.fromhex(parse_address(a.provider)[2:]) + a.price.to_bytes(8, "big")
-        chain = keccak(packed)
-    return chain
-
-
-def job_commitment(terms: JobTerms, assignment: list[Assignment] | tuple[Assignment, ...]) -> bytes:
-    """What the market's job slot commits to: keccak256(abi.encode(terms, chain)) with its
-    low byte (status and count live there) cleared."""
-    encoded = encode(
-        ["(address,address,uint8,uint8,uint64,uint64,uint32,uint32,uint32)", "bytes32"],
-        [terms.as_tuple(), assignment_hash(assignment)],
-    )
-    return keccak(encoded)[:31] + b"\0"
+    min_stake: Wei
+    stake_factor: int
+    min_price: Wei
+    unbonding_delay: int
+    min_coordinator_bond: Wei
+    coordinator_unbond_delay: int
 
 
 @runtime_checkable
 class ChainClient(Protocol):
-    """What every component needs from the chain, acting as ``address``."""
+    """What every component needs from the chain, acting as ``address``.
+
+    Methods that take a job id fetch the job's terms and seats themselves (from its events,
+    cached), so callers never pass them; see ``contracts/README.md`` for the rules.
+    """
 
     @property
     def address(self) -> Address: ...
@@ -82,12 +95,16 @@ class ChainClient(Protocol):
 
     # chain
     def block_number(self) -> int: ...
+    def market_params(self) -> MarketParams:
+        """The market's constructor parameters (stake factor, minimum price, ...)."""
+        ...
+
     def now(self) -> int:
         """Timestamp of the latest block (deadlines are compared against block time)."""
         ...
 
     def get_events(self, from_block: int, to_block: int) -> list[ChainEvent]:
-        """Decoded logs of the three contracts in [from_block, to_block], in chain order."""
+        """Decoded logs of the contracts in [from_block, to_block], in chain order."""
         ...
 
     # token
@@ -96,49 +113,85 @@ class ChainClient(Protocol):
     def approve(self, spender: str, amount: int) -> Receipt: ...
     def sign_permit(self, spender: str, value: int, deadline: int) -> Signature: ...
 
-    # registry
+    # registry: providers
     def register(self, group: int = 0) -> Receipt: ...
     def stake(self, amount: int) -> Receipt: ...
     def request_unbond(self, amount: int) -> Receipt: ...
     def withdraw(self) -> Receipt: ...
     def provider_info(self, provider: str) -> ProviderInfo: ...
 
-    # market
-    def create_job(self, request: JobRequest) -> tuple[JobId, Receipt]: ...
-    def assign(self, job_id: JobId, assignment: list[Assignment]) -> Receipt: ...
-    def settle(self, settlement: Settlement) -> Receipt: ...
-    def settle_batch(self, settlements: list[Settlement]) -> Receipt: ...
-    def reclaim(self, job_id: JobId, assignment: list[Assignment]) -> Receipt: ...
-    def cancel(self, job_id: JobId) -> Receipt: ...
-    def claim(self) -> Receipt: ...
-    def commit_on_chain(self, job_id: JobId, commit_hash: bytes) -> Receipt:
-        """The calling provider commits on chain itself (before the commit deadline)."""
+    # registry: coordinators
+    def bond_coordinator(self, amount: int) -> Receipt:
+        """Bond ``amount`` as a coordinator (permit signed here: one transaction)."""
         ...
 
-    def reveal_on_chain(self, job_id: JobId, result: bytes, salt: bytes) -> Receipt:
-        """The calling provider reveals its on-chain commitment (before the settle deadline)."""
+    def request_coordinator_unbond(self, amount: int) -> Receipt: ...
+    def withdraw_coordinator_bond(self) -> Receipt: ...
+    def coordinator_info(self, coordinator: str) -> CoordinatorInfo: ...
+
+    # market: requester
+    def create_job(self, request: JobRequest) -> tuple[JobId, Receipt]: ...
+    def cancel(self, job_id: JobId) -> Receipt: ...
+    def reclaim(self, job_id: JobId) -> Receipt:
+        """Requester: refund an unassigned job after its assign deadline, or an undecided
+        one after its settle deadline."""
+        ...
+
+    def claim(self) -> Receipt: ...
+
+    # market: coordinator
+    def assign(self, job_id: JobId, offers: list[Offer]) -> Receipt:
+        """Append ``offers`` (each with its provider's Accept) to the job's seats."""
+        ...
+
+    def settle(self, settlement: Settlement) -> Receipt: ...
+    def settle_batch(self, settlements: list[Settlement]) -> Receipt:
+        """Settle many jobs; invalid ones are skipped with a SettlementSkipped event."""
+        ...
+
+    def abort(self, job_id: JobId) -> Receipt:
+        """Coordinator: end a job nobody committed to on chain; the requester gets it all."""
+        ...
+
+    # market: provider (and anyone, for reveals)
+    def commit_on_chain(self, job_id: JobId, seat: int, commit_hash: bytes) -> Receipt:
+        """The calling provider commits on chain itself (before its seat's commit deadline)."""
+        ...
+
+    def reveal_on_chain(
+        self,
+        job_id: JobId,
+        seat: int,
+        result: bytes,
+        runtime_ms: int,
+        salt: bytes,
+        *,
+        provider_signature: bytes = b"",
+        receipt_signature: bytes = b"",
+    ) -> Receipt:
+        """Post a seat's reveal inside the reveal window (anyone may, with the provider's
+        signature; the provider itself needs none)."""
         ...
 
     def finalize(self, job_id: JobId) -> Receipt:
-        """Anyone, after the settle deadline: pay a job whose on-chain reveals agree."""
+        """Anyone, after the settle deadline: pay a job whose on-chain votes decide it."""
         ...
 
-    def on_chain_entry(self, job_id: JobId, index: int) -> tuple[bytes, bytes, bool]:
-        """(commit hash, result, revealed) a provider put on chain for assignment ``index``."""
-        ...
-
+    # market: reads
+    def on_chain_entry(self, job_id: JobId, seat: int) -> OnChainEntry: ...
     def get_job(self, job_id: JobId) -> JobInfo:
         """Raises JobNotFound for an unknown id."""
         ...
 
     def job_status(self, job_id: JobId) -> tuple[JobStatus, int]: ...
     def job_terms(self, job_id: JobId) -> JobTerms: ...
-    def claimable(self, account: str) -> Wei: ...
-    def get_assignment(self, job_id: JobId) -> list[Assignment]:
-        """The job's assignment in order, from its ProviderAssigned events."""
+    def get_seats(self, job_id: JobId) -> list[Seat]:
+        """The job's seats in order, from its ProviderAssigned events."""
         ...
 
     def account_info(self, account: str) -> AccountInfo: ...
+    def claimable(self, account: str) -> Wei: ...
+    def burned(self) -> Wei: ...
 
 
 class Web3Chain:
@@ -159,15 +212,12 @@ class Web3Chain:
         self.sender = TxSender(self.w3, self._account, deployment.chain_id)
         eth = self.w3.eth
         self.token = eth.contract(address=_cs(deployment.token), abi=load_artifact("TestUSD").abi)
-        # The registry is the provider half of the market contract: same ABI.
-        self.registry = eth.contract(
-            address=_cs(deployment.registry), abi=load_artifact("JobMarket").abi
-        )
-        self.market = eth.contract(
-            address=_cs(deployment.market), abi=load_artifact("JobMarket").abi
-        )
+        self.market = eth.contract(address=_cs(deployment.market), abi=market_abi())
         self.decoder = EventDecoder(deployment)
-        self._created_cache: dict[bytes, _Created] = {}
+        self._created: dict[bytes, CreatedJob] = {}
+        self._seats: dict[bytes, list[Seat]] = {}
+        self._params: MarketParams | None = None
+        self._token_name: str | None = None  # None until checked; "" when permits don't work
 
     def for_account(self, account: LocalAccount | str) -> Web3Chain:
         """Another client on the same connection acting for ``account``."""
@@ -199,12 +249,24 @@ class Web3Chain:
                 {
                     "fromBlock": from_block,
                     "toBlock": to_block,
-                    "address": [_cs(a) for a in {d.token, d.registry, d.market}],
+                    "address": [_cs(a) for a in {d.token, d.market}],
                 }
             )
         )
-        events = [e for e in (self.decoder.decode(log) for log in logs) if e is not None]
-        return sorted(events, key=lambda e: (e.block_number, e.log_index))
+        return self._decoded(logs)
+
+    def market_params(self) -> MarketParams:
+        if self._params is None:
+            f = self.market.functions
+            self._params = MarketParams(
+                min_stake=Wei(self._call(f.minStake())),
+                stake_factor=int(self._call(f.stakeFactor())),
+                min_price=Wei(self._call(f.minPrice())),
+                unbonding_delay=int(self._call(f.unbondingDelay())),
+                min_coordinator_bond=Wei(self._call(f.minCoordinatorBond())),
+                coordinator_unbond_delay=int(self._call(f.coordinatorUnbondDelay())),
+            )
+        return self._params
 
     # ------------------------------------------------------------------ token
     def token_balance(self, owner: str) -> Wei:
@@ -217,38 +279,35 @@ class Web3Chain:
         return self._send(self.token.functions.approve(parse_address(spender), amount))
 
     def sign_permit(self, spender: str, value: int, deadline: int) -> Signature:
-        nonce = self._call(self.token.functions.nonces(self.address))
-        return sign_permit(
-            self._account,
-            chain_id=self._deployment.chain_id,
-            token=self._deployment.token,
-            token_name=TOKEN_NAME,
-            spender=spender,
-            value=value,
-            nonce=nonce,
-            deadline=deadline,
-        )
+        name = self._permit_token_name()
+        if not name:
+            raise TokenUnsuitable(
+                f"token {self._deployment.token} does not accept EIP-2612 permits in the "
+                f"domain (name(), version {TOKEN_DOMAIN_VERSION!r}); use approve()"
+            )
+        return self._sign_permit(name, spender, value, deadline)
 
     # --------------------------------------------------------------- registry
     def register(self, group: int = 0) -> Receipt:
-        return self._send(self.registry.functions.register(group))
+        return self._send(self.market.functions.register(group))
 
     def stake(self, amount: int) -> Receipt:
-        """Bond ``amount`` with a permit signed here: one transaction."""
-        deadline = self.now() + PERMIT_LIFETIME_S
-        sig = self.sign_permit(self._deployment.registry, amount, deadline)
-        fn = self.registry.functions.stakeWithPermit(amount, deadline, sig.v, sig.r, sig.s)
-        return self._send(fn)
+        """Bond ``amount`` of stake: one transaction with a permit signed here (approve +
+        stake when the token's permit domain is not the expected one)."""
+        deadline, v, r, s = self._permit_for(amount)
+        if deadline == 0:
+            return self._send(self.market.functions.stake(amount))
+        return self._send(self.market.functions.stakeWithPermit(amount, deadline, v, r, s))
 
     def request_unbond(self, amount: int) -> Receipt:
-        return self._send(self.registry.functions.requestUnbond(amount))
+        return self._send(self.market.functions.requestUnbond(amount))
 
     def withdraw(self) -> Receipt:
-        return self._send(self.registry.functions.withdraw())
+        return self._send(self.market.functions.withdraw())
 
     def provider_info(self, provider: str) -> ProviderInfo:
         address = parse_address(provider)
-        r = self._call(self.registry.functions.providerInfo(address))
+        r = self._call(self.market.functions.providerInfo(address))
         return ProviderInfo(
             address=address,
             registered=r[0],
@@ -263,99 +322,146 @@ class Web3Chain:
             unbond_ready_at=r[9],
         )
 
-    # ----------------------------------------------------------------- market
+    def bond_coordinator(self, amount: int) -> Receipt:
+        """Bond ``amount`` as a coordinator, with a permit signed here."""
+        deadline, v, r, s = self._permit_for(amount)
+        return self._send(self.market.functions.bondCoordinator(amount, deadline, v, r, s))
+
+    def request_coordinator_unbond(self, amount: int) -> Receipt:
+        return self._send(self.market.functions.requestCoordinatorUnbond(amount))
+
+    def withdraw_coordinator_bond(self) -> Receipt:
+        return self._send(self.market.functions.withdrawCoordinatorBond())
+
+    def coordinator_info(self, coordinator: str) -> CoordinatorInfo:
+        address = parse_address(coordinator)
+        bond, unbonding, ready_at = self._call(self.market.functions.coordinatorInfo(address))
+        return CoordinatorInfo(address, Wei(bond), Wei(unbonding), int(ready_at))
+
+    # ------------------------------------------------------- market: requester
     def create_job(self, request: JobRequest) -> tuple[JobId, Receipt]:
         """Create a job with a permit for exactly its escrow; returns its id and receipt."""
-        deadline = self.now() + PERMIT_LIFETIME_S
-        sig = self.sign_permit(self._deployment.market, request.escrow, deadline)
-        fn = self.market.functions.createJob(
-            _params_tuple(request), (deadline, sig.v, sig.r, sig.s)
-        )
-        receipt = self._send(fn)
-        created = receipt.named("JobCreated")
-        job_id = JobId(created[0].args["jobId"])
-        self._remember(created[0])
-        return job_id, receipt
-
-    def assign(self, job_id: JobId, assignment: list[Assignment]) -> Receipt:
-        terms = self.job_terms(job_id).as_tuple()
-        providers, prices = _split(assignment)
-        return self._send(self.market.functions.assign(bytes(job_id), terms, providers, prices))
-
-    def settle(self, settlement: Settlement) -> Receipt:
-        return self._send(self.market.functions.settle(self._settlement_tuple(settlement)))
-
-    def settle_batch(self, settlements: list[Settlement]) -> Receipt:
-        batch = [self._settlement_tuple(s) for s in settlements]
-        return self._send(self.market.functions.settleBatch(batch))
-
-    def reclaim(self, job_id: JobId, assignment: list[Assignment]) -> Receipt:
-        terms = self.job_terms(job_id).as_tuple()
-        providers, prices = _split(assignment)
-        fn = self.market.functions.reclaim(bytes(job_id), terms, providers, prices)
-        return self._send(fn)
+        permit = self._permit_for(request.escrow)
+        receipt = self._send(self.market.functions.createJob(job_params_tuple(request), permit))
+        created = receipt.named("JobCreated")[0]
+        self._remember(created)
+        return JobId(created.args["jobId"]), receipt
 
     def cancel(self, job_id: JobId) -> Receipt:
-        terms = self.job_terms(job_id).as_tuple()
-        return self._send(self.market.functions.cancel(bytes(job_id), terms))
+        fn = self.market.functions.cancel(bytes(job_id), self._terms_tuple(job_id))
+        return self._send(fn)
+
+    def reclaim(self, job_id: JobId) -> Receipt:
+        terms, seats = self._record(job_id)
+        return self._send(self.market.functions.reclaim(bytes(job_id), terms, seats))
 
     def claim(self) -> Receipt:
         return self._send(self.market.functions.claim())
 
-    def commit_on_chain(self, job_id: JobId, commit_hash: bytes) -> Receipt:
-        terms, providers, prices, index = self._own_entry(job_id)
-        fn = self.market.functions.commitOnChain(
-            bytes(job_id), terms, providers, prices, index, commit_hash
+    # ----------------------------------------------------- market: coordinator
+    def assign(self, job_id: JobId, offers: list[Offer]) -> Receipt:
+        terms, seats = self._record(job_id)
+        fn = self.market.functions.assign(
+            bytes(job_id), terms, seats, [o.as_tuple() for o in offers]
         )
+        receipt = self._send(fn)
+        known = self._seats.get(bytes(job_id), [])
+        added = [seat_from_event(e) for e in receipt.named("ProviderAssigned")]
+        if len(known) == len(seats):
+            self._seats[bytes(job_id)] = known + [s for _, s in sorted(added, key=lambda a: a[0])]
+        return receipt
+
+    def settle(self, settlement: Settlement) -> Receipt:
+        terms = self._terms_tuple(settlement.job_id)
+        return self._send(self.market.functions.settle(settlement_tuple(settlement, terms)))
+
+    def settle_batch(self, settlements: list[Settlement]) -> Receipt:
+        """Settle many jobs in one transaction; the contract skips each invalid settlement
+        with ``SettlementSkipped`` (an unknown job is sent with empty terms, and skipped)."""
+        batch = []
+        for s in settlements:
+            try:
+                terms = self._terms_tuple(s.job_id)
+            except JobNotFound:
+                terms = EMPTY_TERMS
+            batch.append(settlement_tuple(s, terms))
+        return self._send(self.market.functions.settleBatch(batch))
+
+    def abort(self, job_id: JobId) -> Receipt:
+        terms, seats = self._record(job_id)
+        return self._send(self.market.functions.abort(bytes(job_id), terms, seats))
+
+    # ------------------------------------------------------- market: providers
+    def commit_on_chain(self, job_id: JobId, seat: int, commit_hash: bytes) -> Receipt:
+        terms, seats = self._record(job_id)
+        fn = self.market.functions.commitOnChain(bytes(job_id), terms, seats, seat, commit_hash)
         return self._send(fn)
 
-    def reveal_on_chain(self, job_id: JobId, result: bytes, salt: bytes) -> Receipt:
-        terms, providers, prices, index = self._own_entry(job_id)
+    def reveal_on_chain(
+        self,
+        job_id: JobId,
+        seat: int,
+        result: bytes,
+        runtime_ms: int,
+        salt: bytes,
+        *,
+        provider_signature: bytes = b"",
+        receipt_signature: bytes = b"",
+    ) -> Receipt:
+        terms, seats = self._record(job_id)
         fn = self.market.functions.revealOnChain(
-            bytes(job_id), terms, providers, prices, index, result, salt
+            bytes(job_id),
+            terms,
+            seats,
+            seat,
+            result,
+            runtime_ms,
+            salt,
+            provider_signature,
+            receipt_signature,
         )
         return self._send(fn)
 
     def finalize(self, job_id: JobId) -> Receipt:
-        terms = self.job_terms(job_id).as_tuple()
-        providers, prices = _split(self.get_assignment(job_id))
-        fn = self.market.functions.finalize(bytes(job_id), terms, providers, prices)
-        return self._send(fn)
+        terms, seats = self._record(job_id)
+        return self._send(self.market.functions.finalize(bytes(job_id), terms, seats))
 
-    def on_chain_entry(self, job_id: JobId, index: int) -> tuple[bytes, bytes, bool]:
-        commit, result, revealed = self._call(
-            self.market.functions.onChainEntry(bytes(job_id), index)
-        )
-        return bytes(commit), bytes(result), bool(revealed)
+    # ------------------------------------------------------------------- reads
+    def on_chain_entry(self, job_id: JobId, seat: int) -> OnChainEntry:
+        r = self._call(self.market.functions.onChainEntry(bytes(job_id), seat))
+        return OnChainEntry(bytes(r[0]), bytes(r[1]), int(r[2]), bool(r[3]), bool(r[4]), bool(r[5]))
 
     def job_status(self, job_id: JobId) -> tuple[JobStatus, int]:
-        """Status and number of assigned providers, from storage alone (one call)."""
-        status, assigned, _ = self._call(self.market.functions.getJob(bytes(job_id)))
-        return JobStatus(status), int(assigned)
+        """Status and seat count, from storage alone (one call)."""
+        status, seats, _ = self._call(self.market.functions.getJob(bytes(job_id)))
+        return JobStatus(status), int(seats)
 
     def job_terms(self, job_id: JobId) -> JobTerms:
         """The job's terms from its JobCreated event (cached: they never change)."""
-        return self._created(job_id).terms
+        return self._created_of(job_id).terms
 
-    def get_job(self, job_id: JobId) -> JobInfo:
-        status, assigned = self.job_status(job_id)
+    def get_seats(self, job_id: JobId) -> list[Seat]:
+        """The job's seats in order, from its ProviderAssigned events (cached)."""
+        status, count = self.job_status(job_id)
         if status == JobStatus.NONE:
             raise JobNotFound(jobId=bytes(job_id))
-        created = self._created(job_id)
+        return self._seats_of(job_id, count)
+
+    def get_job(self, job_id: JobId) -> JobInfo:
+        status, count = self.job_status(job_id)
+        if status == JobStatus.NONE:
+            raise JobNotFound(jobId=bytes(job_id))
+        created = self._created_of(job_id)
         return JobInfo(
             job_id=job_id,
             status=status,
-            assigned=assigned,
+            assigned=count,
             terms=created.terms,
             spec_digest=created.spec_digest,
             spec_cid=created.spec_cid,
-            assignment=tuple(self._assignment(job_id, created.block, assigned)),
+            seats=tuple(self._seats_of(job_id, count)),
             created_block=created.block,
         )
-
-    def get_assignment(self, job_id: JobId) -> list[Assignment]:
-        _, assigned = self.job_status(job_id)
-        return self._assignment(job_id, self._created(job_id).block, assigned)
 
     def account_info(self, account: str) -> AccountInfo:
         owed, lifetime, nonce = self._call(self.market.functions.accountOf(parse_address(account)))
@@ -365,42 +471,77 @@ class Web3Chain:
         """What ``claim`` would pay ``account`` now: market credits plus provider earnings."""
         return Wei(self.account_info(account).owed + self.provider_info(account).earned)
 
+    def burned(self) -> Wei:
+        return Wei(self._call(self.market.functions.burned()))
+
     # ---------------------------------------------------------------- helpers
     def _send(self, fn: Any) -> Receipt:
-        raw = self.sender.send(fn)
-        return self._receipt(raw)
+        return self._receipt(self.sender.send(fn))
 
     def _receipt(self, raw: TxReceipt) -> Receipt:
-        events = tuple(e for e in (self.decoder.decode(log) for log in raw["logs"]) if e)
         return Receipt(
             tx_hash="0x" + bytes(raw["transactionHash"]).hex(),
             block_number=raw["blockNumber"],
             gas_used=raw["gasUsed"],
-            events=events,
+            events=tuple(self._decoded(raw["logs"])),
         )
 
-    def _settlement_tuple(self, s: Settlement) -> tuple[Any, ...]:
-        if len(s.entries) != len(s.assignment):
-            raise ValueOutOfRange("a settlement needs one entry per assigned provider")
-        providers, prices = _split(list(s.assignment))
-        entries = []
-        for e in s.entries:
-            sig = e.signature
-            v, r, ss = (sig.v, sig.r, sig.s) if sig is not None else (0, b"\0" * 32, b"\0" * 32)
-            entries.append((int(e.kind), e.value, e.salt, v, r, ss))
-        terms = self.job_terms(s.job_id).as_tuple()
-        return (bytes(s.job_id), terms, providers, prices, entries, s.winners)
+    def _decoded(self, logs: Any) -> list[ChainEvent]:
+        events = [e for e in (self.decoder.decode(log) for log in logs) if e is not None]
+        return sorted(events, key=lambda e: (e.block_number, e.log_index))
 
-    def _own_entry(self, job_id: JobId) -> tuple[tuple[Any, ...], list[Address], list[int], int]:
-        """Terms, assignment and this account's index in it (NotAssignedProvider if absent:
-        index 0 is sent so the contract itself refuses)."""
-        terms = self.job_terms(job_id).as_tuple()
-        providers, prices = _split(self.get_assignment(job_id))
-        index = providers.index(self.address) if self.address in providers else 0
-        return terms, providers, prices, index
+    def _permit_token_name(self) -> str:
+        """The token's name when its EIP-2612 domain is (name(), "1", chain, token), else ""."""
+        if self._token_name is None:
+            token = self.token.functions
+            try:
+                name = str(token.name().call())
+                separator = bytes(token.DOMAIN_SEPARATOR().call())
+            except Exception:
+                name, separator = "", b""
+            self._token_name = (
+                name
+                if separator
+                == token_domain_separator(self._deployment.chain_id, self._deployment.token, name)
+                else ""
+            )
+        return self._token_name
 
-    def _created(self, job_id: JobId) -> _Created:
-        found = self._created_cache.get(bytes(job_id))
+    def _sign_permit(self, name: str, spender: str, value: int, deadline: int) -> Signature:
+        nonce = self._call(self.token.functions.nonces(self.address))
+        return sign_permit(
+            self._account,
+            chain_id=self._deployment.chain_id,
+            token=self._deployment.token,
+            token_name=name,
+            owner=self.address,
+            spender=spender,
+            value=value,
+            nonce=nonce,
+            deadline=deadline,
+        )
+
+    def _permit_for(self, amount: int) -> tuple[int, int, bytes, bytes]:
+        """(deadline, v, r, s) of a permit letting the market take ``amount``; without
+        working permits the allowance is approved first and deadline 0 is returned."""
+        name = self._permit_token_name()
+        if not name:
+            self.approve(self._deployment.market, amount)
+            return _NO_PERMIT
+        deadline = self.now() + PERMIT_LIFETIME_S
+        sig = self._sign_permit(name, self._deployment.market, amount, deadline)
+        return deadline, sig.v, sig.r, sig.s
+
+    def _terms_tuple(self, job_id: JobId) -> tuple[Any, ...]:
+        return self.job_terms(job_id).as_tuple()
+
+    def _record(self, job_id: JobId) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+        """The job's terms and seats as the contract takes them back."""
+        terms = self._terms_tuple(job_id)
+        return terms, [s.as_tuple() for s in self.get_seats(job_id)]
+
+    def _created_of(self, job_id: JobId) -> CreatedJob:
+        found = self._created.get(bytes(job_id))
         if found is not None:
             return found
         logs = self._job_logs("JobCreated", job_id, 0)
@@ -408,19 +549,26 @@ class Web3Chain:
             raise JobNotFound(jobId=bytes(job_id))
         return self._remember(logs[0])
 
-    def _remember(self, event: ChainEvent) -> _Created:
-        created = _Created.from_event(event)
-        self._created_cache[bytes(event.args["jobId"])] = created
+    def _remember(self, event: ChainEvent) -> CreatedJob:
+        created = CreatedJob.from_event(event)
+        self._created[bytes(event.args["jobId"])] = created
         return created
 
-    def _assignment(self, job_id: JobId, from_block: int, assigned: int) -> list[Assignment]:
-        logs = self._job_logs("ProviderAssigned", job_id, from_block)
-        by_index = {int(e.args["index"]): e.args for e in logs}
-        return [
-            Assignment(parse_address(by_index[i]["provider"]), Wei(by_index[i]["price"]))
-            for i in range(assigned)
-            if i in by_index
-        ]
+    def _seats_of(self, job_id: JobId, count: int) -> list[Seat]:
+        known = self._seats.get(bytes(job_id), [])
+        if len(known) >= count:
+            return known[:count]
+        logs = self._job_logs("ProviderAssigned", job_id, self._created_of(job_id).block)
+        by_seat = dict(seat_from_event(e) for e in logs)
+        missing = [i for i in range(count) if i not in by_seat]
+        if missing:
+            raise RpcError(
+                f"the node returned no ProviderAssigned event for seats {missing} of job "
+                f"0x{bytes(job_id).hex()}; retry when it has indexed the latest blocks"
+            )
+        seats = [by_seat[i] for i in range(count)]
+        self._seats[bytes(job_id)] = seats
+        return seats
 
     def _job_logs(self, name: str, job_id: JobId, from_block: int) -> list[ChainEvent]:
         """Market events ``name`` whose first indexed argument is ``job_id``."""
@@ -435,8 +583,7 @@ class Web3Chain:
                 }
             )
         )
-        events = [e for e in (self.decoder.decode(log) for log in logs) if e is not None]
-        return sorted(events, key=lambda e: (e.block_number, e.log_index))
+        return self._decoded(logs)
 
     def _call(self, fn: Any) -> Any:
         return self._read(lambda: fn.call())
@@ -449,52 +596,8 @@ class Web3Chain:
             raise translate_error(exc) from exc
 
 
-def _split(assignment: list[Assignment]) -> tuple[list[Address], list[int]]:
-    return [parse_address(a.provider) for a in assignment], [int(a.price) for a in assignment]
-
-
 def _cs(address: str) -> ChecksumAddress:
     return ChecksumAddress(HexAddress(HexStr(parse_address(address))))
-
-
-def _params_tuple(r: JobRequest) -> tuple[Any, ...]:
-    return (
-        r.spec_digest,
-        r.spec_cid.encode(),
-        parse_address(r.coordinator),
-        r.redundancy,
-        int(r.mode),
-        r.price_cap,
-        r.fee,
-        r.assign_deadline,
-        r.commit_deadline,
-        r.settle_deadline,
-    )
-
-
-@dataclass(frozen=True)
-class _Created:
-    terms: JobTerms
-    spec_digest: bytes
-    spec_cid: str
-    block: int
-
-    @classmethod
-    def from_event(cls, e: ChainEvent) -> _Created:
-        a = e.args
-        terms = JobTerms(
-            requester=parse_address(a["requester"]),
-            coordinator=parse_address(a["coordinator"]),
-            redundancy=a["redundancy"],
-            mode=CompareMode(a["mode"]),
-            price_cap=Wei(a["priceCap"]),
-            fee=Wei(a["fee"]),
-            assign_deadline=a["assignDeadline"],
-            commit_deadline=a["commitDeadline"],
-            settle_deadline=a["settleDeadline"],
-        )
-        cid = bytes(a["specCid"]).decode("utf-8", errors="replace")
-        return cls(terms, bytes(a["specDigest"]), cid, e.block_number)
 
 
 def wait_for_block(client: ChainClient, number: int, timeout_s: float = 30.0) -> None:

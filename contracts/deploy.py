@@ -1,28 +1,40 @@
 """Deploy the payment token and the job market; fund devnet accounts.
 
-``deploy_all`` deploys TestUSD, then JobMarket(token, min_stake, unbonding_delay,
-stake_factor). The provider registry is part of the market contract (one token balance
-holds escrows, stakes and credits), so the returned ``"registry"`` and ``"market"``
-addresses are the same: ``{"token", "registry", "market"}``.
+``deploy_all`` deploys TestUSD (unless an existing token is given), then
+``JobMarket(token, minStake, unbondingDelay, stakeFactor, minPrice, minCoordinatorBond,
+coordinatorUnbondDelay)``. The provider registry is part of the market contract (one token
+balance holds escrows, stakes, bonds and credits), so the returned ``"registry"`` and
+``"market"`` addresses are the same: ``{"token", "registry", "market"}``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from eth_abi import encode
 from eth_account import Account
-from eth_utils import to_checksum_address
+from eth_typing import HexStr
+from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 
 from contracts.abi import load_artifact
 from contracts.errors import RpcError
 from contracts.sender import TxSender
-from protocol.ids import Address, parse_address, to_wei
+from protocol.eip712 import TOKEN_DOMAIN_VERSION
+from protocol.errors import ChainError
+from protocol.ids import TOKEN_DECIMALS, Address, parse_address, to_wei
 
 DEFAULT_UNBONDING_DELAY_S = 24 * 3600
 DEFAULT_MIN_STAKE = to_wei("50")
 DEFAULT_STAKE_FACTOR = 5
+DEFAULT_MIN_PRICE = 1_000  # 0.001 token
+DEFAULT_MIN_COORDINATOR_BOND = to_wei("100")
+DEFAULT_COORDINATOR_UNBOND_DELAY_S = 91 * 24 * 3600  # longer than the longest job (90 days)
 RPC_TIMEOUT_S = 30
+
+
+class TokenUnsuitable(ChainError):
+    """The token given to ``deploy_all`` is not a 6-decimal ERC-20 with EIP-2612 permits."""
 
 
 def connect(rpc_url: str) -> Web3:
@@ -47,6 +59,48 @@ def deploy_contract(sender: TxSender, name: str, *args: object) -> Address:
     return parse_address(address)
 
 
+def token_domain_separator(chain_id: int, token: str, name: str) -> bytes:
+    """The EIP-712 domain separator of an EIP-2612 token named ``name`` (version "1"), which
+    the permits this package signs assume."""
+    typehash = keccak(
+        text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+    )
+    fields = [typehash, keccak(text=name), keccak(text=TOKEN_DOMAIN_VERSION), chain_id, token]
+    return keccak(encode(["bytes32", "bytes32", "bytes32", "uint256", "address"], fields))
+
+
+def check_token(w3: Web3, token: str) -> None:
+    """Raise :class:`TokenUnsuitable` unless ``token`` answers ``decimals() == 6`` and the
+    EIP-2612 views ``nonces(address)`` and ``DOMAIN_SEPARATOR()``."""
+    address = parse_address(token)
+    if not w3.eth.get_code(to_checksum_address(address)):
+        raise TokenUnsuitable(f"token {address} has no code: is it deployed on this chain?")
+
+    def view(signature: str, args: bytes = b"") -> bytes:
+        data = keccak(text=signature)[:4] + args
+        try:
+            out = w3.eth.call(
+                {"to": to_checksum_address(address), "data": HexStr("0x" + data.hex())}
+            )
+        except Exception as exc:
+            raise TokenUnsuitable(f"token {address} does not answer {signature}: {exc}") from exc
+        if len(out) != 32:
+            raise TokenUnsuitable(f"token {address} answered {signature} with {len(out)} bytes")
+        return bytes(out)
+
+    decimals = int.from_bytes(view("decimals()"), "big")
+    if decimals != TOKEN_DECIMALS:
+        raise TokenUnsuitable(
+            f"token {address} has {decimals} decimals; the market needs a {TOKEN_DECIMALS}-"
+            "decimal token (amounts are base units of a USD-like stablecoin)"
+        )
+    for signature, args in (("nonces(address)", bytes(32)), ("DOMAIN_SEPARATOR()", b"")):
+        try:
+            view(signature, args)
+        except TokenUnsuitable as exc:
+            raise TokenUnsuitable(f"{exc}; the market needs EIP-2612 permits") from exc
+
+
 def deploy_all(
     rpc_url: str,
     deployer_private_key: str,
@@ -54,12 +108,35 @@ def deploy_all(
     unbonding_delay: int = DEFAULT_UNBONDING_DELAY_S,
     min_stake: int = DEFAULT_MIN_STAKE,
     stake_factor: int = DEFAULT_STAKE_FACTOR,
+    min_price: int = DEFAULT_MIN_PRICE,
+    min_coordinator_bond: int = DEFAULT_MIN_COORDINATOR_BOND,
+    coordinator_unbond_delay: int = DEFAULT_COORDINATOR_UNBOND_DELAY_S,
+    token: str | None = None,
 ) -> dict[str, str]:
-    """Deploy the three contracts from ``deployer_private_key``; the deployer can mint."""
+    """Deploy the market (and TestUSD, whose deployer can mint, unless ``token`` names an
+    existing 6-decimal EIP-2612 token); returns ``{"token", "registry", "market"}``.
+
+    A bad parameter is refused by the market's constructor as
+    ``InvalidConstructorArgument(name)``; an unsuitable ``token`` as :class:`TokenUnsuitable`.
+    """
     w3 = connect(rpc_url)
     sender = TxSender(w3, Account.from_key(deployer_private_key), w3.eth.chain_id)
-    token = deploy_contract(sender, "TestUSD")
-    market = deploy_contract(sender, "JobMarket", token, min_stake, unbonding_delay, stake_factor)
+    if token is None:
+        token = deploy_contract(sender, "TestUSD")
+    else:
+        check_token(w3, token)
+        token = parse_address(token)
+    market = deploy_contract(
+        sender,
+        "JobMarket",
+        token,
+        min_stake,
+        unbonding_delay,
+        stake_factor,
+        min_price,
+        min_coordinator_bond,
+        coordinator_unbond_delay,
+    )
     return {"token": token, "registry": market, "market": market}
 
 

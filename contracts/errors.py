@@ -8,7 +8,7 @@
     ├── ValueOutOfRange         an argument does not fit its Solidity type
     └── ContractError           a contract's custom error; ``fields`` holds its decoded args
         ├── JobNotFound, WrongStatus, NotCoordinator, ...   (JobMarket)
-        ├── ProviderNotRegistered, InsufficientFreeStake, ... (ProviderRegistry)
+        ├── ProviderNotRegistered, InsufficientFreeStake, ... (registry half)
         └── InsufficientBalance, InvalidPermitSignature, ...  (TestUSD)
 
 :func:`translate_error` maps web3's exceptions onto this tree; the mapping from 4-byte
@@ -83,17 +83,7 @@ class NotMinter(ContractError):
     """Only the token's deployer can mint."""
 
 
-# ProviderRegistry
-class NotDeployer(ContractError):
-    """Only the registry's deployer can fix the market."""
-
-
-class MarketAlreadySet(ContractError):
-    """The registry's market can be set once."""
-
-
-class NotMarket(ContractError):
-    """Only the market can lock, release or slash stake."""
+# registry (JobMarketExt)
 
 
 class AlreadyRegistered(ContractError):
@@ -149,10 +139,6 @@ class InvalidMode(ContractError):
     """The comparison mode is neither exact (0) nor tolerance (1)."""
 
 
-class InvalidCoordinator(ContractError):
-    """The coordinator address is zero."""
-
-
 class InvalidPriceCap(ContractError):
     """The price cap is zero or too large for the locked stake to fit 64 bits."""
 
@@ -162,7 +148,7 @@ class InvalidSpecCid(ContractError):
 
 
 class InvalidDeadlines(ContractError):
-    """Deadlines must satisfy now < assign <= commit <= settle <= now + 90 days."""
+    """The job's time shape is invalid (assign/spare/settle deadlines, windows, 90-day limit)."""
 
 
 class JobNotFound(ContractError):
@@ -198,7 +184,7 @@ class LengthMismatch(ContractError):
 
 
 class TooManyProviders(ContractError):
-    """A job takes at most redundancy + 1 providers."""
+    """A job takes at most redundancy + 2 seats."""
 
 
 class NothingToAssign(ContractError):
@@ -249,16 +235,12 @@ class AlreadyCommitted(ContractError):
     """The provider already committed on chain for this assignment."""
 
 
-class NotCommitted(ContractError):
-    """There is no on-chain commitment to reveal."""
-
-
 class AlreadyRevealed(ContractError):
     """The on-chain commitment was already revealed."""
 
 
 class RevealMismatch(ContractError):
-    """keccak256(result ‖ salt) differs from the on-chain commitment."""
+    """The reveal's commitment hash differs from the seat's on-chain commit."""
 
 
 class FinalizeTooEarly(ContractError):
@@ -271,6 +253,70 @@ class MajorityExists(ContractError):
 
 class AmountOverflow(ContractError):
     """A credited amount does not fit 96 bits."""
+
+
+class DirectCall(ContractError):
+    """The market's extension was called directly; call the market's address instead."""
+
+
+class InsufficientBond(ContractError):
+    """The coordinator's bond is below the amount asked to unbond."""
+
+
+class TokenDecimals(ContractError):
+    """The payment token does not have 6 decimals."""
+
+
+class InvalidConstructorArgument(ContractError):
+    """A constructor argument is out of range (``name`` says which)."""
+
+
+class CoordinatorNotBonded(ContractError):
+    """The job's coordinator holds less than the minimum coordinator bond."""
+
+
+class InvalidTimeout(ContractError):
+    """timeoutMs must be > 0 and <= commitWindow * 1000."""
+
+
+class SpareDeadlinePassed(ContractError):
+    """More seats only until min(spareDeadline, reveal opening) (``deadline``)."""
+
+
+class SettleTooEarly(ContractError):
+    """Before the reveal window closed, a live seat has no vote (or carries a COMMIT entry)."""
+
+
+class PriceBelowMinimum(ContractError):
+    """A seat's price is below the market's minimum price."""
+
+
+class InvalidRate(ContractError):
+    """A seat's ratePerHour is zero."""
+
+
+class OfferExpired(ContractError):
+    """The provider's Accept expired before the assignment."""
+
+
+class InvalidAccept(ContractError):
+    """The offer's Accept signature is not the provider's for this job, seat and terms."""
+
+
+class InvalidReceipt(ContractError):
+    """The CommitReceipt was not signed by the job's coordinator over that commit hash."""
+
+
+class RevealNotOpen(ContractError):
+    """On-chain reveals open only after every seat's commit deadline (``opens_at``)."""
+
+
+class RevealWindowClosed(ContractError):
+    """The on-chain reveal window closed at ``closed_at``."""
+
+
+class CommittedOnChain(ContractError):
+    """A seat committed or revealed on chain: the job can no longer be aborted."""
 
 
 class Reentrancy(ContractError):

@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from contracts.eip712 import Signature
+from eth_abi import encode
+from eth_utils import keccak
+
+from protocol.eip712 import Eip712Domain, Signature
 from protocol.ids import Address, JobId, Wei, parse_address
 
 
@@ -17,6 +20,7 @@ class JobStatus(IntEnum):
     SETTLED = 3
     RECLAIMED = 4
     CANCELLED = 5
+    ABORTED = 6
 
 
 class CompareMode(IntEnum):
@@ -25,17 +29,28 @@ class CompareMode(IntEnum):
 
 
 class EntryKind(IntEnum):
-    """What a settlement carries for one assigned provider."""
+    """What a settlement carries for one seat."""
 
-    NONE = 0  # nothing signed: stake released, not paid
-    REVEAL = 1  # a signed Reveal: paid if in the majority, else slashed (exact jobs)
-    COMMIT = 2  # a signed Commit never revealed: slashed (exact jobs)
+    NONE = 0  # nothing signed: the seat's on-chain commit/reveal (if any) is used
+    REVEAL = 1  # a signed Reveal: a vote
+    COMMIT = 2  # a signed Commit never revealed: withheld (after the reveal window)
 
 
 MAX_REDUNDANCY = 5
+EXTRA_SEATS = 2  # a spot-checker and a tie-breaker beyond the primaries
 MAX_BATCH = 64
 MAX_SPEC_CID_LENGTH = 128
 MAX_JOB_DURATION_S = 90 * 24 * 3600
+MS_PER_HOUR = 3_600_000
+
+
+def max_seats(redundancy: int) -> int:
+    return redundancy + EXTRA_SEATS
+
+
+def escrow_of(redundancy: int, price_cap: int, fee: int) -> Wei:
+    """``(redundancy + 2) * priceCap + fee``: every seat's cap and the coordinator's fee."""
+    return Wei(max_seats(redundancy) * price_cap + fee)
 
 
 @dataclass(frozen=True)
@@ -56,11 +71,17 @@ class Deployment:
             market=parse_address(addresses["market"]),
         )
 
+    @property
+    def domain(self) -> Eip712Domain:
+        """The EIP-712 domain of the market's typed data."""
+        return Eip712Domain(self.chain_id, self.market)
+
 
 @dataclass(frozen=True)
 class JobRequest:
     """What ``createJob`` takes. ``spec_digest`` is the sha2-256 digest inside the spec's
-    CID; ``spec_cid`` the CID as text (emitted in the JobCreated event only)."""
+    CID; ``spec_cid`` the CID as text (emitted in the JobCreated event only). Windows are
+    seconds; see ``contracts/README.md`` "Time" for what each bounds."""
 
     spec_digest: bytes
     spec_cid: str
@@ -68,52 +89,93 @@ class JobRequest:
     redundancy: int
     price_cap: Wei
     fee: Wei
+    timeout_ms: int
     assign_deadline: int
-    commit_deadline: int
+    commit_window: int
+    reveal_window: int
+    spare_deadline: int
     settle_deadline: int
     mode: CompareMode = CompareMode.EXACT
 
     @property
     def escrow(self) -> Wei:
-        return Wei((self.redundancy + 1) * self.price_cap + self.fee)
+        return escrow_of(self.redundancy, self.price_cap, self.fee)
 
 
 @dataclass(frozen=True)
-class Assignment:
+class Seat:
+    """One seat of a job's on-chain assignment (from its ProviderAssigned event)."""
+
     provider: Address
     price: Wei
+    rate_per_hour: Wei
+    assigned_at: int
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        return (parse_address(self.provider), self.price, self.rate_per_hour, self.assigned_at)
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A seat to add, with the provider's signed consent (EIP-712 ``Accept``)."""
+
+    provider: Address
+    price: Wei
+    rate_per_hour: Wei
+    expiry: int
+    signature: Signature
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        sig = self.signature
+        return (
+            parse_address(self.provider),
+            self.price,
+            self.rate_per_hour,
+            self.expiry,
+            sig.v,
+            sig.r,
+            sig.s,
+        )
 
 
 @dataclass(frozen=True)
 class SignedEntry:
-    """One provider's entry in a settlement; build with :meth:`reveal`, :meth:`commit` or
+    """One seat's entry in a settlement; build with :meth:`reveal`, :meth:`commit` or
     :meth:`none`."""
 
     kind: EntryKind
     value: bytes = b"\0" * 32
+    runtime_ms: int = 0
     salt: bytes = b"\0" * 32
     signature: Signature | None = None
 
     @classmethod
-    def reveal(cls, result: bytes, salt: bytes, signature: Signature) -> SignedEntry:
-        return cls(EntryKind.REVEAL, result, salt, signature)
+    def reveal(
+        cls, result: bytes, runtime_ms: int, salt: bytes, signature: Signature
+    ) -> SignedEntry:
+        return cls(EntryKind.REVEAL, result, runtime_ms, salt, signature)
 
     @classmethod
     def commit(cls, commit_hash: bytes, signature: Signature) -> SignedEntry:
-        return cls(EntryKind.COMMIT, commit_hash, b"\0" * 32, signature)
+        return cls(EntryKind.COMMIT, commit_hash, 0, b"\0" * 32, signature)
 
     @classmethod
     def none(cls) -> SignedEntry:
         return cls(EntryKind.NONE)
 
+    def as_tuple(self) -> tuple[Any, ...]:
+        sig = self.signature
+        v, r, s = (sig.v, sig.r, sig.s) if sig is not None else (0, b"\0" * 32, b"\0" * 32)
+        return (int(self.kind), self.value, self.runtime_ms, self.salt, v, r, s)
+
 
 @dataclass(frozen=True)
 class Settlement:
-    """A settle call for one job: the full assignment in order, one entry per provider and,
-    for tolerance jobs, the winning group as a bit mask over assignment indices."""
+    """A settle call for one job: every seat in order, one entry per seat and, for
+    tolerance jobs, the winning group as a bit mask over seat indices."""
 
     job_id: JobId
-    assignment: tuple[Assignment, ...]
+    seats: tuple[Seat, ...]
     entries: tuple[SignedEntry, ...]
     winners: int = 0
 
@@ -129,33 +191,61 @@ class JobTerms:
     mode: CompareMode
     price_cap: Wei
     fee: Wei
+    timeout_ms: int
     assign_deadline: int
-    commit_deadline: int
+    commit_window: int
+    reveal_window: int
+    spare_deadline: int
     settle_deadline: int
 
     @property
     def escrow(self) -> Wei:
-        return Wei((self.redundancy + 1) * self.price_cap + self.fee)
+        return escrow_of(self.redundancy, self.price_cap, self.fee)
+
+    @property
+    def max_seats(self) -> int:
+        return max_seats(self.redundancy)
 
     def as_tuple(self) -> tuple[Any, ...]:
         """The Solidity ``Terms`` struct, in field order."""
         return (
-            self.requester,
-            self.coordinator,
+            parse_address(self.requester),
+            parse_address(self.coordinator),
             self.redundancy,
             int(self.mode),
             self.price_cap,
             self.fee,
+            self.timeout_ms,
             self.assign_deadline,
-            self.commit_deadline,
+            self.commit_window,
+            self.reveal_window,
+            self.spare_deadline,
             self.settle_deadline,
         )
+
+    def terms_hash(self) -> bytes:
+        """``keccak256(abi.encode(terms))``: what a provider's Accept signs."""
+        return keccak(encode([TERMS_ABI], [self.as_tuple()]))
+
+    def commit_deadline(self, seat: Seat) -> int:
+        return seat.assigned_at + self.commit_window
+
+    def reveal_open(self, seats: list[Seat] | tuple[Seat, ...]) -> int:
+        """On-chain reveals are accepted after this (every seat's commit deadline)."""
+        return max((self.commit_deadline(s) for s in seats), default=0)
+
+    def reveal_close(self, seats: list[Seat] | tuple[Seat, ...]) -> int:
+        return self.reveal_open(seats) + self.reveal_window
+
+
+TERMS_ABI = "(address,address,uint8,uint8,uint64,uint64,uint64,uint32,uint32,uint32,uint32,uint32)"
+SEAT_ABI = "(address,uint64,uint64,uint32)"
 
 
 @dataclass(frozen=True)
 class JobInfo:
-    """A job as the chain knows it: live status and count, terms and spec from its
-    JobCreated event, assignment from its ProviderAssigned events."""
+    """A job as the chain knows it: live status and seat count, terms and spec from its
+    JobCreated event, seats from its ProviderAssigned events."""
 
     job_id: JobId
     status: JobStatus
@@ -163,7 +253,7 @@ class JobInfo:
     terms: JobTerms
     spec_digest: bytes
     spec_cid: str
-    assignment: tuple[Assignment, ...]
+    seats: tuple[Seat, ...]
     created_block: int
 
     @property
@@ -177,6 +267,26 @@ class JobInfo:
     @property
     def escrow(self) -> Wei:
         return self.terms.escrow
+
+
+@dataclass(frozen=True)
+class OnChainEntry:
+    """What a seat put on chain itself: its commitment and its reveal (fallback path)."""
+
+    commit_hash: bytes
+    result: bytes
+    runtime_ms: int
+    committed: bool
+    revealed: bool
+    votes: bool
+
+
+@dataclass(frozen=True)
+class CoordinatorInfo:
+    address: Address
+    bond: Wei
+    unbonding: Wei
+    unbond_ready_at: int
 
 
 @dataclass(frozen=True)

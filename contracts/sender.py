@@ -94,21 +94,26 @@ class TxSender:
         }
         if gas is not None:
             base["gas"] = gas
+        # Estimated against the pending block: the one the transaction will be mined in (on
+        # Anvil, the one a pinned next timestamp applies to).
         if isinstance(call, dict):
             tx: TxParams = {**base, **call}
             if "gas" not in tx:
-                tx["gas"] = self.w3.eth.estimate_gas(tx)
+                tx["gas"] = self.w3.eth.estimate_gas(tx, "pending")
         else:
+            if "gas" not in base:
+                base["gas"] = call.estimate_gas(base, block_identifier="pending")
             tx = call.build_transaction(base)
         if "maxFeePerGas" not in tx and "gasPrice" not in tx:
             tx["gasPrice"] = self.w3.eth.gas_price
         return tx
 
     def _raise_revert(self, tx: TxParams, receipt: TxReceipt) -> None:
-        """Replay a mined failure as a call to learn its reason (state may have moved on)."""
+        """Replay a mined failure as a call on the pending block to learn its reason: the
+        state the failure left (it changed nothing) at a time no earlier than its block's."""
         replay = {k: v for k, v in tx.items() if k in ("from", "to", "data", "value", "gas")}
         try:
-            self.w3.eth.call(replay, receipt["blockNumber"] - 1)  # type: ignore[arg-type]
+            self.w3.eth.call(replay, "pending")  # type: ignore[arg-type]
         except Exception as exc:
             raise translate_error(exc) from exc
         raise ChainError(f"transaction {receipt['transactionHash'].hex()} reverted")

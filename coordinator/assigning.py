@@ -1,11 +1,14 @@
-"""Choosing providers for a job and recording them on chain, idempotently.
+"""Choosing providers for a job, getting their consent and recording them on chain,
+idempotently.
 
-The plan (slots in state ``planned`` plus the match's explanation) is persisted before the
-``assign`` transaction is sent. Before sending, the chain is asked how many providers the
-job already has: a plan that already landed (the receipt was lost, or the coordinator
-restarted) is adopted instead of sent twice. The same path appends replacements,
-tie-breakers and spot-checkers to an existing assignment (the contract allows up to
-``redundancy + 1`` providers, appended in order).
+The plan (slots in state ``planned`` plus the match's explanation) is persisted first; each
+planned seat is then offered to its provider (:mod:`coordinator.offers`), and once every
+seat waiting to go on chain holds a valid consent the ``assign`` transaction is sent with
+those offers. Before sending, the chain's seats are read: seats that already landed (the
+receipt was lost, or the coordinator restarted) are adopted instead of sent twice. The same
+path appends replacements, tie-breakers and spot-checkers to a job's seats (the contract
+allows up to ``redundancy + 2`` seats, appended in order). A seat given back (its provider
+declined) leaves a gap that the next plan fills, so seat indices stay contiguous.
 
 Planning holds the chosen providers' job slots (:mod:`coordinator.capacity`) under one
 lock across jobs, so concurrent jobs never plan onto the same last free slot. New jobs
@@ -23,15 +26,17 @@ from dataclasses import dataclass, replace
 import trio
 
 from contracts.errors import ContractError
-from contracts.models import Assignment
+from contracts.models import Offer, Seat
 from coordinator.book import ProviderBook
 from coordinator.chain_io import AsyncChain
 from coordinator.errors import NoCandidates
 from coordinator.matcher import Match, Matcher
+from coordinator.offers import Offerer, job_key
 from coordinator.requirements import Requirements
 from coordinator.states import JobState, ProviderState
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot
-from protocol.ids import Address, JobId, Wei
+from protocol.eip712 import Signature
+from protocol.ids import Address, Wei, parse_address
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +62,14 @@ class Assigner:
         chain: AsyncChain,
         book: ProviderBook,
         matcher: Matcher,
+        offerer: Offerer,
         observe: Callable[[float], None] | None = None,
     ) -> None:
         self.store = store
         self.chain = chain
         self.book = book
         self.matcher = matcher
+        self.offerer = offerer
         self.observe = observe
         self.wake: Callable[[str], None] | None = None
         self.chain_now: Callable[[], float] = time.time
@@ -93,6 +100,7 @@ class Assigner:
     def forget(self, job_id: str) -> None:
         self._waiting.pop(job_id, None)
         self._planned.pop(job_id, None)
+        self.offerer.forget(job_id)
 
     def kick(self) -> None:
         """Capacity freed up: wake the oldest waiting job, whose step matches in order."""
@@ -113,8 +121,11 @@ class Assigner:
             done = self._planned.pop(job.job_id, None)
             if done is not None:
                 return done
-            if job.job_id not in self._waiting:
+            entry = self._waiting.get(job.job_id)
+            if entry is None:
                 self._waiting[job.job_id] = Waiting(job, req)
+            elif entry.req != req:  # more providers to leave out (they declined)
+                entry.req, entry.tried_at = req, (-1, 0)
             result: list[ProviderSlot] | None = None
             for entry in self._order():
                 job_id = entry.job.job_id
@@ -155,37 +166,49 @@ class Assigner:
                 self.observe(time.perf_counter() - start)
 
     async def plan(
-        self, job: JobRecord, req: Requirements, existing: list[ProviderSlot]
+        self,
+        job: JobRecord,
+        req: Requirements,
+        existing: list[ProviderSlot],
+        *,
+        replaces: int | None = None,
     ) -> list[ProviderSlot]:
         """Match ``req.count`` more providers, hold their slots, persist them as planned."""
         async with self._lock:
-            return await self._plan(job, req, existing)
+            return await self._plan(job, req, existing, replaces=replaces)
 
     async def _plan(
-        self, job: JobRecord, req: Requirements, existing: list[ProviderSlot]
+        self,
+        job: JobRecord,
+        req: Requirements,
+        existing: list[ProviderSlot],
+        *,
+        replaces: int | None = None,
     ) -> list[ProviderSlot]:
         match = self.match(req)
-        start = len(existing)
+        indices = free_seats(existing, len(match.chosen))
         now = time.time()
         slots = [
             ProviderSlot(
                 job_id=job.job_id,
-                idx=start + i,
+                idx=idx,
                 address=c.address,
                 peer_id=c.peer_id,
                 price=c.price,
+                rate_per_hour=c.rate_per_hour,
                 state=ProviderState.PLANNED,
                 updated_at=now,
                 multiaddrs=c.multiaddrs,
+                replaces=replaces,
                 detail="exploration seat" if c.explored else None,
             )
-            for i, c in enumerate(match.chosen)
+            for idx, c in zip(indices, match.chosen, strict=True)
         ]
         # Held before the first await: no other plan can take these slots meanwhile.
         self.book.capacity.hold(job.job_id, [s.address for s in slots])
         try:
             previous = await self.store.explanation(job.job_id) or []
-            explained = [dict(c.to_json(), seat_from=start) for c in match.candidates]
+            explained = [dict(c.to_json(), seat_from=indices[0]) for c in match.candidates]
             await self.store.put_slots(slots)
             await self.store.save_explanation(job.job_id, previous + explained)
         except BaseException:
@@ -193,59 +216,129 @@ class Assigner:
             raise
         return slots
 
+    # ------------------------------------------------------------------ consent + chain
     async def submit(self, job: JobRecord, slots: list[ProviderSlot]) -> str | None:
-        """Put every planned slot on chain (unless already there); returns the tx hash sent."""
-        job_id = JobId(bytes.fromhex(job.job_id[2:]))
-        _, assigned = await self.chain.job_status(job_id)
-        ordered = sorted(slots, key=lambda s: s.idx)
-        if assigned >= len(ordered):
-            await self.adopt(job, ordered)
+        """Offer the seats not yet on chain and, once each holds a valid consent, assign them.
+
+        Returns the hash of the assign transaction this call sent (None when it sent none:
+        consent is still missing, or the seats were already on chain and were adopted).
+        """
+        job_id = job_key(job)
+        seats = await self.chain.get_seats(job_id)
+        slots = await self._adopt_if_ahead(job, slots, seats)
+        pending = sorted((s for s in slots if not s.state.on_chain), key=lambda s: s.idx)
+        if not pending:
             return None
-        assignment = [Assignment(Address(s.address), Wei(s.price)) for s in ordered]
+        await self.offerer.gather(job, pending)
+        slots = await self.store.slots(job.job_id)
+        pending = sorted((s for s in slots if not s.state.on_chain), key=lambda s: s.idx)
+        first = len(seats)
+        now = self.chain_now()
+        contiguous = [s.idx for s in pending] == list(range(first, first + len(pending)))
+        if not pending or not contiguous or not all(self.offerer.usable(s, now) for s in pending):
+            return None  # some seat still waits for its provider's consent (or a provider)
+        offers = [offer_of(s) for s in pending]
         try:
-            receipt = await self.chain.assign(job_id, assignment)
-        except ContractError:
+            receipt = await self.chain.assign(job_id, offers)
+        except ContractError as exc:
             # The chain may have moved (another attempt landed): adopt what it holds.
-            _, assigned = await self.chain.job_status(job_id)
-            if assigned >= len(ordered):
-                await self.adopt(job, ordered)
+            seats = await self.chain.get_seats(job_id)
+            if len(seats) >= first + len(pending):
+                await self.adopt(job, slots, seats)
                 return None
+            await self._refused(job, pending, exc)
             raise
-        for s in ordered:
-            if s.state is ProviderState.PLANNED:
-                await self.store.update_slot(job.job_id, s.idx, state=ProviderState.ASSIGNED)
-                gpus = int((job.requirements or {}).get("gpus", 0))
-                if gpus > 0:
-                    self.book.columns.add_inflight(s.address, gpus, time.time())
+        await self.adopt(job, slots, await self.chain.get_seats(job_id))
+        gpus = int((job.requirements or {}).get("gpus", 0))
+        if gpus > 0:
+            for s in pending:
+                self.book.columns.add_inflight(s.address, gpus, time.time())
         return receipt.tx_hash
 
-    async def adopt(self, job: JobRecord, slots: list[ProviderSlot]) -> None:
-        """Make the stored slots agree with the chain's assignment (the chain wins)."""
-        job_id = JobId(bytes.fromhex(job.job_id[2:]))
-        onchain = await self.chain.get_assignment(job_id)
+    async def _refused(
+        self, job: JobRecord, pending: list[ProviderSlot], exc: ContractError
+    ) -> None:
+        """Give back the seats a failed assign names (by provider, else by price), so the
+        same transaction is not sent again; other reasons are the caller's to handle."""
+        named = exc.fields.get("provider")
+        price = exc.fields.get("price")
+        for s in pending:
+            if (named is not None and parse_address(str(named)) == parse_address(s.address)) or (
+                named is None and price is not None and int(price) == s.price
+            ):
+                await self.offerer.decline(job, s, f"the market refused the seat: {exc}")
+
+    async def _adopt_if_ahead(
+        self, job: JobRecord, slots: list[ProviderSlot], seats: list[Seat]
+    ) -> list[ProviderSlot]:
+        """Adopt on-chain seats the store does not show as on chain yet."""
+        by_idx = {s.idx: s for s in slots}
+        if all(i in by_idx and by_idx[i].state.on_chain for i in range(len(seats))):
+            return slots
+        await self.adopt(job, slots, seats)
+        return await self.store.slots(job.job_id)
+
+    async def adopt(self, job: JobRecord, slots: list[ProviderSlot], seats: list[Seat]) -> None:
+        """Make the stored seats agree with the chain's (the chain wins); seats still
+        waiting for consent after them are kept."""
         by_idx = {s.idx: s for s in slots}
         fixed: list[ProviderSlot] = []
-        for i, a in enumerate(onchain):
+        for i, seat in enumerate(seats):
+            price, rate, at = int(seat.price), int(seat.rate_per_hour), int(seat.assigned_at)
             slot = by_idx.get(i)
-            if slot is not None and slot.address == a.provider:
-                if slot.state is ProviderState.PLANNED:
-                    fixed.append(replace(slot, state=ProviderState.ASSIGNED, price=int(a.price)))
+            if slot is not None and parse_address(slot.address) == parse_address(seat.provider):
+                state = slot.state if slot.state.on_chain else ProviderState.ASSIGNED
+                if state is not slot.state or slot.assigned_at != at:
+                    fixed.append(
+                        replace(
+                            slot,
+                            state=state,
+                            price=price,
+                            rate_per_hour=rate,
+                            assigned_at=at,
+                            updated_at=time.time(),
+                        )
+                    )
                 continue
-            advert = self.book.find(a.provider)
+            advert = self.book.find(seat.provider)
             fixed.append(
                 ProviderSlot(
                     job_id=job.job_id,
                     idx=i,
-                    address=a.provider,
+                    address=seat.provider,
                     peer_id=advert.peer_id if advert else "",
-                    price=int(a.price),
                     state=ProviderState.ASSIGNED if advert else ProviderState.FAILED,
                     updated_at=time.time(),
                     multiaddrs=tuple(advert.multiaddrs) if advert else (),
                     detail=None if advert else "assigned on chain but not in the book",
+                    price=price,
+                    rate_per_hour=rate,
+                    assigned_at=at,
                 )
             )
         if fixed:
             await self.store.put_slots(fixed)
-        if len(slots) > len(onchain):
-            await self.store.delete_planned_slots(job.job_id, len(onchain))
+
+
+def free_seats(existing: list[ProviderSlot], count: int) -> list[int]:
+    """The lowest ``count`` seat indices no slot holds (gaps left by declines first)."""
+    taken = {s.idx for s in existing}
+    free: list[int] = []
+    idx = 0
+    while len(free) < count:
+        if idx not in taken:
+            free.append(idx)
+        idx += 1
+    return free
+
+
+def offer_of(slot: ProviderSlot) -> Offer:
+    """The market's ``Offer`` for an accepted seat."""
+    assert slot.accept_sig is not None and slot.accept_expiry is not None
+    return Offer(
+        provider=Address(parse_address(slot.address)),
+        price=Wei(slot.price),
+        rate_per_hour=Wei(slot.rate_per_hour),
+        expiry=slot.accept_expiry,
+        signature=Signature.from_bytes(bytes.fromhex(slot.accept_sig[2:])),
+    )

@@ -5,7 +5,8 @@ signature, peer id bound to the provider's address, rising sequence) and its gos
 sender is the provider's own peer. A provider counts for matching only once the chain
 confirms it is registered with enough free stake (cached, refreshed every
 ``stake_refresh_s``); silence past ``ttl_s`` removes it. Verified challenge results replace
-the self-reported TFLOPS.
+the self-reported TFLOPS. The book holds at most ``max_providers``: a new provider beyond
+that is refused (and counted in ``refused``) while those already in keep being updated.
 """
 
 from __future__ import annotations
@@ -75,8 +76,12 @@ class ProviderBook:
         ttl_s: float = 30.0,
         stake_refresh_s: float = 15.0,
         verifier: Verifier | None = None,
+        max_providers: int = 10_000,
     ) -> None:
         self.clock = clock
+        self.max_providers = max_providers
+        self.refused = 0
+        """New providers turned away because the book was full."""
         self.ttl_s = ttl_s
         self.stake_refresh_s = stake_refresh_s
         self.verifier = verifier or Verifier()
@@ -95,6 +100,17 @@ class ProviderBook:
         """
         return address in self.departed
 
+    def looks_free(self, address: str) -> bool:
+        """Whether a provider that answered "busy" may be asked again: only once it
+        advertised since refusing and a job slot there looks free."""
+        cols = self.columns
+        slot = cols.slot(address)
+        if slot is None:
+            return True
+        if cols.full_since[slot] >= cols.seen_at[slot]:
+            return False  # refused since its last advert, and none of ours finished there
+        return self.capacity.running_at(address) < int(cols.job_capacity[slot])
+
     # --------------------------------------------------------------- gossip
     def validate(self, data: bytes, sender: PeerId) -> Advert:
         """GossipSub validator: the advert, or ``MessageError`` to drop it unrelayed."""
@@ -104,11 +120,16 @@ class ProviderBook:
             raise SignatureError(f"advert of {advert.peer_id} published by peer {sender}")
         return advert
 
-    def accept(self, advert: Advert) -> None:
-        """Record a validated advert (newer adverts replace older ones)."""
+    def accept(self, advert: Advert) -> bool:
+        """Record a validated advert (newer adverts replace older ones); False when a new
+        provider was refused because the book is full."""
         now = self.clock()
-        self.departed.pop(advert.provider, None)
         entry = self.entries.get(advert.provider)
+        if entry is None and len(self.entries) >= self.max_providers:
+            self.refused += 1
+            log.warning("provider book full (%d); %s refused", self.max_providers, advert.provider)
+            return False
+        self.departed.pop(advert.provider, None)
         if entry is None:
             entry = BookEntry(advert, now)
             self.entries[advert.provider] = entry
@@ -121,6 +142,7 @@ class ProviderBook:
             self.capacity.refresh(advert.provider)
         self.columns.settle_inflight(advert.provider, now, INFLIGHT_GRACE_S)
         self._apply_chain(entry)
+        return True
 
     def expire(self) -> list[str]:
         """Remove providers silent for longer than the TTL (or past their advert's expiry)."""
@@ -133,6 +155,8 @@ class ProviderBook:
         for address in gone:
             del self.entries[address]
             self.departed[address] = now
+            while len(self.departed) > self.max_providers:  # oldest departures first
+                del self.departed[next(iter(self.departed))]
             self.columns.remove(address)
             log.info("provider %s left the book (silent)", address)
         return gone

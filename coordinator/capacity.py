@@ -16,12 +16,14 @@ from coordinator.columns import ProviderColumns
 from coordinator.states import ProviderState
 from coordinator.store import ProviderSlot
 
-HOLDING = frozenset({ProviderState.PLANNED, ProviderState.ASSIGNED, ProviderState.RUNNING})
+HOLDING = frozenset(
+    {ProviderState.PLANNED, ProviderState.ACCEPTED, ProviderState.ASSIGNED, ProviderState.RUNNING}
+)
 
 
 def holders(slots: Iterable[ProviderSlot]) -> set[str]:
     """Providers whose slot a job still occupies (chosen, assigned or running, not committed)."""
-    return {s.address for s in slots if s.state in HOLDING and s.commit_hash is None}
+    return {s.address for s in slots if s.state in HOLDING and not s.committed}
 
 
 class CapacityLedger:
@@ -49,9 +51,7 @@ class CapacityLedger:
     def sync(self, job_id: str, slots: Iterable[ProviderSlot]) -> None:
         """Make the job's holdings match its stored slots."""
         slots = list(slots)
-        running = {
-            s.address for s in slots if s.state is ProviderState.RUNNING and s.commit_hash is None
-        }
+        running = {s.address for s in slots if s.state is ProviderState.RUNNING and not s.committed}
         if running:
             self._running[job_id] = running
         else:

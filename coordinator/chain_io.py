@@ -15,12 +15,15 @@ import trio
 
 from contracts.chain import ChainClient
 from contracts.models import (
-    Assignment,
     ChainEvent,
     JobInfo,
     JobStatus,
+    JobTerms,
+    Offer,
+    OnChainEntry,
     ProviderInfo,
     Receipt,
+    Seat,
     Settlement,
 )
 from protocol.ids import Address, JobId
@@ -53,17 +56,26 @@ class AsyncChain:
         return await self._run(self.client.get_job, job_id)
 
     async def job_status(self, job_id: JobId) -> tuple[JobStatus, int]:
-        """Status and number of assigned providers (one storage read)."""
+        """Status and number of seats (one storage read)."""
         return await self._run(self.client.job_status, job_id)
 
-    async def get_assignment(self, job_id: JobId) -> list[Assignment]:
-        return await self._run(self.client.get_assignment, job_id)
+    async def job_terms(self, job_id: JobId) -> JobTerms:
+        return await self._run(self.client.job_terms, job_id)
+
+    async def get_seats(self, job_id: JobId) -> list[Seat]:
+        return await self._run(self.client.get_seats, job_id)
+
+    async def on_chain_entry(self, job_id: JobId, seat: int) -> OnChainEntry:
+        return await self._run(self.client.on_chain_entry, job_id, seat)
 
     async def provider_info(self, provider: str) -> ProviderInfo:
         return await self._run(self.client.provider_info, provider)
 
-    async def assign(self, job_id: JobId, assignment: list[Assignment]) -> Receipt:
-        return await self._run(self.client.assign, job_id, assignment)
+    async def assign(self, job_id: JobId, offers: list[Offer]) -> Receipt:
+        return await self._run(self.client.assign, job_id, offers)
+
+    async def abort(self, job_id: JobId) -> Receipt:
+        return await self._run(self.client.abort, job_id)
 
     async def settle(self, settlement: Settlement) -> Receipt:
         return await self._run(self.client.settle, settlement)

@@ -56,8 +56,16 @@ TIMEOUT_S = 120.0
 
 
 class Challenger:
+    """Challenges providers one at a time from a bounded queue holding each at most once."""
+
     def __init__(
-        self, identity: Identity, transport: PeerTransport, book: ProviderBook, *, n: int = 256
+        self,
+        identity: Identity,
+        transport: PeerTransport,
+        book: ProviderBook,
+        *,
+        n: int = 256,
+        max_queued: int = 1000,
     ) -> None:
         self.identity = identity
         self.transport = transport
@@ -66,18 +74,33 @@ class Challenger:
         self.terms = TimingTerms(allowance_s=ALLOWANCE_S)
         self.verifier = Verifier()
         self.results: dict[str, bool] = {}
-        self._send, self._receive = trio.open_memory_channel[str](10_000)
+        self.refused = 0
+        """Challenges not queued because the queue was full."""
+        self.pending: set[str] = set()
+        """Providers queued or being challenged: never two challenges for one advertiser."""
+        self._send, self._receive = trio.open_memory_channel[str](max_queued)
 
-    def enqueue(self, address: str) -> None:
+    def enqueue(self, address: str) -> bool:
+        """Queue a challenge of ``address``; False when one is already pending or the queue
+        is full."""
+        if address in self.pending:
+            return False
         try:
             self._send.send_nowait(address)
         except trio.WouldBlock:
+            self.refused += 1
             log.warning("challenge queue full; %s not challenged now", address)
+            return False
+        self.pending.add(address)
+        return True
 
     async def run(self) -> None:
         async for address in self._receive:
-            with contained(log, f"challenge of {address} not completed"):
-                await self.challenge(address)
+            try:
+                with contained(log, f"challenge of {address} not completed"):
+                    await self.challenge(address)
+            finally:
+                self.pending.discard(address)
 
     async def _call(self, address: str, body: Message) -> WireMessage:
         advert = self.book.find(address)

@@ -1,4 +1,4 @@
-"""Sending the job protocol to providers: Assignment, RevealRequest, Cancel.
+"""Sending the job protocol to providers: JobOffer, Assignment, RevealRequest, Cancel.
 
 Every request is a signed envelope from this coordinator; every reply must be a signed
 envelope from the provider it was sent to, or it counts as a failure. Each call has a
@@ -19,11 +19,14 @@ from protocol.errors import GpuMarketError, MessageError, TransportError
 from protocol.identity import Identity
 from protocol.ids import Address, JobId, PeerId
 from protocol.messages import (
+    Accept,
     Ack,
     Assignment,
     Cancel,
+    Decline,
     ErrorCode,
     ErrorReply,
+    JobOffer,
     Message,
     Reveal,
     RevealRequest,
@@ -78,6 +81,23 @@ class Dispatcher:
         signed = decode_signed(raw, MAX_MESSAGE_BYTES)
         reply = self.verifier.open(signed, WireMessage, signer=target.address)
         return cast(Message, reply)
+
+    async def offer(self, target: Target, offer: JobOffer) -> Accept | Decline | Refusal:
+        """Offer a seat; the provider's Accept or Decline, else why no usable answer came.
+
+        The Accept's EIP-712 signature is the caller's to check (it needs the job's terms).
+        """
+        try:
+            reply = await self._call(target, offer, self.timeout_s)
+        except (GpuMarketError, trio.TooSlowError) as exc:
+            return Refusal("unreachable", _why(exc))
+        if isinstance(reply, Accept | Decline):
+            if reply.job_id != offer.job_id or reply.provider != target.address:
+                return Refusal("malformed", f"{reply.message_type} names another job or provider")
+            return reply
+        if isinstance(reply, ErrorReply):
+            return Refusal(str(reply.code), reply.message)
+        return Refusal("malformed", f"expected an accept or a decline, got {reply.message_type}")
 
     async def assign(self, target: Target, assignment: Assignment) -> Refusal | None:
         """Deliver an assignment; None when acknowledged, else the refusal."""

@@ -35,6 +35,9 @@ class Choice:
     peer_id: str
     multiaddrs: tuple[str, ...]
     price: int
+    """The most the seat can earn: its rate for the job's expected duration, at most the cap."""
+    rate_per_hour: int
+    """The provider's rate for the job's whole GPU allocation (what a seat is billed at)."""
     score: float
     fingerprint: str
     explored: bool = False
@@ -107,9 +110,16 @@ class PricePerTflop:
 STRATEGIES: dict[str, Callable[[], ScoreStrategy]] = {"price-per-tflop": PricePerTflop}
 
 
+def seat_rate(rate_per_gpu_hour: int, req: Requirements) -> int:
+    """A provider's rate per hour for a seat of the job: its GPU-hour rate times the GPUs
+    (at least one unit: the contract refuses a zero rate)."""
+    return max(1, rate_per_gpu_hour * max(req.gpus, 1))
+
+
 def exact_price(rate: int, req: Requirements) -> int:
-    """A provider's price for a job: its rate times GPUs times the expected hours."""
-    return rate * max(req.gpus, 1) * req.duration_s // 3600
+    """A provider's price for a job: its rate times GPUs times the expected hours, at most
+    the job's cap and at least one unit (the contract refuses a price of zero)."""
+    return max(1, min(seat_rate(rate, req) * req.duration_s // 3600, req.price_cap))
 
 
 class Matcher:
@@ -302,6 +312,7 @@ class Matcher:
             peer_id=c.peer_ids[slot],
             multiaddrs=c.multiaddrs[slot],
             price=exact_price(c.rates[slot], req),
+            rate_per_hour=seat_rate(c.rates[slot], req),
             score=score,
             fingerprint=c.fingerprint_names[int(c.fingerprint[slot])],
             explored=explored,

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import trio
 
-from coordinator.states import ProviderState
-from coordinator.store import ProviderSlot
 from proofs.compare import ComparePolicy, Loader, Tolerance, group_results
 from protocol.ipfs.store import ContentStore
 
@@ -25,19 +23,18 @@ def files_of(root: Path) -> dict[str, Loader]:
 
 async def tolerance_groups(
     content: ContentStore,
-    slots: Sequence[ProviderSlot],
+    votes: Mapping[int, str],
     tolerance: tuple[float, float],
     max_output: int,
 ) -> list[list[int]]:
-    """Revealed slots grouped by numeric agreement, largest group first.
+    """Voting seats (seat index -> result CID) grouped by numeric agreement, largest first.
 
     Equal CIDs agree without a download; each distinct CID is fetched (verified, capped at
     the spec's ``max_output``) only when results differ.
     """
-    revealed = [s for s in slots if s.state is ProviderState.REVEALED and s.result_cid]
-    cids = {s.idx: str(s.result_cid) for s in revealed}
+    cids = dict(votes)
     if len(set(cids.values())) <= 1:
-        return [[s.idx for s in revealed]] if revealed else []
+        return [sorted(cids)] if cids else []
     policy = ComparePolicy(default=Tolerance(rtol=tolerance[0], atol=tolerance[1]))
     with tempfile.TemporaryDirectory(prefix="gpumarket-compare-") as tmp:
         roots: dict[str, Path] = {}

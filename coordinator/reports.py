@@ -1,9 +1,12 @@
-"""The coordinator's side of ``REPORT_PROTOCOL``: commitments, logs, failures, hand-backs.
+"""The coordinator's side of ``REPORT_PROTOCOL``: commitments, reveals, logs, failures.
 
-A report is accepted only when its envelope verifies (signer == the provider it names,
-fresh, not replayed) and the chain-backed store lists that provider among the job's
-active assignees. A Commitment must also carry the provider's EIP-712 Commit signature in
-this market's domain; it is persisted before the acknowledgement goes out.
+A report is accepted only when the chain-backed store lists the provider it names among
+the job's seats (checked first: it costs no signature recovery) and its envelope verifies
+(signer == that provider, fresh, not replayed). A Commitment must also carry the provider's
+EIP-712 Commit signature in this market's domain and arrive by its seat's commit deadline;
+it is answered with the coordinator's signed ``CommitReceipt`` (which lets the provider's
+on-chain reveal count as a vote), persisted together with the commitment before it goes
+out. Every other report is answered with an Ack.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from coordinator.store import AsyncStore, JobRecord, ProviderSlot
 from protocol import eip712
 from protocol.errors import MessageError
 from protocol.identity import Identity
-from protocol.ids import PeerId
+from protocol.ids import Address, PeerId
 from protocol.messages import (
     Ack,
     Commitment,
+    CommitReceipt,
     FailureReport,
     HandBack,
     LogChunk,
@@ -35,6 +39,9 @@ log = logging.getLogger(__name__)
 
 MAX_LINE_CHARS = 4096
 RevealSink = Callable[[JobRecord, ProviderSlot, Reveal], Awaitable[bool]]
+Clock = Callable[[], float]
+REPORTS = (Commitment, LogChunk, FailureReport, HandBack, Reveal)
+UNCOMMITTED = frozenset({ProviderState.ASSIGNED, ProviderState.RUNNING, ProviderState.FAILED})
 
 
 class NotAssigned(MessageError):
@@ -49,24 +56,29 @@ class ReportHandler:
         signals: Signals,
         domain: eip712.Eip712Domain,
         reveal_sink: RevealSink,
+        chain_now: Clock,
     ) -> None:
         self.identity = identity
         self.store = store
         self.signals = signals
         self.domain = domain
         self.reveal_sink = reveal_sink
+        self.chain_now = chain_now
         self.verifier = Verifier()
 
     async def handle(self, request: bytes, peer: PeerId) -> bytes:
-        """The ``REPORT_PROTOCOL`` handler: a signed report in, a signed Ack out."""
+        """The ``REPORT_PROTOCOL`` handler: a signed report in, a signed answer out."""
         signed = decode_signed(request, MAX_MESSAGE_BYTES)
+        unverified = signed.body
+        if not isinstance(unverified, REPORTS):
+            raise MessageError(f"{unverified.message_type} is not a report")
+        job, slot = await self._slot(unverified.job_id, unverified.provider)
         body = self.verifier.open(signed, WireMessage)
-        if not isinstance(body, Commitment | LogChunk | FailureReport | HandBack | Reveal):
-            raise MessageError(f"{body.message_type} is not a report")
-        job, slot = await self._slot(body.job_id, body.provider)
+        assert isinstance(body, REPORTS)
         if isinstance(body, Commitment):
-            await self._commitment(job, slot, body)
-        elif isinstance(body, LogChunk):
+            receipt = await self._commitment(job, slot, body)
+            return encode_signed(sign_message(receipt, self.identity))
+        if isinstance(body, LogChunk):
             await self._log(job, slot, body)
         elif isinstance(body, FailureReport | HandBack):
             await self._failure(job, slot, body)
@@ -83,30 +95,57 @@ class ReportHandler:
         except JobNotFound as exc:
             raise NotAssigned(f"unknown job {key}") from exc
         for slot in await self.store.slots(key):
-            if slot.address == provider and slot.state is not ProviderState.PLANNED:
+            if slot.address == provider and slot.state.on_chain:
                 return job, slot
         raise NotAssigned(f"{provider} is not assigned to job {key}")
 
-    async def _commitment(self, job: JobRecord, slot: ProviderSlot, body: Commitment) -> None:
+    async def _commitment(
+        self, job: JobRecord, slot: ProviderSlot, body: Commitment
+    ) -> CommitReceipt:
         body.verify(self.domain)
         digest = "0x" + body.commit_hash.hex()
         if slot.commit_hash is not None:
             if slot.commit_hash != digest:
                 raise MessageError("a different commitment was already accepted")
-            return  # a retried delivery
-        if not slot.active:
-            raise NotAssigned(f"{slot.address} was replaced on job {job.job_id}")
-        if job.state.final or job.state in (JobState.REVEALED, JobState.FAILED):
+            return self._receipt(job, slot, body)  # a retried delivery: the same receipt
+        if job.state.final or job.state is JobState.FAILED:
             raise MessageError(f"job {job.job_id} is {job.state}; commitments are closed")
+        # A seat we gave up on (silent, replaced) still holds its place on chain until its
+        # commit deadline: its commitment binds and counts like any other.
+        deadline = slot.commit_deadline(job.commit_window)
+        if deadline is None or self.chain_now() > deadline:
+            raise MessageError(f"seat {slot.idx} of {job.job_id} is past its commit deadline")
+        receipt = self._receipt(job, slot, body)
         await self.store.update_slot(
             job.job_id,
             slot.idx,
             state=ProviderState.COMMITTED,
             commit_hash=digest,
             commit_sig="0x" + body.signature.hex(),
+            receipt_sig="0x" + receipt.signature.hex(),
         )
         log.info("job %s: commitment from %s", job.job_id[:18], slot.address)
         self.signals.fire(job.job_id)
+        return receipt
+
+    def _receipt(self, job: JobRecord, slot: ProviderSlot, body: Commitment) -> CommitReceipt:
+        """This coordinator's signed CommitReceipt for the seat's commitment."""
+        signature = eip712.sign_receipt(
+            self.identity.private_key,
+            self.domain,
+            body.job_id,
+            body.provider,
+            slot.idx,
+            body.commit_hash,
+        )
+        return CommitReceipt(
+            job_id=body.job_id,
+            provider=body.provider,
+            coordinator=Address(self.identity.address),
+            seat=slot.idx,
+            commit_hash=body.commit_hash,
+            signature=signature,
+        )
 
     async def _log(self, job: JobRecord, slot: ProviderSlot, body: LogChunk) -> None:
         text = body.data.decode("utf-8", "replace")
@@ -120,12 +159,22 @@ class ReportHandler:
     async def _failure(
         self, job: JobRecord, slot: ProviderSlot, body: FailureReport | HandBack
     ) -> None:
-        if slot.commit_hash is not None:
-            return  # a commitment binds; only its reveal (or its absence) counts now
         reason = body.reason if isinstance(body, HandBack) else f"{body.kind}: {body.detail}"
+        if slot.committed:
+            # A commitment binds: only its reveal (or its absence) counts now. A job that
+            # failed by its own fault was committed as the canonical failure output; keep the
+            # provider's account of why, for the requester (never overwriting an earlier one).
+            own_fault = isinstance(body, FailureReport) and not body.kind.provider_fault
+            if own_fault and job.failure_reason is None:
+                await self.store.update_job(
+                    job.job_id, failure_reason=reason[:1000], failure_provider=slot.address
+                )
+                self.signals.fire(job.job_id)
+            return
         await self.store.update_slot(
             job.job_id,
             slot.idx,
+            only_if=UNCOMMITTED,
             state=ProviderState.FAILED,
             detail=f"{body.message_type}: {reason}"[:1000],
         )

@@ -24,6 +24,7 @@ from contracts.chain import ChainClient, Web3Chain
 from contracts.deploy import connect
 from contracts.errors import JobNotFound as ContractJobNotFound
 from contracts.models import Deployment
+from coordinator.admission import Admission
 from coordinator.api import create_app
 from coordinator.assigning import Assigner
 from coordinator.book import ProviderBook
@@ -34,6 +35,7 @@ from coordinator.driver import DriverConfig, JobDriver
 from coordinator.errors import JobNotFound, NotOurJob, Unavailable
 from coordinator.matcher import Matcher
 from coordinator.metrics import Metrics
+from coordinator.offers import Offerer
 from coordinator.reports import ReportHandler
 from coordinator.reputation import ReputationBook
 from coordinator.runner import JobRunner
@@ -44,8 +46,7 @@ from coordinator.store import AsyncStore, JobRecord, Store
 from coordinator.tasks import contained
 from coordinator.transport import Libp2pTransport, PeerTransport
 from coordinator.watcher import ChainWatcher
-from protocol import eip712
-from protocol.ids import JobId
+from protocol.ids import JobId, parse_address
 from protocol.ipfs.kubo import KuboContentStore
 from protocol.ipfs.store import ContentStore
 from protocol.messages import Advert
@@ -84,7 +85,10 @@ class Coordinator:
         self.metrics = Metrics()
         self.signals = Signals()
         self.book = ProviderBook(
-            time.time, ttl_s=settings.provider_ttl_s, stake_refresh_s=settings.stake_refresh_s
+            time.time,
+            ttl_s=settings.provider_ttl_s,
+            stake_refresh_s=settings.stake_refresh_s,
+            max_providers=settings.max_providers,
         )
         self.reputation = ReputationBook(time.time)
         self.http_url = ""
@@ -120,8 +124,17 @@ class Coordinator:
         if client is None:
             client = await trio.to_thread.run_sync(self._web3_chain)
         self.chain = AsyncChain(client)
+        # The market's own parameters (set at deploy), never a second copy in settings.
+        params = await trio.to_thread.run_sync(client.market_params)
+        self.admission = Admission(
+            self.chain,
+            params.min_stake,
+            lookup_interval_s=s.admission_lookup_s,
+            max_queued=s.admission_queue,
+            lookups_per_s=s.admission_lookups_per_s,
+        )
         self.chain_id = client.deployment.chain_id
-        self.domain = eip712.Eip712Domain(self.chain_id, s.market)
+        self.domain = client.deployment.domain
         if self._content is None:
             self._content = await self._stack.enter_async_context(KuboContentStore(s.ipfs_api))
         self.content: ContentStore = self._content
@@ -133,14 +146,31 @@ class Coordinator:
         self.nursery = await self._stack.enter_async_context(trio.open_nursery())
         transport = self._transport or Libp2pTransport(self.node)
         self.matcher = Matcher(
-            self.book.columns, stake_factor=s.stake_factor, exploration_share=s.exploration_share
-        )
-        self.assigner = Assigner(
-            self.store, self.chain, self.book, self.matcher, self.metrics.match_latency.observe
+            self.book.columns,
+            stake_factor=params.stake_factor,
+            exploration_share=s.exploration_share,
         )
         self.dispatcher = Dispatcher(self.identity, transport, timeout_s=s.request_timeout_s)
-        self.settler = Settler(self.chain, s.settle_window_s)
         self.watcher: ChainWatcher
+        self.offerer = Offerer(
+            self.identity,
+            self.store,
+            self.chain,
+            self.book,
+            self.dispatcher,
+            self.signals,
+            self.domain,
+            chain_now=lambda: self.watcher.now(),
+        )
+        self.assigner = Assigner(
+            self.store,
+            self.chain,
+            self.book,
+            self.matcher,
+            self.offerer,
+            self.metrics.match_latency.observe,
+        )
+        self.settler = Settler(self.chain, s.settle_window_s)
         self.driver = JobDriver(
             identity=self.identity,
             store=self.store,
@@ -155,7 +185,9 @@ class Coordinator:
             domain=self.domain,
             chain_now=lambda: self.watcher.now(),
             config=DriverConfig(
-                request_timeout_s=s.request_timeout_s, reveal_timeout_s=s.reveal_timeout_s
+                request_timeout_s=s.request_timeout_s,
+                reveal_timeout_s=s.reveal_timeout_s,
+                stake_factor=params.stake_factor,
             ),
         )
         self.runner = JobRunner(
@@ -171,20 +203,29 @@ class Coordinator:
             poll_s=s.poll_interval_s,
         )
         reports = ReportHandler(
-            self.identity, self.store, self.signals, self.domain, self._reveal_reported
+            self.identity,
+            self.store,
+            self.signals,
+            self.domain,
+            self._reveal_reported,
+            chain_now=lambda: self.watcher.now(),
         )
         handlers = RequestHandlers(self.node)
         handlers.register(REPORT_PROTOCOL, reports.handle, REPORT_LIMITS)
-        self.challenger = Challenger(self.identity, transport, self.book, n=s.challenge_n)
+        self.challenger = Challenger(
+            self.identity, transport, self.book, n=s.challenge_n, max_queued=s.challenge_queue
+        )
 
         self.assigner.wake = self.runner.wake
         self.assigner.chain_now = lambda: self.watcher.now()
+        self.watcher.observers.append(self.admission.observe)
         await self.watcher.poll_once()
         for job in await self.store.open_jobs():
             # Job slots this coordinator holds at providers survive a restart.
             self.book.capacity.sync(job.job_id, await self.store.slots(job.job_id))
             self.runner.wake(job.job_id)
         self.nursery.start_soon(self.watcher.run, name="chain watcher")
+        self.nursery.start_soon(self.admission.run, name="advertiser admission")
         self.nursery.start_soon(self.settler.run, name="settlement batcher")
         self.nursery.start_soon(self._adverts, name="advert subscription")
         self.nursery.start_soon(self._maintain_book, name="book maintenance")
@@ -274,14 +315,17 @@ class Coordinator:
 
     async def _adverts(self) -> None:
         assert self.node is not None
-        async with subscribe_adverts(self.node, self.book.verifier) as adverts:
+        # Strangers (not registered and staked on chain) are dropped inside GossipSub,
+        # before any signature check, book write, reputation row, relay or dial.
+        async with subscribe_adverts(
+            self.node, self.book.verifier, admit=self.admission.admits
+        ) as adverts:
             async for delivery in adverts:
                 with contained(log, "advert not taken into the book"):
                     advert = delivery.value.body
                     if isinstance(advert, Advert):
                         new = self.book.find(advert.provider) is None
-                        self.book.accept(advert)
-                        if new:
+                        if self.book.accept(advert) and new:
                             self.challenger.enqueue(advert.provider)
 
     async def _maintain_book(self) -> None:
@@ -295,6 +339,7 @@ class Coordinator:
 
     async def _refresh_provider(self, address: str) -> None:
         info = await self.chain.provider_info(address)
+        self.admission.set_stake(parse_address(address), info.registered, int(info.stake))
         self.book.set_chain_facts(
             address, registered=info.registered, free_stake=int(info.free), group=info.group
         )

@@ -57,11 +57,20 @@ class CoordinatorSettings(BaseSettings):
     request_timeout_s: float = Field(default=10.0, gt=0, le=300)
     reveal_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     exploration_share: float = Field(default=0.1, ge=0, le=0.5)
-    stake_factor: int = Field(default=5, ge=1, le=100)
     default_duration_s: int = Field(default=600, ge=1)
     challenge_n: int = Field(default=256, ge=16, le=4096)
     challenges: bool = True
     """Send benchmark challenges to newly seen providers."""
+    challenge_queue: int = Field(default=1000, ge=1, le=1_000_000)
+    """Providers waiting for a benchmark challenge, at most (one entry each)."""
+    max_providers: int = Field(default=10_000, ge=1, le=1_000_000)
+    """The provider book's size; new providers beyond it are refused."""
+    admission_lookup_s: float = Field(default=10.0, gt=0, le=3600)
+    """An unknown advertiser's registration and stake are read on chain at most this often."""
+    admission_queue: int = Field(default=1024, ge=1, le=1_000_000)
+    """Unknown advertisers waiting for that chain read, at most."""
+    admission_lookups_per_s: float = Field(default=20.0, gt=0, le=10_000)
+    """Chain reads for unknown advertisers, at most, per second."""
 
     @field_validator("market_address", "registry_address", "token_address")
     @classmethod

@@ -2,8 +2,11 @@
 
 Before every submission (first try or retry) the chain is asked whether each job is still
 ``ASSIGNED``; a job already settled is never sent again, so a retry after a lost receipt or
-a restart cannot settle twice (the contract would refuse anyway, costing gas). When a
-batch reverts, its jobs are retried one by one so one bad settlement cannot block others.
+a restart cannot settle twice (the contract would refuse anyway, costing gas). The market
+skips an invalid settlement inside a batch with ``SettlementSkipped(jobId, reason)``: its
+waiter gets the reason (the error ``settle`` would have raised) and decides whether to try
+again. When a whole batch reverts, its jobs are retried one by one so one bad settlement
+cannot block others. Each settled job's waiter gets its ``JobSettled`` event.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from dataclasses import dataclass, field
 
 import trio
 
-from contracts.models import MAX_BATCH, JobStatus, Settlement
+from contracts.errors import error_table
+from contracts.models import MAX_BATCH, ChainEvent, JobStatus, Receipt, Settlement
 from coordinator.chain_io import AsyncChain
 from protocol.errors import ChainError
 
@@ -27,6 +31,8 @@ class SettleResult:
     tx_hash: str | None
     already_settled: bool = False
     error: str | None = None
+    settled: ChainEvent | None = None
+    """The job's ``JobSettled`` event from the receipt (what the chain really paid)."""
 
     @property
     def ok(self) -> bool:
@@ -119,9 +125,33 @@ class Settler:
                 continue
             self.batches_sent += 1
             for item in batch:
-                item.result = SettleResult(receipt.tx_hash)
+                item.result = outcome_in(receipt, item.settlement)
                 item.done.set()
             return
         for item in await self._still_open(batch):
             item.result = SettleResult(None, error=last)
             item.done.set()
+
+
+def _key(job_id: bytes) -> bytes:
+    return bytes(job_id)
+
+
+def reason_name(selector: bytes) -> str:
+    """The custom error a ``SettlementSkipped`` reason selects (hex when unknown)."""
+    try:
+        known = error_table().get(bytes(selector))
+    except Exception:  # the artifact may be missing or older than the contract
+        known = None
+    return known[0].__name__ if known is not None else "0x" + bytes(selector).hex()
+
+
+def outcome_in(receipt: Receipt, settlement: Settlement) -> SettleResult:
+    """What a mined settle/settleBatch did to one settlement: settled, or skipped and why."""
+    key = _key(settlement.job_id)
+    for event in receipt.named("SettlementSkipped"):
+        if _key(event.args["jobId"]) == key:
+            why = reason_name(event.args["reason"])
+            return SettleResult(None, error=f"settlement skipped by the market: {why}")
+    settled = next((e for e in receipt.named("JobSettled") if _key(e.args["jobId"]) == key), None)
+    return SettleResult(receipt.tx_hash, settled=settled)

@@ -3,8 +3,11 @@
 It reads events up to ``head - reorg_margin`` only, so nothing it records can be undone by
 a reorganisation shallower than the margin, and it stores the cursor after each range, so
 a restart resumes where it stopped. It picks up ``JobCreated`` for this coordinator on its
-own (``POST /jobs`` merely hurries it) and records what only the chain decides: settled,
-reclaimed, cancelled. It also keeps the chain's notion of "now" for deadline checks.
+own (``POST /jobs`` merely hurries it) and records what only the chain decides: settled
+(with what each seat was paid and billed, and what was slashed), reclaimed, cancelled,
+aborted; what seats put on chain themselves (``ProviderCommitted``, ``ProviderRevealed``,
+which the verdict counts); and ``SettlementSkipped``, which wakes the job's driver to
+decide again. It also keeps the chain's notion of "now" for deadline checks.
 """
 
 from __future__ import annotations
@@ -16,15 +19,17 @@ from collections.abc import Callable
 import trio
 
 from contracts.models import ChainEvent
+from coordinator.billing import record_settlement, record_slash
 from coordinator.chain_io import AsyncChain
 from coordinator.driver import new_seed
 from coordinator.errors import InvalidTransition
+from coordinator.settlement import reason_name
 from coordinator.signals import Signals
-from coordinator.states import JobState
-from coordinator.store import AsyncStore, JobRecord
+from coordinator.states import JobState, ProviderState
+from coordinator.store import AsyncStore, JobRecord, ProviderSlot
 from coordinator.tasks import contained
-from protocol.eip712 import digest_to_cid
-from protocol.ids import parse_address
+from protocol.eip712 import commit_hash, digest_to_cid
+from protocol.ids import JobId, parse_address
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,14 @@ CHAIN_DECISIONS = {
     "JobReclaimed": JobState.RECLAIMED,
     "JobCancelled": JobState.CANCELLED,
 }
+COMMITTABLE = frozenset(
+    {
+        ProviderState.ASSIGNED,
+        ProviderState.RUNNING,
+        ProviderState.FAILED,
+        ProviderState.REPLACED,
+    }
+)
 
 
 def job_from_event(event: ChainEvent, clock: Callable[[], float] = time.time) -> JobRecord:
@@ -50,8 +63,11 @@ def job_from_event(event: ChainEvent, clock: Callable[[], float] = time.time) ->
         mode=int(a["mode"]),
         price_cap=int(a["priceCap"]),
         fee=int(a["fee"]),
+        timeout_ms=int(a["timeoutMs"]),
         assign_deadline=int(a["assignDeadline"]),
-        commit_deadline=int(a["commitDeadline"]),
+        commit_window=int(a["commitWindow"]),
+        reveal_window=int(a["revealWindow"]),
+        spare_deadline=int(a["spareDeadline"]),
         settle_deadline=int(a["settleDeadline"]),
         created_block=event.block_number,
         seed=new_seed(),
@@ -81,19 +97,39 @@ class ChainWatcher:
         self.start_block = start_block
         self.head = 0
         self.block_time = 0.0
+        self.clock_offset: float | None = None
+        """Chain time minus wall time, measured on the freshest block seen."""
         self._poke = trio.Event()
+        self.observers: list[Callable[[ChainEvent], None]] = []
+        """Called with every event read (of any contract), before it is applied."""
 
     def now(self) -> float:
-        """The chain's time as the next block will see it (never behind the wall clock)."""
-        return max(self.block_time, time.time())
+        """The chain's time as the next block will see it.
+
+        A chain's clock need not follow this host's (a devnet moved in time, a node whose
+        blocks lag): the offset is measured on blocks seen right after they were mined, and
+        the chain's time runs on with the wall clock from there. Deadlines are compared
+        against this, never against the wall clock itself.
+        """
+        if self.clock_offset is None:
+            return max(self.block_time, time.time())
+        return max(self.block_time, time.time() + self.clock_offset)
+
+    def observe_block(self, head: int, timestamp: float, wall: float) -> None:
+        """Track the chain's clock: a new head since the last poll was mined within one
+        poll interval, so its timestamp says what time it is on chain."""
+        if self.clock_offset is None or head != self.head:
+            self.clock_offset = timestamp - wall
+        self.head = head
+        self.block_time = timestamp
 
     def poke(self) -> None:
         self._poke.set()
 
     async def poll_once(self) -> int:
         """Read every new event up to the safe head; returns how many were applied."""
-        self.head = await self.chain.block_number()
-        self.block_time = float(await self.chain.now())
+        head = await self.chain.block_number()
+        self.observe_block(head, float(await self.chain.now()), time.time())
         safe = self.head - self.reorg_margin
         cursor = await self.store.cursor(CURSOR)
         start = self.start_block if cursor is None else cursor + 1
@@ -101,6 +137,8 @@ class ChainWatcher:
         while start <= safe:
             end = min(safe, start + MAX_RANGE - 1)
             for event in await self.chain.get_events(start, end):
+                for observe in self.observers:
+                    observe(event)
                 applied += await self.apply(event)
             await self.store.set_cursor(CURSOR, end)
             start = end + 1
@@ -119,26 +157,99 @@ class ChainWatcher:
                 log.info("job %s created on chain (block %d)", job.job_id, event.block_number)
             self.on_job(job.job_id)
             return 1
+        job_id = "0x" + bytes(event.args.get("jobId", b"")).hex()
+        job = await self.store.find_job(job_id) if "jobId" in event.args else None
+        if job is None:
+            return 0
+        handler = {
+            "ProviderCommitted": self._committed,
+            "ProviderRevealed": self._revealed,
+            "JobSettled": self._settled,
+            "ProviderSlashed": self._slashed,
+            "JobAborted": self._aborted,
+            "SettlementSkipped": self._skipped,
+        }.get(event.name)
+        if handler is not None:
+            await handler(job, event)
         wanted = CHAIN_DECISIONS.get(event.name)
-        if wanted is None:
-            return 0
-        job_id = "0x" + bytes(event.args["jobId"]).hex()
-        job = await self.store.find_job(job_id)
-        if job is None or job.state.final:
-            return 0
-        fields: dict[str, object] = {}
-        if event.name == "JobSettled":
-            fields["settle_tx"] = job.settle_tx or event.tx_hash
-            result = bytes(event.args.get("result", b""))
-            if job.result_cid is None and any(result):
-                fields["result_cid"] = digest_to_cid(result)
-        detail = {"tx": event.tx_hash, "block": event.block_number}
-        try:
-            await self.store.transition(job_id, wanted, detail, **fields)
-        except InvalidTransition:
-            return 0
+        if wanted is not None and not job.state.final:
+            try:
+                await self.store.transition(
+                    job_id, wanted, {"tx": event.tx_hash, "block": event.block_number}
+                )
+            except InvalidTransition:
+                return 0
         self.signals.fire(job_id)
         return 1
+
+    async def _seat(self, job: JobRecord, event: ChainEvent) -> ProviderSlot | None:
+        """The stored seat an event names (None while the store has not adopted it yet)."""
+        idx = int(event.args["seat"])
+        for slot in await self.store.slots(job.job_id):
+            if slot.idx == idx and parse_address(slot.address) == parse_address(
+                event.args["provider"]
+            ):
+                return slot
+        return None
+
+    async def _committed(self, job: JobRecord, event: ChainEvent) -> None:
+        slot = await self._seat(job, event)
+        if slot is None:
+            return
+        fields: dict[str, object] = {"onchain_commit": "0x" + bytes(event.args["commitHash"]).hex()}
+        if slot.state in COMMITTABLE:
+            fields["state"] = ProviderState.COMMITTED
+        await self.store.update_slot(job.job_id, slot.idx, **fields)
+
+    async def _revealed(self, job: JobRecord, event: ChainEvent) -> None:
+        slot = await self._seat(job, event)
+        if slot is None:
+            return
+        a = event.args
+        result, runtime, salt = bytes(a["result"]), int(a["runtimeMs"]), bytes(a["salt"])
+        opened = commit_hash(JobId(bytes(a["jobId"])), a["provider"], result, runtime, salt)
+        fields: dict[str, object] = {
+            "onchain_reveal_hash": "0x" + opened.hex(),
+            "onchain_result": "0x" + result.hex(),
+            "onchain_runtime_ms": runtime,
+            "onchain_votes": bool(a["votes"]),
+        }
+        if a["votes"] and slot.state.on_chain and slot.state is not ProviderState.REVEALED:
+            fields.update(
+                state=ProviderState.REVEALED,
+                result_cid=digest_to_cid(result),
+                runtime_ms=runtime,
+                salt="0x" + salt.hex(),
+            )
+        await self.store.update_slot(job.job_id, slot.idx, **fields)
+
+    async def _settled(self, job: JobRecord, event: ChainEvent) -> None:
+        await record_settlement(self.store, job.job_id, event.args)
+        fields: dict[str, object] = {"settle_tx": job.settle_tx or event.tx_hash}
+        result = bytes(event.args.get("result", b""))
+        if job.result_cid is None and any(result):
+            fields["result_cid"] = digest_to_cid(result)
+        await self.store.update_job(job.job_id, **fields)
+
+    async def _slashed(self, job: JobRecord, event: ChainEvent) -> None:
+        await record_slash(
+            self.store, job.job_id, event.args["provider"], int(event.args["amount"])
+        )
+
+    async def _aborted(self, job: JobRecord, event: ChainEvent) -> None:
+        if job.abort_tx is not None or job.state.final:
+            return
+        refund = int(event.args["refund"])
+        detail = {"aborted": event.tx_hash, "refund": str(refund), "block": event.block_number}
+        fields: dict[str, object] = {"abort_tx": event.tx_hash, "refund": refund}
+        if job.state is not JobState.FAILED:
+            fields.update(failure_reason="aborted by the coordinator")
+        await self.store.transition(job.job_id, JobState.FAILED, detail, **fields)
+
+    async def _skipped(self, job: JobRecord, event: ChainEvent) -> None:
+        why = reason_name(bytes(event.args["reason"]))
+        log.warning("job %s: the market skipped its settlement: %s", job.job_id[:18], why)
+        self.on_job(job.job_id)
 
     async def run(self) -> None:
         while True:

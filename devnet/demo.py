@@ -128,7 +128,8 @@ def run_demo(state: DevnetState, workdir: Path) -> None:
         )
 
     view = jobs.follow(settings, submitted.job_id, show, timeout=300)
-    console.print(f"settled after {time.monotonic() - started:.1f}s: {view.get('detail', '')}")
+    elapsed = time.monotonic() - started
+    console.print(f"{view['state']} after {elapsed:.1f}s: {view.get('detail', '')}")
 
     result_dir = workdir / "demo-result"
     cid, path = jobs.fetch_result(settings, submitted.job_id, result_dir)

@@ -14,13 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devnet.anvil import check_anvil, start_anvil
+from contracts.chain import Web3Chain
+from contracts.deploy import DEFAULT_MIN_COORDINATOR_BOND, deploy_all, fund_accounts
+from contracts.models import Deployment
+from devnet.anvil import check_anvil, rpc_call, start_anvil
 from devnet.ipfs import check_ipfs, start_ipfs, stop_ipfs
 from devnet.process import is_alive, stop
 from devnet.services import spawn_provider, start_coordinator, wait_provider
 from devnet.state import DevnetState, load_state, save_state
 from protocol.errors import DevnetError
-from protocol.ids import to_wei
+from protocol.ids import parse_address, to_wei
 
 Progress = Callable[[str], None]
 
@@ -141,12 +144,13 @@ ROLES = [
 ]
 DEVNET_FUNDS = to_wei("100000")
 DEVNET_UNBONDING_DELAY_S = 60
+DEVNET_MIN_COORDINATOR_BOND = DEFAULT_MIN_COORDINATOR_BOND
 
 
 def deploy_market(state: DevnetState) -> None:
-    """Deploy token, registry and market from account 0; mint test tokens to the others."""
-    from contracts.deploy import deploy_all, fund_accounts
-
+    """Deploy TestUSD and the market from account 0 (the contracts' default parameters,
+    a short unbonding delay), mint test tokens to the other accounts and bond the
+    coordinator account."""
     assert state.rpc_url is not None
     state.accounts = [
         a.model_copy(update={"role": role}) for a, role in zip(state.accounts, ROLES, strict=False)
@@ -160,14 +164,22 @@ def deploy_market(state: DevnetState) -> None:
         [a.address for a in state.accounts[1:]],
         DEVNET_FUNDS,
     )
+    bond_coordinator(state)
+
+
+def bond_coordinator(state: DevnetState) -> None:
+    """The market takes jobs only for bonded coordinators: bond the coordinator account
+    with the minimum (one transaction, permit signed here)."""
+    assert state.rpc_url is not None and state.chain_id is not None
+    account = next(a for a in state.accounts if a.role == "coordinator")
+    deployment = Deployment.from_addresses(state.chain_id, state.contracts)
+    Web3Chain(state.rpc_url, deployment, account.private_key).bond_coordinator(
+        DEVNET_MIN_COORDINATOR_BOND
+    )
 
 
 def fund(state_file: Path, address: str, *, tokens: str, eth: int) -> None:
     """Mint test tokens to ``address`` and set its ETH balance, on a running devnet."""
-    from contracts.deploy import fund_accounts
-    from devnet.anvil import rpc_call
-    from protocol.ids import parse_address
-
     state = load_state(state_file)
     if not state.rpc_url or "token" not in state.contracts:
         raise DevnetError(f"the devnet in {state_file} has no deployed token")

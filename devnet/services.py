@@ -135,6 +135,10 @@ def provider_env(
         env["PROVIDER_UNSAFE_PROCESS_RUNTIME"] = "true"
     if state.coordinator_multiaddr:
         env["PROVIDER_COORDINATOR_MULTIADDR"] = state.coordinator_multiaddr
+    coordinator = next((a for a in state.accounts if a.role == "coordinator"), None)
+    if coordinator is not None:
+        # The devnet's own (bonded) coordinator is the one whose offers providers accept.
+        env["PROVIDER_COORDINATORS"] = coordinator.address
     return workdir, env
 
 

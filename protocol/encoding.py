@@ -35,6 +35,7 @@ def restore_recursion_limit() -> int:
         sys.setrecursionlimit(SAFE_RECURSION_LIMIT)
     return sys.getrecursionlimit()
 
+
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
 

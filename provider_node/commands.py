@@ -1,8 +1,9 @@
 """The daemon's and the stake's commands for the ``gpumarket provider`` group.
 
 ``register_commands(app)`` adds ``run``, ``register``, ``stake``, ``unbond``, ``withdraw`` and
-``status``. Each reads :class:`ProviderSettings` (environment plus flags), calls one library
-function and prints the answer.
+``status`` (registration, stake and the consent policy). Each reads
+:class:`ProviderSettings` (environment plus flags), calls one library function and prints
+the answer.
 """
 
 from __future__ import annotations
@@ -129,11 +130,15 @@ def register_commands(app: typer.Typer) -> None:
     @app.command()
     def status(as_json: AsJson = False) -> None:
         """Show this provider's registration and stake."""
+        from provider_node.policy import consent_policy
+
         try:
-            info = staking.status(_chain(load_settings()))
+            settings = load_settings()
+            policy = consent_policy(settings)
+            info = staking.status(_chain(settings))
         except GpuMarketError as exc:
             raise _exit(exc) from None
-        view = {
+        view: dict[str, Any] = {
             "address": info.address,
             "registered": info.registered,
             "group": info.group,
@@ -144,9 +149,28 @@ def register_commands(app: typer.Typer) -> None:
             "unbond_ready_at": info.unbond_ready_at,
             "completed": info.completed,
             "slashed": info.slashed,
+            "policy": policy.view(info.stake),
         }
         if as_json:
             console.print_json(json.dumps(view))
-        else:
-            for key, value in view.items():
+            return
+        for key, value in view.items():
+            if key != "policy":
                 console.print(f"{key:>16}: {value}")
+        console.print("consent policy (offers outside it are declined):")
+        for line in policy_lines(view["policy"]):
+            console.print(f"  {line}")
+
+
+def policy_lines(policy: dict[str, Any]) -> list[str]:
+    """The consent policy as ``provider status`` prints it."""
+    coordinators = ", ".join(policy["coordinators"]) or "none (every offer is declined)"
+    cap = policy["max_locked_stake"]
+    if policy["max_locked_stake_is_all_stake"]:
+        cap += " (all stake)"
+    return [
+        f"coordinators: {coordinators}",
+        f"minimum rate: {policy['min_rate_per_gpu_hour']} per GPU-hour",
+        f"longest lock: {policy['max_lock_s']} s",
+        f"most locked:  {cap}",
+    ]

@@ -1,13 +1,14 @@
 """The provider daemon: ``async with ProviderNode(settings) as node: await node.serve()``.
 
 Entering: unlock the keystore, benchmark (or read the cache), make sure the account is
-registered and staked, start the libp2p host, serve ``JOB_PROTOCOL`` and
-``CHALLENGE_PROTOCOL``, dial the coordinator (and keep redialing it whenever the
-connection drops, e.g. across a coordinator restart), start advertising, resume jobs left
-by a previous run, then write ``<work_dir>/provider.json`` (atomically) to say it is ready.
-Leaving (SIGTERM/SIGINT end :meth:`ProviderNode.serve`): stop advertising and redialing,
-let running jobs finish within the grace period and hand back the rest, then close
-everything.
+registered and staked, start the libp2p host, serve ``JOB_PROTOCOL`` (offers answered
+within the consent policy, :mod:`provider_node.policy`) and ``CHALLENGE_PROTOCOL``, dial
+the coordinator (and keep redialing it whenever the connection drops, e.g. across a
+coordinator restart), start advertising and the chain fallback (on-chain commits and
+reveals when the coordinator does not answer), resume jobs left by a previous run, then
+write ``<work_dir>/provider.json`` (atomically) to say it is ready. Leaving (SIGTERM/SIGINT
+end :meth:`ProviderNode.serve`): stop advertising, redialing and the fallback, let running
+jobs finish within the grace period and hand back the rest, then close everything.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
 
@@ -37,9 +39,12 @@ from protocol.registry import CHALLENGE_PROTOCOL, JOB_PROTOCOL, MAX_MESSAGE_BYTE
 from provider_node.advertiser import Advertiser, Capacity
 from provider_node.challenges import ChallengeServer
 from provider_node.coordinator_link import CoordinatorLink
+from provider_node.fallback import ChainFallback, wall_chain_time
 from provider_node.gpus import GpuPool
 from provider_node.jobstore import JobStore, SequenceFile, write_atomic
 from provider_node.metrics import NodeFigures, ProviderMetrics, serve_metrics
+from provider_node.offers import OfferDesk
+from provider_node.policy import consent_policy
 from provider_node.profile import Offer, measure_offer
 from provider_node.reporter import P2PReporter
 from provider_node.runtimes import Runtime, create_runtime
@@ -98,6 +103,7 @@ class ProviderNode:
         identity: Identity | None = None,
         chain: ProviderChain | None = None,
         chain_id: int | None = None,
+        chain_time: Callable[[], int] | None = None,
         store: ContentStore | None = None,
         runtime: Runtime | None = None,
         offer: Offer | None = None,
@@ -106,6 +112,10 @@ class ProviderNode:
         self.identity = identity
         self.chain = chain
         self.chain_id = chain_id
+        self.chain_time = chain_time
+        self._injected_time = chain_time
+        """Block time for deadlines; default: the chain's, never behind this host's clock
+        for a chain the daemon connects itself (an injected chain's own time otherwise)."""
         self.store = store
         self.runtime = runtime
         self.offer = offer
@@ -119,6 +129,7 @@ class ProviderNode:
         self.link: CoordinatorLink | None = None
         self.server: JobServer | None = None
         self.advertiser: Advertiser | None = None
+        self.fallback: ChainFallback | None = None
         self.gpus = GpuPool(())
 
     @property
@@ -149,10 +160,15 @@ class ProviderNode:
             self.identity = await trio.to_thread.run_sync(load_keystore, s.keystore, password)
         identity = self.identity
         runtime = self.runtime = self.runtime or make_runtime(s)
+        policy = consent_policy(s)
+        if not policy.coordinators:
+            log.warning("no coordinator allow-listed: every offer will be declined")
         if self.chain is None:
             web3_chain = await trio.to_thread.run_sync(connect_chain, s, identity)
             self.chain, self.chain_id = web3_chain, web3_chain.deployment.chain_id
+            self.chain_time = self.chain_time or wall_chain_time(web3_chain)
         chain = self.chain
+        chain_time = self.chain_time or (lambda: chain.now())
         if self.chain_id is None:
             raise ConfigError("the chain id is unknown; pass chain_id with an injected chain")
         report = await trio.to_thread.run_sync(ensure_staked, chain, s.stake_wei)
@@ -177,6 +193,13 @@ class ProviderNode:
             identity, self.store, runtime, jobs, domain, self.gpus, config, metrics=self.metrics
         )
 
+        fallback = self.fallback = ChainFallback(chain, jobs, now=chain_time)
+        # Consent expiries are judged by block time, as the contract's assign will judge them
+        # (the wall clock can run ahead of a devnet's chain after a snapshot revert); an
+        # injected clock (tests) stands in for both.
+        offers_now = self._injected_time or (lambda: chain.now())
+        offers = OfferDesk(identity, chain, domain, policy, now=offers_now)
+
         node = self.node = await self._stack.enter_async_context(
             open_host(identity.private_key, listen=[s.listen_multiaddr])
         )
@@ -188,6 +211,8 @@ class ProviderNode:
                 jobs,
                 lambda peer: P2PReporter(node, identity, peer),
                 max_concurrent=s.max_concurrent_jobs,
+                offers=offers,
+                fallback=fallback,
             )
         )
         challenges = ChallengeServer(identity, device=offer.device)
@@ -212,6 +237,7 @@ class ProviderNode:
         nursery = await self._stack.enter_async_context(trio.open_nursery())
         self._background = nursery.cancel_scope
         nursery.start_soon(self.advertiser.run, name="advertiser")
+        nursery.start_soon(fallback.run, name="chain fallback")
         if self.link is not None:
             nursery.start_soon(self.link.run, name="coordinator link")
         await server.resume()

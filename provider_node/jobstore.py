@@ -1,8 +1,8 @@
 """Crash-safe records of the jobs a provider holds, one small JSON file per job.
 
 A record is written (temporary file, fsync, rename, fsync of the directory) *before* each
-side effect it enables: the assignment before any work, the result CID and salt before the
-commitment is sent. So a provider restarted at any point still knows what it promised and
+side effect it enables: the assignment before any work, the result CID, runtime and salt before
+the commitment is sent. So a provider restarted at any point still knows what it promised and
 can reveal it. Layout::
 
     <work_dir>/jobs/<job id hex>/record.json   this module
@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from protocol.errors import GpuMarketError
 from protocol.fields import Bytes32, JobIdField, Signature65
-from protocol.ids import Cid, JobId, PeerId
+from protocol.ids import Address, Cid, JobId, PeerId
+from protocol.messages import Assignment
 from protocol.signing import SignedMessage
 from provider_node.workdir import remove_tree
 
@@ -42,8 +43,11 @@ class Phase(enum.StrEnum):
     ASSIGNED = "assigned"
     RUNNING = "running"
     COMPUTED = "computed"
-    """Result CID and salt are on disk; the commitment may or may not have been sent."""
+    """Result CID, runtime and salt are on disk; the commitment may or may not have been
+    sent."""
     COMMITTED = "committed"
+    """The coordinator took the commitment (``receipt_signature`` holds its receipt, if it
+    gave one)."""
     REVEALED = "revealed"
     FAILED = "failed"
     HANDED_BACK = "handed_back"
@@ -55,7 +59,8 @@ class Phase(enum.StrEnum):
 
 
 class JobRecord(BaseModel):
-    """Everything needed to resume a job after a restart."""
+    """Everything needed to resume a job after a restart, and to commit and reveal it on
+    chain without the coordinator."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -64,12 +69,39 @@ class JobRecord(BaseModel):
     assignment: SignedMessage
     """The coordinator's signed Assignment, exactly as received."""
     coordinator_peer: PeerId
+    commit_deadline: int | None = None
+    """The seat's commit deadline on chain (``assignedAt + commitWindow``)."""
+    commit_window: int | None = None
     result_cid: Cid | None = None
+    runtime_ms: int | None = None
     salt: Bytes32 | None = None
+    exit_class: str | None = None
+    """Set when the result is the canonical failure output (see failure_output.py)."""
     commit_hash: Bytes32 | None = None
     commit_signature: Signature65 | None = None
+    receipt_signature: Signature65 | None = None
+    """The coordinator's CommitReceipt for ``commit_hash``."""
+    committed_on_chain: bool = False
+    revealed_on_chain: bool = False
+    chain_done: bool = False
+    """Nothing is left to do on chain for this job (settled, closed, or given up)."""
     detail: str = ""
     updated_at: float = 0.0
+
+    @property
+    def assignment_body(self) -> Assignment:
+        body = self.assignment.body
+        assert isinstance(body, Assignment), "a job record holds an Assignment"
+        return body
+
+    @property
+    def seat(self) -> int:
+        """This provider's seat index in the job (from the Assignment)."""
+        return self.assignment_body.seat
+
+    @property
+    def coordinator(self) -> Address:
+        return self.assignment_body.coordinator
 
     def advance(self, phase: Phase, **changes: Any) -> JobRecord:
         return self.model_copy(update={"phase": phase, "updated_at": time.time(), **changes})
@@ -125,6 +157,22 @@ class JobStore:
             write_atomic(self._path(record.job_id), data)
         except OSError as exc:
             raise StoreError(f"cannot save job record {record.job_id.hex()}: {exc}") from exc
+
+    def update(self, job_id: JobId, phase: Phase | None = None, **changes: Any) -> JobRecord:
+        """Apply ``changes`` (and ``phase``) to the stored record and save it; returns it.
+
+        Synchronous, so no other task of the event loop writes between the read and the
+        write: the worker and the chain fallback both update one record this way.
+        """
+        record = self.load(job_id)
+        if record is None:
+            raise StoreError(f"no job record {job_id.hex()} to update")
+        if phase is not None:
+            record = record.advance(phase, **changes)
+        else:
+            record = record.model_copy(update={"updated_at": time.time(), **changes})
+        self.save(record)
+        return record
 
     def load(self, job_id: JobId) -> JobRecord | None:
         path = self._path(job_id)

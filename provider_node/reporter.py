@@ -1,14 +1,16 @@
 """Sending signed reports to a job's coordinator on ``REPORT_PROTOCOL``.
 
 A :class:`Reporter` signs each message with the provider's key and delivers it to one
-coordinator peer. :meth:`Reporter.deliver` retries with backoff until a deadline (for
-commitments and failure reports, which must arrive); :meth:`Reporter.try_send` makes one
+coordinator peer, returning the coordinator's signed answer (a ``CommitReceipt`` for a
+commitment, an ``Ack`` for the rest). :func:`deliver` retries with backoff until a deadline
+(for commitments and failure reports, which must arrive); :func:`try_send` makes one
 attempt (for log chunks, which may be lost).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -38,8 +40,9 @@ class ReportRefused(TransportError):
 class Reporter(Protocol):
     """Delivers provider reports to one coordinator."""
 
-    async def send(self, body: Message) -> None:
-        """One attempt; raises ``TransportError`` when it fails."""
+    async def send(self, body: Message) -> Message | None:
+        """One attempt; returns the answer (None for a bare status reply), raises
+        ``TransportError`` when it fails and ``ReportRefused`` for an error reply."""
         ...
 
 
@@ -51,19 +54,29 @@ class P2PReporter:
         self.identity = identity
         self.peer = peer
 
-    async def send(self, body: Message) -> None:
+    async def send(self, body: Message) -> Message | None:
         signed = sign_message(body, self.identity)
         reply = await request(
             self.node, self.peer, REPORT_PROTOCOL, encode_signed(signed), REPORT_LIMITS
         )
         if not reply:
-            return
+            return None
         try:
             answer = decode_signed(reply).body
         except MessageError:
-            return  # a bare status reply is an acceptance too
+            return None  # a bare status reply is an acceptance too
         if isinstance(answer, ErrorReply):
             raise ReportRefused(f"{body.message_type} refused: {answer.code}: {answer.message}")
+        # The envelope's signature is not checked here: whoever needs the answer checks
+        # what it carries (a CommitReceipt's EIP-712 signature, see worker.py).
+        return answer
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A report the coordinator accepted, and its answer (None for a bare status)."""
+
+    reply: Message | None
 
 
 async def try_send(reporter: Reporter, body: Message) -> bool:
@@ -83,27 +96,26 @@ async def deliver(
     attempts: int = 8,
     first_delay_s: float = 0.5,
     max_delay_s: float = 15.0,
-) -> bool:
-    """Send ``body`` until it is accepted or ``attempts`` run out; True when accepted.
+) -> Delivered | None:
+    """Send ``body`` until it is accepted or ``attempts`` run out; None when it was not.
 
     A refusal (error reply) is final: sending the same message again would not change it.
     """
     delay = first_delay_s
     for attempt in range(1, attempts + 1):
         try:
-            await reporter.send(body)
-            return True
+            return Delivered(await reporter.send(body))
         except ReportRefused as exc:
             log.warning("%s", exc)
-            return False
+            return None
         except RemoteError as exc:
             if exc.code in (Status.BAD_REQUEST, Status.REFUSED):
                 log.warning("%s was refused: %s", body.message_type, exc.reason)
-                return False
+                return None
             log.info("sending %s failed (try %d/%d): %s", body.message_type, attempt, attempts, exc)
         except GpuMarketError as exc:
             log.info("sending %s failed (try %d/%d): %s", body.message_type, attempt, attempts, exc)
         if attempt < attempts:
             await trio.sleep(delay)
             delay = min(max_delay_s, delay * 2)
-    return False
+    return None

@@ -1,10 +1,15 @@
-"""The provider's side of ``JOB_PROTOCOL``: assignments, reveal requests and cancels.
+"""The provider's side of ``JOB_PROTOCOL``: offers, assignments, reveal requests, cancels.
 
-Every request is a signed envelope. An Assignment is acted on only when its signer is the
-coordinator the chain names for the job and the chain lists this provider, at that price,
-in the job's assignment; reveal requests and cancels must come from the same coordinator.
-Replies are signed too: an ``Ack``, the ``Reveal``, or an ``ErrorReply`` whose code says
-why. Accepted jobs run as tasks in the server's nursery, at most ``max_concurrent`` at once.
+Every request is a signed envelope. A ``JobOffer`` signed by its coordinator is answered by
+the :class:`~provider_node.offers.OfferDesk` with an ``Accept`` or a ``Decline``. An
+Assignment is acted on only when its signer is the coordinator the chain names for the job,
+the chain seats this provider at the Assignment's seat and price, and that seat and price
+are the ones this provider accepted (when it still remembers the accept: the chain, which
+seats nobody without its signed consent, is the authority after a restart). Reveal
+requests and cancels must come from the same coordinator. Replies are signed too: an
+``Ack``, ``Accept``/``Decline``, the ``Reveal``, or an ``ErrorReply`` whose code says why.
+Accepted jobs run as tasks in the server's nursery, at most ``max_concurrent`` at once, and
+are handed to the :class:`~provider_node.fallback.ChainFallback` to watch.
 """
 
 from __future__ import annotations
@@ -20,15 +25,19 @@ from contracts.errors import JobNotFound
 from contracts.models import JobStatus
 from protocol.errors import ChainError, GpuMarketError, MessageError, SignatureError
 from protocol.identity import Identity
-from protocol.ids import Address, JobId, PeerId
+from protocol.ids import JobId, PeerId
+from protocol.ipfs.cid import result_digest
 from protocol.messages import (
+    Accept,
     Ack,
     Assignment,
     Cancel,
+    Decline,
     ErrorCode,
     ErrorReply,
     FailureKind,
     FailureReport,
+    JobOffer,
     Message,
     RevealRequest,
     WireMessage,
@@ -36,7 +45,9 @@ from protocol.messages import (
 from protocol.replay import ReplayError
 from protocol.signing import ExpiredError, SignedMessage, Verifier, decode_signed, encode_signed
 from protocol.signing import sign_message as sign
+from provider_node.fallback import ChainFallback
 from provider_node.jobstore import JobRecord, JobStore, Phase
+from provider_node.offers import Load, OfferDesk
 from provider_node.reporter import Reporter, deliver
 from provider_node.staking import ProviderChain
 from provider_node.worker import JobWorker, RevealError
@@ -81,6 +92,8 @@ class JobServer:
         *,
         max_concurrent: int = 1,
         verifier: Verifier | None = None,
+        offers: OfferDesk | None = None,
+        fallback: ChainFallback | None = None,
     ) -> None:
         self.identity = identity
         self.chain = chain
@@ -89,6 +102,9 @@ class JobServer:
         self.reporter_for = reporter_for
         self.max_concurrent = max_concurrent
         self.verifier = verifier or Verifier()
+        self.offers = offers
+        """Answers job offers; without one, offers are refused as unsupported."""
+        self.fallback = fallback
         self.accepting = True
         self.completed: dict[str, int] = {}
         """Finished runs by final phase (for metrics)."""
@@ -142,6 +158,8 @@ class JobServer:
 
     async def _dispatch(self, signed: SignedMessage, peer: PeerId) -> WireMessage:
         body = signed.body
+        if isinstance(body, JobOffer):
+            return await self._on_offer(signed, body)
         if isinstance(body, Assignment):
             return await self._on_assignment(signed, body, peer)
         if isinstance(body, RevealRequest):
@@ -158,6 +176,20 @@ class JobServer:
             raise Refused(
                 ErrorCode.NOT_ASSIGNED, f"addressed to {provider}, this is {self.address}"
             )
+
+    async def _on_offer(self, signed: SignedMessage, body: JobOffer) -> Accept | Decline:
+        self._check_addressed(body.provider)
+        self.verifier.open(signed, JobOffer, signer=body.coordinator)
+        if self.offers is None:
+            raise Refused(ErrorCode.UNSUPPORTED, "this provider takes no offers")
+        load = Load(
+            running=len(self._active),
+            max_concurrent=self.max_concurrent,
+            gpus_total=self.worker.gpus.total,
+            accepting=self.accepting,
+            holds_job=self.jobs.load(body.job_id) is not None,
+        )
+        return await self.offers.answer(body, load)
 
     async def _on_assignment(self, signed: SignedMessage, body: Assignment, peer: PeerId) -> Ack:
         self._check_addressed(body.provider)
@@ -181,30 +213,45 @@ class JobServer:
             return self._ack(body, job_id)
         if job.status is not JobStatus.ASSIGNED:
             raise Refused(ErrorCode.WRONG_STATE, f"job is {job.status.name.lower()} on chain")
-        assigned = await trio.to_thread.run_sync(self.chain.get_assignment, job_id)
-        if not any(a.provider == self.address and a.price == body.price for a in assigned):
-            raise Refused(ErrorCode.NOT_ASSIGNED, "the chain does not assign this job here")
+        seats = job.seats
+        seat = seats[body.seat] if body.seat < len(seats) else None
+        if seat is None or seat.provider != self.address or seat.price != body.price:
+            raise Refused(
+                ErrorCode.NOT_ASSIGNED,
+                f"the chain does not seat this provider at seat {body.seat} for {body.price}",
+            )
+        accepted = self.offers.book.get(job_id) if self.offers is not None else None
+        if accepted is not None and (accepted.seat, accepted.price) != (body.seat, body.price):
+            raise Refused(
+                ErrorCode.NOT_ASSIGNED,
+                f"this provider accepted seat {accepted.seat} at {accepted.price}, "
+                f"not seat {body.seat} at {body.price}",
+            )
+        if result_digest(body.spec_cid) != job.spec_digest:
+            raise Refused(ErrorCode.NOT_ASSIGNED, f"spec {body.spec_cid} is not the job's spec")
         if len(self._active) >= self.max_concurrent:
             raise Refused(ErrorCode.BUSY, f"running {len(self._active)} jobs already")
         record = JobRecord(
-            job_id=job_id, phase=Phase.ASSIGNED, assignment=signed, coordinator_peer=peer
+            job_id=job_id,
+            phase=Phase.ASSIGNED,
+            assignment=signed,
+            coordinator_peer=peer,
+            commit_deadline=job.terms.commit_deadline(seat),
+            commit_window=job.terms.commit_window,
         )
         self.jobs.save(record)
+        if self.offers is not None:
+            self.offers.book.pop(job_id)
         self.start(record)
-        log.info("job 0x%s: accepted from %s", job_id.hex(), body.coordinator)
+        log.info("job 0x%s: seat %d from %s", job_id.hex(), body.seat, body.coordinator)
         return self._ack(body, job_id)
-
-    def _coordinator_of(self, record: JobRecord) -> Address:
-        assignment = record.assignment.body
-        assert isinstance(assignment, Assignment)
-        return assignment.coordinator
 
     async def _on_reveal(self, signed: SignedMessage, body: RevealRequest) -> WireMessage:
         self._check_addressed(body.provider)
         record = self.jobs.load(body.job_id)
         if record is None:
             raise Refused(ErrorCode.UNKNOWN_JOB, f"no job 0x{body.job_id.hex()} here")
-        self.verifier.open(signed, RevealRequest, signer=self._coordinator_of(record))
+        self.verifier.open(signed, RevealRequest, signer=record.coordinator)
         if record.phase not in (Phase.COMPUTED, Phase.COMMITTED, Phase.REVEALED):
             raise Refused(ErrorCode.WRONG_STATE, f"job is {record.phase}, nothing to reveal")
         try:
@@ -227,7 +274,7 @@ class JobServer:
         record = self.jobs.load(body.job_id)
         if record is None:
             raise Refused(ErrorCode.UNKNOWN_JOB, f"no job 0x{body.job_id.hex()} here")
-        self.verifier.open(signed, Cancel, signer=self._coordinator_of(record))
+        self.verifier.open(signed, Cancel, signer=record.coordinator)
         log.info("job 0x%s: cancelled by the coordinator: %s", body.job_id.hex(), body.reason)
         if not self.worker.cancel(body.job_id) and not record.phase.terminal:
             cancelled = record.advance(Phase.CANCELLED, detail=body.reason[:1000])
@@ -240,6 +287,8 @@ class JobServer:
         """Run an accepted job in the background."""
         assert self._nursery is not None, "use the server inside `async with`"
         self._active.add(record.job_id)
+        if self.fallback is not None:
+            self.fallback.watch(record.job_id)
         self._nursery.start_soon(self._run_job, record, name=f"job-{record.job_id.hex()[:12]}")
 
     async def _run_job(self, record: JobRecord) -> None:
@@ -271,15 +320,23 @@ class JobServer:
     async def resume(self) -> None:
         """Pick up records left by a previous run of this daemon.
 
-        A job committed-to but not acknowledged gets its commitment again; a job that was
-        running when the daemon stopped is handed back (its run is gone); a finished job
-        whose run dir outlived it (a stop between the two) loses the run dir.
+        A job committed-to but not acknowledged (or without a receipt) gets its commitment
+        again; a job that was running when the daemon stopped is handed back (its run is
+        gone); a finished job whose run dir outlived it (a stop between the two) loses the
+        run dir. Jobs that may still need the chain go to the fallback's watch list.
         """
+        if self.fallback is not None:
+            self.fallback.watch_records()
         for record in self.jobs.all():
             reporter = self.reporter_for(record.coordinator_peer)
+            unreceipted = (
+                record.phase is Phase.COMMITTED
+                and record.receipt_signature is None
+                and not record.committed_on_chain
+            )
             if record.phase.terminal:
                 await self.worker.clean(record)
-            elif record.phase is Phase.COMPUTED:
+            elif record.phase is Phase.COMPUTED or unreceipted:
                 assert self._nursery is not None
                 self._nursery.start_soon(self.worker.send_commitment, record, reporter)
             elif record.phase in (Phase.ASSIGNED, Phase.RUNNING):

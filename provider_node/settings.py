@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from protocol.errors import ConfigError, MessageError
 from protocol.identity import read_password_file
 from protocol.ids import Address, Wei, parse_address, to_wei
 
 ENV_PREFIX = "PROVIDER_"
+DEFAULT_MAX_LOCK_S = 7 * 24 * 3600
 
 RuntimeName = Literal["bwrap", "docker", "process"]
 
@@ -65,6 +66,32 @@ class ProviderSettings(BaseSettings):
     """Longest wall time granted to any job, whatever its spec asks."""
     benchmark_cache: Path | None = None
     """Where the benchmark result is cached; defaults to ``<work_dir>/benchmark.json``."""
+
+    # Consent policy: the provider signs an Accept (which lets the market lock its stake)
+    # only for offers inside these bounds; see provider_node/policy.py.
+    coordinators: Annotated[tuple[Address, ...], NoDecode] = ()
+    """Comma-separated coordinator addresses whose offers may be accepted; empty: the
+    coordinator at ``coordinator_multiaddr`` only."""
+    min_rate_per_gpu_hour: int | None = Field(default=None, ge=0)
+    """Lowest ``ratePerHour`` accepted, in base units per GPU-hour of the seat (a seat of g
+    GPUs needs g times this; a CPU seat counts as one); unset: the advertised price."""
+    max_lock_s: int = Field(default=DEFAULT_MAX_LOCK_S, gt=0)
+    """Longest time, in seconds, a job's settle deadline may lie ahead (the stake stays
+    locked until then)."""
+    max_locked_stake: int | None = Field(default=None, ge=0)
+    """Most stake, in base units, locked in jobs at once; unset: all of it."""
+
+    @field_validator("coordinators", mode="before")
+    @classmethod
+    def _coordinator_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            try:
+                return tuple(parse_address(str(part)) for part in value)
+            except MessageError as exc:
+                raise ValueError(f"{exc} (give comma-separated 0x addresses)") from exc
+        return value
 
     @field_validator("market_address", "registry_address", "token_address")
     @classmethod

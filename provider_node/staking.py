@@ -12,15 +12,18 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from contracts.models import Assignment, JobInfo, ProviderInfo, Receipt
+from contracts.chain import MarketParams
+from contracts.models import JobInfo, ProviderInfo, Receipt
 from protocol.errors import ChainError
 from protocol.ids import Address, JobId, Wei, from_wei
+from provider_node.fallback import FallbackChain
 
 log = logging.getLogger(__name__)
 
 
-class ProviderChain(Protocol):
-    """What the provider daemon needs from the chain, acting as ``address``."""
+class ProviderChain(FallbackChain, Protocol):
+    """What the provider daemon needs from the chain, acting as ``address`` (the on-chain
+    commit and reveal calls come from :class:`FallbackChain`)."""
 
     @property
     def address(self) -> Address: ...
@@ -32,8 +35,11 @@ class ProviderChain(Protocol):
     def request_unbond(self, amount: int) -> Receipt: ...
     def withdraw(self) -> Receipt: ...
     def provider_info(self, provider: str) -> ProviderInfo: ...
+    def market_params(self) -> MarketParams:
+        """The market's ``stakeFactor`` (an accepted seat locks ``stakeFactor x price``)..."""
+        ...
+
     def get_job(self, job_id: JobId) -> JobInfo: ...
-    def get_assignment(self, job_id: JobId) -> list[Assignment]: ...
 
 
 def tokens(amount: int) -> str:

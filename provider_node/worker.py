@@ -2,14 +2,21 @@
 
 :meth:`JobWorker.run` never raises for anything a job or its inputs do: every failure ends
 as a signed :class:`FailureReport` (or a :class:`HandBack` when the provider cannot take
-the job), and the record on disk says so. Commit before publishing: the outputs' CID is
-computed locally, the salt and CID are persisted, the Commitment is sent, and only a
-:class:`RevealRequest` adds the outputs to IPFS (:meth:`JobWorker.reveal`).
+the job), and the record on disk says so. A failure that is the job's own fault (see
+:mod:`provider_node.failure_output`) is also committed, as the canonical failure output,
+so that agreeing providers are paid for the time it ran.
+
+Commit before publishing: the outputs' CID is computed locally, the CID, runtime (measured
+here around the sandbox run, in ms) and salt are persisted, the Commitment is sent, and the
+coordinator's signed ``CommitReceipt`` is checked and kept (without one, the chain
+fallback commits on chain). Only a :class:`RevealRequest` adds the outputs to IPFS
+(:meth:`JobWorker.reveal`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import trio
@@ -17,7 +24,7 @@ import trio
 from proofs.commitment import new_salt
 from protocol import eip712
 from protocol.clock import SYSTEM_CLOCK, Clock
-from protocol.errors import ContentError, GpuMarketError, SandboxError, SpecError
+from protocol.errors import ContentError, GpuMarketError, SandboxError, SignatureError, SpecError
 from protocol.identity import Identity
 from protocol.ids import JobId
 from protocol.ipfs.cid import normalize_cid, result_digest
@@ -25,12 +32,16 @@ from protocol.ipfs.store import ContentStore
 from protocol.messages import (
     Assignment,
     Commitment,
+    CommitReceipt,
     FailureKind,
     FailureReport,
     HandBack,
+    Message,
     Reveal,
 )
 from protocol.registry import MAX_SPEC_BYTES, MAX_TEXT_CHARS
+from provider_node.failure_output import ExitClass, exit_class_of, write_failure_output
+from provider_node.fallback import receipt_margin
 from provider_node.gpus import GpuPool
 from provider_node.jobplan import JobPlan, parse_plan
 from provider_node.jobstore import JobRecord, JobStore, Phase
@@ -74,18 +85,34 @@ class WorkerConfig:
     max_pids: int = 512
     max_timeout_s: float = 24 * 3600.0
     commit_margin_s: float = 5.0
-    """Wall time is cut so the commitment can still be sent before the commit deadline."""
+    """Wall time is cut so the commitment can still be sent before the commit deadline
+    (and, on top, the chain fallback's margin for an on-chain commit)."""
     logs: LogLimits = field(default_factory=LogLimits)
 
 
 class _Failed(Exception):
     """Internal: ends a run with a failure report (or a hand-back)."""
 
-    def __init__(self, kind: FailureKind | None, detail: str, exit_code: int | None = None):
+    def __init__(
+        self,
+        kind: FailureKind | None,
+        detail: str,
+        exit_code: int | None = None,
+        *,
+        runtime_ms: int = 0,
+        exit_class: ExitClass | None = None,
+    ):
         super().__init__(detail)
         self.kind = kind  # None: hand the job back instead of reporting a failure
         self.detail = detail
         self.exit_code = exit_code
+        self.runtime_ms = runtime_ms
+        self.exit_class = exit_class
+        """Set when the job failed by its own fault: commit the canonical failure output."""
+
+
+def _elapsed_ms(started: float) -> int:
+    return max(0, round((time.monotonic() - started) * 1000))
 
 
 def _text(detail: str) -> str:
@@ -143,10 +170,12 @@ class JobWorker:
             with scope:
                 record = self._save(record.advance(Phase.RUNNING))
                 try:
-                    result_cid = await self._execute(record, assignment, reporter)
+                    result_cid, runtime_ms = await self._execute(record, assignment, reporter)
                 except _Failed as failed:
+                    if failed.exit_class is not None:
+                        return await self._fail_canonically(record, reporter, failed)
                     return await self._fail(record, reporter, failed)
-                return await self._commit(record, result_cid, reporter)
+                return await self._commit(record, result_cid, runtime_ms, reporter)
             # Cancelled (Cancel message or shutdown): the caller decides what to report.
             latest = self.jobs.load(job_id) or record
             if latest.phase in (Phase.ASSIGNED, Phase.RUNNING):
@@ -156,7 +185,10 @@ class JobWorker:
         finally:
             del self._scopes[job_id]
 
-    async def _execute(self, record: JobRecord, assignment: Assignment, reporter: Reporter) -> str:
+    async def _execute(
+        self, record: JobRecord, assignment: Assignment, reporter: Reporter
+    ) -> tuple[str, int]:
+        """Run the job; returns its outputs' CID and its runtime in ms."""
         plan = await self._plan(assignment)
         run_dir = self.jobs.run_dir(record.job_id)
         await trio.to_thread.run_sync(remove_tree, run_dir)
@@ -167,7 +199,7 @@ class JobWorker:
             entrypoint = entrypoint_for(plan, run_dir)
         except (ContentError, SpecError) as exc:
             raise _Failed(FailureKind.BAD_INPUT, f"inputs: {exc}") from exc
-        wall = self._wall_time(plan, assignment)
+        wall = self._wall_time(plan, record)
         limits = Limits(
             wall_time_s=wall,
             memory_bytes=self.config.memory_bytes,
@@ -191,10 +223,12 @@ class JobWorker:
                     on_output=stream.feed,
                 )
                 log.info("job %s: running in %s", record.job_id.hex(), self.runtime.name)
+                started = time.monotonic()
                 try:
                     result = await self.runtime.run(job)
                 except SandboxError as exc:
                     raise _Failed(FailureKind.SANDBOX_ERROR, str(exc)) from exc
+                runtime_ms = _elapsed_ms(started)
             finally:
                 self.gpus.release(devices)
             if self.metrics is not None:
@@ -204,11 +238,19 @@ class JobWorker:
         if result.outcome is not Outcome.OK:
             kind = _OUTCOME_KIND.get(result.outcome, FailureKind.SANDBOX_ERROR)
             detail = f"{result.outcome}: {result.detail}".strip()
-            raise _Failed(kind, detail, result.exit_code)
+            exit_class = exit_class_of(kind, full_timeout=wall >= plan.timeout_s)
+            raise _Failed(
+                kind, detail, result.exit_code, runtime_ms=runtime_ms, exit_class=exit_class
+            )
         try:
-            return await trio.to_thread.run_sync(outputs_cid, run_dir)
-        except (ContentError, OSError) as exc:
-            raise _Failed(FailureKind.NONZERO_EXIT, f"outputs cannot be stored: {exc}") from exc
+            return await trio.to_thread.run_sync(outputs_cid, run_dir), runtime_ms
+        except ContentError as exc:  # the outputs break the layout's limits: the job's fault
+            detail = f"outputs cannot be stored: {exc}"
+            raise _Failed(
+                FailureKind.NONZERO_EXIT, detail, runtime_ms=runtime_ms, exit_class=ExitClass.ERROR
+            ) from exc
+        except OSError as exc:
+            raise _Failed(FailureKind.NONZERO_EXIT, f"outputs cannot be read: {exc}") from exc
 
     async def _plan(self, assignment: Assignment) -> JobPlan:
         try:
@@ -222,9 +264,13 @@ class JobWorker:
             )
         return plan
 
-    def _wall_time(self, plan: JobPlan, assignment: Assignment) -> float:
+    def _wall_time(self, plan: JobPlan, record: JobRecord) -> float:
         wanted = min(plan.timeout_s, self.config.max_timeout_s)
-        left = assignment.commit_deadline - self.clock.now() - self.config.commit_margin_s
+        deadline = record.commit_deadline or record.assignment_body.commit_deadline
+        reserve = self.config.commit_margin_s
+        if record.commit_window:
+            reserve += receipt_margin(record.commit_window)
+        left = deadline - self.clock.now() - reserve
         if left <= 1:
             raise _Failed(None, "the commit deadline is too close to run the job")
         return min(wanted, left)
@@ -240,33 +286,77 @@ class JobWorker:
         else:
             log.warning("job %s: failed (%s): %s", record.job_id.hex(), failed.kind, detail)
             record = self._save(record.advance(Phase.FAILED, detail=detail))
-            code = failed.exit_code
-            body = FailureReport(
-                job_id=record.job_id,
-                provider=self.identity.address,
-                kind=failed.kind,
-                detail=detail,
-                exit_code=code if code is not None and -255 <= code <= 255 else None,
-            )
+            body = self._failure_report(record, failed)
         await self.clean(record)
         await deliver(reporter, body)
         return record
 
+    def _failure_report(self, record: JobRecord, failed: _Failed) -> FailureReport:
+        assert failed.kind is not None
+        code = failed.exit_code
+        return FailureReport(
+            job_id=record.job_id,
+            provider=self.identity.address,
+            kind=failed.kind,
+            detail=_text(failed.detail),
+            exit_code=code if code is not None and -255 <= code <= 255 else None,
+        )
+
+    async def _fail_canonically(
+        self, record: JobRecord, reporter: Reporter, failed: _Failed
+    ) -> JobRecord:
+        """Commit the canonical failure output, then report the failure as well."""
+        assert failed.exit_class is not None
+        run_dir = self.jobs.run_dir(record.job_id)
+        try:
+            cid = await trio.to_thread.run_sync(write_failure_output, run_dir, failed.exit_class)
+        except (OSError, ContentError) as exc:
+            log.warning("job %s: no failure output (%s); reporting only", record.job_id.hex(), exc)
+            return await self._fail(record, reporter, failed)
+        log.warning(
+            "job %s: failed (%s): %s; committing the %s failure output",
+            record.job_id.hex(),
+            failed.kind,
+            _text(failed.detail),
+            failed.exit_class,
+        )
+        committed = await self._commit(
+            record,
+            cid,
+            failed.runtime_ms,
+            reporter,
+            exit_class=failed.exit_class.value,
+            detail=_text(failed.detail),
+        )
+        await deliver(reporter, self._failure_report(record, failed))
+        return committed
+
     # ---------------------------------------------------------------- commitment
-    async def _commit(self, record: JobRecord, result_cid: str, reporter: Reporter) -> JobRecord:
+    async def _commit(
+        self,
+        record: JobRecord,
+        result_cid: str,
+        runtime_ms: int,
+        reporter: Reporter,
+        **extra: str,
+    ) -> JobRecord:
         salt = new_salt()
-        commit = eip712.commit_hash(result_digest(result_cid), salt)
+        address = self.identity.address
+        result = result_digest(result_cid)
+        commit = eip712.commit_hash(record.job_id, address, result, runtime_ms, salt)
         signature = eip712.sign_commit(
-            self.identity.private_key, self.domain, record.job_id, self.identity.address, commit
+            self.identity.private_key, self.domain, record.job_id, address, commit
         )
         # Persisted before anything leaves this machine: a restart can still reveal.
         record = self._save(
             record.advance(
                 Phase.COMPUTED,
                 result_cid=normalize_cid(result_cid),
+                runtime_ms=runtime_ms,
                 salt=salt,
                 commit_hash=commit,
                 commit_signature=signature,
+                **extra,
             )
         )
         return await self.send_commitment(record, reporter)
@@ -281,12 +371,54 @@ class JobWorker:
         )
 
     async def send_commitment(self, record: JobRecord, reporter: Reporter) -> JobRecord:
-        """(Re)send the persisted commitment; the record moves to COMMITTED once accepted."""
-        if await deliver(reporter, self.commitment(record)):
-            log.info("job %s: committed to %s", record.job_id.hex(), record.result_cid)
-            return self._save(record.advance(Phase.COMMITTED))
-        log.warning("job %s: commitment not delivered; kept for a retry", record.job_id.hex())
+        """(Re)send the persisted commitment; the record moves to COMMITTED once the
+        coordinator took it, with its CommitReceipt when it gave a valid one."""
+        delivered = await deliver(reporter, self.commitment(record))
+        if delivered is None:
+            log.warning(
+                "job %s: commitment not delivered; kept for a retry (on chain if no receipt)",
+                record.job_id.hex(),
+            )
+            return self.jobs.load(record.job_id) or record
+        receipt = self.receipt_signature(record, delivered.reply)
+        changes = {} if receipt is None else {"receipt_signature": receipt}
+        latest = self.jobs.load(record.job_id) or record
+        phase = Phase.COMMITTED if latest.phase is Phase.COMPUTED else None
+        record = self.jobs.update(record.job_id, phase, **changes)
+        log.info(
+            "job %s: committed to %s (%s)",
+            record.job_id.hex(),
+            record.result_cid,
+            "receipt kept" if receipt else "no receipt",
+        )
         return record
+
+    def receipt_signature(self, record: JobRecord, reply: Message | None) -> bytes | None:
+        """The coordinator's receipt signature for ``record``'s commitment, if ``reply``
+        is a valid CommitReceipt for it; None (logged) otherwise."""
+        job = record.job_id.hex()
+        if not isinstance(reply, CommitReceipt):
+            kind = "nothing" if reply is None else reply.message_type
+            log.warning("job %s: the coordinator answered the commitment with %s", job, kind)
+            return None
+        problem = None
+        if reply.job_id != record.job_id or reply.provider != self.identity.address:
+            problem = "it names another job or provider"
+        elif reply.coordinator != record.coordinator:
+            problem = f"it is from {reply.coordinator}, not the job's {record.coordinator}"
+        elif reply.seat != record.seat:
+            problem = f"it is for seat {reply.seat}, not seat {record.seat}"
+        elif reply.commit_hash != record.commit_hash:
+            problem = "it is for another commit hash"
+        else:
+            try:
+                reply.verify(self.domain)
+            except SignatureError as exc:
+                problem = str(exc)
+        if problem is not None:
+            log.warning("job %s: CommitReceipt refused: %s", job, problem)
+            return None
+        return reply.signature
 
     # -------------------------------------------------------------------- reveal
     async def reveal(self, record: JobRecord) -> tuple[JobRecord, Reveal]:
@@ -299,7 +431,7 @@ class JobWorker:
             record = self.jobs.load(record.job_id) or record
             if record.phase is not Phase.REVEALED:
                 await self._publish(record)
-                record = self._save(record.advance(Phase.REVEALED))
+                record = self.jobs.update(record.job_id, Phase.REVEALED)
         await self.clean(record)
         return record, self._signed_reveal(record)
 
@@ -317,6 +449,7 @@ class JobWorker:
 
     def _signed_reveal(self, record: JobRecord) -> Reveal:
         assert record.result_cid is not None and record.salt is not None
+        assert record.runtime_ms is not None
         result = result_digest(record.result_cid)
         signature = eip712.sign_reveal(
             self.identity.private_key,
@@ -324,12 +457,14 @@ class JobWorker:
             record.job_id,
             self.identity.address,
             result,
+            record.runtime_ms,
             record.salt,
         )
         return Reveal(
             job_id=record.job_id,
             provider=self.identity.address,
             result_cid=record.result_cid,
+            runtime_ms=record.runtime_ms,
             salt=record.salt,
             signature=signature,
         )

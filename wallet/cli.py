@@ -192,7 +192,7 @@ def job_submit(
     json_out: JsonOpt = False,
 ) -> None:
     """Validate SPEC, upload its inputs, escrow payment in one transaction, notify the
-    coordinator; with --wait follow the job live until it is settled."""
+    coordinator; with --wait follow the job live until it ends."""
     settings = _settings(devnet, account, password_file)
     try:
         identity = keys.unlock(settings, _prompt)
@@ -371,6 +371,38 @@ def job_explain(job: JobArg, devnet: Devnet = None, json_out: JsonOpt = False) -
             str(c.get("reason")),
         )
     out.print(table)
+    seats = data.get("seats") or []
+    if seats:
+        bills = Table(
+            "seat",
+            "provider",
+            "price",
+            "rate/hour",
+            "runtime",
+            "billed",
+            "paid",
+            "outcome",
+            title="seats (prices in tokens; the winners are paid for their billed runtime)",
+        )
+        for s in seats:
+            bills.add_row(
+                str(s["seat"]),
+                s["address"],
+                jobs.tokens(int(s["price"])),
+                jobs.tokens(int(s["rate_per_hour"])),
+                _ms(s.get("runtime_ms")),
+                _ms(s.get("billed_ms")),
+                jobs.tokens(int(s["pay"])) if s.get("pay") is not None else "-",
+                (s.get("outcome") or "-")
+                + (f" (burned {jobs.tokens(int(s['slashed']))})" if s.get("slashed") else ""),
+            )
+        out.print(bills)
+    for d in data.get("declines") or []:
+        out.print(f"seat {d['seat']} declined by {d['address']}: {d['reason']}")
+
+
+def _ms(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1000:.3f} s"
 
 
 @job_app.command("cancel")
@@ -380,8 +412,8 @@ def job_cancel(
     account: AccountOpt = None,
     password_file: PasswordFile = None,
 ) -> None:
-    """Cancel a job not yet assigned, or reclaim the escrow of one never settled by its
-    deadline (works with the coordinator gone)."""
+    """Cancel a job nobody was seated on, or reclaim the escrow of one never decided by its
+    settle deadline (works with the coordinator gone)."""
     settings = _settings(devnet, account, password_file)
     try:
         identity = keys.unlock(settings, _prompt)
@@ -389,4 +421,7 @@ def job_cancel(
     except GpuMarketError as exc:
         _fail(exc)
         return
-    out.print(f"job {job}: {outcome}")
+    if outcome == "aborted":
+        out.print(f"job {job}: aborted by its coordinator; the escrow is already credited back")
+    else:
+        out.print(f"job {job}: {outcome}")

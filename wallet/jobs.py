@@ -16,20 +16,19 @@ import trio
 
 from contracts.chain import Web3Chain
 from contracts.errors import MajorityExists
-from contracts.models import CompareMode, JobRequest, JobStatus
+from contracts.models import CompareMode, JobRequest, JobStatus, escrow_of
 from protocol.errors import GpuMarketError
+from protocol.failure_output import failure_class_of
 from protocol.identity import Identity
-from protocol.ids import Cid, JobId, Wei, from_wei, parse_address, to_wei
+from protocol.ids import Address, Cid, JobId, Wei, from_wei, parse_address, to_wei
 from protocol.ipfs import KuboContentStore, result_digest
 from protocol.spec import JobSpec
 from protocol.spec_io import canonical_spec, check_local_inputs, load_spec
 from wallet.coordinator import CoordinatorClient
 from wallet.settings import WalletSettings
+from wallet.windows import job_windows
 
 DEFAULT_FEE = "0.10"
-ASSIGN_WINDOW_S = 120
-COMMIT_MARGIN_S = 120
-REVEAL_WINDOW_S = 180
 MAX_INPUT_BYTES = 2 * 2**30
 """All path inputs of one job together; larger data belongs in IPFS beforehand (by CID)."""
 
@@ -61,10 +60,15 @@ class InputTooLarge(GpuMarketError):
 
 
 class JobFailed(GpuMarketError):
-    def __init__(self, job_id: str, reason: str, provider: str | None) -> None:
+    """The job ended without a result: it failed, or its coordinator aborted it (then the
+    whole escrow is already credited back to the requester)."""
+
+    def __init__(
+        self, job_id: str, reason: str, provider: str | None, *, what: str = "failed"
+    ) -> None:
         self.reason, self.provider = reason, provider
         who = f" (provider {provider})" if provider else ""
-        super().__init__(f"job {job_id} failed{who}: {reason}")
+        super().__init__(f"job {job_id} {what}{who}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,40 @@ async def _upload(
     return cids, spec_cid
 
 
+def on_chain_redundancy(spec: JobSpec) -> int:
+    """``auto`` is one primary on chain (the coordinator may add a checker)."""
+    declared = spec.verification.redundancy
+    return 1 if declared == "auto" else declared
+
+
+def job_escrow(spec: JobSpec, fee: Wei) -> Wei:
+    """What creating the job takes from the requester: every seat's cap and the fee."""
+    return escrow_of(on_chain_redundancy(spec), spec.price.max_per_provider, fee)
+
+
+def job_request(
+    spec: JobSpec, spec_cid: Cid, coordinator: Address, fee: Wei, now: int
+) -> JobRequest:
+    """The createJob parameters for ``spec`` at block time ``now``."""
+    redundancy = on_chain_redundancy(spec)
+    windows = job_windows(now, spec.timeout, redundancy)
+    return JobRequest(
+        spec_digest=result_digest(spec_cid),
+        spec_cid=spec_cid,
+        coordinator=coordinator,
+        redundancy=redundancy,
+        price_cap=spec.price.max_per_provider,
+        fee=fee,
+        timeout_ms=windows.timeout_ms,
+        assign_deadline=windows.assign_deadline,
+        commit_window=windows.commit_window,
+        reveal_window=windows.reveal_window,
+        spare_deadline=windows.spare_deadline,
+        settle_deadline=windows.settle_deadline,
+        mode=CompareMode.EXACT if spec.verification.compare == "exact" else CompareMode.TOLERANCE,
+    )
+
+
 def submit(
     settings: WalletSettings,
     identity: Identity,
@@ -121,11 +159,10 @@ def submit(
     spec = load_spec(spec_path)
     local = check_local_inputs(spec, spec_path.parent)
     chain = chain_for(settings, identity)
-    declared = spec.verification.redundancy
-    redundancy = 1 if declared == "auto" else declared
     request_fee = to_wei(fee)
-    cap = spec.price.max_per_provider
-    escrow = Wei((redundancy + 1) * cap + request_fee)
+    escrow = job_escrow(spec, request_fee)
+    # Size the windows now: a timeout the market cannot take is refused before any upload.
+    job_windows(chain.now(), spec.timeout, on_chain_redundancy(spec))
     balance = chain.token_balance(identity.address)
     if balance < escrow:
         raise InsufficientFunds(identity.address, escrow, balance)
@@ -136,28 +173,17 @@ def submit(
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         coordinator.health()
     input_cids, spec_cid = trio.run(_upload, settings.need("ipfs_api"), spec, local, progress)
-    now = chain.now()
-    assign_deadline = now + ASSIGN_WINDOW_S
-    commit_deadline = assign_deadline + spec.timeout + COMMIT_MARGIN_S
-    request = JobRequest(
-        spec_digest=result_digest(spec_cid),
-        spec_cid=spec_cid,
-        coordinator=parse_address(settings.need("coordinator_address")),
-        redundancy=redundancy,
-        price_cap=cap,
-        fee=request_fee,
-        assign_deadline=assign_deadline,
-        commit_deadline=commit_deadline,
-        settle_deadline=commit_deadline + REVEAL_WINDOW_S,
-        mode=CompareMode.EXACT if spec.verification.compare == "exact" else CompareMode.TOLERANCE,
-    )
+    coordinator_address = parse_address(settings.need("coordinator_address"))
+    request = job_request(spec, spec_cid, coordinator_address, request_fee, chain.now())
     job_id, receipt = chain.create_job(request)
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         coordinator.notify(job_id)
     return Submitted(job_id, spec_cid, input_cids, escrow, receipt.tx_hash, receipt.gas_used)
 
 
-TERMINAL = {"settled", "failed", "reclaimed", "cancelled", "disputed"}
+TERMINAL = frozenset({"settled", "finalized", "failed", "reclaimed", "cancelled", "aborted"})
+"""The coordinator's final job states (``disputed`` is not one: a tie-breaker follows)."""
+NO_RESULT = {"failed": "failed", "aborted": "was aborted by its coordinator"}
 
 
 def follow(
@@ -167,7 +193,8 @@ def follow(
     *,
     timeout: float = 900.0,
 ) -> dict[str, Any]:
-    """Stream the job's events until it ends; return the final job view."""
+    """Stream the job's events until it ends; return the final job view. A job that
+    failed or was aborted raises JobFailed."""
     deadline = time.monotonic() + timeout
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         while time.monotonic() < deadline:
@@ -176,14 +203,34 @@ def follow(
                 if event.get("state") in TERMINAL:
                     break
             view = coordinator.job(job_id)
-            if view["state"] in TERMINAL:
-                if view["state"] == "failed":
-                    failure = view.get("failure") or {}
-                    raise JobFailed(
-                        view["job_id"], failure.get("reason", "unknown"), failure.get("provider")
-                    )
+            state = view["state"]
+            if state in NO_RESULT:
+                failure = view.get("failure") or {}
+                raise JobFailed(
+                    view["job_id"],
+                    failure.get("reason", "no reason given"),
+                    failure.get("provider"),
+                    what=NO_RESULT[state],
+                )
+            if state in TERMINAL:
+                check_not_a_failure(view)
                 return view
         raise GpuMarketError(f"job did not finish within {timeout:.0f}s")
+
+
+def check_not_a_failure(view: dict[str, Any]) -> None:
+    """Raise JobFailed when the verified result is the canonical failure output: the job's own
+    code failed the same way on every provider, which were paid for the time it ran."""
+    exit_class = failure_class_of(view.get("result_cid"))
+    if exit_class is None:
+        return
+    failure = view.get("failure") or {}
+    detail = failure.get("reason")
+    reason = f"the job {exit_class.describe()} on every provider that ran it"
+    if detail:
+        reason += f" ({detail})"
+    reason += "; the providers were paid for the time it ran (see `gpumarket job status`)"
+    raise JobFailed(view["job_id"], reason, failure.get("provider"))
 
 
 def fetch_result(settings: WalletSettings, job_id: JobId, dest: Path) -> tuple[Cid, Path]:
@@ -191,10 +238,11 @@ def fetch_result(settings: WalletSettings, job_id: JobId, dest: Path) -> tuple[C
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         view = coordinator.job(job_id)
     cid = view.get("result_cid")
-    if not cid or view.get("state") != "settled":
+    if not cid or view.get("state") not in ("settled", "finalized"):
         raise GpuMarketError(
             f"job {view['job_id']} has no verified result yet (state {view['state']})"
         )
+    check_not_a_failure(view)
 
     async def get() -> Path:
         async with KuboContentStore(settings.need("ipfs_api")) as store:
@@ -204,13 +252,17 @@ def fetch_result(settings: WalletSettings, job_id: JobId, dest: Path) -> tuple[C
 
 
 def cancel_or_reclaim(settings: WalletSettings, identity: Identity, job_id: JobId) -> str:
-    """Cancel an unassigned job, or reclaim the escrow of one past its settle deadline
-    (finalizing it instead when its providers' on-chain reveals agree)."""
+    """Cancel a job nobody was seated on, or reclaim the escrow of one past its settle
+    deadline (finalizing it instead when its providers' on-chain votes decide it). Returns
+    what happened: "cancelled", "reclaimed", "finalized", or "aborted" (the coordinator
+    aborted the job and the escrow was credited back then: nothing to do)."""
     chain = chain_for(settings, identity)
     info = chain.get_job(job_id)
     if info.status == JobStatus.OPEN:
         chain.cancel(job_id)
         return "cancelled"
+    if info.status == JobStatus.ABORTED:
+        return "aborted"
     if info.status == JobStatus.ASSIGNED:
         now = chain.now()
         if now <= info.terms.settle_deadline:
@@ -219,10 +271,10 @@ def cancel_or_reclaim(settings: WalletSettings, identity: Identity, job_id: JobI
                 f"in {info.terms.settle_deadline - now + 1}s"
             )
         try:
-            chain.reclaim(job_id, chain.get_assignment(job_id))
+            chain.reclaim(job_id)
         except MajorityExists:
-            # Providers agreed on chain: nobody may withhold their pay, so the job is
-            # finalized instead (providers paid, the rest refunded to the requester).
+            # The on-chain votes decide the job: nobody may withhold the winners' pay, so
+            # it is finalized instead (winners paid, the rest refunded to the requester).
             chain.finalize(job_id)
             return "finalized"
         return "reclaimed"

@@ -3,621 +3,871 @@ pragma solidity ^0.8.28;
 
 import {Fixture} from "./Fixture.sol";
 import {JobMarket} from "../src/JobMarket.sol";
-import {ProviderRegistry} from "../src/ProviderRegistry.sol";
+import {MarketBase} from "../src/MarketBase.sol";
+import {JobMarketExt} from "../src/JobMarketExt.sol";
+import {IERC20Permit} from "../src/IERC20Permit.sol";
+
+contract Token18 {
+    uint8 public constant decimals = 18;
+}
 
 contract JobMarketTest is Fixture {
-    bytes32 constant GOOD = keccak256("good result");
-    bytes32 constant BAD = keccak256("bad result");
-    uint64 constant PRICE = 2_000_000;
+    bytes32 internal constant X = keccak256("result-x");
+    bytes32 internal constant Y = keccak256("result-y");
 
-    function _totalOwed() internal view returns (uint256 sum) {
-        sum = _owed(requester) + _owed(coordinator);
-        for (uint256 i; i < providerAddrs.length; ++i) {
-            sum += _owed(providerAddrs[i]);
-        }
-    }
+    event log_named_uint(string key, uint256 val);
 
-    function _totalStake() internal view returns (uint256 sum) {
-        for (uint256 i; i < providerAddrs.length; ++i) {
-            (,, uint64 stake_,,,,,, uint64 unbonding,) = market.providerInfo(providerAddrs[i]);
-            sum += stake_ + unbonding;
-        }
-    }
-
-    function _checkConservation(uint256 openEscrow) internal view {
-        assertEq(
-            token.balanceOf(address(market)),
-            openEscrow + _totalStake() + _totalOwed(),
-            "market balance == escrows + stakes + owed"
-        );
-    }
+    // ------------------------------------------------------------------ basics
 
     function test_createEscrowsWithPermitInOneCall() public {
         uint256 before = token.balanceOf(requester);
         bytes32 jobId = _create(2, 0, CAP, FEE);
-        assertEq(jobId, keccak256(abi.encode(requester, uint256(0))), "job id");
-        assertEq(jobId, market.jobIdFor(requester, 0), "jobIdFor");
-        uint256 escrow = 3 * uint256(CAP) + FEE;
-        assertEq(before - token.balanceOf(requester), escrow, "escrow pulled");
-        (uint8 status, uint8 assigned, bytes32 commitment) = market.getJob(jobId);
+        assertEq(before - token.balanceOf(requester), 4 * uint256(CAP) + FEE, "escrow (r+2)*cap+fee");
+        assertEq(jobId, JobMarketExt(address(market)).jobIdFor(requester, 0), "jobId = keccak(requester, nonce)");
+        (uint8 status, uint8 seats, bytes32 commitment) = market.getJob(jobId);
         assertEq(status, 1, "open");
-        assertEq(assigned, 0, "nobody assigned");
+        assertEq(seats, 0, "no seats");
+        assertEq(commitment, JobMarketExt(address(market)).commitmentOf(termsOf[jobId], _seats(jobId)), "commitment");
         assertEq(
-            commitment,
-            market.commitmentOf(termsOf[jobId], new address[](0), new uint64[](0)),
-            "commitment to the terms"
+            JobMarketExt(address(market)).termsHash(termsOf[jobId]), keccak256(abi.encode(termsOf[jobId])), "termsHash"
         );
-        _checkConservation(escrow);
-        bytes32 second = _create(1, 0, CAP, FEE);
-        assertEq(second, keccak256(abi.encode(requester, uint256(1))), "nonce advances");
     }
 
-    function test_agreeingProvidersArePaid() public {
+    function test_agreeingProvidersArePaidForTimeUsed() public {
         bytes32 jobId = _create(2, 0, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 2, PRICE);
-        (,,, uint64 locked,,,,,,) = market.providerInfo(ps[0]);
-        assertEq(locked, FACTOR * PRICE, "stake locked");
-        JobMarket.Settlement memory st = _settlement(jobId, ps, prices, _results(GOOD, GOOD));
-        vm.prank(coordinator);
-        market.settle(st);
-        assertEq(_owed(ps[0]), PRICE, "provider 0 paid");
-        assertEq(_owed(ps[1]), PRICE, "provider 1 paid");
+        _assign(jobId, 2, CAP);
+        // runtimes 1000 and 5000 ms: billed min(rt, 2*1000, timeout) = 1000, 2000
+        _settle(jobId, _signed(_rev(jobId, 0, X, 1000), _rev(jobId, 1, X, 5000)));
+        assertEq(_owed(providerAddrs[0]), 1000, "rate 1/ms * 1000 ms");
+        assertEq(_owed(providerAddrs[1]), 2000, "billed at 2 * smallest");
         assertEq(_owed(coordinator), FEE, "fee");
-        assertEq(_owed(requester), 3 * uint256(CAP) + FEE - 2 * PRICE - FEE, "refund");
-        (,,, uint64 lockedAfter,,, uint32 completed,,,) = market.providerInfo(ps[0]);
-        assertEq(lockedAfter, 0, "stake released");
-        assertEq(completed, 1, "completed counter");
-        _checkConservation(0);
+        assertEq(_owed(requester), _escrow(jobId) - 3000 - FEE, "rest refunded");
+        assertEq(_lockedOf(providerAddrs[0]), 0, "lock released");
+        assertEq(_status(jobId), 3, "settled");
     }
 
-    function test_twoAgainstOnePaysTwoAndSlashesOne() public {
-        bytes32 jobId = _create(3, 0, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 3, PRICE);
-        uint256 requesterBefore = _owed(requester);
-        JobMarket.Settlement memory st = _settlement(jobId, ps, prices, _results(GOOD, BAD, GOOD));
-        vm.prank(coordinator);
-        market.settle(st);
-        assertEq(_owed(ps[0]), PRICE, "majority paid");
-        assertEq(_owed(ps[2]), PRICE, "majority paid");
-        assertEq(_owed(ps[1]), 0, "minority unpaid");
-        (,, uint64 stake1,,,,, uint24 slashed1,,) = market.providerInfo(ps[1]);
-        assertEq(stake1, 1_000e6 - FACTOR * PRICE, "minority slashed");
-        assertEq(slashed1, 1, "slashed counter");
-        uint256 escrow = 4 * uint256(CAP) + FEE;
-        assertEq(
-            _owed(requester) - requesterBefore,
-            escrow - 2 * PRICE - FEE + FACTOR * PRICE,
-            "refund includes slashed stake"
-        );
-        _checkConservation(0);
-    }
-
-    function test_tieBreakerAddedLater() public {
-        bytes32 jobId = _create(2, 0, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 2, PRICE);
-        JobMarket.Settlement memory st = _settlement(jobId, ps, prices, _results(GOOD, BAD));
-        vm.prank(coordinator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.NoMajority.selector, jobId));
-        market.settle(st);
-        (ps, prices) = _list(_first(3), PRICE);
-        vm.prank(coordinator);
-        market.assign(jobId, termsOf[jobId], ps, prices);
-        st = _settlement(jobId, ps, prices, _results(GOOD, BAD, GOOD));
-        vm.prank(coordinator);
-        market.settle(st);
-        assertEq(_owed(ps[2]), PRICE, "tie-breaker paid");
-        _checkConservation(0);
-    }
-
-    function test_unrevealedCommitIsSlashed() public {
-        bytes32 jobId = _create(2, 0, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _list(_first(3), PRICE);
-        vm.prank(coordinator);
-        market.assign(jobId, termsOf[jobId], ps, prices);
-        JobMarket.Settlement memory s = _settlement(jobId, ps, prices, _results(GOOD, GOOD, 0));
-        s.signed[2] = _commit(providerKeys[2], jobId, keccak256(abi.encodePacked(BAD, bytes32(0))));
-        vm.prank(coordinator);
-        market.settle(s);
-        (,,,,,,, uint24 slashed2,,) = market.providerInfo(ps[2]);
-        assertEq(slashed2, 1, "committed and never revealed: slashed");
-        _checkConservation(0);
-    }
-
-    function test_silentProviderIsReleasedNotSlashed() public {
+    function test_payCappedAtPrice() public {
         bytes32 jobId = _create(1, 0, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 2, PRICE);
-        JobMarket.Settlement memory st = _settlement(jobId, ps, prices, _results(GOOD, 0));
-        vm.prank(coordinator);
-        market.settle(st);
-        (,,, uint64 locked, uint64 free,,, uint24 slashed,,) = market.providerInfo(ps[1]);
-        assertEq(locked, 0, "released");
-        assertEq(free, 1_000e6, "stake intact");
-        assertEq(slashed, 0, "not slashed");
-        assertEq(_owed(ps[1]), 0, "not paid");
+        _assign(jobId, 1, 5000);
+        _settle(jobId, _sig1(_rev(jobId, 0, X, 900_000)));
+        assertEq(_owed(providerAddrs[0]), 5000, "pay <= price");
+    }
+
+    function test_twoAgainstOnePaysTwoAndBurnsOne() public {
+        bytes32 jobId = _create(3, 0, CAP, FEE);
+        _assign(jobId, 3, CAP);
+        uint256 stake2 = _stakeOf(providerAddrs[2]);
+        _settle(
+            jobId, _signed(_rev(jobId, 0, X, 1000), _rev(jobId, 1, X, 1000), _rev(jobId, 2, Y, 1000))
+        );
+        assertEq(_stakeOf(providerAddrs[2]), stake2 - FACTOR * CAP, "loser's lock burned");
+        assertEq(market.burned(), FACTOR * CAP, "burned total");
+        assertEq(_owed(requester), _escrow(jobId) - 2000 - FEE, "slash not credited to anyone");
     }
 
     function test_toleranceCoordinatorNamesWinnersNobodySlashed() public {
-        bytes32 jobId = _create(2, 1, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 3, PRICE);
-        JobMarket.Settlement memory s = _settlement(
-            jobId, ps, prices, _results(GOOD, keccak256("close to good"), BAD)
+        bytes32 jobId = _create(3, 1, CAP, FEE);
+        _assign(jobId, 3, CAP);
+        MarketBase.Settlement memory s = _settlement(
+            jobId, _signed(_rev(jobId, 0, X, 1000), _rev(jobId, 1, Y, 1000), _rev(jobId, 2, Y, 1000))
         );
-        s.winners = 3; // providers 0 and 1 agree within tolerance
+        s.winners = 0x6;
         vm.prank(coordinator);
         market.settle(s);
-        assertEq(_owed(ps[0]), PRICE, "winner paid");
-        assertEq(_owed(ps[1]), PRICE, "winner paid");
-        (,,,,,,, uint24 slashed2,,) = market.providerInfo(ps[2]);
-        assertEq(slashed2, 0, "nobody slashed on tolerance");
-        _checkConservation(0);
+        assertEq(_owed(providerAddrs[1]), 1000, "winner paid");
+        assertEq(_owed(providerAddrs[0]), 0, "loser unpaid");
+        assertEq(market.burned(), 0, "nobody slashed");
     }
 
-    function test_toleranceWinnersMustHaveRevealed() public {
+    function test_toleranceWinnersMustVote() public {
         bytes32 jobId = _create(2, 1, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 3, PRICE);
-        JobMarket.Settlement memory s = _settlement(jobId, ps, prices, _results(GOOD, GOOD, 0));
-        s.winners = 5; // provider 2 did not reveal
+        _assign(jobId, 2, CAP);
+        vm.warp(_revealClose(jobId) + 1);
+        MarketBase.Settlement memory s = _settlement(jobId, _signed(_rev(jobId, 0, X, 1000), _none()));
+        s.winners = 0x3;
         vm.prank(coordinator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidWinners.selector, jobId, 5));
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidWinners.selector, jobId, 3));
+        market.settle(s);
+        s.winners = 0x1; // 1 of quorum 2: no majority
+        vm.prank(coordinator);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.NoMajority.selector, jobId));
         market.settle(s);
     }
 
     function test_exactJobRejectsWinnersMask() public {
-        bytes32 jobId = _create(2, 0, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 2, PRICE);
-        JobMarket.Settlement memory s = _settlement(jobId, ps, prices, _results(GOOD, GOOD));
-        s.winners = 3;
+        bytes32 jobId = _create(1, 0, CAP, FEE);
+        _assign(jobId, 1, CAP);
+        MarketBase.Settlement memory s = _settlement(jobId, _sig1(_rev(jobId, 0, X, 1)));
+        s.winners = 1;
         vm.prank(coordinator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidWinners.selector, jobId, 3));
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidWinners.selector, jobId, 1));
         market.settle(s);
     }
 
     function test_doubleSettleAndDoubleClaimRevert() public {
-        bytes32 jobId = _create(2, 0, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 2, PRICE);
-        JobMarket.Settlement memory s = _settlement(jobId, ps, prices, _results(GOOD, GOOD));
+        bytes32 jobId = _create(1, 0, CAP, FEE);
+        _assign(jobId, 1, CAP);
+        MarketBase.Settlement memory s = _settlement(jobId, _sig1(_rev(jobId, 0, X, 1000)));
         vm.prank(coordinator);
         market.settle(s);
         vm.prank(coordinator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.WrongStatus.selector, jobId, 3));
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.WrongStatus.selector, jobId, 3));
         market.settle(s);
-        uint256 before = token.balanceOf(ps[0]);
-        vm.prank(ps[0]);
+        vm.prank(providerAddrs[0]);
         market.claim();
-        assertEq(token.balanceOf(ps[0]) - before, PRICE, "claimed once");
-        vm.prank(ps[0]);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.NothingToClaim.selector, ps[0]));
+        vm.prank(providerAddrs[0]);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.NothingToClaim.selector, providerAddrs[0]));
         market.claim();
-        vm.prank(requester);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.WrongStatus.selector, jobId, 3));
-        market.reclaim(jobId, termsOf[jobId], ps, prices);
     }
 
-    function test_settleBatch() public {
-        JobMarket.Settlement[] memory batch = new JobMarket.Settlement[](3);
-        for (uint256 k; k < 3; ++k) {
-            bytes32 jobId = _create(2, 0, CAP, FEE);
-            (address[] memory ps, uint64[] memory prices) = _assign(jobId, 2, PRICE);
-            batch[k] = _settlement(jobId, ps, prices, _results(GOOD, GOOD));
-        }
+    function test_badSignatureRefused() public {
+        bytes32 jobId = _create(1, 0, CAP, FEE);
+        _assign(jobId, 1, CAP);
+        MarketBase.Signed memory e = _revealEntry(providerKeys[3], jobId, X, 1000, _saltOf(jobId, 0));
         vm.prank(coordinator);
-        market.settleBatch(batch);
-        assertEq(_owed(providerAddrs[0]), 3 * uint256(PRICE), "paid for three jobs");
-        assertEq(_owed(coordinator), 3 * uint256(FEE), "three fees");
-        _checkConservation(0);
+        vm.expectRevert(
+            abi.encodeWithSelector(MarketBase.InvalidSignature.selector, jobId, providerAddrs[0])
+        );
+        market.settle(_settlement(jobId, _sig1(e)));
+        e.kind = 3;
+        vm.prank(coordinator);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidSignatureKind.selector, 0, 3));
+        market.settle(_settlement(jobId, _sig1(e)));
+    }
+
+    function test_settleBatchSkipsInvalidAndSettlesOthers() public {
+        bytes32 a = _create(1, 0, CAP, FEE);
+        bytes32 b = _create(1, 0, CAP, FEE);
+        _assign(a, 1, CAP);
+        _assign(b, 1, CAP);
+        MarketBase.Settlement[] memory list = new MarketBase.Settlement[](3);
+        list[0] = _settlement(a, _sig1(_rev(a, 0, X, 1000)));
+        list[1] = _settlement(a, _sig1(_rev(a, 0, X, 1000))); // second time: skipped
+        list[2] = _settlement(b, _sig1(_rev(b, 0, X, 1000)));
+        vm.prank(coordinator);
+        market.settleBatch(list);
+        assertEq(_status(a), 3, "a settled");
+        assertEq(_status(b), 3, "b settled");
+        assertEq(_owed(coordinator), 2 * FEE, "fee once per job");
     }
 
     function test_settleBatchTooLarge() public {
-        JobMarket.Settlement[] memory batch = new JobMarket.Settlement[](65);
+        MarketBase.Settlement[] memory list = new MarketBase.Settlement[](65);
         vm.prank(coordinator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.BatchTooLarge.selector, 65, 64));
-        market.settleBatch(batch);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.BatchTooLarge.selector, 65, 64));
+        market.settleBatch(list);
     }
 
-    function test_reclaimAfterSettleDeadlineWithoutCoordinator(uint256 wait) public {
-        bytes32 jobId = _create(2, 0, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 2, PRICE);
-        JobMarket.Terms memory j = termsOf[jobId];
-        vm.warp(j.settleDeadline);
-        vm.prank(requester);
-        vm.expectRevert(
-            abi.encodeWithSelector(JobMarket.ReclaimTooEarly.selector, jobId, j.settleDeadline)
-        );
-        market.reclaim(jobId, termsOf[jobId], ps, prices);
-        vm.warp(uint256(j.settleDeadline) + 1 + bound(wait, 0, 3650 days));
-        uint256 before = _owed(requester);
-        vm.prank(requester);
-        market.reclaim(jobId, termsOf[jobId], ps, prices);
-        assertEq(_owed(requester) - before, _escrow(jobId), "whole escrow back");
-        (,,, uint64 locked,,,,,,) = market.providerInfo(ps[0]);
-        assertEq(locked, 0, "stake released");
-        _checkConservation(0);
+    function test_settleAfterDeadlineRefused() public {
+        bytes32 jobId = _create(1, 0, CAP, FEE);
+        _assign(jobId, 1, CAP);
+        MarketBase.Settlement memory s = _settlement(jobId, _sig1(_rev(jobId, 0, X, 1000)));
+        uint32 dl = termsOf[jobId].settleDeadline;
+        vm.warp(dl + 1);
+        vm.prank(coordinator);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.SettleDeadlinePassed.selector, jobId, dl));
+        market.settle(s);
     }
 
     function test_reclaimUnassignedAfterAssignDeadline() public {
         bytes32 jobId = _create(2, 0, CAP, FEE);
-        JobMarket.Terms memory j = termsOf[jobId];
-        address[] memory none = new address[](0);
-        uint64[] memory noPrices = new uint64[](0);
+        MarketBase.Terms memory t = termsOf[jobId];
+        MarketBase.Seat[] memory none;
         vm.prank(requester);
         vm.expectRevert(
-            abi.encodeWithSelector(JobMarket.ReclaimTooEarly.selector, jobId, j.assignDeadline)
+            abi.encodeWithSelector(MarketBase.ReclaimTooEarly.selector, jobId, t.assignDeadline)
         );
-        market.reclaim(jobId, termsOf[jobId], none, noPrices);
-        vm.warp(uint256(j.assignDeadline) + 1);
+        JobMarketExt(address(market)).reclaim(jobId, t, none);
+        vm.warp(t.assignDeadline + 1);
         vm.prank(requester);
-        market.reclaim(jobId, termsOf[jobId], none, noPrices);
-        assertEq(_owed(requester), _escrow(jobId), "escrow back");
+        JobMarketExt(address(market)).reclaim(jobId, t, none);
+        assertEq(_owed(requester), _escrow(jobId), "whole escrow");
     }
 
-    function test_reclaimNeedsTheRecordedAssignment() public {
+    function test_reclaimAfterSettleDeadlineReleasesLocks() public {
         bytes32 jobId = _create(2, 0, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 2, PRICE);
-        vm.warp(block.timestamp + 2000);
-        prices[1] = PRICE - 1;
+        _assign(jobId, 2, CAP);
+        MarketBase.Terms memory t = termsOf[jobId];
+        MarketBase.Seat[] memory seats = _seats(jobId);
+        vm.prank(providerAddrs[5]);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.NotRequester.selector, jobId, providerAddrs[5]));
+        JobMarketExt(address(market)).reclaim(jobId, t, seats);
+        vm.warp(t.settleDeadline + 1);
         vm.prank(requester);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.RecordMismatch.selector, jobId));
-        market.reclaim(jobId, termsOf[jobId], ps, prices);
+        JobMarketExt(address(market)).reclaim(jobId, t, seats);
+        assertEq(_lockedOf(providerAddrs[0]), 0, "released");
+        assertEq(_owed(requester), _escrow(jobId), "whole escrow");
+        assertEq(_status(jobId), 4, "reclaimed");
     }
 
-    function test_settleAfterDeadlineRefused() public {
+    function test_reclaimNeedsTheRecordedSeats() public {
         bytes32 jobId = _create(2, 0, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 2, PRICE);
-        JobMarket.Terms memory j = termsOf[jobId];
-        vm.warp(uint256(j.settleDeadline) + 1);
-        JobMarket.Settlement memory s = _settlement(jobId, ps, prices, _results(GOOD, GOOD));
-        vm.prank(coordinator);
-        vm.expectRevert(
-            abi.encodeWithSelector(
-                JobMarket.SettleDeadlinePassed.selector, jobId, j.settleDeadline
-            )
-        );
-        market.settle(s);
+        _assign(jobId, 2, CAP);
+        MarketBase.Seat[] memory seats = _seats(jobId);
+        seats[1].price = 1;
+        vm.warp(termsOf[jobId].settleDeadline + 1);
+        vm.prank(requester);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.RecordMismatch.selector, jobId));
+        JobMarketExt(address(market)).reclaim(jobId, termsOf[jobId], seats);
     }
 
     function test_cancelBeforeAssignmentOnly() public {
+        bytes32 jobId = _create(1, 0, CAP, FEE);
+        vm.prank(requester);
+        JobMarketExt(address(market)).cancel(jobId, termsOf[jobId]);
+        assertEq(_owed(requester), _escrow(jobId), "refund");
+        bytes32 other = _create(1, 0, CAP, FEE);
+        _assign(other, 1, CAP);
+        vm.prank(requester);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.WrongStatus.selector, other, 2));
+        JobMarketExt(address(market)).cancel(other, termsOf[other]);
+    }
+
+    function test_abortRefundsWholeEscrowBeforeAnyOnChainCommit() public {
         bytes32 jobId = _create(2, 0, CAP, FEE);
+        _assign(jobId, 2, CAP);
+        vm.prank(requester);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.NotCoordinator.selector, jobId, requester));
+        JobMarketExt(address(market)).abort(jobId, termsOf[jobId], _seats(jobId));
         vm.prank(coordinator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.NotRequester.selector, jobId, coordinator));
-        market.cancel(jobId, termsOf[jobId]);
-        vm.prank(requester);
-        market.cancel(jobId, termsOf[jobId]);
-        assertEq(_owed(requester), 3 * uint256(CAP) + FEE, "refund");
+        JobMarketExt(address(market)).abort(jobId, termsOf[jobId], _seats(jobId));
+        assertEq(_owed(requester), _escrow(jobId), "whole escrow, fee included");
+        assertEq(_lockedOf(providerAddrs[0]), 0, "released");
+        assertEq(_status(jobId), 6, "aborted");
+
         bytes32 other = _create(2, 0, CAP, FEE);
-        _assign(other, 2, PRICE);
-        vm.prank(requester);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.WrongStatus.selector, other, 2));
-        market.cancel(other, termsOf[other]);
+        _assign(other, 2, CAP);
+        _commitOnChain(other, 0, X, 1000);
+        vm.prank(coordinator);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.CommittedOnChain.selector, other));
+        JobMarketExt(address(market)).abort(other, termsOf[other], _seats(other));
     }
 
     function test_assignChecks() public {
-        bytes32 jobId = _create(2, 0, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _list(_first(2), PRICE);
+        bytes32 jobId = _create(1, 0, CAP, FEE);
+        MarketBase.Terms memory t = termsOf[jobId];
+        MarketBase.Seat[] memory none;
+        MarketBase.Offer[] memory empty;
         vm.prank(requester);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.NotCoordinator.selector, jobId, requester));
-        market.assign(jobId, termsOf[jobId], ps, prices);
-
-        prices[1] = CAP + 1;
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.NotCoordinator.selector, jobId, requester));
+        market.assign(jobId, t, none, empty);
         vm.prank(coordinator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.PriceAboveCap.selector, CAP + 1, CAP));
-        market.assign(jobId, termsOf[jobId], ps, prices);
-
-        uint256[] memory dup = new uint256[](2);
-        (ps, prices) = _list(dup, PRICE);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.NothingToAssign.selector, jobId));
+        market.assign(jobId, t, none, empty);
+        MarketBase.Offer[] memory four = _offersFor(jobId, _first(4), CAP);
         vm.prank(coordinator);
-        vm.expectRevert(
-            abi.encodeWithSelector(ProviderRegistry.DuplicateProvider.selector, providerAddrs[0])
-        );
-        market.assign(jobId, termsOf[jobId], ps, prices);
-
-        uint256[] memory sameGroup = new uint256[](2);
-        sameGroup[0] = 4;
-        sameGroup[1] = 5;
-        (ps, prices) = _list(sameGroup, PRICE);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.TooManyProviders.selector, 4, 3));
+        market.assign(jobId, t, none, four);
+        MarketBase.Offer[] memory high = _offersFor(jobId, _idx(0), CAP + 1);
+        vm.prank(coordinator);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.PriceAboveCap.selector, CAP + 1, CAP));
+        market.assign(jobId, t, none, high);
+        MarketBase.Offer[] memory same = _offersFor(jobId, _idx(4, 5), CAP);
         vm.prank(coordinator);
         vm.expectRevert(
-            abi.encodeWithSelector(ProviderRegistry.SameOperatorGroup.selector, providerAddrs[5], 7)
+            abi.encodeWithSelector(MarketBase.SameOperatorGroup.selector, providerAddrs[5], 7)
         );
-        market.assign(jobId, termsOf[jobId], ps, prices);
-
-        (ps, prices) = _list(_first(4), PRICE);
-        vm.prank(coordinator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.TooManyProviders.selector, 4, 3));
-        market.assign(jobId, termsOf[jobId], ps, prices);
-
-        address stranger = vm.addr(0xBEEF);
-        ps = new address[](1);
-        ps[0] = stranger;
-        prices = new uint64[](1);
-        prices[0] = PRICE;
+        market.assign(jobId, t, none, same);
+        MarketBase.Offer[] memory dup = new MarketBase.Offer[](2);
+        dup[0] = _offer(providerKeys[0], jobId, t, 0, CAP, RATE, uint32(block.timestamp + 60));
+        dup[1] = _offer(providerKeys[0], jobId, t, 1, CAP, RATE, uint32(block.timestamp + 60));
         vm.prank(coordinator);
         vm.expectRevert(
-            abi.encodeWithSelector(ProviderRegistry.ProviderNotRegistered.selector, stranger)
+            abi.encodeWithSelector(MarketBase.DuplicateProvider.selector, providerAddrs[0])
         );
-        market.assign(jobId, termsOf[jobId], ps, prices);
-    }
-
-    function test_assignKeepsEarlierEntries() public {
-        bytes32 jobId = _create(2, 0, CAP, FEE);
-        _assign(jobId, 1, PRICE);
-        uint256[] memory swapped = new uint256[](2);
-        swapped[0] = 1;
-        swapped[1] = 0;
-        (address[] memory ps, uint64[] memory prices) = _list(swapped, PRICE);
+        market.assign(jobId, t, none, dup);
+        vm.warp(t.assignDeadline + 1);
+        MarketBase.Offer[] memory late = _offersFor(jobId, _idx(0), CAP);
         vm.prank(coordinator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.RecordMismatch.selector, jobId));
-        market.assign(jobId, termsOf[jobId], ps, prices);
-        (ps, prices) = _list(_first(1), PRICE);
-        vm.prank(coordinator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.NothingToAssign.selector, jobId));
-        market.assign(jobId, termsOf[jobId], ps, prices);
+        vm.expectRevert(
+            abi.encodeWithSelector(MarketBase.AssignDeadlinePassed.selector, jobId, t.assignDeadline)
+        );
+        market.assign(jobId, t, none, late);
     }
 
     function test_assignNeedsFreeStake() public {
-        bytes32 jobId = _create(5, 0, 250e6, FEE);
-        (address[] memory ps, uint64[] memory prices) = _list(_first(1), 250e6);
+        bytes32 jobId = _create(1, 0, CAP, FEE);
+        vm.prank(providerAddrs[0]);
+        JobMarketExt(address(market)).requestUnbond(1_000e6 - 10e6);
+        MarketBase.Offer[] memory o = _offersFor(jobId, _idx(0), CAP);
         vm.prank(coordinator);
         vm.expectRevert(
             abi.encodeWithSelector(
-                ProviderRegistry.InsufficientFreeStake.selector, ps[0], 1_000e6, 1_250e6
+                MarketBase.StakeBelowMinimum.selector, providerAddrs[0], 10e6, MIN_STAKE
             )
         );
-        market.assign(jobId, termsOf[jobId], ps, prices);
+        market.assign(jobId, termsOf[jobId], _seats(jobId), o);
     }
 
     function test_createJobValidation() public {
-        JobMarket.JobParams memory p = _params(6, 0, CAP, FEE);
-        JobMarket.PermitSig memory none;
-        vm.prank(requester);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidRedundancy.selector, 6));
+        MarketBase.JobParams memory p = _params(6, 0, CAP, FEE);
+        MarketBase.PermitSig memory none;
+        vm.startPrank(requester);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidRedundancy.selector, 6));
         market.createJob(p, none);
-        p = _params(2, 2, CAP, FEE);
-        vm.prank(requester);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidMode.selector, 2));
+        p = _params(1, 2, CAP, FEE);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidMode.selector, 2));
         market.createJob(p, none);
-        p = _params(2, 0, CAP, FEE);
-        p.coordinator = address(0);
-        vm.prank(requester);
-        vm.expectRevert(JobMarket.InvalidCoordinator.selector);
+        p = _params(1, 0, MIN_PRICE - 1, FEE);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidPriceCap.selector, MIN_PRICE - 1));
         market.createJob(p, none);
-        p = _params(2, 0, 0, FEE);
-        vm.prank(requester);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidPriceCap.selector, 0));
+        p = _params(1, 0, CAP, FEE);
+        p.coordinator = providerAddrs[0];
+        vm.expectRevert(
+            abi.encodeWithSelector(MarketBase.CoordinatorNotBonded.selector, providerAddrs[0])
+        );
         market.createJob(p, none);
-        p = _params(2, 0, CAP, FEE);
+        p = _params(1, 0, CAP, FEE);
         p.specCid = "";
-        vm.prank(requester);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidSpecCid.selector, 0));
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidSpecCid.selector, 0));
         market.createJob(p, none);
-        p = _params(2, 0, CAP, FEE);
-        p.settleDeadline = p.commitDeadline - 1;
-        vm.prank(requester);
-        vm.expectRevert(JobMarket.InvalidDeadlines.selector);
+        p = _params(1, 0, CAP, FEE);
+        p.timeoutMs = uint64(COMMIT_WINDOW) * 1000 + 1;
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidTimeout.selector, p.timeoutMs));
         market.createJob(p, none);
+        p = _params(1, 0, CAP, FEE);
+        p.settleDeadline -= 1;
+        vm.expectRevert(MarketBase.InvalidDeadlines.selector);
+        market.createJob(p, none);
+        p = _params(1, 0, CAP, FEE);
+        p.spareDeadline = p.assignDeadline - 1;
+        vm.expectRevert(MarketBase.InvalidDeadlines.selector);
+        market.createJob(p, none);
+        vm.stopPrank();
     }
 
-    /// Only a signature by the assigned provider over this job's reveal counts.
-    function testFuzz_onlySignedResultsCount(uint256 signerKey, bytes32 result) public {
-        signerKey = bound(signerKey, 1, 1e30);
-        vm.assume(signerKey != providerKeys[1] && result != bytes32(0));
-        bytes32 jobId = _create(2, 0, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 2, PRICE);
-        JobMarket.Settlement memory s = _settlement(jobId, ps, prices, _results(result, result));
-        JobMarket.Signed memory forged = _reveal(signerKey, jobId, result, bytes32(0));
-        s.signed[1] = forged; // signed by someone else, names ps[1] as provider in settle
+    function test_coordinatorBondLifecycle() public {
         vm.prank(coordinator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidSignature.selector, jobId, ps[1]));
-        market.settle(s);
-        // A valid reveal for another job does not count for this one either.
-        bytes32 other = _create(2, 0, CAP, FEE);
-        s.signed[1] = _reveal(providerKeys[1], other, result, bytes32(0));
+        vm.expectRevert(
+            abi.encodeWithSelector(MarketBase.InsufficientBond.selector, coordinator, MIN_BOND, MIN_BOND + 1)
+        );
+        JobMarketExt(address(market)).requestCoordinatorUnbond(MIN_BOND + 1);
         vm.prank(coordinator);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.InvalidSignature.selector, jobId, ps[1]));
-        market.settle(s);
-    }
-
-    /// Whatever the outcome, the coordinator is credited exactly the fee fixed at creation,
-    /// providers at most their price, and all funds are accounted for.
-    function testFuzz_coordinatorGetsExactlyTheFee(
-        uint64 fee,
-        uint64 cap,
-        uint64 price,
-        uint8 pattern
-    ) public {
-        fee = uint64(bound(fee, 0, 100_000e6));
-        cap = uint64(bound(cap, 1, 100e6));
-        price = uint64(bound(price, 0, cap));
-        bytes32 jobId = _create(3, 0, cap, fee);
-        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 3, price);
-        bytes32[] memory results = new bytes32[](3);
-        for (uint256 i; i < 3; ++i) {
-            results[i] = (pattern >> i) & 1 == 1 ? BAD : GOOD;
-        }
-        JobMarket.Settlement memory st = _settlement(jobId, ps, prices, results);
+        JobMarketExt(address(market)).requestCoordinatorUnbond(MIN_BOND);
+        (uint64 bond, uint64 unbonding, uint40 readyAt) = JobMarketExt(address(market)).coordinatorInfo(coordinator);
+        assertEq(bond, 0, "bond moved");
+        assertEq(unbonding, MIN_BOND, "unbonding");
+        assertEq(readyAt, block.timestamp + COORD_DELAY, "delay");
+        MarketBase.JobParams memory p = _params(1, 0, CAP, FEE);
+        MarketBase.PermitSig memory none;
+        vm.prank(requester);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.CoordinatorNotBonded.selector, coordinator));
+        market.createJob(p, none);
         vm.prank(coordinator);
-        market.settle(st);
-        assertEq(_owed(coordinator), fee, "coordinator credit == fee");
-        for (uint256 i; i < 3; ++i) {
-            assertTrue(_owed(ps[i]) <= price, "provider paid at most its price");
-        }
-        _checkConservation(0);
+        vm.expectRevert(
+            abi.encodeWithSelector(MarketBase.UnbondingNotReady.selector, coordinator, readyAt)
+        );
+        JobMarketExt(address(market)).withdrawCoordinatorBond();
+        vm.warp(readyAt);
+        uint256 before = token.balanceOf(coordinator);
+        vm.prank(coordinator);
+        JobMarketExt(address(market)).withdrawCoordinatorBond();
+        assertEq(token.balanceOf(coordinator) - before, MIN_BOND, "bond returned in full");
+        vm.prank(coordinator);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.NothingToWithdraw.selector, coordinator));
+        JobMarketExt(address(market)).withdrawCoordinatorBond();
     }
 
     function testFuzz_unbondingDelay(uint64 amount, uint256 early) public {
         amount = uint64(bound(amount, 1, 1_000e6));
-        address p0 = providerAddrs[0];
-        vm.prank(p0);
-        market.requestUnbond(amount);
-        uint40 readyAt = uint40(block.timestamp + UNBONDING);
         early = bound(early, 0, UNBONDING - 1);
+        address who = providerAddrs[0];
+        vm.prank(who);
+        JobMarketExt(address(market)).requestUnbond(amount);
         vm.warp(block.timestamp + early);
-        vm.prank(p0);
+        vm.prank(who);
         vm.expectRevert(
-            abi.encodeWithSelector(ProviderRegistry.UnbondingNotReady.selector, p0, readyAt)
+            abi.encodeWithSelector(MarketBase.UnbondingNotReady.selector, who, uint40(T0 + UNBONDING))
         );
-        market.withdraw();
-        vm.warp(readyAt);
-        uint256 before = token.balanceOf(p0);
-        vm.prank(p0);
-        market.withdraw();
-        assertEq(token.balanceOf(p0) - before, amount, "withdrawn");
-        vm.prank(p0);
-        vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.NothingToWithdraw.selector, p0));
-        market.withdraw();
+        JobMarketExt(address(market)).withdraw();
+        vm.warp(T0 + UNBONDING);
+        uint256 before = token.balanceOf(who);
+        vm.prank(who);
+        JobMarketExt(address(market)).withdraw();
+        assertEq(token.balanceOf(who) - before, amount, "withdrawn");
+    }
+
+    function testFuzz_coordinatorGetsExactlyTheFee(uint64 fee, uint64 runtime) public {
+        fee = uint64(bound(fee, 0, 1e11));
+        runtime = uint64(bound(runtime, 0, TIMEOUT));
+        bytes32 jobId = _create(2, 0, CAP, fee);
+        _assign(jobId, 2, CAP);
+        _settle(jobId, _signed(_rev(jobId, 0, X, runtime), _rev(jobId, 1, X, runtime)));
+        assertEq(_owed(coordinator), fee, "fee exactly");
+        uint256 pay = runtime > CAP ? CAP : runtime;
+        assertEq(_owed(requester), _escrow(jobId) - 2 * pay - fee, "requester gets the rest");
     }
 
     function test_lockedStakeCannotUnbond() public {
-        bytes32 jobId = _create(2, 0, CAP, FEE);
-        _assign(jobId, 2, PRICE);
-        address p0 = providerAddrs[0];
-        vm.prank(p0);
+        bytes32 jobId = _create(1, 0, CAP, FEE);
+        _assign(jobId, 1, CAP);
+        uint64 free = uint64(1_000e6 - FACTOR * CAP);
+        vm.prank(providerAddrs[0]);
         vm.expectRevert(
             abi.encodeWithSelector(
-                ProviderRegistry.InsufficientFreeStake.selector,
-                p0,
-                1_000e6 - FACTOR * PRICE,
-                1_000e6
+                MarketBase.InsufficientFreeStake.selector, providerAddrs[0], free, free + 1
             )
         );
-        market.requestUnbond(1_000e6);
+        JobMarketExt(address(market)).requestUnbond(free + 1);
     }
 
-    function test_registryErrors() public {
-        address p0 = providerAddrs[0];
-        vm.prank(p0);
-        vm.expectRevert(abi.encodeWithSelector(ProviderRegistry.AlreadyRegistered.selector, p0));
-        market.register(0);
-        address stranger = vm.addr(0xBEEF);
-        vm.prank(stranger);
-        vm.expectRevert(
-            abi.encodeWithSelector(ProviderRegistry.ProviderNotRegistered.selector, stranger)
-        );
-        market.stake(1);
-        vm.prank(p0);
-        vm.expectRevert(ProviderRegistry.ZeroAmount.selector);
-        market.stake(0);
-    }
+    // ------------------------------------------------------------- on-chain path
 
-    function test_stakeBelowMinimumNotAssignable() public {
-        address p0 = providerAddrs[0];
-        vm.prank(p0);
-        market.requestUnbond(1_000e6 - MIN_STAKE + 1);
+    function test_noCoordinatorPathFinalize() public {
         bytes32 jobId = _create(2, 0, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _list(_first(1), 1);
-        vm.prank(coordinator);
-        vm.expectRevert(
-            abi.encodeWithSelector(
-                ProviderRegistry.StakeBelowMinimum.selector, p0, MIN_STAKE - 1, MIN_STAKE
-            )
-        );
-        market.assign(jobId, termsOf[jobId], ps, prices);
-    }
-
-    // ------------------------------------------------------- providers on chain
-
-    function _commitReveal(bytes32 jobId, address[] memory ps, uint64[] memory prices, uint256 i, bytes32 result) internal {
-        bytes32 salt = keccak256(abi.encode("salt", i));
-        JobMarket.Terms memory t = termsOf[jobId];
-        vm.prank(ps[i]);
-        market.commitOnChain(jobId, t, ps, prices, i, keccak256(abi.encodePacked(result, salt)));
-        vm.prank(ps[i]);
-        market.revealOnChain(jobId, t, ps, prices, i, result, salt);
-    }
-
-    function test_onChainRevealCountsWhenCoordinatorLeavesItOut() public {
-        bytes32 jobId = _create(2, 0, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 2, PRICE);
-        _commitReveal(jobId, ps, prices, 1, GOOD);
-        (bytes32 commitHash, bytes32 result, bool revealed) = market.onChainEntry(jobId, 1);
-        assertTrue(revealed && result == GOOD && commitHash != bytes32(0), "entry stored");
-        JobMarket.Settlement memory st = _settlement(jobId, ps, prices, _results(GOOD, 0));
-        vm.prank(coordinator);
-        market.settle(st);
-        assertEq(_owed(ps[1]), PRICE, "censored provider still paid");
-        _checkConservation(0);
-    }
-
-    function test_finalizeByAnyoneAfterSettleDeadline() public {
-        bytes32 jobId = _create(2, 0, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 2, PRICE);
-        _commitReveal(jobId, ps, prices, 0, GOOD);
-        _commitReveal(jobId, ps, prices, 1, GOOD);
-        JobMarket.Terms memory t = termsOf[jobId];
-        vm.expectRevert(
-            abi.encodeWithSelector(JobMarket.FinalizeTooEarly.selector, jobId, t.settleDeadline)
-        );
-        market.finalize(jobId, t, ps, prices);
-        vm.warp(uint256(t.settleDeadline) + 1);
+        _assign(jobId, 2, CAP);
+        _commitOnChain(jobId, 0, X, 1000);
+        _commitOnChain(jobId, 1, X, 3000);
+        vm.warp(_revealOpen(jobId) + 1);
+        _revealOnChain(jobId, 0, X, 1000, false);
+        // anyone may post provider 1's reveal with its signature
+        bytes32 salt = _saltOf(jobId, 1);
+        bytes memory sig = _revealSig(providerKeys[1], jobId, X, 3000, salt);
+        JobMarketExt(address(market)).revealOnChain(jobId, termsOf[jobId], _seats(jobId), 1, X, 3000, salt, sig, "");
+        (bytes32 h, bytes32 result, uint64 rt, bool committed, bool revealed, bool votes) =
+            JobMarketExt(address(market)).onChainEntry(jobId, 1);
+        assertEq(h, _commitHash(jobId, providerAddrs[1], X, 3000, salt), "hash");
+        assertEq(result, X, "result");
+        assertEq(rt, 3000, "runtime");
+        assertTrue(committed && revealed && votes, "flags");
+        MarketBase.Terms memory t = termsOf[jobId];
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.FinalizeTooEarly.selector, jobId, t.settleDeadline));
+        JobMarketExt(address(market)).finalize(jobId, t, _seats(jobId));
+        vm.warp(t.settleDeadline + 1);
         vm.prank(requester);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.MajorityExists.selector, jobId));
-        market.reclaim(jobId, t, ps, prices);
-        vm.prank(vm.addr(0xD00D));
-        market.finalize(jobId, t, ps, prices);
-        assertEq(_owed(ps[0]), PRICE, "paid");
-        assertEq(_owed(ps[1]), PRICE, "paid");
-        assertEq(_owed(coordinator), 0, "no fee without settling");
-        assertEq(_owed(requester), 3 * uint256(CAP) + FEE - 2 * PRICE, "fee refunded too");
-        assertEq(_status(jobId), 3, "settled");
-        _checkConservation(0);
-    }
-
-    function test_finalizeSlashesUnrevealedOnChainCommit() public {
-        bytes32 jobId = _create(2, 0, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 3, PRICE);
-        _commitReveal(jobId, ps, prices, 0, GOOD);
-        _commitReveal(jobId, ps, prices, 1, GOOD);
-        JobMarket.Terms memory t = termsOf[jobId];
-        vm.prank(ps[2]);
-        market.commitOnChain(jobId, t, ps, prices, 2, keccak256("never revealed"));
-        vm.warp(uint256(t.settleDeadline) + 1);
-        market.finalize(jobId, t, ps, prices);
-        (,,,,,,, uint24 slashed2,,) = market.providerInfo(ps[2]);
-        assertEq(slashed2, 1, "committed on chain, never revealed: slashed");
-        _checkConservation(0);
-    }
-
-    function test_noOnChainMajorityLeavesReclaim() public {
-        bytes32 jobId = _create(2, 0, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 2, PRICE);
-        _commitReveal(jobId, ps, prices, 0, GOOD);
-        JobMarket.Terms memory t = termsOf[jobId];
-        vm.warp(uint256(t.settleDeadline) + 1);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.NoMajority.selector, jobId));
-        market.finalize(jobId, t, ps, prices);
-        vm.prank(requester);
-        market.reclaim(jobId, t, ps, prices);
-        assertEq(_owed(requester), _escrow(jobId), "escrow back");
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.MajorityExists.selector, jobId));
+        JobMarketExt(address(market)).reclaim(jobId, t, _seats(jobId));
+        vm.prank(providerAddrs[5]);
+        JobMarketExt(address(market)).finalize(jobId, t, _seats(jobId));
+        assertEq(_owed(providerAddrs[0]), 1000, "paid");
+        assertEq(_owed(providerAddrs[1]), 2000, "billed 2 * smallest");
+        assertEq(_owed(coordinator), 0, "no fee without settle");
+        assertEq(_owed(requester), _escrow(jobId) - 3000, "fee back to the requester");
     }
 
     function test_onChainErrors() public {
         bytes32 jobId = _create(2, 0, CAP, FEE);
-        (address[] memory ps, uint64[] memory prices) = _assign(jobId, 2, PRICE);
-        JobMarket.Terms memory t = termsOf[jobId];
-        vm.prank(ps[0]);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.NotAssignedProvider.selector, jobId, ps[0]));
-        market.commitOnChain(jobId, t, ps, prices, 1, GOOD);
-        vm.prank(ps[0]);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.NotCommitted.selector, jobId, ps[0]));
-        market.revealOnChain(jobId, t, ps, prices, 0, GOOD, GOOD);
-        bytes32 commitHash = keccak256(abi.encodePacked(GOOD, BAD));
-        vm.prank(ps[0]);
-        market.commitOnChain(jobId, t, ps, prices, 0, commitHash);
-        vm.prank(ps[0]);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.AlreadyCommitted.selector, jobId, ps[0]));
-        market.commitOnChain(jobId, t, ps, prices, 0, commitHash);
-        vm.prank(ps[0]);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.RevealMismatch.selector, jobId, ps[0]));
-        market.revealOnChain(jobId, t, ps, prices, 0, BAD, GOOD);
-        vm.prank(ps[0]);
-        market.revealOnChain(jobId, t, ps, prices, 0, GOOD, BAD);
-        vm.prank(ps[0]);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.AlreadyRevealed.selector, jobId, ps[0]));
-        market.revealOnChain(jobId, t, ps, prices, 0, GOOD, BAD);
-        vm.warp(uint256(t.commitDeadline) + 1);
-        vm.prank(ps[1]);
-        vm.expectRevert(
-            abi.encodeWithSelector(JobMarket.CommitDeadlinePassed.selector, jobId, t.commitDeadline)
+        _assign(jobId, 2, CAP);
+        MarketBase.Terms memory t = termsOf[jobId];
+        MarketBase.Seat[] memory seats = _seats(jobId);
+        vm.prank(providerAddrs[1]);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.NotAssignedProvider.selector, jobId, providerAddrs[1]));
+        JobMarketExt(address(market)).commitOnChain(jobId, t, seats, 0, bytes32(uint256(1)));
+        _commitOnChain(jobId, 0, X, 1000);
+        vm.prank(providerAddrs[0]);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.AlreadyCommitted.selector, jobId, providerAddrs[0]));
+        JobMarketExt(address(market)).commitOnChain(jobId, t, seats, 0, bytes32(uint256(1)));
+        uint32 open = uint32(_revealOpen(jobId));
+        vm.prank(providerAddrs[0]);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.RevealNotOpen.selector, jobId, open));
+        JobMarketExt(address(market)).revealOnChain(jobId, t, seats, 0, X, 1000, _saltOf(jobId, 0), "", "");
+        vm.warp(uint256(open) + 1);
+        vm.prank(providerAddrs[1]);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.CommitDeadlinePassed.selector, jobId, open));
+        JobMarketExt(address(market)).commitOnChain(jobId, t, seats, 1, bytes32(uint256(1)));
+        vm.prank(providerAddrs[0]);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.RevealMismatch.selector, jobId, providerAddrs[0]));
+        JobMarketExt(address(market)).revealOnChain(jobId, t, seats, 0, Y, 1000, _saltOf(jobId, 0), "", "");
+        // a stranger without the provider's signature
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidSignature.selector, jobId, providerAddrs[0]));
+        JobMarketExt(address(market)).revealOnChain(jobId, t, seats, 0, X, 1000, _saltOf(jobId, 0), "", "");
+        // a receipt not from the coordinator
+        bytes32 salt1 = _saltOf(jobId, 1);
+        bytes memory badReceipt = _receiptSig(
+            providerKeys[3], jobId, providerAddrs[1], 1, _commitHash(jobId, providerAddrs[1], X, 1000, salt1)
         );
-        market.commitOnChain(jobId, t, ps, prices, 1, commitHash);
+        vm.prank(providerAddrs[1]);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidReceipt.selector, jobId, providerAddrs[1]));
+        JobMarketExt(address(market)).revealOnChain(jobId, t, seats, 1, X, 1000, salt1, "", badReceipt);
+        _revealOnChain(jobId, 0, X, 1000, false);
+        vm.prank(providerAddrs[0]);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.AlreadyRevealed.selector, jobId, providerAddrs[0]));
+        JobMarketExt(address(market)).revealOnChain(jobId, t, seats, 0, X, 1000, _saltOf(jobId, 0), "", "");
+        uint32 close = open + t.revealWindow;
+        vm.warp(uint256(close) + 1);
+        vm.prank(providerAddrs[1]);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.RevealWindowClosed.selector, jobId, close));
+        JobMarketExt(address(market)).revealOnChain(jobId, t, seats, 1, X, 1000, salt1, "", "");
+    }
+
+    function test_receiptRevealVotesAndUnreceiptedDoesNot() public {
+        bytes32 jobId = _create(2, 0, CAP, FEE);
+        _assign(jobId, 2, CAP);
+        vm.warp(_revealOpen(jobId) + 1);
+        _revealOnChain(jobId, 0, X, 1000, true);
+        _revealOnChain(jobId, 1, X, 1000, false);
+        (,,,,, bool v0) = JobMarketExt(address(market)).onChainEntry(jobId, 0);
+        (,,,, bool r1, bool v1) = JobMarketExt(address(market)).onChainEntry(jobId, 1);
+        assertTrue(v0, "receipt reveal votes");
+        assertTrue(r1 && !v1, "unreceipted reveal recorded, no vote");
+        vm.warp(termsOf[jobId].settleDeadline + 1);
+        // 1 vote of quorum 2: undecided, reclaim
+        vm.prank(requester);
+        JobMarketExt(address(market)).reclaim(jobId, termsOf[jobId], _seats(jobId));
+        assertEq(_status(jobId), 4, "reclaimed");
+    }
+
+    // ------------------------------------------------------------ the attacks
+
+    /// 1. A COMMIT entry cannot slash a provider whose reveal of that commitment is on chain,
+    /// and cannot be used before the reveal window closed.
+    function test_attack01_commitOnlySlashOfRevealedProvider() public {
+        // attacker = requester and coordinator, two sybils (providers 0, 1) and a victim (2)
+        uint256 attackerKey = 0xBAD;
+        address attacker = vm.addr(attackerKey);
+        token.mint(attacker, 1_000e6);
+        vm.startPrank(attacker);
+        token.approve(address(market), MIN_BOND);
+        JobMarketExt(address(market)).bondCoordinator(MIN_BOND, 0, 0, 0, 0);
+        vm.stopPrank();
+        MarketBase.JobParams memory p = _params(3, 0, CAP, FEE);
+        p.coordinator = attacker;
+        bytes32 jobId = _createWith(attackerKey, p);
+        _assignIdx(jobId, _first(3), MIN_PRICE);
+        address victim = providerAddrs[2];
+        uint256 stakeBefore = _stakeOf(victim);
+        MarketBase.Signed[] memory entries =
+            _signed(_rev(jobId, 0, X, 1000), _rev(jobId, 1, X, 1000), _com(jobId, 2, X, 1000));
+        MarketBase.Settlement memory s = _settlement(jobId, entries);
+        // before the reveal window closed: refused
+        vm.prank(attacker);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.SettleTooEarly.selector, jobId, 2));
+        market.settle(s);
+        // the victim reveals on chain (no receipt, no on-chain commit: recorded, no vote)
+        vm.warp(_revealOpen(jobId) + 1);
+        _revealOnChain(jobId, 2, X, 1000, false);
+        vm.warp(_revealClose(jobId) + 1);
+        vm.prank(attacker);
+        market.settle(s);
+        assertEq(_stakeOf(victim), stakeBefore, "victim keeps its whole stake");
+        assertEq(market.burned(), 0, "nothing slashed");
+        assertEq(_lockedOf(victim), 0, "victim released");
+    }
+
+    /// 2. Sybil voters chosen by the coordinator: the victim is seated only with its consent,
+    /// and a slash is burned, so the attacker never gains.
+    function test_attack02_sybilMajoritySlashProfitsNobody() public {
+        uint256 attackerKey = 0xBAD;
+        address attacker = vm.addr(attackerKey);
+        token.mint(attacker, 1_000e6);
+        vm.startPrank(attacker);
+        token.approve(address(market), MIN_BOND);
+        JobMarketExt(address(market)).bondCoordinator(MIN_BOND, 0, 0, 0, 0);
+        vm.stopPrank();
+        MarketBase.JobParams memory p = _params(3, 0, CAP, FEE);
+        p.coordinator = attacker;
+        bytes32 jobId = _createWith(attackerKey, p);
+        // without the victim's Accept nobody can seat it
+        MarketBase.Offer[] memory forged = _offersFor(jobId, _idx(2), CAP);
+        forged[0].s = bytes32(uint256(forged[0].s) ^ 1);
+        vm.prank(attacker);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidAccept.selector, jobId, providerAddrs[2]));
+        market.assign(jobId, termsOf[jobId], _seats(jobId), forged);
+        // the victim accepted (it allow-listed this coordinator): sybils outvote it
+        _assignIdx(jobId, _first(3), CAP);
+        uint256 attackerFunds = token.balanceOf(attacker) + _owed(attacker) + _owed(providerAddrs[0])
+            + _owed(providerAddrs[1]) + _stakeOf(providerAddrs[0]) + _stakeOf(providerAddrs[1]) + _escrow(jobId);
+        MarketBase.Settlement memory s = _settlement(
+            jobId, _signed(_rev(jobId, 0, Y, 1000), _rev(jobId, 1, Y, 1000), _rev(jobId, 2, X, 1000))
+        );
+        vm.prank(attacker);
+        market.settle(s);
+        uint256 after_ = token.balanceOf(attacker) + _owed(attacker) + _owed(providerAddrs[0])
+            + _owed(providerAddrs[1]) + _stakeOf(providerAddrs[0]) + _stakeOf(providerAddrs[1]);
+        assertEq(after_, attackerFunds, "attacker and sybils end with exactly what they put in");
+        assertEq(market.burned(), FACTOR * CAP, "the slash is burned, credited to nobody");
+    }
+
+    /// 3. Odd redundancy, a bare on-chain majority plus one commit-only seat: exactly one of
+    /// finalize / reclaim succeeds, ten years later too.
+    function test_attack03_fundsNeverFrozen() public {
+        bytes32 jobId = _create(1, 0, CAP, FEE);
+        _assign(jobId, 2, CAP); // redundancy 1 + a checker
+        _commitOnChain(jobId, 0, X, 1000);
+        _commitOnChain(jobId, 1, Y, 1000);
+        vm.warp(_revealOpen(jobId) + 1);
+        _revealOnChain(jobId, 0, X, 1000, false);
+        vm.warp(block.timestamp + 10 * 365 days);
+        MarketBase.Terms memory t = termsOf[jobId];
+        MarketBase.Seat[] memory seats = _seats(jobId);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.NoMajority.selector, jobId));
+        JobMarketExt(address(market)).finalize(jobId, t, seats);
+        vm.prank(requester);
+        JobMarketExt(address(market)).reclaim(jobId, t, seats);
+        assertEq(_owed(requester), _escrow(jobId), "requester refunded");
+        assertEq(_lockedOf(providerAddrs[0]) + _lockedOf(providerAddrs[1]), 0, "locks released");
+    }
+
+    /// 4. Redundancy 1 + checker disagree: a tie-breaker is seated and the cheater, who
+    /// committed and revealed on chain, is slashed by finalize while the honest pair is paid.
+    function test_attack04_tieBreakerResolvesRedundancyOneSplit() public {
+        bytes32 jobId = _create(1, 0, CAP, FEE);
+        _assign(jobId, 2, CAP);
+        _commitOnChain(jobId, 0, Y, 1000); // cheater
+        _commitOnChain(jobId, 1, X, 1000); // honest checker
+        vm.warp(block.timestamp + COMMIT_WINDOW); // split seen off chain; still <= revealOpen
+        assertTrue(block.timestamp > termsOf[jobId].assignDeadline, "past the assign deadline");
+        _assignIdx(jobId, _idx(2), CAP); // tie-breaker
+        _commitOnChain(jobId, 2, X, 1000);
+        vm.warp(_revealOpen(jobId) + 1);
+        _revealOnChain(jobId, 0, Y, 1000, false);
+        _revealOnChain(jobId, 1, X, 1000, false);
+        _revealOnChain(jobId, 2, X, 1000, false);
+        vm.warp(termsOf[jobId].settleDeadline + 1);
+        uint256 stake0 = _stakeOf(providerAddrs[0]);
+        JobMarketExt(address(market)).finalize(jobId, termsOf[jobId], _seats(jobId));
+        assertEq(_owed(providerAddrs[0]), 0, "cheater unpaid");
+        assertEq(_stakeOf(providerAddrs[0]), stake0 - FACTOR * CAP, "cheater slashed");
+        assertEq(_owed(providerAddrs[1]), 1000, "checker paid");
+        assertEq(_owed(providerAddrs[2]), 1000, "tie-breaker paid");
+    }
+
+    /// 5. Copying an on-chain commitment: the hash binds job and provider, so the copier
+    /// cannot open it, and reveals are refused while anyone may still commit.
+    function test_attack05_copiedCommitmentCannotBeOpened() public {
+        bytes32 jobId = _create(2, 0, CAP, FEE);
+        _assign(jobId, 2, CAP);
+        _commitOnChain(jobId, 0, X, 1000);
+        (bytes32 h,,,,,) = JobMarketExt(address(market)).onChainEntry(jobId, 0);
+        MarketBase.Terms memory t = termsOf[jobId];
+        MarketBase.Seat[] memory seats = _seats(jobId);
+        vm.prank(providerAddrs[1]);
+        JobMarketExt(address(market)).commitOnChain(jobId, t, seats, 1, h); // copies the hash
+        vm.prank(providerAddrs[0]);
+        vm.expectRevert(
+            abi.encodeWithSelector(MarketBase.RevealNotOpen.selector, jobId, uint32(_revealOpen(jobId)))
+        );
+        JobMarketExt(address(market)).revealOnChain(jobId, t, seats, 0, X, 1000, _saltOf(jobId, 0), "", "");
+        vm.warp(_revealOpen(jobId) + 1);
+        _revealOnChain(jobId, 0, X, 1000, false);
+        vm.prank(providerAddrs[1]);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.RevealMismatch.selector, jobId, providerAddrs[1]));
+        JobMarketExt(address(market)).revealOnChain(jobId, t, seats, 1, X, 1000, _saltOf(jobId, 0), "", "");
+        vm.warp(t.settleDeadline + 1);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.NoMajority.selector, jobId));
+        JobMarketExt(address(market)).finalize(jobId, t, seats);
+        vm.prank(requester);
+        JobMarketExt(address(market)).reclaim(jobId, t, seats);
+        assertEq(_owed(providerAddrs[1]), 0, "copier unpaid");
+        assertEq(_owed(requester), _escrow(jobId), "requester refunded");
+    }
+
+    /// 6. No lock without the provider's own Accept for this job, seat, price and terms.
+    function test_attack06_lockWithoutConsentRefused() public {
+        bytes32 jobId = _create(1, 0, CAP, FEE);
+        bytes32 other = _create(1, 0, CAP, FEE);
+        MarketBase.Terms memory t = termsOf[jobId];
+        MarketBase.Seat[] memory none;
+        address victim = providerAddrs[0];
+        // signed by someone else
+        MarketBase.Offer[] memory o = new MarketBase.Offer[](1);
+        o[0] = _offer(providerKeys[1], jobId, t, 0, CAP, RATE, uint32(block.timestamp + 60));
+        o[0].provider = victim;
+        vm.prank(coordinator);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidAccept.selector, jobId, victim));
+        market.assign(jobId, t, none, o);
+        // the victim's Accept for another job
+        o[0] = _offer(providerKeys[0], other, termsOf[other], 0, CAP, RATE, uint32(block.timestamp + 60));
+        vm.prank(coordinator);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidAccept.selector, jobId, victim));
+        market.assign(jobId, t, none, o);
+        // its Accept at a lower price, replayed at a higher one
+        o[0] = _offer(providerKeys[0], jobId, t, 0, CAP / 2, RATE, uint32(block.timestamp + 60));
+        o[0].price = CAP;
+        vm.prank(coordinator);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidAccept.selector, jobId, victim));
+        market.assign(jobId, t, none, o);
+        // an expired Accept
+        o[0] = _offer(providerKeys[0], jobId, t, 0, CAP, RATE, uint32(block.timestamp + 60));
+        vm.warp(block.timestamp + 61);
+        vm.prank(coordinator);
+        vm.expectRevert(
+            abi.encodeWithSelector(MarketBase.OfferExpired.selector, jobId, victim, o[0].expiry)
+        );
+        market.assign(jobId, t, none, o);
+        assertEq(_lockedOf(victim), 0, "nothing locked");
+    }
+
+    /// 7. A split after the assign deadline still gets a tie-breaker (until the spare
+    /// deadline and the reveal opening), and the honest provider is paid.
+    function test_attack07_spareSeatAfterAssignDeadline() public {
+        bytes32 jobId = _create(2, 0, CAP, FEE);
+        _assign(jobId, 2, CAP);
+        vm.warp(termsOf[jobId].assignDeadline + 1);
+        _assignIdx(jobId, _idx(2), CAP);
+        vm.warp(_revealOpen(jobId) + 1);
+        MarketBase.Offer[] memory late = _offersFor(jobId, _idx(3), CAP);
+        vm.prank(coordinator);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                MarketBase.SpareDeadlinePassed.selector, jobId, termsOf[jobId].spareDeadline
+            )
+        );
+        market.assign(jobId, termsOf[jobId], _seats(jobId), late);
+        _settle(
+            jobId, _signed(_rev(jobId, 0, X, 1000), _rev(jobId, 1, Y, 1000), _rev(jobId, 2, X, 1000))
+        );
+        assertEq(_owed(providerAddrs[0]), 1000, "honest paid");
+        assertEq(_owed(providerAddrs[2]), 1000, "tie-breaker paid");
+        assertEq(_owed(providerAddrs[1]), 0, "dissenter unpaid");
+    }
+
+    /// 8. A provider front-running with an on-chain reveal cannot revert a batch: its job is
+    /// skipped (or decided by the override), the others settle.
+    function test_attack08_frontRunRevealCannotRevertBatch() public {
+        bytes32 a = _create(2, 0, CAP, FEE);
+        bytes32 b = _create(2, 0, CAP, FEE);
+        _assign(a, 2, CAP);
+        _assign(b, 2, CAP);
+        _commitOnChain(a, 1, Y, 1000);
+        vm.warp(_revealOpen(a) + 1);
+        MarketBase.Settlement[] memory list = new MarketBase.Settlement[](2);
+        list[0] = _settlement(a, _signed(_rev(a, 0, X, 1000), _none()));
+        list[1] = _settlement(b, _signed(_rev(b, 0, X, 1000), _rev(b, 1, X, 1000)));
+        _revealOnChain(a, 1, Y, 1000, false); // the front-run
+        vm.prank(coordinator);
+        market.settleBatch(list);
+        assertEq(_status(a), 2, "split job skipped");
+        assertEq(_status(b), 3, "other job settled");
+        assertEq(_owed(providerAddrs[0]), 1000, "b's provider paid");
+    }
+
+    /// 9. A losing on-chain reveal is slashed by settle exactly as by finalize.
+    function test_attack09_losingOnChainRevealSlashedOnEveryPath() public {
+        bytes32 a = _create(3, 0, CAP, FEE);
+        _assign(a, 3, CAP);
+        _commitOnChain(a, 2, Y, 1000);
+        vm.warp(_revealOpen(a) + 1);
+        _revealOnChain(a, 2, Y, 1000, false);
+        uint256 stake2 = _stakeOf(providerAddrs[2]);
+        // the coordinator leaves seat 2 out: the voting on-chain reveal still counts
+        _settle(a, _signed(_rev(a, 0, X, 1000), _rev(a, 1, X, 1000), _none()));
+        assertEq(_stakeOf(providerAddrs[2]), stake2 - FACTOR * CAP, "settle slashes");
+
+        bytes32 b = _create(3, 0, CAP, FEE);
+        _assign(b, 3, CAP);
+        _commitOnChain(b, 0, X, 1000);
+        _commitOnChain(b, 1, X, 1000);
+        _commitOnChain(b, 2, Y, 1000);
+        vm.warp(_revealOpen(b) + 1);
+        _revealOnChain(b, 0, X, 1000, false);
+        _revealOnChain(b, 1, X, 1000, false);
+        _revealOnChain(b, 2, Y, 1000, false);
+        vm.warp(termsOf[b].settleDeadline + 1);
+        stake2 = _stakeOf(providerAddrs[2]);
+        JobMarketExt(address(market)).finalize(b, termsOf[b], _seats(b));
+        assertEq(_stakeOf(providerAddrs[2]), stake2 - FACTOR * CAP, "finalize slashes alike");
+    }
+
+    /// 10. No zero price, zero rate, or cap below the minimum.
+    function test_attack10_zeroPriceRefused() public {
+        bytes32 jobId = _create(1, 0, CAP, FEE);
+        MarketBase.Offer[] memory o = _offersFor(jobId, _idx(0), 0);
+        vm.prank(coordinator);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.PriceBelowMinimum.selector, 0, MIN_PRICE));
+        market.assign(jobId, termsOf[jobId], _seats(jobId), o);
+        o = new MarketBase.Offer[](1);
+        o[0] = _offer(providerKeys[0], jobId, termsOf[jobId], 0, CAP, 0, uint32(block.timestamp + 60));
+        vm.prank(coordinator);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidRate.selector, providerAddrs[0]));
+        market.assign(jobId, termsOf[jobId], _seats(jobId), o);
+        MarketBase.JobParams memory p = _params(1, 0, 0, FEE);
+        MarketBase.PermitSig memory none;
+        vm.prank(requester);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidPriceCap.selector, 0));
+        market.createJob(p, none);
+    }
+
+    /// 11. Constructor arguments and the token's decimals are checked.
+    function test_attack11_constructorChecks() public {
+        IERC20Permit t = IERC20Permit(address(token));
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidConstructorArgument.selector, "stakeFactor"));
+        new JobMarket(t, MIN_STAKE, UNBONDING, 0, MIN_PRICE, MIN_BOND, COORD_DELAY);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidConstructorArgument.selector, "stakeFactor"));
+        new JobMarket(t, MIN_STAKE, UNBONDING, 101, MIN_PRICE, MIN_BOND, COORD_DELAY);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidConstructorArgument.selector, "minStake"));
+        new JobMarket(t, 0, UNBONDING, FACTOR, MIN_PRICE, MIN_BOND, COORD_DELAY);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.InvalidConstructorArgument.selector, "minPrice"));
+        new JobMarket(t, MIN_STAKE, UNBONDING, FACTOR, 0, MIN_BOND, COORD_DELAY);
+        vm.expectRevert(
+            abi.encodeWithSelector(MarketBase.InvalidConstructorArgument.selector, "minCoordinatorBond")
+        );
+        new JobMarket(t, MIN_STAKE, UNBONDING, FACTOR, MIN_PRICE, 0, COORD_DELAY);
+        vm.expectRevert(
+            abi.encodeWithSelector(MarketBase.InvalidConstructorArgument.selector, "coordinatorUnbondDelay")
+        );
+        new JobMarket(t, MIN_STAKE, UNBONDING, FACTOR, MIN_PRICE, MIN_BOND, 90 days);
+        IERC20Permit t18 = IERC20Permit(address(new Token18()));
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.TokenDecimals.selector, 18));
+        new JobMarket(t18, MIN_STAKE, UNBONDING, FACTOR, MIN_PRICE, MIN_BOND, COORD_DELAY);
+    }
+
+    /// 13. An early settlement cannot cut out a seat still inside its windows.
+    function test_attack13_earlySettleCutsOutSeat() public {
+        bytes32 jobId = _create(2, 0, CAP, FEE);
+        _assign(jobId, 2, CAP);
+        vm.warp(block.timestamp + 100);
+        _assignIdx(jobId, _idx(2), CAP); // a spot-checker, seated later
+        MarketBase.Signed[] memory twoOf3 =
+            _signed(_rev(jobId, 0, X, 1000), _rev(jobId, 1, X, 1000), _none());
+        MarketBase.Settlement memory s = _settlement(jobId, twoOf3);
+        vm.prank(coordinator);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.SettleTooEarly.selector, jobId, 2));
+        market.settle(s);
+        _commitOnChain(jobId, 2, X, 1000);
+        vm.warp(uint256(_seats(jobId)[2].assignedAt) + COMMIT_WINDOW + 1); // past its commit deadline
+        vm.prank(coordinator);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.SettleTooEarly.selector, jobId, 2));
+        market.settle(s); // committed on chain: still live until it reveals or the window closes
+        _revealOnChain(jobId, 2, X, 1000, false);
+        vm.prank(coordinator);
+        market.settle(s);
+        assertEq(_owed(providerAddrs[2]), 1000, "the late seat is paid");
+    }
+
+    // ------------------------------------------------------------------- gas
+
+    /// Someone holding a provider's signed Reveal (its coordinator) posts it on chain without
+    /// the receipt, so it records no vote: the provider's own reveal with the receipt still
+    /// counts, and the job is decided for the honest majority.
+    function test_revealWithoutReceiptCannotTakeTheProvidersVote() public {
+        bytes32 jobId = _create(2, 0, CAP, FEE);
+        _assign(jobId, 2, CAP);
+        MarketBase.Terms memory t = termsOf[jobId];
+        MarketBase.Seat[] memory seats = _seats(jobId);
+        vm.warp(_revealOpen(jobId) + 1);
+        address p0 = providerAddrs[0];
+        bytes memory sig = _revealSig(providerKeys[0], jobId, X, 1000, _saltOf(jobId, 0));
+        vm.prank(coordinator); // anyone may post it; without the receipt it cannot vote
+        JobMarketExt(address(market)).revealOnChain(jobId, t, seats, 0, X, 1000, _saltOf(jobId, 0), sig, "");
+        (,,,, bool revealed, bool votes) = JobMarketExt(address(market)).onChainEntry(jobId, 0);
+        assertTrue(revealed && !votes, "recorded without a vote");
+        _revealOnChain(jobId, 0, X, 1000, true); // the provider, with its receipt
+        (,,,, revealed, votes) = JobMarketExt(address(market)).onChainEntry(jobId, 0);
+        assertTrue(revealed && votes, "the receipt makes it a vote");
+        bytes memory receipt = _receiptSig(
+            coordinatorKey, jobId, p0, 0, _commitHash(jobId, p0, X, 1000, _saltOf(jobId, 0))
+        );
+        vm.prank(p0);
+        vm.expectRevert(abi.encodeWithSelector(MarketBase.AlreadyRevealed.selector, jobId, p0));
+        JobMarketExt(address(market)).revealOnChain(jobId, t, seats, 0, X, 1000, _saltOf(jobId, 0), "", receipt);
+        _revealOnChain(jobId, 1, X, 1000, true);
+        vm.warp(t.settleDeadline + 1);
+        JobMarketExt(address(market)).finalize(jobId, t, seats);
+        assertEq(_status(jobId), 3, "settled for the two agreeing votes");
+    }
+
+    /// The extension runs only in the market's storage: called directly it refuses.
+    function test_extensionRefusesDirectCalls() public {
+        JobMarketExt ext = JobMarketExt(market.extension());
+        vm.expectRevert(JobMarketExt.DirectCall.selector);
+        ext.register(0);
+        vm.expectRevert(JobMarketExt.DirectCall.selector);
+        ext.withdraw();
+    }
+
+    function _sig1(MarketBase.Signed memory a) internal pure returns (MarketBase.Signed[] memory r) {
+        r = new MarketBase.Signed[](1);
+        r[0] = a;
     }
 }

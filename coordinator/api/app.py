@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from coordinator.api import errors
+from coordinator.api.bodies import SUBMIT_JOB_MAX_BYTES, body_schema, json_body
 from coordinator.api.models import (
     Accepted,
     CandidateView,
+    DeclineView,
     ErrorBody,
     Explanation,
     Health,
@@ -21,6 +23,7 @@ from coordinator.api.models import (
     LogLineView,
     Logs,
     Providers,
+    SeatBill,
     SubmitJob,
 )
 from coordinator.book import ProviderBook
@@ -36,6 +39,10 @@ from protocol.ids import parse_address, parse_job_id
 KEEPALIVE_S = 15.0
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422, 503)
+}
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    **{code: {"model": ErrorBody} for code in (413, 415)},
 }
 
 
@@ -72,8 +79,16 @@ def create_app(backend: ApiBackend) -> FastAPI:
         job = await backend.store.get_job(key)
         return JobView.of(job, await backend.store.slots(key))
 
-    @app.post("/jobs", status_code=202, response_model=Accepted, responses=ERRORS)
-    async def submit(body: SubmitJob) -> Accepted:
+    @app.post(
+        "/jobs",
+        status_code=202,
+        response_model=Accepted,
+        responses=BODY_ERRORS,
+        openapi_extra=body_schema(SubmitJob, SUBMIT_JOB_MAX_BYTES),
+    )
+    async def submit(
+        body: Annotated[SubmitJob, Depends(json_body(SubmitJob, SUBMIT_JOB_MAX_BYTES))],
+    ) -> Accepted:
         """Tell the coordinator about a job created on chain (everything else is read there)."""
         job = await backend.notice(_job_key(body.job_id))
         return Accepted(job_id=job.job_id, state=str(job.state))
@@ -94,15 +109,19 @@ def create_app(backend: ApiBackend) -> FastAPI:
 
     @app.get("/jobs/{job_id}/explain", response_model=Explanation, responses=ERRORS)
     async def explain(job_id: str) -> Explanation:
-        """Why each candidate provider won or lost its seat."""
+        """Why each candidate provider won or lost its seat, who declined one, and what
+        each seat was billed and paid."""
         key = _job_key(job_id)
         await backend.store.get_job(key)
         found = await backend.store.explanation(key) or []
+        slots = await backend.store.slots(key)
         return Explanation(
             job_id=key,
             candidates=[
                 CandidateView(**{k: c[k] for k in CandidateView.model_fields}) for c in found
             ],
+            seats=[SeatBill.of(s) for s in slots if s.state.on_chain],
+            declines=[DeclineView.of(d) for d in await backend.store.declines(key)],
         )
 
     @app.get("/jobs/{job_id}/logs", response_model=Logs, responses=ERRORS)

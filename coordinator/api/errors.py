@@ -1,4 +1,13 @@
-"""The one place domain errors become HTTP responses: ``{"error": <class>, "detail": ...}``."""
+"""The one place domain errors become HTTP responses: ``{"error": <class>, "detail": ...}``.
+
+Request bodies the API refuses before any route sees them (see :mod:`coordinator.api.bodies`)::
+
+    MessageError (protocol.errors)
+    └── BodyRefused                 base: a request body the API will not read or parse
+        ├── BodyTooLarge            over the route's byte cap (413), refused before reading
+        ├── UnsupportedMediaType    a Content-Type other than JSON (415)
+        └── InvalidBody             not one JSON object: malformed, too deep, duplicate keys (400)
+"""
 
 from __future__ import annotations
 
@@ -17,8 +26,35 @@ from protocol.errors import (
     SpecError,
 )
 
+
+class BodyRefused(MessageError):
+    """A request body the API will not read or parse."""
+
+
+class BodyTooLarge(BodyRefused):
+    def __init__(self, limit: int, declared: int | None = None) -> None:
+        self.limit = limit
+        self.declared = declared
+        size = "a chunked body passed" if declared is None else f"Content-Length {declared} is over"
+        super().__init__(f"request body too large: {size} this route's limit of {limit} bytes")
+
+
+class UnsupportedMediaType(BodyRefused):
+    def __init__(self, media_type: str) -> None:
+        self.media_type = media_type
+        super().__init__(f"request body must be application/json, not {media_type[:60]!r}")
+
+
+class InvalidBody(BodyRefused):
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"request body refused: {problem}")
+
+
 # Most specific first: the first matching class decides the status.
 STATUS: tuple[tuple[type[GpuMarketError], int], ...] = (
+    (BodyTooLarge, 413),
+    (UnsupportedMediaType, 415),
     (JobNotFound, 404),
     (NotAuthorized, 401),
     (SignatureError, 401),

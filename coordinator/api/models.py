@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from coordinator.store import JobRecord, ProviderSlot
+from coordinator.states import JobState
+from coordinator.store import Decline, JobRecord, ProviderSlot
 
 
 class SubmitJob(BaseModel):
@@ -23,6 +24,10 @@ class Failure(BaseModel):
     provider: str | None
 
 
+def _text(amount: int | None) -> str | None:
+    return None if amount is None else str(amount)
+
+
 class ProviderView(BaseModel):
     address: str
     peer_id: str
@@ -34,6 +39,33 @@ class ProviderView(BaseModel):
     detail: str | None = Field(
         description="why this provider failed, was replaced or is waiting, as last recorded"
     )
+    seat: int = Field(description="the seat's index in the job (its on-chain order)")
+    rate_per_hour: str = Field(description="what the seat is billed per hour of runtime")
+    assigned_at: int | None = Field(description="block time the seat went on chain")
+    runtime_ms: int | None = Field(description="the runtime the provider revealed")
+    billed_ms: int | None = Field(description="the runtime the market billed (JobSettled)")
+    pay: str | None = Field(description="what the market paid the seat (JobSettled)")
+    slashed: str | None = Field(description="stake burned by the market (ProviderSlashed)")
+
+    @classmethod
+    def of(cls, s: ProviderSlot) -> ProviderView:
+        return cls(
+            address=s.address,
+            peer_id=s.peer_id,
+            price=str(s.price),
+            state=str(s.state),
+            commit_hash=s.commit_hash,
+            result_cid=s.result_cid,
+            outcome=None if s.outcome is None else str(s.outcome),
+            detail=s.detail,
+            seat=s.idx,
+            rate_per_hour=str(s.rate_per_hour),
+            assigned_at=s.assigned_at,
+            runtime_ms=s.runtime_ms,
+            billed_ms=s.billed_ms,
+            pay=_text(s.pay),
+            slashed=_text(s.slashed),
+        )
 
 
 class JobView(BaseModel):
@@ -48,12 +80,19 @@ class JobView(BaseModel):
     failure: Failure | None
     providers: list[ProviderView]
     settle_tx: str | None
+    fee: str = Field(description="the coordinator's fee, fixed at creation")
+    refund: str | None = Field(
+        description="what the requester got back at settlement or abort (None before)"
+    )
+    abort_tx: str | None = Field(
+        description="the abort that refunded the requester when the job failed"
+    )
 
     @classmethod
     def of(cls, job: JobRecord, slots: list[ProviderSlot]) -> JobView:
         failure = None
         if job.failure_reason and (
-            job.state.value in ("failed", "reclaimed") or job.failure_provider
+            job.state in (JobState.FAILED, JobState.RECLAIMED) or job.failure_provider
         ):
             failure = Failure(reason=job.failure_reason, provider=job.failure_provider)
         return cls(
@@ -66,20 +105,11 @@ class JobView(BaseModel):
             updated_at=job.updated_at,
             result_cid=job.result_cid,
             failure=failure,
-            providers=[
-                ProviderView(
-                    address=s.address,
-                    peer_id=s.peer_id,
-                    price=str(s.price),
-                    state=str(s.state),
-                    commit_hash=s.commit_hash,
-                    result_cid=s.result_cid,
-                    outcome=s.outcome,
-                    detail=s.detail,
-                )
-                for s in slots
-            ],
+            providers=[ProviderView.of(s) for s in slots],
             settle_tx=job.settle_tx,
+            fee=str(job.fee),
+            refund=_text(job.refund),
+            abort_tx=job.abort_tx,
         )
 
 
@@ -105,9 +135,52 @@ class CandidateView(BaseModel):
     reason: str
 
 
+class SeatBill(BaseModel):
+    """One seat's terms and what it earned: billed runtime and pay come from JobSettled."""
+
+    seat: int
+    address: str
+    price: str
+    rate_per_hour: str
+    runtime_ms: int | None
+    billed_ms: int | None
+    pay: str | None
+    outcome: str | None
+    slashed: str | None
+
+    @classmethod
+    def of(cls, s: ProviderSlot) -> SeatBill:
+        return cls(
+            seat=s.idx,
+            address=s.address,
+            price=str(s.price),
+            rate_per_hour=str(s.rate_per_hour),
+            runtime_ms=s.runtime_ms,
+            billed_ms=s.billed_ms,
+            pay=_text(s.pay),
+            outcome=None if s.outcome is None else str(s.outcome),
+            slashed=_text(s.slashed),
+        )
+
+
+class DeclineView(BaseModel):
+    """A provider that declined a seat (or whose answer could not be used), and why."""
+
+    seat: int
+    address: str
+    reason: str
+    at: float
+
+    @classmethod
+    def of(cls, d: Decline) -> DeclineView:
+        return cls(seat=d.seat, address=d.address, reason=d.reason, at=d.at)
+
+
 class Explanation(BaseModel):
     job_id: str
     candidates: list[CandidateView]
+    seats: list[SeatBill] = Field(description="the job's on-chain seats and their billing")
+    declines: list[DeclineView]
 
 
 class Providers(BaseModel):

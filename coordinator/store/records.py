@@ -1,4 +1,8 @@
-"""Plain, frozen rows the store hands out (no SQLAlchemy objects leave the store)."""
+"""Plain, frozen rows the store hands out (no SQLAlchemy objects leave the store).
+
+Amounts and uint64 millisecond counts are kept as Python ints and stored as decimal text
+(they do not fit a signed BIGINT); the conversions live in :data:`_BIG` below.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,24 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator.states import JobState, ProviderState
+from contracts.models import CompareMode, JobTerms, Seat
+from coordinator.states import JobState, Outcome, ProviderState
+from protocol.ids import Address, Wei, parse_address
+
+
+def _to_text(row: dict[str, Any], names: tuple[str, ...]) -> None:
+    for name in names:
+        if row[name] is not None:
+            row[name] = str(row[name])
+
+
+def _to_int(row: dict[str, Any], names: tuple[str, ...]) -> None:
+    for name in names:
+        if row.get(name) is not None:
+            row[name] = int(row[name])
+
+
+_JOB_BIG = ("price_cap", "fee", "timeout_ms", "refund")
 
 
 @dataclass(frozen=True)
@@ -20,8 +41,11 @@ class JobRecord:
     mode: int
     price_cap: int
     fee: int
+    timeout_ms: int
     assign_deadline: int
-    commit_deadline: int
+    commit_window: int
+    reveal_window: int
+    spare_deadline: int
     settle_deadline: int
     created_block: int
     seed: int
@@ -32,12 +56,15 @@ class JobRecord:
     failure_provider: str | None = None
     settle_tx: str | None = None
     requirements: dict[str, Any] | None = None
+    settle_attempts: int = 0
+    abort_tx: str | None = None
+    refund: int | None = None
+    """What the requester got back: at settlement (unused seats) or abort (everything)."""
 
     def to_row(self) -> dict[str, Any]:
         row = {k: getattr(self, k) for k in self.__dataclass_fields__}
         row["state"] = str(self.state)
-        row["price_cap"] = str(self.price_cap)
-        row["fee"] = str(self.fee)
+        _to_text(row, _JOB_BIG)
         row["requirements"] = None if self.requirements is None else json.dumps(self.requirements)
         return row
 
@@ -45,15 +72,53 @@ class JobRecord:
     def from_row(cls, row: Any) -> JobRecord:
         m = dict(row._mapping)
         m["state"] = JobState(m["state"])
-        m["price_cap"] = int(m["price_cap"])
-        m["fee"] = int(m["fee"])
+        _to_int(m, _JOB_BIG)
         m["requirements"] = json.loads(m["requirements"]) if m["requirements"] else None
         return cls(**m)
+
+    @property
+    def exact(self) -> bool:
+        return self.mode == CompareMode.EXACT
+
+    def terms(self) -> JobTerms:
+        """The job's on-chain terms, as its JobCreated event stated them."""
+        return JobTerms(
+            requester=parse_address(self.requester),
+            coordinator=parse_address(self.coordinator),
+            redundancy=self.redundancy,
+            mode=CompareMode(self.mode),
+            price_cap=Wei(self.price_cap),
+            fee=Wei(self.fee),
+            timeout_ms=self.timeout_ms,
+            assign_deadline=self.assign_deadline,
+            commit_window=self.commit_window,
+            reveal_window=self.reveal_window,
+            spare_deadline=self.spare_deadline,
+            settle_deadline=self.settle_deadline,
+        )
+
+
+_SLOT_BIG = (
+    "price",
+    "rate_per_hour",
+    "runtime_ms",
+    "billed_ms",
+    "pay",
+    "slashed",
+    "onchain_runtime_ms",
+)
 
 
 @dataclass(frozen=True)
 class ProviderSlot:
-    """One entry of a job's assignment, in on-chain order (``idx``)."""
+    """One seat of a job, in on-chain order (``idx`` is the seat index).
+
+    Seats not yet on chain (``planned``, ``accepted``) always follow the on-chain ones.
+    ``commit_hash``/``commit_sig`` are the provider's off-chain Commit, ``receipt_sig``
+    the CommitReceipt this coordinator signed for it; ``onchain_*`` what the seat put on
+    chain itself (from ``ProviderCommitted`` / ``ProviderRevealed``); ``billed_ms``,
+    ``pay`` and ``slashed`` come from the job's ``JobSettled`` / ``ProviderSlashed``.
+    """
 
     job_id: str
     idx: int
@@ -63,18 +128,40 @@ class ProviderSlot:
     state: ProviderState
     updated_at: float
     multiaddrs: tuple[str, ...] = field(default=())
+    rate_per_hour: int = 0
+    assigned_at: int | None = None
+    accept_sig: str | None = None
+    accept_expiry: int | None = None
+    busy: bool = False
+    """The provider declined (or refused delivery) as busy: retried once it looks free."""
+    replaces: int | None = None
+    """The failed seat this one replaces (it becomes ``replaced`` once this one is on chain)."""
     commit_hash: str | None = None
     commit_sig: str | None = None
+    receipt_sig: str | None = None
     result_cid: str | None = None
+    runtime_ms: int | None = None
     salt: str | None = None
     reveal_sig: str | None = None
-    outcome: str | None = None
+    reveal_attempts: int = 0
+    onchain_commit: str | None = None
+    """The hash it committed on chain itself (``commitOnChain``)."""
+    onchain_reveal_hash: str | None = None
+    """The commitment its on-chain reveal opened (``revealOnChain``)."""
+    onchain_result: str | None = None
+    onchain_runtime_ms: int | None = None
+    onchain_votes: bool = False
+    outcome: Outcome | None = None
+    billed_ms: int | None = None
+    pay: int | None = None
+    slashed: int | None = None
     detail: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         row = {k: getattr(self, k) for k in self.__dataclass_fields__}
         row["state"] = str(self.state)
-        row["price"] = str(self.price)
+        row["outcome"] = None if self.outcome is None else str(self.outcome)
+        _to_text(row, _SLOT_BIG)
         row["multiaddrs"] = json.dumps(list(self.multiaddrs))
         return row
 
@@ -82,7 +169,10 @@ class ProviderSlot:
     def from_row(cls, row: Any) -> ProviderSlot:
         m = dict(row._mapping)
         m["state"] = ProviderState(m["state"])
-        m["price"] = int(m["price"])
+        m["outcome"] = None if m["outcome"] is None else Outcome(m["outcome"])
+        _to_int(m, _SLOT_BIG)
+        m["busy"] = bool(m["busy"])
+        m["onchain_votes"] = bool(m["onchain_votes"])
         m["multiaddrs"] = tuple(json.loads(m["multiaddrs"]))
         return cls(**m)
 
@@ -90,6 +180,40 @@ class ProviderSlot:
     def active(self) -> bool:
         """Still expected to deliver (not failed, not replaced)."""
         return self.state not in (ProviderState.FAILED, ProviderState.REPLACED)
+
+    @property
+    def committed(self) -> bool:
+        """It committed, off chain (we hold its signed Commit) or on chain."""
+        return self.commit_hash is not None or self.onchain_commit is not None
+
+    @property
+    def onchain_revealed(self) -> bool:
+        return self.onchain_reveal_hash is not None
+
+    def commit_deadline(self, commit_window: int) -> int | None:
+        return None if self.assigned_at is None else self.assigned_at + commit_window
+
+    def seat(self) -> Seat:
+        """The on-chain seat this slot stands for (only for slots on chain)."""
+        if self.assigned_at is None:
+            raise ValueError(f"seat {self.idx} of {self.job_id} is not on chain yet")
+        return Seat(
+            provider=Address(parse_address(self.address)),
+            price=Wei(self.price),
+            rate_per_hour=Wei(self.rate_per_hour),
+            assigned_at=self.assigned_at,
+        )
+
+
+@dataclass(frozen=True)
+class Decline:
+    """A provider that declined a seat of a job (or whose answer could not be used)."""
+
+    job_id: str
+    seat: int
+    address: str
+    reason: str
+    at: float
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ from sqlalchemy import Connection, Engine, create_engine, func, insert, select, 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from coordinator.errors import InvalidTransition, JobNotFound, Unavailable
-from coordinator.states import FINAL, JobState, ProviderState, allowed
+from coordinator.states import FINAL, JobState, ProviderState, allowed, seat_allowed
 from coordinator.store import tables as t
 from coordinator.store.migrate import upgrade
-from coordinator.store.records import EventRecord, JobRecord, LogLine, ProviderSlot
+from coordinator.store.records import Decline, EventRecord, JobRecord, LogLine, ProviderSlot
 
 T = TypeVar("T")
 
@@ -209,7 +209,8 @@ class Store:
         **fields: Any,
     ) -> ProviderSlot:
         """Change one slot; with ``only_if``, only while it is in one of those states
-        (otherwise it is returned unchanged), so a late answer never overwrites news."""
+        (otherwise it is returned unchanged), so a late answer never overwrites news.
+        A state change the seat lifecycle forbids raises :class:`InvalidTransition`."""
         with self._tx("update assignment") as conn:
             key = (t.job_providers.c.job_id == job_id) & (t.job_providers.c.idx == idx)
             row = conn.execute(select(t.job_providers).where(key).with_for_update()).first()
@@ -218,9 +219,44 @@ class Store:
             current = ProviderSlot.from_row(row)
             if only_if is not None and current.state not in only_if:
                 return current
+            wanted = fields.get("state", current.state)
+            if not seat_allowed(current.state, wanted):
+                raise InvalidTransition(f"{job_id} seat {idx}", current.state, wanted)
             new = replace(current, updated_at=self._clock(), **fields)
             conn.execute(update(t.job_providers).where(key).values(**new.to_row()))
             return new
+
+    def decline_slot(self, job_id: str, idx: int, address: str, reason: str) -> bool:
+        """Give a seat not yet on chain back (its provider declined it) and record why.
+
+        Returns False, changing nothing, when the seat is on chain or held by another
+        provider by now."""
+        with self._tx("record decline") as conn:
+            key = (t.job_providers.c.job_id == job_id) & (t.job_providers.c.idx == idx)
+            row = conn.execute(select(t.job_providers).where(key).with_for_update()).first()
+            if row is None:
+                return False
+            current = ProviderSlot.from_row(row)
+            if current.state.on_chain or current.address != address:
+                return False
+            conn.execute(t.job_providers.delete().where(key))
+            conn.execute(
+                insert(t.job_declines).values(
+                    job_id=job_id, seat=idx, address=address, reason=reason, at=self._clock()
+                )
+            )
+            return True
+
+    def declines(self, job_id: str) -> list[Decline]:
+        query = (
+            select(t.job_declines)
+            .where(t.job_declines.c.job_id == job_id)
+            .order_by(t.job_declines.c.id)
+        )
+        with self._tx("read declines") as conn:
+            return [
+                Decline(r.job_id, r.seat, r.address, r.reason, r.at) for r in conn.execute(query)
+            ]
 
     def slots(self, job_id: str) -> list[ProviderSlot]:
         query = (
@@ -230,15 +266,6 @@ class Store:
         )
         with self._tx("read assignment") as conn:
             return [ProviderSlot.from_row(r) for r in conn.execute(query)]
-
-    def delete_planned_slots(self, job_id: str, from_idx: int) -> None:
-        """Forget planned slots at or after ``from_idx`` (a plan the chain never took)."""
-        with self._tx("forget plan") as conn:
-            conn.execute(
-                t.job_providers.delete().where(
-                    (t.job_providers.c.job_id == job_id) & (t.job_providers.c.idx >= from_idx)
-                )
-            )
 
     # ------------------------------------------------------------------ logs
     def add_log(self, job_id: str, provider: str, text: str) -> bool:

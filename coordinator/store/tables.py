@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -13,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -29,8 +31,11 @@ jobs = Table(
     Column("mode", Integer, nullable=False),
     Column("price_cap", String(32), nullable=False),
     Column("fee", String(32), nullable=False),
+    Column("timeout_ms", String(32), nullable=False),
     Column("assign_deadline", BigInteger, nullable=False),
-    Column("commit_deadline", BigInteger, nullable=False),
+    Column("commit_window", BigInteger, nullable=False),
+    Column("reveal_window", BigInteger, nullable=False),
+    Column("spare_deadline", BigInteger, nullable=False),
     Column("settle_deadline", BigInteger, nullable=False),
     Column("created_block", BigInteger, nullable=False),
     Column("seed", BigInteger, nullable=False),
@@ -41,6 +46,9 @@ jobs = Table(
     Column("failure_provider", String(42)),
     Column("settle_tx", String(66)),
     Column("requirements", Text),
+    Column("settle_attempts", Integer, nullable=False, server_default="0"),
+    Column("abort_tx", String(66)),
+    Column("refund", String(32)),
 )
 
 job_providers = Table(
@@ -53,14 +61,43 @@ job_providers = Table(
     Column("multiaddrs", Text, nullable=False),
     Column("price", String(32), nullable=False),
     Column("state", String(16), nullable=False),
+    Column("rate_per_hour", String(32), nullable=False, server_default="0"),
+    Column("assigned_at", BigInteger),
+    Column("accept_sig", String(132)),
+    Column("accept_expiry", BigInteger),
+    Column("busy", Boolean, nullable=False, server_default=false()),
+    Column("replaces", Integer),
     Column("commit_hash", String(66)),
     Column("commit_sig", String(132)),
+    Column("receipt_sig", String(132)),
     Column("result_cid", String(128)),
+    Column("runtime_ms", String(32)),
     Column("salt", String(66)),
     Column("reveal_sig", String(132)),
+    Column("reveal_attempts", Integer, nullable=False, server_default="0"),
+    Column("onchain_commit", String(66)),
+    Column("onchain_reveal_hash", String(66)),
+    Column("onchain_result", String(66)),
+    Column("onchain_runtime_ms", String(32)),
+    Column("onchain_votes", Boolean, nullable=False, server_default=false()),
     Column("outcome", String(16)),
+    Column("billed_ms", String(32)),
+    Column("pay", String(32)),
+    Column("slashed", String(32)),
     Column("detail", Text),
     Column("updated_at", Float, nullable=False),
+)
+
+job_declines = Table(
+    "job_declines",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(66), ForeignKey("jobs.job_id"), nullable=False),
+    Column("seat", Integer, nullable=False),
+    Column("address", String(42), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", Float, nullable=False),
+    Index("ix_job_declines_job", "job_id", "id"),
 )
 
 job_events = Table(

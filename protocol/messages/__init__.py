@@ -4,9 +4,11 @@
 family                 messages                    signed by
 =====================  ==========================  ==============================
 ``advert``             Advert                      provider
-``job.*`` (job)        Assignment, RevealRequest,  coordinator
-                       Cancel
-``job.*`` (result)     Commitment, Reveal          provider (+ EIP-712 inside)
+``job.*`` (job)        JobOffer, Assignment,       coordinator
+                       RevealRequest, Cancel
+``job.*`` (result)     Accept, Decline,            provider (+ EIP-712 inside)
+                       Commitment, Reveal
+``job.commit_receipt`` CommitReceipt               coordinator (+ EIP-712 inside)
 ``job.*`` (report)     LogChunk, HandBack,         provider
                        FailureReport
 ``challenge.*``        Challenge, ChallengeOpen    coordinator
@@ -33,14 +35,18 @@ from protocol.messages.challenge import (
     ChallengeRows,
     OpenedRow,
 )
-from protocol.messages.job import Assignment, Cancel, RevealRequest
+from protocol.messages.job import Assignment, Cancel, JobOffer, RevealRequest
 from protocol.messages.reply import Ack, ErrorCode, ErrorReply
 from protocol.messages.report import FailureKind, FailureReport, HandBack, LogChunk
-from protocol.messages.result import Commitment, Reveal
+from protocol.messages.result import Accept, Commitment, CommitReceipt, Decline, Reveal
 from protocol.registry import MAX_MESSAGE_BYTES
 
 Message = Annotated[
     Advert
+    | JobOffer
+    | Accept
+    | Decline
+    | CommitReceipt
     | Assignment
     | RevealRequest
     | Cancel
@@ -100,6 +106,7 @@ def encode_message(message: WireMessage) -> bytes:
 
 
 __all__ = [
+    "Accept",
     "Ack",
     "Advert",
     "Assignment",
@@ -109,7 +116,9 @@ __all__ = [
     "ChallengeOpen",
     "ChallengeResponse",
     "ChallengeRows",
+    "CommitReceipt",
     "Commitment",
+    "Decline",
     "ErrorCode",
     "ErrorReply",
     "FailureKind",
@@ -117,6 +126,7 @@ __all__ = [
     "Fingerprint",
     "GpuInfo",
     "HandBack",
+    "JobOffer",
     "LogChunk",
     "Message",
     "OpenedRow",

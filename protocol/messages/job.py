@@ -24,6 +24,35 @@ from protocol.messages.base import WireMessage
 MAX_INPUTS = 64
 
 
+Seat = Annotated[StrictInt, Field(ge=0, lt=8)]
+Uint64 = Annotated[StrictInt, Field(ge=0, lt=2**64)]
+
+
+class JobOffer(WireMessage):
+    """Asks a provider to take a seat of a job, before anything is locked on chain.
+
+    The provider answers with a :class:`~protocol.messages.result.Accept` carrying its signed
+    EIP-712 consent (which the market's ``assign`` verifies) or a
+    :class:`~protocol.messages.result.Decline` saying why not. The job's terms are read from
+    the chain by the provider, never from this message.
+    """
+
+    AUTHOR_FIELD: ClassVar[str | None] = "coordinator"
+
+    type: Literal["job.offer"] = "job.offer"
+    job_id: JobIdField
+    provider: AddressField
+    coordinator: AddressField
+    seat: Seat
+    price: WeiField
+    """The most the seat can earn; stake_factor x price is locked while the job runs."""
+    rate_per_hour: WeiField
+    expiry: Timestamp
+    """The consent is valid on chain until this block time."""
+    spec_cid: CidField
+    gpus: Annotated[StrictInt, Field(ge=0, le=64)] = 0
+
+
 class Assignment(WireMessage):
     """Tells a provider it was assigned a job on chain, and what to fetch and by when."""
 
@@ -33,6 +62,7 @@ class Assignment(WireMessage):
     job_id: JobIdField
     provider: AddressField
     coordinator: AddressField
+    seat: Seat = 0
     price: WeiField
     spec_cid: CidField
     input_cids: Annotated[dict[NameStr, CidField], Field(max_length=MAX_INPUTS)]

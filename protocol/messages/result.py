@@ -1,25 +1,107 @@
-"""A provider's commitment to a result and its later reveal.
+"""A provider's consent to a seat, its commitment to a result, its later reveal, and the
+coordinator's receipt for the commitment.
 
-Both carry the provider's EIP-712 signature (see :mod:`protocol.eip712`) so the
-coordinator can hand them to the contract unchanged; the wire envelope around them is
-signed separately. Checking the EIP-712 signature needs the chain's domain, which the
-receiver knows: see :meth:`Commitment.verify` and :meth:`Reveal.verify`.
+Each carries an EIP-712 signature (see :mod:`protocol.eip712`) that the contract can check
+unchanged; the wire envelope around them is signed separately. Checking the EIP-712
+signature needs the chain's domain, which the receiver knows: see the ``verify`` methods.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import field_validator
+from pydantic import Field, StrictInt, field_validator
 
 from protocol import eip712
 from protocol.errors import MessageError
-from protocol.fields import AddressField, Bytes32, CidField, JobIdField, Signature65
+from protocol.fields import (
+    AddressField,
+    Bytes32,
+    CidField,
+    JobIdField,
+    LongText,
+    Signature65,
+    Timestamp,
+    WeiField,
+)
 from protocol.messages.base import WireMessage
+
+RuntimeMs = Annotated[StrictInt, Field(ge=0, lt=2**64)]
+SeatIndex = Annotated[StrictInt, Field(ge=0, lt=8)]
+
+
+class Accept(WireMessage):
+    """A provider's answer to a JobOffer: its signed EIP-712 ``Accept`` for exactly that seat,
+    price, rate and the job's on-chain terms, valid until ``expiry``."""
+
+    AUTHOR_FIELD: ClassVar[str | None] = "provider"
+
+    type: Literal["job.accept"] = "job.accept"
+    job_id: JobIdField
+    provider: AddressField
+    seat: SeatIndex
+    price: WeiField
+    rate_per_hour: WeiField
+    expiry: Timestamp
+    signature: Signature65
+
+    def verify(self, domain: eip712.Eip712Domain, terms_hash: bytes) -> None:
+        """Raise ``SignatureError`` unless the provider signed this consent for ``terms_hash``."""
+        eip712.verify_accept(
+            domain,
+            self.job_id,
+            self.provider,
+            self.seat,
+            self.price,
+            self.rate_per_hour,
+            terms_hash,
+            self.expiry,
+            self.signature,
+        )
+
+
+class Decline(WireMessage):
+    """A provider's answer to a JobOffer it will not take, and why (its policy, or busy)."""
+
+    AUTHOR_FIELD: ClassVar[str | None] = "provider"
+
+    type: Literal["job.decline"] = "job.decline"
+    job_id: JobIdField
+    provider: AddressField
+    reason: LongText
+    busy: bool = False
+
+
+class CommitReceipt(WireMessage):
+    """The coordinator's answer to a Commitment: its EIP-712 ``CommitReceipt``, which lets
+    the provider's reveal count as a vote on chain even if the coordinator goes silent."""
+
+    AUTHOR_FIELD: ClassVar[str | None] = "coordinator"
+
+    type: Literal["job.commit_receipt"] = "job.commit_receipt"
+    job_id: JobIdField
+    provider: AddressField
+    coordinator: AddressField
+    seat: SeatIndex
+    commit_hash: Bytes32
+    signature: Signature65
+
+    def verify(self, domain: eip712.Eip712Domain) -> None:
+        """Raise ``SignatureError`` unless the coordinator signed this receipt."""
+        eip712.verify_receipt(
+            domain,
+            self.job_id,
+            self.provider,
+            self.seat,
+            self.commit_hash,
+            self.coordinator,
+            self.signature,
+        )
 
 
 class Commitment(WireMessage):
-    """``commit_hash = keccak256(result || salt)`` and the provider's signed Commit."""
+    """``commit_hash = keccak256(abi.encode(jobId, provider, result, runtimeMs, salt))`` and
+    the provider's signed Commit."""
 
     AUTHOR_FIELD: ClassVar[str | None] = "provider"
 
@@ -35,7 +117,8 @@ class Commitment(WireMessage):
 
 
 class Reveal(WireMessage):
-    """The result CID and salt behind a commitment, with the provider's signed Reveal."""
+    """The result CID, runtime and salt behind a commitment, with the provider's signed
+    Reveal."""
 
     AUTHOR_FIELD: ClassVar[str | None] = "provider"
 
@@ -43,6 +126,7 @@ class Reveal(WireMessage):
     job_id: JobIdField
     provider: AddressField
     result_cid: CidField
+    runtime_ms: RuntimeMs
     salt: Bytes32
     signature: Signature65
 
@@ -65,11 +149,23 @@ class Reveal(WireMessage):
         return (
             commitment.job_id == self.job_id
             and commitment.provider == self.provider
-            and eip712.commit_hash(self.result, self.salt) == commitment.commit_hash
+            and self.commit_hash() == commitment.commit_hash
+        )
+
+    def commit_hash(self) -> bytes:
+        """The commitment this reveal opens."""
+        return eip712.commit_hash(
+            self.job_id, self.provider, self.result, self.runtime_ms, self.salt
         )
 
     def verify(self, domain: eip712.Eip712Domain) -> None:
         """Raise ``SignatureError`` unless the provider signed this Reveal in ``domain``."""
         eip712.verify_reveal(
-            domain, self.job_id, self.provider, self.result, self.salt, self.signature
+            domain,
+            self.job_id,
+            self.provider,
+            self.result,
+            self.runtime_ms,
+            self.salt,
+            self.signature,
         )

@@ -1,40 +1,49 @@
-"""A scripted provider for coordinator tests: real libp2p, real signatures, fake work.
+"""A scripted provider for coordinator tests: real signatures, fake work.
 
-It advertises on gossipsub, answers ``JOB_PROTOCOL`` (Ack on Assignment, its Reveal on a
-RevealRequest), and after accepting an assignment sends a signed Commitment on
-``REPORT_PROTOCOL``. ``result`` picks its answer (providers with equal ``result`` agree);
-``silent`` makes it ignore assignments, the way a hung provider would; ``fail_with``
-makes it report a failed run instead of committing. With ``max_jobs``
-it runs at most that many jobs at once, refuses more as busy (as the real provider does)
-and advertises its utilization.
+It answers ``JOB_PROTOCOL``: a JobOffer with its signed EIP-712 Accept (over the job's
+terms read from ``chain``) or a Decline, an Assignment with an Ack, a RevealRequest with its
+Reveal; after accepting an assignment it sends a signed Commitment as a report and keeps the
+coordinator's CommitReceipt. ``result`` picks its answer (providers with equal ``result``
+agree) and ``runtime_ms`` the runtime it reports; ``silent`` makes it ignore assignments,
+the way a hung provider would; ``fail_with`` makes it report a failed run instead of
+committing; ``decline`` declines every offer with that reason (``busy`` marks it busy);
+``forge_accept`` signs its Accept with another key; ``withhold`` commits but never reveals.
+With ``max_jobs`` it runs at most that many jobs at once and declines more as busy.
+
+Reports go to ``report`` when set (an in-process coordinator, as the unit tests use) or
+over libp2p to the coordinator's peer (:func:`run_provider`, as the devnet tests use).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import cast
 
 import trio
 
+from contracts.chain import ChainClient
 from protocol import eip712
 from protocol.identity import Identity
 from protocol.ids import Cid, JobId, PeerId, Wei
 from protocol.messages import (
+    Accept,
     Ack,
     Advert,
     Assignment,
     Benchmark,
     Cancel,
     Commitment,
+    CommitReceipt,
+    Decline,
     ErrorCode,
     ErrorReply,
     FailureKind,
     FailureReport,
     Fingerprint,
+    JobOffer,
     Message,
     Reveal,
     RevealRequest,
@@ -46,24 +55,37 @@ from protocol.p2p.rpc_server import RequestHandlers
 from protocol.registry import JOB_PROTOCOL, REPORT_PROTOCOL
 from protocol.signing import decode_signed, encode_signed, sign_message
 
+ReportSink = Callable[[bytes, PeerId], Awaitable[bytes]]
+OTHER_KEY = bytes.fromhex("77" * 32)
+
 
 @dataclass
 class FakeProvider:
     identity: Identity
     domain: eip712.Eip712Domain
+    chain: ChainClient | None = None
     result: bytes = b"honest"
+    runtime_ms: int = 1_000
     silent: bool = False
     price_per_hour: int = 1_000_000
     node: Node | None = None
+    nursery: trio.Nursery | None = None
+    report: ReportSink | None = None
+    offers: list[JobOffer] = field(default_factory=list)
     assignments: list[Assignment] = field(default_factory=list)
     cancels: list[Cancel] = field(default_factory=list)
     salts: dict[bytes, bytes] = field(default_factory=dict)
+    receipts: dict[bytes, CommitReceipt] = field(default_factory=dict)
     seq: int = 0
     commit_delay_s: float = 0.2
     max_jobs: int = 0  # 0: no limit
     running: set[bytes] = field(default_factory=set)
     busy_refusals: int = 0
     fail_with: tuple[FailureKind, str] | None = None  # report this failure, not a result
+    decline: str | None = None
+    busy: bool = False
+    forge_accept: bool = False
+    withhold: bool = False
 
     @property
     def address(self) -> str:
@@ -72,13 +94,15 @@ class FakeProvider:
     def result_cid(self) -> Cid:
         return eip712.digest_to_cid(hashlib.sha256(self.result).digest())
 
-    def advert(self) -> Advert:
-        assert self.node is not None
+    def digest(self) -> bytes:
+        return eip712.cid_to_result_digest(self.result_cid())
+
+    def advert(self, multiaddrs: tuple[str, ...] = ()) -> Advert:
         self.seq += 1
         return Advert(
             provider=self.identity.address,
             peer_id=self.identity.peer_id,
-            multiaddrs=tuple(self.node.addrs),
+            multiaddrs=tuple(self.node.addrs) if self.node is not None else multiaddrs,
             gpus=(),
             benchmark=Benchmark(tflops={"fp32": 0.5}, memory_bandwidth_gbps=10.0),
             fingerprint=Fingerprint(backend="cpu", gpu_model="cpu", torch="2.13.0"),
@@ -91,47 +115,42 @@ class FakeProvider:
             expires_at=int(time.time()) + 30,
         )
 
+    def _sign(self, body: Message) -> bytes:
+        return encode_signed(sign_message(body, self.identity))
+
+    def _full(self, job_id: bytes) -> bool:
+        known = any(a.job_id == job_id for a in self.assignments)
+        return not known and self.max_jobs > 0 and len(self.running) >= self.max_jobs
+
     async def handle(self, data: bytes, peer: PeerId) -> bytes:
         body = decode_signed(data).body
         reply: Message
-        if isinstance(body, Assignment):
+        if isinstance(body, JobOffer):
+            reply = await self._answer_offer(body)
+        elif isinstance(body, Assignment):
             if self.silent:
                 await trio.sleep_forever()
-            known = self.max_jobs > 0 and any(a.job_id == body.job_id for a in self.assignments)
-            if not known and self.max_jobs and len(self.running) >= self.max_jobs:
+            if self._full(body.job_id):
                 self.busy_refusals += 1
-                busy = ErrorReply(
+                reply = ErrorReply(
                     sender=self.identity.address,
                     code=ErrorCode.BUSY,
                     message=f"running {len(self.running)} jobs already",
                 )
-                return encode_signed(sign_message(busy, self.identity))
-            if known:
-                ack = Ack(sender=self.identity.address, of=body.message_type, job_id=body.job_id)
-                return encode_signed(sign_message(ack, self.identity))
-            self.running.add(bytes(body.job_id))
-            self.assignments.append(body)
-            assert self.node is not None
-            self.node.nursery.start_soon(self._commit, body, peer)
+                return self._sign(reply)
+            if not any(a.job_id == body.job_id for a in self.assignments):
+                self.running.add(bytes(body.job_id))
+                self.assignments.append(body)
+                self._start(self._commit, body, peer)
             reply = Ack(sender=self.identity.address, of=body.message_type, job_id=body.job_id)
         elif isinstance(body, RevealRequest):
-            salt = self.salts[bytes(body.job_id)]
-            digest = eip712.cid_to_result_digest(self.result_cid())
-            signature = eip712.sign_reveal(
-                self.identity.private_key,
-                self.domain,
-                body.job_id,
-                self.identity.address,
-                digest,
-                salt,
-            )
-            reply = Reveal(
-                job_id=body.job_id,
-                provider=self.identity.address,
-                result_cid=self.result_cid(),
-                salt=salt,
-                signature=signature,
-            )
+            salt = self.salts.get(bytes(body.job_id))
+            if salt is None or self.withhold:
+                reply = ErrorReply(
+                    sender=self.identity.address, code=ErrorCode.WRONG_STATE, message="no"
+                )
+            else:
+                reply = self.reveal(body.job_id)
         elif isinstance(body, Cancel):
             self.cancels.append(body)
             reply = Ack(sender=self.identity.address, of=body.message_type, job_id=body.job_id)
@@ -139,39 +158,105 @@ class FakeProvider:
             reply = ErrorReply(
                 sender=self.identity.address, code=ErrorCode.UNSUPPORTED, message="no"
             )
-        return encode_signed(sign_message(cast(Message, reply), self.identity))
+        return self._sign(reply)
+
+    async def _answer_offer(self, offer: JobOffer) -> Accept | Decline:
+        self.offers.append(offer)
+        if self.decline is not None or self.busy or self._full(offer.job_id):
+            reason = self.decline or "no free job slot"
+            busy = self.busy or self.decline is None
+            return Decline(
+                job_id=offer.job_id, provider=self.identity.address, reason=reason, busy=busy
+            )
+        assert self.chain is not None, "a provider needs the chain to read a job's terms"
+        terms = await trio.to_thread.run_sync(self.chain.job_terms, offer.job_id)
+        key = OTHER_KEY if self.forge_accept else self.identity.private_key
+        signature = eip712.sign_accept(
+            key,
+            self.domain,
+            offer.job_id,
+            self.identity.address,
+            offer.seat,
+            offer.price,
+            offer.rate_per_hour,
+            terms.terms_hash(),
+            offer.expiry,
+        )
+        return Accept(
+            job_id=offer.job_id,
+            provider=self.identity.address,
+            seat=offer.seat,
+            price=offer.price,
+            rate_per_hour=offer.rate_per_hour,
+            expiry=offer.expiry,
+            signature=signature,
+        )
+
+    def reveal(self, job_id: JobId) -> Reveal:
+        salt = self.salts[bytes(job_id)]
+        signature = eip712.sign_reveal(
+            self.identity.private_key,
+            self.domain,
+            job_id,
+            self.identity.address,
+            self.digest(),
+            self.runtime_ms,
+            salt,
+        )
+        return Reveal(
+            job_id=job_id,
+            provider=self.identity.address,
+            result_cid=self.result_cid(),
+            runtime_ms=self.runtime_ms,
+            salt=salt,
+            signature=signature,
+        )
+
+    def commitment(self, job_id: JobId) -> Commitment:
+        salt = hashlib.sha256(self.identity.private_key + job_id).digest()
+        self.salts[bytes(job_id)] = salt
+        commit = eip712.commit_hash(
+            job_id, self.identity.address, self.digest(), self.runtime_ms, salt
+        )
+        signature = eip712.sign_commit(
+            self.identity.private_key, self.domain, job_id, self.identity.address, commit
+        )
+        return Commitment(
+            job_id=job_id, provider=self.identity.address, commit_hash=commit, signature=signature
+        )
+
+    def _start(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        nursery = self.nursery or (self.node.nursery if self.node is not None else None)
+        assert nursery is not None, "a provider needs a nursery to work in"
+        nursery.start_soon(fn, *args)
+
+    async def _send(self, body: Message, coordinator: PeerId) -> bytes:
+        payload = self._sign(body)
+        if self.report is not None:
+            return await self.report(payload, PeerId(self.identity.peer_id))
+        assert self.node is not None
+        return await request(self.node, coordinator, REPORT_PROTOCOL, payload)
 
     async def _commit(self, assignment: Assignment, coordinator: PeerId) -> None:
         await trio.sleep(self.commit_delay_s)
         job_id = JobId(bytes(assignment.job_id))
-        salt = hashlib.sha256(self.identity.private_key + job_id).digest()
-        self.salts[bytes(job_id)] = salt
-        digest = eip712.cid_to_result_digest(self.result_cid())
-        commit = eip712.commit_hash(digest, salt)
-        signature = eip712.sign_commit(
-            self.identity.private_key, self.domain, job_id, self.identity.address, commit
-        )
-        body: Commitment | FailureReport = Commitment(
-            job_id=job_id, provider=self.identity.address, commit_hash=commit, signature=signature
-        )
+        body: Commitment | FailureReport = self.commitment(job_id)
         if self.fail_with is not None:
             kind, detail = self.fail_with
             body = FailureReport(
                 job_id=job_id, provider=self.identity.address, kind=kind, detail=detail
             )
-        node = self.node
-        assert node is not None
         for _ in range(400):
             try:
-                await request(
-                    node,
-                    coordinator,
-                    REPORT_PROTOCOL,
-                    encode_signed(sign_message(body, self.identity)),
-                )
-                break
+                raw = await self._send(body, coordinator)
             except Exception:
                 await trio.sleep(0.5)
+                continue
+            answer = decode_signed(raw).body
+            if isinstance(answer, CommitReceipt):
+                answer.verify(self.domain)
+                self.receipts[bytes(job_id)] = answer
+            break
         self.running.discard(bytes(job_id))
 
     async def _advertise(self, publisher: AdvertPublisher) -> None:
@@ -184,6 +269,7 @@ class FakeProvider:
 async def run_provider(
     provider: FakeProvider, coordinator_addr: str | None
 ) -> AsyncIterator[FakeProvider]:
+    """Serve ``provider`` over libp2p, advertising on gossipsub (devnet tests)."""
     async with open_host(provider.identity.private_key) as node:
         provider.node = node
         handlers = RequestHandlers(node)
@@ -192,3 +278,6 @@ async def run_provider(
             await node.connect(coordinator_addr)
         node.nursery.start_soon(provider._advertise, AdvertPublisher(node))
         yield provider
+
+
+__all__ = ["FakeProvider", "run_provider"]

@@ -1,4 +1,5 @@
-"""A deployed market on the test Anvil, with a coordinator, a requester and staked providers."""
+"""A deployed market on the test Anvil, with a bonded coordinator, a requester and staked
+providers."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ verification: {redundancy: 2, compare: exact}
 price: {max_per_provider: "2.50"}
 timeout: 10m
 """
+ASSIGN_WINDOW_S = 120
+COMMIT_WINDOW_S = 20
+REVEAL_WINDOW_S = 20
 
 
 @dataclass
@@ -68,29 +72,44 @@ class Market:
         fields.update(overrides)
         return CoordinatorSettings(**fields)
 
+    def request(
+        self,
+        spec_cid: str,
+        now: int,
+        redundancy: int = 2,
+        *,
+        mode: CompareMode = CompareMode.EXACT,
+        commit_window: int = COMMIT_WINDOW_S,
+        reveal_window: int = REVEAL_WINDOW_S,
+    ) -> JobRequest:
+        """A job request with short windows: a seat that failed stays live (and blocks an
+        early settlement) only until its commit deadline, ``commit_window`` after it."""
+        spare = now + ASSIGN_WINDOW_S
+        return JobRequest(
+            spec_digest=bytes(CID.decode(spec_cid).raw_digest),
+            spec_cid=spec_cid,
+            coordinator=self.coordinator.address,
+            redundancy=redundancy,
+            price_cap=to_wei("2.50"),
+            fee=to_wei("0.10"),
+            timeout_ms=commit_window * 1000,
+            assign_deadline=spare,
+            commit_window=commit_window,
+            reveal_window=reveal_window,
+            spare_deadline=spare,
+            settle_deadline=spare + commit_window + reveal_window + 60,
+            mode=mode,
+        )
+
     async def create_job(
         self, redundancy: int = 2, spec: str = SPEC, *, mode: CompareMode = CompareMode.EXACT
     ) -> JobId:
         data = canonical_spec(parse_spec(spec))
         cid = await self.content.add_bytes(data)
-        digest = bytes(CID.decode(cid).raw_digest)
         client = self.client(self.requester)
 
         def create() -> JobId:
-            now = client.now()
-            request = JobRequest(
-                spec_digest=digest,
-                spec_cid=cid,
-                coordinator=self.coordinator.address,
-                redundancy=redundancy,
-                price_cap=to_wei("2.50"),
-                fee=to_wei("0.10"),
-                assign_deadline=now + 600,
-                commit_deadline=now + 1200,
-                settle_deadline=now + 1800,
-                mode=mode,
-            )
-            job_id, _ = client.create_job(request)
+            job_id, _ = client.create_job(self.request(cid, client.now(), redundancy, mode=mode))
             return job_id
 
         return await trio.to_thread.run_sync(create)
@@ -111,7 +130,11 @@ def deploy_market(anvil: AnvilNode, providers: int = 4, *, register: bool = True
         [requester.address, *[p.address for p in provider_ids]],
         to_wei("1000"),
     )
+    fund_accounts(
+        anvil.rpc_url, deployer, addresses["token"], [coordinator.address], to_wei("1000")
+    )
     market = Market(anvil, deployment, coordinator, requester, provider_ids, MemoryContentStore())
+    market.client(coordinator).bond_coordinator(to_wei("100"))
     for p in provider_ids if register else ():
         client = market.client(p)
         client.register()

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from coordinator.api import create_app
+from coordinator.billing import record_settlement, record_slash
 from coordinator.book import ProviderBook
 from coordinator.errors import JobNotFound, NotOurJob
 from coordinator.metrics import Metrics
@@ -114,6 +115,9 @@ async def test_job_view_has_the_contract_shape(api) -> None:
         "failure",
         "providers",
         "settle_tx",
+        "fee",
+        "refund",
+        "abort_tx",
     }
     assert set(view["providers"][0]) == {
         "address",
@@ -124,9 +128,51 @@ async def test_job_view_has_the_contract_shape(api) -> None:
         "result_cid",
         "outcome",
         "detail",
+        "seat",
+        "rate_per_hour",
+        "assigned_at",
+        "runtime_ms",
+        "billed_ms",
+        "pay",
+        "slashed",
     }
     assert (await client.get(f"/jobs/0x{'cd' * 32}")).status_code == 404
     assert (await client.get("/jobs/0x12")).status_code == 400
+
+
+async def test_views_show_each_seats_rate_billed_runtime_pay_and_slash(api) -> None:
+    client, backend = api
+    store = backend.store
+    loser = OTHER.address
+    await store.put_slots(
+        [
+            ProviderSlot(
+                KNOWN, 1, loser, OTHER.peer_id, 7, ProviderState.REVEALED, 0.0, rate_per_hour=9
+            )
+        ]
+    )
+    await store.update_slot(KNOWN, 0, state=ProviderState.RUNNING, rate_per_hour=3_600_000)
+    await store.update_slot(KNOWN, 0, state=ProviderState.COMMITTED)
+    await store.update_slot(KNOWN, 0, state=ProviderState.REVEALED, runtime_ms=120_000)
+    # What JobSettled (pay << 64 | billed) and ProviderSlashed said:
+    await record_settlement(
+        store,
+        KNOWN,
+        {"winners": 1, "slashMask": 2, "paidAndBilled": [(5 << 64) | 60_000, 0], "refund": 123},
+    )
+    await record_slash(store, KNOWN, loser, 35)
+    view = (await client.get(f"/jobs/{KNOWN}")).json()
+    paid, slashed = view["providers"]
+    assert (paid["seat"], paid["rate_per_hour"], paid["runtime_ms"]) == (0, "3600000", 120_000)
+    assert (paid["billed_ms"], paid["pay"], paid["outcome"]) == (60_000, "5", "paid")
+    assert (slashed["outcome"], slashed["slashed"], slashed["pay"]) == ("slashed", "35", None)
+    assert view["refund"] == "123" and view["fee"] == str(job_record(1).fee)
+    explain = (await client.get(f"/jobs/{KNOWN}/explain")).json()
+    assert [(s["seat"], s["billed_ms"], s["pay"], s["slashed"]) for s in explain["seats"]] == [
+        (0, 60_000, "5", None),
+        (1, None, None, "35"),
+    ]
+    assert explain["declines"] == []
 
 
 async def test_listing_filters_by_requester_and_state(api) -> None:

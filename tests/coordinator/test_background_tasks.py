@@ -150,7 +150,7 @@ class CrashingChain:
 @pytest.mark.timeout(30)
 async def test_a_crashing_settlement_answers_its_waiter_and_the_batcher_goes_on() -> None:
     settler = Settler(CrashingChain(), window_s=0.0)  # type: ignore[arg-type]
-    settlement = Settlement(job_id=JobId(b"\x01" * 32), assignment=(), entries=())
+    settlement = Settlement(job_id=JobId(b"\x01" * 32), seats=(), entries=())
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(settler.run)

@@ -42,7 +42,9 @@ async def test_jobs_beyond_capacity_wait_in_created_and_all_settle(
         )
         providers = []
         for identity in market.providers:
-            fake = FakeProvider(identity, market.domain, result=b"same", max_jobs=1)
+            fake = FakeProvider(
+                identity, market.domain, chain=market.client(identity), result=b"same", max_jobs=1
+            )
             fake.commit_delay_s = 1.0
             providers.append(await stack.enter_async_context(run_provider(fake, coord.multiaddr)))
         await wait_ready_book(coord, 3)

@@ -17,14 +17,12 @@ import httpx
 import numpy as np
 import pytest
 import trio
-from multiformats import CID
 
-from contracts.models import JobRequest, JobStatus
+from contracts.models import JobStatus
 from coordinator.service import Coordinator
 from devnet.anvil import AnvilNode
 from devnet.ipfs import IpfsNode
 from protocol.identity import import_private_key
-from protocol.ids import to_wei
 from protocol.ipfs import KuboContentStore
 from protocol.ipfs.local import path_ref
 from provider_node.benchmark import BenchmarkSettings, run_benchmark
@@ -126,20 +124,8 @@ async def test_redundancy_two_job_on_real_provider_daemons(
         client = market.client(market.requester)
 
         def create() -> bytes:
-            now = client.now()
-            job_id, _ = client.create_job(
-                JobRequest(
-                    spec_digest=bytes(CID.decode(spec_cid).raw_digest),
-                    spec_cid=spec_cid,
-                    coordinator=market.coordinator.address,
-                    redundancy=2,
-                    price_cap=to_wei("2.50"),
-                    fee=to_wei("0.10"),
-                    assign_deadline=now + 600,
-                    commit_deadline=now + 1200,
-                    settle_deadline=now + 1800,
-                )
-            )
+            request = market.request(spec_cid, client.now(), 2, commit_window=180)
+            job_id, _ = client.create_job(request)
             return job_id
 
         job_id = await trio.to_thread.run_sync(create)

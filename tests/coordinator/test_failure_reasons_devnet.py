@@ -42,7 +42,9 @@ async def test_the_failure_reason_names_every_provider_and_what_it_reported(
             httpx.AsyncClient(base_url=coord.http_url, timeout=10)
         )
         for identity, failure in zip(market.providers, failures, strict=True):
-            fake = FakeProvider(identity, market.domain, fail_with=failure)
+            fake = FakeProvider(
+                identity, market.domain, chain=market.client(identity), fail_with=failure
+            )
             await stack.enter_async_context(run_provider(fake, coord.multiaddr))
         await wait_ready_book(coord, 2)
         job_id = hex_id(await market.create_job(redundancy=2))

@@ -103,7 +103,10 @@ async def test_sigkill_mid_job_then_restart_settles_exactly_once(
         async with AsyncExitStack() as stack:
             fakes = [
                 await stack.enter_async_context(
-                    run_provider(FakeProvider(p, market.domain, result=b"same"), info["multiaddr"])
+                    run_provider(
+                        FakeProvider(p, market.domain, chain=market.client(p), result=b"same"),
+                        info["multiaddr"],
+                    )
                 )
                 for p in market.providers
             ]

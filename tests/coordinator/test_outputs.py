@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from coordinator.outputs import tolerance_groups
-from coordinator.states import ProviderState
-from coordinator.store import ProviderSlot
 from protocol.ipfs.memory import MemoryContentStore
 
 
@@ -22,33 +20,16 @@ async def add_result(store: MemoryContentStore, tmp: Path, name: str, values: li
     return await store.add_directory(out)
 
 
-def revealed(idx: int, cid: str) -> ProviderSlot:
-    return ProviderSlot(
-        "0x" + "00" * 32,
-        idx,
-        f"0x{idx + 1:040x}",
-        "p",
-        1,
-        ProviderState.REVEALED,
-        0.0,
-        result_cid=cid,
-    )
-
-
 async def test_close_results_group_and_far_ones_do_not(tmp_path: Path) -> None:
     store = MemoryContentStore()
     a = await add_result(store, tmp_path, "a", [1.0, 2.0])
     b = await add_result(store, tmp_path, "b", [1.0, 2.000001])
     c = await add_result(store, tmp_path, "c", [1.0, 3.0])
-    groups = await tolerance_groups(
-        store, [revealed(0, a), revealed(1, c), revealed(2, b)], (1e-4, 0.0), 1 << 20
-    )
+    groups = await tolerance_groups(store, {0: a, 1: c, 2: b}, (1e-4, 0.0), 1 << 20)
     assert groups == [[0, 2], [1]]
 
 
 async def test_equal_cids_need_no_download(tmp_path: Path) -> None:
     empty = MemoryContentStore()  # holds nothing: a download would fail
     cid = await add_result(MemoryContentStore(), tmp_path, "a", [1.0])
-    assert await tolerance_groups(
-        empty, [revealed(0, cid), revealed(1, cid)], (0.1, 0.0), 1 << 20
-    ) == [[0, 1]]
+    assert await tolerance_groups(empty, {0: cid, 1: cid}, (0.1, 0.0), 1 << 20) == [[0, 1]]

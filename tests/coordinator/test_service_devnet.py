@@ -1,8 +1,9 @@
 """The coordinator end to end on a real Anvil with the deployed contracts and real libp2p.
 
 Providers are scripted (tests/coordinator/fakeprovider.py) but speak the real protocol:
-signed adverts on gossipsub, assignments and reveal requests on JOB_PROTOCOL, signed
-EIP-712 commitments on REPORT_PROTOCOL. The chain checks every signature at settlement.
+signed adverts on gossipsub, offers (answered with a signed EIP-712 Accept), assignments and
+reveal requests on JOB_PROTOCOL, signed EIP-712 commitments on REPORT_PROTOCOL (answered with
+the coordinator's CommitReceipt). The chain checks every signature at assign and settlement.
 """
 
 from __future__ import annotations
@@ -72,7 +73,13 @@ async def start_providers(
 ) -> list[FakeProvider]:
     providers = []
     for identity, result in zip(market.providers, results, strict=False):
-        fake = FakeProvider(identity, market.domain, result=result, **kw.get(identity.address, {}))
+        fake = FakeProvider(
+            identity,
+            market.domain,
+            chain=market.client(identity),
+            result=result,
+            **kw.get(identity.address, {}),
+        )
         providers.append(await stack.enter_async_context(run_provider(fake, coord.multiaddr)))
     return providers
 
@@ -102,7 +109,13 @@ async def test_redundancy_two_job_is_matched_assigned_settled_and_paid(
         assert await trio.to_thread.run_sync(client.job_status, job_id) == (JobStatus.SETTLED, 2)
         for p in paid:
             info = await trio.to_thread.run_sync(client.provider_info, p["address"])
-            assert info.earned == int(p["price"]) > 0
+            # Paid for time used: 1 s at the provider's rate, as JobSettled billed it.
+            assert p["billed_ms"] == 1_000 and p["runtime_ms"] == 1_000
+            assert info.earned == int(p["pay"]) == -(-int(p["rate_per_hour"]) * 1_000 // 3_600_000)
+        assert all(
+            s["pay"] is not None
+            for s in (await http.get(f"/jobs/{hex_id(job_id)}/explain")).json()["seats"]
+        )
         explain = (await http.get(f"/jobs/{hex_id(job_id)}/explain")).json()
         assert sum(c["chosen"] for c in explain["candidates"]) == 2
         assert len(explain["candidates"]) >= 3
@@ -187,7 +200,11 @@ async def test_provider_dying_after_its_ack_is_replaced(market: Market, tmp_path
         others = await start_providers(stack, market, coord, [b"ok"] * 3)
         victim_stack = AsyncExitStack()
         victim = FakeProvider(
-            market.providers[3], market.domain, result=b"ok", price_per_hour=500_000
+            market.providers[3],
+            market.domain,
+            chain=market.client(market.providers[3]),
+            result=b"ok",
+            price_per_hour=500_000,
         )
         victim.commit_delay_s = 3600.0  # it never gets to commit
         await victim_stack.enter_async_context(run_provider(victim, coord.multiaddr))
@@ -286,7 +303,9 @@ async def test_restart_mid_job_finishes_exactly_once(market: Market, tmp_path: P
     async with AsyncExitStack() as stack:
         fakes = [
             await stack.enter_async_context(
-                run_provider(FakeProvider(p, market.domain, result=b"same"), None)
+                run_provider(
+                    FakeProvider(p, market.domain, chain=market.client(p), result=b"same"), None
+                )
             )
             for p in market.providers[:2]
         ]

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import inspect
 
 from coordinator.errors import InvalidTransition, JobNotFound
-from coordinator.states import JobState, ProviderState
+from coordinator.states import JobState, Outcome, ProviderState
 from coordinator.store import AsyncStore, ProviderSlot, Store
 from tests.coordinator.factories import job_record
 
@@ -25,7 +25,15 @@ def test_migrations_create_every_table_and_rerun_is_a_no_op(db_url: str) -> None
     store = Store(db_url)  # second open: upgrade to head again must not fail
     names = set(inspect(store.engine).get_table_names())
     store.close()
-    assert {"jobs", "job_providers", "job_events", "job_logs", "cursors", "reputations"} <= names
+    assert {
+        "jobs",
+        "job_providers",
+        "job_declines",
+        "job_events",
+        "job_logs",
+        "cursors",
+        "reputations",
+    } <= names
     assert "alembic_version" in names
 
 
@@ -82,24 +90,58 @@ def test_slots_round_trip_and_update(store: Store) -> None:
             f"0x{i + 1:040x}",
             f"peer{i}",
             5 * 10**18,
-            ProviderState.PLANNED,
+            ProviderState.ASSIGNED,
             0.0,
             ("/ip4/1.2.3.4/tcp/1",),
+            rate_per_hour=2**64 - 1,
+            assigned_at=1_700_000_000,
         )
         for i in range(2)
     ]
     store.put_slots(slots)
     store.update_slot(job.job_id, 1, state=ProviderState.COMMITTED, commit_hash="0x" + "ab" * 32)
     got = store.slots(job.job_id)
-    assert [s.state for s in got] == [ProviderState.PLANNED, ProviderState.COMMITTED]
+    assert [s.state for s in got] == [ProviderState.ASSIGNED, ProviderState.COMMITTED]
     assert got[0].price == 5 * 10**18 and got[0].multiaddrs == ("/ip4/1.2.3.4/tcp/1",)
+    assert got[0].rate_per_hour == 2**64 - 1 and got[0].assigned_at == 1_700_000_000
     # A late answer does not overwrite news: only_if guards the state it expects.
     kept = store.update_slot(
         job.job_id, 1, only_if=frozenset({ProviderState.ASSIGNED}), state=ProviderState.RUNNING
     )
     assert kept.state is ProviderState.COMMITTED
-    store.delete_planned_slots(job.job_id, 1)
-    assert len(store.slots(job.job_id)) == 1
+    # Settled figures and typed outcomes survive the round trip.
+    store.update_slot(job.job_id, 1, outcome=Outcome.PAID, pay=2**70, billed_ms=2**63)
+    paid = store.slots(job.job_id)[1]
+    assert (paid.outcome, paid.pay, paid.billed_ms) == (Outcome.PAID, 2**70, 2**63)
+
+
+def test_the_seat_lifecycle_is_enforced(store: Store) -> None:
+    job, _ = store.add_job(job_record(10))
+    store.put_slots(
+        [ProviderSlot(job.job_id, 0, "0x" + "aa" * 20, "p", 1, ProviderState.PLANNED, 0.0)]
+    )
+    with pytest.raises(InvalidTransition):  # no commitment before the seat is on chain
+        store.update_slot(job.job_id, 0, state=ProviderState.COMMITTED)
+    store.update_slot(job.job_id, 0, state=ProviderState.ACCEPTED, accept_sig="0x01")
+    store.update_slot(job.job_id, 0, state=ProviderState.PLANNED, busy=True)  # consent lapsed
+    assert store.slots(job.job_id)[0].busy
+
+
+def test_a_declined_seat_is_given_back_and_recorded(store: Store) -> None:
+    job, _ = store.add_job(job_record(11))
+    a, b = "0x" + "aa" * 20, "0x" + "bb" * 20
+    store.put_slots(
+        [
+            ProviderSlot(job.job_id, 0, a, "p", 1, ProviderState.ASSIGNED, 0.0),
+            ProviderSlot(job.job_id, 1, b, "q", 1, ProviderState.PLANNED, 0.0),
+        ]
+    )
+    assert not store.decline_slot(job.job_id, 0, a, "on chain: never given back")
+    assert not store.decline_slot(job.job_id, 1, a, "another provider's seat")
+    assert store.decline_slot(job.job_id, 1, b, "declined: busy elsewhere")
+    assert [s.idx for s in store.slots(job.job_id)] == [0]
+    (decline,) = store.declines(job.job_id)
+    assert (decline.seat, decline.address, decline.reason) == (1, b, "declined: busy elsewhere")
 
 
 def test_listing_filters_and_counts(store: Store) -> None:
@@ -136,3 +178,37 @@ async def test_async_store_runs_calls_in_threads(db_url: str) -> None:
         assert moved.state is JobState.ASSIGNED
     finally:
         store.sync.close()
+
+
+def test_v1_rows_survive_the_v2_migration(db_url: str) -> None:
+    from sqlalchemy import text
+
+    from coordinator.store.migrate import upgrade
+    from coordinator.store.store import make_engine
+
+    engine = make_engine(db_url)
+    upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO jobs (job_id, state, requester, coordinator, spec_cid, redundancy,"
+                " mode, price_cap, fee, assign_deadline, commit_deadline, settle_deadline,"
+                " created_block, seed, created_at, updated_at) VALUES ('0x01', 'settled', 'r',"
+                " 'c', 's', 2, 0, '5', '1', 10, 20, 30, 1, 7, 0.0, 0.0)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO job_providers (job_id, idx, address, peer_id, multiaddrs, price,"
+                " state, updated_at) VALUES ('0x01', 0, 'a', 'p', '[]', '5', 'revealed', 0.0)"
+            )
+        )
+    engine.dispose()
+    store = Store(db_url)
+    try:
+        job = store.get_job("0x01")
+        assert (job.commit_window, job.timeout_ms, job.settle_attempts) == (0, 0, 0)
+        (slot,) = store.slots("0x01")
+        assert (slot.rate_per_hour, slot.busy, slot.onchain_votes) == (0, False, False)
+    finally:
+        store.close()

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from contracts.chain import Web3Chain
+from contracts.models import Deployment
+from devnet.network import DEVNET_MIN_COORDINATOR_BOND
 from devnet.process import is_alive
 from devnet.state import load_state
 
@@ -50,6 +53,15 @@ def test_up_status_down_leaves_no_process_behind(tmp_path: Path) -> None:
     assert json.loads(up.stdout)["rpc_url"] == state.rpc_url
     pids = [p.pid for p in state.processes]
     assert len(pids) >= 2 and all(is_alive(pid) for pid in pids)
+    # The coordinator account is bonded, so jobs may name it before its daemon starts.
+    coordinator = next(a for a in state.accounts if a.role == "coordinator")
+    assert state.rpc_url is not None and state.chain_id is not None
+    reader = Web3Chain(
+        state.rpc_url,
+        Deployment.from_addresses(state.chain_id, state.contracts),
+        coordinator.private_key,
+    )
+    assert reader.coordinator_info(coordinator.address).bond == DEVNET_MIN_COORDINATOR_BOND
 
     status = run("devnet", "status", "--state", str(state_file), "--json")
     assert status.returncode == 0, status.stdout + status.stderr

@@ -31,13 +31,14 @@ from devnet.services import provider_env
 from devnet.state import DevAccount, DevnetState, ProcessRecord, load_state, save_state
 from protocol.identity import Identity, save_keystore
 from protocol.ids import parse_job_id
+from wallet import jobs
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "e2e-password"
 FAST_SCRYPT_N = 2**12
 """Test keys guard nothing; a cheap KDF keeps every CLI call fast."""
 CLI_TIMEOUT_S = 240.0
-TERMINAL = ("settled", "failed", "reclaimed", "cancelled", "disputed")
+TERMINAL = jobs.TERMINAL
 READ_ONLY_KEY = "0x" + "11" * 32
 REJOIN_TIMEOUT_S = 120.0
 
@@ -58,6 +59,7 @@ class Ledger:
     earned: dict[str, int]
     stake: dict[str, int]
     market_tokens: int
+    burned: int
 
 
 class Market:
@@ -221,7 +223,7 @@ class Market:
             earned[address] = int(info.earned)
             stake[address] = int(info.stake)
         market = chain.token_balance(self.deployment().market)
-        return Ledger(tokens, owed, earned, stake, market)
+        return Ledger(tokens, owed, earned, stake, market, int(chain.burned()))
 
     def job_events(self, job_id: str, name: str | None = None) -> list[ChainEvent]:
         chain = self.chain()

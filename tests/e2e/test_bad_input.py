@@ -79,4 +79,4 @@ def test_a_spec_needing_more_than_the_requester_holds_is_refused(
 ) -> None:
     poor = market.new_requester(tokens="1")
     error = refused(market, poor, spec_dir(tmp_path, (MATMUL / "job.yaml").read_text()))
-    assert "missing" in error and "7.6" in error
+    assert "missing" in error and "10.1" in error

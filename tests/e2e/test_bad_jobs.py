@@ -1,6 +1,7 @@
-"""Jobs that must fail loudly and without costing anyone: an input CID nobody can verify
-is refused at submit, before anything is paid; a job that writes a symlink out of its
-outputs fails on the providers. Afterwards the same providers take the next job as usual."""
+"""Jobs that must fail loudly: an input CID nobody can verify is refused at submit, before
+anything is paid; a job that writes a symlink out of its outputs fails on the providers,
+which agree on how it failed and are paid for the time it ran (nothing more). Afterwards the
+same providers take the next job as usual."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 from multiformats import CID, multihash
 
-from protocol.ids import to_wei
+from protocol.failure_output import ExitClass, failure_class_of
+from protocol.ids import from_wei, parse_job_id, to_wei
+from tests.e2e.checks import assert_paid_exactly
 from tests.e2e.market import REPO, TERMINAL, Market, Requester
 
 pytestmark = pytest.mark.integration
@@ -39,10 +42,13 @@ def spec(directory: Path, main: str, extra_input: str = "") -> Path:
     return directory / "job.yaml"
 
 
-def fails_without_cost(market: Market, requester: Requester, job_spec: Path) -> tuple[str, str]:
-    """Submit and follow ``job_spec``; it must fail, pay nobody, and the requester must get
-    the whole escrow back after the deadline. Returns the job id and what the requester
-    was told (the CLI's error and the job's status)."""
+def fails_and_pays_its_runtime(
+    market: Market, requester: Requester, job_spec: Path
+) -> tuple[str, str]:
+    """Submit and follow ``job_spec`` whose own code fails: the requester is told it failed
+    and why (exit 1), the providers agreed on the canonical failure output and were paid
+    exactly their billed runtime, nobody was slashed, the requester got the rest back.
+    Returns the job id and what the requester was told (the CLI's error and job status)."""
     providers = [a.address for a in market.state.accounts if a.role == "provider"]
     everyone = [requester.address, market.coordinator_address, *providers]
     before = market.ledger(everyone)
@@ -54,31 +60,20 @@ def fails_without_cost(market: Market, requester: Requester, job_spec: Path) -> 
     assert found, told
     job_id = found.group(1)
     view = market.wait_job(job_id, lambda v: v["state"] in TERMINAL, timeout=30, what="over")
-    assert view["state"] == "failed", view
+    assert view["state"] == "settled", view
+    assert failure_class_of(view["result_cid"]) is ExitClass.ERROR, view
     status = market.cli("job", "status", job_id, "--json")
     told += " " + status.stdout
-
-    assert not market.job_events(job_id, "JobSettled")
-    after = market.ledger(everyone)
-    for address in everyone[1:]:
-        assert after.earned[address] == before.earned[address]
-        assert after.owed[address] == before.owed[address]
-        assert after.stake[address] == before.stake[address]
-    # Nothing lost: the escrow comes back whole once the deadline has passed.
-    chain = market.chain()
-    terms = chain.get_job(bytes.fromhex(job_id[2:])).terms  # type: ignore[arg-type]
-    market.increase_time(terms.settle_deadline - chain.now() + 1)
-    reclaimed = market.cli("job", "cancel", job_id, *auth)
-    assert reclaimed.returncode == 0 and "reclaimed" in reclaimed.stdout, reclaimed.stderr
-    final = market.ledger([requester.address])
-    assert final.owed[requester.address] - before.owed[requester.address] == terms.escrow
-    assert before.tokens[requester.address] - final.tokens[requester.address] == terms.escrow
+    escrow = str(from_wei(market.chain().job_terms(parse_job_id(job_id)).escrow))
+    assert_paid_exactly(market, view, before, market.ledger(everyone), escrow=escrow)
+    result = market.cli("job", "result", job_id, "-o", str(job_spec.parent / "out"))
+    assert result.returncode == 1 and "on every provider" in " ".join(result.stderr.split())
     return job_id, told
 
 
 def test_an_output_symlink_escaping_the_work_dir_is_refused(market: Market, tmp_path: Path) -> None:
     requester = market.new_requester()
-    _, told = fails_without_cost(market, requester, spec(tmp_path, ESCAPING_JOB))
+    _, told = fails_and_pays_its_runtime(market, requester, spec(tmp_path, ESCAPING_JOB))
     assert "symlink" in told and "outside" in told, f"the requester was not told why: {told}"
 
 

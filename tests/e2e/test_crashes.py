@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from protocol.ids import to_wei
+from protocol.ids import parse_job_id, to_wei
 from tests.e2e.checks import assert_paid_exactly
 from tests.e2e.market import TERMINAL, Market
 
@@ -120,8 +120,18 @@ def test_a_killed_provider_is_replaced(market: Market, tmp_path: Path) -> None:
     name = market.provider_name(victim)
     market.kill(name)
     try:
+        # The replacement and the other seat reveal; the killed seat could still commit until
+        # its own commit deadline, so settling earlier would cut it out: the job waits.
+        market.wait_job(job_id, lambda v: v["state"] == "revealed", timeout=90, what="revealed")
+        waiting = market.job(job_id)
+        assert waiting["state"] == "revealed", waiting
+        chain = market.chain()
+        terms = chain.job_terms(parse_job_id(job_id))
+        killed = next(p for p in waiting["providers"] if p["address"] == victim)
+        deadline = int(killed["assigned_at"]) + terms.commit_window
+        market.increase_time(max(0, deadline - chain.now()) + 1)
         final = market.wait_job(
-            job_id, lambda v: v["state"] in TERMINAL, timeout=90, what="finished"
+            job_id, lambda v: v["state"] in TERMINAL, timeout=60, what="finished"
         )
         assert final["state"] == "settled", final
         paid = {p["address"] for p in final["providers"] if p["outcome"] == "paid"}

@@ -96,7 +96,7 @@ def test_example_settles_with_a_verified_result(
     job = submitted["job"]
     assert job["state"] == "settled", job
     job_id = job["job_id"]
-    escrow = (redundancy + 1) * float(cap) + 0.1
+    escrow = (redundancy + 2) * float(cap) + 0.1
     assert float(submitted["escrow"]) == pytest.approx(escrow)
 
     fetched = market.cli_json("job", "result", job_id, "-o", str(tmp_path / "result"))
@@ -113,3 +113,14 @@ def test_example_settles_with_a_verified_result(
         assert job["result_cid"] in {p["result_cid"] for p in paid}
 
     assert_paid_exactly(market, job, before, market.ledger(everyone), escrow=submitted["escrow"])
+
+    # `job explain` shows each seat's billed runtime and pay, as settled on chain.
+    explained = market.cli_json("job", "explain", job_id)
+    settled = market.job_events(job_id, "JobSettled")[0].args["paidAndBilled"]
+    by_seat = {s["seat"]: s for s in explained["seats"]}
+    for seat, word in enumerate(settled):
+        if word:
+            assert by_seat[seat]["billed_ms"] == word & (2**64 - 1)
+            assert int(by_seat[seat]["pay"]) == word >> 64
+    shown = market.cli("job", "explain", job_id)
+    assert shown.returncode == 0 and "billed" in shown.stdout, shown

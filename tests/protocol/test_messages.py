@@ -9,9 +9,10 @@ import pytest
 
 from protocol import eip712
 from protocol.encoding import canonical_json
-from protocol.errors import MessageError
+from protocol.errors import MessageError, SignatureError
 from protocol.ids import Address, Wei
 from protocol.messages import (
+    Accept,
     Ack,
     Advert,
     Assignment,
@@ -21,11 +22,14 @@ from protocol.messages import (
     ChallengeResponse,
     ChallengeRows,
     Commitment,
+    CommitReceipt,
+    Decline,
     ErrorCode,
     ErrorReply,
     FailureKind,
     FailureReport,
     HandBack,
+    JobOffer,
     LogChunk,
     OpenedRow,
     Reveal,
@@ -36,7 +40,7 @@ from protocol.messages import (
     encode_message,
 )
 from protocol.registry import MAX_MESSAGE_BYTES
-from tests.protocol.factories import COORDINATOR, JOB_ID, NOW, PROVIDER, advert, cid_of
+from tests.protocol.factories import COORDINATOR, JOB_ID, NOW, PROVIDER, STRANGER, advert, cid_of
 
 DOMAIN = eip712.Eip712Domain(31337, Address("0x5FbDB2315678afecb367f032d93F642f64180aa3"))
 RESULT_CID = cid_of(b"outputs")
@@ -44,16 +48,51 @@ SALT = b"\x07" * 32
 P, C = PROVIDER.address, COORDINATOR.address
 
 
+RUNTIME_MS = 93_000
+TERMS_HASH = b"\x0b" * 32
+
+
 def _commitment() -> Commitment:
-    commit = eip712.commit_hash(eip712.cid_to_result_digest(RESULT_CID), SALT)
+    digest = eip712.cid_to_result_digest(RESULT_CID)
+    commit = eip712.commit_hash(JOB_ID, P, digest, RUNTIME_MS, SALT)
     sig = eip712.sign_commit(PROVIDER.private_key, DOMAIN, JOB_ID, P, commit)
     return Commitment(job_id=JOB_ID, provider=P, commit_hash=commit, signature=sig)
 
 
 def _reveal() -> Reveal:
     digest = eip712.cid_to_result_digest(RESULT_CID)
-    sig = eip712.sign_reveal(PROVIDER.private_key, DOMAIN, JOB_ID, P, digest, SALT)
-    return Reveal(job_id=JOB_ID, provider=P, result_cid=RESULT_CID, salt=SALT, signature=sig)
+    sig = eip712.sign_reveal(PROVIDER.private_key, DOMAIN, JOB_ID, P, digest, RUNTIME_MS, SALT)
+    return Reveal(
+        job_id=JOB_ID, provider=P, result_cid=RESULT_CID, runtime_ms=RUNTIME_MS, salt=SALT,
+        signature=sig,
+    )  # fmt: skip
+
+
+def _offer() -> JobOffer:
+    return JobOffer(
+        job_id=JOB_ID, provider=P, coordinator=C, seat=1, price=Wei(2_000_000),
+        rate_per_hour=Wei(3_600_000), expiry=NOW + 120, spec_cid=cid_of(b"spec"), gpus=1,
+    )  # fmt: skip
+
+
+def _accept() -> Accept:
+    o = _offer()
+    sig = eip712.sign_accept(
+        PROVIDER.private_key, DOMAIN, JOB_ID, P, o.seat, o.price, o.rate_per_hour, TERMS_HASH,
+        o.expiry,
+    )  # fmt: skip
+    return Accept(
+        job_id=JOB_ID, provider=P, seat=o.seat, price=o.price, rate_per_hour=o.rate_per_hour,
+        expiry=o.expiry, signature=sig,
+    )  # fmt: skip
+
+
+def _receipt() -> CommitReceipt:
+    commit = _commitment().commit_hash
+    sig = eip712.sign_receipt(COORDINATOR.private_key, DOMAIN, JOB_ID, P, 1, commit)
+    return CommitReceipt(
+        job_id=JOB_ID, provider=P, coordinator=C, seat=1, commit_hash=commit, signature=sig
+    )
 
 
 def every_message() -> list[WireMessage]:
@@ -61,7 +100,7 @@ def every_message() -> list[WireMessage]:
     return [
         advert(),
         Assignment(
-            job_id=JOB_ID, provider=P, coordinator=C, price=Wei(2_500_000),
+            job_id=JOB_ID, provider=P, coordinator=C, seat=1, price=Wei(2_500_000),
             spec_cid=cid_of(b"spec"),
             input_cids={"code": cid_of(b"code")}, seed=42,
             commit_deadline=NOW + 600, reveal_deadline=NOW + 900,
@@ -70,6 +109,10 @@ def every_message() -> list[WireMessage]:
         Cancel(job_id=JOB_ID, provider=P, coordinator=C, reason="requester cancelled"),
         _commitment(),
         _reveal(),
+        _offer(),
+        _accept(),
+        Decline(job_id=JOB_ID, provider=P, reason="coordinator not allowed", busy=False),
+        _receipt(),
         LogChunk(job_id=JOB_ID, provider=P, stream="stdout", offset=0, data=b"hello\n"),
         HandBack(job_id=JOB_ID, provider=P, reason="GPU went away"),
         FailureReport(
@@ -198,10 +241,61 @@ def test_challenge_rows_must_be_distinct_and_in_range() -> None:
 def test_reveal_opens_its_commitment_and_verifies() -> None:
     commitment, reveal = _commitment(), _reveal()
     assert reveal.matches(commitment)
+    assert reveal.commit_hash() == eip712.commit_hash(
+        JOB_ID, P, eip712.cid_to_result_digest(RESULT_CID), RUNTIME_MS, SALT
+    )
     commitment.verify(DOMAIN)
     reveal.verify(DOMAIN)
-    other = reveal.model_copy(update={"salt": b"\x08" * 32})
-    assert not other.matches(commitment)
+    for change in ({"salt": b"\x08" * 32}, {"runtime_ms": RUNTIME_MS + 1}):
+        other = reveal.model_copy(update=change)
+        assert not other.matches(commitment)
+        with pytest.raises(SignatureError):
+            other.verify(DOMAIN)
+
+
+def test_accept_verifies_against_the_terms_hash() -> None:
+    accept = _accept()
+    accept.verify(DOMAIN, TERMS_HASH)
+    with pytest.raises(SignatureError):
+        accept.verify(DOMAIN, b"\x0c" * 32)  # other terms
+    with pytest.raises(SignatureError):
+        accept.model_copy(update={"seat": 2}).verify(DOMAIN, TERMS_HASH)
+    with pytest.raises(SignatureError):
+        accept.model_copy(update={"price": Wei(2_000_001)}).verify(DOMAIN, TERMS_HASH)
+    forged = eip712.sign_accept(
+        STRANGER.private_key, DOMAIN, JOB_ID, P, accept.seat, accept.price,
+        accept.rate_per_hour, TERMS_HASH, accept.expiry,
+    )  # fmt: skip
+    with pytest.raises(SignatureError, match="not by"):
+        accept.model_copy(update={"signature": forged}).verify(DOMAIN, TERMS_HASH)
+
+
+def test_commit_receipt_is_the_coordinators() -> None:
+    receipt = _receipt()
+    receipt.verify(DOMAIN)
+    with pytest.raises(SignatureError, match="not by"):
+        receipt.model_copy(update={"coordinator": STRANGER.address}).verify(DOMAIN)
+    with pytest.raises(SignatureError):
+        receipt.model_copy(update={"seat": 0}).verify(DOMAIN)
+
+
+@pytest.mark.parametrize(
+    ("message", "changes", "fragment"),
+    [
+        (_offer(), {"seat": 8}, "seat: Input should be less than 8"),
+        (_offer(), {"rate_per_hour": -1}, "rate_per_hour"),
+        (_offer(), {"gpus": 65}, "gpus"),
+        (_accept(), {"signature": "0x" + "00" * 64}, "signature"),
+        (_receipt(), {"commit_hash": "0x" + "00" * 31}, "commit_hash"),
+        (_reveal(), {"runtime_ms": 2**64}, "runtime_ms"),
+        (_reveal(), {"runtime_ms": "5"}, "runtime_ms"),
+    ],
+)
+def test_new_job_messages_refuse_bad_fields(
+    message: WireMessage, changes: dict[str, object], fragment: str
+) -> None:
+    with pytest.raises(MessageError, match=fragment):
+        decode_message(_mutated(message, **changes))
 
 
 def test_reveal_result_cid_must_be_a_dag_pb_cidv1() -> None:
@@ -230,6 +324,10 @@ def test_author_is_the_party_that_must_sign() -> None:
     assert by_type["advert"] == P
     assert by_type["job.assignment"] == C
     assert by_type["job.commitment"] == P
+    assert by_type["job.offer"] == C
+    assert by_type["job.accept"] == P
+    assert by_type["job.decline"] == P
+    assert by_type["job.commit_receipt"] == C
     assert by_type["challenge.open"] == C
     assert by_type["reply.error"] == P
 

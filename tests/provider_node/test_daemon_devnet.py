@@ -1,17 +1,18 @@
 """A real provider daemon on the devnet: Anvil with deployed contracts, IPFS, libp2p, bwrap.
 
 The test plays the coordinator with its own libp2p host and the coordinator's dev account:
-it listens for adverts, creates and assigns jobs on chain, sends the signed Assignment, and
-checks that the commitment binds the CID it computes itself from the outputs the job must
-produce, that the reveal publishes exactly that CID to IPFS, and that a failing job ends in
-a failure report while the daemon keeps serving.
+it listens for adverts, bonds, creates jobs on chain, offers the provider a seat and assigns
+it with the provider's signed Accept, sends the signed Assignment, answers the commitment
+with a CommitReceipt, and checks that the commitment binds the CID it computes itself from
+the outputs the job must produce, that the reveal publishes exactly that CID to IPFS, and
+that a failing job ends in a failure report (and its committed failure output) while the
+daemon keeps serving.
 """
 
 from __future__ import annotations
 
 import json
 import textwrap
-import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,7 @@ import trio
 
 from contracts.chain import Web3Chain
 from contracts.deploy import deploy_all, fund_accounts
-from contracts.models import Assignment as ChainAssignment
-from contracts.models import Deployment, JobRequest
+from contracts.models import Deployment, JobRequest, Offer
 from devnet.anvil import AnvilNode
 from devnet.ipfs import IpfsNode
 from protocol import eip712
@@ -34,12 +34,15 @@ from protocol.ipfs import KuboContentStore
 from protocol.ipfs.cid import result_digest
 from protocol.ipfs.local import path_ref
 from protocol.messages import (
+    Accept,
     Ack,
     Advert,
     Assignment,
     Commitment,
+    CommitReceipt,
     FailureKind,
     FailureReport,
+    JobOffer,
     Message,
     Reveal,
     RevealRequest,
@@ -60,6 +63,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 PASSWORD = "devnet-password"
 PRICE = to_wei("1")
+RATE = to_wei("1")  # the provider's advertised price per GPU-hour (a CPU seat counts as one)
 
 MATMUL_JOB = """
 import json, os, pathlib
@@ -99,10 +103,27 @@ class Coordinator:
     async def on_report(self, data: bytes, peer: PeerId) -> bytes:
         body: Any = self.verifier.open_bytes(data)
         self.reports.append(body)
-        ack = Ack(sender=self.identity.address, of=body.message_type)
-        return encode_signed(sign_message(ack, self.identity))
+        answer: Message = Ack(sender=self.identity.address, of=body.message_type)
+        if isinstance(body, Commitment):
+            signature = eip712.sign_receipt(
+                self.identity.private_key,
+                self.chain.deployment.domain,
+                body.job_id,
+                body.provider,
+                0,
+                body.commit_hash,
+            )
+            answer = CommitReceipt(
+                job_id=body.job_id,
+                provider=body.provider,
+                coordinator=self.identity.address,
+                seat=0,
+                commit_hash=body.commit_hash,
+                signature=signature,
+            )
+        return encode_signed(sign_message(answer, self.identity))
 
-    def create_and_assign(self, spec_cid: str, provider: str) -> tuple[JobId, int, int]:
+    def create(self, spec_cid: str) -> JobId:
         now = self.chain.now()
         request_ = JobRequest(
             spec_digest=result_digest(spec_cid),
@@ -111,13 +132,41 @@ class Coordinator:
             redundancy=1,
             price_cap=PRICE,
             fee=to_wei("0.1"),
+            timeout_ms=120_000,
             assign_deadline=now + 600,
-            commit_deadline=now + 1200,
-            settle_deadline=now + 1800,
+            commit_window=1200,
+            reveal_window=600,
+            spare_deadline=now + 600,
+            settle_deadline=now + 3000,
         )
         job_id, _ = self.requester.create_job(request_)
-        self.chain.assign(job_id, [ChainAssignment(provider, PRICE)])  # type: ignore[arg-type]
-        return job_id, request_.commit_deadline, request_.settle_deadline
+        return job_id
+
+    async def seat(self, node: Any, provider: PeerId, address: Address, spec_cid: Cid) -> JobId:
+        """Create a job, offer the provider seat 0 and assign it with the signed Accept."""
+        job_id = await trio.to_thread.run_sync(self.create, spec_cid)
+        offer = JobOffer(
+            job_id=job_id,
+            provider=address,
+            coordinator=self.identity.address,
+            seat=0,
+            price=PRICE,
+            rate_per_hour=RATE,
+            expiry=self.chain.now() + 120,
+            spec_cid=spec_cid,
+        )
+        payload = encode_signed(sign_message(offer, self.identity))
+        accept = decode_signed(await request(node, provider, JOB_PROTOCOL, payload)).body
+        assert isinstance(accept, Accept), accept
+        consent = Offer(
+            accept.provider,
+            accept.price,
+            accept.rate_per_hour,
+            accept.expiry,
+            eip712.Signature.from_bytes(accept.signature),
+        )
+        await trio.to_thread.run_sync(self.chain.assign, job_id, [consent])
+        return job_id
 
     async def wait_report(self, cls: type, job_id: JobId, timeout: float = 120) -> Any:
         with trio.fail_after(timeout):
@@ -154,11 +203,12 @@ async def test_daemon_serves_jobs_on_the_devnet(
         chain.rpc_url,
         deployer.private_key,
         addresses["token"],
-        [provider_account.address, requester_account.address],
+        [provider_account.address, requester_account.address, coordinator_account.address],
         to_wei("1000"),
     )
     deployment = Deployment.from_addresses(chain.chain_id, addresses)
     coordinator_chain = Web3Chain(chain.rpc_url, deployment, coordinator_account.private_key)
+    coordinator_chain.bond_coordinator(to_wei("100"))
     requester_chain = coordinator_chain.for_account(requester_account.private_key)
     coordinator_id = Identity.from_private_key(coordinator_account.private_key)
     coordinator = Coordinator(coordinator_chain, requester_chain, coordinator_id)
@@ -217,25 +267,28 @@ async def test_daemon_serves_jobs_on_the_devnet(
 
             # A job that succeeds: commit, then reveal into IPFS under the committed CID.
             spec_cid, code_cid = await upload_job(store, tmp_path, "matmul", MATMUL_JOB)
-            job_id, commit_deadline, settle_deadline = await trio.to_thread.run_sync(
-                coordinator.create_and_assign, spec_cid, provider_account.address
+            job_id = await coordinator.seat(
+                coord_node, provider.peer_id, provider_address, spec_cid
             )
+            seats = coordinator_chain.get_seats(job_id)
+            terms = coordinator_chain.job_terms(job_id)
             assignment = Assignment(
                 job_id=job_id,
                 provider=provider_address,
                 coordinator=coordinator_id.address,
+                seat=0,
                 price=PRICE,
                 spec_cid=spec_cid,
                 input_cids={"code": code_cid},
                 seed=7,
-                commit_deadline=max(commit_deadline, int(time.time()) + 600),
-                reveal_deadline=max(settle_deadline, int(time.time()) + 1200),
+                commit_deadline=terms.commit_deadline(seats[0]),
+                reveal_deadline=terms.reveal_close(seats),
             )
             payload = encode_signed(sign_message(assignment, coordinator_id))
             reply = await request(coord_node, provider.peer_id, JOB_PROTOCOL, payload)
             assert isinstance(decode_signed(reply).body, Ack)
             commitment = await coordinator.wait_report(Commitment, job_id)
-            domain = eip712.Eip712Domain(chain.chain_id, deployment.market)
+            domain = deployment.domain
             commitment.verify(domain)
             cid = expected_cid(tmp_path, 7)
             assert not await store.has(cid)  # committed, not yet published
@@ -253,13 +306,15 @@ async def test_daemon_serves_jobs_on_the_devnet(
             assert isinstance(reveal, Reveal)
             reveal.verify(domain)
             assert reveal.matches(commitment) and reveal.result_cid == cid
+            assert 0 < reveal.runtime_ms < 120_000
             fetched = await store.get(cid, tmp_path / "fetched")
             assert (fetched / "seed.txt").read_text() == "7"
 
-            # A job that fails: a failure report, and the daemon keeps advertising.
+            # A job that fails: a failure report and its committed failure output, and the
+            # daemon keeps advertising.
             spec_cid, code_cid = await upload_job(store, tmp_path, "failing", FAILING_JOB)
-            job_id, commit_deadline, settle_deadline = await trio.to_thread.run_sync(
-                coordinator.create_and_assign, spec_cid, provider_account.address
+            job_id = await coordinator.seat(
+                coord_node, provider.peer_id, provider_address, spec_cid
             )
             failing = assignment.model_copy(
                 update={"job_id": job_id, "spec_cid": spec_cid, "input_cids": {"code": code_cid}}
@@ -269,6 +324,8 @@ async def test_daemon_serves_jobs_on_the_devnet(
             assert isinstance(decode_signed(reply).body, Ack)
             report = await coordinator.wait_report(FailureReport, job_id)
             assert report.kind is FailureKind.NONZERO_EXIT and report.exit_code == 1
+            failed_commitment = await coordinator.wait_report(Commitment, job_id)
+            failed_commitment.verify(domain)
             async with httpx.AsyncClient(timeout=10) as http:
                 scrape = (await http.get(ready["metrics_url"])).text
             assert 'gpumarket_provider_jobs_total{outcome="ok"} 1.0' in scrape

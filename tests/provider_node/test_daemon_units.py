@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -184,3 +185,46 @@ def test_cli_commands_are_registered() -> None:
         assert command in result.output
     run_help = CliRunner().invoke(app, ["run", "--help"])
     assert "--unsafe-process-runtime" in run_help.output
+
+
+def test_status_shows_the_consent_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from provider_node import commands
+
+    for key in list(os.environ):
+        if key.startswith("PROVIDER_"):
+            monkeypatch.delenv(key)
+    unused = "0x" + "11" * 20
+    env = {
+        "RPC_URL": "http://x",
+        "MARKET_ADDRESS": unused,
+        "REGISTRY_ADDRESS": unused,
+        "TOKEN_ADDRESS": unused,
+        "KEYSTORE": str(tmp_path / "k.json"),
+        "IPFS_API": "http://y",
+        "WORK_DIR": str(tmp_path),
+        "COORDINATOR_MULTIADDR": f"/ip4/127.0.0.1/tcp/4001/p2p/{COORDINATOR.peer_id}",
+        "PRICE_PER_GPU_HOUR": "2",
+        "MAX_LOCK_S": "86400",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(f"PROVIDER_{key}", value)
+    chain = StakeChain(balance=0, registered=True, stake_amount=to_wei("100"))
+    monkeypatch.setattr(commands, "_chain", lambda settings: chain)
+    app = typer.Typer()
+    register_commands(app)
+    shown = CliRunner().invoke(app, ["status", "--json"])
+    assert shown.exit_code == 0, shown.output
+    policy = json.loads(shown.output)["policy"]
+    assert policy == {
+        "coordinators": [COORDINATOR.address],
+        "min_rate_per_gpu_hour": "2.000000",
+        "max_lock_s": 86400,
+        "max_locked_stake": "100.000000",
+        "max_locked_stake_is_all_stake": True,
+    }
+    monkeypatch.setenv("PROVIDER_MAX_LOCKED_STAKE", str(to_wei("40")))
+    text = CliRunner().invoke(app, ["status"])
+    assert text.exit_code == 0, text.output
+    assert f"coordinators: {COORDINATOR.address}" in text.output
+    assert "most locked:  40.000000" in text.output and "all stake" not in text.output
+    assert "longest lock: 86400 s" in text.output

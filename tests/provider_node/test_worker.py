@@ -1,34 +1,27 @@
 """The job server and worker on fakes: in-memory content store, fake chain, process runtime.
 
-Covers the whole provider side of a job: a signed assignment is checked against the chain,
-the job runs, the commitment binds the CID computed independently from the expected
-outputs, nothing is published before the reveal request, the reveal opens the commitment
-and publishes exactly that CID, failures become failure reports, and a restarted provider
-can still reveal from its persisted record.
+Covers the whole provider side of a job: a signed assignment is checked against the chain's
+seat, the job runs, the commitment binds the CID computed independently from the expected
+outputs and the measured runtime, the coordinator's receipt is kept, nothing is published
+before the reveal request, the reveal opens the commitment and publishes exactly that CID,
+failures become failure reports (and, when the job is at fault, a committed failure
+output), and a restarted provider can still reveal from its persisted record.
 """
 
 from __future__ import annotations
 
 import os
-import textwrap
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import trio
 
-from contracts.models import Assignment as ChainAssignment
-from contracts.models import JobStatus
 from protocol import eip712
-from protocol.identity import Identity
-from protocol.ids import Address, JobId, Wei
-from protocol.ipfs import MemoryContentStore
+from protocol.ids import JobId, Wei
 from protocol.ipfs.cid import result_digest
 from protocol.ipfs.local import path_ref
 from protocol.messages import (
     Ack,
-    Assignment,
     Cancel,
     Commitment,
     ErrorCode,
@@ -38,24 +31,15 @@ from protocol.messages import (
     LogChunk,
     Message,
     Reveal,
-    RevealRequest,
 )
-from protocol.p2p.testing import dev_private_key
-from protocol.signing import decode_signed, encode_signed, sign_message
-from provider_node.gpus import GpuPool
-from provider_node.jobstore import JobStore, Phase, SequenceFile
-from provider_node.metrics import ProviderMetrics
-from provider_node.runtimes import Outcome, ProcessRuntime
-from provider_node.server import JobServer
-from provider_node.worker import _OUTCOME_KIND, JobWorker, WorkerConfig
+from provider_node.jobstore import Phase, SequenceFile
+from provider_node.runtimes import Outcome
+from provider_node.worker import _OUTCOME_KIND
+from tests.provider_node.chainworld import PRICE
+from tests.provider_node.jobharness import FakeReporter, Harness, wait_for
+from tests.provider_node.jobharness import ask as ask_as
 
 pytestmark = pytest.mark.timeout(120)
-
-PROVIDER = Identity.from_private_key(dev_private_key(1, "worker-test"))
-COORDINATOR = Identity.from_private_key(dev_private_key(2, "worker-test"))
-STRANGER = Identity.from_private_key(dev_private_key(3, "worker-test"))
-DOMAIN = eip712.Eip712Domain(chain_id=31337, verifying_contract=Address(STRANGER.address))
-PRICE = Wei(1_000_000)
 
 GOOD_JOB = """
 import os, pathlib
@@ -87,133 +71,9 @@ sys.exit(3)
 """
 
 
-@dataclass(frozen=True)
-class FakeJob:
-    """The fields of a chain job record that the provider reads."""
-
-    job_id: JobId
-    coordinator: Address
-    status: JobStatus
-
-
-@dataclass
-class FakeChain:
-    """The provider's view of the chain, in memory."""
-
-    address: Address = PROVIDER.address
-    jobs: dict[JobId, FakeJob] = field(default_factory=dict)
-    assignments: dict[JobId, list[ChainAssignment]] = field(default_factory=dict)
-
-    def add_job(self, job_id: JobId, coordinator: Address, providers: list[Address]) -> None:
-        self.jobs[job_id] = FakeJob(job_id, coordinator, JobStatus.ASSIGNED)
-        self.assignments[job_id] = [ChainAssignment(p, PRICE) for p in providers]
-
-    def get_job(self, job_id: JobId) -> FakeJob:
-        return self.jobs[job_id]
-
-    def get_assignment(self, job_id: JobId) -> list[ChainAssignment]:
-        return self.assignments.get(job_id, [])
-
-
-@dataclass
-class FakeReporter:
-    sent: list[Message] = field(default_factory=list)
-
-    async def send(self, body: Message) -> None:
-        self.sent.append(body)
-
-    def of(self, cls: type) -> list[Message]:
-        return [m for m in self.sent if isinstance(m, cls)]
-
-
-@dataclass
-class Harness:
-    store: MemoryContentStore
-    chain: FakeChain
-    reporter: FakeReporter
-    jobs: JobStore
-    tmp: Path
-    counter: int = 0
-    metrics: ProviderMetrics = field(default_factory=lambda: ProviderMetrics(use_nvml=False))
-
-    def worker(self) -> JobWorker:
-        return JobWorker(
-            PROVIDER,
-            self.store,
-            ProcessRuntime(unsafe=True),
-            self.jobs,
-            DOMAIN,
-            GpuPool(()),
-            WorkerConfig(memory_bytes=2 << 30),
-            metrics=self.metrics,
-        )
-
-    def server(self, max_concurrent: int = 2) -> JobServer:
-        return JobServer(
-            PROVIDER,
-            self.chain,  # type: ignore[arg-type]
-            self.worker(),
-            self.jobs,
-            lambda peer: self.reporter,
-            max_concurrent=max_concurrent,
-        )
-
-    async def assignment(self, code: str, *, on_chain: bool = True) -> Assignment:
-        self.counter += 1
-        code_dir = self.tmp / f"code{self.counter}"
-        code_dir.mkdir()
-        (code_dir / "main.py").write_text(textwrap.dedent(code))
-        code_cid = await self.store.add_directory(code_dir)
-        spec = (
-            "name: unit-job\n"
-            "runtime: {kind: torch, entrypoint: main.py}\n"
-            f"inputs: [{{name: code, cid: {code_cid}}}]\n"
-            'price: {max_per_provider: "1"}\n'
-            "timeout: 60s\nmax_output: 1MiB\n"
-        )
-        spec_cid = await self.store.add_bytes(spec.encode())
-        job_id = JobId(self.counter.to_bytes(32, "big"))
-        if on_chain:
-            self.chain.add_job(job_id, COORDINATOR.address, [PROVIDER.address])
-        now = int(time.time())
-        return Assignment(
-            job_id=job_id,
-            provider=PROVIDER.address,
-            coordinator=COORDINATOR.address,
-            price=PRICE,
-            spec_cid=spec_cid,
-            input_cids={"code": code_cid},
-            seed=42,
-            commit_deadline=now + 600,
-            reveal_deadline=now + 1200,
-        )
-
-
 @pytest.fixture
 def harness(tmp_path: Path) -> Harness:
-    return Harness(
-        store=MemoryContentStore(),
-        chain=FakeChain(),
-        reporter=FakeReporter(),
-        jobs=JobStore(tmp_path / "provider"),
-        tmp=tmp_path,
-    )
-
-
-async def ask(server: JobServer, body: Message, signer: Identity = COORDINATOR) -> Message:
-    reply = await server.handle(encode_signed(sign_message(body, signer)), signer.peer_id)
-    signed = decode_signed(reply)
-    assert signed.signer == PROVIDER.address
-    return signed.body
-
-
-async def wait_for(reporter: FakeReporter, cls: type, job_id: JobId) -> Message:
-    with trio.fail_after(90):
-        while True:
-            for message in reporter.of(cls):
-                if getattr(message, "job_id", None) == job_id:
-                    return message
-            await trio.sleep(0.05)
+    return Harness.create(tmp_path, "worker-test")
 
 
 def expected_outputs_cid(tmp: Path, seed: int) -> str:
@@ -228,30 +88,35 @@ def expected_outputs_cid(tmp: Path, seed: int) -> str:
 async def test_job_commits_then_reveals_the_independent_cid(harness: Harness) -> None:
     assignment = await harness.assignment(GOOD_JOB)
     async with harness.server() as server:
-        reply = await ask(server, assignment)
+        reply = await ask_as(harness, server, assignment)
         assert isinstance(reply, Ack) and reply.job_id == assignment.job_id
         commitment = await wait_for(harness.reporter, Commitment, assignment.job_id)
         assert isinstance(commitment, Commitment)
-        commitment.verify(DOMAIN)
+        commitment.verify(harness.domain)
         expected = expected_outputs_cid(harness.tmp, 42)
         record = harness.jobs.load(assignment.job_id)
         assert record is not None and record.phase is Phase.COMMITTED
         assert record.result_cid == expected and record.salt is not None
-        assert commitment.commit_hash == eip712.commit_hash(result_digest(expected), record.salt)
+        # The runtime is measured around the sandbox run and bound into the commitment.
+        assert record.runtime_ms is not None and 0 < record.runtime_ms < 60_000
+        address = harness.provider.address
+        assert commitment.commit_hash == eip712.commit_hash(
+            assignment.job_id, address, result_digest(expected), record.runtime_ms, record.salt
+        )
+        assert record.receipt_signature is not None and record.seat == 0
+        chain = harness.cw.chain("provider")
+        terms, seats = chain.job_terms(assignment.job_id), chain.get_seats(assignment.job_id)
+        assert record.commit_deadline == terms.commit_deadline(seats[0])
         # Commit before publishing: nothing of the outputs is in the store yet.
         assert not await harness.store.has(expected)
         logs = [m for m in harness.reporter.sent if isinstance(m, LogChunk)]
         assert logs and b"done" in b"".join(m.data for m in logs)
 
-        request = RevealRequest(
-            job_id=assignment.job_id,
-            provider=PROVIDER.address,
-            coordinator=COORDINATOR.address,
-            reveal_deadline=assignment.reveal_deadline,
-        )
-        reveal = await ask(server, request)
+        request = harness.reveal_request(assignment)
+        reveal = await ask_as(harness, server, request)
         assert isinstance(reveal, Reveal)
-        reveal.verify(DOMAIN)
+        reveal.verify(harness.domain)
+        assert reveal.runtime_ms == record.runtime_ms
         assert reveal.matches(commitment) and reveal.result_cid == expected
         fetched = await harness.store.get(expected, harness.tmp / "fetched")
         assert (fetched / "answer.txt").read_text() == "seed=42\n"
@@ -259,7 +124,7 @@ async def test_job_commits_then_reveals_the_independent_cid(harness: Harness) ->
         assert loaded is not None and loaded.phase is Phase.REVEALED
         # Revealed: the run dir is gone, the record stays, and asking again gets the same.
         assert not harness.jobs.run_dir(assignment.job_id).exists()
-        again = await ask(server, request)
+        again = await ask_as(harness, server, request)
         assert isinstance(again, Reveal) and again == reveal
 
 
@@ -269,14 +134,14 @@ async def test_logs_stream_while_the_job_runs(harness: Harness) -> None:
     before_exit: list[LogChunk] = []
 
     class Watching(FakeReporter):
-        async def send(self, body: Message) -> None:
+        async def send(self, body: Message) -> Message | None:
             if isinstance(body, LogChunk) and not done.exists():
                 before_exit.append(body)
-            await super().send(body)
+            return await super().send(body)
 
-    harness.reporter = Watching()
+    harness.reporter = Watching(harness.cw)
     async with harness.server() as server:
-        assert isinstance(await ask(server, assignment), Ack)
+        assert isinstance(await ask_as(harness, server, assignment), Ack)
         await wait_for(harness.reporter, Commitment, assignment.job_id)
     chunks = [m for m in harness.reporter.of(LogChunk) if isinstance(m, LogChunk)]
     assert len(before_exit) > 1 and all(not c.final for c in before_exit)
@@ -287,20 +152,25 @@ async def test_logs_stream_while_the_job_runs(harness: Harness) -> None:
     assert chunks[-1].final
 
 
-async def test_failing_job_reports_and_server_keeps_serving(harness: Harness) -> None:
+async def test_failing_job_reports_commits_its_failure_and_server_keeps_serving(
+    harness: Harness,
+) -> None:
     failing = await harness.assignment(FAILING_JOB)
     good = await harness.assignment(GOOD_JOB)
     async with harness.server() as server:
-        assert isinstance(await ask(server, failing), Ack)
+        assert isinstance(await ask_as(harness, server, failing), Ack)
         report = await wait_for(harness.reporter, FailureReport, failing.job_id)
         assert isinstance(report, FailureReport)
         assert report.kind is FailureKind.NONZERO_EXIT and report.exit_code == 3
-        assert not harness.reporter.of(Commitment)
-        assert isinstance(await ask(server, good), Ack)
+        # The job's own fault: its canonical failure output is committed, before the report.
+        commitment = await wait_for(harness.reporter, Commitment, failing.job_id)
+        assert harness.reporter.sent.index(commitment) < harness.reporter.sent.index(report)
+        assert isinstance(await ask_as(harness, server, good), Ack)
         assert isinstance(await wait_for(harness.reporter, Commitment, good.job_id), Commitment)
     record = harness.jobs.load(failing.job_id)
-    assert record is not None and record.phase is Phase.FAILED
-    assert not harness.jobs.run_dir(failing.job_id).exists()
+    assert record is not None and record.phase is Phase.COMMITTED
+    assert record.exit_class == "error" and "exit" in record.detail
+    assert (harness.jobs.run_dir(failing.job_id) / "outputs" / "failure.json").is_file()
     assert harness.jobs.run_dir(good.job_id).is_dir()  # committed, not yet revealed
     value = harness.metrics.registry.get_sample_value
     assert value("gpumarket_provider_jobs_total", {"outcome": "nonzero_exit"}) == 1
@@ -317,77 +187,87 @@ def test_every_failed_outcome_has_its_own_failure_kind() -> None:
 async def test_escaping_output_link_is_reported_as_refused(harness: Harness) -> None:
     assignment = await harness.assignment(ESCAPING_JOB)
     async with harness.server() as server:
-        assert isinstance(await ask(server, assignment), Ack)
+        assert isinstance(await ask_as(harness, server, assignment), Ack)
         report = await wait_for(harness.reporter, FailureReport, assignment.job_id)
     assert isinstance(report, FailureReport)
     assert report.kind is FailureKind.OUTPUT_REFUSED and "passwd" in report.detail
-    assert not harness.reporter.of(Commitment)
+    record = harness.jobs.load(assignment.job_id)
+    assert record is not None and record.exit_class == "error"
 
 
-async def test_bad_input_cid_is_a_failure_report(harness: Harness) -> None:
+async def test_bad_input_cid_is_a_failure_report_only(harness: Harness) -> None:
     assignment = await harness.assignment(GOOD_JOB)
     other = await harness.store.add_bytes(b"not the code the spec names")
     tampered = assignment.model_copy(update={"input_cids": {"code": other}})
     async with harness.server() as server:
-        assert isinstance(await ask(server, tampered), Ack)
+        assert isinstance(await ask_as(harness, server, tampered), Ack)
         report = await wait_for(harness.reporter, FailureReport, assignment.job_id)
         assert isinstance(report, FailureReport) and report.kind is FailureKind.BAD_INPUT
+    assert not harness.reporter.of(Commitment)
+    record = harness.jobs.load(assignment.job_id)
+    assert record is not None and record.phase is Phase.FAILED and record.commit_hash is None
 
 
 async def test_refuses_assignments_the_chain_does_not_back(harness: Harness) -> None:
     assignment = await harness.assignment(GOOD_JOB)
-    unknown = await harness.assignment(GOOD_JOB, on_chain=False)
-    # On chain, but this provider is not in its assignment.
-    harness.chain.add_job(unknown.job_id, COORDINATOR.address, [STRANGER.address])
+    unseated = await harness.assignment(GOOD_JOB, on_chain=False)
+    stranger = harness.cw.ids["other"]
     async with harness.server() as server:
-        forged = await ask(
+        forged = await ask_as(
+            harness,
             server,
-            assignment.model_copy(update={"coordinator": STRANGER.address}),
-            signer=STRANGER,
+            assignment.model_copy(update={"coordinator": stranger.address}),
+            signer=stranger,
         )
         assert isinstance(forged, ErrorReply) and forged.code is ErrorCode.BAD_SIGNATURE
-        not_ours = await ask(server, unknown)
-        assert isinstance(not_ours, ErrorReply) and not_ours.code is ErrorCode.NOT_ASSIGNED
-        wrong_price = await ask(server, assignment.model_copy(update={"price": Wei(PRICE + 1)}))
+        # On chain, but nobody is seated.
+        not_ours = await ask_as(harness, server, unseated)
+        assert isinstance(not_ours, ErrorReply) and not_ours.code is ErrorCode.WRONG_STATE
+        wrong_price = await ask_as(
+            harness, server, assignment.model_copy(update={"price": Wei(PRICE + 1)})
+        )
         assert isinstance(wrong_price, ErrorReply) and wrong_price.code is ErrorCode.NOT_ASSIGNED
+        wrong_seat = await ask_as(harness, server, assignment.model_copy(update={"seat": 1}))
+        assert isinstance(wrong_seat, ErrorReply) and wrong_seat.code is ErrorCode.NOT_ASSIGNED
+        other_spec = await ask_as(
+            harness, server, assignment.model_copy(update={"spec_cid": unseated.spec_cid})
+        )
+        assert isinstance(other_spec, ErrorReply) and other_spec.code is ErrorCode.NOT_ASSIGNED
+        unknown = await ask_as(
+            harness, server, assignment.model_copy(update={"job_id": JobId(b"\x09" * 32)})
+        )
+        assert isinstance(unknown, ErrorReply) and unknown.code is ErrorCode.UNKNOWN_JOB
     assert harness.jobs.all() == []
 
 
 async def test_restarted_provider_reveals_from_its_record(harness: Harness) -> None:
     assignment = await harness.assignment(GOOD_JOB)
     async with harness.server() as server:
-        await ask(server, assignment)
+        await ask_as(harness, server, assignment)
         commitment = await wait_for(harness.reporter, Commitment, assignment.job_id)
-    request = RevealRequest(
-        job_id=assignment.job_id,
-        provider=PROVIDER.address,
-        coordinator=COORDINATOR.address,
-        reveal_deadline=assignment.reveal_deadline,
-    )
+    request = harness.reveal_request(assignment)
+    stranger = harness.cw.ids["other"]
     async with harness.server() as restarted:  # a new worker over the same records
-        reveal = await ask(restarted, request)
+        reveal = await ask_as(harness, restarted, request)
         assert isinstance(reveal, Reveal) and isinstance(commitment, Commitment)
         assert reveal.matches(commitment)
-        stranger = await ask(
-            restarted, request.model_copy(update={"coordinator": STRANGER.address}), STRANGER
+        refused = await ask_as(
+            harness,
+            restarted,
+            request.model_copy(update={"coordinator": stranger.address}),
+            stranger,
         )
-        assert isinstance(stranger, ErrorReply) and stranger.code is ErrorCode.BAD_SIGNATURE
+        assert isinstance(refused, ErrorReply) and refused.code is ErrorCode.BAD_SIGNATURE
 
 
 async def test_reveal_refused_when_outputs_changed(harness: Harness) -> None:
     assignment = await harness.assignment(GOOD_JOB)
     async with harness.server() as server:
-        await ask(server, assignment)
+        await ask_as(harness, server, assignment)
         await wait_for(harness.reporter, Commitment, assignment.job_id)
         answer = harness.jobs.run_dir(assignment.job_id) / "outputs" / "answer.txt"
         answer.write_text("tampered\n")
-        request = RevealRequest(
-            job_id=assignment.job_id,
-            provider=PROVIDER.address,
-            coordinator=COORDINATOR.address,
-            reveal_deadline=assignment.reveal_deadline,
-        )
-        reply = await ask(server, request)
+        reply = await ask_as(harness, server, harness.reveal_request(assignment))
         assert isinstance(reply, ErrorReply) and reply.code is ErrorCode.INTERNAL
         report = await wait_for(harness.reporter, FailureReport, assignment.job_id)
         assert isinstance(report, FailureReport)
@@ -396,18 +276,18 @@ async def test_reveal_refused_when_outputs_changed(harness: Harness) -> None:
 async def test_cancel_stops_a_running_job(harness: Harness) -> None:
     slow = await harness.assignment("import time\ntime.sleep(60)\n")
     async with harness.server() as server:
-        await ask(server, slow)
+        await ask_as(harness, server, slow)
         with trio.fail_after(30):
             while harness.jobs.load(slow.job_id).phase is not Phase.RUNNING:  # type: ignore[union-attr]
                 await trio.sleep(0.05)
         await trio.sleep(0.5)
         cancel = Cancel(
             job_id=slow.job_id,
-            provider=PROVIDER.address,
-            coordinator=COORDINATOR.address,
+            provider=harness.provider.address,
+            coordinator=harness.coordinator.address,
             reason="replaced",
         )
-        assert isinstance(await ask(server, cancel), Ack)
+        assert isinstance(await ask_as(harness, server, cancel), Ack)
         with trio.fail_after(30):
             while server.active:
                 await trio.sleep(0.05)
@@ -417,11 +297,13 @@ async def test_cancel_stops_a_running_job(harness: Harness) -> None:
 
 
 async def test_restart_removes_run_dirs_left_by_finished_jobs(harness: Harness) -> None:
-    failing = await harness.assignment(FAILING_JOB)
+    bad = await harness.assignment(GOOD_JOB)
     good = await harness.assignment(GOOD_JOB)
+    other = await harness.store.add_bytes(b"not the code the spec names")
+    failing = bad.model_copy(update={"input_cids": {"code": other}})
     async with harness.server() as server:
-        await ask(server, failing)
-        await ask(server, good)
+        await ask_as(harness, server, failing)
+        await ask_as(harness, server, good)
         await wait_for(harness.reporter, FailureReport, failing.job_id)
         await wait_for(harness.reporter, Commitment, good.job_id)
     # A stop between saving the final record and removing the run dir leaves this behind.

@@ -1,4 +1,5 @@
-"""`job submit` and `job cancel` against a real Anvil and IPFS, with a stub coordinator."""
+"""`job submit` and `job cancel` against a real Anvil and IPFS, with a stub coordinator
+(the chain's coordinator account is bonded; providers act through the real bindings)."""
 
 from __future__ import annotations
 
@@ -14,18 +15,20 @@ import trio
 from eth_account import Account
 
 from contracts.chain import Web3Chain
-from contracts.deploy import deploy_all, fund_accounts
-from contracts.models import Deployment, JobStatus
+from contracts.deploy import DEFAULT_MIN_COORDINATOR_BOND, deploy_all, fund_accounts
+from contracts.models import Deployment, JobStatus, Offer
 from devnet.anvil import AnvilNode
 from devnet.ipfs import IpfsNode
-from protocol.errors import SpecError
+from protocol.eip712 import Signature, commit_hash, sign_accept
+from protocol.errors import GpuMarketError, SpecError
 from protocol.identity import Identity
-from protocol.ids import to_wei
+from protocol.ids import JobId, to_wei
 from protocol.ipfs import KuboContentStore
 from protocol.spec_io import spec_from_canonical
 from wallet import jobs
 from wallet.coordinator import CoordinatorError
 from wallet.settings import WalletSettings
+from wallet.windows import ASSIGN_WINDOW_S, job_windows
 
 pytestmark = pytest.mark.integration
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -66,27 +69,68 @@ def coordinator_url() -> Iterator[str]:
         server.server_close()
 
 
+COORDINATOR, REQUESTER, PROVIDERS = 1, 5, (2, 3)
+
+
 @pytest.fixture
 def market(chain: AnvilNode, ipfs: IpfsNode, coordinator_url: str) -> WalletSettings:
     deployer = chain.accounts[0].private_key
     addresses = deploy_all(chain.rpc_url, deployer)
-    fund_accounts(
-        chain.rpc_url, deployer, addresses["token"], [chain.accounts[5].address], to_wei("100")
-    )
-    return WalletSettings(
+    funded = [chain.accounts[i].address for i in (COORDINATOR, REQUESTER, *PROVIDERS)]
+    fund_accounts(chain.rpc_url, deployer, addresses["token"], funded, to_wei("1000"))
+    settings = WalletSettings(
         rpc_url=chain.rpc_url,
         chain_id=chain.chain_id,
         ipfs_api=ipfs.api_url,
         coordinator_url=coordinator_url,
-        coordinator_address=chain.accounts[1].address,
+        coordinator_address=chain.accounts[COORDINATOR].address,
         token_address=addresses["token"],
         registry_address=addresses["registry"],
         market_address=addresses["market"],
     )
+    act(chain, settings, COORDINATOR).bond_coordinator(DEFAULT_MIN_COORDINATOR_BOND)
+    return settings
+
+
+def act(chain: AnvilNode, settings: WalletSettings, index: int) -> Web3Chain:
+    return Web3Chain(chain.rpc_url, settings.deployment(), chain.accounts[index].private_key)
 
 
 def requester(chain: AnvilNode) -> Identity:
-    return Identity.from_private_key(chain.accounts[5].private_key)
+    return Identity.from_private_key(chain.accounts[REQUESTER].private_key)
+
+
+def advance_past(chain: AnvilNode, client: Web3Chain, timestamp: int) -> None:
+    chain.rpc("evm_increaseTime", [timestamp + 1 - client.now()])
+    chain.rpc("evm_mine")
+
+
+def seat_providers(chain: AnvilNode, settings: WalletSettings, job_id: JobId) -> list[Web3Chain]:
+    """Both providers register (distinct groups), stake and accept; the coordinator assigns."""
+    coordinator = act(chain, settings, COORDINATOR)
+    terms_hash = coordinator.job_terms(job_id).terms_hash()
+    expiry = coordinator.now() + 600
+    providers, offers = [], []
+    for seat, index in enumerate(PROVIDERS):
+        provider = act(chain, settings, index)
+        provider.register(seat + 1)
+        provider.stake(to_wei("100"))
+        price, rate = to_wei("2.00"), to_wei("6.00")
+        sig = sign_accept(
+            provider.account,
+            settings.deployment().domain,
+            job_id,
+            provider.address,
+            seat,
+            price,
+            rate,
+            terms_hash,
+            expiry,
+        )
+        offers.append(Offer(provider.address, price, rate, expiry, Signature.from_bytes(sig)))
+        providers.append(provider)
+    coordinator.assign(job_id, offers)
+    return providers
 
 
 def test_submit_uploads_escrows_in_one_tx_and_notifies(
@@ -102,9 +146,26 @@ def test_submit_uploads_escrows_in_one_tx_and_notifies(
     assert StubCoordinator.notified[-1] == "0x" + submitted.job_id.hex()
     info = client.get_job(submitted.job_id)
     assert info.status == JobStatus.OPEN and info.terms.redundancy == 2
-    assert submitted.escrow == 3 * to_wei("2.50") + to_wei("0.10") == info.escrow
+    # Four seats (two primaries, a spot-checker, a tie-breaker) and the fee.
+    assert submitted.escrow == 4 * to_wei("2.50") + to_wei("0.10") == info.escrow
     assert client.token_balance(who.address) == before - submitted.escrow
     assert seen and seen[-1][1] == seen[-1][2] > 0
+    # The terms carry the wallet's windows for the spec's 2-minute timeout.
+    terms = info.terms
+    expected = job_windows(terms.assign_deadline - ASSIGN_WINDOW_S, 120, 2)
+    assert (
+        terms.timeout_ms,
+        terms.commit_window,
+        terms.reveal_window,
+        terms.spare_deadline,
+        terms.settle_deadline,
+    ) == (
+        expected.timeout_ms,
+        expected.commit_window,
+        expected.reveal_window,
+        expected.spare_deadline,
+        expected.settle_deadline,
+    )
 
     async def read_spec() -> bytes:
         async with KuboContentStore(market.need("ipfs_api")) as store:
@@ -113,17 +174,69 @@ def test_submit_uploads_escrows_in_one_tx_and_notifies(
     spec = spec_from_canonical(trio.run(read_spec))
     assert spec.is_resolved and spec.input_cids() == submitted.input_cids
 
-    # Cancel before assignment: the escrow is credited back to the requester.
+    # Cancel before any seat: the escrow is credited back to the requester.
     assert jobs.cancel_or_reclaim(market, who, submitted.job_id) == "cancelled"
     assert client.get_job(submitted.job_id).status == JobStatus.CANCELLED
     assert client.account_info(who.address).owed == submitted.escrow
+
+
+def test_an_aborted_job_needs_nothing(chain: AnvilNode, market: WalletSettings) -> None:
+    who = requester(chain)
+    submitted = jobs.submit(market, who, EXAMPLES / "matmul" / "job.yaml")
+    act(chain, market, COORDINATOR).abort(submitted.job_id)
+    client = jobs.chain_for(market, who)
+    assert jobs.cancel_or_reclaim(market, who, submitted.job_id) == "aborted"
+    assert client.get_job(submitted.job_id).status == JobStatus.ABORTED
+    assert client.account_info(who.address).owed == submitted.escrow
+
+
+def test_reclaim_waits_for_the_settle_deadline_then_refunds(
+    chain: AnvilNode, market: WalletSettings
+) -> None:
+    who = requester(chain)
+    submitted = jobs.submit(market, who, EXAMPLES / "matmul" / "job.yaml")
+    seat_providers(chain, market, submitted.job_id)
+    with pytest.raises(GpuMarketError, match="reclaimed after the settle deadline, in"):
+        jobs.cancel_or_reclaim(market, who, submitted.job_id)
+    client = jobs.chain_for(market, who)
+    advance_past(chain, client, client.job_terms(submitted.job_id).settle_deadline)
+    assert jobs.cancel_or_reclaim(market, who, submitted.job_id) == "reclaimed"
+    assert client.get_job(submitted.job_id).status == JobStatus.RECLAIMED
+    assert client.account_info(who.address).owed == submitted.escrow
+
+
+def test_a_job_decided_on_chain_is_finalized_instead(
+    chain: AnvilNode, market: WalletSettings
+) -> None:
+    who = requester(chain)
+    submitted = jobs.submit(market, who, EXAMPLES / "matmul" / "job.yaml")
+    job_id = submitted.job_id
+    providers = seat_providers(chain, market, job_id)
+    result, runtime_ms = b"\x5a" * 32, 60_000
+    salts = [bytes([i + 1]) * 32 for i in range(len(providers))]
+    for seat, (provider, salt) in enumerate(zip(providers, salts, strict=True)):
+        provider.commit_on_chain(
+            job_id, seat, commit_hash(job_id, provider.address, result, runtime_ms, salt)
+        )
+    client = jobs.chain_for(market, who)
+    terms, seats = client.job_terms(job_id), client.get_seats(job_id)
+    advance_past(chain, client, terms.reveal_open(seats))
+    for seat, (provider, salt) in enumerate(zip(providers, salts, strict=True)):
+        provider.reveal_on_chain(job_id, seat, result, runtime_ms, salt)
+    advance_past(chain, client, terms.settle_deadline)
+    assert jobs.cancel_or_reclaim(market, who, job_id) == "finalized"
+    assert client.get_job(job_id).status == JobStatus.SETTLED
+    # Each winner billed a minute at 6 tokens an hour; the requester gets everything else
+    # back (the fee too: nobody settled).
+    paid = 2 * to_wei("0.10")
+    assert client.account_info(who.address).owed == submitted.escrow - paid
 
 
 def test_insufficient_balance_says_how_much_is_missing(
     chain: AnvilNode, market: WalletSettings
 ) -> None:
     poor = Identity.from_private_key(bytes(Account.create().key))
-    with pytest.raises(jobs.InsufficientFunds, match=r"holds 0 tokens .* 7.6 missing"):
+    with pytest.raises(jobs.InsufficientFunds, match=r"holds 0 tokens .* 10.1 missing"):
         jobs.submit(market, poor, EXAMPLES / "matmul" / "job.yaml")
 
 
@@ -140,7 +253,7 @@ def test_unreachable_coordinator_is_named_and_nothing_is_paid(
             "market": market.need("market_address"),
         },
     )
-    client = Web3Chain(chain.rpc_url, deployment, chain.accounts[5].private_key)
+    client = Web3Chain(chain.rpc_url, deployment, chain.accounts[REQUESTER].private_key)
     before = client.token_balance(who.address)
     with pytest.raises(CoordinatorError, match=r"coordinator at http://127.0.0.1:9: unreachable"):
         jobs.submit(dead, who, EXAMPLES / "matmul" / "job.yaml")

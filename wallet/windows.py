@@ -1,0 +1,78 @@
+"""A job's deadlines and windows, sized from its timeout (pure arithmetic, no I/O).
+
+A seat has ``commit_window`` seconds from its assignment to commit: the timeout plus a
+margin for fetching inputs, building the result's CID and, when the coordinator does not
+answer, committing on chain. Seats that depend on an earlier seat's commitment run after
+it, so the spare deadline leaves room for ``runs`` of them in a row:
+
+* redundancy 1 (``auto`` included): a primary, then a spot-checker seated once the
+  primary's commitment is in, then a tie-breaker once the checker's is: three runs;
+* redundancy 2 or more: the primaries together, then a tie-breaker: two runs.
+
+The last seat commits by ``spare_deadline + commit_window``; reveals follow, then the
+coordinator has a margin to settle. ``contracts/README.md`` ("Terms") lists the checks the
+market makes at creation; :func:`job_windows` always satisfies them or raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contracts.models import MAX_JOB_DURATION_S
+from protocol.errors import SpecError
+
+ASSIGN_WINDOW_S = 120
+"""From creation to the first seats: matching, offers, the providers' consent."""
+COMMIT_MARGIN_S = 180
+"""Beyond the timeout: fetching inputs, hashing the outputs, an on-chain commit if needed."""
+REVEAL_WINDOW_S = 300
+"""For reveals after the last commit deadline (off chain first, on chain as a fallback)."""
+SETTLE_MARGIN_S = 300
+"""After the reveal window: the coordinator's settle transaction."""
+
+
+@dataclass(frozen=True)
+class JobWindows:
+    """The time fields of a ``JobRequest``: ``timeout_ms`` in milliseconds, windows in
+    seconds, deadlines as block timestamps."""
+
+    timeout_ms: int
+    assign_deadline: int
+    commit_window: int
+    reveal_window: int
+    spare_deadline: int
+    settle_deadline: int
+
+
+def runs_in_a_row(redundancy: int) -> int:
+    """How many seats may have to run one after another (see the module docstring)."""
+    return 3 if redundancy == 1 else 2
+
+
+def job_windows(now: int, timeout_s: int, redundancy: int) -> JobWindows:
+    """Deadlines for a job created at block time ``now`` whose spec allows ``timeout_s``
+    seconds of run time, with ``redundancy`` primaries on chain (1 for ``auto``)."""
+    if timeout_s <= 0:
+        raise SpecError("timeout", f"must be positive, got {timeout_s}s")
+    commit_window = timeout_s + COMMIT_MARGIN_S
+    assign_deadline = now + ASSIGN_WINDOW_S
+    runs = runs_in_a_row(redundancy)
+    spare_deadline = assign_deadline + (runs - 1) * commit_window
+    settle_deadline = spare_deadline + commit_window + REVEAL_WINDOW_S + SETTLE_MARGIN_S
+    if settle_deadline > now + MAX_JOB_DURATION_S:
+        fixed = ASSIGN_WINDOW_S + REVEAL_WINDOW_S + SETTLE_MARGIN_S
+        longest = (MAX_JOB_DURATION_S - fixed) // runs - COMMIT_MARGIN_S
+        raise SpecError(
+            "timeout",
+            f"{timeout_s}s makes the job outlive the market's "
+            f"{MAX_JOB_DURATION_S // 86400}-day limit ({runs} runs in a row at redundancy "
+            f"{redundancy}); use at most {longest}s",
+        )
+    return JobWindows(
+        timeout_ms=timeout_s * 1000,
+        assign_deadline=assign_deadline,
+        commit_window=commit_window,
+        reveal_window=REVEAL_WINDOW_S,
+        spare_deadline=spare_deadline,
+        settle_deadline=settle_deadline,
+    )
