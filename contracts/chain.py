@@ -242,6 +242,20 @@ class Web3Chain:
     def now(self) -> int:
         return int(self._read(lambda: self.w3.eth.get_block("latest")["timestamp"]))
 
+    def next_block_time(self) -> int:
+        """The time the next block will carry, to size deadlines a transaction sent now must
+        meet. On an idle automine node (Anvil) the latest block can be minutes or hours old
+        while the next one is stamped with the current time, so deadlines sized from
+        :meth:`now` may already be past when the transaction is mined. The node's
+        ``pending`` block knows (a pinned next timestamp included); without it, the local
+        clock stands in."""
+        latest = self.now()
+        try:
+            pending = int(self.w3.eth.get_block("pending")["timestamp"])
+        except Exception:
+            pending = int(time.time())
+        return max(latest, pending)
+
     def get_events(self, from_block: int, to_block: int) -> list[ChainEvent]:
         d = self._deployment
         logs = self._read(
@@ -508,7 +522,10 @@ class Web3Chain:
         return self._token_name
 
     def _sign_permit(self, name: str, spender: str, value: int, deadline: int) -> Signature:
-        nonce = self._call(self.token.functions.nonces(self.address))
+        # The pending nonce: a permit signed behind an unmined one of ours would be stale.
+        nonce = self._read(
+            lambda: self.token.functions.nonces(self.address).call(block_identifier="pending")
+        )
         return sign_permit(
             self._account,
             chain_id=self._deployment.chain_id,
@@ -528,7 +545,7 @@ class Web3Chain:
         if not name:
             self.approve(self._deployment.market, amount)
             return _NO_PERMIT
-        deadline = self.now() + PERMIT_LIFETIME_S
+        deadline = self.next_block_time() + PERMIT_LIFETIME_S
         sig = self._sign_permit(name, self._deployment.market, amount, deadline)
         return deadline, sig.v, sig.r, sig.s
 

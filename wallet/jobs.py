@@ -127,7 +127,8 @@ def job_escrow(spec: JobSpec, fee: Wei) -> Wei:
 def job_request(
     spec: JobSpec, spec_cid: Cid, coordinator: Address, fee: Wei, now: int
 ) -> JobRequest:
-    """The createJob parameters for ``spec`` at block time ``now``."""
+    """The createJob parameters for ``spec`` mined at block time ``now`` (use the next
+    block's time, ``Web3Chain.next_block_time``, not the latest block's)."""
     redundancy = on_chain_redundancy(spec)
     windows = job_windows(now, spec.timeout, redundancy)
     return JobRequest(
@@ -162,7 +163,7 @@ def submit(
     request_fee = to_wei(fee)
     escrow = job_escrow(spec, request_fee)
     # Size the windows now: a timeout the market cannot take is refused before any upload.
-    job_windows(chain.now(), spec.timeout, on_chain_redundancy(spec))
+    job_windows(chain.next_block_time(), spec.timeout, on_chain_redundancy(spec))
     balance = chain.token_balance(identity.address)
     if balance < escrow:
         raise InsufficientFunds(identity.address, escrow, balance)
@@ -174,7 +175,9 @@ def submit(
         coordinator.health()
     input_cids, spec_cid = trio.run(_upload, settings.need("ipfs_api"), spec, local, progress)
     coordinator_address = parse_address(settings.need("coordinator_address"))
-    request = job_request(spec, spec_cid, coordinator_address, request_fee, chain.now())
+    # Deadlines from the next block's time, not the latest's: after the chain sat idle the
+    # latest block is old and a window sized from it can be past when createJob is mined.
+    request = job_request(spec, spec_cid, coordinator_address, request_fee, chain.next_block_time())
     job_id, receipt = chain.create_job(request)
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         coordinator.notify(job_id)
