@@ -185,6 +185,7 @@ class ProviderNode:
         domain = eip712.Eip712Domain(chain_id=self.chain_id, verifying_contract=s.market)
         config = WorkerConfig(
             max_input_bytes=s.max_input_bytes,
+            max_input_entries=s.max_input_entries,
             memory_bytes=s.max_job_memory_bytes,
             max_pids=s.max_job_pids,
             max_timeout_s=s.max_job_timeout_s,

@@ -60,6 +60,8 @@ class ProviderSettings(BaseSettings):
     shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600)
     """On SIGTERM, how long running jobs may finish before they are handed back."""
     max_input_bytes: int = Field(default=1 << 30, ge=1)
+    max_input_entries: int = Field(default=100_000, ge=1)
+    """Files and directories all of a job's inputs may hold together."""
     max_job_memory_bytes: int = Field(default=8 << 30, ge=16 << 20)
     max_job_pids: int = Field(default=512, ge=2)
     max_job_timeout_s: float = Field(default=24 * 3600.0, gt=0)

@@ -11,6 +11,7 @@ a directory and a job finds ``inputs/<name>/`` whatever was uploaded.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import stat
@@ -20,6 +21,7 @@ import trio
 
 from protocol.errors import ContentError, SpecError
 from protocol.ids import Cid
+from protocol.ipfs.fetch import MAX_ENTRIES
 from protocol.ipfs.local import path_ref
 from protocol.ipfs.store import ContentStore
 from provider_node.jobplan import JobPlan
@@ -61,20 +63,45 @@ def remove_tree(path: Path) -> None:
 
 
 async def fetch_inputs(
-    store: ContentStore, input_cids: dict[str, Cid], run_dir: Path, max_bytes: int
+    store: ContentStore,
+    input_cids: dict[str, Cid],
+    run_dir: Path,
+    max_bytes: int,
+    *,
+    max_entries: int = MAX_ENTRIES,
+    deadline_s: float | None = None,
 ) -> int:
     """Fetch every input under ``run_dir/inputs``; returns the bytes fetched.
 
-    ``max_bytes`` bounds all inputs together. Raises ``ContentError`` for content that is
-    missing, too large or does not match its CID.
+    ``max_bytes`` bounds all inputs' bytes together and ``max_entries`` all their files and
+    directories together (a few blocks can name one subtree many times); ``deadline_s``
+    (seconds from now) bounds the whole download. Raises ``ContentError`` for content that
+    is missing, too large, too many entries, too slow or does not match its CID.
     """
     inputs = run_dir / INPUTS_DIR
     inputs.mkdir(parents=True)
     (run_dir / OUTPUTS_DIR).mkdir()
+    with trio.move_on_after(deadline_s if deadline_s is not None else math.inf) as scope:
+        used = await _fetch_all(store, input_cids, inputs, max_bytes, max_entries)
+    if scope.cancelled_caught:
+        raise ContentError(
+            f"inputs did not arrive within {deadline_s:.0f} s, the time left before the "
+            "commit deadline"
+        )
+    return used
+
+
+async def _fetch_all(
+    store: ContentStore, input_cids: dict[str, Cid], inputs: Path, max_bytes: int, max_entries: int
+) -> int:
     used = 0
+    entries = 0
     for name, cid in sorted(input_cids.items()):
         staging = inputs / f".{name}.fetch"
-        await store.get(cid, staging, max_size=max_bytes - used)
+        await store.get(
+            cid, staging, max_size=max_bytes - used, max_entries=max(1, max_entries - entries)
+        )
+        entries += await trio.to_thread.run_sync(_count_entries, staging)
         target = inputs / name
         if staging.is_dir():
             staging.rename(target)
@@ -86,6 +113,10 @@ async def fetch_inputs(
             raise ContentError(f"inputs exceed the provider's limit of {max_bytes} bytes")
         await trio.to_thread.run_sync(_make_read_only, target)
     return used
+
+
+def _count_entries(path: Path) -> int:
+    return 1 + sum(1 for _ in path.rglob("*")) if path.is_dir() else 1
 
 
 def entrypoint_for(plan: JobPlan, run_dir: Path) -> Entrypoint:

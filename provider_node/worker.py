@@ -28,6 +28,7 @@ from protocol.errors import ContentError, GpuMarketError, SandboxError, Signatur
 from protocol.identity import Identity
 from protocol.ids import JobId
 from protocol.ipfs.cid import normalize_cid, result_digest
+from protocol.ipfs.fetch import MAX_ENTRIES
 from protocol.ipfs.store import ContentStore
 from protocol.messages import (
     Assignment,
@@ -80,6 +81,7 @@ class WorkerConfig:
     """Provider-side bounds applied to every job, whatever its spec asks."""
 
     max_input_bytes: int = 1 << 30
+    max_input_entries: int = MAX_ENTRIES
     max_output_bytes: int = 1 << 30
     memory_bytes: int = 8 << 30
     max_pids: int = 512
@@ -193,8 +195,14 @@ class JobWorker:
         run_dir = self.jobs.run_dir(record.job_id)
         await trio.to_thread.run_sync(remove_tree, run_dir)
         try:
+            # The download may use the time the job could run: it must not eat the commit.
             await fetch_inputs(
-                self.store, dict(assignment.input_cids), run_dir, self.config.max_input_bytes
+                self.store,
+                dict(assignment.input_cids),
+                run_dir,
+                self.config.max_input_bytes,
+                max_entries=self.config.max_input_entries,
+                deadline_s=self._wall_time(plan, record),
             )
             entrypoint = entrypoint_for(plan, run_dir)
         except (ContentError, SpecError) as exc:

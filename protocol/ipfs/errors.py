@@ -79,8 +79,8 @@ class TooManyEntries(ContentError):
         self.cid = cid
         self.limit = limit
         super().__init__(
-            f"content {cid} holds more than {limit} files and directories: refused "
-            "(raise the job's limits.max_entries if the input really is that large)"
+            f"content {cid} holds more than {limit} files and directories, the limit of "
+            "this download: refused (pack a large tree into fewer files, e.g. an archive)"
         )
 
 
