@@ -7,7 +7,7 @@ one quorum rule, and billing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from eth_abi import encode
@@ -111,12 +111,15 @@ def decide(tally: Tally, redundancy: int) -> Decision:
     return Decision(best, q, 2 * popcount(best) > q, (tally.votes & ~best) | tally.withheld)
 
 
+def billing_cap(winning_runtimes: Iterable[int], timeout_ms: int) -> int:
+    """``min(2 * m, timeoutMs)``, ``m`` the smallest winning runtime: no winner is billed more."""
+    return min(2 * min(winning_runtimes, default=UINT64_MAX), timeout_ms)
+
+
 def billed_ms(runtimes: Sequence[int], winners: int, timeout_ms: int) -> list[int]:
     """Per seat: ``min(runtime, 2 * m, timeoutMs)`` for winners (``m`` the smallest winning
     runtime), 0 for everyone else."""
-    winning = [r for i, r in enumerate(runtimes) if winners >> i & 1]
-    m = min(winning, default=UINT64_MAX)
-    cap = min(2 * m, timeout_ms)
+    cap = billing_cap((r for i, r in enumerate(runtimes) if winners >> i & 1), timeout_ms)
     return [min(r, cap) if winners >> i & 1 else 0 for i, r in enumerate(runtimes)]
 
 

@@ -3,7 +3,8 @@
 With ``m`` the smallest winning runtime, winner ``i`` is billed
 ``min(runtime_i, 2 * m, timeoutMs)`` milliseconds and paid
 ``min(price_i, ceil(ratePerHour_i * billed_i / 3_600_000))`` (``contracts/README.md``,
-"Billing"). :func:`bills` computes this before settling, to show what a verdict will pay;
+"Billing"; the rule's code is :mod:`contracts.rules`, shared with the in-memory chain).
+:func:`bills` computes this before settling, to show what a verdict will pay;
 once the chain settled, :func:`record_settlement` stores what ``JobSettled`` says it paid
 (``paidAndBilled[i] = pay << 64 | billedMs``) and :func:`record_slash` what
 ``ProviderSlashed`` burned, so views always show the chain's figures.
@@ -15,12 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.models import MS_PER_HOUR
+from contracts.rules import billing_cap, pay_for, unpack_paid_and_billed
 from coordinator.states import Outcome
 from coordinator.store import AsyncStore, ProviderSlot
 from protocol.ids import parse_address
-
-MASK64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -33,21 +32,19 @@ def bills(
     winners: Mapping[int, int], seats: Mapping[int, ProviderSlot], timeout_ms: int
 ) -> dict[int, Bill]:
     """Each winner's bill; ``winners`` maps a seat index to the runtime it voted with."""
-    if not winners:
-        return {}
-    cap = min(2 * min(winners.values()), timeout_ms)
+    cap = billing_cap(winners.values(), timeout_ms)
     out: dict[int, Bill] = {}
     for idx, runtime in winners.items():
         seat = seats[idx]
         billed = min(runtime, cap)
-        pay = min(seat.price, (seat.rate_per_hour * billed + MS_PER_HOUR - 1) // MS_PER_HOUR)
-        out[idx] = Bill(billed, pay)
+        out[idx] = Bill(billed, pay_for(seat.price, seat.rate_per_hour, billed))
     return out
 
 
 def unpack(paid_and_billed: Sequence[int]) -> list[Bill]:
     """``JobSettled.paidAndBilled`` per seat (zero for seats that were not paid)."""
-    return [Bill(int(v) & MASK64, int(v) >> 64) for v in paid_and_billed]
+    figures = (unpack_paid_and_billed(int(v)) for v in paid_and_billed)
+    return [Bill(billed, pay) for pay, billed in figures]
 
 
 def outcome_of(idx: int, winners: int, slash_mask: int) -> Outcome:
