@@ -853,8 +853,16 @@ contract JobMarketTest is Fixture {
         JobMarketExt(address(market)).revealOnChain(jobId, t, seats, 0, X, 1000, _saltOf(jobId, 0), "", receipt);
         _revealOnChain(jobId, 1, X, 1000, true);
         vm.warp(t.settleDeadline + 1);
+        uint256 requesterBefore = _owed(requester);
         JobMarketExt(address(market)).finalize(jobId, t, seats);
         assertEq(_status(jobId), 3, "settled for the two agreeing votes");
+        // each provider is paid its 1,000 ms at one unit per ms; nothing is burned; the
+        // requester gets the rest back (finalize returns the fee too)
+        assertEq(_owed(p0), 1000, "the provider whose reveal was posted first is paid");
+        assertEq(_owed(providerAddrs[1]), 1000, "the other provider is paid");
+        assertEq(market.burned(), 0, "nobody slashed");
+        assertEq(_owed(requester) - requesterBefore, _escrow(jobId) - 2000, "rest refunded");
+        assertEq(_owed(coordinator), 0, "no fee for a job the coordinator did not settle");
     }
 
     /// The extension runs only in the market's storage: called directly it refuses.
