@@ -1,7 +1,7 @@
 """Choosing providers for a job, getting their consent and recording them on chain,
 idempotently.
 
-The plan (slots in state ``planned`` plus the match's explanation) is persisted first; each
+The plan (slots in state ``offered`` plus the match's explanation) is persisted first; each
 planned seat is then offered to its provider (:mod:`coordinator.offers`), and once every
 seat waiting to go on chain holds a valid consent the ``assign`` transaction is sent with
 those offers. Before sending, the chain's seats are read: seats that already landed (the
@@ -33,10 +33,10 @@ from coordinator.errors import NoCandidates
 from coordinator.matcher import Match, Matcher
 from coordinator.offers import Offerer, job_key
 from coordinator.requirements import Requirements
-from coordinator.states import JobState, ProviderState
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot
 from protocol.eip712 import Signature
 from protocol.ids import Address, Wei, parse_address
+from protocol.lifecycle import JobState, SeatState
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,8 @@ class Assigner:
     async def admit(self, job: JobRecord, req: Requirements) -> list[ProviderSlot] | None:
         """Plan ``job`` if capacity allows once every older waiting job had its turn.
 
-        Returns the planned slots, or None while the job waits (its ``failure_reason``
-        says for what). Jobs planned on the way are woken to submit their plans.
+        Returns the planned slots, or None while the job waits (its ``waiting`` says for
+        what). Jobs planned on the way are woken to submit their plans.
         """
         async with self._lock:
             done = self._planned.pop(job.job_id, None)
@@ -134,7 +134,7 @@ class Assigner:
                     continue
                 if job_id != job.job_id:
                     current = await self.store.get_job(job_id)
-                    if current.state is not JobState.CREATED:
+                    if current.state not in (JobState.CREATED, JobState.MATCHING):
                         self.forget(job_id)
                         continue
                 try:
@@ -144,7 +144,7 @@ class Assigner:
                     reason = f"waiting for providers: {exc}"
                     if reason != entry.reason:
                         entry.reason = reason
-                        await self.store.update_job(job_id, failure_reason=reason[:1000])
+                        await self.store.update_job(job_id, waiting=reason[:1000])
                     continue
                 del self._waiting[job_id]
                 if job_id == job.job_id:
@@ -196,7 +196,7 @@ class Assigner:
                 peer_id=c.peer_id,
                 price=c.price,
                 rate_per_hour=c.rate_per_hour,
-                state=ProviderState.PLANNED,
+                state=SeatState.OFFERED,
                 updated_at=now,
                 multiaddrs=c.multiaddrs,
                 replaces=replaces,
@@ -287,7 +287,7 @@ class Assigner:
             price, rate, at = int(seat.price), int(seat.rate_per_hour), int(seat.assigned_at)
             slot = by_idx.get(i)
             if slot is not None and parse_address(slot.address) == parse_address(seat.provider):
-                state = slot.state if slot.state.on_chain else ProviderState.ASSIGNED
+                state = slot.state if slot.state.on_chain else SeatState.ASSIGNED
                 if state is not slot.state or slot.assigned_at != at:
                     fixed.append(
                         replace(
@@ -307,7 +307,7 @@ class Assigner:
                     idx=i,
                     address=seat.provider,
                     peer_id=advert.peer_id if advert else "",
-                    state=ProviderState.ASSIGNED if advert else ProviderState.FAILED,
+                    state=SeatState.ASSIGNED if advert else SeatState.FAILED,
                     updated_at=time.time(),
                     multiaddrs=tuple(advert.multiaddrs) if advert else (),
                     detail=None if advert else "assigned on chain but not in the book",

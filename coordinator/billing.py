@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.rules import billing_cap, pay_for, unpack_paid_and_billed
-from coordinator.states import Outcome
 from coordinator.store import AsyncStore, ProviderSlot
 from protocol.ids import parse_address
+from protocol.lifecycle import Outcome
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from coordinator.columns import ProviderColumns
-from coordinator.states import ProviderState
 from coordinator.store import ProviderSlot
+from protocol.lifecycle import SeatState
 
-HOLDING = frozenset(
-    {ProviderState.PLANNED, ProviderState.ACCEPTED, ProviderState.ASSIGNED, ProviderState.RUNNING}
-)
+HOLDING = frozenset({SeatState.OFFERED, SeatState.ACCEPTED, SeatState.ASSIGNED, SeatState.RUNNING})
 
 
 def holders(slots: Iterable[ProviderSlot]) -> set[str]:
@@ -51,7 +49,7 @@ class CapacityLedger:
     def sync(self, job_id: str, slots: Iterable[ProviderSlot]) -> None:
         """Make the job's holdings match its stored slots."""
         slots = list(slots)
-        running = {s.address for s in slots if s.state is ProviderState.RUNNING and not s.committed}
+        running = {s.address for s in slots if s.state is SeatState.RUNNING and not s.committed}
         if running:
             self._running[job_id] = running
         else:

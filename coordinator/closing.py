@@ -26,10 +26,10 @@ from coordinator.outputs import tolerance_groups
 from coordinator.reputation import ReputationBook
 from coordinator.requirements import tolerance_of
 from coordinator.settlement import Settler
-from coordinator.states import JobState, Outcome, ProviderState
 from coordinator.store import JobRecord, ProviderSlot
 from coordinator.verifier import Verdict, VerdictKind, decide, tally
 from protocol.errors import ContentError, GpuMarketError
+from protocol.lifecycle import JobState, Outcome, SeatState
 from protocol.messages import Reveal
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 S = JobState
-P = ProviderState
+P = SeatState
 MAX_DETAIL_CHARS = 1000
 
 
@@ -63,7 +63,7 @@ class Closer:
         if any(s.state is P.COMMITTED for s in slots) and self.d.now() <= job.settle_deadline:
             return
         revealed = [s.address for s in slots if s.state is P.REVEALED]
-        await self.d.move(job, S.REVEALED, {"revealed": revealed})
+        await self.d.move(job, S.REVEALING, {"revealed": revealed})
 
     async def _ask_reveals(self, job: JobRecord, slots: list[ProviderSlot]) -> list[ProviderSlot]:
         """Ask every committed seat that has not revealed yet for its reveal."""

@@ -34,12 +34,12 @@ from coordinator.requirements import requirements_for
 from coordinator.seating import Seating, every_provider_failed
 from coordinator.settlement import Settler
 from coordinator.signals import Signals
-from coordinator.states import JobState
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot
 from protocol import eip712
 from protocol.errors import ContentError, MatchError, SpecError
 from protocol.identity import Identity
 from protocol.ipfs.store import ContentStore
+from protocol.lifecycle import JobState
 from protocol.messages import Reveal
 from protocol.registry import MAX_SPEC_BYTES
 from protocol.spec import JobSpec
@@ -130,7 +130,7 @@ class JobDriver:
     async def step(self, job_id: str) -> bool:
         """Advance one job as far as it can go now; True once it needs nothing more."""
         job = await self.store.get_job(job_id)
-        if job.state.final or job.state is S.FAILED:
+        if job.state.terminal:
             if job.state is S.FAILED and self.now() <= job.settle_deadline:
                 await self.closer.abort(job)  # a failure recorded before a crash or restart
             self.assigner.forget(job_id)
@@ -139,10 +139,11 @@ class JobDriver:
             return True
         handler = {
             S.CREATED: self._created,
+            S.MATCHING: self._created,
             S.ASSIGNED: self.seating.assigned,
             S.RUNNING: self.seating.assigned,
             S.COMMITTED: self.closer.committed,
-            S.REVEALED: self.closer.revealed,
+            S.REVEALING: self.closer.revealed,
             S.DISPUTED: self.seating.disputed,
         }[job.state]
         await handler(job)
@@ -199,6 +200,8 @@ class JobDriver:
         if self.chain_now() + self.config.tx_margin_s > job.assign_deadline:
             await self.fail(job, await self._nobody_reason(job))
             return
+        if job.state is S.CREATED:
+            job = await self.move(job, S.MATCHING, {"providers_wanted": job.redundancy}) or job
         slots = await self.store.slots(job.job_id)
         if not slots:
             if await self.store.declines(job.job_id):
@@ -212,13 +215,13 @@ class JobDriver:
             try:
                 await self.assigner.plan(job, more, slots)
             except MatchError as exc:
-                await self.store.update_job(job.job_id, failure_reason=f"waiting: {exc}"[:1000])
+                await self.store.update_job(job.job_id, waiting=str(exc)[:1000])
                 return
             slots = await self.store.slots(job.job_id)
         tx = await self.assigner.submit(job, slots)
         onchain = [s.address for s in await self.store.slots(job.job_id) if s.state.on_chain]
         if onchain:
-            await self.move(job, S.ASSIGNED, {"tx": tx, "providers": onchain}, failure_reason=None)
+            await self.move(job, S.ASSIGNED, {"tx": tx, "providers": onchain}, waiting=None)
 
     async def _nobody_reason(self, job: JobRecord) -> str:
         """Why no provider took the job: who declined and why, else what the matcher said."""
@@ -227,7 +230,7 @@ class JobDriver:
             said = "; ".join(f"{d.address}: {d.reason}" for d in declines[-8:])
             reason = f"no providers accepted before the assign deadline: {said}"
         else:
-            why = job.failure_reason or "no capacity"
+            why = job.waiting or "no capacity"
             reason = f"no providers matched before the assign deadline: {why}"
         return reason[:MAX_REASON_CHARS]
 

@@ -28,12 +28,12 @@ from coordinator.book import ProviderBook
 from coordinator.chain_io import AsyncChain
 from coordinator.dispatcher import Dispatcher, Refusal, Target
 from coordinator.signals import Signals
-from coordinator.states import ProviderState
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot
 from protocol import eip712
 from protocol.errors import GpuMarketError
 from protocol.identity import Identity
 from protocol.ids import Address, Cid, JobId, PeerId, Wei
+from protocol.lifecycle import SeatState
 from protocol.messages import Accept, Decline, JobOffer
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ OFFER_TTL_S = 300
 RENEW_MARGIN_S = 30
 """An accepted offer expiring sooner than this is asked for again before it is sent."""
 MAX_REASON_CHARS = 1000
-P = ProviderState
+P = SeatState
 
 
 def job_key(job: JobRecord) -> JobId:
@@ -116,7 +116,7 @@ class Offerer:
         """Whether the seat's provider should be asked (again) now."""
         if slot.state is P.ACCEPTED:
             return not self.usable(slot, now)
-        if slot.state is not P.PLANNED:
+        if slot.state is not P.OFFERED:
             return False
         return not slot.busy or self.book.looks_free(slot.address)
 
@@ -153,7 +153,7 @@ class Offerer:
                 await self.store.update_slot(
                     job.job_id,
                     slot.idx,
-                    only_if=frozenset({P.PLANNED, P.ACCEPTED}),
+                    only_if=frozenset({P.OFFERED, P.ACCEPTED}),
                     state=P.ACCEPTED,
                     accept_sig="0x" + answer.signature.hex(),
                     accept_expiry=answer.expiry,
@@ -177,8 +177,8 @@ class Offerer:
         await self.store.update_slot(
             job.job_id,
             slot.idx,
-            only_if=frozenset({P.PLANNED, P.ACCEPTED}),
-            state=P.PLANNED,
+            only_if=frozenset({P.OFFERED, P.ACCEPTED}),
+            state=P.OFFERED,
             busy=True,
             accept_sig=None,
             accept_expiry=None,

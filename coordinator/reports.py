@@ -16,12 +16,12 @@ from collections.abc import Awaitable, Callable
 
 from coordinator.errors import JobNotFound
 from coordinator.signals import Signals
-from coordinator.states import JobState, ProviderState
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot
 from protocol import eip712
 from protocol.errors import MessageError
 from protocol.identity import Identity
 from protocol.ids import Address, PeerId
+from protocol.lifecycle import SeatState
 from protocol.messages import (
     Ack,
     Commitment,
@@ -41,7 +41,7 @@ MAX_LINE_CHARS = 4096
 RevealSink = Callable[[JobRecord, ProviderSlot, Reveal], Awaitable[bool]]
 Clock = Callable[[], float]
 REPORTS = (Commitment, LogChunk, FailureReport, HandBack, Reveal)
-UNCOMMITTED = frozenset({ProviderState.ASSIGNED, ProviderState.RUNNING, ProviderState.FAILED})
+UNCOMMITTED = frozenset({SeatState.ASSIGNED, SeatState.RUNNING, SeatState.FAILED})
 
 
 class NotAssigned(MessageError):
@@ -108,7 +108,7 @@ class ReportHandler:
             if slot.commit_hash != digest:
                 raise MessageError("a different commitment was already accepted")
             return self._receipt(job, slot, body)  # a retried delivery: the same receipt
-        if job.state.final or job.state is JobState.FAILED:
+        if job.state.terminal:
             raise MessageError(f"job {job.job_id} is {job.state}; commitments are closed")
         # A seat we gave up on (silent, replaced) still holds its place on chain until its
         # commit deadline: its commitment binds and counts like any other.
@@ -119,7 +119,7 @@ class ReportHandler:
         await self.store.update_slot(
             job.job_id,
             slot.idx,
-            state=ProviderState.COMMITTED,
+            state=SeatState.COMMITTED,
             commit_hash=digest,
             commit_sig="0x" + body.signature.hex(),
             receipt_sig="0x" + receipt.signature.hex(),
@@ -175,7 +175,7 @@ class ReportHandler:
             job.job_id,
             slot.idx,
             only_if=UNCOMMITTED,
-            state=ProviderState.FAILED,
+            state=SeatState.FAILED,
             detail=f"{body.message_type}: {reason}"[:1000],
         )
         if isinstance(body, FailureReport) and not body.kind.provider_fault:

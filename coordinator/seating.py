@@ -19,11 +19,11 @@ import trio
 from coordinator.book import fingerprint_key
 from coordinator.offers import job_key, target_of
 from coordinator.requirements import Requirements, requirements_for
-from coordinator.states import JobState, ProviderState
 from coordinator.store import JobRecord, ProviderSlot
 from proofs.policy import JobTerms as PolicyTerms
 from protocol.errors import MatchError
 from protocol.ids import Address, Cid, Wei
+from protocol.lifecycle import JobState, SeatState
 from protocol.messages import Assignment
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 S = JobState
-P = ProviderState
+P = SeatState
 MAX_DETAIL_CHARS = 1000
 MAX_REASON_CHARS = 4000
 WAITING = frozenset({P.ASSIGNED, P.RUNNING})
@@ -290,9 +290,7 @@ class Seating:
 
         The draw happens only after the primary committed, so it cannot know in advance.
         """
-        recorded = dict(job.requirements or {})
-        draw = recorded.get("spot_check")
-        if draw is None:
+        if job.spot_checked is None:
             primary = next(s for s in on_chain(slots) if s.committed)
             standing = self.d.closer.reputation.standing(
                 primary.address, primary.price * self.d.config.stake_factor
@@ -301,28 +299,35 @@ class Seating:
                 standing, PolicyTerms(price=primary.price, requester_redundancy=1)
             )
             checked = plan.replicas >= 2 or self.d.config.rng.random() < plan.spot_check_p
-            draw = {"checked": checked, "p": plan.spot_check_p, "reason": plan.reason}
-            recorded["spot_check"] = draw
-            job = await self.d.store.update_job(job.job_id, requirements=recorded)
-        if not draw["checked"] or any(s.address == draw.get("checker") for s in slots):
+            job = await self.d.store.update_job(
+                job.job_id,
+                spot_checked=checked,
+                spot_check_p=plan.spot_check_p if plan.replicas < 2 else 1.0,
+                spot_check_note=plan.reason,
+            )
+        if not job.spot_checked or any(s.address == job.checker for s in slots):
             return False
         if not self.can_add(job, slots):
-            if "checker" not in draw:
-                recorded["spot_check"] = {**draw, "checked": False, "reason": "no time to add"}
-                await self.d.store.update_job(job.job_id, requirements=recorded)
+            if job.checker is None:
+                await self._unseated(job, "no time left to seat a checker")
             return False
         try:
             checker = await self.add(job, slots, [s for s in on_chain(slots) if s.active])
         except MatchError as exc:
-            log.info("job %s: no spot-checker available: %s", job.job_id[:18], exc)
-            recorded["spot_check"] = {**draw, "checked": False, "reason": f"none free: {exc}"}
-            await self.d.store.update_job(job.job_id, requirements=recorded)
+            await self._unseated(job, f"no checker free: {exc}")
             return False
-        recorded["spot_check"] = {**draw, "checker": checker.address}
-        job = await self.d.store.update_job(job.job_id, requirements=recorded)
+        job = await self.d.store.update_job(job.job_id, checker=checker.address)
         await self.d.store.transition(job.job_id, job.state, {"spot_check": checker.address})
         self.d.signals.fire(job.job_id)
         return True
+
+    async def _unseated(self, job: JobRecord, why: str) -> None:
+        """A drawn check that could not be seated: the job goes unchecked (a miss), and
+        ``spot_check_note`` says why."""
+        log.warning("job %s: spot check drawn but not seated: %s", job.job_id[:18], why)
+        await self.d.store.update_job(
+            job.job_id, spot_checked=False, spot_check_note=f"drawn, not seated: {why}"[:1000]
+        )
 
     # --------------------------------------------------------------- disputed
     async def disputed(self, job: JobRecord) -> None:
@@ -339,7 +344,7 @@ class Seating:
             try:
                 chosen = await self.add(job, slots, voters)
             except MatchError as exc:
-                await self.d.store.update_job(job.job_id, failure_reason=f"tie-breaker: {exc}")
+                await self.d.store.update_job(job.job_id, waiting=f"tie-breaker: {exc}"[:1000])
                 return
             await self.d.store.transition(job.job_id, S.DISPUTED, {"tie_breaker": chosen.address})
             self.d.signals.fire(job.job_id)

@@ -26,10 +26,10 @@ from enum import StrEnum
 
 from contracts.models import JobTerms, Settlement, SignedEntry
 from coordinator.billing import Bill, bills
-from coordinator.states import Outcome, ProviderState
 from coordinator.store import ProviderSlot
 from protocol.eip712 import Signature, cid_to_result_digest, digest_to_cid
 from protocol.ids import JobId
+from protocol.lifecycle import Outcome, SeatState
 
 
 class VerdictKind(StrEnum):
@@ -89,7 +89,7 @@ def _signature(value: str | None) -> Signature:
 def _reveal_of(slot: ProviderSlot) -> SignedEntry | None:
     """The provider's signed Reveal, when we hold one."""
     if (
-        slot.state is ProviderState.REVEALED
+        slot.state is SeatState.REVEALED
         and slot.result_cid
         and slot.salt
         and slot.reveal_sig

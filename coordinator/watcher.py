@@ -25,11 +25,11 @@ from coordinator.driver import new_seed
 from coordinator.errors import InvalidTransition
 from coordinator.settlement import reason_name
 from coordinator.signals import Signals
-from coordinator.states import JobState, ProviderState
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot
 from coordinator.tasks import contained
 from protocol.eip712 import commit_hash, digest_to_cid
 from protocol.ids import JobId, parse_address
+from protocol.lifecycle import JobState, SeatState
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,10 @@ CHAIN_DECISIONS = {
 }
 COMMITTABLE = frozenset(
     {
-        ProviderState.ASSIGNED,
-        ProviderState.RUNNING,
-        ProviderState.FAILED,
-        ProviderState.REPLACED,
+        SeatState.ASSIGNED,
+        SeatState.RUNNING,
+        SeatState.FAILED,
+        SeatState.REPLACED,
     }
 )
 
@@ -100,6 +100,7 @@ class ChainWatcher:
         self.clock_offset: float | None = None
         """Chain time minus wall time, measured on the freshest block seen."""
         self._poke = trio.Event()
+        self._finalizing: set[tuple[str, bytes]] = set()
         self.observers: list[Callable[[ChainEvent], None]] = []
         """Called with every event read (of any contract), before it is applied."""
 
@@ -136,7 +137,12 @@ class ChainWatcher:
         applied = 0
         while start <= safe:
             end = min(safe, start + MAX_RANGE - 1)
-            for event in await self.chain.get_events(start, end):
+            events = await self.chain.get_events(start, end)
+            # finalize emits JobSettled then JobFinalized in one transaction.
+            self._finalizing = {
+                (e.tx_hash, bytes(e.args["jobId"])) for e in events if e.name == "JobFinalized"
+            }
+            for event in events:
                 for observe in self.observers:
                     observe(event)
                 applied += await self.apply(event)
@@ -172,6 +178,10 @@ class ChainWatcher:
         if handler is not None:
             await handler(job, event)
         wanted = CHAIN_DECISIONS.get(event.name)
+        if wanted is JobState.SETTLED and (event.tx_hash, bytes(event.args["jobId"])) in (
+            self._finalizing
+        ):
+            wanted = JobState.FINALIZED
         if wanted is not None and not job.state.final:
             try:
                 await self.store.transition(
@@ -198,7 +208,7 @@ class ChainWatcher:
             return
         fields: dict[str, object] = {"onchain_commit": "0x" + bytes(event.args["commitHash"]).hex()}
         if slot.state in COMMITTABLE:
-            fields["state"] = ProviderState.COMMITTED
+            fields["state"] = SeatState.COMMITTED
         await self.store.update_slot(job.job_id, slot.idx, **fields)
 
     async def _revealed(self, job: JobRecord, event: ChainEvent) -> None:
@@ -214,9 +224,9 @@ class ChainWatcher:
             "onchain_runtime_ms": runtime,
             "onchain_votes": bool(a["votes"]),
         }
-        if a["votes"] and slot.state.on_chain and slot.state is not ProviderState.REVEALED:
+        if a["votes"] and slot.state.on_chain and slot.state is not SeatState.REVEALED:
             fields.update(
-                state=ProviderState.REVEALED,
+                state=SeatState.REVEALED,
                 result_cid=digest_to_cid(result),
                 runtime_ms=runtime,
                 salt="0x" + salt.hex(),

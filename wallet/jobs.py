@@ -17,6 +17,7 @@ import trio
 from contracts.chain import Web3Chain
 from contracts.errors import MajorityExists
 from contracts.models import CompareMode, JobRequest, JobStatus, escrow_of
+from protocol import lifecycle
 from protocol.errors import GpuMarketError
 from protocol.failure_output import failure_class_of
 from protocol.identity import Identity
@@ -184,9 +185,10 @@ def submit(
     return Submitted(job_id, spec_cid, input_cids, escrow, receipt.tx_hash, receipt.gas_used)
 
 
-TERMINAL = frozenset({"settled", "finalized", "failed", "reclaimed", "cancelled", "aborted"})
-"""The coordinator's final job states (``disputed`` is not one: a tie-breaker follows)."""
-NO_RESULT = {"failed": "failed", "aborted": "was aborted by its coordinator"}
+TERMINAL = frozenset(str(s) for s in lifecycle.TERMINAL)
+"""Where waiting for a job ends (``protocol.lifecycle``; ``disputed`` is not one: a
+tie-breaker follows)."""
+FAILED = str(lifecycle.JobState.FAILED)
 
 
 def follow(
@@ -207,13 +209,13 @@ def follow(
                     break
             view = coordinator.job(job_id)
             state = view["state"]
-            if state in NO_RESULT:
+            if state == FAILED:
                 failure = view.get("failure") or {}
                 raise JobFailed(
                     view["job_id"],
                     failure.get("reason", "no reason given"),
                     failure.get("provider"),
-                    what=NO_RESULT[state],
+                    what="was aborted by its coordinator" if view.get("abort_tx") else "failed",
                 )
             if state in TERMINAL:
                 check_not_a_failure(view)

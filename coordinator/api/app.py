@@ -30,11 +30,11 @@ from coordinator.book import ProviderBook
 from coordinator.errors import NotAuthorized
 from coordinator.metrics import Metrics
 from coordinator.signals import Signals
-from coordinator.states import JobState
 from coordinator.store import AsyncStore, JobRecord
 from protocol.api_auth import verify_request
 from protocol.errors import MessageError
 from protocol.ids import parse_address, parse_job_id
+from protocol.lifecycle import JobState
 
 KEEPALIVE_S = 15.0
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from coordinator.states import JobState
 from coordinator.store import Decline, JobRecord, ProviderSlot
+from protocol.lifecycle import JobState
 
 
 class SubmitJob(BaseModel):

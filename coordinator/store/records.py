@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.models import CompareMode, JobTerms, Seat
-from coordinator.states import JobState, Outcome, ProviderState
 from protocol.ids import Address, Wei, parse_address
+from protocol.lifecycle import JobState, Outcome, SeatState
 
 
 def _to_text(row: dict[str, Any], names: tuple[str, ...]) -> None:
@@ -60,6 +60,16 @@ class JobRecord:
     abort_tx: str | None = None
     refund: int | None = None
     """What the requester got back: at settlement (unused seats) or abort (everything)."""
+    waiting: str | None = None
+    """Why the job waits (no provider free or matching yet); cleared once it moves on."""
+    spot_check_p: float | None = None
+    """The chance a lone primary was checked with (set once the draw was made)."""
+    spot_checked: bool | None = None
+    """The draw: None until it is made (after the primary committed)."""
+    spot_check_note: str | None = None
+    """The policy's reason, or why a drawn check was not seated."""
+    checker: str | None = None
+    """The spot-checker's address, once one was chosen."""
 
     def to_row(self) -> dict[str, Any]:
         row = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -125,7 +135,7 @@ class ProviderSlot:
     address: str
     peer_id: str
     price: int
-    state: ProviderState
+    state: SeatState
     updated_at: float
     multiaddrs: tuple[str, ...] = field(default=())
     rate_per_hour: int = 0
@@ -168,7 +178,7 @@ class ProviderSlot:
     @classmethod
     def from_row(cls, row: Any) -> ProviderSlot:
         m = dict(row._mapping)
-        m["state"] = ProviderState(m["state"])
+        m["state"] = SeatState(m["state"])
         m["outcome"] = None if m["outcome"] is None else Outcome(m["outcome"])
         _to_int(m, _SLOT_BIG)
         m["busy"] = bool(m["busy"])
@@ -179,7 +189,7 @@ class ProviderSlot:
     @property
     def active(self) -> bool:
         """Still expected to deliver (not failed, not replaced)."""
-        return self.state not in (ProviderState.FAILED, ProviderState.REPLACED)
+        return self.state not in (SeatState.FAILED, SeatState.REPLACED)
 
     @property
     def committed(self) -> bool:

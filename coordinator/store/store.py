@@ -22,10 +22,10 @@ from sqlalchemy import Connection, Engine, create_engine, func, insert, select, 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from coordinator.errors import InvalidTransition, JobNotFound, Unavailable
-from coordinator.states import FINAL, JobState, ProviderState, allowed, seat_allowed
 from coordinator.store import tables as t
 from coordinator.store.migrate import upgrade
 from coordinator.store.records import Decline, EventRecord, JobRecord, LogLine, ProviderSlot
+from protocol.lifecycle import FINAL, JobState, SeatState, allowed, seat_allowed
 
 T = TypeVar("T")
 
@@ -205,7 +205,7 @@ class Store:
         job_id: str,
         idx: int,
         *,
-        only_if: frozenset[ProviderState] | None = None,
+        only_if: frozenset[SeatState] | None = None,
         **fields: Any,
     ) -> ProviderSlot:
         """Change one slot; with ``only_if``, only while it is in one of those states
@@ -237,7 +237,7 @@ class Store:
             if row is None:
                 return False
             current = ProviderSlot.from_row(row)
-            if current.state.on_chain or current.address != address:
+            if not seat_allowed(current.state, SeatState.DECLINED) or current.address != address:
                 return False
             conn.execute(t.job_providers.delete().where(key))
             conn.execute(

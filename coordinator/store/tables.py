@@ -49,6 +49,11 @@ jobs = Table(
     Column("settle_attempts", Integer, nullable=False, server_default="0"),
     Column("abort_tx", String(66)),
     Column("refund", String(32)),
+    Column("waiting", Text),
+    Column("spot_check_p", Float),
+    Column("spot_checked", Boolean),
+    Column("spot_check_note", Text),
+    Column("checker", String(42)),
 )
 
 job_providers = Table(

@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 from coordinator.columns import Offer
-from coordinator.states import JobState
 from coordinator.store import JobRecord
+from protocol.lifecycle import JobState
 
 UNIT = 1_000_000
 

@@ -11,8 +11,8 @@ from coordinator.columns import Offer
 from coordinator.errors import NoCandidates
 from coordinator.matcher import Matcher
 from coordinator.requirements import Requirements
-from coordinator.states import ProviderState
 from coordinator.store import ProviderSlot
+from protocol.lifecycle import SeatState
 
 
 class Clock:
@@ -51,7 +51,7 @@ def book_of(n: int, clock: Clock) -> tuple[ProviderBook, Matcher]:
 REQ = Requirements(count=2, gpus=0, runtime="torch", duration_s=600, price_cap=10**9, exact=True)
 
 
-def slot(job: str, address: str, state: ProviderState, commit: str | None = None) -> ProviderSlot:
+def slot(job: str, address: str, state: SeatState, commit: str | None = None) -> ProviderSlot:
     return ProviderSlot(
         job_id=job,
         idx=0,
@@ -77,8 +77,8 @@ def test_held_slots_are_not_planned_twice_and_free_up_on_commit() -> None:
     book.capacity.sync(
         "job-a",
         [
-            slot("job-a", first[0], ProviderState.COMMITTED, "0x01"),
-            slot("job-a", first[1], ProviderState.RUNNING),
+            slot("job-a", first[0], SeatState.COMMITTED, "0x01"),
+            slot("job-a", first[1], SeatState.RUNNING),
         ],
     )
     assert released and book.capacity.held(first[0]) == 0 and book.capacity.held(first[1]) == 1

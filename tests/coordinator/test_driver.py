@@ -11,14 +11,14 @@ from contracts.errors import RpcError
 from contracts.models import JobStatus, Offer, Receipt
 from coordinator import closing
 from coordinator.settlement import SettleResult
-from coordinator.states import JobState, Outcome, ProviderState
 from coordinator.store import JobRecord
 from protocol.ids import JobId
+from protocol.lifecycle import JobState, Outcome, SeatState
 from protocol.messages import FailureKind
 from tests.coordinator.harness import harness
 
 S = JobState
-P = ProviderState
+P = SeatState
 
 
 def settled(job: JobRecord) -> bool:
@@ -77,8 +77,8 @@ async def test_a_busy_provider_keeps_its_seat_and_is_asked_again_once_free(
             await h.step(job_id)
         slots = await h.slots(job_id)
         waiting = next(s for s in slots if s.address == busy.address)
-        assert waiting.state is P.PLANNED and waiting.busy
-        assert (await h.job(job_id)).state is S.CREATED
+        assert waiting.state is P.OFFERED and waiting.busy
+        assert (await h.job(job_id)).state is S.MATCHING
         assert len(busy.offers) == 1  # not asked again before a slot there looks free
         busy.busy = False
         h.book.accept(busy.advert(("/ip4/127.0.0.1/tcp/4001",)))  # it advertises again
@@ -142,10 +142,10 @@ async def test_an_early_settlement_waits_for_a_seat_still_inside_its_window(
     async with harness(tmp_path, 3, rates=rates) as h:
         h.providers[0].fail_with = (FailureKind.SANDBOX_ERROR, "disk full")
         job_id = await h.create_job(2)
-        job = await h.run(job_id, lambda j: j.state is S.REVEALED)
+        job = await h.run(job_id, lambda j: j.state is S.REVEALING)
         for _ in range(3):  # seat 0 failed but may still commit until its deadline
             await h.step(job_id)
-        assert (await h.job(job_id)).state is S.REVEALED
+        assert (await h.job(job_id)).state is S.REVEALING
         slots = await h.slots(job_id)
         assert [s.state for s in slots] == [P.REPLACED, P.REVEALED, P.REVEALED]
         deadline = slots[0].assigned_at + job.commit_window  # type: ignore[operator]
@@ -163,7 +163,7 @@ async def test_a_reveal_posted_on_chain_with_its_receipt_counts_as_a_vote(
         await h.run(job_id, lambda j: j.state is S.COMMITTED)
         shy = h.provider((await h.slots(job_id))[1].address)
         shy.withhold = True  # it answers no reveal request
-        await h.run(job_id, lambda j: j.state is S.REVEALED)
+        await h.run(job_id, lambda j: j.state is S.REVEALING)
         slot = (await h.slots(job_id))[1]
         assert slot.state is P.FAILED and slot.reveal_attempts == 3
         key = bytes.fromhex(job_id[2:])
@@ -192,7 +192,7 @@ async def test_a_replacement_that_declines_is_sought_again(tmp_path: Path) -> No
         first.fail_with = (FailureKind.SANDBOX_ERROR, "disk full")
         refuser.decline = "too long a lock"
         job_id = await h.create_job(2)
-        await h.run(job_id, lambda j: j.state is S.REVEALED)
+        await h.run(job_id, lambda j: j.state is S.REVEALING)
         slots = await h.slots(job_id)
         assert [(s.address, s.state) for s in slots] == [
             (first.address, P.REPLACED),
@@ -259,7 +259,7 @@ async def test_a_skipped_settlement_is_retried_then_fails_with_the_reason(
         h.driver.closer.settler.settle = skip  # type: ignore[method-assign]
         job_id = await h.create_job(2)
         job = await h.run(job_id, lambda j: j.settle_attempts == 1)
-        assert job.state is S.REVEALED
+        assert job.state is S.REVEALING
         job = await h.run(job_id, lambda j: j.state is S.FAILED)
         assert job.settle_attempts == h.driver.config.settle_attempts
         assert (

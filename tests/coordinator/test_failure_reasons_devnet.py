@@ -10,9 +10,9 @@ import pytest
 
 from coordinator.driver import every_provider_failed
 from coordinator.service import Coordinator
-from coordinator.states import ProviderState
 from coordinator.store import ProviderSlot
 from devnet.anvil import AnvilNode
+from protocol.lifecycle import SeatState
 from protocol.messages import FailureKind
 from tests.coordinator.fakeprovider import FakeProvider, run_provider
 from tests.coordinator.market import Market, deploy_market
@@ -67,7 +67,7 @@ def test_without_details_the_reason_still_says_what_happened() -> None:
         address="0x" + "1" * 40,
         peer_id="p",
         price=1,
-        state=ProviderState.FAILED,
+        state=SeatState.FAILED,
         updated_at=0.0,
     )
     assert every_provider_failed([quiet]) == "every provider failed and none can replace them"

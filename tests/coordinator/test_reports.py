@@ -10,12 +10,12 @@ import pytest
 
 from coordinator.reports import NotAssigned, ReportHandler
 from coordinator.signals import Signals
-from coordinator.states import ProviderState
 from coordinator.store import AsyncStore, ProviderSlot, Store
 from protocol import eip712
 from protocol.errors import MessageError, SignatureError
 from protocol.identity import Identity
 from protocol.ids import Address, JobId, PeerId
+from protocol.lifecycle import SeatState
 from protocol.messages import Commitment, CommitReceipt, FailureKind, FailureReport, LogChunk
 from protocol.signing import decode_signed, encode_signed, sign_message
 from tests.coordinator.factories import job_record
@@ -45,7 +45,7 @@ async def handler(tmp_path: Path):
                 PROV.address,
                 PROV.peer_id,
                 5,
-                ProviderState.RUNNING,
+                SeatState.RUNNING,
                 0.0,
                 assigned_at=ASSIGNED_AT,
             )
@@ -76,7 +76,7 @@ async def test_valid_commitment_is_stored_then_answered_with_a_signed_receipt(ha
     receipt.verify(DOMAIN)  # the coordinator's EIP-712 receipt, for seat 1
     assert (receipt.seat, receipt.commit_hash) == (1, hashlib.sha256(b"x").digest())
     slot = (await store.slots("0x" + JOB.hex()))[0]
-    assert slot.state is ProviderState.COMMITTED
+    assert slot.state is SeatState.COMMITTED
     assert slot.commit_hash == "0x" + hashlib.sha256(b"x").digest().hex()
     assert slot.receipt_sig == "0x" + receipt.signature.hex()  # persisted with the commitment
     # The same commitment again gets the same receipt; a different one is refused.
@@ -149,4 +149,4 @@ async def test_logs_and_failures(handler) -> None:
     )
     await h.handle(encode_signed(sign_message(failure, PROV)), PeerId(PROV.peer_id))
     slot = (await store.slots("0x" + JOB.hex()))[0]
-    assert slot.state is ProviderState.FAILED and "boom" in (slot.detail or "")
+    assert slot.state is SeatState.FAILED and "boom" in (slot.detail or "")

@@ -126,7 +126,7 @@ async def test_redundancy_two_job_is_matched_assigned_settled_and_paid(
             if line.startswith("data: ")
         ]
         assert states[0] == "created" and states[-1] == "settled"
-        assert {"assigned", "committed", "revealed"} <= set(states)
+        assert {"matching", "assigned", "committed", "revealing"} <= set(states)
         health = (await http.get("/health")).json()
         assert health["ok"] and health["providers"] >= 3
         metrics = (await http.get("/metrics")).text

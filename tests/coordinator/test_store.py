@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import inspect
 
 from coordinator.errors import InvalidTransition, JobNotFound
-from coordinator.states import JobState, Outcome, ProviderState
 from coordinator.store import AsyncStore, ProviderSlot, Store
+from protocol.lifecycle import JobState, Outcome, SeatState
 from tests.coordinator.factories import job_record
 
 
@@ -61,7 +61,7 @@ def test_transition_persists_state_and_event_together(store: Store) -> None:
 def test_forbidden_transition_changes_nothing(store: Store) -> None:
     job, _ = store.add_job(job_record(3))
     with pytest.raises(InvalidTransition):
-        store.transition(job.job_id, JobState.REVEALED)
+        store.transition(job.job_id, JobState.REVEALING)
     with pytest.raises(InvalidTransition):
         store.transition(job.job_id, JobState.ASSIGNED, expect=frozenset({JobState.RUNNING}))
     assert store.get_job(job.job_id).state is JobState.CREATED
@@ -90,7 +90,7 @@ def test_slots_round_trip_and_update(store: Store) -> None:
             f"0x{i + 1:040x}",
             f"peer{i}",
             5 * 10**18,
-            ProviderState.ASSIGNED,
+            SeatState.ASSIGNED,
             0.0,
             ("/ip4/1.2.3.4/tcp/1",),
             rate_per_hour=2**64 - 1,
@@ -99,16 +99,16 @@ def test_slots_round_trip_and_update(store: Store) -> None:
         for i in range(2)
     ]
     store.put_slots(slots)
-    store.update_slot(job.job_id, 1, state=ProviderState.COMMITTED, commit_hash="0x" + "ab" * 32)
+    store.update_slot(job.job_id, 1, state=SeatState.COMMITTED, commit_hash="0x" + "ab" * 32)
     got = store.slots(job.job_id)
-    assert [s.state for s in got] == [ProviderState.ASSIGNED, ProviderState.COMMITTED]
+    assert [s.state for s in got] == [SeatState.ASSIGNED, SeatState.COMMITTED]
     assert got[0].price == 5 * 10**18 and got[0].multiaddrs == ("/ip4/1.2.3.4/tcp/1",)
     assert got[0].rate_per_hour == 2**64 - 1 and got[0].assigned_at == 1_700_000_000
     # A late answer does not overwrite news: only_if guards the state it expects.
     kept = store.update_slot(
-        job.job_id, 1, only_if=frozenset({ProviderState.ASSIGNED}), state=ProviderState.RUNNING
+        job.job_id, 1, only_if=frozenset({SeatState.ASSIGNED}), state=SeatState.RUNNING
     )
-    assert kept.state is ProviderState.COMMITTED
+    assert kept.state is SeatState.COMMITTED
     # Settled figures and typed outcomes survive the round trip.
     store.update_slot(job.job_id, 1, outcome=Outcome.PAID, pay=2**70, billed_ms=2**63)
     paid = store.slots(job.job_id)[1]
@@ -117,13 +117,11 @@ def test_slots_round_trip_and_update(store: Store) -> None:
 
 def test_the_seat_lifecycle_is_enforced(store: Store) -> None:
     job, _ = store.add_job(job_record(10))
-    store.put_slots(
-        [ProviderSlot(job.job_id, 0, "0x" + "aa" * 20, "p", 1, ProviderState.PLANNED, 0.0)]
-    )
+    store.put_slots([ProviderSlot(job.job_id, 0, "0x" + "aa" * 20, "p", 1, SeatState.OFFERED, 0.0)])
     with pytest.raises(InvalidTransition):  # no commitment before the seat is on chain
-        store.update_slot(job.job_id, 0, state=ProviderState.COMMITTED)
-    store.update_slot(job.job_id, 0, state=ProviderState.ACCEPTED, accept_sig="0x01")
-    store.update_slot(job.job_id, 0, state=ProviderState.PLANNED, busy=True)  # consent lapsed
+        store.update_slot(job.job_id, 0, state=SeatState.COMMITTED)
+    store.update_slot(job.job_id, 0, state=SeatState.ACCEPTED, accept_sig="0x01")
+    store.update_slot(job.job_id, 0, state=SeatState.OFFERED, busy=True)  # consent lapsed
     assert store.slots(job.job_id)[0].busy
 
 
@@ -132,8 +130,8 @@ def test_a_declined_seat_is_given_back_and_recorded(store: Store) -> None:
     a, b = "0x" + "aa" * 20, "0x" + "bb" * 20
     store.put_slots(
         [
-            ProviderSlot(job.job_id, 0, a, "p", 1, ProviderState.ASSIGNED, 0.0),
-            ProviderSlot(job.job_id, 1, b, "q", 1, ProviderState.PLANNED, 0.0),
+            ProviderSlot(job.job_id, 0, a, "p", 1, SeatState.ASSIGNED, 0.0),
+            ProviderSlot(job.job_id, 1, b, "q", 1, SeatState.OFFERED, 0.0),
         ]
     )
     assert not store.decline_slot(job.job_id, 0, a, "on chain: never given back")
@@ -210,5 +208,40 @@ def test_v1_rows_survive_the_v2_migration(db_url: str) -> None:
         assert (job.commit_window, job.timeout_ms, job.settle_attempts) == (0, 0, 0)
         (slot,) = store.slots("0x01")
         assert (slot.rate_per_hour, slot.busy, slot.onchain_votes) == (0, False, False)
+    finally:
+        store.close()
+
+
+def test_the_lifecycle_migration_renames_states_and_adds_typed_sub_states(db_url: str) -> None:
+    from sqlalchemy import text
+
+    from coordinator.store.migrate import upgrade
+    from coordinator.store.store import make_engine
+
+    engine = make_engine(db_url)
+    upgrade(engine, "0002")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO jobs (job_id, state, requester, coordinator, spec_cid, redundancy,"
+                " mode, price_cap, fee, assign_deadline, settle_deadline,"
+                " created_block, seed, created_at, updated_at) VALUES ('0x02', 'revealed', 'r',"
+                " 'c', 's', 1, 0, '5', '1', 10, 30, 1, 7, 0.0, 0.0)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO job_providers (job_id, idx, address, peer_id, multiaddrs, price,"
+                " state, updated_at) VALUES ('0x02', 0, 'a', 'p', '[]', '5', 'planned', 0.0)"
+            )
+        )
+    engine.dispose()
+    store = Store(db_url)
+    try:
+        job = store.get_job("0x02")
+        assert job.state is JobState.REVEALING
+        assert (job.spot_checked, job.checker, job.waiting) == (None, None, None)
+        (slot,) = store.slots("0x02")
+        assert slot.state is SeatState.OFFERED
     finally:
         store.close()

@@ -7,12 +7,12 @@ from __future__ import annotations
 import hashlib
 
 from contracts.models import CompareMode, EntryKind, JobTerms
-from coordinator.states import Outcome, ProviderState
 from coordinator.store import ProviderSlot
 from coordinator.verifier import VerdictKind, decide
 from protocol import eip712
 from protocol.identity import Identity
 from protocol.ids import Address, JobId, Wei
+from protocol.lifecycle import Outcome, SeatState
 
 JOB = JobId(hashlib.sha256(b"job").digest())
 DOMAIN = eip712.Eip712Domain(31337, Address("0x" + "12" * 20))
@@ -52,7 +52,7 @@ def slot(
     who = KEYS[i]
     salt = hashlib.sha256(b"salt%d" % i).digest()
     fields: dict = {}
-    state = ProviderState.FAILED
+    state = SeatState.FAILED
     if result is not None:
         cid = eip712.digest_to_cid(hashlib.sha256(result).digest())
         digest = eip712.cid_to_result_digest(cid)
@@ -61,7 +61,7 @@ def slot(
         fields["commit_sig"] = (
             "0x" + eip712.sign_commit(who.private_key, DOMAIN, JOB, who.address, commit).hex()
         )
-        state = ProviderState.COMMITTED
+        state = SeatState.COMMITTED
         if revealed:
             sig = eip712.sign_reveal(
                 who.private_key, DOMAIN, JOB, who.address, digest, runtime_ms, salt
@@ -72,7 +72,7 @@ def slot(
                 salt="0x" + salt.hex(),
                 reveal_sig="0x" + sig.hex(),
             )
-            state = ProviderState.REVEALED
+            state = SeatState.REVEALED
     return ProviderSlot(
         "0x" + JOB.hex(),
         i,

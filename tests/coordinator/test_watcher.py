@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 from contracts.models import Settlement, SignedEntry
-from coordinator.states import JobState, ProviderState
 from coordinator.watcher import ChainWatcher
 from protocol.ids import JobId
+from protocol.lifecycle import JobState, SeatState
 from tests.coordinator.harness import harness
 
 
@@ -50,7 +50,7 @@ async def test_a_commitment_made_on_chain_marks_the_seat_committed(tmp_path: Pat
         h.chain(provider.identity).commit_on_chain(key, 0, commitment.commit_hash)
         await h.watcher.poll_once()
         slot = (await h.slots(job_id))[0]
-        assert slot.state is ProviderState.COMMITTED
+        assert slot.state is SeatState.COMMITTED
         assert slot.onchain_commit == "0x" + commitment.commit_hash.hex()
         assert slot.commit_hash is None  # nothing signed reached us off chain
 

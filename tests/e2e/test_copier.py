@@ -11,7 +11,6 @@ import time
 import pytest
 
 from contracts.models import CompareMode, JobTerms
-from coordinator.states import Outcome, ProviderState
 from coordinator.store import ProviderSlot
 from coordinator.verifier import decide
 from proofs.commitment import new_salt
@@ -19,6 +18,7 @@ from protocol import eip712
 from protocol.errors import SignatureError
 from protocol.identity import Identity
 from protocol.ids import Address, JobId, Wei
+from protocol.lifecycle import Outcome, SeatState
 from protocol.messages.result import Commitment, Reveal
 from tests.e2e.market import Market
 
@@ -74,7 +74,7 @@ def slot(idx: int, c: Commitment, r: Reveal | None, job: JobId) -> ProviderSlot:
         price=1000,
         rate_per_hour=3_600_000,
         assigned_at=NOW,
-        state=ProviderState.REVEALED if opened else ProviderState.FAILED,
+        state=SeatState.REVEALED if opened else SeatState.FAILED,
         updated_at=time.time(),
         commit_hash="0x" + c.commit_hash.hex(),
         commit_sig="0x" + c.signature.hex(),

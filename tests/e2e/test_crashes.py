@@ -122,9 +122,9 @@ def test_a_killed_provider_is_replaced(market: Market, tmp_path: Path) -> None:
     try:
         # The replacement and the other seat reveal; the killed seat could still commit until
         # its own commit deadline, so settling earlier would cut it out: the job waits.
-        market.wait_job(job_id, lambda v: v["state"] == "revealed", timeout=90, what="revealed")
+        market.wait_job(job_id, lambda v: v["state"] == "revealing", timeout=90, what="revealing")
         waiting = market.job(job_id)
-        assert waiting["state"] == "revealed", waiting
+        assert waiting["state"] == "revealing", waiting
         chain = market.chain()
         terms = chain.job_terms(parse_job_id(job_id))
         killed = next(p for p in waiting["providers"] if p["address"] == victim)

@@ -92,7 +92,7 @@ def test_failed_raises_with_the_reason(coordinator: WalletSettings) -> None:
 def test_aborted_raises_and_says_so(coordinator: WalletSettings) -> None:
     failure = {"reason": "no provider accepted"}
     with pytest.raises(jobs.JobFailed, match=r"was aborted by its coordinator: no provider"):
-        play(coordinator, {"state": "aborted", "failure": failure})
+        play(coordinator, {"state": "failed", "abort_tx": "0x" + "ab" * 32, "failure": failure})
 
 
 def test_a_settled_failure_output_is_reported_as_the_jobs_failure(
