@@ -19,7 +19,7 @@ import trio
 
 from contracts.errors import ContractError
 from contracts.models import JobStatus, JobTerms
-from coordinator.billing import record_settlement, unpack
+from coordinator.billing import record_settlement, record_slash, unpack
 from coordinator.dispatcher import Refusal
 from coordinator.offers import job_key, target_of
 from coordinator.outputs import tolerance_groups
@@ -29,7 +29,8 @@ from coordinator.settlement import Settler
 from coordinator.store import JobRecord, ProviderSlot
 from coordinator.verifier import Verdict, VerdictKind, decide, tally
 from protocol.errors import ContentError, GpuMarketError
-from protocol.lifecycle import JobState, Outcome, SeatState
+from protocol.ids import parse_address
+from protocol.lifecycle import JobState, SeatState
 from protocol.messages import Reveal
 
 if TYPE_CHECKING:
@@ -49,6 +50,13 @@ def backoff_s(attempts: int) -> float:
 
 def seated(slots: list[ProviderSlot]) -> list[ProviderSlot]:
     return sorted((s for s in slots if s.state.on_chain), key=lambda s: s.idx)
+
+
+def _withholding(slot: ProviderSlot) -> bool:
+    """The seat signed a commitment (off chain or on chain) and has not opened it."""
+    signed = slot.commit_hash is not None and slot.commit_sig is not None
+    opened = slot.state is P.REVEALED or slot.onchain_revealed
+    return (signed or slot.onchain_commit is not None) and not opened
 
 
 class Closer:
@@ -100,6 +108,11 @@ class Closer:
         """Store a reveal that opens the seat's commitment and carries a valid signature."""
         if not slot.committed or slot.state is P.REVEALED:
             return slot.state is P.REVEALED and slot.reveal_sig == "0x" + reveal.signature.hex()
+        if parse_address(reveal.provider) != parse_address(slot.address) or bytes(
+            reveal.job_id
+        ) != bytes(job_key(job)):
+            await self._bad_reveal(job, slot, "reveal names another job or provider")
+            return False
         try:
             reveal.verify(self.d.domain)
         except GpuMarketError as exc:
@@ -139,6 +152,8 @@ class Closer:
         slots = seated(await self.d.store.slots(job.job_id))
         if now > terms.reveal_open([s.seat() for s in slots]):
             slots = await self._read_on_chain(job, slots)
+        if job.exact and await self._withheld_until_close(job, slots, terms, now):
+            return
         verdict = await self._verdict(job, slots, terms, now)
         if verdict is None:
             return  # outputs not fetchable yet (tolerance job)
@@ -153,6 +168,31 @@ class Closer:
                 await self.d.fail(job, verdict.reason)
             return
         await self._settle(job, slots, verdict)
+
+    async def _withheld_until_close(
+        self, job: JobRecord, slots: list[ProviderSlot], terms: JobTerms, now: int
+    ) -> bool:
+        """A seat that committed and has not opened its commitment is slashed only once the
+        reveal window closes, so the job waits for that instead of settling early and
+        releasing it. When the votes cannot outnumber the withheld commitments then, a
+        tie-breaker is seated first. A seat still being asked for its reveal is waited for
+        too. True while the job waits."""
+        close = terms.reveal_close([s.seat() for s in slots])
+        if now > close:
+            return False
+        if any(s.state is P.COMMITTED and _withholding(s) for s in slots):
+            return True  # still being asked for its reveal
+        withholding = [s.idx for s in slots if _withholding(s)]
+        if not withholding:
+            return False
+        at_close = decide(job_key(job), slots, terms, close + 1)
+        if at_close.kind is VerdictKind.NO_MAJORITY and self.d.seating.can_add(
+            job, await self.d.store.slots(job.job_id)
+        ):
+            await self.d.move(
+                job, S.DISPUTED, {"reason": f"seats {withholding} withheld their reveals"}
+            )
+        return True
 
     async def _verdict(
         self, job: JobRecord, slots: list[ProviderSlot], terms: JobTerms, now: int
@@ -218,6 +258,10 @@ class Closer:
             return
         if result.settled is not None:
             await record_settlement(self.d.store, job.job_id, result.settled.args)
+            for slash in result.slashed:
+                await record_slash(
+                    self.d.store, job.job_id, slash.args["provider"], int(slash.args["amount"])
+                )
             winners = int(result.settled.args["winners"])
             figures = unpack(result.settled.args["paidAndBilled"])
             paid = {i: b for i, b in enumerate(figures) if winners >> i & 1}
@@ -249,20 +293,13 @@ class Closer:
                 "billed": billed,
             },
         )
-        if result.tx_hash is not None:  # sent by this process: counted exactly once
-            await self._record_reputation(job)
+        await self._record_reputation(job)
 
     async def _record_reputation(self, job: JobRecord) -> None:
-        for s in seated(await self.d.store.slots(job.job_id)):
-            if s.outcome is None or s.outcome is Outcome.RELEASED:
-                continue
-            rep = self.reputation.record(s.address, success=s.outcome is Outcome.PAID)
-            await self.d.store.save_reputation(s.address, rep.alpha, rep.beta, rep.updated_at)
-            self.d.book.set_reputation(
-                s.address,
-                self.reputation.lower_bound(s.address),
-                self.reputation.newcomer(s.address),
-            )
+        """Count every seat's outcome now that the job settled (each seat once ever, whoever
+        counts first: this step, a later one, or a restart; see coordinator.reputation)."""
+        fresh = await self.d.store.get_job(job.job_id)
+        await self.reputation.record_job(self.d.store, self.d.book, fresh)
 
     # -------------------------------------------------------------------- abort
     async def abort(self, job: JobRecord) -> None:

@@ -197,7 +197,21 @@ class Matcher:
             code = c.fingerprint_codes.get(req.fingerprint, -2)
             same = c.fingerprint[:n] == code
             checks.append(("fingerprint differs from the assigned providers", same))
+        if req.exact and req.checkable:
+            unchecked = "no other operator shares its fingerprint to check it"
+            checks.append((unchecked, self._checkable()))
         return checks
+
+    def _checkable(self) -> np.ndarray:
+        """Per slot: another live operator shares its fingerprint (a spot check can be
+        seated behind it on an exact job)."""
+        c, n = self.cols, self.cols.size
+        live = np.flatnonzero(c.alive[:n])
+        operators = np.where(c.group[live] != 0, c.group[live], -(live.astype(np.int64) + 1))
+        pairs = np.unique(np.stack([c.fingerprint[live].astype(np.int64), operators]), axis=1)
+        fingerprints, counts = np.unique(pairs[0], return_counts=True)
+        shared = fingerprints[counts >= 2]
+        return np.isin(c.fingerprint[:n], shared)
 
     def match(self, req: Requirements) -> Match:
         """Choose ``req.count`` providers or raise :class:`NoCandidates`."""

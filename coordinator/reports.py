@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from coordinator.errors import JobNotFound
 from coordinator.signals import Signals
-from coordinator.store import AsyncStore, JobRecord, ProviderSlot
+from coordinator.store import AsyncStore, JobRecord, ProviderSlot, SeatFailure
 from protocol import eip712
 from protocol.errors import MessageError
 from protocol.identity import Identity
@@ -171,14 +171,17 @@ class ReportHandler:
                 )
                 self.signals.fire(job.job_id)
             return
+        job_fault = isinstance(body, FailureReport) and not body.kind.provider_fault
         await self.store.update_slot(
             job.job_id,
             slot.idx,
             only_if=UNCOMMITTED,
             state=SeatState.FAILED,
             detail=f"{body.message_type}: {reason}"[:1000],
+            # whose fault, for its reputation (a hand-back is the provider's choice)
+            failure=SeatFailure.JOB if job_fault else SeatFailure.FAULT,
         )
-        if isinstance(body, FailureReport) and not body.kind.provider_fault:
+        if job_fault:
             # The job's own code or data failed: record it for the requester to see.
             await self.store.update_job(
                 job.job_id, failure_reason=reason[:1000], failure_provider=slot.address

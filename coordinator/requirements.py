@@ -30,6 +30,9 @@ class Requirements:
     """Exact jobs joining an existing assignment must match its fingerprint."""
     queue: int = 0
     """Jobs a chosen provider may already have waiting beyond its free job slots."""
+    checkable: bool = False
+    """A lone primary of an exact job: only a provider another operator could check (one
+    sharing its fingerprint) qualifies, so no provider escapes spot checks."""
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -19,7 +19,7 @@ import trio
 from coordinator.book import fingerprint_key
 from coordinator.offers import job_key, target_of
 from coordinator.requirements import Requirements, requirements_for
-from coordinator.store import JobRecord, ProviderSlot
+from coordinator.store import JobRecord, ProviderSlot, SeatFailure
 from proofs.policy import JobTerms as PolicyTerms
 from protocol.errors import MatchError
 from protocol.ids import Address, Cid, Wei
@@ -194,7 +194,12 @@ class Seating:
             else:
                 continue
             await self.d.store.update_slot(
-                job.job_id, s.idx, only_if=WAITING, state=P.FAILED, detail=detail
+                job.job_id,
+                s.idx,
+                only_if=WAITING,
+                state=P.FAILED,
+                detail=detail,
+                failure=SeatFailure.TIMEOUT,
             )
             changed = True
         return await self.d.store.slots(job.job_id) if changed else slots
@@ -246,7 +251,13 @@ class Seating:
         else:
             detail = f"assignment refused: {refusal.code}: {refusal.message}"[:MAX_DETAIL_CHARS]
             await store.update_slot(
-                job.job_id, slot.idx, only_if=WAITING, state=P.FAILED, detail=detail
+                job.job_id,
+                slot.idx,
+                only_if=WAITING,
+                state=P.FAILED,
+                detail=detail,
+                # no answer at all is a liveness failure; an answer refusing it, a fault
+                failure=SeatFailure.TIMEOUT if refusal.code == "unreachable" else SeatFailure.FAULT,
             )
             log.info(
                 "job %s: %s refused the assignment: %s",
@@ -314,9 +325,10 @@ class Seating:
         try:
             checker = await self.add(job, slots, [s for s in on_chain(slots) if s.active])
         except MatchError as exc:
-            await self._unseated(job, f"no checker free: {exc}")
-            return False
-        job = await self.d.store.update_job(job.job_id, checker=checker.address)
+            # Nobody free to check right now: keep trying while the contract takes a seat.
+            await self.d.store.update_job(job.job_id, waiting=f"checker: {exc}"[:1000])
+            return True
+        job = await self.d.store.update_job(job.job_id, checker=checker.address, waiting=None)
         await self.d.store.transition(job.job_id, job.state, {"spot_check": checker.address})
         self.d.signals.fire(job.job_id)
         return True
@@ -338,7 +350,7 @@ class Seating:
             await self._pending(job, slots)
         else:
             if not self.can_add(job, slots):
-                await self.d.fail(job, "no majority and no room for a tie-breaker")
+                await self._undisputed(job, "no room for a tie-breaker")
                 return
             voters = [s for s in on_chain(slots) if s.state is P.REVEALED]
             try:
@@ -354,7 +366,12 @@ class Seating:
             added = [s.address for s in seated[before:]]
             await self.d.move(job, S.ASSIGNED, {"tie_breaker": added})
         elif all(s.state.on_chain for s in slots) and not self.can_add(job, slots):
-            await self.d.fail(job, "no majority and no tie-breaker consented in time")
+            await self._undisputed(job, "no tie-breaker consented in time")
+
+    async def _undisputed(self, job: JobRecord, why: str) -> None:
+        """No tie-breaker can join any more: the votes there are decide (or the job fails
+        once the reveal window closes without a majority)."""
+        await self.d.move(job, S.REVEALING, {"reason": why}, waiting=None)
 
 
 def every_provider_failed(slots: list[ProviderSlot]) -> str:

@@ -38,6 +38,7 @@ from coordinator.metrics import Metrics
 from coordinator.offers import Offerer
 from coordinator.reports import ReportHandler
 from coordinator.reputation import ReputationBook
+from coordinator.reputation_seed import TrustedHistory
 from coordinator.runner import JobRunner
 from coordinator.settings import CoordinatorSettings
 from coordinator.settlement import Settler
@@ -45,7 +46,7 @@ from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord, Store
 from coordinator.tasks import contained
 from coordinator.transport import Libp2pTransport, PeerTransport
-from coordinator.watcher import ChainWatcher
+from coordinator.watcher import CURSOR, ChainWatcher
 from protocol.ids import JobId, parse_address
 from protocol.ipfs.kubo import KuboContentStore
 from protocol.ipfs.store import ContentStore
@@ -138,7 +139,7 @@ class Coordinator:
         if self._content is None:
             self._content = await self._stack.enter_async_context(KuboContentStore(s.ipfs_api))
         self.content: ContentStore = self._content
-        self.reputation.load(await self.store.reputations())
+        self.reputation.load(await self.store.reputation_records())
 
         self.node = await self._stack.enter_async_context(
             open_host(self.identity.private_key, listen=[s.listen_multiaddr])
@@ -219,7 +220,11 @@ class Coordinator:
         self.assigner.wake = self.runner.wake
         self.assigner.chain_now = lambda: self.watcher.now()
         self.watcher.observers.append(self.admission.observe)
+        history = await self._trusted_history()
         await self.watcher.poll_once()
+        history.stop_counting_own()  # the store caught up: own jobs count from its rows
+        for job_id in await self.store.unrecorded_jobs():
+            self.runner.wake(job_id)  # ended before a crash: count its seats' outcomes
         for job in await self.store.open_jobs():
             # Job slots this coordinator holds at providers survive a restart.
             self.book.capacity.sync(job.job_id, await self.store.slots(job.job_id))
@@ -238,6 +243,20 @@ class Coordinator:
         log.info(
             "coordinator %s ready: %s, %s", self.identity.address, self.http_url, self.multiaddr
         )
+
+    async def _trusted_history(self) -> TrustedHistory:
+        """Trusted settlements, where providers without a stored reputation start: replayed
+        up to the watcher's cursor, then followed with it. On an empty store (no cursor)
+        this coordinator's own settlements count too (see coordinator.reputation_seed)."""
+        s = self.settings
+        cursor = await self.store.cursor(CURSOR)
+        history = TrustedHistory(self.address, s.trusted_coordinators, count_own=cursor is None)
+        if cursor is not None:
+            read = await history.replay(self.chain, s.start_block, cursor)
+            log.info("reputation seeds: %d events replayed up to block %d", read, cursor)
+        self.reputation.history = history
+        self.watcher.observers.append(history.observe)
+        return history
 
     def _web3_chain(self) -> ChainClient:
         s = self.settings
@@ -343,12 +362,8 @@ class Coordinator:
         self.book.set_chain_facts(
             address, registered=info.registered, free_stake=int(info.free), group=info.group
         )
-        if not self.reputation.known(address):
-            rep = self.reputation.seed(address, info.completed, info.slashed)
-            await self.store.save_reputation(address, rep.alpha, rep.beta, rep.updated_at)
-        self.book.set_reputation(
-            address, self.reputation.lower_bound(address), self.reputation.newcomer(address)
-        )
+        # Seeded (first seen) from trusted settlements, never the registry's counters.
+        await self.reputation.ensure(self.store, self.book, address)
 
 
 __all__ = ["CHALLENGE_PROTOCOL", "Coordinator"]

@@ -10,10 +10,10 @@ the environment variable to set. The key comes from ``COORDINATOR_KEYSTORE`` wit
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from protocol.errors import ConfigError, MessageError
 from protocol.identity import Identity, load_keystore, read_password_file
@@ -71,6 +71,21 @@ class CoordinatorSettings(BaseSettings):
     """Unknown advertisers waiting for that chain read, at most."""
     admission_lookups_per_s: float = Field(default=20.0, gt=0, le=10_000)
     """Chain reads for unknown advertisers, at most, per second."""
+    trusted_coordinators: Annotated[tuple[Address, ...], NoDecode] = ()
+    """Comma-separated coordinator addresses whose settlements seed the reputation of a
+    provider this coordinator has no record of (its own always do)."""
+
+    @field_validator("trusted_coordinators", mode="before")
+    @classmethod
+    def _address_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            try:
+                return tuple(parse_address(str(part)) for part in value)
+            except MessageError as exc:
+                raise ValueError(f"{exc} (give comma-separated 0x addresses)") from exc
+        return value
 
     @field_validator("market_address", "registry_address", "token_address")
     @classmethod

@@ -33,6 +33,8 @@ class SettleResult:
     error: str | None = None
     settled: ChainEvent | None = None
     """The job's ``JobSettled`` event from the receipt (what the chain really paid)."""
+    slashed: tuple[ChainEvent, ...] = ()
+    """The job's ``ProviderSlashed`` events from the receipt (what the chain burned)."""
 
     @property
     def ok(self) -> bool:
@@ -154,4 +156,5 @@ def outcome_in(receipt: Receipt, settlement: Settlement) -> SettleResult:
             why = reason_name(event.args["reason"])
             return SettleResult(None, error=f"settlement skipped by the market: {why}")
     settled = next((e for e in receipt.named("JobSettled") if _key(e.args["jobId"]) == key), None)
-    return SettleResult(receipt.tx_hash, settled=settled)
+    slashed = tuple(e for e in receipt.named("ProviderSlashed") if _key(e.args["jobId"]) == key)
+    return SettleResult(receipt.tx_hash, settled=settled, slashed=slashed)

@@ -189,6 +189,7 @@ class ChainWatcher:
                 )
             except InvalidTransition:
                 return 0
+            self.on_job(job_id)  # its driver counts the seats' outcomes (reputation)
         self.signals.fire(job_id)
         return 1
 
@@ -255,6 +256,7 @@ class ChainWatcher:
         if job.state is not JobState.FAILED:
             fields.update(failure_reason="aborted by the coordinator")
         await self.store.transition(job.job_id, JobState.FAILED, detail, **fields)
+        self.on_job(job.job_id)  # its driver counts the seats' outcomes (reputation)
 
     async def _skipped(self, job: JobRecord, event: ChainEvent) -> None:
         why = reason_name(bytes(event.args["reason"]))

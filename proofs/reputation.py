@@ -1,7 +1,9 @@
 """Provider reputation: a Beta posterior over verified outcomes, decaying with time.
 
-``alpha`` counts verified successes and ``beta`` failures (a slash weighs ``slash_weight``
-failures), both on top of a Beta(prior) prior. Evidence fades toward the prior with a
+``alpha`` counts verified successes and ``beta`` failures, both on top of a Beta(prior)
+prior. Each :class:`Verified` outcome has its weight: a success adds one to ``alpha``; a
+fault or a timeout adds one failure, a withheld reveal ``withheld_weight`` failures and a
+slash ``slash_weight``. Evidence fades toward the prior with a
 half-life, so old good behaviour cannot shelter new cheating and old faults heal. Providers
 are ranked by a lower confidence bound (Wilson's interval on the pseudo-counts), which
 keeps a newcomer with two lucky successes below a provider with a long clean record.
@@ -13,11 +15,22 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
 DAY_S = 86_400.0
+
+
+class Verified(StrEnum):
+    """A verified outcome of one provider's seat in one job."""
+
+    SUCCESS = "success"  # paid by the market
+    SLASHED = "slashed"  # signed a wrong result, or a commitment the verdict counted unopened
+    FAULT = "fault"  # its own side failed (sandbox error, refused its assignment, handed back)
+    TIMEOUT = "timeout"  # no commitment by its commit deadline, or went silent
+    WITHHELD = "withheld"  # committed but never revealed
 
 
 @dataclass(frozen=True)
@@ -26,11 +39,22 @@ class ReputationParams:
     prior_beta: float = 1.0
     half_life_s: float = 90 * DAY_S
     slash_weight: float = 5.0
+    withheld_weight: float = 2.0
+    """A commitment left unopened is what a selective revealer does, though not proven wrong."""
     z: float = 1.645  # one-sided 95%
     seed_cap: float = 500.0  # on-chain counters seed at most this much evidence
 
     def __post_init__(self) -> None:
-        if min(self.prior_alpha, self.prior_beta, self.half_life_s, self.slash_weight) <= 0:
+        if (
+            min(
+                self.prior_alpha,
+                self.prior_beta,
+                self.half_life_s,
+                self.slash_weight,
+                self.withheld_weight,
+            )
+            <= 0
+        ):
             raise ValueError("reputation parameters must be positive")
 
 
@@ -99,6 +123,23 @@ class Reputation:
 
     def record_slash(self, now: float) -> Reputation:
         return self.record(now, slashes=1)
+
+    def record_failure(self, now: float, weight: float = 1.0) -> Reputation:
+        """Add a failure weighing ``weight`` plain failures (a fault or a timeout weighs 1)."""
+        if weight < 0:
+            raise ValueError("a failure cannot weigh less than nothing")
+        r = self.at(now)
+        return replace(r, beta=r.beta + weight)
+
+    def record_outcome(self, now: float, outcome: Verified) -> Reputation:
+        """Add one verified outcome, weighed as the module docstring says."""
+        if outcome is Verified.SUCCESS:
+            return self.record_success(now)
+        if outcome is Verified.SLASHED:
+            return self.record_slash(now)
+        if outcome is Verified.WITHHELD:
+            return self.record_failure(now, self.params.withheld_weight)
+        return self.record_failure(now)
 
     def mean(self, now: float) -> float:
         r = self.at(now)

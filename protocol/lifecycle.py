@@ -7,11 +7,13 @@ waiting at the same states (``failed`` exits 1 in the CLI).
 A job::
 
     created ──> matching ──> assigned ──> running ──> committed ──> revealing ──> settled
-       │           │            │   ^        │            │             │
-       │           │            └───┘(replacement)        │             └─> disputed ─┐
-       ├─> cancelled                                      └──> (a spot-checker) ──────┤
-       │                       any non-final state ──> failed ──> reclaimed           │
-       └─> reclaimed           settled on chain by anyone ──> finalized   assigned <──┘
+                               ^  │   ^                   │             │  ^
+                               │  └───┘ (a replacement,   │             v  │ (no tie-breaker
+                               │         a spot-checker)  │          disputed   can join)
+                               └──────────────────────────┴─────────────┘ (a tie-breaker)
+
+    any state that is not final ──> failed
+    the chain alone, from any state not final ──> settled | finalized | reclaimed | cancelled
 
 ``settled``, ``finalized``, ``reclaimed`` and ``cancelled`` are final: the chain can never
 move the job again. ``failed`` means the coordinator gave up; when nobody committed the job is
@@ -77,8 +79,9 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     _S.RUNNING: _RUNNING_ON,
     _S.COMMITTED: frozenset({_S.REVEALING, _S.DISPUTED, _S.ASSIGNED, _S.FAILED}),
     _S.REVEALING: frozenset({_S.DISPUTED, _S.FAILED}),
-    # disputed -> disputed records the tie-breaker chosen; -> assigned once it is on chain.
-    _S.DISPUTED: frozenset({_S.ASSIGNED, _S.DISPUTED, _S.FAILED}),
+    # disputed -> disputed records the tie-breaker chosen; -> assigned once it is on chain;
+    # -> revealing when none can be seated any more: the votes there are decide.
+    _S.DISPUTED: frozenset({_S.ASSIGNED, _S.DISPUTED, _S.REVEALING, _S.FAILED}),
     # failed -> failed records the abort that refunded the requester.
     _S.FAILED: frozenset({_S.FAILED}),
     _S.SETTLED: frozenset(),

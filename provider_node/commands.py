@@ -1,7 +1,8 @@
 """The daemon's and the stake's commands for the ``gpumarket provider`` group.
 
 ``register_commands(app)`` adds ``run``, ``register``, ``stake``, ``unbond``, ``withdraw`` and
-``status`` (registration, stake and the consent policy). Each reads
+``status`` (registration, stake, the consent policy and the provider's standing at the
+coordinators it names). Each reads
 :class:`ProviderSettings` (environment plus flags), calls one library function and prints
 the answer.
 """
@@ -16,17 +17,28 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from protocol.errors import GpuMarketError
 from protocol.ids import from_wei, to_wei
 from provider_node import staking
 from provider_node.settings import ProviderSettings, load_settings
+from provider_node.standing import StandingUnavailable, fetch_standing, standing_lines
 
 console = Console()
 err_console = Console(stderr=True)
 
 WorkDir = Annotated[Path | None, typer.Option("--work-dir", help="PROVIDER_WORK_DIR.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")]
+CoordinatorUrls = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--coordinator-url",
+        envvar="PROVIDER_COORDINATOR_URL",
+        help="A coordinator's HTTP API to read this provider's standing from; repeatable "
+        "(PROVIDER_COORDINATOR_URL: space-separated).",
+    ),
+]
 
 
 def _exit(exc: GpuMarketError) -> typer.Exit:
@@ -128,8 +140,9 @@ def register_commands(app: typer.Typer) -> None:
             raise _exit(exc) from None
 
     @app.command()
-    def status(as_json: AsJson = False) -> None:
-        """Show this provider's registration and stake."""
+    def status(as_json: AsJson = False, coordinator_url: CoordinatorUrls = None) -> None:
+        """Show this provider's registration, stake, consent policy and its standing
+        (reputation) at each coordinator given by --coordinator-url."""
         from provider_node.policy import consent_policy
 
         try:
@@ -138,6 +151,7 @@ def register_commands(app: typer.Typer) -> None:
             info = staking.status(_chain(settings))
         except GpuMarketError as exc:
             raise _exit(exc) from None
+        standings, problems = _standings(coordinator_url or [], info.address)
         view: dict[str, Any] = {
             "address": info.address,
             "registered": info.registered,
@@ -151,15 +165,39 @@ def register_commands(app: typer.Typer) -> None:
             "slashed": info.slashed,
             "policy": policy.view(info.stake),
         }
+        if coordinator_url:
+            view["standing"] = standings
         if as_json:
             console.print_json(json.dumps(view))
-            return
-        for key, value in view.items():
-            if key != "policy":
-                console.print(f"{key:>16}: {value}")
-        console.print("consent policy (offers outside it are declined):")
-        for line in policy_lines(view["policy"]):
-            console.print(f"  {line}")
+        else:
+            for key, value in view.items():
+                if key not in ("policy", "standing"):
+                    console.print(f"{key:>16}: {value}")
+            console.print("consent policy (offers outside it are declined):")
+            for line in policy_lines(view["policy"]):
+                console.print(f"  {line}")
+            for url, standing in standings.items():
+                console.print(f"standing at {url}:")
+                for line in standing_lines(standing):
+                    console.print(f"  {line}")
+        for problem in problems:
+            err_console.print(f"[red]error:[/red] {escape(str(problem))}", soft_wrap=True)
+        if problems:
+            raise typer.Exit(code=1)
+
+
+def _standings(
+    urls: list[str], address: str
+) -> tuple[dict[str, dict[str, Any]], list[StandingUnavailable]]:
+    """The provider's standing at each coordinator, and the ones that could not be read."""
+    found: dict[str, dict[str, Any]] = {}
+    problems: list[StandingUnavailable] = []
+    for url in urls:
+        try:
+            found[url] = fetch_standing(url, address)
+        except StandingUnavailable as exc:
+            problems.append(exc)
+    return found, problems
 
 
 def policy_lines(policy: dict[str, Any]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Protocol
 
@@ -24,11 +25,13 @@ from coordinator.api.models import (
     Logs,
     Providers,
     SeatBill,
+    StandingView,
     SubmitJob,
 )
 from coordinator.book import ProviderBook
 from coordinator.errors import NotAuthorized
 from coordinator.metrics import Metrics
+from coordinator.reputation import standing
 from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord
 from protocol.api_auth import verify_request
@@ -153,6 +156,13 @@ def create_app(backend: ApiBackend) -> FastAPI:
     @app.get("/providers", response_model=Providers)
     async def providers() -> Providers:
         return Providers(providers=backend.book.view())
+
+    @app.get("/providers/{address}/standing", response_model=StandingView, responses=ERRORS)
+    async def provider_standing(address: str) -> StandingView:
+        """A provider's reputation here: its posterior, bound, evidence and the verified
+        outcomes counted (404 when this coordinator knows no outcome of it)."""
+        who = parse_address(address[:64])
+        return StandingView.of(await standing(backend.store, who, time.time()))
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:

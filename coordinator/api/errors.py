@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from coordinator.errors import InvalidTransition, JobNotFound, NotAuthorized, NotOurJob, Unavailable
+from coordinator.reputation import UnknownProvider
 from protocol.errors import (
     ChainError,
     ContentError,
@@ -56,6 +57,7 @@ STATUS: tuple[tuple[type[GpuMarketError], int], ...] = (
     (BodyTooLarge, 413),
     (UnsupportedMediaType, 415),
     (JobNotFound, 404),
+    (UnknownProvider, 404),
     (NotAuthorized, 401),
     (SignatureError, 401),
     (NotOurJob, 409),

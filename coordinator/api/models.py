@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from coordinator.reputation import Standing
 from coordinator.store import Decline, JobRecord, ProviderSlot
 from protocol.lifecycle import JobState
 
@@ -185,6 +186,53 @@ class Explanation(BaseModel):
 
 class Providers(BaseModel):
     providers: list[dict[str, Any]]
+
+
+class OutcomeCounts(BaseModel):
+    """Verified outcomes counted into a provider's reputation (seeded ones included)."""
+
+    successes: int = Field(description="seats paid by the market")
+    slashes: int = Field(description="seats slashed: a wrong result or an unopened commitment")
+    faults: int = Field(description="failures on the provider's side (not the job's code)")
+    timeouts: int = Field(description="no commitment by the commit deadline, or went silent")
+    withheld: int = Field(description="commitments never revealed")
+
+
+class StandingView(BaseModel):
+    """A provider's standing with this coordinator (``GET /providers/{address}/standing``)."""
+
+    address: str
+    alpha: float = Field(description="Beta posterior: successes plus prior, decayed to now")
+    beta: float = Field(description="Beta posterior: weighted failures plus prior, decayed")
+    mean: float
+    lower_bound: float = Field(description="the one-sided 95% lower bound matching ranks by")
+    evidence: float = Field(description="pseudo-observations beyond the prior still in force")
+    established: bool = Field(description="enough evidence to leave the newcomer treatment")
+    newcomer: bool
+    outcomes: OutcomeCounts
+    updated_at: float = Field(description="when the last outcome was counted (unix seconds)")
+
+    @classmethod
+    def of(cls, s: Standing) -> StandingView:
+        r = s.record
+        return cls(
+            address=r.address,
+            alpha=s.alpha,
+            beta=s.beta,
+            mean=s.mean,
+            lower_bound=s.lower_bound,
+            evidence=s.evidence,
+            established=s.established,
+            newcomer=not s.established,
+            outcomes=OutcomeCounts(
+                successes=r.successes,
+                slashes=r.slashes,
+                faults=r.faults,
+                timeouts=r.timeouts,
+                withheld=r.withheld,
+            ),
+            updated_at=r.updated_at,
+        )
 
 
 class Health(BaseModel):

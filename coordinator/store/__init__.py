@@ -5,7 +5,25 @@
 upgraded by Alembic (:func:`coordinator.store.migrate.upgrade`) when the store opens.
 """
 
-from coordinator.store.records import Decline, EventRecord, JobRecord, LogLine, ProviderSlot
+from coordinator.store.records import (
+    Decline,
+    EventRecord,
+    JobRecord,
+    LogLine,
+    ProviderSlot,
+    ReputationRecord,
+    SeatFailure,
+)
 from coordinator.store.store import AsyncStore, Store
 
-__all__ = ["AsyncStore", "Decline", "EventRecord", "JobRecord", "LogLine", "ProviderSlot", "Store"]
+__all__ = [
+    "AsyncStore",
+    "Decline",
+    "EventRecord",
+    "JobRecord",
+    "LogLine",
+    "ProviderSlot",
+    "ReputationRecord",
+    "SeatFailure",
+    "Store",
+]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from contracts.models import CompareMode, JobTerms, Seat
@@ -108,6 +109,14 @@ class JobRecord:
         )
 
 
+class SeatFailure(StrEnum):
+    """Why a seat failed before it committed: whose fault it was, for its reputation."""
+
+    TIMEOUT = "timeout"  # no commitment by its commit deadline, or went silent
+    FAULT = "fault"  # the provider's side: refused its assignment, a sandbox error, handed back
+    JOB = "job"  # it reported that the job's own code or data failed
+
+
 _SLOT_BIG = (
     "price",
     "rate_per_hour",
@@ -166,11 +175,16 @@ class ProviderSlot:
     pay: int | None = None
     slashed: int | None = None
     detail: str | None = None
+    failure: SeatFailure | None = None
+    """Whose fault a failure before committing was (set with the ``failed`` state)."""
+    reputation_recorded: bool = False
+    """Its outcome went into its provider's reputation (or was judged neutral): once only."""
 
     def to_row(self) -> dict[str, Any]:
         row = {k: getattr(self, k) for k in self.__dataclass_fields__}
         row["state"] = str(self.state)
         row["outcome"] = None if self.outcome is None else str(self.outcome)
+        row["failure"] = None if self.failure is None else str(self.failure)
         _to_text(row, _SLOT_BIG)
         row["multiaddrs"] = json.dumps(list(self.multiaddrs))
         return row
@@ -180,8 +194,10 @@ class ProviderSlot:
         m = dict(row._mapping)
         m["state"] = SeatState(m["state"])
         m["outcome"] = None if m["outcome"] is None else Outcome(m["outcome"])
+        m["failure"] = None if m["failure"] is None else SeatFailure(m["failure"])
         _to_int(m, _SLOT_BIG)
         m["busy"] = bool(m["busy"])
+        m["reputation_recorded"] = bool(m["reputation_recorded"])
         m["onchain_votes"] = bool(m["onchain_votes"])
         m["multiaddrs"] = tuple(json.loads(m["multiaddrs"]))
         return cls(**m)
@@ -213,6 +229,29 @@ class ProviderSlot:
             rate_per_hour=Wei(self.rate_per_hour),
             assigned_at=self.assigned_at,
         )
+
+
+@dataclass(frozen=True)
+class ReputationRecord:
+    """A provider's stored reputation: the posterior at ``updated_at`` and the verified
+    outcomes counted into it, per kind (seeded ones included)."""
+
+    address: str
+    alpha: float
+    beta: float
+    updated_at: float
+    successes: int = 0
+    slashes: int = 0
+    faults: int = 0
+    timeouts: int = 0
+    withheld: int = 0
+
+    def to_row(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_row(cls, row: Any) -> ReputationRecord:
+        return cls(**dict(row._mapping))
 
 
 @dataclass(frozen=True)

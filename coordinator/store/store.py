@@ -18,16 +18,24 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 import trio
-from sqlalchemy import Connection, Engine, create_engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, create_engine, false, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from coordinator.errors import InvalidTransition, JobNotFound, Unavailable
 from coordinator.store import tables as t
 from coordinator.store.migrate import upgrade
-from coordinator.store.records import Decline, EventRecord, JobRecord, LogLine, ProviderSlot
-from protocol.lifecycle import FINAL, JobState, SeatState, allowed, seat_allowed
+from coordinator.store.records import (
+    Decline,
+    EventRecord,
+    JobRecord,
+    LogLine,
+    ProviderSlot,
+    ReputationRecord,
+)
+from protocol.lifecycle import FINAL, OFF_CHAIN, JobState, SeatState, allowed, seat_allowed
 
 T = TypeVar("T")
+ReputationUpdate = Callable[[ReputationRecord | None], ReputationRecord]
 
 MAX_LOG_LINES_PER_JOB = 10_000
 MAX_LIST = 1000
@@ -332,14 +340,87 @@ class Store:
                 for r in conn.execute(select(t.reputations))
             }
 
+    def reputation_records(self) -> list[ReputationRecord]:
+        with self._tx("read reputations") as conn:
+            return [ReputationRecord.from_row(r) for r in conn.execute(select(t.reputations))]
+
+    def reputation(self, address: str) -> ReputationRecord | None:
+        with self._tx("read reputation") as conn:
+            return self._reputation(conn, address)
+
+    def _reputation(self, conn: Connection, address: str) -> ReputationRecord | None:
+        query = select(t.reputations).where(t.reputations.c.address == address)
+        row = conn.execute(query.with_for_update()).first()
+        return None if row is None else ReputationRecord.from_row(row)
+
+    def _put_reputation(
+        self, conn: Connection, record: ReputationRecord, existing: ReputationRecord | None
+    ) -> None:
+        if existing is None:
+            conn.execute(insert(t.reputations).values(**record.to_row()))
+        else:
+            key = t.reputations.c.address == record.address
+            conn.execute(update(t.reputations).where(key).values(**record.to_row()))
+
     def save_reputation(self, address: str, alpha: float, beta: float, updated_at: float) -> None:
-        values = {"alpha": alpha, "beta": beta, "updated_at": updated_at}
         with self._tx("save reputation") as conn:
-            key = t.reputations.c.address == address
-            if conn.execute(select(t.reputations.c.address).where(key)).first() is None:
-                conn.execute(insert(t.reputations).values(address=address, **values))
-            else:
-                conn.execute(update(t.reputations).where(key).values(**values))
+            old = self._reputation(conn, address)
+            base = old or ReputationRecord(address, alpha, beta, updated_at)
+            new = replace(base, alpha=alpha, beta=beta, updated_at=updated_at)
+            self._put_reputation(conn, new, old)
+
+    def seed_reputation(self, record: ReputationRecord) -> ReputationRecord:
+        """Store ``record`` unless the provider has a reputation already; returns the stored one."""
+        with self._tx("seed reputation") as conn:
+            old = self._reputation(conn, record.address)
+            if old is not None:
+                return old
+            self._put_reputation(conn, record, None)
+            return record
+
+    def record_outcome(
+        self, job_id: str, idx: int, address: str, change: ReputationUpdate | None
+    ) -> ReputationRecord | None:
+        """Count one seat's outcome into its provider's reputation, at most once ever.
+
+        In one transaction: unless the seat is marked recorded already, mark it and (with
+        ``change``, which maps the stored reputation or None to the new one) store the new
+        reputation. Returns it, or None when nothing was stored (already recorded, or no
+        ``change``: an outcome judged neutral)."""
+        with self._tx("record outcome") as conn:
+            key = (t.job_providers.c.job_id == job_id) & (t.job_providers.c.idx == idx)
+            row = conn.execute(
+                select(t.job_providers.c.reputation_recorded).where(key).with_for_update()
+            ).first()
+            if row is None or row.reputation_recorded:
+                return None
+            conn.execute(update(t.job_providers).where(key).values(reputation_recorded=True))
+            if change is None:
+                return None
+            old = self._reputation(conn, address)
+            new = change(old)
+            self._put_reputation(conn, new, old)
+            return new
+
+    def unrecorded_jobs(self) -> list[str]:
+        """Jobs the chain ended (or that were aborted) with seats not counted yet (a crash or
+        a restart came between)."""
+        ended = t.jobs.c.state.in_([str(s) for s in FINAL]) | (
+            (t.jobs.c.state == str(JobState.FAILED)) & t.jobs.c.abort_tx.is_not(None)
+        )
+        query = (
+            select(t.jobs.c.job_id)
+            .distinct()
+            .join(t.job_providers, t.job_providers.c.job_id == t.jobs.c.job_id)
+            .where(
+                ended,
+                t.job_providers.c.reputation_recorded == false(),
+                t.job_providers.c.state.not_in([str(s) for s in OFF_CHAIN]),
+            )
+            .limit(MAX_LIST)
+        )
+        with self._tx("list unrecorded jobs") as conn:
+            return [str(r.job_id) for r in conn.execute(query)]
 
 
 class AsyncStore:

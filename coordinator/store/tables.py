@@ -91,6 +91,8 @@ job_providers = Table(
     Column("slashed", String(32)),
     Column("detail", Text),
     Column("updated_at", Float, nullable=False),
+    Column("failure", String(16)),
+    Column("reputation_recorded", Boolean, nullable=False, server_default=false()),
 )
 
 job_declines = Table(
@@ -148,4 +150,9 @@ reputations = Table(
     Column("alpha", Float, nullable=False),
     Column("beta", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("successes", Integer, nullable=False, server_default="0"),
+    Column("slashes", Integer, nullable=False, server_default="0"),
+    Column("faults", Integer, nullable=False, server_default="0"),
+    Column("timeouts", Integer, nullable=False, server_default="0"),
+    Column("withheld", Integer, nullable=False, server_default="0"),
 )

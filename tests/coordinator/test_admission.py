@@ -26,6 +26,7 @@ from coordinator.signals import Signals
 from coordinator.store import AsyncStore, Store
 from coordinator.transport import FakeTransport
 from coordinator.watcher import ChainWatcher
+from devnet.harness import identity
 from protocol.clock import ManualClock
 from protocol.errors import GpuMarketError
 from protocol.identity import Identity
@@ -35,7 +36,6 @@ from protocol.p2p.adverts import NotAdmitted, advert_validator
 from protocol.p2p.gossip import Delivery
 from protocol.registry import ADVERT_TOPIC
 from protocol.signing import SignedMessage, Verifier, encode_signed, sign_message
-from tests.coordinator.harness import identity
 
 STAKE = to_wei("100")
 

@@ -15,7 +15,7 @@ import trio
 
 from coordinator.service import Coordinator
 from devnet.anvil import AnvilNode
-from tests.coordinator.fakeprovider import FakeProvider, run_provider
+from devnet.scripted_provider import FakeProvider, run_provider
 from tests.coordinator.market import Market, deploy_market
 from tests.coordinator.test_service_devnet import hex_id, wait_ready_book, wait_state
 

@@ -12,10 +12,10 @@ from contracts.models import JobStatus, Offer, Receipt
 from coordinator import closing
 from coordinator.settlement import SettleResult
 from coordinator.store import JobRecord
+from devnet.harness import harness
 from protocol.ids import JobId
 from protocol.lifecycle import JobState, Outcome, SeatState
 from protocol.messages import FailureKind
-from tests.coordinator.harness import harness
 
 S = JobState
 P = SeatState

@@ -12,9 +12,9 @@ from coordinator.driver import every_provider_failed
 from coordinator.service import Coordinator
 from coordinator.store import ProviderSlot
 from devnet.anvil import AnvilNode
+from devnet.scripted_provider import FakeProvider, run_provider
 from protocol.lifecycle import SeatState
 from protocol.messages import FailureKind
-from tests.coordinator.fakeprovider import FakeProvider, run_provider
 from tests.coordinator.market import Market, deploy_market
 from tests.coordinator.test_service_devnet import hex_id, wait_ready_book, wait_state
 

@@ -18,10 +18,10 @@ import trio
 
 from devnet.anvil import AnvilNode
 from devnet.ipfs import IpfsNode
+from devnet.scripted_provider import FakeProvider, run_provider
 from protocol.errors import TransportError
 from protocol.identity import import_private_key
 from protocol.ipfs import KuboContentStore
-from tests.coordinator.fakeprovider import FakeProvider, run_provider
 from tests.coordinator.market import Market, deploy_market
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

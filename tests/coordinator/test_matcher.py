@@ -107,6 +107,31 @@ def test_exact_jobs_pair_only_identical_fingerprints() -> None:
         matcher(book(offer(0, fingerprint="x"), offer(1, fingerprint="y"))).match(req(count=2))
 
 
+def test_a_lone_exact_primary_must_share_its_fingerprint_with_another_operator() -> None:
+    # The cheapest provider's fingerprint is unique: nobody could spot-check it.
+    cols = book(
+        offer(0, fingerprint="unique", rate_per_gpu_hour=UNIT // 4),
+        offer(1, fingerprint="H100/a", rate_per_gpu_hour=UNIT),
+        offer(2, fingerprint="H100/a", rate_per_gpu_hour=2 * UNIT),
+        offer(3, fingerprint="twins", rate_per_gpu_hour=UNIT // 4),
+        offer(4, fingerprint="twins", rate_per_gpu_hour=UNIT // 4),
+    )
+    cols.set_stake(offer(3).address, 1000 * UNIT, 9)
+    cols.set_stake(offer(4).address, 1000 * UNIT, 9)  # one operator: cannot check itself
+    m = matcher(cols).match(req(exact=True, checkable=True))
+    assert m.chosen[0].address == offer(1).address
+    assert matcher(cols).match(req(exact=True)).chosen[0].address in {
+        offer(0).address,
+        offer(3).address,
+        offer(4).address,
+    }
+    # Tolerance jobs are replicated, not spot-checked on exact digests: any provider fits.
+    assert matcher(cols).match(req(exact=False, checkable=True)).chosen[0].fingerprint != "H100/a"
+    cols.remove(offer(2).address)  # the only other H100/a goes away
+    with pytest.raises(NoCandidates, match="no other operator shares its fingerprint"):
+        matcher(cols).match(req(exact=True, checkable=True))
+
+
 def test_reputation_and_load_raise_the_score() -> None:
     cols = book(offer(0), offer(1))
     cols.set_reputation(offer(0).address, 0.1, False)

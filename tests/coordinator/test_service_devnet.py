@@ -1,6 +1,6 @@
 """The coordinator end to end on a real Anvil with the deployed contracts and real libp2p.
 
-Providers are scripted (tests/coordinator/fakeprovider.py) but speak the real protocol:
+Providers are scripted (devnet/scripted_provider.py) but speak the real protocol:
 signed adverts on gossipsub, offers (answered with a signed EIP-712 Accept), assignments and
 reveal requests on JOB_PROTOCOL, signed EIP-712 commitments on REPORT_PROTOCOL (answered with
 the coordinator's CommitReceipt). The chain checks every signature at assign and settlement.
@@ -19,8 +19,8 @@ import trio
 from contracts.models import JobStatus
 from coordinator.service import Coordinator
 from devnet.anvil import AnvilNode
+from devnet.scripted_provider import FakeProvider, run_provider
 from protocol.ids import JobId
-from tests.coordinator.fakeprovider import FakeProvider, run_provider
 from tests.coordinator.market import Market, deploy_market
 
 pytestmark = pytest.mark.integration

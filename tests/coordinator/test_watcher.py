@@ -7,9 +7,9 @@ from pathlib import Path
 
 from contracts.models import Settlement, SignedEntry
 from coordinator.watcher import ChainWatcher
+from devnet.harness import harness
 from protocol.ids import JobId
 from protocol.lifecycle import JobState, SeatState
-from tests.coordinator.harness import harness
 
 
 async def test_an_abort_sent_elsewhere_is_recorded_with_its_refund(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ PROVIDERS = 3
 ORDER = (
     "test_honest",
     "test_lying_provider",
-    "test_copier",
+    "test_spot_check",
     "test_bad_input",
     "test_adverts",
     "test_crashes",

@@ -146,12 +146,19 @@ class Market:
         )
         return Requester(name, account.address, key)
 
-    def submit(self, spec: Path, requester: Requester, *, wait: bool = True) -> Any:
+    def submit(
+        self,
+        spec: Path,
+        requester: Requester,
+        *,
+        wait: bool = True,
+        timeout: float = CLI_TIMEOUT_S,
+    ) -> Any:
         args = ["job", "submit", str(spec), "--account", requester.name]
         args += ["--password-file", str(self.password_file)]
         if wait:
             args.append("--wait")
-        return self.cli_json(*args)
+        return self.cli_json(*args, timeout=timeout)
 
     # ------------------------------------------------------------------ coordinator API
     def api(self, path: str) -> Any:
@@ -184,6 +191,23 @@ class Market:
                 return view
             time.sleep(0.25)
         raise AssertionError(f"job {job_id} not {what} within {timeout:g}s; last view {view}")
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        """Every event of the job's ``/events`` stream, read to its end (call it once the
+        job is terminal: the stream ends only after a terminal state)."""
+        url = self.state.coordinator_url
+        assert url is not None
+        events: list[dict[str, Any]] = []
+        with httpx.stream("GET", f"{url}/jobs/{job_id}/events", timeout=30.0) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line.removeprefix("data: ")))
+        return events
+
+    def standing(self, address: str) -> dict[str, Any]:
+        """The coordinator's ``/providers/{address}/standing`` view of a provider."""
+        return dict(self.api(f"/providers/{address}/standing"))
 
     def providers(self) -> list[dict[str, Any]]:
         return list(self.api("/providers")["providers"])
@@ -313,13 +337,16 @@ class Market:
         *,
         module: str = "gpumarket_cli",
         price: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
     ) -> ProcessRecord:
-        """Start a provider daemon for ``account`` as devnet provider ``index`` would run."""
+        """Start a provider daemon for ``account`` as devnet provider ``index`` would run
+        (``extra_env``: more environment, e.g. for a test-only wrapper ``module``)."""
         state = self.state
         workdir, env = provider_env(state, self.root, account, index, "bwrap")
         env["PYTHONPATH"] = str(REPO)
         if price is not None:
             env["PROVIDER_PRICE_PER_GPU_HOUR"] = price
+        env.update(extra_env or {})
         argv = [sys.executable, "-m", module]
         if module == "gpumarket_cli":
             argv += ["provider", "run"]

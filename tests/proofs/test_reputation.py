@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proofs.reputation import DAY_S, Reputation, ReputationParams, rank, wilson_lower_bound
+from proofs.reputation import (
+    DAY_S,
+    Reputation,
+    ReputationParams,
+    Verified,
+    rank,
+    wilson_lower_bound,
+)
 
 counts = st.floats(0, 1e4, allow_nan=False)
 times = st.floats(0, 1e9, allow_nan=False)
@@ -82,3 +89,35 @@ def test_seeding_is_monotone_in_the_counters(completed, slashed, extra) -> None:
     assert (
         Reputation.from_counters(completed, slashed + extra, 0.0).lower_bound(0.0) <= base + 1e-12
     )
+
+
+def test_each_verified_outcome_weighs_as_documented() -> None:
+    params = ReputationParams(slash_weight=5.0, withheld_weight=2.0)
+    fresh = Reputation.fresh(0.0, params)
+    weights = {
+        Verified.SUCCESS: (1.0, 0.0),
+        Verified.FAULT: (0.0, 1.0),
+        Verified.TIMEOUT: (0.0, 1.0),
+        Verified.WITHHELD: (0.0, 2.0),
+        Verified.SLASHED: (0.0, 5.0),
+    }
+    for outcome, (good, bad) in weights.items():
+        after = fresh.record_outcome(0.0, outcome)
+        assert (after.alpha - fresh.alpha, after.beta - fresh.beta) == (good, bad), outcome
+
+
+@given(histories, st.sampled_from(list(Verified)))
+def test_only_a_success_raises_the_bound(events, outcome) -> None:
+    rep, now = replay(events)
+    after = rep.record_outcome(now, outcome).lower_bound(now)
+    if outcome is Verified.SUCCESS:
+        assert after >= rep.lower_bound(now) - 1e-12
+    else:
+        assert after <= rep.lower_bound(now) + 1e-12
+
+
+def test_a_failure_cannot_weigh_less_than_nothing() -> None:
+    with pytest.raises(ValueError):
+        Reputation.fresh(0.0).record_failure(0.0, -1.0)
+    with pytest.raises(ValueError):
+        ReputationParams(withheld_weight=0.0)

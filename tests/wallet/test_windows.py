@@ -146,11 +146,4 @@ def test_job_request_carries_the_spec_its_windows_and_escrow() -> None:
 
 def test_disputed_is_not_terminal_but_every_end_state_is() -> None:
     assert "disputed" not in jobs.TERMINAL
-    assert jobs.TERMINAL == {
-        "settled",
-        "finalized",
-        "failed",
-        "reclaimed",
-        "cancelled",
-        "aborted",
-    }
+    assert jobs.TERMINAL == {"settled", "finalized", "failed", "reclaimed", "cancelled"}

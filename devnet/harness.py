@@ -4,7 +4,10 @@ Everything is real except the chain (``contracts.fake``, same rules and errors a
 contract), the content store (in memory) and the transport (in-process handlers): the
 driver, offers, assigner, matcher, dispatcher, report handler, settler, watcher and store.
 Tests call :meth:`Harness.run` to step a job until a condition holds, moving the fake
-chain's clock with ``world.advance`` where a deadline matters.
+chain's clock with ``world.advance`` where a deadline matters. The market simulator
+(``bench/verification.py``) runs thousands of jobs through it: ``pause_s=0`` steps
+without sleeping, and a second harness can share the first one's ``world`` (another
+coordinator with its own providers, told apart by ``tag``).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
+import trio.testing
 from multiformats import CID
 
 from contracts.fake import FakeChain, FakeWorld
@@ -37,14 +41,15 @@ from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot, Store
 from coordinator.transport import FakeTransport
 from coordinator.watcher import ChainWatcher
-from proofs.policy import StakeAwarePolicy
+from devnet.scripted_provider import FakeProvider
+from proofs.policy import StakeAwarePolicy, VerificationPolicy
 from protocol.identity import Identity
 from protocol.ids import JobId, PeerId, to_wei
 from protocol.ipfs.memory import MemoryContentStore
 from protocol.p2p.testing import dev_private_key
 from protocol.spec_io import canonical_spec, parse_spec
-from tests.coordinator.fakeprovider import FakeProvider
 
+T = TypeVar("T")
 SPEC = """
 name: coordinator-unit
 runtime: {kind: torch, entrypoint: main.py}
@@ -57,6 +62,23 @@ COMMIT_WINDOW = 600
 REVEAL_WINDOW = 300
 RATE = to_wei("1")  # per hour: a 10-minute timeout prices a seat at 1/6 token
 STAKE = to_wei("100")
+
+
+class InlineStore(AsyncStore):
+    """The store without worker threads: each call runs on the trio thread (between
+    checkpoints), which is what makes thousands of simulated jobs fast."""
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        await trio.lowlevel.checkpoint()
+        return fn(*args, **kwargs)
+
+
+class InlineChain(AsyncChain):
+    """The chain client without worker threads (the fake chain never blocks)."""
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        await trio.lowlevel.checkpoint()
+        return fn(*args)
 
 
 def identity(i: int, tag: str = "coordinator-unit") -> Identity:
@@ -78,6 +100,8 @@ class Harness:
     transport: FakeTransport
     signals: Signals
     woken: list[str] = field(default_factory=list)
+    pause_s: float = 0.01
+    """How long a step lets providers' background work run (0: until every task waits)."""
 
     def chain(self, who: Identity) -> FakeChain:
         return self.world.client("0x" + who.private_key.hex())
@@ -129,7 +153,11 @@ class Harness:
     async def step(self, job_id: str) -> bool:
         await self.watcher.poll_once()
         done = await self.driver.step(job_id)
-        await trio.sleep(0.01)  # let providers' background work (commitments) run
+        # Let providers' background work (commitments) run.
+        if self.pause_s > 0:
+            await trio.sleep(self.pause_s)
+        else:
+            await trio.testing.wait_all_tasks_blocked()
         await self.watcher.poll_once()
         return done
 
@@ -161,14 +189,26 @@ async def harness(
     *,
     groups: list[int] | None = None,
     rates: list[int] | None = None,
+    world: FakeWorld | None = None,
+    tag: str = "coordinator-unit",
+    seed: int = 7,
+    pause_s: float = 0.01,
+    policy: VerificationPolicy | None = None,
+    inline: bool = False,
     **provider_kw: Any,
 ) -> AsyncIterator[Harness]:
     """A coordinator with ``providers`` registered, staked, advertised providers (the
-    matcher prefers the cheapest: give ``rates`` to fix who gets which seat)."""
-    coordinator, requester, minter = identity(0), identity(1), identity(2)
-    world = FakeWorld(start_time=int(time.time()), minter=minter.address)
+    matcher prefers the cheapest: give ``rates`` to fix who gets which seat).
+
+    ``world``: share another harness's chain (give a different ``tag``: it names every
+    key of this harness); ``seed`` seeds the driver's spot-check draws; ``inline`` runs
+    store and chain calls on the trio thread instead of worker threads."""
+    minter = identity(2)
+    coordinator, requester = identity(0, tag), identity(1, tag)
+    if world is None:
+        world = FakeWorld(start_time=int(time.time()), minter=minter.address)
     mint = world.client("0x" + minter.private_key.hex())
-    people = [identity(10 + i) for i in range(providers)]
+    people = [identity(10 + i, tag) for i in range(providers)]
     for who in (coordinator, requester, *people):
         mint.mint(who.address, to_wei("1000"))
     world.client("0x" + coordinator.private_key.hex()).bond_coordinator(to_wei("100"))
@@ -178,11 +218,12 @@ async def harness(
         client.register(groups[i])
         client.stake(STAKE)
 
-    store = AsyncStore(Store(f"sqlite:///{tmp_path / 'coordinator.sqlite'}"))
+    name = "coordinator" if tag == "coordinator-unit" else tag
+    store = (InlineStore if inline else AsyncStore)(Store(f"sqlite:///{tmp_path / name}.sqlite"))
     content = MemoryContentStore()
     signals = Signals()
     client = world.client("0x" + coordinator.private_key.hex())
-    chain = AsyncChain(client)
+    chain = (InlineChain if inline else AsyncChain)(client)
     domain = client.deployment.domain
     chain_now = lambda: float(world.time)  # noqa: E731
     book = ProviderBook(time.time, ttl_s=3600)
@@ -195,8 +236,8 @@ async def harness(
     assigner = Assigner(store, chain, book, matcher, offerer)
     assigner.chain_now = chain_now
     settler = Settler(chain, window_s=0.0)
-    policy = StakeAwarePolicy()
-    rng = random.Random(7)  # newcomers are always checked: the policy replicates them
+    policy = policy or StakeAwarePolicy()
+    rng = random.Random(seed)  # newcomers are always checked: the policy replicates them
     driver = JobDriver(
         identity=coordinator,
         store=store,
@@ -251,6 +292,7 @@ async def harness(
                 transport,
                 signals,
                 woken,
+                pause_s,
             )
         finally:
             nursery.cancel_scope.cancel()
@@ -264,4 +306,13 @@ def _handler(fake: FakeProvider, coordinator: PeerId) -> Callable[..., Any]:
     return handle
 
 
-__all__ = ["COMMIT_WINDOW", "REVEAL_WINDOW", "Harness", "JobId", "harness", "identity"]
+__all__ = [
+    "COMMIT_WINDOW",
+    "REVEAL_WINDOW",
+    "Harness",
+    "InlineChain",
+    "InlineStore",
+    "JobId",
+    "harness",
+    "identity",
+]

@@ -1,4 +1,5 @@
-"""A scripted provider for coordinator tests: real signatures, fake work.
+"""A scripted provider for coordinator tests and the market simulator: real signatures,
+fake work.
 
 It answers ``JOB_PROTOCOL``: a JobOffer with its signed EIP-712 Accept (over the job's
 terms read from ``chain``) or a Decline, an Assignment with an Ack, a RevealRequest with its
@@ -9,6 +10,11 @@ the way a hung provider would; ``fail_with`` makes it report a failed run instea
 committing; ``decline`` declines every offer with that reason (``busy`` marks it busy);
 ``forge_accept`` signs its Accept with another key; ``withhold`` commits but never reveals.
 With ``max_jobs`` it runs at most that many jobs at once and declines more as busy.
+
+A ``strategy`` decides per assignment (:class:`JobPlan`): the result digest and runtime to
+commit (or another commitment to copy), whether to answer reveal requests (always, never,
+or only while it holds the job's only seat), and whether to post its reveal on chain
+itself once reveals open (:meth:`FakeProvider.post_reveals`, called by whoever moves time).
 
 Reports go to ``report`` when set (an in-process coordinator, as the unit tests use) or
 over libp2p to the coordinator's peer (:func:`run_provider`, as the devnet tests use).
@@ -21,10 +27,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 
 import trio
 
 from contracts.chain import ChainClient
+from contracts.models import JobStatus
 from protocol import eip712
 from protocol.identity import Identity
 from protocol.ids import Cid, JobId, PeerId, Wei
@@ -57,6 +65,29 @@ from protocol.signing import decode_signed, encode_signed, sign_message
 
 ReportSink = Callable[[bytes, PeerId], Awaitable[bytes]]
 OTHER_KEY = bytes.fromhex("77" * 32)
+RevealPolicy = Literal["answer", "refuse", "refuse_if_checked"]
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What a scripted provider does on one job (``None``: its fixed ``result`` and
+    ``runtime_ms``)."""
+
+    digest: bytes | None = None
+    """The 32-byte result digest it commits and reveals."""
+    runtime_ms: int | None = None
+    reveal: RevealPolicy = "answer"
+    """``refuse_if_checked``: refuse reveal requests once the job has a second seat."""
+    reveal_on_chain: bool = False
+    """Post its reveal on chain (with the coordinator's receipt) once reveals open."""
+    commit_on_chain: bool = False
+    """Also commit on chain right after committing off chain."""
+    commit_hash: bytes | None = None
+    """Send this commitment instead of its own (a copied one it cannot open)."""
+
+
+Strategy = Callable[["FakeProvider", Assignment], JobPlan]
+"""Decides a provider's :class:`JobPlan` when an assignment arrives."""
 
 
 @dataclass
@@ -86,6 +117,10 @@ class FakeProvider:
     busy: bool = False
     forge_accept: bool = False
     withhold: bool = False
+    strategy: Strategy | None = None
+    plans: dict[bytes, JobPlan] = field(default_factory=dict)
+    posted: set[bytes] = field(default_factory=set)
+    """Jobs whose reveal it posted on chain."""
 
     @property
     def address(self) -> str:
@@ -96,6 +131,17 @@ class FakeProvider:
 
     def digest(self) -> bytes:
         return eip712.cid_to_result_digest(self.result_cid())
+
+    def plan(self, job_id: bytes) -> JobPlan:
+        return self.plans.get(bytes(job_id)) or JobPlan()
+
+    def digest_for(self, job_id: bytes) -> bytes:
+        """The digest it commits for ``job_id`` (its plan's, else its fixed result's)."""
+        return self.plan(job_id).digest or self.digest()
+
+    def runtime_for(self, job_id: bytes) -> int:
+        runtime = self.plan(job_id).runtime_ms
+        return self.runtime_ms if runtime is None else runtime
 
     def advert(self, multiaddrs: tuple[str, ...] = ()) -> Advert:
         self.seq += 1
@@ -139,13 +185,15 @@ class FakeProvider:
                 )
                 return self._sign(reply)
             if not any(a.job_id == body.job_id for a in self.assignments):
+                if self.strategy is not None:
+                    self.plans[bytes(body.job_id)] = self.strategy(self, body)
                 self.running.add(bytes(body.job_id))
                 self.assignments.append(body)
                 self._start(self._commit, body, peer)
             reply = Ack(sender=self.identity.address, of=body.message_type, job_id=body.job_id)
         elif isinstance(body, RevealRequest):
             salt = self.salts.get(bytes(body.job_id))
-            if salt is None or self.withhold:
+            if salt is None or self.withhold or self._refuses_reveal(body.job_id):
                 reply = ErrorReply(
                     sender=self.identity.address, code=ErrorCode.WRONG_STATE, message="no"
                 )
@@ -192,22 +240,30 @@ class FakeProvider:
             signature=signature,
         )
 
+    def _refuses_reveal(self, job_id: bytes) -> bool:
+        policy = self.plan(job_id).reveal
+        if policy == "refuse_if_checked":
+            assert self.chain is not None
+            return len(self.chain.get_seats(JobId(bytes(job_id)))) > 1
+        return policy == "refuse"
+
     def reveal(self, job_id: JobId) -> Reveal:
         salt = self.salts[bytes(job_id)]
+        digest, runtime = self.digest_for(job_id), self.runtime_for(job_id)
         signature = eip712.sign_reveal(
             self.identity.private_key,
             self.domain,
             job_id,
             self.identity.address,
-            self.digest(),
-            self.runtime_ms,
+            digest,
+            runtime,
             salt,
         )
         return Reveal(
             job_id=job_id,
             provider=self.identity.address,
-            result_cid=self.result_cid(),
-            runtime_ms=self.runtime_ms,
+            result_cid=eip712.digest_to_cid(digest),
+            runtime_ms=runtime,
             salt=salt,
             signature=signature,
         )
@@ -215,8 +271,8 @@ class FakeProvider:
     def commitment(self, job_id: JobId) -> Commitment:
         salt = hashlib.sha256(self.identity.private_key + job_id).digest()
         self.salts[bytes(job_id)] = salt
-        commit = eip712.commit_hash(
-            job_id, self.identity.address, self.digest(), self.runtime_ms, salt
+        commit = self.plan(job_id).commit_hash or eip712.commit_hash(
+            job_id, self.identity.address, self.digest_for(job_id), self.runtime_for(job_id), salt
         )
         signature = eip712.sign_commit(
             self.identity.private_key, self.domain, job_id, self.identity.address, commit
@@ -246,6 +302,9 @@ class FakeProvider:
             body = FailureReport(
                 job_id=job_id, provider=self.identity.address, kind=kind, detail=detail
             )
+        if isinstance(body, Commitment) and self.plan(job_id).commit_on_chain:
+            assert self.chain is not None
+            self.chain.commit_on_chain(job_id, assignment.seat, body.commit_hash)
         for _ in range(400):
             try:
                 raw = await self._send(body, coordinator)
@@ -258,6 +317,39 @@ class FakeProvider:
                 self.receipts[bytes(job_id)] = answer
             break
         self.running.discard(bytes(job_id))
+
+    def post_reveals(self) -> int:
+        """Post on chain the reveals its plans keep for the chain, for jobs whose reveal
+        window is open now; returns how many it posted."""
+        assert self.chain is not None
+        posted = 0
+        for a in self.assignments:
+            key = bytes(a.job_id)
+            salt = self.salts.get(key)
+            if key in self.posted or salt is None or not self.plan(key).reveal_on_chain:
+                continue
+            job_id = JobId(key)
+            status, _ = self.chain.job_status(job_id)
+            if status is not JobStatus.ASSIGNED:
+                self.posted.add(key)  # settled (or ended) without it
+                continue
+            seats = self.chain.get_seats(job_id)
+            terms = self.chain.job_terms(job_id)
+            now = self.chain.now()
+            if not terms.reveal_open(seats) < now <= terms.reveal_close(seats):
+                continue
+            receipt = self.receipts.get(key)
+            self.chain.reveal_on_chain(
+                job_id,
+                a.seat,
+                self.digest_for(key),
+                self.runtime_for(key),
+                salt,
+                receipt_signature=receipt.signature if receipt is not None else b"",
+            )
+            self.posted.add(key)
+            posted += 1
+        return posted
 
     async def _advertise(self, publisher: AdvertPublisher) -> None:
         while True:
@@ -280,4 +372,4 @@ async def run_provider(
         yield provider
 
 
-__all__ = ["FakeProvider", "run_provider"]
+__all__ = ["FakeProvider", "JobPlan", "RevealPolicy", "Strategy", "run_provider"]

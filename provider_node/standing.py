@@ -1,0 +1,91 @@
+"""A provider's standing with a coordinator: its reputation there, read over the HTTP API.
+
+``GET {coordinator}/providers/{address}/standing`` answers plain JSON (the coordinator's
+``StandingView``): ``alpha``, ``beta``, ``mean``, ``lower_bound``, ``evidence``,
+``established``, ``newcomer``, ``updated_at`` and ``outcomes`` (``successes``, ``slashes``,
+``faults``, ``timeouts``, ``withheld``). The provider reads the JSON, never the
+coordinator's code. Every failure is a :class:`StandingUnavailable` whose message is one
+line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from protocol.errors import GpuMarketError
+
+TIMEOUT_S = 10.0
+NUMBERS = ("alpha", "beta", "mean", "lower_bound", "evidence")
+COUNTS = ("successes", "slashes", "faults", "timeouts", "withheld")
+
+
+class StandingUnavailable(GpuMarketError):
+    """The coordinator could not be reached, does not know the provider, or answered
+    something else than a standing."""
+
+    def __init__(self, url: str, detail: str, status: int | None = None) -> None:
+        self.url = url
+        self.detail = detail
+        self.status = status
+        super().__init__(f"coordinator at {url}: {detail}")
+
+
+def fetch_standing(
+    url: str,
+    address: str,
+    *,
+    timeout: float = TIMEOUT_S,
+    transport: httpx.BaseTransport | None = None,
+) -> dict[str, Any]:
+    """The standing of ``address`` at the coordinator at ``url``."""
+    base = url.rstrip("/")
+    try:
+        with httpx.Client(base_url=base, timeout=timeout, transport=transport) as http:
+            resp = http.get(f"/providers/{address}/standing")
+    except httpx.HTTPError as exc:
+        raise StandingUnavailable(base, f"unreachable ({type(exc).__name__}: {exc})") from exc
+    if resp.status_code == 404:
+        raise StandingUnavailable(
+            base, f"no standing for {address} yet (no verified outcome counted there)", 404
+        )
+    if resp.status_code >= 400:
+        raise StandingUnavailable(
+            base, f"answered {resp.status_code}: {_detail(resp)}", resp.status_code
+        )
+    try:
+        body = resp.json()
+        _check(body)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise StandingUnavailable(base, "answered with something that is not a standing") from exc
+    result: dict[str, Any] = body
+    return result
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json().get("detail") or resp.text)[:300]
+    except (ValueError, AttributeError):
+        return resp.text[:300].replace("\n", " ")
+
+
+def _check(body: Any) -> None:
+    for name in NUMBERS:
+        float(body[name])
+    for name in COUNTS:
+        int(body["outcomes"][name])
+    if not isinstance(body["established"], bool):
+        raise TypeError("established is not a boolean")
+
+
+def standing_lines(standing: dict[str, Any]) -> list[str]:
+    """A standing as ``provider status`` prints it."""
+    counts = standing["outcomes"]
+    kind = "established" if standing["established"] else "newcomer (spot-checked more often)"
+    return [
+        f"reputation:   {standing['lower_bound']:.3f} lower bound, {standing['mean']:.3f} mean",
+        f"posterior:    alpha {standing['alpha']:.2f}, beta {standing['beta']:.2f}",
+        f"evidence:     {standing['evidence']:.1f} outcomes in force, {kind}",
+        "outcomes:     " + ", ".join(f"{counts[name]} {name}" for name in COUNTS),
+    ]
