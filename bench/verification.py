@@ -1,376 +1,694 @@
-"""The economics of verification, measured on the real policy, reputation and checks.
+"""The economics of verification, measured on the real coordinator.
 
-Simulates established honest providers, honest newcomers, adaptive cheaters (honest while
-replicated, cheating on 1%, 10% or 100% of their jobs once established, lazy ones skipping
-the work outright) through ``proofs.policy.StakeAwarePolicy`` and
-``proofs.reputation.Reputation``; every checked job is settled by grouping the real
-outputs with ``proofs.compare.group_results``. Then runs the real benchmark challenge
-against an honest responder and against responders that run at half their advertised
-speed (a throttled one, and one that also skips rows to beat the clock).
+A market simulator: the coordinator's own driver, seating and spot checks
+(``coordinator.seating``, ``proofs.policy.StakeAwarePolicy``), verdicts
+(``coordinator.verifier``), settlement (``coordinator.closing``/``settlement``), chain
+watcher and sqlite store run against the in-memory chain ``contracts.fake.FakeWorld``
+(the contract's rules) with scripted providers (``devnet.scripted_provider``) that sign
+everything for real (``devnet.harness``). Nothing below is a formula: every figure is read
+back from the chain's balances or the coordinator's store after the jobs ran.
 
-    python -m bench.verification [--json] [--trials N] [--seed S]
+Per strategy, one provider follows it among honest providers of the same fingerprint
+(several operator groups, all staked, all established); a requester creates exact-compare
+jobs with redundancy 1 (the policy decides spot checks). The strategy's provider is the
+cheapest, so the matcher makes it the primary while its reputation holds. Its wealth on
+the chain (claimable + stake + tokens) is read before and after every job: profit per
+cheated job = the sum of those changes over the jobs it cheated on / cheats / its seat
+price (what cheating earns when the work skipped is worth the seat's price; an honest job
+then nets zero), reported with its standard error; profit per job = the whole change / jobs
+it sat on / seat price. Detection trials reset the cheater's reputation to "established"
+after each slash (a fresh provider with the same key) and count its cheats until the next
+slash.
+
+    python -m bench.verification [--json] [--quick] [--jobs N] [--trials N] [--seed S]
 """
 
 from __future__ import annotations
 
-import os
-
-if __name__ == "__main__":  # before numpy loads; steadier timings on a shared machine
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
 import argparse
-import io
+import hashlib
 import json
-import math
+import logging
+import os
+import random
 import statistics
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-import numpy as np
+import trio
 
-from proofs.challenge import Challenge, ChallengeWork, ProductsFn, numpy_products, respond
-from proofs.challenge_check import (
-    RowChecker,
-    TimingTerms,
-    judge,
-    openings_needed,
-    pick_rows,
-)
-from proofs.compare import ComparePolicy, ResultFiles, group_results, majority
-from proofs.policy import JobTerms, ProviderStanding, StakeAwarePolicy, detection_probability
+from contracts.errors import ContractError
+from contracts.models import JobStatus
+from coordinator.driver import JobDriver
+from coordinator.store import JobRecord
+from devnet.harness import RATE, STAKE, Harness, harness, identity
+from devnet.scripted_provider import FakeProvider, JobPlan, Strategy
 from proofs.reputation import Reputation
+from protocol.eip712 import digest_to_cid
+from protocol.ids import JobId, to_wei
 
-PRICE = 1_000_000  # one token (6 decimals) per provider per job
-STAKE_FACTOR = 5  # locked stake per assignment = k * price (DESIGN's default k)
-JOB_S = 3600.0  # one job an hour per provider
-CHEATS = 25
-# Slashing follows only exact judgements (DESIGN: nobody is slashed on a tolerance
-# judgement; the coordinator passes slashable stake 0 for tolerance jobs, and the policy
-# then replicates them). Exact jobs pair identical device fingerprints, so honest outputs
-# are byte-identical and the comparison is exact.
-COMPARE = ComparePolicy(default=None)
-
-
-def _npy(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, a)
-    return buf.getvalue()
+RUNTIME_MS = 600_000  # every run takes the job's whole timeout: a seat earns its full price
+HONEST_GROUPS = [1, 1, 2, 2, 3, 3]  # six honest providers in three operator groups
+CHEATER_GROUP = 100
+CHEATER_RATE = RATE * 9 // 10  # the cheapest: the matcher seats it first
+NEWCOMER_RATE = RATE * 4 // 10
+ESTABLISHED = (50, 0)  # seeded record (completed, slashed) of an established provider
+MAX_STEPS = 200
+DETECT_CAP = 100  # a detection trial gives up after this many cheats
+TOP_UP = to_wei("900")  # extra stake for a cheater slashed in many trials
+FEE = to_wei("0.10")
+REQUESTER_FUNDS = to_wei("100000")
 
 
-_truth = np.random.default_rng(0).standard_normal(256)
-HONEST: ResultFiles = {"out.npy": _npy(_truth), "log.txt": b"done\n"}
-LAZY: ResultFiles = {"out.npy": _npy(np.zeros_like(_truth)), "log.txt": b"done\n"}
-APPROX: ResultFiles = {"out.npy": _npy(_truth * (1 + 1e-2)), "log.txt": b"done\n"}
+def honest_digest(job_id: bytes) -> bytes:
+    """The job's correct result (jobs differ by id, so no result can be replayed)."""
+    return hashlib.sha256(b"honest" + bytes(job_id)).digest()
 
 
-def primary_loses(primary: ResultFiles) -> bool:
-    """Settle a checked job: primary vs checker, a tie-breaker on a split, grouped by the
-    real comparison. True when the primary's result is outvoted."""
-    results = {"primary": primary, "checker": HONEST}
-    groups = group_results(results, COMPARE)
-    if majority(groups, 2) is None:
-        results["tiebreak"] = HONEST
-        groups = group_results(results, COMPARE)
-    win = majority(groups, len(results))
-    return win is None or "primary" not in win
+def garbage(job_id: bytes, tag: bytes = b"lazy") -> bytes:
+    return hashlib.sha256(tag + bytes(job_id)).digest()
+
+
+# --- strategies -----------------------------------------------------------------------
 
 
 @dataclass
-class SimProvider:
-    rep: Reputation
-    verified: int = 0
-    slashes: int = 0
+class Ledger:
+    """What a strategy did, job by job (filled in by the strategy itself)."""
 
-    def standing(self, now: float) -> ProviderStanding:
-        return ProviderStanding(
-            STAKE_FACTOR * PRICE, self.verified, self.slashes, self.rep.lower_bound(now)
+    cheated: set[bytes] = field(default_factory=set)
+
+
+def honest(ledger: Ledger, rng: random.Random) -> Strategy:
+    def plan(p: FakeProvider, a: Any) -> JobPlan:
+        return JobPlan(digest=honest_digest(a.job_id), runtime_ms=RUNTIME_MS)
+
+    return plan
+
+
+def cheat_with(q: float, tag: bytes = b"lazy") -> Callable[[Ledger, random.Random], Strategy]:
+    """Commit garbage (``tag``: lazy, approximate) on a share ``q`` of jobs."""
+
+    def make(ledger: Ledger, rng: random.Random) -> Strategy:
+        def plan(p: FakeProvider, a: Any) -> JobPlan:
+            if rng.random() < q:
+                ledger.cheated.add(bytes(a.job_id))
+                return JobPlan(digest=garbage(a.job_id, tag), runtime_ms=RUNTIME_MS)
+            return JobPlan(digest=honest_digest(a.job_id), runtime_ms=RUNTIME_MS)
+
+        return plan
+
+    return make
+
+
+def copier(ledger: Ledger, rng: random.Random) -> Strategy:
+    """Copies what it can see: another seat's on-chain commitment of the same job, else
+    the result the chain published last (``JobSettled``)."""
+
+    def plan(p: FakeProvider, a: Any) -> JobPlan:
+        assert p.chain is not None
+        ledger.cheated.add(bytes(a.job_id))
+        job_id = JobId(bytes(a.job_id))
+        for seat in range(len(p.chain.get_seats(job_id))):
+            entry = p.chain.on_chain_entry(job_id, seat)
+            if seat != a.seat and entry.committed:
+                return JobPlan(commit_hash=entry.commit_hash, runtime_ms=RUNTIME_MS)
+        world = p.chain.world  # type: ignore[attr-defined]
+        settled = [e for e in reversed(world.events) if e.name == "JobSettled"]
+        result = bytes(settled[0].args["result"]) if settled else garbage(a.job_id)
+        return JobPlan(digest=result, runtime_ms=RUNTIME_MS)
+
+    return plan
+
+
+def withholder(ledger: Ledger, rng: random.Random) -> Strategy:
+    """Lazy, and refuses every reveal request once a second seat (a checker) exists."""
+
+    def plan(p: FakeProvider, a: Any) -> JobPlan:
+        ledger.cheated.add(bytes(a.job_id))
+        return JobPlan(digest=garbage(a.job_id), runtime_ms=RUNTIME_MS, reveal="refuse_if_checked")
+
+    return plan
+
+
+def chain_revealer(ledger: Ledger, rng: random.Random) -> Strategy:
+    """Lazy; commits off chain, ignores reveal requests, reveals on chain once reveals open."""
+
+    def plan(p: FakeProvider, a: Any) -> JobPlan:
+        ledger.cheated.add(bytes(a.job_id))
+        return JobPlan(
+            digest=garbage(a.job_id), runtime_ms=RUNTIME_MS, reveal="refuse", reveal_on_chain=True
         )
 
-
-def established_provider() -> SimProvider:
-    return SimProvider(Reputation.from_counters(50, 0, 0.0), verified=50)
+    return plan
 
 
-def simulate_cheater(
-    policy: StakeAwarePolicy, rate: float, output: ResultFiles, gen: np.random.Generator
-) -> tuple[int | None, float, int, list[float]]:
-    """One adaptive cheater from established standing until its first detection or its
-    25th cheat. Returns (cheat number of the detection or None, payoff of its cheated jobs
-    in prices, cheats made, [LCB before, LCB after] the slash). Stopping at detection keeps
-    the profit estimate (sum of payoffs / sum of cheats over trials) unbiased by Wald's
-    identity, and a detected cheater is replicated afterwards, so cheating stops paying."""
-    prov, now, cheats = established_provider(), 0.0, 0
-    payoff = 0.0
-    job = JobTerms(price=PRICE)
-    while cheats < CHEATS:
-        plan = policy.plan(prov.standing(now), job)
-        if plan.replicas > 1:
-            raise AssertionError("an established provider with a clean record was replicated")
-        honest = int(gen.geometric(rate)) - 1  # honest jobs before the next cheat
-        checked = int(gen.binomial(honest, plan.spot_check_p))
-        now += honest * JOB_S
-        prov.rep = prov.rep.record(now, successes=checked)
-        prov.verified += checked
-        plan = policy.plan(prov.standing(now), job)
-        now += JOB_S
-        cheats += 1
-        if gen.random() < plan.spot_check_p and primary_loses(output):
-            before = prov.rep.lower_bound(now)
-            prov.rep, prov.slashes = prov.rep.record_slash(now), prov.slashes + 1
-            after = prov.rep.lower_bound(now)
-            return cheats, payoff - STAKE_FACTOR, cheats, [before, after]
-        payoff += 1.0
-    return None, payoff, cheats, []
+STRATEGIES: dict[str, Callable[[Ledger, random.Random], Strategy]] = {
+    "honest": honest,
+    "lazy (always)": cheat_with(1.0),
+    "cheat q=0.01": cheat_with(0.01),
+    "cheat q=0.1": cheat_with(0.1),
+    "cheat q=0.5": cheat_with(0.5),
+    "approximate": cheat_with(1.0, b"approx"),
+    "copy": copier,
+    "withhold when checked": withholder,
+    "reveal only on chain": chain_revealer,
+}
 
 
-def cheaters(policy: StakeAwarePolicy, trials: int, gen: np.random.Generator) -> list[dict]:
-    rows = []
-    for name, rate, output in (
-        ("cheat 1%", 0.01, APPROX),
-        ("cheat 10%", 0.10, APPROX),
-        ("cheat 100%", 1.0, APPROX),
-        ("lazy (skips work)", 1.0, LAZY),
-    ):
-        detected = payoff = cheats_total = 0.0
-        before, after = [], []
-        for _ in range(trials):
-            first, pay, made, trace = simulate_cheater(policy, rate, output, gen)
-            detected += first is not None
-            payoff += pay
-            cheats_total += made
-            if trace:
-                before.append(trace[0])
-                after.append(trace[1])
-        p = detected / trials
-        rows.append(
-            {
-                "type": name,
-                "detect_before_25": p,
-                "detect_ci95_low": p - 1.96 * math.sqrt(max(p * (1 - p), 1e-12) / trials),
-                "profit_per_cheat_prices": payoff / cheats_total,
-                "lcb_before_slash": statistics.fmean(before) if before else float("nan"),
-                "lcb_after_slash": statistics.fmean(after) if after else float("nan"),
-            }
+# --- the market -----------------------------------------------------------------------
+
+
+def wealth(h: Harness, address: str) -> int:
+    """Everything an account owns on the chain: tokens, claimable, stake, unbonding, bond."""
+    w = h.world
+    total = w.client(address).token_balance(address) + w.client(address).claimable(address)
+    p = w.provider(address)
+    total += p.stake + w.unbonding(address).amount
+    coordinator = w.client(address).coordinator_info(address)
+    return int(total + coordinator.bond)
+
+
+@dataclass
+class JobRun:
+    job: JobRecord
+    seats: int  # seats on chain
+    ran: int  # seats that committed (ran the job)
+    paid: bool  # settled with a result
+    finalized: bool  # decided on chain after the settle deadline (finalize/reclaim)
+    cheater_seated: bool
+    cheater_primary: bool
+    cheater_paid: bool
+    cheater_slashed: bool
+    checked: bool  # a second seat joined the job
+
+
+async def established(h: Harness, address: str) -> None:
+    """Give ``address`` an established record (``ESTABLISHED``) in the coordinator's
+    reputation book and store, and push it to the matcher."""
+    rep = h.driver.closer.reputation
+    seeded = Reputation.from_counters(*ESTABLISHED, rep.clock(), rep.params)
+    await h.store.save_reputation(address, seeded.alpha, seeded.beta, seeded.updated_at)
+    rep.load({address: (seeded.alpha, seeded.beta, seeded.updated_at)})
+    h.book.set_reputation(address, rep.lower_bound(address), rep.newcomer(address))
+
+
+def next_deadline(h: Harness, job: JobRecord, slots: list[Any]) -> int:
+    """The next chain time at which something about the job may change."""
+    now = h.world.time
+    terms = job.terms()
+    seats = [s.seat() for s in slots if s.state.on_chain]
+    times = [job.assign_deadline, job.spare_deadline, job.settle_deadline]
+    times += [s.assigned_at + job.commit_window for s in slots if s.assigned_at]
+    if seats:
+        times += [terms.reveal_open(seats), terms.reveal_close(seats)]
+    later = [t for t in times if t >= now]
+    return min(later) + 1 if later else now + 60
+
+
+async def drive(h: Harness, job_id: str, watch: list[FakeProvider]) -> JobRecord:
+    """Step a job to its end, moving the chain's clock only when nothing else happens."""
+    last: object = None
+    for _ in range(MAX_STEPS):
+        job = await h.job(job_id)
+        if job.state.terminal:
+            return job
+        await h.step(job_id)
+        for p in watch:
+            p.post_reveals()
+        job = await h.job(job_id)
+        slots = await h.slots(job_id)
+        snap = (
+            job.state,
+            job.checker,
+            tuple(
+                (s.idx, s.state, s.reveal_attempts, s.committed, s.onchain_reveal_hash)
+                for s in slots
+            ),
         )
-    return rows
+        if snap == last and not job.state.terminal:
+            h.world.advance(max(1, next_deadline(h, job, slots) - h.world.time))
+        last = snap
+    raise RuntimeError(f"job {job_id} did not end in {MAX_STEPS} steps: {job.state}")
 
 
-def honest_established(
-    policy: StakeAwarePolicy, providers: int, jobs: int, gen: np.random.Generator
-) -> dict:
-    executions = 0.0
-    for _ in range(providers):
-        prov, now = established_provider(), 0.0
-        for _ in range(jobs):
-            now += JOB_S
-            plan = policy.plan(prov.standing(now), JobTerms(price=PRICE))
-            checked = plan.replicas > 1 or gen.random() < plan.spot_check_p
-            executions += plan.replicas + (1 if plan.replicas == 1 and checked else 0)
-            if checked:
-                if primary_loses(HONEST):
-                    raise AssertionError("an honest result lost a vote")
-                prov.rep, prov.verified = prov.rep.record_success(now), prov.verified + 1
-    return {"overhead": executions / (providers * jobs)}
+async def finish_on_chain(h: Harness, job_id: str) -> bool:
+    """A job the coordinator gave up while seats had committed stays open on chain: after
+    its settle deadline exactly one of finalize / reclaim succeeds. True when needed."""
+    key = JobId(bytes.fromhex(job_id[2:]))
+    chain = h.chain(h.requester)
+    status, _ = chain.job_status(key)
+    if status not in (JobStatus.OPEN, JobStatus.ASSIGNED):
+        return False
+    job = await h.job(job_id)
+    if h.world.time <= job.settle_deadline:
+        h.world.advance(job.settle_deadline - h.world.time + 1)
+    try:
+        chain.finalize(key)
+    except ContractError:
+        chain.reclaim(key)
+    await h.watcher.poll_once()
+    return True
 
 
-def newcomer(policy: StakeAwarePolicy) -> dict:
-    prov, now, trace, established_at = SimProvider(Reputation.fresh(0.0)), 0.0, {}, None
-    for j in range(1, 201):
-        now += JOB_S
-        plan = policy.plan(prov.standing(now), JobTerms(price=PRICE))
-        if plan.replicas == 1 and established_at is None:
-            established_at = j - 1
-        prov.rep, prov.verified = prov.rep.record_success(now), prov.verified + 1
-        if j in (1, 5, 10, 20, 40, 80):
-            trace[j] = round(prov.rep.lower_bound(now), 3)
-    return {"jobs_to_established": established_at, "lcb_after_jobs": trace}
+async def run_job(h: Harness, cheater: FakeProvider | None, watch: list[FakeProvider]) -> JobRun:
+    before = h.world.provider(cheater.address) if cheater else None
+    earned0 = before.earned if before else 0
+    slashed0 = before.slashed if before else 0
+    job_id = await h.create_job(1)
+    job = await drive(h, job_id, watch)
+    finalized = await finish_on_chain(h, job_id)
+    slots = [s for s in await h.slots(job_id) if s.state.on_chain or s.assigned_at]
+    onchain = h.chain(h.requester).get_seats(JobId(bytes.fromhex(job_id[2:])))
+    addresses = [s.provider.lower() for s in onchain]
+    ran = sum(1 for s in slots if s.committed)
+    after = h.world.provider(cheater.address) if cheater else None
+    seated = cheater is not None and cheater.address.lower() in addresses
+    return JobRun(
+        job=job,
+        seats=len(onchain),
+        ran=ran,
+        paid=job.state is not None and job.result_cid is not None and not finalized,
+        finalized=finalized,
+        cheater_seated=seated,
+        cheater_primary=seated and addresses[0] == cheater.address.lower(),  # type: ignore[union-attr]
+        cheater_paid=after is not None and after.earned > earned0,
+        cheater_slashed=after is not None and after.slashed > slashed0,
+        checked=len(onchain) > 1,
+    )
 
 
-def recovery_after_slash(policy: StakeAwarePolicy) -> int:
-    prov, now = established_provider(), 0.0
-    prov.rep, prov.slashes = prov.rep.record_slash(now), 1
-    for j in range(1, 10_000):
-        if policy.plan(prov.standing(now), JobTerms(price=PRICE)).replicas == 1:
-            return j - 1
-        now += JOB_S
-        prov.rep, prov.verified = prov.rep.record_success(now), prov.verified + 1
-    return -1
+def strategy_rng(seed: int) -> random.Random:
+    """The strategies' own randomness, independent of the coordinator's spot-check draws
+    (which the harness seeds with ``seed``): a cheater must not share the checker's dice."""
+    return random.Random(f"strategy/{seed}")
 
 
-# --- benchmark challenge against real responders --------------------------------------
+def _scratch() -> str | None:
+    """Where the coordinator's sqlite files go: memory-backed when the machine has it
+    (a commit there costs no disk flush)."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
-def throttled(skip: float) -> ProductsFn:
-    """A responder at half its advertised speed: it computes every product twice, as a
-    device of half the throughput would take. With ``skip`` > 0 it leaves that share of
-    products uncomputed (zeros), to beat the clock."""
-
-    def products(a: np.ndarray, b: np.ndarray, perms: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
-        skipped = math.ceil(skip * len(perms))
-        for i, p in enumerate(perms):
-            if i < skipped:
-                yield np.zeros((a.shape[0], b.shape[1]), np.float32)
-                continue
-            a @ b[p]
-            yield a @ b[p]
-
-    return products
+def _quiet() -> None:
+    logging.disable(logging.WARNING)
 
 
-def hypergeometric_miss(total: int, bad: int, draws: int) -> float:
-    return math.comb(total - bad, draws) / math.comb(total, draws)
+async def _open(tmp: Path, seed: int, *, newcomer: bool = False) -> Any:
+    # A newcomer must undercut more: the matcher divides price by its reputation.
+    rates = [NEWCOMER_RATE if newcomer else CHEATER_RATE] + [RATE] * len(HONEST_GROUPS)
+    return harness(
+        tmp,
+        1 + len(HONEST_GROUPS),
+        groups=[CHEATER_GROUP, *HONEST_GROUPS],
+        rates=rates,
+        seed=seed,
+        pause_s=0,
+        inline=True,
+        runtime_ms=RUNTIME_MS,
+    )
 
 
-CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+async def _setup(h: Harness, strategy: Strategy, rng: random.Random, *, newcomer: bool) -> None:
+    cheater, *others = h.providers
+    ledger_honest = Ledger()
+    for p in others:
+        p.strategy = honest(ledger_honest, rng)
+        await established(h, p.address)
+    cheater.strategy = strategy
+    if not newcomer:
+        await established(h, cheater.address)
+    minter = h.world.client("0x" + _minter_key())
+    minter.mint(h.requester.address, REQUESTER_FUNDS)  # escrow for thousands of jobs
+    minter.mint(cheater.address, TOP_UP)
+    h.chain(cheater.identity).stake(TOP_UP)
+    h.book.set_chain_facts(
+        cheater.address, registered=True, free_stake=STAKE + TOP_UP, group=CHEATER_GROUP
+    )
 
 
-def spoofing(trials: int) -> dict:
-    """Honest and half-speed responders on the real challenge, timed by two clocks.
+def _minter_key() -> str:
+    return identity(2).private_key.hex()
 
-    ``wall`` is what a coordinator measures; on this shared CPU other tenants add noise
-    that a dedicated GPU does not have, so the verdicts also use ``cpu`` (the responder's
-    CPU time, equal to wall time on an idle single-thread device). What an honest provider
-    of this machine achieves is re-measured between trials (median of the last three
-    honest runs); spoofers claim that speed and run at half of it."""
-    terms = TimingTerms(slack=1.4, allowance_s=0.01)
-    opens = openings_needed(0.99, terms.slack, 2.0)
-    shape = {"m": 512, "k": 2048, "reps": 12}
-    skip = 1 - terms.slack / 2 + 0.05  # just enough skipped work to beat the clock
-    names = ("honest", "spoof2x throttled", "spoof2x skipping")
-    honest: dict[str, list[float]] = {c: [] for c in CLOCKS}
-    passed: dict[str, dict[str, list[bool]]] = {c: {k: [] for k in names} for c in CLOCKS}
-    implied: dict[str, dict[str, list[float]]] = {c: {k: [] for k in names} for c in CLOCKS}
 
-    def run(products: ProductsFn) -> tuple[Challenge, ChallengeWork, dict[str, float]]:
-        ch = Challenge(os.urandom(32), shape["m"], shape["k"], shape["reps"])
-        start = {c: f() for c, f in CLOCKS.items()}  # the verifier's clock: seed out
-        work = respond(ch, products=products)
-        return ch, work, {c: f() - start[c] for c, f in CLOCKS.items()}  # root in
+# --- scenarios (each runs in its own process) ----------------------------------------
 
-    for _ in range(3):  # the provider's own benchmark before it advertises
-        _, _, took = run(numpy_products)
-        for c in CLOCKS:
-            honest[c].append(took[c])
-    for _ in range(trials):
-        for name, products in zip(
-            names, (numpy_products, throttled(0.0), throttled(skip)), strict=True
-        ):
-            advertised = {
-                c: challenge_flops(shape) / statistics.median(honest[c][-3:]) / 1e12 for c in CLOCKS
-            }
-            ch, work, took = run(products)
-            picks = pick_rows(ch, work.root, os.urandom(16), opens)
-            openings = work.open(picks)
-            checker = RowChecker(ch)
-            for c in CLOCKS:
-                v = judge(ch, advertised[c], work.root, took[c], picks, openings, terms, checker)
-                passed[c][name].append(v.passed)
-                implied[c][name].append(v.implied_tflops)
-            if name == "honest":
-                for c in CLOCKS:
-                    honest[c].append(took[c])
-    leaves = shape["m"] * shape["reps"]
-    bad = math.ceil((1 - terms.slack / 2) * shape["reps"]) * shape["m"]
-    analytic = 1 - hypergeometric_miss(leaves, bad, opens)
-    rate = {c: {k: sum(v) / len(v) for k, v in passed[c].items()} for c in CLOCKS}
 
-    def detect(c: str) -> float:
-        return min(1 - rate[c]["spoof2x throttled"], 1 - rate[c]["spoof2x skipping"], analytic)
+def profit_run(name: str, jobs: int, seed: int, newcomer: bool = False) -> dict[str, Any]:
+    """``jobs`` jobs with the strategy's provider among honest ones; what it earned."""
+    _quiet()
 
+    async def main() -> dict[str, Any]:
+        rng = strategy_rng(seed)
+        ledger = Ledger()
+        with tempfile.TemporaryDirectory(dir=_scratch()) as tmp:
+            async with await _open(Path(tmp), seed, newcomer=newcomer) as h:
+                await _setup(h, STRATEGIES[name](ledger, rng), rng, newcomer=newcomer)
+                cheater = h.providers[0]
+                start = {p.address: wealth(h, p.address) for p in h.providers}
+                requester0 = wealth(h, h.requester.address)
+                burned0 = h.world.burned
+                t0 = time.perf_counter()
+                seated = primary = detected = slashed = paid_cheats = cheats = 0
+                ran = seats = paid_jobs = finalized = 0
+                price = cheater.price_per_hour * RUNTIME_MS // 3_600_000
+                per_cheat: list[float] = []  # the cheater's wealth change on each cheated job
+                for _ in range(jobs):
+                    before = wealth(h, cheater.address)
+                    run = await run_job(h, cheater, [cheater])
+                    ran, seats = ran + run.ran, seats + run.seats
+                    paid_jobs += run.paid
+                    finalized += run.finalized
+                    if not run.cheater_seated:
+                        continue
+                    seated += 1
+                    primary += run.cheater_primary
+                    key = bytes.fromhex(run.job.job_id[2:])
+                    if key in ledger.cheated:
+                        cheats += 1
+                        detected += not run.cheater_paid
+                        paid_cheats += run.cheater_paid
+                        per_cheat.append((wealth(h, cheater.address) - before) / price)
+                    slashed += run.cheater_slashed
+                wall = time.perf_counter() - t0
+                delta = wealth(h, cheater.address) - start[cheater.address]
+                honest_deltas = [
+                    (wealth(h, p.address) - start[p.address]) / price for p in h.providers[1:]
+                ]
+                rep = h.driver.closer.reputation
+                return {
+                    "strategy": name + (" (newcomer)" if newcomer else ""),
+                    "jobs": jobs,
+                    "seated": seated,
+                    "primary": primary,
+                    "cheats": cheats,
+                    "detected": detected,
+                    "cheats_paid": paid_cheats,
+                    "slashed": slashed,
+                    "driver": type(h.driver).__module__,
+                    "profit_per_job": delta / price / max(1, seated),
+                    "profit_per_cheat": statistics.fmean(per_cheat) if per_cheat else None,
+                    "profit_per_cheat_se": statistics.stdev(per_cheat) / len(per_cheat) ** 0.5
+                    if len(per_cheat) > 1
+                    else None,
+                    "honest_peers_profit_total": sum(honest_deltas),
+                    "lcb_after": rep.lower_bound(cheater.address),
+                    "overhead": ran / max(1, paid_jobs),
+                    "seats_per_job": seats / jobs,
+                    "paid_jobs": paid_jobs,
+                    "finalized_jobs": finalized,
+                    "requester_spent_per_job": (requester0 - wealth(h, h.requester.address))
+                    / price
+                    / jobs,
+                    "burned": h.world.burned - burned0,
+                    "wall_s": wall,
+                }
+
+    return trio.run(main)
+
+
+def detection_run(name: str, trials: int, seed: int) -> dict[str, Any]:
+    """Cheats until the first slash, over ``trials`` established starts (the reputation
+    is reset to established after every slash: a fresh provider with the same key)."""
+    _quiet()
+
+    async def main() -> dict[str, Any]:
+        rng = strategy_rng(seed)
+        ledger = Ledger()
+        counts: list[int | None] = []
+        jobs = 0
+        with tempfile.TemporaryDirectory(dir=_scratch()) as tmp:
+            async with await _open(Path(tmp), seed) as h:
+                await _setup(h, STRATEGIES[name](ledger, rng), rng, newcomer=False)
+                cheater = h.providers[0]
+                t0 = time.perf_counter()
+                cheats = 0
+                while len(counts) < trials:
+                    run = await run_job(h, cheater, [cheater])
+                    jobs += 1
+                    if run.cheater_seated and bytes.fromhex(run.job.job_id[2:]) in ledger.cheated:
+                        cheats += 1
+                    if run.cheater_slashed:
+                        counts.append(cheats)
+                        cheats = 0
+                        await established(h, cheater.address)
+                    elif cheats >= DETECT_CAP:
+                        counts.append(None)
+                        cheats = 0
+                        await established(h, cheater.address)
+                wall = time.perf_counter() - t0
+        caught = [c for c in counts if c is not None]
+        return {
+            "strategy": name,
+            "trials": trials,
+            "jobs": jobs,
+            "cheats_before_slash": counts,
+            "detect_before_25": sum(1 for c in caught if c <= 25) / trials,
+            "median_cheats": statistics.median(
+                [c if c is not None else DETECT_CAP + 1 for c in counts]
+            ),
+            "never_slashed": counts.count(None),
+            "wall_s": wall,
+        }
+
+    return trio.run(main)
+
+
+def collusion_run(jobs: int, seed: int) -> dict[str, Any]:
+    """A second coordinator bonded on the same chain, whose jobs only its own sybil
+    providers serve (lazy, all the same garbage; on a third of the jobs its primary
+    disagrees on purpose, so a sybil is slashed when checked). Honest requesters pay."""
+    _quiet()
+
+    async def main() -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(dir=_scratch()) as tmp:
+            async with await _open(Path(tmp), seed) as market:
+                rng = strategy_rng(seed)
+                await _setup(market, honest(Ledger(), rng), rng, newcomer=False)
+                async with harness(
+                    Path(tmp),
+                    3,
+                    groups=[201, 202, 203],
+                    world=market.world,
+                    tag="colluder",
+                    seed=seed + 1,
+                    pause_s=0,
+                    inline=True,
+                    runtime_ms=RUNTIME_MS,
+                ) as bad:
+
+                    def sybil(p: FakeProvider, a: Any) -> JobPlan:
+                        split = a.seat == 0 and bytes(a.job_id)[0] % 3 == 0
+                        digest = garbage(a.job_id, b"split" if split else b"sybil")
+                        return JobPlan(digest=digest, runtime_ms=RUNTIME_MS)
+
+                    for p in bad.providers:
+                        p.strategy = sybil
+                        await established(bad, p.address)
+                    coalition = [bad.coordinator.address] + [p.address for p in bad.providers]
+                    start = {a: wealth(bad, a) for a in coalition}
+                    victim0 = wealth(bad, bad.requester.address)
+                    burned0 = bad.world.burned
+                    honest0 = wealth(market, market.requester.address)
+                    wrong = 0
+                    for _ in range(jobs):
+                        run = await run_job(bad, None, [])
+                        key = bytes.fromhex(run.job.job_id[2:])
+                        result = run.job.result_cid
+                        wrong += result is not None and result != honest_cid(key)
+                        await run_job(market, None, [])  # the honest market goes on meanwhile
+                    gains = {a: wealth(bad, a) - start[a] for a in coalition}
+                    coalition_gain = sum(gains.values())
+                    loss = victim0 - wealth(bad, bad.requester.address)
+                    burned = bad.world.burned - burned0
+                    coordinator_gain = gains[bad.coordinator.address]
+                    fees = FEE * jobs
+                    return {
+                        "jobs": jobs,
+                        "wrong_results_accepted": wrong,
+                        "coalition_gain": coalition_gain,
+                        "requester_loss": loss,
+                        "burned": burned,
+                        "coordinator_gain": coordinator_gain,
+                        "fees": fees,
+                        "coordinator_within_fee": coordinator_gain <= fees,
+                        "slash_never_credited": coalition_gain + burned == loss,
+                        "coalition_gain_per_job_prices": coalition_gain
+                        / (RATE * RUNTIME_MS // 3_600_000)
+                        / jobs,
+                        "honest_requester_spent": honest0
+                        - wealth(market, market.requester.address),
+                    }
+
+    return trio.run(main)
+
+
+def honest_cid(job_id: bytes) -> str:
+    return str(digest_to_cid(honest_digest(job_id)))
+
+
+# --- the report ------------------------------------------------------------------------
+
+PROFIT_ROWS = list(STRATEGIES)
+JOB_SCALE = {"cheat q=0.01": 15, "cheat q=0.1": 3}
+"""Rare cheaters run longer, so that their row holds more than a handful of cheats."""
+
+
+def simulate(jobs: int, trials: int, q_trials: int, collusion_jobs: int, seed: int, workers: int):
+    """Run every scenario (in ``workers`` processes); returns the figures as measured."""
+    t0 = time.perf_counter()
+    tasks: list[tuple[str, Callable[..., dict[str, Any]], tuple[Any, ...]]] = [
+        ("detect lazy", detection_run, ("lazy (always)", trials, seed + 101)),
+        ("detect q=0.1", detection_run, ("cheat q=0.1", q_trials, seed + 102)),
+    ]
+    tasks += [
+        (name, profit_run, (name, jobs * JOB_SCALE.get(name, 1), seed + i))
+        for i, name in enumerate(PROFIT_ROWS)
+    ]
+    tasks.append(("newcomer", profit_run, ("lazy (always)", jobs, seed + 50, True)))
+    tasks.append(("collusion", collusion_run, (collusion_jobs, seed + 200)))
+    results: dict[str, dict[str, Any]] = {}
+    if workers <= 1:
+        for key, fn, args in tasks:
+            results[key] = fn(*args)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {key: pool.submit(_guarded, fn, *args) for key, fn, args in tasks}
+            results = {key: f.result() for key, f in futures.items()}
+    rows = [results[name] for name in PROFIT_ROWS] + [results["newcomer"]]
+    simulated = sum(r["jobs"] for r in rows) + results["detect lazy"]["jobs"]
+    simulated += results["detect q=0.1"]["jobs"] + 2 * collusion_jobs
+    busy = sum(r["wall_s"] for r in rows) + results["detect lazy"]["wall_s"]
+    busy += results["detect q=0.1"]["wall_s"]
     return {
-        "shape": shape,
-        "openings": opens,
-        "slack": terms.slack,
-        "pass_rate": rate,
-        "implied_gflops": {
-            c: {k: statistics.median(v) * 1e3 for k, v in implied[c].items()} for c in CLOCKS
-        },
-        "min_skip_share": bad / leaves,
-        "min_skip_detect_analytic": analytic,
-        "spoof2x_detect": detect("cpu"),
-        "spoof2x_detect_wall": detect("wall"),
+        "rows": rows,
+        "detect_lazy": results["detect lazy"],
+        "detect_q": results["detect q=0.1"],
+        "collusion": results["collusion"],
+        "jobs_simulated": simulated,
+        "jobs_per_s_per_process": (simulated - 2 * collusion_jobs) / busy,
+        "wall_s": time.perf_counter() - t0,
     }
 
 
-def challenge_flops(shape: dict[str, int]) -> int:
-    return 2 * shape["m"] * shape["m"] * shape["k"] * shape["reps"]
+def _guarded(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """Run a scenario in a worker; its failure comes back as text (chain errors do not
+    survive pickling)."""
+    try:
+        return fn(*args)
+    except BaseException as exc:
+        text = "".join(traceback.format_exception(exc))
+        raise RuntimeError(f"{fn.__name__}{args}: {text}") from None
+
+
+def render(out: dict[str, Any]) -> None:
+    print(
+        f"{'strategy':<32}{'jobs':>6}{'seated':>7}{'cheats':>7}{'detected':>9}{'slashed':>8}"
+        f"{'cheats paid':>12}{'profit/job':>11}{'profit/cheat':>20}{'LCB after':>10}"
+        f"{'overhead':>9}"
+    )
+    for r in out["rows"]:
+        cheat = "-"
+        if r["profit_per_cheat"] is not None:
+            se = r["profit_per_cheat_se"]
+            cheat = f"{r['profit_per_cheat']:+.3f}" + (f" ± {se:.3f}" if se is not None else "")
+        print(
+            f"{r['strategy']:<32}{r['jobs']:>6}{r['seated']:>7}{r['cheats']:>7}"
+            f"{r['detected']:>9}{r['slashed']:>8}{r['cheats_paid']:>12}"
+            f"{r['profit_per_job']:>+11.3f}{cheat:>20}{r['lcb_after']:>10.3f}"
+            f"{r['overhead']:>9.3f}"
+        )
+    print(
+        "profit/job: the provider's wealth change on the chain / jobs it sat on / its seat "
+        "price; profit/cheat: its wealth change on the jobs it cheated on / cheats / seat "
+        "price (± one standard error), i.e. what cheating earns when skipping the work saves "
+        "exactly the seat's price; detected: cheated jobs it was not paid for; overhead: "
+        "seats that ran per settled job"
+    )
+    d, q = out["detect_lazy"], out["detect_q"]
+    print(
+        f"always-lazy established: first slash at or before cheat #25 in "
+        f"{d['detect_before_25']:.3f} of {d['trials']} trials (median cheat #"
+        f"{d['median_cheats']}, never slashed within {DETECT_CAP}: {d['never_slashed']})"
+    )
+    print(
+        f"cheat q=0.1 established: median {q['median_cheats']} cheats before the first slash "
+        f"({q['trials']} trials, never slashed within {DETECT_CAP}: {q['never_slashed']})"
+    )
+    c = out["collusion"]
+    print(
+        f"colluding coordinator + sybils, {c['jobs']} jobs: {c['wrong_results_accepted']} wrong "
+        f"results settled; coalition gained {c['coalition_gain']}, requesters lost "
+        f"{c['requester_loss']}, burned {c['burned']}; the coordinator gained "
+        f"{c['coordinator_gain']} (fees {c['fees']}): within fee {c['coordinator_within_fee']}, "
+        f"gain == loss - burned {c['slash_never_credited']}"
+    )
+    print(
+        f"{out['jobs_simulated']} jobs in {out['wall_s']:.1f}s "
+        f"({out['jobs_per_s_per_process']:.1f} jobs/s per process)"
+    )
+
+
+def figures(out: dict[str, Any]) -> dict[str, Any]:
+    rows = {r["strategy"]: r for r in out["rows"]}
+    cheaters = {
+        name: r["profit_per_cheat"]
+        for name, r in rows.items()
+        if name != "honest" and r["profit_per_cheat"] is not None
+    }
+    real = all(r["driver"] == JobDriver.__module__ for r in rows.values())
+    return {
+        "driver": "coordinator" if real else "not the coordinator",
+        "profit_unit": "seat prices per cheated job (chain balances)",
+        "cheater_profit_per_job": cheaters,
+        "cheater_profit_se": {name: rows[name]["profit_per_cheat_se"] for name in cheaters},
+        "cheats_by_strategy": {name: r["cheats"] for name, r in rows.items()},
+        "max_cheater_profit_per_job": max(cheaters.values()),
+        "honest_profit_per_job": rows["honest"]["profit_per_job"],
+        "detect_before_25_cheats": out["detect_lazy"]["detect_before_25"],
+        "median_cheats_before_slash_q0.1": out["detect_q"]["median_cheats"],
+        "overhead_established": rows["honest"]["overhead"],
+        "slashed_by_strategy": {name: r["slashed"] for name, r in rows.items()},
+        "cheats_paid_by_strategy": {name: r["cheats_paid"] for name, r in rows.items()},
+        "collusion": out["collusion"],
+        "jobs_simulated": out["jobs_simulated"],
+        "jobs_per_s_per_process": out["jobs_per_s_per_process"],
+        "wall_s": out["wall_s"],
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--trials", type=int, default=3000)
-    ap.add_argument("--challenge-trials", type=int, default=16)
+    ap.add_argument("--quick", action="store_true", help="small numbers (a smoke run)")
+    ap.add_argument(
+        "--jobs", type=int, help="jobs per strategy, x15 for q=0.01, x3 for q=0.1 (default 200)"
+    )
+    ap.add_argument("--trials", type=int, help="lazy detection trials (default 200; quick 20)")
+    ap.add_argument("--q-trials", type=int, help="q=0.1 detection trials (default 40; quick 5)")
+    ap.add_argument("--collusion-jobs", type=int, help="default 40; quick 10")
     ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     args = ap.parse_args()
-    t0 = time.perf_counter()
-    gen = np.random.default_rng(args.seed)
-    policy = StakeAwarePolicy()
-    p = policy.spot_check_probability(STAKE_FACTOR * PRICE, PRICE)
-    rows = cheaters(policy, args.trials, gen)
-    honest = honest_established(policy, 20, 500, gen)
-    fresh = newcomer(policy)
-    recover = recovery_after_slash(policy)
-    spoof = spoofing(args.challenge_trials)
-
-    print(
-        f"policy: stake {STAKE_FACTOR}x price, spot-check p = {p:.4f} "
-        f"(break-even {policy.break_even(STAKE_FACTOR * PRICE, PRICE):.4f}, "
-        f"floor {policy.p_floor}); "
-        f"analytic detection before 25th cheat {detection_probability(p, CHEATS):.4f}"
+    quick = args.quick
+    out = simulate(
+        args.jobs or (30 if quick else 200),
+        args.trials or (20 if quick else 200),
+        args.q_trials or (5 if quick else 40),
+        args.collusion_jobs or (10 if quick else 40),
+        args.seed,
+        args.workers,
     )
-    print(
-        f"{'provider type':<20}{'P(detect<=25)':>14}{'ci95 low':>10}{'profit/cheat':>14}"
-        f"{'LCB before':>12}{'LCB after':>11}"
-    )
-    for r in rows:
-        print(
-            f"{r['type']:<20}{r['detect_before_25']:>14.4f}{r['detect_ci95_low']:>10.4f}"
-            f"{r['profit_per_cheat_prices']:>+14.4f}{r['lcb_before_slash']:>12.3f}"
-            f"{r['lcb_after_slash']:>11.3f}"
-        )
-    print(f"honest established: overhead {honest['overhead']:.4f}x executions per job")
-    print(
-        f"honest newcomer: replicated for {fresh['jobs_to_established']} jobs; "
-        f"LCB after n jobs {fresh['lcb_after_jobs']}"
-    )
-    print(f"after a slash: {recover} verified jobs replicated before spot-checks resume")
-    print(
-        f"challenge {spoof['shape']} on numpy, 1 thread, slack {spoof['slack']}, "
-        f"{spoof['openings']} rows opened"
-    )
-    for c in CLOCKS:
-        for k, v in spoof["pass_rate"][c].items():
-            g = spoof["implied_gflops"][c][k]
-            print(f"  {c:<5} clock  {k:<18} pass rate {v:.3f}  median implied {g:.1f} GFLOPS")
-    print(
-        f"  skipper at the minimum skip share {spoof['min_skip_share']:.2f}: analytic "
-        f"detection {spoof['min_skip_detect_analytic']:.4f}"
-    )
-    wall = time.perf_counter() - t0
-    print(f"run time {wall:.1f}s")
+    render(out)
     if args.json:
-        figures = {
-            "spot_check_p": p,
-            "overhead_established": honest["overhead"],
-            "detect_before_25_cheats": min(r["detect_before_25"] for r in rows),
-            "detect_before_25_cheats_by_type": {r["type"]: r["detect_before_25"] for r in rows},
-            "max_cheater_profit_per_job": max(r["profit_per_cheat_prices"] for r in rows),
-            "profit_unit": "job prices",
-            "newcomer_jobs_to_established": fresh["jobs_to_established"],
-            "jobs_to_recover_after_slash": recover,
-            "cheater_lcb_before_after_slash": [
-                rows[2]["lcb_before_slash"],
-                rows[2]["lcb_after_slash"],
-            ],
-            "honest_challenge_pass_rate": spoof["pass_rate"]["cpu"]["honest"],
-            "spoof2x_detect": spoof["spoof2x_detect"],
-            "spoof2x_detect_wall": spoof["spoof2x_detect_wall"],
-            "honest_challenge_pass_rate_wall": spoof["pass_rate"]["wall"]["honest"],
-            "run_time_s": wall,
-        }
-        print(json.dumps(figures))
+        print(json.dumps(figures(out)))
 
 
 if __name__ == "__main__":
