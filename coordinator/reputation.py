@@ -1,7 +1,8 @@
 """Provider reputation as the coordinator keeps it: proofs.reputation per provider, persisted.
 
 **What moves it.** Every verified outcome of a seat (:class:`proofs.reputation.Verified`),
-read from the seat's row once its job ended (:func:`recordable`): paid is a success,
+read from the seat's row once its job ended (:func:`recordable`): paid beside another paid
+seat is a success (paid alone, an unchecked primary, is not verified and counts nothing),
 slashed a slash, a commitment never (validly) revealed is withheld, and a seat that failed
 before committing counts by whose fault it was (``ProviderSlot.failure``, set where the seat
 failed): a timeout (no commitment by its commit deadline, went silent), a fault (its own
@@ -78,7 +79,8 @@ def verified_outcome(slot: ProviderSlot, *, others_paid: bool) -> Verified | Non
     if not slot.state.on_chain:
         return None
     if slot.outcome is Outcome.PAID:
-        return Verified.SUCCESS
+        # Paid alone (an unchecked primary) is not verified: nobody re-ran its job.
+        return Verified.SUCCESS if others_paid else None
     if slot.outcome is Outcome.SLASHED:
         return Verified.SLASHED
     if slot.committed:

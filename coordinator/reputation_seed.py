@@ -2,7 +2,8 @@
 
 A job counts only when its coordinator (``JobCreated.coordinator``) is trusted: this
 coordinator or one named in ``COORDINATOR_TRUSTED_COORDINATORS``. Its seats come from
-``ProviderAssigned``; ``JobSettled.winners`` makes each winner one success, and each
+``ProviderAssigned``; ``JobSettled.winners`` makes each winner one success when at least
+two seats won (a lone winner was not re-run by anyone: paid, not verified), and each
 ``ProviderSlashed`` one slash. The registry's lifetime counters are never read: any
 coordinator can farm them by settling jobs with itself.
 
@@ -72,9 +73,11 @@ class TrustedHistory:
             self._slashes[who] = self._slashes.get(who, 0) + 1
         elif event.name == "JobSettled":
             winners = int(event.args["winners"])
-            for idx, winner in job.seats.items():
-                if winners >> idx & 1:
-                    self._successes[winner] = self._successes.get(winner, 0) + 1
+            # A lone winner's result was re-run by nobody: paid, but not verified.
+            if winners.bit_count() >= 2:
+                for idx, winner in job.seats.items():
+                    if winners >> idx & 1:
+                        self._successes[winner] = self._successes.get(winner, 0) + 1
             del self._open[key]
         elif event.name in ENDED:
             del self._open[key]

@@ -8,10 +8,12 @@ drawn with probability ``p`` (invisible in advance) makes cheating unprofitable 
 
 so the policy draws ``p = max(p_floor, margin * g / (g + S))``. The floor keeps detection
 likely however large the stake: a cheater is caught before its 25th cheat with probability
-``1 - (1 - p)^25``, which is >= 0.99 once p >= 0.168. Newcomers are replicated instead
-(r >= 2, paired with an established provider) until their verified record is long and
-clean. The requester's redundancy is a floor; the policy only ever adds checks. A job
-whose verdict cannot slash (``tolerance`` comparison) has nothing at stake, so ``p`` would
+``1 - (1 - p)^25``, which is >= 0.99 once p >= 0.168. The margin keeps a cheat's expected
+result clearly negative, not just below zero: at the default ``S = 5 g`` it draws
+``p = 0.2``, so each cheat loses ``p S - (1 - p) g = 0.2 g`` in expectation. Newcomers are
+always checked (``replicas >= 2``) until their verified record is long and clean. The
+requester's redundancy is a floor; the policy only ever adds checks. A job whose verdict
+cannot slash (``tolerance`` comparison) has nothing at stake, so ``p`` would
 be 1: such jobs are replicated.
 """
 
@@ -77,7 +79,7 @@ def floor_for_detection(target: float = 0.99, cheats: int = 25) -> float:
 @dataclass(frozen=True)
 class StakeAwarePolicy:
     p_floor: float = 0.18
-    margin: float = 1.1  # stay this factor above break-even
+    margin: float = 1.2  # stay this factor above break-even: a cheat loses >= 0.2 g at S = 5 g
     established_jobs: int = 20
     established_lcb: float = 0.85
     newcomer_replicas: int = 2

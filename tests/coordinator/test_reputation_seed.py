@@ -26,7 +26,7 @@ from protocol.lifecycle import JobState
 PRIOR = ReputationParams()
 RATES = [10**6, 2 * 10**6, 3 * 10**6]
 A, B, OWN = (identity(90 + i, "seed").address for i in range(3))
-P1, P2 = (identity(95 + i, "seed").address for i in range(2))
+P1, P2, P3 = (identity(95 + i, "seed").address for i in range(3))
 
 
 def event(name: str, job: int, block: int = 1, **args: Any) -> ChainEvent:
@@ -34,14 +34,26 @@ def event(name: str, job: int, block: int = 1, **args: Any) -> ChainEvent:
 
 
 def a_job(job: int, coordinator: str) -> list[ChainEvent]:
-    """P1 wins seat 0, P2 loses seat 1 and is slashed."""
+    """P1 and P3 win seats 0 and 2, P2 loses seat 1 and is slashed."""
     return [
         event("JobCreated", job, coordinator=coordinator),
         event("ProviderAssigned", job, provider=P1, seat=0),
         event("ProviderAssigned", job, provider=P2, seat=1),
+        event("ProviderAssigned", job, provider=P3, seat=2),
         event("ProviderSlashed", job, provider=P2, amount=5),
-        event("JobSettled", job, winners=0b01, slashMask=0b10),
+        event("JobSettled", job, winners=0b101, slashMask=0b10),
     ]
+
+
+def test_a_lone_winner_was_not_verified_by_anyone() -> None:
+    history = TrustedHistory(OWN, [A])
+    for e in [
+        event("JobCreated", 9, coordinator=A),
+        event("ProviderAssigned", 9, provider=P1, seat=0),
+        event("JobSettled", 9, winners=0b1, slashMask=0),
+    ]:
+        history.observe(e)
+    assert history.counts(P1) == (0, 0)
 
 
 def test_only_trusted_coordinators_settlements_count() -> None:

@@ -145,10 +145,13 @@ async def test_established_providers_are_spot_checked_at_the_policys_rate(
                 assert slots[1].address == job.checker
             else:
                 assert len(slots) == 1 and job.checker is None
-        # The floor keeps detection before the 25th cheat >= 0.99 (p about 0.18).
-        assert 0.17 <= rate < 0.2
-        # A seeded draw: 120 jobs at p = 0.18 check 22 on average (sd 4.2).
-        assert 10 <= checked <= 35, checked
+        # 1.2 x the break-even 1/6 at the default stake: p = 0.2 (above the 0.168 floor).
+        assert abs(rate - 0.2) < 1e-9
+        # A seeded draw: 120 jobs at p = 0.2 check 24 on average (sd 4.4).
+        assert 12 <= checked <= 36, checked
+        # Only checked jobs verified anyone: an unchecked primary's pay is no evidence.
+        records = [await h.store.reputation(p.address) for p in h.providers]
+        assert sum(r.successes for r in records if r is not None) == 2 * checked
 
 
 async def test_a_drawn_check_waits_for_a_checker_to_free_up(tmp_path: Path) -> None:

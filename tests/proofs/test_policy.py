@@ -46,7 +46,7 @@ def test_cheating_loses_money_in_expectation(stake, p) -> None:
 
 def test_default_stake_gives_the_floor_and_bounded_overhead() -> None:
     plan = POLICY.plan(established(5_000_000), JobTerms(price=1_000_000))
-    assert plan.replicas == 1 and abs(plan.spot_check_p - 0.1833) < 1e-3
+    assert plan.replicas == 1 and abs(plan.spot_check_p - 0.2) < 1e-9
     assert plan.expected_overhead <= 1.25
     assert floor_for_detection(0.99, 25) == pytest.approx(0.1682, abs=1e-4)
     assert POLICY.p_floor >= floor_for_detection(0.99, 25)
