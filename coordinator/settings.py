@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from protocol.errors import ConfigError, MessageError
 from protocol.identity import Identity, load_keystore, read_password_file
-from protocol.ids import Address, parse_address
+from protocol.ids import Address, parse_address, parse_address_list
 
 ENV_PREFIX = "COORDINATOR_"
 READY_FILE = "coordinator.json"
@@ -78,14 +78,7 @@ class CoordinatorSettings(BaseSettings):
     @field_validator("trusted_coordinators", mode="before")
     @classmethod
     def _address_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if isinstance(value, list | tuple):
-            try:
-                return tuple(parse_address(str(part)) for part in value)
-            except MessageError as exc:
-                raise ValueError(f"{exc} (give comma-separated 0x addresses)") from exc
-        return value
+        return parse_address_list(value)
 
     @field_validator("market_address", "registry_address", "token_address")
     @classmethod

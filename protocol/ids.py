@@ -43,6 +43,20 @@ def parse_address(value: str) -> Address:
     return Address(to_checksum_address(value))
 
 
+def parse_address_list(value: object) -> object:
+    """A settings value naming addresses: ``"0xA, 0xB"`` or a list becomes a tuple of
+    checksummed addresses; anything else is handed back for the field's own validation.
+    Raises ``ValueError`` (what a pydantic validator reports) naming the bad entry."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list | tuple):
+        try:
+            return tuple(parse_address(str(part)) for part in value)
+        except MessageError as exc:
+            raise ValueError(f"{exc} (give comma-separated 0x addresses)") from exc
+    return value
+
+
 def parse_job_id(value: str | bytes) -> JobId:
     """Accept 32 raw bytes or ``0x`` + 64 hex digits."""
     if isinstance(value, bytes):

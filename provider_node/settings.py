@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from protocol.errors import ConfigError, MessageError
 from protocol.identity import read_password_file
-from protocol.ids import Address, Wei, parse_address, to_wei
+from protocol.ids import Address, Wei, parse_address, parse_address_list, to_wei
 
 ENV_PREFIX = "PROVIDER_"
 DEFAULT_MAX_LOCK_S = 7 * 24 * 3600
@@ -86,14 +86,7 @@ class ProviderSettings(BaseSettings):
     @field_validator("coordinators", mode="before")
     @classmethod
     def _coordinator_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if isinstance(value, list | tuple):
-            try:
-                return tuple(parse_address(str(part)) for part in value)
-            except MessageError as exc:
-                raise ValueError(f"{exc} (give comma-separated 0x addresses)") from exc
-        return value
+        return parse_address_list(value)
 
     @field_validator("market_address", "registry_address", "token_address")
     @classmethod
