@@ -107,6 +107,10 @@ class ChainClient(Protocol):
         """Decoded logs of the contracts in [from_block, to_block], in chain order."""
         ...
 
+    def block_timestamp(self, number: int) -> int:
+        """The timestamp of block ``number``."""
+        ...
+
     # token
     def token_balance(self, owner: str) -> Wei: ...
     def mint(self, to: str, amount: int) -> Receipt: ...
@@ -268,6 +272,10 @@ class Web3Chain:
             )
         )
         return self._decoded(logs)
+
+    def block_timestamp(self, number: int) -> int:
+        """The timestamp of block ``number``."""
+        return int(self._read(lambda: self.w3.eth.get_block(number)["timestamp"]))
 
     def market_params(self) -> MarketParams:
         if self._params is None:

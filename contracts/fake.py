@@ -76,6 +76,11 @@ class FakeChain:
     def get_events(self, from_block: int, to_block: int) -> list[ChainEvent]:
         return [e for e in self.world.events if from_block <= e.block_number <= to_block]
 
+    def block_timestamp(self, number: int) -> int:
+        if number not in self.world.block_times:
+            raise E.RpcError(f"block {number} not found")
+        return self.world.block_times[number]
+
     def market_params(self) -> MarketParams:
         w = self.world
         return MarketParams(

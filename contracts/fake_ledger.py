@@ -46,6 +46,8 @@ class FakeLedger:
         self.permit_nonces: dict[Address, int] = {}
         self.accounts: dict[Address, Account] = {}
         self.events: list[ChainEvent] = []
+        # every block before the first write (genesis included) carries the start time
+        self.block_times = dict.fromkeys(range(self.block + 1), start_time)
         self._tx = ""
         self._log_index = 0
         self._tx_count = 0
@@ -68,6 +70,7 @@ class FakeLedger:
     def _mine(self, sender: Address) -> str:
         self.block += 1
         self.time += 1
+        self.block_times[self.block] = self.time
         self._log_index = 0
         self._tx_count += 1
         self._tx = "0x" + keccak(text=f"{sender}:{self._tx_count}:{self.block}").hex()

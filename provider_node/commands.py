@@ -1,8 +1,9 @@
 """The daemon's and the stake's commands for the ``gpumarket provider`` group.
 
-``register_commands(app)`` adds ``run``, ``register``, ``stake``, ``unbond``, ``withdraw`` and
+``register_commands(app)`` adds ``run``, ``register``, ``stake``, ``unbond``, ``withdraw``,
 ``status`` (registration, stake, the consent policy and the provider's standing at the
-coordinators it names). Each reads
+coordinators it names) and ``earnings`` (paid, pending, slashed and claimed, from the
+market's events). Each reads
 :class:`ProviderSettings` (environment plus flags), calls one library function and prints
 the answer.
 """
@@ -13,7 +14,7 @@ import json
 import logging
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,6 +25,10 @@ from protocol.ids import from_wei, to_wei
 from provider_node import staking
 from provider_node.settings import ProviderSettings, load_settings
 from provider_node.standing import StandingUnavailable, fetch_standing, standing_lines
+
+if TYPE_CHECKING:
+    from contracts.chain import Web3Chain
+    from provider_node.earnings import EarningsChain
 
 console = Console()
 err_console = Console(stderr=True)
@@ -42,11 +47,11 @@ CoordinatorUrls = Annotated[
 
 
 def _exit(exc: GpuMarketError) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {exc}")
+    err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(code=1)
 
 
-def _chain(settings: ProviderSettings) -> staking.ProviderChain:
+def _chain(settings: ProviderSettings) -> Web3Chain:
     from protocol.identity import load_keystore
     from provider_node.daemon import connect_chain
 
@@ -184,6 +189,74 @@ def register_commands(app: typer.Typer) -> None:
             err_console.print(f"[red]error:[/red] {escape(str(problem))}", soft_wrap=True)
         if problems:
             raise typer.Exit(code=1)
+
+    @app.command()
+    def earnings(
+        account: Annotated[
+            str | None,
+            typer.Option(
+                "--account", "-a", help="The provider address; default: this provider's keystore."
+            ),
+        ] = None,
+        since: Annotated[
+            str | None,
+            typer.Option(
+                help="Only jobs closed, and claims made, in the last 7d, 24h, 30m or since an "
+                "ISO date (UTC); pending jobs are always shown."
+            ),
+        ] = None,
+        from_block: Annotated[
+            int,
+            typer.Option(
+                envvar="PROVIDER_START_BLOCK",
+                min=0,
+                help="Read events from this block: the market's deployment block (0 on a devnet).",
+            ),
+        ] = 0,
+        as_json: AsJson = False,
+    ) -> None:
+        """Paid, pending, slashed, claimable and claimed tokens, per job and in total, read
+        from the market's events. The chain does not know a seat's GPU count (the spec
+        does), so time sold is billed seat-seconds and the rate is tokens per billed
+        seat-hour."""
+        from provider_node.earnings import earnings_lines, earnings_table, read_earnings
+
+        try:
+            settings = load_settings()
+            chain, address = _reader(settings, account)
+            report = read_earnings(
+                chain,
+                address,
+                market=settings.market,
+                from_block=from_block,
+                since=since,
+            )
+        except GpuMarketError as exc:
+            raise _exit(exc) from None
+        if as_json:
+            print(json.dumps(report.view()))
+            return
+        console.print(earnings_table(report))
+        for line in earnings_lines(report):
+            console.print(line, highlight=False, soft_wrap=True)
+
+
+def _reader(settings: ProviderSettings, account: str | None) -> tuple[EarningsChain, str]:
+    """A chain client and the provider address to read: the keystore's own, or ``account``
+    (read with a throwaway key: the client signs nothing)."""
+    from eth_account import Account
+
+    from contracts.chain import Web3Chain
+    from contracts.deploy import connect
+    from contracts.models import Deployment
+
+    if account is None:
+        chain = _chain(settings)
+        return chain, chain.address
+    w3 = connect(settings.rpc_url)
+    chain_id = int(w3.eth.chain_id)
+    deployment = Deployment(chain_id, settings.token, settings.registry, settings.market)
+    return Web3Chain(settings.rpc_url, deployment, Account.create(), w3=w3), account
 
 
 def _standings(
