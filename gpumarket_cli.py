@@ -15,6 +15,7 @@ from devnet.contracts_cli import app as contracts_app
 from protocol.encoding import restore_recursion_limit
 from provider_node.cli import app as provider_app
 from wallet.cli import job_app, wallet_app
+from wallet.market_cli import market_app
 
 
 def prepare_process() -> None:
@@ -46,6 +47,7 @@ app.add_typer(provider_app, name="provider")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(job_app, name="job")
+app.add_typer(market_app, name="market")
 app.add_typer(contracts_app, name="contracts")
 
 

@@ -237,7 +237,11 @@ class Coordinator:
         if s.challenges:
             self.nursery.start_soon(self.challenger.run, name="benchmark challenger")
         server = await self._stack.enter_async_context(
-            serve_asgi(create_app(self), host=s.http_host, port=s.http_port)
+            serve_asgi(
+                create_app(self, stake_factor=self.matcher.stake_factor),
+                host=s.http_host,
+                port=s.http_port,
+            )
         )
         self.http_url = server.url
         log.info(

@@ -2,19 +2,23 @@
 
 Brings up Anvil, IPFS, the contracts, a coordinator and three CPU providers; submits the
 seeded-matmul example with redundancy 2; follows it live; downloads and verifies the
-result; shows who was paid and how reputations moved; brings everything down again
-(in ``finally``, whatever happened).
+result; shows who was paid and how reputations moved; has every party claim what the
+market owes it (``wallet claim``: the market never pushes tokens), so the money visibly
+leaves the market contract; brings everything down again (in ``finally``, whatever
+happened).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -26,7 +30,7 @@ from devnet.state import DevnetState
 from protocol.errors import GpuMarketError
 from protocol.identity import Identity
 from protocol.ids import job_id_hex
-from wallet import jobs
+from wallet import claims, jobs
 from wallet.coordinator import CoordinatorClient
 from wallet.settings import WalletSettings
 
@@ -59,30 +63,56 @@ def _snapshot(state: DevnetState, chain: Web3Chain) -> dict[str, dict[str, Any]]
     return rows
 
 
-def _money_table(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> Table:
-    table = Table(title="payments and reputation")
-    for col in ("account", "role", "credited", "stake", "jobs ok/slashed", "reputation"):
-        table.add_column(col)
+def _claim_all(state: DevnetState, chain: Web3Chain) -> dict[str, claims.ClaimOutcome]:
+    """Every party claims what the market owes it, each in its own transaction."""
+    outcomes = {}
+    for account in state.accounts[1:6]:
+        outcomes[account.address] = claims.claim(chain.for_account(account.private_key))
+    return outcomes
+
+
+def _reputation(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """A provider's reputation; a move is shown only for a provider that ran a job."""
+    rep_old, rep_new = old.get("reputation"), new.get("reputation")
+    if rep_new is None:
+        return "-"
+    ran = (new["completed"], new["slashed"]) != (old["completed"], old["slashed"])
+    if not ran or rep_old is None:
+        return f"{rep_new:.3f}"
+    return f"{rep_old:.3f}->{rep_new:.3f}"
+
+
+def _jobs_run(row: dict[str, Any]) -> str:
+    done = f"{row['completed']} ok"
+    return done + (f", {row['slashed']} slashed" if row["slashed"] else "")
+
+
+def _money_table(
+    before: dict[str, dict[str, Any]],
+    after: dict[str, dict[str, Any]],
+    claimed: dict[str, claims.ClaimOutcome],
+) -> Table:
+    table = Table(
+        title="payments, claims and reputation (tokens)", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    for col in ("account", "role", "credited", "claimed", "stake", "jobs", "reputation"):
+        table.add_column(col, no_wrap=True)
     for address, row in after.items():
         old = before[address]
-        credited = jobs.tokens(row["credited"] - old["credited"])
+        outcome = claimed[address]
+        cells = [
+            address[:8],
+            row["role"],
+            f"+{jobs.tokens(row['credited'] - old['credited'])}",
+            jobs.tokens(outcome.received) if outcome.tx_hash else "-",
+        ]
         if row["role"] == "provider":
-            rep_old, rep_new = old.get("reputation"), row.get("reputation")
-            rep = (
-                f"{rep_old:.3f} -> {rep_new:.3f}"
-                if rep_old is not None and rep_new is not None
-                else "-"
-            )
-            table.add_row(
-                address[:12] + "...",
-                row["role"],
-                f"+{credited}",
+            cells += [
                 jobs.tokens(row["stake"]),
-                f"{row['completed']}/{row['slashed']}",
-                rep,
-            )
-        else:
-            table.add_row(address[:12] + "...", row["role"], f"+{credited}", "", "", "")
+                _jobs_run(row),
+                _reputation(old, row),
+            ]
+        table.add_row(*cells)
     return table
 
 
@@ -132,11 +162,23 @@ def run_demo(state: DevnetState, workdir: Path) -> None:
     console.print(f"{view['state']} after {elapsed:.1f}s: {view.get('detail', '')}")
 
     result_dir = workdir / "demo-result"
+    shutil.rmtree(result_dir, ignore_errors=True)  # the previous run's result
     cid, path = jobs.fetch_result(settings, submitted.job_id, result_dir)
     summary = json.loads((path / "summary.json").read_text())
     console.print(f"verified result {cid}: every byte checked against the CID")
     console.print(f"  {path}/summary.json: {summary}")
-    console.print(_money_table(before, _snapshot(state, chain)))
+    after = _snapshot(state, chain)
+    market = state.contracts["market"]
+    held = chain.token_balance(market)
+    claimed = _claim_all(state, chain)
+    left = chain.token_balance(market)
+    console.print(_money_table(before, after, claimed))
+    paid_out = sum(o.received for o in claimed.values())
+    console.print(
+        f"claimed: {sum(1 for o in claimed.values() if o.tx_hash)} transactions paid out "
+        f"{jobs.tokens(paid_out)} tokens; the market contract held {jobs.tokens(held)}, "
+        f"now {jobs.tokens(left)} (-{jobs.tokens(held - left)}: stakes and bonds stay)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,22 +14,27 @@ from rich.table import Table
 
 from protocol.errors import GpuMarketError
 from protocol.ids import JobId, job_id_hex, parse_job_id
-from wallet import jobs, keys
+from wallet import claims, costs, jobs, keys, quotes
 from wallet.coordinator import CoordinatorClient
 from wallet.settings import WalletSettings
 
 wallet_app = typer.Typer(
     help=(
-        "Keys and balances. Keystores are encrypted V3 files (scrypt), readable by Foundry's\n"
-        "`cast wallet`; passwords come from --password-file, WALLET_PASSWORD or a prompt."
+        "Keys, balances and claims. Keystores are encrypted V3 files (scrypt), the format of "
+        "Foundry's `cast wallet`: accounts in ~/.foundry/keystores are offered too. "
+        "Passwords come from --password-file, WALLET_PASSWORD or a prompt.\n\n"
+        "The market keeps refunds, pay and fees as claimable balances: `gpumarket wallet "
+        "claim` moves them to your tokens."
     ),
     no_args_is_help=True,
 )
 job_app = typer.Typer(
     help=(
         "Submit jobs and get their verified results.\n\n"
-        "  gpumarket job submit examples/matmul/job.yaml --wait --devnet .devnet/state.json\n"
-        "  gpumarket job result JOB_ID -o result/"
+        "\b\n"
+        "gpumarket job submit examples/matmul/job.yaml --wait\n"
+        "gpumarket job result JOB_ID -o result/\n\n"
+        "Add --devnet .devnet/state.json to use a local devnet."
     ),
     no_args_is_help=True,
 )
@@ -105,16 +110,36 @@ def wallet_new(name: str, password_file: PasswordFile = None) -> None:
 @wallet_app.command("import")
 def wallet_import(
     name: str,
-    private_key_file: Annotated[Path, typer.Option(help="File holding the hex private key.")],
+    private_key_file: Annotated[
+        Path | None, typer.Option(help="File holding the hex private key.")
+    ] = None,
+    keystore: Annotated[
+        Path | None,
+        typer.Option(help="An existing V3 JSON keystore, e.g. one `cast wallet new` wrote."),
+    ] = None,
     password_file: PasswordFile = None,
 ) -> None:
-    """Import a private key (read from a file, never from the command line) as NAME."""
+    """Import an account as NAME: a private key read from a file (never from the command
+    line), encrypted with a new password; or an existing keystore, unlocked once with its
+    own password to check it and learn its address, then copied as it is."""
     settings = _settings(password_file=password_file)
+    if (private_key_file is None) == (keystore is None):
+        err.print("[red]error:[/red] give exactly one of --private-key-file FILE, --keystore FILE")
+        raise typer.Exit(2)
     try:
-        key = private_key_file.read_text().strip()
-        entry = keys.import_key(
-            settings.keystore_dir, name, key, keys.read_password(settings, _prompt, confirm=True)
-        )
+        if keystore is not None:
+            entry = keys.import_keystore(
+                settings.keystore_dir, name, keystore, keys.read_password(settings, _prompt)
+            )
+        else:
+            assert private_key_file is not None
+            key = private_key_file.read_text().strip()
+            entry = keys.import_key(
+                settings.keystore_dir,
+                name,
+                key,
+                keys.read_password(settings, _prompt, confirm=True),
+            )
     except OSError as exc:
         err.print(f"[red]error:[/red] cannot read {private_key_file}: {exc.strerror}")
         raise typer.Exit(1) from exc
@@ -126,49 +151,52 @@ def wallet_import(
 
 @wallet_app.command("list")
 def wallet_list(json_out: JsonOpt = False) -> None:
-    """List the accounts in the keystore directory."""
-    entries = keys.list_keys(WalletSettings().keystore_dir)
+    """List the accounts in the keystore directory and Foundry's (~/.foundry/keystores)."""
+    entries = keys.all_keys(WalletSettings())
     if json_out:
         _emit([{"name": e.name, "address": e.address, "path": str(e.path)} for e in entries])
         return
     table = Table("name", "address", "keystore")
     for e in entries:
-        table.add_row(e.name, e.address, str(e.path))
+        table.add_row(e.name, e.address or "(not recorded: `wallet address -a NAME`)", str(e.path))
     out.print(table)
 
 
 @wallet_app.command("address")
-def wallet_address(account: AccountOpt = None, json_out: JsonOpt = False) -> None:
-    """Print the address of the chosen account (no password needed)."""
+def wallet_address(
+    account: AccountOpt = None, password_file: PasswordFile = None, json_out: JsonOpt = False
+) -> None:
+    """Print the address of the chosen account (no password needed, except for a cast
+    keystore that does not record its address)."""
     try:
-        entry = keys.resolve_account(_settings(account=account))
+        address = keys.address_of(_settings(account=account, password_file=password_file), _prompt)
     except GpuMarketError as exc:
         _fail(exc)
         return
-    _emit({"address": entry.address}) if json_out else typer.echo(entry.address)
+    _emit({"address": address}) if json_out else typer.echo(address)
 
 
 @wallet_app.command("balance")
 def wallet_balance(
     devnet: Devnet = None, account: AccountOpt = None, json_out: JsonOpt = False
 ) -> None:
-    """Token balance, market credit (claimable) and ETH for gas."""
+    """Token balance, what the market owes you (claimable) and ETH for gas."""
     settings = _settings(devnet, account)
     try:
-        entry = keys.resolve_account(settings)
+        address = keys.address_of(settings, _prompt)
         from contracts.chain import Web3Chain
 
         chain = Web3Chain(
-            settings.need("rpc_url"), settings.deployment(), "0x" + "11" * 32
+            settings.need("rpc_url"), settings.deployment(), claims.READ_ONLY_KEY
         )  # read-only calls need no real key
-        token = chain.token_balance(entry.address)
-        owed = chain.account_info(entry.address).owed
-        eth = chain.w3.eth.get_balance(chain.w3.to_checksum_address(entry.address))
+        token = chain.token_balance(address)
+        owed = claims.claimable(chain, address).total
+        eth = chain.w3.eth.get_balance(chain.w3.to_checksum_address(address))
     except GpuMarketError as exc:
         _fail(exc)
         return
     data = {
-        "address": entry.address,
+        "address": address,
         "token": str(jobs.tokens(token)),
         "claimable": str(jobs.tokens(owed)),
         "eth": str(eth / 10**18),
@@ -180,12 +208,51 @@ def wallet_balance(
         out.print(f"{k:>10}: {v}")
 
 
+@wallet_app.command("claim")
+def wallet_claim(
+    devnet: Devnet = None,
+    account: AccountOpt = None,
+    password_file: PasswordFile = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Move everything the market owes the account (refunds, pay, fees) to its tokens, in
+    one transaction. Works for requesters, providers and coordinators alike; with nothing
+    claimable it says so and sends nothing."""
+    settings = _settings(devnet, account, password_file)
+    try:
+        outcome = claims.claim_for(settings, _prompt)
+    except GpuMarketError as exc:
+        _fail(exc)
+        return
+    if json_out:
+        _emit(outcome.as_json())
+        return
+    due = outcome.due
+    if outcome.tx_hash is None:
+        out.print(f"nothing to claim for {due.address}: the market owes it 0 tokens")
+        return
+    out.print(
+        f"claimable for {due.address}: {jobs.tokens(due.total)} "
+        f"(credit {jobs.tokens(due.credit)}, earnings {jobs.tokens(due.earnings)})"
+    )
+    out.print(
+        f"claimed {jobs.tokens(outcome.claimed)}: tokens {jobs.tokens(outcome.tokens_before)} "
+        f"-> {jobs.tokens(outcome.tokens_after)} (+{jobs.tokens(outcome.received)})"
+    )
+    out.print(f"tx {outcome.tx_hash} (gas {outcome.gas_used})")
+
+
 # --------------------------------------------------------------------------- job
 @job_app.command("submit")
 def job_submit(
     spec: Annotated[Path, typer.Argument(help="Job spec YAML.")],
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it ends.")] = False,
     fee: Annotated[str, typer.Option(help="Coordinator fee in tokens.")] = jobs.DEFAULT_FEE,
+    cap: Annotated[
+        str | None,
+        typer.Option(help="'auto': the price cap from a quote (dearest match + margin)."),
+    ] = None,
+    cap_margin: Annotated[float, typer.Option(help="Margin over the quote (--cap auto).")] = 0.2,
     devnet: Devnet = None,
     account: AccountOpt = None,
     password_file: PasswordFile = None,
@@ -195,6 +262,11 @@ def job_submit(
     coordinator; with --wait follow the job live until it ends."""
     settings = _settings(devnet, account, password_file)
     try:
+        price_cap = None
+        if cap is not None:
+            if cap != "auto":
+                raise GpuMarketError(f"--cap takes 'auto' (set a fixed cap in the spec): {cap!r}")
+            price_cap = quotes.auto_cap(quotes.quote(settings, spec, fee=fee), cap_margin)
         identity = keys.unlock(settings, _prompt)
         with Progress(
             TextColumn("{task.description}"),
@@ -209,7 +281,9 @@ def job_submit(
             def progress(what: str, done: int, total: int) -> None:
                 bar.update(task, description=what, completed=done, total=total or None)
 
-            submitted = jobs.submit(settings, identity, spec, fee=fee, progress=progress)
+            submitted = jobs.submit(
+                settings, identity, spec, fee=fee, progress=progress, price_cap=price_cap
+            )
         if not json_out:
             out.print(
                 f"job {job_id_hex(submitted.job_id)} created "
@@ -239,6 +313,7 @@ def job_submit(
                 "spec_cid": submitted.spec_cid,
                 "inputs": submitted.input_cids,
                 "escrow": str(jobs.tokens(submitted.escrow)),
+                "price_cap": None if price_cap is None else str(price_cap),
                 "tx": submitted.tx_hash,
                 "job": view,
             }
@@ -280,18 +355,24 @@ def job_list(devnet: Devnet = None, account: AccountOpt = None, json_out: JsonOp
     """Jobs of the chosen account."""
     settings = _settings(devnet, account)
     try:
-        entry = keys.resolve_account(settings)
+        address = keys.address_of(settings, _prompt)
         with CoordinatorClient(settings.need("coordinator_url")) as client:
-            views = client.jobs(entry.address)
+            views = client.jobs(address)
     except GpuMarketError as exc:
         _fail(exc)
         return
     if json_out:
         _emit(views)
         return
-    table = Table("job", "state", "result")
+    try:
+        spent = costs.costs_of(settings, [_job(v["job_id"]) for v in views])
+    except GpuMarketError:
+        spent = {}  # the chain is out of reach: the list still shows
+    table = Table("job", "state", "cost (tokens)", "result")
     for v in views:
-        table.add_row(v["job_id"], v["state"], str(v.get("result_cid")))
+        c = spent.get(v["job_id"])
+        cost = "-" if c is None else costs.cost_cell(c)
+        table.add_row(v["job_id"], v["state"], cost, str(v.get("result_cid")))
     out.print(table)
 
 
@@ -334,11 +415,20 @@ def job_result(
     job: JobArg,
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory to create.")],
     devnet: Devnet = None,
+    account: Annotated[
+        str | None,
+        typer.Option(
+            "--account", "-a", help="Only if this account (name or address) submitted the job."
+        ),
+    ] = None,
+    password_file: PasswordFile = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Download the verified result; every byte is checked against the result CID."""
-    settings = _settings(devnet)
+    settings = _settings(devnet, account, password_file)
     try:
+        if account is not None:
+            _check_requester(settings, _job(job))
         cid, path = jobs.fetch_result(settings, _job(job), output)
     except GpuMarketError as exc:
         _fail(exc)
@@ -399,6 +489,18 @@ def job_explain(job: JobArg, devnet: Devnet = None, json_out: JsonOpt = False) -
         out.print(bills)
     for d in data.get("declines") or []:
         out.print(f"seat {d['seat']} declined by {d['address']}: {d['reason']}")
+
+
+def _check_requester(settings: WalletSettings, job_id: JobId) -> None:
+    """Refuse a job the chosen account did not submit (``job result -a NAME``)."""
+    address = keys.address_of(settings, _prompt)
+    with CoordinatorClient(settings.need("coordinator_url")) as client:
+        requester = str(client.job(job_id).get("requester", ""))
+    if requester.lower() != address.lower():
+        raise GpuMarketError(
+            f"job {job_id_hex(job_id)} was submitted by {requester}, not by {address}; "
+            "drop --account to fetch it anyway"
+        )
 
 
 def _ms(value: int | None) -> str:

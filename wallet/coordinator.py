@@ -85,6 +85,14 @@ class CoordinatorClient:
     def providers(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/providers")["providers"])
 
+    def provider_table(self, limit: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", "/providers", params={"limit": limit})
+        return result
+
+    def quote(self, spec_text: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", "/quote", json={"spec": spec_text})
+        return result
+
     def logs(self, job_id: JobId, private_key: bytes) -> list[dict[str, Any]]:
         path = f"/jobs/{job_id_hex(job_id)}/logs"
         headers = sign_request(private_key, "GET", path)

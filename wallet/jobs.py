@@ -23,8 +23,9 @@ from protocol.failure_output import failure_class_of
 from protocol.identity import Identity
 from protocol.ids import Address, Cid, JobId, Wei, from_wei, parse_address, to_wei
 from protocol.ipfs import KuboContentStore, result_digest
-from protocol.spec import JobSpec
+from protocol.spec import JobSpec, Price
 from protocol.spec_io import canonical_spec, check_local_inputs, load_spec
+from wallet import records
 from wallet.coordinator import CoordinatorClient
 from wallet.settings import WalletSettings
 from wallet.windows import job_windows
@@ -80,6 +81,8 @@ class Submitted:
     escrow: Wei
     tx_hash: str
     gas_used: int
+    bytes_uploaded: int = 0
+    """The spec and the local inputs this wallet added to IPFS."""
 
 
 def chain_for(settings: WalletSettings, identity: Identity) -> Web3Chain:
@@ -96,8 +99,9 @@ def _path_size(path: Path) -> int:
 
 async def _upload(
     api: str, spec: JobSpec, local: dict[str, Path], progress: Progress
-) -> tuple[dict[str, Cid], Cid]:
-    """Upload path inputs, then the spec with every input as a CID; return the CIDs."""
+) -> tuple[dict[str, Cid], Cid, int]:
+    """Upload path inputs, then the spec with every input as a CID; return the CIDs and
+    the bytes uploaded."""
     cids: dict[str, Cid] = {}
     total = sum(_path_size(p) for p in local.values())
     done = 0
@@ -110,8 +114,9 @@ async def _upload(
                 cids[name] = await store.add_file(path)
             done += _path_size(path)
             progress(f"uploaded {name}", done, total)
-        spec_cid = await store.add_bytes(canonical_spec(spec.with_input_cids(cids)))
-    return cids, spec_cid
+        spec_bytes = canonical_spec(spec.with_input_cids(cids))
+        spec_cid = await store.add_bytes(spec_bytes)
+    return cids, spec_cid, total + len(spec_bytes)
 
 
 def on_chain_redundancy(spec: JobSpec) -> int:
@@ -156,9 +161,15 @@ def submit(
     *,
     fee: str = DEFAULT_FEE,
     progress: Progress = lambda *_: None,
+    price_cap: Wei | None = None,
 ) -> Submitted:
-    """Validate, check funds, upload, create the job on chain (one tx), notify."""
+    """Validate, check funds, upload, create the job on chain (one tx), notify.
+    ``price_cap`` replaces the spec's ``price.max_per_provider`` (``--cap auto``)."""
     spec = load_spec(spec_path)
+    if price_cap is not None:
+        # Price reads token amounts ("2.5"), not units: validated like the spec's own.
+        price = Price.model_validate({"max_per_provider": tokens(price_cap)})
+        spec = spec.model_copy(update={"price": price})
     local = check_local_inputs(spec, spec_path.parent)
     chain = chain_for(settings, identity)
     request_fee = to_wei(fee)
@@ -174,15 +185,28 @@ def submit(
     # Refuse before paying anything when the coordinator cannot take the job.
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         coordinator.health()
-    input_cids, spec_cid = trio.run(_upload, settings.need("ipfs_api"), spec, local, progress)
+    input_cids, spec_cid, uploaded = trio.run(
+        _upload, settings.need("ipfs_api"), spec, local, progress
+    )
     coordinator_address = parse_address(settings.need("coordinator_address"))
     # Deadlines from the next block's time, not the latest's: after the chain sat idle the
     # latest block is old and a window sized from it can be past when createJob is mined.
     request = job_request(spec, spec_cid, coordinator_address, request_fee, chain.next_block_time())
     job_id, receipt = chain.create_job(request)
+    records.update(
+        settings,
+        job_id,
+        requester=identity.address,
+        create_tx=receipt.tx_hash,
+        spec_cid=spec_cid,
+        bytes_uploaded=uploaded,
+        submitted_at=time.time(),
+    )
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         coordinator.notify(job_id)
-    return Submitted(job_id, spec_cid, input_cids, escrow, receipt.tx_hash, receipt.gas_used)
+    return Submitted(
+        job_id, spec_cid, input_cids, escrow, receipt.tx_hash, receipt.gas_used, uploaded
+    )
 
 
 TERMINAL = frozenset(str(s) for s in lifecycle.TERMINAL)
@@ -253,7 +277,9 @@ def fetch_result(settings: WalletSettings, job_id: JobId, dest: Path) -> tuple[C
         async with KuboContentStore(settings.need("ipfs_api")) as store:
             return await store.get(cid, dest)
 
-    return Cid(cid), trio.run(get)
+    path = trio.run(get)
+    records.add_bytes(settings, job_id, "bytes_downloaded", _path_size(path))
+    return Cid(cid), path
 
 
 def cancel_or_reclaim(settings: WalletSettings, identity: Identity, job_id: JobId) -> str:

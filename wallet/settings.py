@@ -1,6 +1,7 @@
 """Wallet settings: where the keys live and which market to talk to.
 
-Values come from ``WALLET_*`` environment variables, then CLI flags. ``--devnet STATE``
+Values come from ``WALLET_*`` environment variables, then CLI flags. Accounts are read
+from ``keystore_dir`` and, after it, from Foundry's keystore folder. ``--devnet STATE``
 fills every endpoint and contract address from a devnet state file, so on the devnet a
 requester needs nothing else.
 """
@@ -17,12 +18,16 @@ from devnet.state import load_state
 from protocol.errors import ConfigError
 
 DEFAULT_KEYSTORE_DIR = Path.home() / ".gpumarket" / "keystores"
+FOUNDRY_KEYSTORE_DIR = Path.home() / ".foundry" / "keystores"
+"""Where ``cast wallet new``/``cast wallet import`` keep their keystores (no suffix)."""
 
 
 class WalletSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WALLET_", extra="ignore")
 
     keystore_dir: Path = DEFAULT_KEYSTORE_DIR
+    foundry_keystore_dir: Path | None = FOUNDRY_KEYSTORE_DIR
+    """Also offer the accounts Foundry's ``cast wallet`` made (a missing folder is skipped)."""
     account: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None

@@ -23,11 +23,13 @@ from coordinator.api.models import (
     JobView,
     LogLineView,
     Logs,
+    ProviderRow,
     Providers,
     SeatBill,
     StandingView,
     SubmitJob,
 )
+from coordinator.api.quote import QUOTE_MAX_BYTES, Quote, QuoteRequest, quote
 from coordinator.book import ProviderBook
 from coordinator.errors import NotAuthorized
 from coordinator.metrics import Metrics
@@ -38,8 +40,11 @@ from protocol.api_auth import verify_request
 from protocol.errors import MessageError
 from protocol.ids import parse_address, parse_job_id
 from protocol.lifecycle import JobState
+from protocol.spec_io import parse_spec
 
 KEEPALIVE_S = 15.0
+DEFAULT_STAKE_FACTOR = 5
+"""The market's default; the service passes its deployment's ``stakeFactor``."""
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422, 503)
 }
@@ -70,7 +75,7 @@ def _job_key(job_id: str) -> str:
     return "0x" + parse_job_id(job_id).hex()
 
 
-def create_app(backend: ApiBackend) -> FastAPI:
+def create_app(backend: ApiBackend, *, stake_factor: int = DEFAULT_STAKE_FACTOR) -> FastAPI:
     app = FastAPI(
         title="gpumarket coordinator",
         version="1",
@@ -153,9 +158,29 @@ def create_app(backend: ApiBackend) -> FastAPI:
         await backend.store.get_job(key)
         return StreamingResponse(_event_stream(backend, key), media_type="text/event-stream")
 
-    @app.get("/providers", response_model=Providers)
-    async def providers() -> Providers:
-        return Providers(providers=backend.book.view())
+    @app.get("/providers", response_model=Providers, responses=ERRORS)
+    async def providers(limit: int = Query(default=100, ge=1, le=1000)) -> Providers:
+        """The live book, cheapest GPU-hour first, at most ``limit`` rows."""
+        book = backend.book
+        entries = sorted(
+            book.entries.values(), key=lambda e: (e.advert.price_per_gpu_hour, e.advert.provider)
+        )[:limit]
+        free = book.columns.free_jobs().tolist()
+        rows = [ProviderRow.of(e, book.columns, free) for e in entries]
+        return Providers(providers=rows, total=len(book))
+
+    @app.post(
+        "/quote",
+        response_model=Quote,
+        responses=BODY_ERRORS,
+        openapi_extra=body_schema(QuoteRequest, QUOTE_MAX_BYTES),
+    )
+    async def quote_spec(
+        body: Annotated[QuoteRequest, Depends(json_body(QuoteRequest, QUOTE_MAX_BYTES))],
+    ) -> Quote:
+        """What the spec would get if submitted now: a dry-run match per redundancy choice
+        (nothing reserved, nobody offered a seat)."""
+        return quote(parse_spec(body.spec), backend.book.columns, stake_factor)
 
     @app.get("/providers/{address}/standing", response_model=StandingView, responses=ERRORS)
     async def provider_standing(address: str) -> StandingView:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from coordinator.book import BookEntry
+from coordinator.columns import DTYPE_INDEX, ProviderColumns
 from coordinator.reputation import Standing
 from coordinator.store import Decline, JobRecord, ProviderSlot
 from protocol.lifecycle import JobState
@@ -184,8 +187,71 @@ class Explanation(BaseModel):
     declines: list[DeclineView]
 
 
+class ProviderRow(BaseModel):
+    """One provider of the live book (``GET /providers``); amounts in token units (6 decimals)."""
+
+    address: str
+    peer_id: str
+    multiaddrs: list[str]
+    gpus: list[dict[str, Any]]
+    gpu_model: str
+    gpu_count: int
+    memory_bytes: int = Field(description="memory of its smallest GPU")
+    tflops: dict[str, float] = Field(description="per dtype: verified when listed in verified")
+    verified: list[str] = Field(description="dtypes whose TFLOPS a challenge measured")
+    price: str = Field(description="price per GPU-hour in token units")
+    reputation: float = Field(description="the one-sided lower bound matching ranks by")
+    free_gpus: int
+    free_slots: int = Field(description="job slots free now as this coordinator counts them")
+    utilization: float
+    registered: bool
+    free_stake: str
+    driver: str | None
+    cuda: str | None
+    torch: str
+    last_seen: float
+
+    @classmethod
+    def of(cls, entry: BookEntry, cols: ProviderColumns, free_jobs: Sequence[int]) -> ProviderRow:
+        """``free_jobs``: :meth:`ProviderColumns.free_jobs`, computed once for every row."""
+        a = entry.advert
+        slot = cols.slot(a.provider)
+        tflops = {str(k): float(v) for k, v in a.benchmark.tflops.items()}
+        verified: list[str] = []
+        free_slots = 0
+        if slot is not None:
+            free_slots = max(0, int(free_jobs[slot]))
+            for dtype, i in DTYPE_INDEX.items():
+                if cols.measured[slot, i]:
+                    tflops[dtype] = float(cols.tflops[slot, i])
+                    verified.append(dtype)
+        return cls(
+            address=a.provider,
+            peer_id=a.peer_id,
+            multiaddrs=list(a.multiaddrs),
+            gpus=[g.model_dump() for g in a.gpus],
+            gpu_model=a.fingerprint.gpu_model,
+            gpu_count=len(a.gpus),
+            memory_bytes=min((g.memory_bytes for g in a.gpus), default=0),
+            tflops={k: v for k, v in tflops.items() if v > 0},
+            verified=verified,
+            price=str(a.price_per_gpu_hour),
+            reputation=entry.reputation,
+            free_gpus=a.free_gpus,
+            free_slots=free_slots,
+            utilization=a.utilization,
+            registered=entry.registered,
+            free_stake=str(entry.free_stake),
+            driver=a.fingerprint.driver,
+            cuda=a.fingerprint.cuda,
+            torch=a.fingerprint.torch,
+            last_seen=entry.seen_at,
+        )
+
+
 class Providers(BaseModel):
-    providers: list[dict[str, Any]]
+    providers: list[ProviderRow]
+    total: int = Field(description="providers in the book (rows beyond the limit left out)")
 
 
 class OutcomeCounts(BaseModel):

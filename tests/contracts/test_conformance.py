@@ -342,6 +342,32 @@ def test_cancel(market: Market) -> None:
         market.requester.cancel(assigned)
 
 
+def test_claim_pays_credit_and_earnings_in_one_transfer(market: Market) -> None:
+    """A provider that also requested: its refund (market credit) and its pay (kept beside
+    its stake) leave the market together, in one ``Claimed`` event, and only once."""
+    p0 = market.providers[0]
+    refunded = market.create(2, client=p0)
+    p0.cancel(refunded)
+    job_id = market.create(2)
+    market.assign(job_id, 0, 1)
+    market.coordinator.settle(market.settlement(job_id, [GOOD, GOOD]))
+    credit = p0.account_info(p0.address).owed
+    earned = p0.provider_info(p0.address).earned
+    assert credit == 4 * CAP + FEE and earned == expected_pay(PRICE, RATE, 100_000)
+    assert p0.claimable(p0.address) == credit + earned
+    tokens, held = p0.token_balance(p0.address), market.held_by_market()
+    receipt = p0.claim()
+    assert [e.args for e in receipt.named("Claimed")] == [
+        {"account": p0.address, "amount": credit + earned}
+    ]
+    assert p0.token_balance(p0.address) - tokens == credit + earned
+    assert held - market.held_by_market() == credit + earned
+    assert p0.claimable(p0.address) == 0
+    assert p0.provider_info(p0.address).stake == STAKE  # the stake stays where it was
+    with pytest.raises(E.NothingToClaim):
+        p0.claim()
+
+
 def test_create_job_refuses_bad_terms(market: Market) -> None:
     for redundancy in (0, 6):
         with pytest.raises(E.InvalidRedundancy):

@@ -21,6 +21,8 @@ from tests.e2e.market import Market
 PROVIDERS = 3
 ORDER = (
     "test_honest",
+    "test_quote_cost",
+    "test_claims",
     "test_lying_provider",
     "test_spot_check",
     "test_bad_input",

@@ -1,0 +1,135 @@
+"""``POST /quote``: what a spec would get if it were submitted now, as a dry run.
+
+The spec is validated by the same parser as a submitted job's, then matched against the
+live book by a throwaway :class:`~coordinator.matcher.Matcher` without exploration: nothing
+is reserved, nobody is offered a seat, and the book's columns are only read. Each
+redundancy choice (``auto`` = one primary, 2, 3) is matched as the job would be: first on
+free job slots ("now"), then allowing a queue at busy providers ("queued").
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from coordinator.api.models import CandidateView
+from coordinator.columns import MAX_JOB_SLOTS, ProviderColumns
+from coordinator.errors import NoCandidates
+from coordinator.matcher import Match, Matcher
+from coordinator.requirements import Requirements, requirements_for
+from protocol.registry import MAX_SPEC_BYTES
+from protocol.spec import JobSpec
+
+QUOTE_MAX_BYTES = 2 * MAX_SPEC_BYTES + 1024
+"""A spec of at most ``MAX_SPEC_BYTES`` as a JSON string: escaping (newlines, quotes) may
+double it; the spec's own size is checked again by the spec parser."""
+
+REDUNDANCY_CHOICES: tuple[tuple[str, int], ...] = (("auto", 1), ("2", 2), ("3", 3))
+"""(label, providers seated on chain): ``auto`` seats one primary."""
+
+Start = Literal["now", "queued", "unmatched"]
+
+
+class QuoteRequest(BaseModel):
+    spec: str = Field(
+        max_length=QUOTE_MAX_BYTES,
+        description=f"the job spec as YAML or JSON text (at most {MAX_SPEC_BYTES} bytes)",
+    )
+
+
+class QuotedProvider(BaseModel):
+    address: str
+    peer_id: str
+    price: str = Field(description="the most the seat earns (token units): rate x duration, capped")
+    rate_per_hour: str = Field(description="what the seat is billed per hour of runtime")
+    score: float
+
+
+class QuoteOption(BaseModel):
+    """One redundancy choice: who would be seated, at what price, and when."""
+
+    redundancy: str = Field(description='"auto" (one primary), "2" or "3"')
+    seats: int = Field(description="providers seated on chain")
+    requested: bool = Field(description="the spec's own choice")
+    start: Start = Field(
+        description="now: free job slots; queued: only behind running jobs; unmatched: none"
+    )
+    providers: list[QuotedProvider]
+    total: str | None = Field(description="sum of the seats' prices (token units)")
+    eligible: int
+    filtered: dict[str, int] = Field(description="providers left out, counted by first reason")
+    candidates: list[CandidateView]
+
+
+class Quote(BaseModel):
+    name: str
+    gpus: int
+    duration_s: int = Field(description="the billed duration prices are sized for")
+    price_cap: str = Field(description="the spec's max_per_provider (token units)")
+    exact: bool
+    providers_in_book: int
+    options: list[QuoteOption]
+
+
+def _requirements(spec: JobSpec, seats: int) -> Requirements:
+    exact = spec.verification.compare == "exact"
+    req = requirements_for(spec, count=seats, price_cap=spec.price.max_per_provider, exact=exact)
+    # As in matching: a lone primary must be one another operator could check.
+    return replace(req, checkable=seats == 1)
+
+
+def _match(matcher: Matcher, req: Requirements) -> tuple[Start, Match | None, dict[str, int]]:
+    try:
+        return "now", matcher.match(req), {}
+    except NoCandidates as now:
+        reasons = now.reasons
+    try:
+        return "queued", matcher.match(replace(req, queue=MAX_JOB_SLOTS)), reasons
+    except NoCandidates:
+        return "unmatched", None, reasons
+
+
+def _option(matcher: Matcher, spec: JobSpec, label: str, seats: int) -> QuoteOption:
+    start, match, reasons = _match(matcher, _requirements(spec, seats))
+    declared = str(spec.verification.redundancy)
+    chosen = [] if match is None else match.chosen
+    return QuoteOption(
+        redundancy=label,
+        seats=seats,
+        requested=declared == label or (declared == "1" and label == "auto"),
+        start=start,
+        providers=[
+            QuotedProvider(
+                address=c.address,
+                peer_id=c.peer_id,
+                price=str(c.price),
+                rate_per_hour=str(c.rate_per_hour),
+                score=c.score,
+            )
+            for c in chosen
+        ],
+        total=str(sum(c.price for c in chosen)) if chosen else None,
+        eligible=0 if match is None else match.eligible,
+        filtered=reasons,
+        candidates=(
+            []
+            if match is None
+            else [CandidateView(**c.to_json()) for c in match.candidates if not c.chosen]
+        ),
+    )
+
+
+def quote(spec: JobSpec, cols: ProviderColumns, stake_factor: int) -> Quote:
+    """Match ``spec`` for every redundancy choice without touching the book."""
+    matcher = Matcher(cols, stake_factor=stake_factor, exploration_share=0.0)
+    return Quote(
+        name=spec.name,
+        gpus=spec.resources.gpus,
+        duration_s=spec.billed_duration_s,
+        price_cap=str(spec.price.max_per_provider),
+        exact=spec.verification.compare == "exact",
+        providers_in_book=len(cols),
+        options=[_option(matcher, spec, label, seats) for label, seats in REDUNDANCY_CHOICES],
+    )

@@ -1,0 +1,49 @@
+"""The wallet's local record of each job it submitted: facts only this machine knows.
+
+The chain and the coordinator know what a job cost; only the wallet knows how many bytes it
+uploaded (the spec and the local inputs it added) and downloaded (the result it fetched).
+One small JSON file per job lives in ``jobs/`` beside the keystore directory. Jobs submitted
+before records existed, or from another machine, have none: their byte counts are unknown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from protocol.ids import JobId, job_id_hex
+from wallet.settings import WalletSettings
+
+
+def records_dir(settings: WalletSettings) -> Path:
+    return settings.keystore_dir.parent / "jobs"
+
+
+def _path(settings: WalletSettings, job_id: JobId) -> Path:
+    return records_dir(settings) / f"{job_id_hex(job_id)}.json"
+
+
+def read(settings: WalletSettings, job_id: JobId) -> dict[str, Any]:
+    """The job's record, or ``{}`` when this wallet kept none (or cannot read it)."""
+    try:
+        data = json.loads(_path(settings, job_id).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def update(settings: WalletSettings, job_id: JobId, **fields: Any) -> None:
+    """Merge ``fields`` into the job's record (written whole, then renamed into place)."""
+    path = _path(settings, job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = read(settings, job_id) | {"job_id": job_id_hex(job_id)} | fields
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def add_bytes(settings: WalletSettings, job_id: JobId, field: str, amount: int) -> None:
+    """Add ``amount`` to a byte counter of the job's record (results may be fetched twice)."""
+    update(settings, job_id, **{field: int(read(settings, job_id).get(field, 0)) + amount})
