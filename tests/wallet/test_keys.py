@@ -195,3 +195,18 @@ def test_wallet_list_and_import_through_the_cli(tmp_path: Path) -> None:
     assert acct.address in done.stdout and bytes(acct.key).hex() not in done.output
     shown = runner.invoke(app, ["wallet", "address", "-a", "dep", "--json"], env=env)
     assert json.loads(shown.stdout) == {"address": acct.address}
+
+
+def test_a_keystore_whose_recorded_address_is_not_its_key_is_refused(tmp_path: Path) -> None:
+    """``wallet list`` shows the address a keystore records without unlocking it; a file
+    that records someone else's address must not be used as that account."""
+    s = settings(tmp_path, password=FAST)
+    real = keys.new_key(s.keystore_dir, "mallory", FAST)
+    victim = Account.create().address
+    data = json.loads(real.path.read_text())
+    data["address"] = victim.lower().removeprefix("0x")
+    real.path.write_text(json.dumps(data))
+    listed = {e.name: e.address for e in keys.list_keys(s.keystore_dir)}
+    assert listed["mallory"] == victim  # what the file claims, before unlocking
+    with pytest.raises(IdentityError, match=r"says it holds .* but its key is"):
+        keys.unlock(s.model_copy(update={"account": "mallory"}), None)
