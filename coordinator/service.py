@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -47,6 +45,7 @@ from coordinator.store import AsyncStore, JobRecord, Store
 from coordinator.tasks import contained
 from coordinator.transport import Libp2pTransport, PeerTransport
 from coordinator.watcher import CURSOR, ChainWatcher
+from protocol.files import write_atomic
 from protocol.ids import JobId, parse_address
 from protocol.ipfs.kubo import KuboContentStore
 from protocol.ipfs.store import ContentStore
@@ -301,12 +300,7 @@ class Coordinator:
     def write_ready_file(self, path: Path | None = None) -> Path:
         """Write ``coordinator.json`` atomically (write, fsync, rename)."""
         target = path or self.settings.ready_file
-        fd, tmp = tempfile.mkstemp(prefix=".coordinator-", dir=target.parent)
-        with os.fdopen(fd, "w") as out:
-            json.dump(self.ready_info(), out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
+        write_atomic(target, json.dumps(self.ready_info()).encode())
         return target
 
     # ------------------------------------------------------------------ API backend

@@ -7,13 +7,12 @@ written (atomically) as soon as each process has a PID, not only at the end.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from protocol.errors import DevnetError
+from protocol.files import write_atomic
 
 STATE_VERSION = 1
 DEFAULT_STATE_FILE = Path(".devnet/state.json")
@@ -78,14 +77,4 @@ def load_state(path: Path) -> DevnetState:
 
 def save_state(path: Path, state: DevnetState) -> None:
     """Write atomically so a crash mid-write never leaves a half file for ``down``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".state-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(state.model_dump_json(indent=2))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, state.model_dump_json(indent=2).encode())

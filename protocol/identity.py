@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from eth_keys import keys
 from pydantic import SecretStr
 
 from protocol.errors import ConfigError, IdentityError, SignatureError
+from protocol.files import write_atomic
 from protocol.ids import Address, PeerId, parse_address
 
 if TYPE_CHECKING:
@@ -199,17 +199,7 @@ def save_keystore(
         raise IdentityError(f"{file} exists; refusing to overwrite a keystore")
     data = json.dumps(encrypt_keystore(identity, password, scrypt_n=scrypt_n)).encode()
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".keystore-", dir=file.parent)  # created 0600
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(file, data)  # created 0600
     except OSError as exc:
         raise IdentityError(f"cannot write keystore {file}: {exc.strerror}") from exc
     return file

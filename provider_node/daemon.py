@@ -27,6 +27,7 @@ from contracts.deploy import connect
 from contracts.models import Deployment
 from protocol import eip712
 from protocol.errors import ConfigError
+from protocol.files import write_atomic
 from protocol.identity import Identity, load_keystore
 from protocol.ids import PeerId
 from protocol.ipfs.kubo import KuboContentStore
@@ -41,7 +42,7 @@ from provider_node.challenges import ChallengeServer
 from provider_node.coordinator_link import CoordinatorLink
 from provider_node.fallback import ChainFallback, wall_chain_time
 from provider_node.gpus import GpuPool
-from provider_node.jobstore import JobStore, SequenceFile, write_atomic
+from provider_node.jobstore import JobStore, SequenceFile
 from provider_node.metrics import NodeFigures, ProviderMetrics, serve_metrics
 from provider_node.offers import OfferDesk
 from provider_node.policy import consent_policy

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import enum
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from protocol.errors import GpuMarketError
 from protocol.fields import Bytes32, JobIdField, Signature65
+from protocol.files import write_atomic
 from protocol.ids import Address, Cid, JobId, PeerId
 from protocol.messages import Assignment
 from protocol.signing import SignedMessage
@@ -105,26 +104,6 @@ class JobRecord(BaseModel):
 
     def advance(self, phase: Phase, **changes: Any) -> JobRecord:
         return self.model_copy(update={"phase": phase, "updated_at": time.time(), **changes})
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class JobStore:

@@ -13,9 +13,7 @@ Passwords come from ``--password-file``, ``WALLET_PASSWORD`` or an interactive p
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from protocol.errors import GpuMarketError, IdentityError
+from protocol.files import write_atomic
 from protocol.identity import (
     MAX_KEYSTORE_BYTES,
     SCRYPT_N,
@@ -187,17 +186,7 @@ def import_keystore(directory: Path, name: str, source: Path, password: SecretSt
 def _write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to a new file readable by its owner only (write, fsync, rename)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".keystore-", dir=path.parent)  # created 0600
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, data)  # created 0600
     except OSError as exc:
         raise IdentityError(f"cannot write keystore {path}: {exc.strerror}") from exc
 

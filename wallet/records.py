@@ -9,10 +9,10 @@ before records existed, or from another machine, have none: their byte counts ar
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from protocol.files import write_atomic
 from protocol.ids import JobId, job_id_hex
 from wallet.settings import WalletSettings
 
@@ -36,12 +36,8 @@ def read(settings: WalletSettings, job_id: JobId) -> dict[str, Any]:
 
 def update(settings: WalletSettings, job_id: JobId, **fields: Any) -> None:
     """Merge ``fields`` into the job's record (written whole, then renamed into place)."""
-    path = _path(settings, job_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = read(settings, job_id) | {"job_id": job_id_hex(job_id)} | fields
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomic(_path(settings, job_id), json.dumps(data, sort_keys=True).encode())
 
 
 def add_bytes(settings: WalletSettings, job_id: JobId, field: str, amount: int) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from protocol.files import write_atomic
 from provider_node.benchmark.model import BenchmarkResult, BenchmarkSettings, Fingerprint
 
 
@@ -37,15 +36,6 @@ def load_cached(
 
 def store(cache_dir: Path, result: BenchmarkResult) -> Path:
     """Write ``result`` atomically; a crash leaves the old file or none, never half of one."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_path(cache_dir, result.fingerprint)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".benchmark-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(result.model_dump_json(indent=2))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, result.model_dump_json(indent=2).encode())
     return path
