@@ -23,6 +23,7 @@ from contracts.models import ChainEvent
 from contracts.rules import unpack_paid_and_billed
 from protocol.errors import GpuMarketError
 from protocol.ids import JobId, job_id_hex, parse_address
+from protocol.units import parse_duration
 from wallet import records
 from wallet.coordinator import CoordinatorClient, CoordinatorError
 from wallet.jobs import tokens
@@ -343,12 +344,11 @@ class Totals:
 
 
 def parse_since(text: str) -> int:
-    """Seconds in ``7d``, ``12h``, ``30m`` or ``90s``."""
-    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-    text = text.strip().lower()
-    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
-        raise GpuMarketError(f"--since takes a number and a unit (d, h, m, s), like 7d: {text!r}")
-    return int(text[:-1]) * units[text[-1]]
+    """Seconds in ``7d``, ``12h``, ``30m``, ``90s`` or ``1h30m`` (``protocol.units``)."""
+    try:
+        return parse_duration(text.strip().lower())
+    except ValueError as exc:
+        raise GpuMarketError(f"--since takes a duration like 7d or 12h: {exc}") from None
 
 
 def totals_since(settings: WalletSettings, requester: str, seconds: int) -> Totals:
