@@ -46,7 +46,7 @@ import trio
 from contracts.errors import ContractError
 from contracts.models import JobStatus
 from coordinator.driver import JobDriver
-from coordinator.store import JobRecord
+from coordinator.store import JobRecord, ReputationRecord
 from devnet.harness import RATE, STAKE, Harness, harness, identity
 from devnet.scripted_provider import FakeProvider, JobPlan, Strategy
 from proofs.reputation import Reputation
@@ -195,7 +195,7 @@ async def established(h: Harness, address: str) -> None:
     rep = h.driver.closer.reputation
     seeded = Reputation.from_counters(*ESTABLISHED, rep.clock(), rep.params)
     await h.store.save_reputation(address, seeded.alpha, seeded.beta, seeded.updated_at)
-    rep.load({address: (seeded.alpha, seeded.beta, seeded.updated_at)})
+    rep.load([ReputationRecord(address, seeded.alpha, seeded.beta, seeded.updated_at)])
     h.book.set_reputation(address, rep.lower_bound(address), rep.newcomer(address))
 
 

@@ -30,7 +30,7 @@ self-dealing coordinator can farm.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -121,12 +121,8 @@ class ReputationBook:
         """Where a provider without a row starts from; None: the prior."""
         self._by_address: dict[str, ReputationRecord] = {}
 
-    def load(
-        self, stored: Mapping[str, tuple[float, float, float]] | Iterable[ReputationRecord]
-    ) -> None:
-        """Take stored reputations as known: records, or ``address: (alpha, beta, at)``."""
-        if isinstance(stored, Mapping):
-            stored = [ReputationRecord(a, *values) for a, values in stored.items()]
+    def load(self, stored: Iterable[ReputationRecord]) -> None:
+        """Take stored reputations as known."""
         for record in stored:
             self._by_address[record.address] = record
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import trio
 
-from coordinator.store import JobRecord, ProviderSlot
+from coordinator.store import JobRecord, ProviderSlot, ReputationRecord
 from devnet.harness import COMMIT_WINDOW, STAKE, Harness, harness
 from protocol.ids import JobId
 from protocol.lifecycle import JobState, Outcome, SeatState
@@ -129,7 +129,7 @@ async def test_established_providers_are_spot_checked_at_the_policys_rate(
         reputation = h.driver.closer.reputation
         now = h.book.clock()
         for p in h.providers:
-            reputation.load({p.address: (80.0, 1.0, now)})
+            reputation.load([ReputationRecord(p.address, 80.0, 1.0, now)])
             h.book.set_reputation(p.address, reputation.lower_bound(p.address), False)
             assert not reputation.newcomer(p.address)
         checked = 0
