@@ -60,6 +60,7 @@ def make_advert(identity: Identity, seq: int) -> SignedMessage:
         benchmark=Benchmark(tflops={"fp32": 51.0, "bf16": 610.0}, memory_bandwidth_gbps=2900.0),
         fingerprint=Fingerprint(backend="cuda", gpu_model="H100", torch="2.13.0"),
         price_per_gpu_hour=Wei(2_500_000),
+        price_per_cpu_hour=Wei(100_000),
         free_gpus=1,
         utilization=0.0,
         runtimes=("torch",),

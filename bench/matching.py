@@ -52,6 +52,7 @@ def build_book(n: int, rng: random.Random) -> ProviderColumns:
             gpu_memory_bytes=mem_gb << 30,
             tflops={k: v * speed for k, v in peak.items()},
             rate_per_gpu_hour=int(rng.uniform(0.2, 4.0) * UNIT),
+            rate_per_cpu_hour=int(rng.uniform(0.02, 0.4) * UNIT),
             runtimes=("torch", "container") if rng.random() < 0.7 else ("torch",),
             fingerprint=f"{model}/cuda12.{rng.randint(1, 4)}/torch2.13",
             utilization=rng.random(),

@@ -32,6 +32,8 @@ class Offer:
     gpu_memory_bytes: int
     tflops: Mapping[str, float]
     rate_per_gpu_hour: int
+    rate_per_cpu_hour: int
+    """What a seat of a job asking for no GPU is billed per hour."""
     runtimes: Sequence[str]
     fingerprint: str
     utilization: float
@@ -50,6 +52,7 @@ class ProviderColumns:
         self.peer_ids: list[str] = []
         self.multiaddrs: list[tuple[str, ...]] = []
         self.rates: list[int] = []
+        self.cpu_rates: list[int] = []
         self.fingerprint_codes: dict[str, int] = {}
         self.fingerprint_names: list[str] = []
         self._allocate(capacity)
@@ -74,6 +77,7 @@ class ProviderColumns:
         self.tflops = grow(get("tflops"), (capacity, len(DTYPE_INDEX)), np.float64, 0)
         self.measured = grow(get("measured"), (capacity, len(DTYPE_INDEX)), np.bool_, False)
         self.rate = grow(get("rate"), (capacity,), np.float64, 0)
+        self.cpu_rate = grow(get("cpu_rate"), (capacity,), np.float64, 0)
         self.runtime_bits = grow(get("runtime_bits"), (capacity,), np.uint8, 0)
         self.fingerprint = grow(get("fingerprint"), (capacity,), np.int32, -1)
         self.group = grow(get("group"), (capacity,), np.int64, 0)
@@ -116,6 +120,7 @@ class ProviderColumns:
         self.peer_ids[slot] = offer.peer_id
         self.multiaddrs[slot] = offer.multiaddrs
         self.rates[slot] = offer.rate_per_gpu_hour
+        self.cpu_rates[slot] = offer.rate_per_cpu_hour
         self.alive[slot] = True
         self.gpu_count[slot] = offer.gpu_count
         self.free_gpus[slot] = offer.free_gpus
@@ -125,6 +130,7 @@ class ProviderColumns:
             if not self.measured[slot, i]:
                 self.tflops[slot, i] = float(offer.tflops.get(dtype, 0.0))
         self.rate[slot] = float(offer.rate_per_gpu_hour)
+        self.cpu_rate[slot] = float(offer.rate_per_cpu_hour)
         bits = 0
         for runtime in offer.runtimes:
             bits |= RUNTIME_BITS.get(runtime, 0)
@@ -177,6 +183,7 @@ class ProviderColumns:
             self.peer_ids.append("")
             self.multiaddrs.append(())
             self.rates.append(0)
+            self.cpu_rates.append(0)
         self._slot_of[address] = slot
         # A newcomer's facts from the chain and challenges are unknown until refreshed.
         self.free_stake[slot] = -1

@@ -37,7 +37,8 @@ class Choice:
     price: int
     """The most the seat can earn: its rate for the job's expected duration, at most the cap."""
     rate_per_hour: int
-    """The provider's rate for the job's whole GPU allocation (what a seat is billed at)."""
+    """What the seat is billed per hour: the provider's GPU-hour rate times the job's GPUs,
+    or its CPU-hour rate for a job asking for no GPU (:func:`seat_rate`)."""
     score: float
     fingerprint: str
     explored: bool = False
@@ -74,11 +75,12 @@ class Match:
 class ScoreStrategy(Protocol):
     """Scores every slot of the book for jobs priced against one dtype; lower is better.
 
-    Scores are per unit of work (a GPU-hour's price over its TFLOPS), so the ranking they
-    give holds for any job size; the matcher caches it until the book changes.
+    Scores are per unit of work (a GPU-hour's price over its TFLOPS, or a CPU-hour's for
+    jobs asking for no GPU: ``cpu``), so the ranking they give holds for any job size; the
+    matcher caches it until the book changes.
     """
 
-    def score(self, cols: ProviderColumns, dtype: int) -> np.ndarray: ...
+    def score(self, cols: ProviderColumns, dtype: int, cpu: bool) -> np.ndarray: ...
 
 
 def primary_dtype(req: Requirements) -> int:
@@ -96,9 +98,10 @@ class PricePerTflop:
     reputation_weight: float = 0.5
     load_weight: float = 1.0
 
-    def score(self, cols: ProviderColumns, dtype: int) -> np.ndarray:
+    def score(self, cols: ProviderColumns, dtype: int, cpu: bool) -> np.ndarray:
         n = cols.size
-        per_tflop = (cols.rate[:n] + 1.0) / np.maximum(cols.tflops[:n, dtype], 1e-6)
+        rate = cols.cpu_rate if cpu else cols.rate
+        per_tflop = (rate[:n] + 1.0) / np.maximum(cols.tflops[:n, dtype], 1e-6)
         trust = (1.0 - self.reputation_weight) + self.reputation_weight * cols.reputation[:n]
         gpus = np.maximum(cols.gpu_count[:n], 1)
         held = cols.reserved_jobs[:n] / np.maximum(cols.job_capacity[:n], 1)
@@ -110,16 +113,17 @@ class PricePerTflop:
 STRATEGIES: dict[str, Callable[[], ScoreStrategy]] = {"price-per-tflop": PricePerTflop}
 
 
-def seat_rate(rate_per_gpu_hour: int, req: Requirements) -> int:
-    """A provider's rate per hour for a seat of the job: its GPU-hour rate times the GPUs
-    (at least one unit: the contract refuses a zero rate)."""
-    return max(1, rate_per_gpu_hour * max(req.gpus, 1))
+def seat_rate(rate_per_gpu_hour: int, rate_per_cpu_hour: int, req: Requirements) -> int:
+    """A provider's rate per hour for a seat of the job: its GPU-hour rate times the GPUs,
+    or its CPU-hour rate when the job asks for no GPU (at least one unit: the contract
+    refuses a zero rate)."""
+    return max(1, rate_per_gpu_hour * req.gpus if req.gpus else rate_per_cpu_hour)
 
 
-def exact_price(rate: int, req: Requirements) -> int:
-    """A provider's price for a job: its rate times GPUs times the expected hours, at most
-    the job's cap and at least one unit (the contract refuses a price of zero)."""
-    return max(1, min(seat_rate(rate, req) * req.duration_s // 3600, req.price_cap))
+def exact_price(rate_per_hour: int, req: Requirements) -> int:
+    """A seat's price for a job: its :func:`seat_rate` times the expected hours, at most the
+    job's cap and at least one unit (the contract refuses a price of zero)."""
+    return max(1, min(rate_per_hour * req.duration_s // 3600, req.price_cap))
 
 
 class Matcher:
@@ -143,30 +147,32 @@ class Matcher:
         self.exploration_share = exploration_share
         self.rng = rng or random.Random()
         self.rank_staleness_s = rank_staleness_s
-        self._ranking: dict[int, tuple[int, float, np.ndarray, np.ndarray]] = {}
+        self._ranking: dict[tuple[int, bool], tuple[int, float, np.ndarray, np.ndarray]] = {}
 
-    def ranking(self, dtype: int) -> tuple[np.ndarray, np.ndarray]:
-        """(slots best first, score per slot), recomputed when the book changed.
+    def ranking(self, dtype: int, cpu: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(slots best first, score per slot) for jobs priced against ``dtype`` (on the
+        CPU-hour rate with ``cpu``), recomputed when the book changed.
 
         With ``rank_staleness_s`` > 0 a ranking may lag the book by that long; filters
         always read the live columns, so staleness only reorders, never admits.
         """
-        cached = self._ranking.get(dtype)
+        cached = self._ranking.get((dtype, cpu))
         now = time.monotonic()
         if cached is not None:
             version, at, order, scores = cached
             fresh = version == self.cols.version or now - at < self.rank_staleness_s
             if fresh and len(scores) == self.cols.size:
                 return order, scores
-        scores = self.strategy.score(self.cols, dtype)
+        scores = self.strategy.score(self.cols, dtype, cpu)
         order = np.argsort(scores, kind="stable")
-        self._ranking[dtype] = (self.cols.version, now, order, scores)
+        self._ranking[(dtype, cpu)] = (self.cols.version, now, order, scores)
         return order, scores
 
     def _filters(self, req: Requirements) -> list[tuple[str, np.ndarray]]:
         """(reason, passes) per filter over every slot, in the order reasons are reported."""
         c, n = self.cols, self.cols.size
-        units = max(req.gpus, 1) * req.duration_s / 3600.0
+        hours = req.duration_s / 3600.0
+        hourly = c.rate[:n] * req.gpus if req.gpus else c.cpu_rate[:n]
         checks: list[tuple[str, np.ndarray]] = [
             ("offline", c.alive[:n]),
             (f"no {req.runtime} runtime", (c.runtime_bits[:n] & RUNTIME_BITS[req.runtime]) != 0),
@@ -180,9 +186,9 @@ class Matcher:
         for dtype, minimum in req.min_tflops.items():
             column = c.tflops[:n, DTYPE_INDEX[dtype]]
             checks.append((f"below {minimum:g} {dtype} TFLOPS", column >= minimum))
-        # price = floor(rate * units) <= cap  <=>  rate * units < cap + 1
-        checks.append(("price above the job's cap", c.rate[:n] * units < req.price_cap + 1))
-        stake_needed = self.stake_factor * np.floor(c.rate[:n] * units)
+        # price = floor(seat rate * hours) <= cap  <=>  seat rate * hours < cap + 1
+        checks.append(("price above the job's cap", hourly * hours < req.price_cap + 1))
+        stake_needed = self.stake_factor * np.floor(hourly * hours)
         checks.append(("not enough free stake", c.free_stake[:n] >= stake_needed))
         if req.exclude_addresses:
             slots = [c.slot(a) for a in req.exclude_addresses]
@@ -220,7 +226,7 @@ class Matcher:
         mask = checks[0][1].copy()
         for _, passes in checks[1:]:
             mask &= passes
-        order, scores = self.ranking(primary_dtype(req))
+        order, scores = self.ranking(primary_dtype(req), cpu=req.gpus == 0)
         ok_sorted = mask[order]
         eligible = order[np.flatnonzero(ok_sorted)]  # eligible slots, best first
         picked = self._pick(eligible, req)
@@ -321,12 +327,13 @@ class Matcher:
 
     def _choice(self, slot: int, score: float, req: Requirements, explored: bool) -> Choice:
         c = self.cols
+        rate = seat_rate(c.rates[slot], c.cpu_rates[slot], req)
         return Choice(
             address=c.addresses[slot],
             peer_id=c.peer_ids[slot],
             multiaddrs=c.multiaddrs[slot],
-            price=exact_price(c.rates[slot], req),
-            rate_per_hour=seat_rate(c.rates[slot], req),
+            price=exact_price(rate, req),
+            rate_per_hour=rate,
             score=score,
             fingerprint=c.fingerprint_names[int(c.fingerprint[slot])],
             explored=explored,

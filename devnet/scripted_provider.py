@@ -153,6 +153,7 @@ class FakeProvider:
             benchmark=Benchmark(tflops={"fp32": 0.5}, memory_bandwidth_gbps=10.0),
             fingerprint=Fingerprint(backend="cpu", gpu_model="cpu", torch="2.13.0"),
             price_per_gpu_hour=Wei(self.price_per_hour),
+            price_per_cpu_hour=Wei(self.price_per_hour),
             free_gpus=0,
             utilization=min(1.0, len(self.running) / self.max_jobs) if self.max_jobs else 0.0,
             runtimes=("torch",),

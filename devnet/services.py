@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,7 @@ def provider_env(
             "PROVIDER_CPU_ONLY": "true",
             "PROVIDER_STAKE": "100",
             "PROVIDER_PRICE_PER_GPU_HOUR": str(1 + index),
+            "PROVIDER_PRICE_PER_CPU_HOUR": str(Decimal(1 + index) / 2),
             "PROVIDER_ADVERT_PERIOD_S": "2",
             "PROVIDER_ADVERT_TTL_S": "10",
             # Every devnet provider shares one benchmark: they run on the same CPU.

@@ -57,6 +57,7 @@ class Advertiser:
         offer: Offer,
         *,
         price_per_gpu_hour: Wei,
+        price_per_cpu_hour: Wei,
         runtimes: Sequence[RuntimeKind],
         capacity: Callable[[], Capacity],
         sequence: SequenceFile,
@@ -68,6 +69,7 @@ class Advertiser:
         self.identity = identity
         self.offer = offer
         self.price = price_per_gpu_hour
+        self.cpu_price = price_per_cpu_hour
         self.runtimes = tuple(runtimes)
         self.capacity = capacity
         self.sequence = sequence
@@ -88,6 +90,7 @@ class Advertiser:
             benchmark=self.offer.benchmark,
             fingerprint=self.offer.fingerprint,
             price_per_gpu_hour=self.price,
+            price_per_cpu_hour=self.cpu_price,
             free_gpus=min(capacity.free_gpus, len(self.offer.gpus)),
             utilization=min(1.0, max(0.0, capacity.utilization)),
             runtimes=self.runtimes,

@@ -281,7 +281,8 @@ def policy_lines(policy: dict[str, Any]) -> list[str]:
         cap += " (all stake)"
     return [
         f"coordinators: {coordinators}",
-        f"minimum rate: {policy['min_rate_per_gpu_hour']} per GPU-hour",
+        f"minimum rate: {policy['min_rate_per_gpu_hour']} tokens per GPU-hour, "
+        f"{policy['min_rate_per_cpu_hour']} tokens per CPU-hour",
         f"longest lock: {policy['max_lock_s']} s",
         f"most locked:  {cap}",
     ]

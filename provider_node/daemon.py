@@ -230,6 +230,7 @@ class ProviderNode:
             identity,
             offer,
             price_per_gpu_hour=s.price_wei,
+            price_per_cpu_hour=s.cpu_price_wei,
             runtimes=runtimes_offered(runtime),
             capacity=self._capacity,
             sequence=SequenceFile(s.work_dir / "advert_seq.json"),

@@ -10,8 +10,9 @@ order; the first that fails is the ``Decline`` reason):
 * the job is open (or already has seats) on chain, the offered spec is its spec, this
   provider has no seat in it yet, and the seat is not taken yet and exists
   (``< redundancy + 2``);
-* ``price <= priceCap`` and ``ratePerHour >= PROVIDER_MIN_RATE_PER_GPU_HOUR x max(1, gpus)``
-  (default: the advertised price per GPU-hour);
+* ``price <= priceCap`` and ``ratePerHour >= PROVIDER_MIN_RATE_PER_GPU_HOUR x gpus`` for a
+  GPU job, ``>= PROVIDER_MIN_RATE_PER_CPU_HOUR`` for a job asking for no GPU (defaults: the
+  advertised prices per GPU-hour and per CPU-hour);
 * the consent expires in the future and at most ``MAX_OFFER_EXPIRY_S`` ahead;
 * ``settleDeadline - now <= PROVIDER_MAX_LOCK_S`` (default 7 days);
 * ``locked + pending + stakeFactor x price <= min(PROVIDER_MAX_LOCKED_STAKE, stake)``
@@ -51,14 +52,15 @@ class ConsentPolicy:
 
     coordinators: frozenset[Address]
     min_rate_per_gpu_hour: Wei
+    min_rate_per_cpu_hour: Wei
     max_lock_s: int
     max_locked_stake: Wei | None = None
     """None: all the provider's stake."""
     max_offer_expiry_s: int = MAX_OFFER_EXPIRY_S
 
     def min_rate(self, gpus: int) -> int:
-        """The lowest ``ratePerHour`` for a seat of ``gpus`` GPUs (a CPU seat counts as one)."""
-        return self.min_rate_per_gpu_hour * max(1, gpus)
+        """The lowest ``ratePerHour`` for a seat of ``gpus`` GPUs (0: a CPU seat)."""
+        return self.min_rate_per_gpu_hour * gpus if gpus else self.min_rate_per_cpu_hour
 
     def locked_cap(self, stake: int) -> int:
         cap = self.max_locked_stake
@@ -70,6 +72,7 @@ class ConsentPolicy:
         return {
             "coordinators": sorted(self.coordinators),
             "min_rate_per_gpu_hour": str(from_wei(self.min_rate_per_gpu_hour)),
+            "min_rate_per_cpu_hour": str(from_wei(self.min_rate_per_cpu_hour)),
             "max_lock_s": self.max_lock_s,
             "max_locked_stake": str(from_wei(self.locked_cap(stake))),
             "max_locked_stake_is_all_stake": self.max_locked_stake is None,
@@ -88,11 +91,12 @@ def consent_policy(settings: ProviderSettings) -> ConsentPolicy:
                 f"PROVIDER_COORDINATOR_MULTIADDR: no address can be derived from {peer} "
                 f"({exc}); set PROVIDER_COORDINATORS"
             ) from exc
-    rate = settings.min_rate_per_gpu_hour
+    rate, cpu_rate = settings.min_rate_per_gpu_hour, settings.min_rate_per_cpu_hour
     cap = settings.max_locked_stake
     return ConsentPolicy(
         coordinators=frozenset(coordinators),
         min_rate_per_gpu_hour=Wei(settings.price_wei if rate is None else rate),
+        min_rate_per_cpu_hour=Wei(settings.cpu_price_wei if cpu_rate is None else cpu_rate),
         max_lock_s=settings.max_lock_s,
         max_locked_stake=None if cap is None else Wei(cap),
     )
@@ -134,7 +138,8 @@ def decline_reason(policy: ConsentPolicy, offer: JobOffer, facts: OfferFacts) ->
     if offer.rate_per_hour < policy.min_rate(offer.gpus):
         return (
             f"rate {offer.rate_per_hour} per hour is below this provider's minimum "
-            f"{policy.min_rate(offer.gpus)} for {max(1, offer.gpus)} GPU(s)"
+            f"{policy.min_rate(offer.gpus)} for "
+            + (f"{offer.gpus} GPU(s)" if offer.gpus else "a CPU seat")
         )
     if offer.expiry <= now:
         return f"the offer expired at {offer.expiry} (now {now})"

@@ -48,7 +48,11 @@ class ProviderSettings(BaseSettings):
     stake: Decimal = Field(default=Decimal("100"), ge=0)
     """Token units to keep bonded; the daemon tops up to this at start."""
     price_per_gpu_hour: Decimal = Field(default=Decimal("1"), ge=0)
-    """Token units per GPU-hour quoted in adverts (per CPU-hour for CPU-only providers)."""
+    """Token units per GPU-hour quoted in adverts: a seat of a job asking for g GPUs is billed
+    g times this per hour."""
+    price_per_cpu_hour: Decimal | None = Field(default=None, ge=0)
+    """Token units per hour for a seat of a job asking for no GPU (``gpus: 0``); unset: the
+    GPU-hour price."""
     max_concurrent_jobs: int = Field(default=1, ge=1, le=64)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Serve Prometheus metrics on this port (0 picks a free one); unset turns them off."""
@@ -76,7 +80,10 @@ class ProviderSettings(BaseSettings):
     coordinator at ``coordinator_multiaddr`` only."""
     min_rate_per_gpu_hour: int | None = Field(default=None, ge=0)
     """Lowest ``ratePerHour`` accepted, in base units per GPU-hour of the seat (a seat of g
-    GPUs needs g times this; a CPU seat counts as one); unset: the advertised price."""
+    GPUs needs g times this); unset: the advertised GPU-hour price."""
+    min_rate_per_cpu_hour: int | None = Field(default=None, ge=0)
+    """Lowest ``ratePerHour`` accepted for a seat of a job asking for no GPU, in base units;
+    unset: the advertised CPU-hour price."""
     max_lock_s: int = Field(default=DEFAULT_MAX_LOCK_S, gt=0)
     """Longest time, in seconds, a job's settle deadline may lie ahead (the stake stays
     locked until then)."""
@@ -115,6 +122,11 @@ class ProviderSettings(BaseSettings):
     @property
     def price_wei(self) -> Wei:
         return to_wei(self.price_per_gpu_hour)
+
+    @property
+    def cpu_price_wei(self) -> Wei:
+        price = self.price_per_cpu_hour
+        return self.price_wei if price is None else to_wei(price)
 
     @property
     def ready_file(self) -> Path:

@@ -35,7 +35,7 @@ market_app = typer.Typer(
     no_args_is_help=True,
 )
 
-UNITS = "prices in tokens (6 decimals) per GPU-hour"
+UNITS = "prices in tokens per GPU-hour and per CPU-hour (a seat of a job asking for no GPU)"
 
 
 def _size(value: int | None) -> str:
@@ -65,6 +65,7 @@ def market_providers(
         "TFLOPS",
         "memory",
         "price/GPU-h",
+        "price/CPU-h",
         "reputation",
         "free slots",
         "driver / CUDA / torch",
@@ -78,7 +79,8 @@ def market_providers(
             f"{r['gpu_count']} x {r['gpu_model']}",
             market.tflops(r),
             market.gib(int(r["memory_bytes"])),
-            f"{jobs.tokens(int(r['price']))} tokens",
+            f"{jobs.tokens(int(r['price_per_gpu_hour']))} tokens",
+            f"{jobs.tokens(int(r['price_per_cpu_hour']))} tokens",
             f"{r['reputation']:.3f}",
             str(r["free_slots"]),
             market.software(r),

@@ -160,10 +160,15 @@ def create_app(backend: ApiBackend, *, stake_factor: int = DEFAULT_STAKE_FACTOR)
 
     @app.get("/providers", response_model=Providers, responses=ERRORS)
     async def providers(limit: int = Query(default=100, ge=1, le=1000)) -> Providers:
-        """The live book, cheapest GPU-hour first, at most ``limit`` rows."""
+        """The live book, cheapest GPU-hour (then CPU-hour) first, at most ``limit`` rows."""
         book = backend.book
         entries = sorted(
-            book.entries.values(), key=lambda e: (e.advert.price_per_gpu_hour, e.advert.provider)
+            book.entries.values(),
+            key=lambda e: (
+                e.advert.price_per_gpu_hour,
+                e.advert.price_per_cpu_hour,
+                e.advert.provider,
+            ),
         )[:limit]
         free = book.columns.free_jobs().tolist()
         rows = [ProviderRow.of(e, book.columns, free) for e in entries]

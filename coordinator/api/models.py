@@ -188,7 +188,7 @@ class Explanation(BaseModel):
 
 
 class ProviderRow(BaseModel):
-    """One provider of the live book (``GET /providers``); amounts in token units (6 decimals)."""
+    """One provider of the live book (``GET /providers``); amounts in base units (10^-6 token)."""
 
     address: str
     peer_id: str
@@ -199,7 +199,12 @@ class ProviderRow(BaseModel):
     memory_bytes: int = Field(description="memory of its smallest GPU")
     tflops: dict[str, float] = Field(description="per dtype: verified when listed in verified")
     verified: list[str] = Field(description="dtypes whose TFLOPS a challenge measured")
-    price: str = Field(description="price per GPU-hour in token units")
+    price_per_gpu_hour: str = Field(
+        description="base units per GPU-hour: a seat of g GPUs is billed g times this"
+    )
+    price_per_cpu_hour: str = Field(
+        description="base units per hour for a seat of a job asking for no GPU"
+    )
     reputation: float = Field(description="the one-sided lower bound matching ranks by")
     free_gpus: int
     free_slots: int = Field(description="job slots free now as this coordinator counts them")
@@ -235,7 +240,8 @@ class ProviderRow(BaseModel):
             memory_bytes=min((g.memory_bytes for g in a.gpus), default=0),
             tflops={k: v for k, v in tflops.items() if v > 0},
             verified=verified,
-            price=str(a.price_per_gpu_hour),
+            price_per_gpu_hour=str(a.price_per_gpu_hour),
+            price_per_cpu_hour=str(a.price_per_cpu_hour),
             reputation=entry.reputation,
             free_gpus=a.free_gpus,
             free_slots=free_slots,

@@ -79,6 +79,9 @@ class Advert(WireMessage):
     benchmark: Benchmark
     fingerprint: Fingerprint
     price_per_gpu_hour: WeiField
+    """Base units per GPU-hour: a seat of a job asking for g GPUs is billed g times this."""
+    price_per_cpu_hour: WeiField
+    """Base units per hour for a seat of a job asking for no GPU (``gpus: 0``)."""
     free_gpus: Annotated[StrictInt, Field(ge=0, le=MAX_GPUS_PER_NODE)]
     utilization: Annotated[FiniteFloat, Field(ge=0, le=1)]
     runtimes: Annotated[tuple[RuntimeKind, ...], Field(min_length=1, max_length=4)]

@@ -49,6 +49,7 @@ def offer(i: int, **overrides: Any) -> Offer:
         "gpu_memory_bytes": 24 << 30,
         "tflops": {"fp32": 30.0, "bf16": 100.0},
         "rate_per_gpu_hour": 1 * UNIT,
+        "rate_per_cpu_hour": UNIT // 10,
         "runtimes": ("torch",),
         "fingerprint": "A10/cuda12/torch2.13",
         "utilization": 0.0,

@@ -33,6 +33,7 @@ def offer(i: int, now: float, utilization: float = 0.0) -> Offer:
         gpu_memory_bytes=0,
         tflops={"fp32": 1.0},
         rate_per_gpu_hour=1_000_000 + i,
+        rate_per_cpu_hour=1_000_000 + i,
         runtimes=("torch",),
         fingerprint="cpu",
         utilization=utilization,

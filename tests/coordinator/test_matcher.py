@@ -9,7 +9,7 @@ import pytest
 
 from coordinator.columns import ProviderColumns
 from coordinator.errors import NoCandidates
-from coordinator.matcher import Matcher, exact_price
+from coordinator.matcher import Matcher, exact_price, seat_rate
 from coordinator.requirements import Requirements, parse_spec, requirements_for, tolerance_of
 from protocol.errors import SpecError
 from tests.coordinator.factories import UNIT, offer
@@ -43,7 +43,29 @@ def test_cheapest_per_tflop_wins_and_price_is_rate_times_hours() -> None:
     m = matcher(cols).match(req(duration_s=1800))
     assert [c.address for c in m.chosen] == [offer(2).address]
     assert m.chosen[0].price == UNIT // 2
-    assert exact_price(3 * UNIT, req(gpus=2, duration_s=1200)) == 2 * UNIT
+    two_gpus = req(gpus=2, duration_s=1200)
+    assert exact_price(seat_rate(3 * UNIT, UNIT, two_gpus), two_gpus) == 2 * UNIT
+
+
+def test_a_cpu_job_is_priced_ranked_and_filtered_on_the_cpu_hour_rate() -> None:
+    cols = book(
+        offer(0, rate_per_gpu_hour=UNIT, rate_per_cpu_hour=UNIT // 2),
+        offer(1, rate_per_gpu_hour=2 * UNIT, rate_per_cpu_hour=UNIT // 4),
+        offer(2, rate_per_gpu_hour=UNIT // 2, rate_per_cpu_hour=3 * UNIT),
+    )
+    gpu = matcher(cols).match(req(count=3, duration_s=1800))
+    assert [c.address for c in gpu.chosen] == [offer(i).address for i in (2, 0, 1)]
+    assert [c.rate_per_hour for c in gpu.chosen] == [UNIT // 2, UNIT, 2 * UNIT]
+    cpu = matcher(cols).match(req(gpus=0, count=3, duration_s=1800))
+    assert [c.address for c in cpu.chosen] == [offer(i).address for i in (1, 0, 2)]
+    assert [c.rate_per_hour for c in cpu.chosen] == [UNIT // 4, UNIT // 2, 3 * UNIT]
+    assert [c.price for c in cpu.chosen] == [UNIT // 8, UNIT // 4, 3 * UNIT // 2]
+    # The cap reads the CPU-hour rate too: 1 token for half an hour leaves out the 3-token CPU.
+    with pytest.raises(NoCandidates) as missing:
+        matcher(cols).match(req(gpus=0, count=3, duration_s=1800, price_cap=UNIT))
+    assert missing.value.reasons == {"price above the job's cap": 1}
+    # A rate of zero still bills one unit (the contract refuses a zero rate).
+    assert seat_rate(0, 0, req(gpus=0)) == 1
 
 
 def test_filters_remove_what_does_not_fit() -> None:

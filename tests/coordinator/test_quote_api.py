@@ -13,7 +13,7 @@ from coordinator.api import create_app
 from coordinator.api.quote import QUOTE_MAX_BYTES
 from coordinator.book import ProviderBook
 from coordinator.errors import JobNotFound
-from coordinator.matcher import exact_price
+from coordinator.matcher import exact_price, seat_rate
 from coordinator.metrics import Metrics
 from coordinator.requirements import requirements_for
 from coordinator.signals import Signals
@@ -65,6 +65,7 @@ async def api(tmp_path: Path):
                 provider=who.address,
                 peer_id=who.peer_id,
                 price_per_gpu_hour=rate,
+                price_per_cpu_hour=rate // 10,
                 expires_at=int(time.time()) + 60,
                 fingerprint=Fingerprint(
                     backend="cuda", gpu_model="H100", driver="550.54", cuda="12.4", torch="2.3.0"
@@ -82,7 +83,7 @@ async def api(tmp_path: Path):
 def expected_price(rate: int) -> int:
     spec = parse_spec(SPEC)
     req = requirements_for(spec, count=1, price_cap=spec.price.max_per_provider, exact=True)
-    return exact_price(rate, req)
+    return exact_price(seat_rate(rate, rate // 10, req), req)
 
 
 async def test_quote_prices_each_redundancy_choice_without_reserving(api) -> None:
@@ -154,7 +155,8 @@ async def test_providers_table_is_bounded_and_cheapest_first(api) -> None:
     rows = body["providers"]
     assert [r["address"] for r in rows] == [PROVIDERS[1].address, PROVIDERS[2].address]
     first = rows[0]
-    assert first["price"] == "1000000" and first["gpu_model"] == "H100"
+    assert first["price_per_gpu_hour"] == "1000000" and first["price_per_cpu_hour"] == "100000"
+    assert first["gpu_model"] == "H100"
     assert first["gpu_count"] == 1 and first["memory_bytes"] == 80 * 2**30
     assert first["verified"] == ["fp32"] and first["tflops"]["fp32"] == 40.0
     assert first["free_slots"] == 1 and first["torch"] == "2.3.0" and first["cuda"] == "12.4"

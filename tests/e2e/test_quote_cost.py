@@ -20,7 +20,12 @@ def test_quote_then_submit_pays_the_quoted_prices_and_cost_adds_up(
 ) -> None:
     requester = market.new_requester()
     book = market.cli_json("market", "providers")
-    assert book["total"] >= 2 and all(int(p["price"]) > 0 for p in book["providers"])
+    assert book["total"] >= 2
+    # Devnet providers charge half as much per CPU-hour as per GPU-hour; the spec asks for
+    # no GPU, so every seat is billed at its provider's CPU-hour rate.
+    cpu_rate = {p["address"].lower(): int(p["price_per_cpu_hour"]) for p in book["providers"]}
+    for p in book["providers"]:
+        assert 0 < int(p["price_per_cpu_hour"]) < int(p["price_per_gpu_hour"])
 
     quote = market.cli_json("job", "quote", str(SPEC), "--account", requester.name)
     options = {o["redundancy"]: o for o in quote["options"]}
@@ -52,6 +57,7 @@ def test_quote_then_submit_pays_the_quoted_prices_and_cost_adds_up(
     overlap = 0
     for seat in paid:
         pay = int(seat["paid"])
+        assert int(seat["rate_per_hour"]) == cpu_rate[seat["provider"].lower()]
         assert pay == billed_pay(int(seat["price"]), int(seat["rate_per_hour"]), seat["billed_ms"])
         q = quoted.get(seat["provider"])
         if q is not None:  # a provider the quote chose was seated at the quoted terms

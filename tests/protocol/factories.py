@@ -34,6 +34,7 @@ def advert(**overrides: Any) -> Advert:
             backend="cuda", gpu_model="H100", driver="550.54", cuda="12.4", torch="2.13.0"
         ),
         "price_per_gpu_hour": 2_500_000,
+        "price_per_cpu_hour": 100_000,
         "free_gpus": 1,
         "utilization": 0.0,
         "runtimes": ("torch",),

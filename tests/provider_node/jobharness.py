@@ -123,6 +123,7 @@ class Harness:
         return ConsentPolicy(
             coordinators=frozenset({Address(self.coordinator.address)}),
             min_rate_per_gpu_hour=Wei(RATE),
+            min_rate_per_cpu_hour=Wei(RATE),
             max_lock_s=7 * 24 * 3600,
         )
 

@@ -218,6 +218,7 @@ def test_status_shows_the_consent_policy(tmp_path: Path, monkeypatch: pytest.Mon
     assert policy == {
         "coordinators": [COORDINATOR.address],
         "min_rate_per_gpu_hour": "2.000000",
+        "min_rate_per_cpu_hour": "2.000000",
         "max_lock_s": 86400,
         "max_locked_stake": "100.000000",
         "max_locked_stake_is_all_stake": True,

@@ -45,6 +45,7 @@ def policy(cw: ChainWorld, **changes: Any) -> ConsentPolicy:
     base = ConsentPolicy(
         coordinators=frozenset({Address(cw.coordinator.address)}),
         min_rate_per_gpu_hour=Wei(RATE // 2),
+        min_rate_per_cpu_hour=Wei(RATE // 2),
         max_lock_s=DEFAULT_MAX_LOCK_S,
     )
     return dataclasses.replace(base, **changes)
@@ -148,6 +149,17 @@ def test_rate_below_the_minimum_per_gpu(cw: ChainWorld, job_id: JobId) -> None:
     )
 
 
+def test_a_cpu_seat_is_held_to_the_cpu_hour_minimum(cw: ChainWorld, job_id: JobId) -> None:
+    # GPU-hours cheap, CPU-hours dear: a CPU seat at the GPU minimum is refused.
+    strict = policy(cw, min_rate_per_gpu_hour=Wei(RATE // 4), min_rate_per_cpu_hour=Wei(RATE))
+    cpu_seat = offer(cw, job_id, gpus=0, rate_per_hour=RATE // 2)
+    reason = decline_reason(strict, cpu_seat, facts(cw, job_id))
+    assert reason is not None and f"minimum {RATE} for a CPU seat" in reason
+    assert decline_reason(strict, offer(cw, job_id, gpus=2), facts(cw, job_id)) is None
+    at_minimum = offer(cw, job_id, gpus=0, rate_per_hour=RATE)
+    assert decline_reason(strict, at_minimum, facts(cw, job_id)) is None
+
+
 def test_expired_offer(cw: ChainWorld, job_id: JobId) -> None:
     now = cw.world.time
     reason = decline_reason(policy(cw), offer(cw, job_id, expiry=now), facts(cw, job_id))
@@ -224,6 +236,11 @@ def test_policy_defaults_come_from_the_settings(tmp_path: Path) -> None:
     p = consent_policy(_settings(tmp_path, coordinator_multiaddr=addr, price_per_gpu_hour="2.5"))
     assert p.coordinators == {cw.coordinator.address}
     assert p.min_rate_per_gpu_hour == to_wei("2.5")
+    assert p.min_rate_per_cpu_hour == to_wei("2.5")  # no CPU-hour price: the GPU-hour one
+    both = _settings(tmp_path, price_per_gpu_hour="2.5", price_per_cpu_hour="0.25")
+    assert consent_policy(both).min_rate_per_cpu_hour == to_wei("0.25")
+    assert consent_policy(both).min_rate(0) == to_wei("0.25")
+    assert consent_policy(both).min_rate(2) == to_wei("5")
     assert p.max_lock_s == 7 * 24 * 3600 and p.max_locked_stake is None
     assert p.locked_cap(123) == 123
     view = p.view(to_wei("100"))
@@ -237,11 +254,13 @@ def test_policy_settings_from_the_environment(
     a, b = "0x" + "ab" * 20, "0x" + "cd" * 20
     monkeypatch.setenv("PROVIDER_COORDINATORS", f"{a}, {b}")
     monkeypatch.setenv("PROVIDER_MIN_RATE_PER_GPU_HOUR", "7")
+    monkeypatch.setenv("PROVIDER_MIN_RATE_PER_CPU_HOUR", "3")
     monkeypatch.setenv("PROVIDER_MAX_LOCK_S", "3600")
     monkeypatch.setenv("PROVIDER_MAX_LOCKED_STAKE", "50")
     p = consent_policy(_settings(tmp_path))
     assert {x.lower() for x in p.coordinators} == {a, b}
     assert (p.min_rate_per_gpu_hour, p.max_lock_s, p.max_locked_stake) == (7, 3600, 50)
+    assert p.min_rate_per_cpu_hour == 3
     assert p.locked_cap(10) == 10 and p.locked_cap(100) == 50
     monkeypatch.setenv("PROVIDER_COORDINATORS", "0x12")
     with pytest.raises(ConfigError, match="PROVIDER_COORDINATORS"):
