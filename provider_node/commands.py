@@ -216,10 +216,15 @@ def register_commands(app: typer.Typer) -> None:
         as_json: AsJson = False,
     ) -> None:
         """Paid, pending, slashed, claimable and claimed tokens, per job and in total, read
-        from the market's events. The chain does not know a seat's GPU count (the spec
-        does), so time sold is billed seat-seconds and the rate is tokens per billed
-        seat-hour."""
-        from provider_node.earnings import earnings_lines, earnings_table, read_earnings
+        from the market's events; time sold in GPU-seconds and CPU-seconds with the rate
+        earned per GPU-hour and per CPU-hour (each job's GPU count comes from its spec,
+        read through PROVIDER_IPFS_API)."""
+        from provider_node.earnings import (
+            earnings_lines,
+            earnings_table,
+            ipfs_gpus_of,
+            read_earnings,
+        )
 
         try:
             settings = load_settings()
@@ -230,6 +235,7 @@ def register_commands(app: typer.Typer) -> None:
                 market=settings.market,
                 from_block=from_block,
                 since=since,
+                gpus_of=ipfs_gpus_of(settings.ipfs_api),
             )
         except GpuMarketError as exc:
             raise _exit(exc) from None

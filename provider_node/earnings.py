@@ -9,28 +9,41 @@ one :class:`JobEarning` per job the provider held a seat in, plus what it claime
 it), and ``claimable`` now. Nothing comes from local state, so the answer is the same
 right after a restart and on a fresh machine.
 
-The chain knows each seat's billed milliseconds but not its GPU count (that is in the
-job's spec, off chain): time sold is reported in billed seat-seconds.
+The chain knows each seat's billed milliseconds but not its GPU count: that is in the
+job's spec, which the chain names by CID. :func:`read_earnings` asks a ``gpus_of`` lookup
+(:func:`spec_gpus`: the specs fetched from IPFS, verified against their CIDs) for the
+GPUs of each job that billed time, and reports GPU-seconds (billed seconds times the
+job's GPUs) and CPU-seconds (jobs asking for no GPU) with the rate earned on each; a job
+whose spec cannot be found counts as billed seat-seconds only, and is named.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+import trio
 from rich import box
 from rich.table import Table
 
-from contracts.models import MS_PER_HOUR, ChainEvent, ProviderInfo
+from contracts.models import MS_PER_HOUR, ChainEvent, JobInfo, ProviderInfo
 from contracts.rules import unpack_paid_and_billed
-from protocol.errors import ChainError, ConfigError
+from protocol.errors import ChainError, ConfigError, GpuMarketError
 from protocol.ids import Address, JobId, Wei, from_wei, job_id_hex, parse_address
+from protocol.ipfs.kubo import KuboContentStore
+from protocol.ipfs.store import ContentStore
+from protocol.registry import MAX_SPEC_BYTES
+from protocol.spec_io import parse_spec
 from protocol.units import parse_duration
 
 MAX_RANGE = 2000
+SPEC_TIMEOUT_S = 10.0
+"""How long one spec may take to arrive from IPFS before its job's GPUs count as unknown."""
+SPEC_FETCHES = 8
+"""Specs fetched at once."""
 """Blocks per ``eth_getLogs`` request (public nodes refuse much wider ranges)."""
 
 CLOSING = {
@@ -60,6 +73,11 @@ class EarningsChain(Protocol):
     def get_events(self, from_block: int, to_block: int) -> list[ChainEvent]: ...
     def claimable(self, account: str) -> Wei: ...
     def provider_info(self, provider: str) -> ProviderInfo: ...
+    def get_job(self, job_id: JobId) -> JobInfo: ...
+
+
+GpusOf = Callable[[Collection[str]], Mapping[str, int | None]]
+"""Spec CIDs to the GPUs each spec asks for (None: the spec could not be read)."""
 
 
 @dataclass
@@ -78,6 +96,8 @@ class JobEarning:
     paid: int = 0
     billed_ms: int = 0
     slashed: int = 0
+    gpus: int | None = None
+    """GPUs per seat from the job's spec (0: a CPU job); None until known."""
 
     @property
     def outcome(self) -> str:
@@ -99,6 +119,8 @@ class JobEarning:
             "paid": tokens(self.paid),
             "slashed": tokens(self.slashed),
             "billed_s": seconds(self.billed_ms),
+            "gpus": self.gpus,
+            "gpu_s": None if self.gpus is None else seconds(self.billed_ms * self.gpus),
         }
 
 
@@ -139,13 +161,40 @@ class Earnings:
     @property
     def rate_per_hour(self) -> Decimal | None:
         """Paid per billed seat-hour, in base units; None before anything was billed."""
-        if not self.billed_ms:
-            return None
-        return Decimal(self.paid) * MS_PER_HOUR / self.billed_ms
+        return _per_hour(self.paid, self.billed_ms)
+
+    @property
+    def gpu_ms(self) -> int:
+        """GPU-milliseconds sold: billed time times the job's GPUs, over jobs with GPUs."""
+        return sum(j.billed_ms * j.gpus for j in self.jobs if j.gpus)
+
+    @property
+    def cpu_ms(self) -> int:
+        """Billed milliseconds of jobs that asked for no GPU."""
+        return sum(j.billed_ms for j in self.jobs if j.gpus == 0)
+
+    @property
+    def rate_per_gpu_hour(self) -> Decimal | None:
+        """Paid on GPU jobs per GPU-hour sold, in base units."""
+        return _per_hour(sum(j.paid for j in self.jobs if j.gpus), self.gpu_ms)
+
+    @property
+    def rate_per_cpu_hour(self) -> Decimal | None:
+        """Paid on CPU jobs per billed hour, in base units."""
+        return _per_hour(sum(j.paid for j in self.jobs if j.gpus == 0), self.cpu_ms)
+
+    @property
+    def unknown_gpus(self) -> list[JobEarning]:
+        """Jobs that billed time but whose spec (so GPU count) could not be read."""
+        return [j for j in self.jobs if j.billed_ms and j.gpus is None]
 
     def view(self) -> dict[str, Any]:
         """The JSON answer: amounts in tokens (6 decimals) as strings, times in seconds."""
-        rate = self.rate_per_hour
+        rate, gpu_rate, cpu_rate = (
+            self.rate_per_hour,
+            self.rate_per_gpu_hour,
+            self.rate_per_cpu_hour,
+        )
         return {
             "address": self.address,
             "unit": "tokens",
@@ -162,8 +211,17 @@ class Earnings:
             "claims": self.claims,
             "billed_seat_s": seconds(self.billed_ms),
             "rate_per_seat_hour": None if rate is None else tokens(rate),
+            "gpu_s": seconds(self.gpu_ms),
+            "rate_per_gpu_hour": None if gpu_rate is None else tokens(gpu_rate),
+            "cpu_s": seconds(self.cpu_ms),
+            "rate_per_cpu_hour": None if cpu_rate is None else tokens(cpu_rate),
+            "gpus_unknown_jobs": [job_id_hex(j.job_id) for j in self.unknown_gpus],
             "jobs": [j.view() for j in self.jobs],
         }
+
+
+def _per_hour(amount: int, ms: int) -> Decimal | None:
+    return None if not ms else Decimal(amount) * MS_PER_HOUR / ms
 
 
 def tokens(amount: int | Decimal) -> str:
@@ -278,9 +336,12 @@ def read_earnings(
     market: str,
     from_block: int = 0,
     since: str | None = None,
+    gpus_of: GpusOf | None = None,
 ) -> Earnings:
     """``address``'s earnings on the market at ``market`` from its events since
-    ``from_block``; ``since`` (a duration or ISO date) limits the closed jobs and claims."""
+    ``from_block``; ``since`` (a duration or ISO date) limits the closed jobs and claims.
+    ``gpus_of`` (e.g. :func:`spec_gpus`) gives the GPUs of each job that billed time; without
+    it every job's GPU count stays unknown."""
     me = parse_address(address)
     if not chain.provider_info(me).registered:
         raise NotAProvider(me, market)
@@ -291,6 +352,12 @@ def read_earnings(
         when = parse_since(since, chain.now())
         since_block = first_block_at(chain, when, start, head)
     jobs, claimed, claims = tally(read_events(chain, start, head), me, since_block=since_block)
+    if gpus_of is not None:
+        billed = {j.job_id: chain.get_job(j.job_id).spec_cid for j in jobs if j.billed_ms}
+        found = gpus_of(set(billed.values()))
+        for job in jobs:
+            if job.job_id in billed:
+                job.gpus = found.get(billed[job.job_id])
     return Earnings(
         address=me,
         from_block=start,
@@ -304,6 +371,43 @@ def read_earnings(
     )
 
 
+async def spec_gpus(
+    store: ContentStore, cids: Collection[str], *, timeout_s: float = SPEC_TIMEOUT_S
+) -> dict[str, int | None]:
+    """The GPUs each spec asks for, fetched from ``store`` (verified, at most
+    :data:`~protocol.registry.MAX_SPEC_BYTES` each, ``timeout_s`` each,
+    :data:`SPEC_FETCHES` at a time); None for a spec that is missing, late or invalid."""
+    found: dict[str, int | None] = dict.fromkeys(cids)
+    limit = trio.CapacityLimiter(SPEC_FETCHES)
+
+    async def one(cid: str) -> None:
+        async with limit:
+            with trio.move_on_after(timeout_s):
+                try:
+                    data = await store.read_bytes(cid, max_size=MAX_SPEC_BYTES)
+                    found[cid] = parse_spec(data).resources.gpus
+                except GpuMarketError:
+                    return
+
+    async with trio.open_nursery() as nursery:
+        for cid in found:
+            nursery.start_soon(one, cid, name=f"spec {cid}")
+    return found
+
+
+def ipfs_gpus_of(api_url: str, *, timeout_s: float = SPEC_TIMEOUT_S) -> GpusOf:
+    """A :data:`GpusOf` that reads the specs through the IPFS node at ``api_url``."""
+
+    def lookup(cids: Collection[str]) -> Mapping[str, int | None]:
+        async def fetch() -> dict[str, int | None]:
+            async with KuboContentStore(api_url, timeout=timeout_s) as store:
+                return await spec_gpus(store, cids, timeout_s=timeout_s)
+
+        return trio.run(fetch)
+
+    return lookup
+
+
 def earnings_table(earnings: Earnings) -> Table:
     """One row per job: its seats, outcome, blocks, and amounts in tokens."""
     table = Table(
@@ -315,7 +419,7 @@ def earnings_table(earnings: Earnings) -> Table:
     )
     for name in ("job", "seat", "outcome", "assigned", "closed"):
         table.add_column(name, no_wrap=True)
-    for name in ("price", "paid", "slashed", "billed s"):
+    for name in ("price", "paid", "slashed", "billed s", "GPUs", "GPU-s"):
         table.add_column(name, justify="right", overflow="fold")
     for job in earnings.jobs:
         v = job.view()
@@ -329,6 +433,8 @@ def earnings_table(earnings: Earnings) -> Table:
             v["paid"],
             v["slashed"],
             v["billed_s"],
+            "?" if job.gpus is None else str(job.gpus),
+            "-" if v["gpu_s"] is None else v["gpu_s"],
         )
     return table
 
@@ -336,7 +442,6 @@ def earnings_table(earnings: Earnings) -> Table:
 def earnings_lines(earnings: Earnings) -> list[str]:
     """The totals as ``provider earnings`` prints them under its table."""
     view = earnings.view()
-    rate = view["rate_per_seat_hour"]
     window = f"blocks {earnings.from_block} to {earnings.to_block}"
     if earnings.since is not None:
         since = datetime.fromtimestamp(earnings.since, UTC).isoformat(timespec="seconds")
@@ -350,8 +455,33 @@ def earnings_lines(earnings: Earnings) -> list[str]:
         f"slashed:      {view['slashed']} tokens",
         f"claimable:    {view['claimable']} tokens now",
         f"claimed:      {view['claimed']} tokens in {_count(earnings.claims, 'claim')}",
-        f"time sold:    {view['billed_seat_s']} billed seat-seconds",
-        "rate:         " + ("-" if rate is None else f"{rate} tokens per billed seat-hour"),
+        f"time sold:    {view['gpu_s']} GPU-seconds, {view['cpu_s']} CPU-seconds "
+        f"({view['billed_seat_s']} billed seat-seconds)",
+        "rate:         "
+        + ", ".join(
+            [
+                _rate(view["rate_per_gpu_hour"], "GPU-hour"),
+                _rate(view["rate_per_cpu_hour"], "CPU-hour"),
+                _rate(view["rate_per_seat_hour"], "billed seat-hour"),
+            ]
+        ),
+        *_unknown_lines(earnings),
+    ]
+
+
+def _rate(value: str | None, unit: str) -> str:
+    return f"- per {unit}" if value is None else f"{value} tokens per {unit}"
+
+
+def _unknown_lines(earnings: Earnings) -> list[str]:
+    unknown = earnings.unknown_gpus
+    if not unknown:
+        return []
+    return [
+        f"unknown GPUs: {_count(len(unknown), 'job')} whose spec could not be read from IPFS "
+        "count in seat-seconds only: "
+        + ", ".join(job_id_hex(j.job_id) for j in unknown[:5])
+        + (" …" if len(unknown) > 5 else "")
     ]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 import typer
 from typer.testing import CliRunner, Result
 
@@ -24,14 +25,19 @@ from contracts.models import ChainEvent
 from devnet.anvil import dev_accounts
 from protocol.errors import ConfigError
 from protocol.ids import JobId, Wei, job_id_hex, to_wei
+from protocol.ipfs.kubo import KuboContentStore
+from protocol.ipfs.memory import MemoryContentStore
+from protocol.ipfs.store import ContentStore
 from provider_node import commands
 from provider_node.commands import register_commands
 from provider_node.earnings import (
     NotAProvider,
+    earnings_lines,
     first_block_at,
     parse_since,
     read_earnings,
     read_events,
+    spec_gpus,
     tally,
 )
 from tests.contracts.harness import (
@@ -39,6 +45,7 @@ from tests.contracts.harness import (
     FACTOR,
     GOOD,
     PRICE,
+    SPEC_CID,
     STAKE,
     Market,
     deploy_real,
@@ -114,6 +121,82 @@ def test_paid_pending_claimed_and_claimable_match_the_market(fake: Story) -> Non
     assert (view["paid"], view["claimable"], view["claimed"]) == ("0.2", "0.1", "0.1")
     assert (view["pending_jobs"], view["pending_up_to"]) == (1, "2")
     assert (view["billed_seat_s"], view["rate_per_seat_hour"]) == ("200", "3.6")
+
+
+def spec(gpus: int) -> bytes:
+    """A job spec asking for ``gpus`` GPUs, as the wallet stores it (JSON)."""
+    return json.dumps(
+        {
+            "name": f"gpus-{gpus}",
+            "runtime": {"kind": "torch", "entrypoint": "main.py"},
+            "resources": {"gpus": gpus},
+            "verification": {"redundancy": 2, "compare": "exact"},
+            "price": {"max_per_provider": "2.50"},
+            "timeout": "2m",
+        }
+    ).encode()
+
+
+async def add_specs(store: ContentStore) -> tuple[str, str]:
+    """(CID of a 2-GPU spec, CID of a CPU spec) added to ``store``."""
+    return await store.add_bytes(spec(2)), await store.add_bytes(spec(0))
+
+
+def test_time_sold_is_counted_in_gpu_and_cpu_seconds_from_each_jobs_spec() -> None:
+    m = fake_market([a.private_key for a in dev_accounts()])
+    store = MemoryContentStore()
+    two_gpus, cpu = trio.run(add_specs, store)
+    jobs = {"gpu": m.create(2, spec_cid=two_gpus), "cpu": m.create(2, spec_cid=cpu)}
+    jobs["lost"] = m.create(2, spec_cid=SPEC_CID)  # a spec nobody has
+    for job_id in jobs.values():
+        m.assign(job_id, 0, 1)
+        m.coordinator.settle(m.settlement(job_id, [GOOD, GOOD]))
+    p0 = m.providers[0]
+    asked: list[set[str]] = []
+
+    def gpus_of(cids: Any) -> Any:
+        asked.append(set(cids))
+        return trio.run(spec_gpus, store, cids)
+
+    report = read_earnings(p0, p0.address, market=m.deployment.market, gpus_of=gpus_of)
+    assert asked == [{two_gpus, cpu, SPEC_CID}]  # each spec fetched once
+    got = by_job(report)
+    assert [got[jobs[k]].gpus for k in ("gpu", "cpu", "lost")] == [2, 0, None]
+    # 100 s billed per seat, 0.1 token each: 200 GPU-s on the 2-GPU job, 100 CPU-s.
+    assert (report.gpu_ms, report.cpu_ms, report.billed_ms) == (200_000, 100_000, 300_000)
+    assert report.rate_per_gpu_hour == Decimal(to_wei("1.8"))
+    assert report.rate_per_cpu_hour == Decimal(to_wei("3.6"))
+    assert [j.job_id for j in report.unknown_gpus] == [jobs["lost"]]
+    view = report.view()
+    assert (view["gpu_s"], view["cpu_s"], view["billed_seat_s"]) == ("200", "100", "300")
+    assert (view["rate_per_gpu_hour"], view["rate_per_cpu_hour"]) == ("1.8", "3.6")
+    assert view["gpus_unknown_jobs"] == [job_id_hex(jobs["lost"])]
+    assert [j["gpu_s"] for j in view["jobs"]] == ["200", "0", None]
+    lines = "\n".join(earnings_lines(report))
+    assert "200 GPU-seconds, 100 CPU-seconds (300 billed seat-seconds)" in lines
+    assert "1.8 tokens per GPU-hour, 3.6 tokens per CPU-hour" in lines
+    assert "unknown GPUs: 1 job whose spec could not be read" in lines
+    # Without a lookup nothing is guessed: every job's GPUs stay unknown.
+    blind = read_earnings(p0, p0.address, market=m.deployment.market)
+    assert (blind.gpu_ms, blind.cpu_ms, len(blind.unknown_gpus)) == (0, 0, 3)
+
+
+def test_a_spec_that_is_late_or_not_a_spec_counts_as_unknown() -> None:
+    class Slow(MemoryContentStore):
+        async def read_bytes(self, cid: str, *, max_size: int = 1 << 30) -> bytes:
+            await trio.sleep(60)
+            raise AssertionError("the timeout should have fired")
+
+    async def go() -> tuple[dict[str, int | None], dict[str, int | None]]:
+        store = MemoryContentStore()
+        junk = await store.add_bytes(b"name: [unclosed")
+        good, _ = await add_specs(store)
+        slow = await spec_gpus(Slow(), [good], timeout_s=0.05)
+        return await spec_gpus(store, [junk, good]), slow
+
+    found, slow = trio.run(go)
+    assert sorted(found.values(), key=str) == [2, None]
+    assert list(slow.values()) == [None]
 
 
 def test_a_slash_is_the_stake_the_market_took(fake: Story) -> None:
@@ -295,7 +378,11 @@ def test_the_command_prints_a_table_and_totals_with_units(
     assert "pending:      up to 2 tokens in 1 open job\n" in shown.output
     assert "claimable:    0.1 tokens now" in shown.output
     assert "claimed:      0.1 tokens in 1 claim\n" in shown.output
-    assert "rate:         3.6 tokens per billed seat-hour" in shown.output
+    # PROVIDER_IPFS_API is unreachable here: no GPU count is known, and the report says so.
+    assert "rate:         - per GPU-hour, - per CPU-hour, 3.6 tokens per billed seat-hour" in (
+        shown.output
+    )
+    assert "unknown GPUs: 2 jobs whose spec could not be read" in shown.output
     assert "aborted" in shown.output and "pending" in shown.output
     answer = json.loads(invoke(app, "--json", "--since", "1d").output)
     assert answer["paid"] == "0.1" and answer["unit"] == "tokens"
@@ -344,13 +431,26 @@ def real(deployed: dict[str, str], chain: Any) -> Iterator[Market]:
     yield real_market(chain.rpc_url, chain.chain_id, deployed, keys, chain.rpc)
 
 
+async def add_specs_at(api_url: str) -> tuple[str, str]:
+    async with KuboContentStore(api_url) as store:
+        return await add_specs(store)
+
+
 @pytest.mark.integration
 def test_the_command_on_anvil(
-    real: Market, deployed: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    real: Market,
+    deployed: dict[str, str],
+    ipfs: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    done = real.create(3)
+    two_gpus, cpu = trio.run(add_specs_at, ipfs.api_url)
+    done = real.create(3, spec_cid=two_gpus)
     real.assign(done, 0, 1, 2)
     real.coordinator.settle(real.settlement(done, [GOOD, BAD, GOOD]))
+    on_cpu = real.create(2, spec_cid=cpu)
+    real.assign(on_cpu, 0, 2)
+    real.coordinator.settle(real.settlement(on_cpu, [GOOD, GOOD]))
     waiting = real.create(2)
     real.assign(waiting, 1, 3)
     app = cli(
@@ -360,6 +460,7 @@ def test_the_command_on_anvil(
         MARKET_ADDRESS=deployed["market"],
         REGISTRY_ADDRESS=deployed["registry"],
         TOKEN_ADDRESS=deployed["token"],
+        IPFS_API=ipfs.api_url,
     )
     p1 = real.providers[1]
     shown = invoke(app, "-a", p1.address, "--json")
@@ -371,7 +472,11 @@ def test_the_command_on_anvil(
     assert [j["outcome"] for j in answer["jobs"]] == ["slashed", "pending"]
     table = invoke(app, "-a", real.providers[0].address, "--since", "7d")
     assert table.exit_code == 0, table.output
-    assert "paid:         0.1 tokens over 1 closed job\n" in table.output
-    assert "claimable:    0.1 tokens now" in table.output
+    assert "paid:         0.2 tokens over 2 closed jobs\n" in table.output
+    assert "claimable:    0.2 tokens now" in table.output
+    # Each job's GPUs come from its spec in IPFS: 100 s on 2 GPUs, 100 s on the CPU.
+    assert "200 GPU-seconds, 100 CPU-seconds (200 billed seat-seconds)" in table.output
+    assert "1.8 tokens per GPU-hour, 3.6 tokens per CPU-hour" in table.output
+    assert "unknown GPUs" not in table.output
     stranger = invoke(app, "-a", real.requester.address)
     assert stranger.exit_code == 1 and "is not a registered provider" in stranger.output
