@@ -34,8 +34,8 @@ app = typer.Typer(
     name="gpumarket",
     help=(
         "gpumarket: a decentralized GPU compute marketplace.\n\n"
-        "Providers sell GPU time, requesters submit jobs, a coordinator matches them and\n"
-        "settles payment through an escrow contract. Start with `gpumarket devnet up` for a\n"
+        "Providers sell GPU time, requesters submit jobs, a coordinator matches them and "
+        "settles payment through an escrow contract. Start with `gpumarket devnet up` for a "
         "local market on this machine."
     ),
     no_args_is_help=True,

@@ -16,9 +16,9 @@ from protocol.errors import GpuMarketError
 
 app = typer.Typer(
     help=(
-        "Run a local market on this machine: Anvil (an EVM chain), an IPFS node, the\n"
+        "Run a local market on this machine: Anvil (an EVM chain), an IPFS node, the "
         "contracts, a coordinator and CPU providers, all on 127.0.0.1.\n\n"
-        "`up` starts everything and writes the endpoints to a state file, `status` checks\n"
+        "`up` starts everything and writes the endpoints to a state file, `status` checks "
         "them, `down` stops exactly what `up` started (even if `up` was interrupted)."
     ),
     no_args_is_help=True,
