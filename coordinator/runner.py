@@ -1,7 +1,9 @@
 """One background task per open job, woken by signals and by a slow poll.
 
 A task steps its job until the job needs nothing more; errors are logged with the job id
-and retried with backoff, never allowed to take the service down.
+and retried with backoff, never allowed to take the service down. A step may run work in
+nurseries, so its errors can arrive grouped: expected ones (``GpuMarketError``) are logged
+as one warning line wherever they sit in the group, anything else as a crash.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import trio
 
 from coordinator.driver import JobDriver
 from coordinator.signals import Signals
-from protocol.errors import GpuMarketError
+from protocol.errors import GpuMarketError, leaves
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +43,19 @@ class JobRunner:
         try:
             while True:
                 seen = self.signals.generation(job_id)
+                failed = False
                 try:
                     if await self.driver.step(job_id):
                         return
                     backoff = 0.2
-                except GpuMarketError as exc:
-                    log.warning("job %s: step failed: %s", job_id[:18], exc)
-                    await trio.sleep(backoff)
-                    backoff = min(MAX_BACKOFF_S, backoff * 2)
-                except Exception:
+                except* GpuMarketError as group:
+                    failed = True
+                    why = "; ".join(str(e) for e in leaves(group))
+                    log.warning("job %s: step failed: %s", job_id[:18], why)
+                except* Exception:
+                    failed = True
                     log.exception("job %s: step crashed", job_id[:18])
+                if failed:
                     await trio.sleep(backoff)
                     backoff = min(MAX_BACKOFF_S, backoff * 2)
                 await self.signals.wait(job_id, self.poll_s, since=seen)

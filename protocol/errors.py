@@ -78,3 +78,11 @@ class SandboxError(GpuMarketError):
 
 class DevnetError(GpuMarketError):
     """A devnet process could not be started, reached or stopped."""
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    """The errors inside ``error``, exception groups opened at every depth (``error``
+    itself when it is not a group)."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]

@@ -15,9 +15,9 @@ are handed to the :class:`~provider_node.fallback.ChainFallback` to watch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import cast
+from typing import Any, cast
 
 import trio
 
@@ -263,8 +263,8 @@ class JobServer:
                 kind=FailureKind.SANDBOX_ERROR,
                 detail=f"cannot reveal: {exc}"[:1000],
             )
-            assert self._nursery is not None
-            self._nursery.start_soon(deliver, self.reporter_for(record.coordinator_peer), report)
+            reporter = self.reporter_for(record.coordinator_peer)
+            self._spawn(f"report-{record.job_id.hex()[:12]}", deliver, reporter, report)
             raise Refused(ErrorCode.INTERNAL, str(exc)) from exc
         log.info("job 0x%s: revealed %s", record.job_id.hex(), reveal.result_cid)
         return reveal
@@ -290,6 +290,19 @@ class JobServer:
         if self.fallback is not None:
             self.fallback.watch(record.job_id)
         self._nursery.start_soon(self._run_job, record, name=f"job-{record.job_id.hex()[:12]}")
+
+    def _spawn(self, name: str, work: Callable[..., Awaitable[object]], *args: Any) -> None:
+        """Run ``work(*args)`` in the background as the task ``name``, contained: an error in
+        it is logged and ends that task only, never the running jobs beside it."""
+        assert self._nursery is not None, "use the server inside `async with`"
+        self._nursery.start_soon(self._contained, name, work, *args, name=name)
+
+    @staticmethod
+    async def _contained(name: str, work: Callable[..., Awaitable[object]], *args: Any) -> None:
+        try:
+            await work(*args)
+        except Exception:
+            log.exception("%s: background task crashed", name)
 
     async def _run_job(self, record: JobRecord) -> None:
         reporter = self.reporter_for(record.coordinator_peer)
@@ -337,13 +350,12 @@ class JobServer:
             if record.phase.terminal:
                 await self.worker.clean(record)
             elif record.phase is Phase.COMPUTED or unreceipted:
-                assert self._nursery is not None
-                self._nursery.start_soon(self.worker.send_commitment, record, reporter)
+                name = f"commit-{record.job_id.hex()[:12]}"
+                self._spawn(name, self.worker.send_commitment, record, reporter)
             elif record.phase in (Phase.ASSIGNED, Phase.RUNNING):
-                assert self._nursery is not None
-                self._nursery.start_soon(
-                    self.worker.hand_back, record, reporter, "the provider restarted mid-run"
-                )
+                why = "the provider restarted mid-run"
+                name = f"hand-back-{record.job_id.hex()[:12]}"
+                self._spawn(name, self.worker.hand_back, record, reporter, why)
 
     async def drain(self, grace_s: float) -> None:
         """Stop taking jobs; let running ones finish for ``grace_s``, then hand them back."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -325,3 +326,36 @@ def test_advert_sequence_rises_across_restarts(tmp_path: Path) -> None:
     assert a < b < again.next()
     os.remove(path)
     assert SequenceFile(path).next() > 0
+
+
+async def test_a_crash_in_a_restart_task_is_contained(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await harness.assignment(GOOD_JOB)
+    async with harness.server() as server:
+        await ask_as(harness, server, first)
+        await wait_for(harness.reporter, Commitment, first.job_id)
+    # A stop after computing, before committing: the restart commits in the background.
+    record = harness.jobs.load(first.job_id)
+    assert record is not None
+    harness.jobs.save(record.model_copy(update={"phase": Phase.COMPUTED}))
+    second = await harness.assignment(GOOD_JOB)
+    async with harness.server() as restarted:
+
+        real = restarted.worker.send_commitment
+
+        async def broken(record: Any, reporter: Any) -> Any:
+            if record.job_id == first.job_id:
+                raise RuntimeError("a bug in the commit path")
+            return await real(record, reporter)
+
+        monkeypatch.setattr(restarted.worker, "send_commitment", broken)
+        await restarted.resume()
+        # The crash ended its own task only: the server still runs jobs to a commitment.
+        ack = await ask_as(harness, restarted, second)
+        assert isinstance(ack, Ack), ack
+        await wait_for(harness.reporter, Commitment, second.job_id)
+    crashed = [r for r in caplog.records if "background task crashed" in r.getMessage()]
+    assert [r.getMessage() for r in crashed] == [
+        f"commit-{first.job_id.hex()[:12]}: background task crashed"
+    ]
