@@ -83,6 +83,7 @@ def advert(who: Identity, seq: int = 1) -> Advert:
         benchmark=Benchmark(tflops={"fp32": 0.01}, memory_bandwidth_gbps=10.0),
         fingerprint=Fingerprint(backend="cpu", gpu_model="cpu", torch="2.13.0"),
         price_per_gpu_hour=Wei(1),
+        price_per_cpu_hour=Wei(1),
         free_gpus=0,
         utilization=0.0,
         runtimes=("torch",),
