@@ -3,7 +3,16 @@
 Fills the coordinator's own book columns with N providers (GPU models, counts, memory,
 measured TFLOPS, prices, runtimes, fingerprints, operator groups, stakes, reputations and
 load all varied), then runs the real :class:`coordinator.matcher.Matcher` over a mix of
-job requirements and reports matches per second and latency percentiles.
+job requirements, twice:
+
+* frozen: the book does not change while matching;
+* live: between matches, adverts arrive at ``--adverts-per-s`` of wall time (each one
+  rewrites a provider's slot: load, free GPUs, prices, as :meth:`ProviderColumns.upsert`
+  does for every verified advert), every successful match reserves a job slot at each
+  chosen provider and the oldest reservations are released, as the coordinator's planning
+  does. Applying the adverts counts in the wall time.
+
+Only successful matches count in ``matches_per_s``; latency percentiles are per match call.
 
     python -m bench.matching [--providers 10000] [--matches 20000] [--json]
 """
@@ -11,6 +20,7 @@ job requirements and reports matches per second and latency percentiles.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import random
 import statistics
@@ -19,7 +29,7 @@ import time
 
 import numpy as np
 
-from coordinator.columns import Offer, ProviderColumns
+from coordinator.columns import DTYPE_INDEX, RUNTIME_BITS, Offer, ProviderColumns
 from coordinator.errors import NoCandidates
 from coordinator.matcher import Matcher
 from coordinator.requirements import Requirements
@@ -90,40 +100,94 @@ def job_mix(rng: random.Random, count: int) -> list[Requirements]:
     return jobs
 
 
-def run(providers: int, matches: int, seed: int) -> dict[str, float]:
+def advert_updates(cols: ProviderColumns, rng: random.Random, count: int) -> list[Offer]:
+    """Fresh adverts for random providers of ``cols``: new load, free GPUs and prices."""
+    updates = []
+    for _ in range(count):
+        slot = rng.randrange(cols.size)
+        gpus = int(cols.gpu_count[slot])
+        name = cols.fingerprint_names[int(cols.fingerprint[slot])]
+        tflops = {d: float(cols.tflops[slot, i]) for d, i in DTYPE_INDEX.items()}
+        drift = rng.uniform(0.9, 1.1)
+        updates.append(
+            Offer(
+                address=cols.addresses[slot],
+                peer_id=cols.peer_ids[slot],
+                multiaddrs=cols.multiaddrs[slot],
+                gpu_count=gpus,
+                free_gpus=rng.randint(0, gpus),
+                gpu_memory_bytes=int(cols.gpu_memory[slot]),
+                tflops={d: v for d, v in tflops.items() if v > 0},
+                rate_per_gpu_hour=max(1, int(cols.rates[slot] * drift)),
+                rate_per_cpu_hour=max(1, int(cols.cpu_rates[slot] * drift)),
+                runtimes=[r for r, bit in RUNTIME_BITS.items() if cols.runtime_bits[slot] & bit],
+                fingerprint=name,
+                utilization=rng.random(),
+                seen_at=time.time(),
+            )
+        )
+    return updates
+
+
+def run(
+    providers: int, matches: int, seed: int, *, adverts_per_s: float = 0.0, held: int = 500
+) -> dict[str, float]:
+    """Match ``matches`` jobs; with ``adverts_per_s`` > 0 the book is live (module doc)."""
     rng = random.Random(seed)
     cols = build_book(providers, rng)
     matcher = Matcher(cols, exploration_share=0.1, rng=random.Random(seed + 1))
     jobs = job_mix(rng, 512)
+    updates = advert_updates(cols, rng, 4096) if adverts_per_s > 0 else []
     for job in jobs[:64]:  # warm caches and numpy's dispatch
         try:
             matcher.match(job)
         except NoCandidates:
             pass
     latencies = []
-    found = 0
+    found = applied = 0
+    reserved: collections.deque[str] = collections.deque()
+    counts: collections.Counter[str] = collections.Counter()
     start = time.perf_counter()
     for i in range(matches):
+        if updates:
+            due = int((time.perf_counter() - start) * adverts_per_s)
+            while applied < due:
+                cols.upsert(updates[applied % len(updates)])
+                applied += 1
         job = jobs[i % len(jobs)]
         t0 = time.perf_counter()
         try:
-            matcher.match(job)
-            found += 1
+            match = matcher.match(job)
         except NoCandidates:
-            pass
+            latencies.append(time.perf_counter() - t0)
+            continue
         latencies.append(time.perf_counter() - t0)
+        found += 1
+        if updates:  # hold a job slot at each chosen provider; release the oldest
+            now = time.time()
+            for choice in match.chosen:
+                counts[choice.address] += 1
+                cols.set_reserved(choice.address, counts[choice.address], now)
+                reserved.append(choice.address)
+            while len(reserved) > held:
+                address = reserved.popleft()
+                counts[address] -= 1
+                cols.set_reserved(address, counts[address], now)
     total = time.perf_counter() - start
     lat_ms = np.array(latencies) * 1000
-    return {
+    figures = {
         "providers": providers,
         "matches": matches,
         "matched_share": found / matches,
-        "matches_per_s": matches / total,
+        "matches_per_s": found / total,
         "match_p50_ms": float(np.percentile(lat_ms, 50)),
         "match_p99_ms": float(np.percentile(lat_ms, 99)),
         "match_max_ms": float(lat_ms.max()),
         "match_mean_ms": statistics.fmean(latencies) * 1000,
     }
+    if updates:
+        figures["adverts_per_s"] = applied / total
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,16 +195,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--providers", type=int, default=10_000)
     parser.add_argument("--matches", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--adverts-per-s", type=float, default=1000.0, help="advert rate of the live run"
+    )
     parser.add_argument("--json", action="store_true", help="end with one JSON line of figures")
     args = parser.parse_args(argv)
-    figures = run(args.providers, args.matches, args.seed)
-    print(f"{'figure':<16} {'value':>14}")
-    for key, value in figures.items():
-        shown = f"{value:,.3f}" if isinstance(value, float) else f"{value:,}"
-        print(f"{key:<16} {shown:>14}")
+    frozen = run(args.providers, args.matches, args.seed)
+    live = run(args.providers, args.matches, args.seed, adverts_per_s=args.adverts_per_s)
+    print(f"{'figure':<16} {'frozen book':>14} {'live book':>14}")
+    for key, value in frozen.items():
+        print(f"{key:<16} {_shown(value):>14} {_shown(live[key]):>14}")
+    print(f"{'adverts_per_s':<16} {'0':>14} {_shown(live['adverts_per_s']):>14}")
+    figures: dict[str, float] = {"providers": args.providers, "matches": args.matches}
+    for key in ("matched_share", "matches_per_s", "match_p50_ms", "match_p99_ms", "match_max_ms"):
+        figures[key] = frozen[key]
+        figures[f"{key}_live"] = live[key]
+    figures["adverts_per_s_live"] = live["adverts_per_s"]
+    figures["live_vs_frozen_matches_per_s"] = live["matches_per_s"] / frozen["matches_per_s"]
     if args.json:
         print(json.dumps(figures))
     return 0
+
+
+def _shown(value: float) -> str:
+    return f"{value:,.3f}" if isinstance(value, float) else f"{value:,}"
 
 
 if __name__ == "__main__":

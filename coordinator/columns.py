@@ -3,7 +3,9 @@
 Matching filters and scores every provider at once over these arrays, so a match over
 10,000 providers costs tens of microseconds of vectorized work instead of a Python loop.
 An advert updates its provider's slot in place; a provider that leaves frees its slot for
-the next newcomer. Reads and writes happen on the trio thread only.
+the next newcomer. Every change records the slot it touched (:meth:`changed_since`), so a
+reader that derives per-slot figures (the matcher's scores) redoes only those slots. Reads
+and writes happen on the trio thread only.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import numpy as np
 DTYPE_INDEX = {"fp32": 0, "tf32": 1, "fp16": 2, "bf16": 3}
 RUNTIME_BITS = {"torch": 1, "container": 2}
 MAX_JOB_SLOTS = 64
+CHANGE_LOG_MIN = 4096
+"""The change log is forgotten once it holds this many entries (or twice the capacity, if
+more); a reader further behind than that starts over."""
 ADVERT_LAG_S = 1.0
 """How long after a change at a provider its adverts may still show the state before it."""
 
@@ -47,7 +52,8 @@ class ProviderColumns:
         self._slot_of: dict[str, int] = {}
         self._free: list[int] = []
         self.size = 0  # slots ever used (alive or not)
-        self.version = 0  # bumped by every change, so rankings know when to refresh
+        self._changes: list[int] = []  # slots touched, oldest first
+        self._changes_base = 0  # change number of _changes[0]
         self.addresses: list[str] = []
         self.peer_ids: list[str] = []
         self.multiaddrs: list[tuple[str, ...]] = []
@@ -94,6 +100,25 @@ class ProviderColumns:
         self.released_at = grow(get("released_at"), (capacity,), np.float64, 0)
         self.full_since = grow(get("full_since"), (capacity,), np.float64, 0)
 
+    def _touch(self, slot: int) -> None:
+        if len(self._changes) >= max(CHANGE_LOG_MIN, 2 * self.capacity):
+            self._changes_base += len(self._changes)
+            self._changes = []
+        self._changes.append(slot)
+
+    @property
+    def version(self) -> int:
+        """The number of changes so far: equal versions mean an unchanged book. Pass it
+        to :meth:`changed_since` later to learn what changed in between."""
+        return self._changes_base + len(self._changes)
+
+    def changed_since(self, cursor: int) -> list[int] | None:
+        """Slots changed after version ``cursor`` (repeats possible); None when those
+        changes are no longer remembered and everything must be treated as changed."""
+        if cursor < self._changes_base:
+            return None
+        return self._changes[cursor - self._changes_base :]
+
     def __len__(self) -> int:
         return len(self._slot_of)
 
@@ -113,10 +138,10 @@ class ProviderColumns:
 
     def upsert(self, offer: Offer) -> int:
         """Write ``offer`` into its provider's slot (allocating one for a newcomer)."""
-        self.version += 1
         slot = self._slot_of.get(offer.address)
         if slot is None:
             slot = self._new_slot(offer.address)
+        self._touch(slot)
         self.peer_ids[slot] = offer.peer_id
         self.multiaddrs[slot] = offer.multiaddrs
         self.rates[slot] = offer.rate_per_gpu_hour
@@ -201,32 +226,32 @@ class ProviderColumns:
         return slot
 
     def remove(self, address: str) -> bool:
-        self.version += 1
         slot = self._slot_of.pop(address, None)
         if slot is None:
             return False
+        self._touch(slot)
         self.alive[slot] = False
         self._free.append(slot)
         return True
 
     def set_stake(self, address: str, free_stake: int, group: int) -> None:
-        self.version += 1
         slot = self._slot_of.get(address)
         if slot is not None:
+            self._touch(slot)
             self.free_stake[slot] = float(free_stake)
             self.group[slot] = group
 
     def set_reputation(self, address: str, lower_bound: float, newcomer: bool) -> None:
-        self.version += 1
         slot = self._slot_of.get(address)
         if slot is not None:
+            self._touch(slot)
             self.reputation[slot] = lower_bound
             self.newcomer[slot] = newcomer
 
     def set_measured(self, address: str, dtype: str, tflops: float) -> None:
-        self.version += 1
         slot = self._slot_of.get(address)
         if slot is not None and dtype in DTYPE_INDEX:
+            self._touch(slot)
             self.tflops[slot, DTYPE_INDEX[dtype]] = tflops
             self.measured[slot, DTYPE_INDEX[dtype]] = True
 
@@ -235,7 +260,7 @@ class ProviderColumns:
         slot = self._slot_of.get(address)
         if slot is None:
             return
-        self.version += 1
+        self._touch(slot)
         before = int(self.reserved_jobs[slot])
         self.reserved_jobs[slot] = jobs
         if jobs > before:
@@ -248,14 +273,14 @@ class ProviderColumns:
         """The provider refused a job as busy: no free slot until its next advert."""
         slot = self._slot_of.get(address)
         if slot is not None:
-            self.version += 1
+            self._touch(slot)
             self.full_since[slot] = now
 
     def add_inflight(self, address: str, gpus: int, now: float = 0.0) -> None:
         """Count GPUs this coordinator just gave away, until the provider's adverts show it."""
-        self.version += 1
         slot = self._slot_of.get(address)
         if slot is not None:
+            self._touch(slot)
             self.inflight_gpus[slot] = max(0, int(self.inflight_gpus[slot]) + gpus)
             if gpus > 0:
                 self.inflight_since[slot] = now
@@ -269,4 +294,4 @@ class ProviderColumns:
             and now - self.inflight_since[slot] > grace_s
         ):
             self.inflight_gpus[slot] = 0
-            self.version += 1
+            self._touch(slot)

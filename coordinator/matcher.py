@@ -1,18 +1,20 @@
 """Matching: filter the book, score what is left, pick r distinct operators, explain why.
 
 Filtering and scoring run over the book's columns (:mod:`coordinator.columns`) in numpy.
-The score is a plug point (:class:`ScoreStrategy`, registry :data:`STRATEGIES`); lower is
-better. The default scores price per effective TFLOP, divided by a reputation factor and
-raised by current load. A bounded share of matches gives one seat to a promising newcomer
-(exploration), so providers without a record are never starved by those with one.
-Every match keeps an explanation: why each chosen provider won and, for a sample of the
-others, why they lost.
+The book is live (adverts, stakes, reputations and reservations change between matches), so
+scores are kept per slot and only the slots the book reports as changed are scored again;
+no global order is kept: a match filters every slot, then partially sorts the eligible ones
+to find the few best (ties go to the lower slot). The score is a plug point
+(:class:`ScoreStrategy`, registry :data:`STRATEGIES`); lower is better. The default
+scores price per effective TFLOP, divided by a reputation factor and raised by current load.
+A bounded share of matches gives one seat to a promising newcomer (exploration), so
+providers without a record are never starved by those with one. Every match keeps an
+explanation: why each chosen provider won and, for a sample of the others, why they lost.
 """
 
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -73,14 +75,17 @@ class Match:
 
 
 class ScoreStrategy(Protocol):
-    """Scores every slot of the book for jobs priced against one dtype; lower is better.
+    """Scores slots of the book for jobs priced against one dtype; lower is better.
 
     Scores are per unit of work (a GPU-hour's price over its TFLOPS, or a CPU-hour's for
-    jobs asking for no GPU: ``cpu``), so the ranking they give holds for any job size; the
-    matcher caches it until the book changes.
+    jobs asking for no GPU: ``cpu``), so the ranking they give holds for any job size. A
+    slot's score may depend only on that slot's columns: the matcher keeps scores and
+    redoes only the slots that changed (``slots``; None: every slot of the book).
     """
 
-    def score(self, cols: ProviderColumns, dtype: int, cpu: bool) -> np.ndarray: ...
+    def score(
+        self, cols: ProviderColumns, dtype: int, cpu: bool, slots: np.ndarray | None = None
+    ) -> np.ndarray: ...
 
 
 def primary_dtype(req: Requirements) -> int:
@@ -98,14 +103,16 @@ class PricePerTflop:
     reputation_weight: float = 0.5
     load_weight: float = 1.0
 
-    def score(self, cols: ProviderColumns, dtype: int, cpu: bool) -> np.ndarray:
-        n = cols.size
+    def score(
+        self, cols: ProviderColumns, dtype: int, cpu: bool, slots: np.ndarray | None = None
+    ) -> np.ndarray:
+        at: slice | np.ndarray = slice(0, cols.size) if slots is None else slots
         rate = cols.cpu_rate if cpu else cols.rate
-        per_tflop = (rate[:n] + 1.0) / np.maximum(cols.tflops[:n, dtype], 1e-6)
-        trust = (1.0 - self.reputation_weight) + self.reputation_weight * cols.reputation[:n]
-        gpus = np.maximum(cols.gpu_count[:n], 1)
-        held = cols.reserved_jobs[:n] / np.maximum(cols.job_capacity[:n], 1)
-        load = np.maximum(cols.utilization[:n], held) + cols.inflight_gpus[:n] / gpus
+        per_tflop = (rate[at] + 1.0) / np.maximum(cols.tflops[at, dtype], 1e-6)
+        trust = (1.0 - self.reputation_weight) + self.reputation_weight * cols.reputation[at]
+        gpus = np.maximum(cols.gpu_count[at], 1)
+        held = cols.reserved_jobs[at] / np.maximum(cols.job_capacity[at], 1)
+        load = np.maximum(cols.utilization[at], held) + cols.inflight_gpus[at] / gpus
         result: np.ndarray = per_tflop * (1.0 + self.load_weight * load) / trust
         return result
 
@@ -137,7 +144,6 @@ class Matcher:
         stake_factor: int = 5,
         exploration_share: float = 0.1,
         rng: random.Random | None = None,
-        rank_staleness_s: float = 0.0,
     ) -> None:
         if not 0 <= exploration_share <= 0.5:
             raise ValueError("exploration share must lie in [0, 0.5]")
@@ -146,27 +152,44 @@ class Matcher:
         self.stake_factor = stake_factor
         self.exploration_share = exploration_share
         self.rng = rng or random.Random()
-        self.rank_staleness_s = rank_staleness_s
-        self._ranking: dict[tuple[int, bool], tuple[int, float, np.ndarray, np.ndarray]] = {}
+        self._scores: dict[tuple[int, bool], tuple[int, np.ndarray]] = {}
 
-    def ranking(self, dtype: int, cpu: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(slots best first, score per slot) for jobs priced against ``dtype`` (on the
-        CPU-hour rate with ``cpu``), recomputed when the book changed.
-
-        With ``rank_staleness_s`` > 0 a ranking may lag the book by that long; filters
-        always read the live columns, so staleness only reorders, never admits.
-        """
-        cached = self._ranking.get((dtype, cpu))
-        now = time.monotonic()
+    def scores(self, dtype: int, cpu: bool = False) -> np.ndarray:
+        """Every slot's score for jobs priced against ``dtype`` (on the CPU-hour rate with
+        ``cpu``), current with the book: slots changed since the last call are scored
+        again, all of them when many changed or the change log was forgotten."""
+        cols, key = self.cols, (dtype, cpu)
+        n, version = cols.size, cols.version
+        cached = self._scores.get(key)
         if cached is not None:
-            version, at, order, scores = cached
-            fresh = version == self.cols.version or now - at < self.rank_staleness_s
-            if fresh and len(scores) == self.cols.size:
-                return order, scores
-        scores = self.strategy.score(self.cols, dtype, cpu)
-        order = np.argsort(scores, kind="stable")
-        self._ranking[(dtype, cpu)] = (self.cols.version, now, order, scores)
-        return order, scores
+            seen, scores = cached
+            if seen == version and len(scores) == n:
+                return scores
+            changed = cols.changed_since(seen)
+            if changed is not None and len(changed) <= max(n // 4, 64):
+                if len(scores) < n:  # new slots are among the changed ones
+                    scores = np.concatenate([scores, np.zeros(n - len(scores))])
+                if changed:
+                    slots = np.unique(np.array(changed, dtype=np.int64))
+                    scores[slots] = self.strategy.score(cols, dtype, cpu, slots)
+                self._scores[key] = (version, scores)
+                return scores
+        scores = self.strategy.score(cols, dtype, cpu)
+        self._scores[key] = (version, scores)
+        return scores
+
+    @staticmethod
+    def best(slots: np.ndarray, scores: np.ndarray, k: int | None = None) -> np.ndarray:
+        """The ``k`` (default: all) of ``slots`` (ascending) with the lowest scores, best
+        first, ties to the lower slot; sorts only what it must."""
+        if k is not None and len(slots) > k:
+            if k <= 0:
+                return slots[:0]
+            mine = scores[slots]
+            kth = np.partition(mine, k - 1)[k - 1]
+            slots = slots[mine <= kth]
+        order = np.lexsort((slots, scores[slots]))
+        return slots[order][:k]
 
     def _filters(self, req: Requirements) -> list[tuple[str, np.ndarray]]:
         """(reason, passes) per filter over every slot, in the order reasons are reported."""
@@ -226,16 +249,20 @@ class Matcher:
         mask = checks[0][1].copy()
         for _, passes in checks[1:]:
             mask &= passes
-        order, scores = self.ranking(primary_dtype(req), cpu=req.gpus == 0)
-        ok_sorted = mask[order]
-        eligible = order[np.flatnonzero(ok_sorted)]  # eligible slots, best first
-        picked = self._pick(eligible, req)
+        scores = self.scores(primary_dtype(req), cpu=req.gpus == 0)
+        eligible = np.flatnonzero(mask)  # by slot; ordered only as far as needed
+        shortlist = self.best(eligible, scores, SHORTLIST)
+        picked = self._pick(eligible, shortlist, scores, req)
         if len(picked) < req.count:
             raise NoCandidates(req.count, len(picked), self._reasons(checks))
-        picked, explored = self._explore(eligible, picked, req)
+        picked, explored = self._explore(eligible, scores, picked, req)
         choices = [self._choice(s, float(scores[s]), req, s == explored) for s in picked]
-        rejected = order[np.flatnonzero(~ok_sorted & c.alive[order])[:EXPLAIN_FILTERED]]
-        candidates = self._explain(eligible, scores, picked, explored, rejected.tolist(), checks)
+        rejected = self.best(np.flatnonzero(~mask & c.alive[: c.size]), scores, EXPLAIN_FILTERED)
+        shown = EXPLAIN_LOSERS + len(picked)
+        top = shortlist if shown <= len(shortlist) else self.best(eligible, scores, shown)
+        candidates = self._explain(
+            len(eligible), top[:shown].tolist(), scores, picked, explored, rejected.tolist(), checks
+        )
         return Match(choices, candidates, len(eligible), {})
 
     @staticmethod
@@ -254,19 +281,24 @@ class Matcher:
         group = int(self.cols.group[slot])
         return group if group != 0 else -(slot + 1)
 
-    def _pick(self, eligible: np.ndarray, req: Requirements) -> list[int]:
-        """Best slots with distinct operators (one fingerprint for exact multi-provider jobs)."""
+    def _pick(
+        self, eligible: np.ndarray, shortlist: np.ndarray, scores: np.ndarray, req: Requirements
+    ) -> list[int]:
+        """Best slots with distinct operators (one fingerprint for exact multi-provider jobs):
+        from the ``shortlist`` (the best eligible, in order) when it has them, else from all."""
         one_fingerprint = req.exact and (req.count > 1 or req.fingerprint is not None)
-        picked = self._greedy(eligible[:SHORTLIST].tolist(), req, one_fingerprint)
+        picked = self._greedy(shortlist.tolist(), req, one_fingerprint)
         if len(picked) < req.count and len(eligible) > SHORTLIST:
+            ranked = self.best(eligible, scores)
             if one_fingerprint:
-                picked = self._pick_per_fingerprint(eligible, req)
+                picked = self._pick_per_fingerprint(ranked, req)
             else:
-                picked = self._greedy(eligible.tolist(), req, one_fingerprint)
+                picked = self._greedy(ranked.tolist(), req, one_fingerprint)
         return picked
 
     def _pick_per_fingerprint(self, eligible: np.ndarray, req: Requirements) -> list[int]:
-        """Greedy within each fingerprint's best few; the group whose last seat ranks best wins."""
+        """Greedy within each fingerprint's best few; the group whose last seat ranks best
+        wins. ``eligible`` is ordered best first."""
         fps = self.cols.fingerprint[eligible]
         by_fp = np.argsort(fps, kind="stable")  # keeps score order inside each fingerprint
         _, starts = np.unique(fps[by_fp], return_index=True)
@@ -303,13 +335,13 @@ class Matcher:
         return max(by_fingerprint.values(), key=lambda v: len(v[0]))[0]
 
     def _explore(
-        self, eligible: np.ndarray, picked: list[int], req: Requirements
+        self, eligible: np.ndarray, scores: np.ndarray, picked: list[int], req: Requirements
     ) -> tuple[list[int], int | None]:
         """With probability ``exploration_share``, give the last seat to a newcomer."""
         if self.exploration_share <= 0 or self.rng.random() >= self.exploration_share:
             return picked, None
         c = self.cols
-        newcomers = eligible[c.newcomer[eligible]][: EXPLORE_POOL * 4].tolist()
+        newcomers = self.best(eligible[c.newcomer[eligible]], scores, EXPLORE_POOL * 4).tolist()
         keep = picked[:-1]
         operators = {self._operator(s) for s in keep}
         fingerprint = int(c.fingerprint[picked[0]]) if keep else None
@@ -341,16 +373,17 @@ class Matcher:
 
     def _explain(
         self,
-        eligible: np.ndarray,
+        total: int,
+        top: list[int],
         scores: np.ndarray,
         picked: list[int],
         explored: int | None,
         rejected: list[int],
         checks: list[tuple[str, np.ndarray]],
     ) -> list[Candidate]:
+        """Why each of ``picked`` won, why the best others (``top``, of ``total`` eligible)
+        and a sample of the filtered (``rejected``) lost."""
         c = self.cols
-        total = len(eligible)
-        top = eligible[: EXPLAIN_LOSERS + len(picked)].tolist()
         rank = {slot: i + 1 for i, slot in enumerate(top)}
         top_scores = scores[top].tolist()
         out: list[Candidate] = []

@@ -1,0 +1,137 @@
+"""The matcher on a live book: scores are kept per slot and redone only where the book
+changed, so every change (advert, stake, reputation, measurement, reservation, in-flight
+GPUs, a busy refusal, a departure) must reach the next match exactly as a fresh matcher
+would see it."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from coordinator import columns as columns_module
+from coordinator.columns import DTYPE_INDEX, ProviderColumns
+from coordinator.errors import NoCandidates
+from coordinator.matcher import Matcher, PricePerTflop
+from coordinator.requirements import Requirements
+from tests.coordinator.factories import UNIT, offer
+
+FINGERPRINTS = ("A10/cuda12/torch2.13", "H100/cuda12/torch2.13", "cpu")
+
+
+def random_offer(rng: random.Random, i: int) -> object:
+    gpus = rng.choice([0, 1, 2, 4])
+    return offer(
+        i,
+        gpu_count=gpus,
+        free_gpus=rng.randint(0, gpus),
+        tflops={"fp32": rng.uniform(1, 60), "bf16": rng.uniform(0, 700)},
+        rate_per_gpu_hour=rng.randint(1, 5 * UNIT),
+        rate_per_cpu_hour=rng.randint(1, UNIT),
+        fingerprint=rng.choice(FINGERPRINTS),
+        utilization=rng.random(),
+    )
+
+
+def mutations(cols: ProviderColumns, rng: random.Random) -> list[Callable[[int], object]]:
+    """Every way the coordinator changes the book, each applied to provider ``i``."""
+
+    def address(i: int) -> str:
+        return str(offer(i).address)
+
+    return [
+        lambda i: cols.upsert(random_offer(rng, i)),  # type: ignore[arg-type]
+        lambda i: cols.set_stake(address(i), rng.randint(0, 100) * UNIT, rng.randint(0, 3)),
+        lambda i: cols.set_reputation(address(i), rng.random(), rng.random() < 0.3),
+        lambda i: cols.set_measured(address(i), rng.choice(list(DTYPE_INDEX)), rng.uniform(1, 80)),
+        lambda i: cols.set_reserved(address(i), rng.randint(0, 3), float(rng.randint(1, 10**6))),
+        lambda i: cols.mark_full(address(i), float(rng.randint(1, 10**6))),
+        lambda i: cols.add_inflight(address(i), rng.randint(-1, 2), float(rng.randint(1, 10**6))),
+        lambda i: cols.settle_inflight(address(i), float(10**7), 1.0),
+        lambda i: cols.remove(address(i)),
+    ]
+
+
+def requirements(rng: random.Random) -> Requirements:
+    gpus = rng.choice([0, 1, 2])
+    return Requirements(
+        count=rng.choice([1, 2]),
+        gpus=gpus,
+        price_cap=rng.randint(1, 20) * UNIT,
+        duration_s=rng.choice([600, 3600]),
+        min_tflops=rng.choice([{}, {"bf16": 100.0}]) if gpus else {},
+        exact=rng.random() < 0.5,
+    )
+
+
+def chosen(matcher: Matcher, req: Requirements) -> list[str] | str:
+    try:
+        return [c.address for c in matcher.match(req).chosen]
+    except NoCandidates as exc:
+        return f"none: {sorted(exc.reasons.items())}"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_change_reaches_the_next_match_as_a_fresh_matcher_sees_it(seed: int) -> None:
+    rng = random.Random(seed)
+    cols = ProviderColumns(capacity=4)
+    for i in range(40):
+        cols.upsert(random_offer(rng, i))  # type: ignore[arg-type]
+        cols.set_stake(str(offer(i).address), 100 * UNIT, 0)
+    live = Matcher(cols, exploration_share=0.0)
+    changes = mutations(cols, rng)
+    for _ in range(300):
+        rng.choice(changes)(rng.randrange(48))  # some touch providers not (or no longer) there
+        req = requirements(rng)
+        assert chosen(live, req) == chosen(Matcher(cols, exploration_share=0.0), req)
+        for dtype in DTYPE_INDEX.values():
+            for cpu in (False, True):
+                full = PricePerTflop().score(cols, dtype, cpu)
+                assert np.array_equal(live.scores(dtype, cpu), full)
+
+
+def test_a_forgotten_change_log_rescores_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(columns_module, "CHANGE_LOG_MIN", 8)
+    rng = random.Random(5)
+    cols = ProviderColumns(capacity=2)
+    for i in range(3):
+        cols.upsert(random_offer(rng, i))  # type: ignore[arg-type]
+    live = Matcher(cols, exploration_share=0.0)
+    before = live.scores(0).copy()
+    seen = cols.version
+    for _ in range(20):  # more changes than the log keeps
+        cols.set_reputation(str(offer(1).address), rng.random(), False)
+    assert cols.changed_since(seen) is None
+    after = live.scores(0)
+    assert np.array_equal(after, PricePerTflop().score(cols, 0, False))
+    assert after[1] != before[1] and after[0] == before[0]
+
+
+def test_a_new_cheaper_advert_wins_the_very_next_match() -> None:
+    cols = ProviderColumns()
+    for i in range(5):
+        cols.upsert(offer(i, rate_per_gpu_hour=2 * UNIT))
+        cols.set_stake(str(offer(i).address), 100 * UNIT, 0)
+    live = Matcher(cols, exploration_share=0.0)
+    req = Requirements(count=1, price_cap=10 * UNIT, duration_s=3600)
+    assert chosen(live, req) == [offer(0).address]  # equal scores: the lowest slot
+    cols.upsert(offer(9, rate_per_gpu_hour=UNIT))
+    cols.set_stake(str(offer(9).address), 100 * UNIT, 0)
+    assert chosen(live, req) == [offer(9).address]
+    # Its job slot taken by a reservation, the next match goes back to the others.
+    cols.set_reserved(str(offer(9).address), 1, 1.0)
+    assert chosen(live, req) == [offer(0).address]
+    cols.set_reserved(str(offer(9).address), 0, 2.0)
+    assert chosen(live, req) == [offer(9).address]
+
+
+def test_best_takes_the_lowest_scores_ties_to_the_lower_slot() -> None:
+    scores = np.array([3.0, 1.0, 2.0, 1.0, 5.0, 1.0])
+    slots = np.arange(6)
+    assert Matcher.best(slots, scores).tolist() == [1, 3, 5, 2, 0, 4]
+    assert Matcher.best(slots, scores, 2).tolist() == [1, 3]
+    assert Matcher.best(slots, scores, 4).tolist() == [1, 3, 5, 2]
+    assert Matcher.best(np.array([0, 2, 4]), scores, 10).tolist() == [2, 0, 4]
+    assert Matcher.best(slots, scores, 0).tolist() == []
