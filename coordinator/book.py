@@ -54,6 +54,7 @@ def offer_of(advert: Advert, seen_at: float) -> Offer:
         fingerprint=fingerprint_key(advert),
         utilization=advert.utilization,
         seen_at=seen_at,
+        packages=advert.packages,
     )
 
 

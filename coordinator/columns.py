@@ -11,7 +11,7 @@ and writes happen on the trio thread only.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,6 +43,8 @@ class Offer:
     fingerprint: str
     utilization: float
     seen_at: float
+    packages: Mapping[str, str] = field(default_factory=dict)
+    """Python distributions the torch runtime offers, name to version."""
 
 
 class ProviderColumns:
@@ -61,6 +63,9 @@ class ProviderColumns:
         self.cpu_rates: list[int] = []
         self.fingerprint_codes: dict[str, int] = {}
         self.fingerprint_names: list[str] = []
+        # Python environments: providers with the same packages share a code.
+        self.environment_codes: dict[tuple[tuple[str, str], ...], int] = {}
+        self.environments: list[dict[str, str]] = []
         self._allocate(capacity)
 
     def _allocate(self, capacity: int) -> None:
@@ -86,6 +91,7 @@ class ProviderColumns:
         self.cpu_rate = grow(get("cpu_rate"), (capacity,), np.float64, 0)
         self.runtime_bits = grow(get("runtime_bits"), (capacity,), np.uint8, 0)
         self.fingerprint = grow(get("fingerprint"), (capacity,), np.int32, -1)
+        self.environment = grow(get("environment"), (capacity,), np.int32, -1)
         self.group = grow(get("group"), (capacity,), np.int64, 0)
         self.free_stake = grow(get("free_stake"), (capacity,), np.float64, -1)
         self.reputation = grow(get("reputation"), (capacity,), np.float64, 0)
@@ -136,6 +142,15 @@ class ProviderColumns:
             self.fingerprint_names.append(name)
         return code
 
+    def environment_code(self, packages: Mapping[str, str]) -> int:
+        key = tuple(sorted(packages.items()))
+        code = self.environment_codes.get(key)
+        if code is None:
+            code = len(self.environments)
+            self.environment_codes[key] = code
+            self.environments.append(dict(key))
+        return code
+
     def upsert(self, offer: Offer) -> int:
         """Write ``offer`` into its provider's slot (allocating one for a newcomer)."""
         slot = self._slot_of.get(offer.address)
@@ -161,6 +176,7 @@ class ProviderColumns:
             bits |= RUNTIME_BITS.get(runtime, 0)
         self.runtime_bits[slot] = bits
         self.fingerprint[slot] = self.fingerprint_code(offer.fingerprint)
+        self.environment[slot] = self.environment_code(offer.packages)
         self.utilization[slot] = offer.utilization
         self.seen_at[slot] = offer.seen_at
         self._read_job_slots(slot, offer.utilization, offer.seen_at)

@@ -24,6 +24,7 @@ import numpy as np
 from coordinator.columns import DTYPE_INDEX, RUNTIME_BITS, ProviderColumns
 from coordinator.errors import NoCandidates
 from coordinator.requirements import Requirements
+from protocol.packages import unmet
 
 EXPLAIN_LOSERS = 12
 EXPLAIN_FILTERED = 12
@@ -153,6 +154,7 @@ class Matcher:
         self.exploration_share = exploration_share
         self.rng = rng or random.Random()
         self._scores: dict[tuple[int, bool], tuple[int, np.ndarray]] = {}
+        self._environments_ok: dict[tuple[tuple[str, str], ...], list[bool]] = {}
 
     def scores(self, dtype: int, cpu: bool = False) -> np.ndarray:
         """Every slot's score for jobs priced against ``dtype`` (on the CPU-hour rate with
@@ -213,6 +215,9 @@ class Matcher:
         checks.append(("price above the job's cap", hourly * hours < req.price_cap + 1))
         stake_needed = self.stake_factor * np.floor(hourly * hours)
         checks.append(("not enough free stake", c.free_stake[:n] >= stake_needed))
+        if req.packages:
+            wanted = ", ".join(f"{name}{spec}" for name, spec in req.packages)
+            checks.append((f"its Python lacks {wanted}", self._has_packages(req.packages)))
         if req.exclude_addresses:
             slots = [c.slot(a) for a in req.exclude_addresses]
             taken = np.zeros(n, dtype=bool)
@@ -230,6 +235,18 @@ class Matcher:
             unchecked = "no other operator shares its fingerprint to check it"
             checks.append((unchecked, self._checkable()))
         return checks
+
+    def _has_packages(self, packages: tuple[tuple[str, str], ...]) -> np.ndarray:
+        """Per slot: its torch runtime offers ``packages``. Judged once per distinct
+        environment (providers built alike share one), then looked up per slot."""
+        c, n = self.cols, self.cols.size
+        known = self._environments_ok.setdefault(packages, [])
+        required = dict(packages)
+        for environment in c.environments[len(known) :]:
+            known.append(not unmet(required, environment))
+        ok = np.array([*known, False], dtype=bool)  # a slot without one (-1) reads False
+        result: np.ndarray = ok[c.environment[:n]]
+        return result
 
     def _checkable(self) -> np.ndarray:
         """Per slot: another live operator shares its fingerprint (a spot check can be

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.spec import JobSpec, ToleranceCompare
+from protocol.spec import JobSpec, ToleranceCompare, TorchRuntime
 from protocol.spec_io import parse_spec
 
 __all__ = ["Requirements", "parse_spec", "requirements_for", "tolerance_of"]
@@ -30,6 +30,8 @@ class Requirements:
     """Exact jobs joining an existing assignment must match its fingerprint."""
     queue: int = 0
     """Jobs a chosen provider may already have waiting beyond its free job slots."""
+    packages: tuple[tuple[str, str], ...] = ()
+    """Python packages the job imports (name, PEP 440 specifier), torch runtime only."""
     checkable: bool = False
     """A lone primary of an exact job: only a provider another operator could check (one
     sharing its fingerprint) qualifies, so no provider escapes spot checks."""
@@ -41,6 +43,7 @@ class Requirements:
             "min_tflops": dict(self.min_tflops),
             "runtime": self.runtime,
             "duration_s": self.duration_s,
+            "packages": dict(self.packages),
         }
 
 
@@ -48,6 +51,8 @@ def requirements_for(spec: JobSpec, *, count: int, price_cap: int, exact: bool) 
     """The matching requirements of a validated spec for ``count`` more providers."""
     resources = spec.resources
     memory = int((resources.gpu_memory_gb or 0) * (1 << 30))
+    runtime = spec.runtime
+    packages = runtime.packages if isinstance(runtime, TorchRuntime) else {}
     return Requirements(
         count=count,
         price_cap=price_cap,
@@ -57,6 +62,7 @@ def requirements_for(spec: JobSpec, *, count: int, price_cap: int, exact: bool) 
         runtime=spec.runtime.kind,
         duration_s=spec.billed_duration_s,
         exact=exact,
+        packages=tuple(sorted(packages.items())),
     )
 
 

@@ -4,7 +4,7 @@ Frozen pydantic models mirroring the YAML a requester writes (see ``examples/``)
 Reading, error translation and the canonical form live in :mod:`protocol.spec_io`::
 
     name: seeded-matmul
-    runtime: {kind: torch, entrypoint: main.py}
+    runtime: {kind: torch, entrypoint: main.py, packages: {numpy: ">=1.26"}}
     inputs:
       - {name: code, path: ./examples/matmul/}
       - {name: data, cid: bafy...}
@@ -32,6 +32,7 @@ from pydantic_core import PydanticCustomError
 
 from protocol.fields import ContentCidField, FiniteFloat, NameStr
 from protocol.ids import Cid
+from protocol.packages import MAX_REQUIRED, check_name, check_specifier, check_unique
 from protocol.registry import MAX_GPUS_PER_NODE
 from protocol.spec_fields import (
     Duration,
@@ -49,8 +50,36 @@ MAX_PATH_CHARS = 4096
 MAX_REDUNDANCY = 5
 
 
+def _package_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError("package", "a package name must be text")
+    try:
+        return check_name(value)
+    except ValueError as exc:
+        raise PydanticCustomError("package", str(exc)) from None
+
+
+def _specifier(value: Any) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "package", "a version specifier must be text: quote it, e.g. \">=2.3\""
+        )
+    try:
+        return check_specifier(value)
+    except ValueError as exc:
+        raise PydanticCustomError("package", str(exc)) from None
+
+
+PackageName = Annotated[str, PlainValidator(_package_name)]
+Specifier = Annotated[str, PlainValidator(_specifier)]
+
+
 class TorchRuntime(SpecModel):
-    """A Python entrypoint run with torch available."""
+    """A Python entrypoint run with torch available, in the provider's Python environment.
+
+    ``packages`` names the distributions the code imports beyond the standard library, with
+    PEP 440 specifiers (``""``: any version); only providers whose torch runtime offers
+    them all are matched. Code that needs another environment runs as a container."""
 
     kind: Literal["torch"]
     entrypoint: RelativePath
@@ -58,11 +87,18 @@ class TorchRuntime(SpecModel):
         tuple[Annotated[StrictStr, Field(max_length=MAX_ARG_CHARS)], ...],
         Field(max_length=MAX_ARGS),
     ] = ()
+    packages: Annotated[dict[PackageName, Specifier], Field(max_length=MAX_REQUIRED)] = Field(
+        default_factory=dict
+    )
 
     @model_validator(mode="after")
     def _python_entrypoint(self) -> TorchRuntime:
         if not self.entrypoint.endswith(".py"):
             raise field_error("entrypoint", "must be a .py file")
+        try:
+            check_unique(self.packages)
+        except ValueError as exc:
+            raise field_error("packages", str(exc)) from None
         return self
 
 

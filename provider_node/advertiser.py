@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -23,6 +24,7 @@ from protocol.messages import Advert
 from protocol.messages.advert import RuntimeKind
 from protocol.p2p.gossip import PacedPublisher
 from protocol.p2p.host import Node
+from protocol.packages import MAX_OFFERED, NAME_PATTERN, normal_name
 from protocol.registry import ADVERT_TOPIC, MAX_ADVERT_BYTES, MAX_MULTIADDRS
 from protocol.signing import encode_signed, sign_message
 from provider_node.jobstore import SequenceFile
@@ -37,6 +39,38 @@ def software_versions() -> dict[str, str]:
     except metadata.PackageNotFoundError:
         version = "0+unknown"
     return {"gpumarket": version[:64], "python": platform.python_version()}
+
+
+PACKAGES_BUDGET_BYTES = 6 * 1024
+"""Most of an advert the package list may take (adverts are at most MAX_ADVERT_BYTES)."""
+
+
+def installed_packages() -> dict[str, str]:
+    """The distributions a torch job can import, name (PEP 503 form) to version: torch
+    jobs of the host runtimes run on this daemon's own interpreter, so its environment is
+    theirs."""
+    found: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name, version = dist.metadata["Name"], dist.version
+        if name and version and re.match(NAME_PATTERN, name) and len(version) <= 64:
+            found.setdefault(normal_name(name), version)
+    return found
+
+
+def python_packages(budget_bytes: int = PACKAGES_BUDGET_BYTES) -> dict[str, str]:
+    """:func:`installed_packages` as adverts carry them: sorted by name, cut to
+    :data:`~protocol.packages.MAX_OFFERED` entries and ``budget_bytes`` of JSON (a cut is
+    logged: jobs needing the left-out packages are simply not matched here)."""
+    found = installed_packages()
+    kept: dict[str, str] = {}
+    size = 2
+    for name in sorted(found):
+        size += len(name) + len(found[name]) + 6
+        if len(kept) == MAX_OFFERED or size > budget_bytes:
+            log.warning("advertising %d of %d Python packages", len(kept), len(found))
+            break
+        kept[name] = found[name]
+    return kept
 
 
 @dataclass(frozen=True)
@@ -59,6 +93,7 @@ class Advertiser:
         price_per_gpu_hour: Wei,
         price_per_cpu_hour: Wei,
         runtimes: Sequence[RuntimeKind],
+        packages: Mapping[str, str] | None = None,
         capacity: Callable[[], Capacity],
         sequence: SequenceFile,
         period_s: float = 5.0,
@@ -71,6 +106,7 @@ class Advertiser:
         self.price = price_per_gpu_hour
         self.cpu_price = price_per_cpu_hour
         self.runtimes = tuple(runtimes)
+        self.packages = dict(packages or {})
         self.capacity = capacity
         self.sequence = sequence
         self.period_s = period_s
@@ -95,6 +131,7 @@ class Advertiser:
             utilization=min(1.0, max(0.0, capacity.utilization)),
             runtimes=self.runtimes,
             software=self.software,
+            packages=self.packages,
             seq=self.sequence.next(),
             expires_at=int(self.clock.now()) + self.ttl_s,
         )

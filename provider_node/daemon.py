@@ -37,7 +37,12 @@ from protocol.p2p.host import Node, open_host
 from protocol.p2p.rpc_server import RequestHandlers
 from protocol.p2p.rpc_wire import Limits
 from protocol.registry import CHALLENGE_PROTOCOL, JOB_PROTOCOL, MAX_MESSAGE_BYTES
-from provider_node.advertiser import Advertiser, Capacity
+from provider_node.advertiser import (
+    Advertiser,
+    Capacity,
+    installed_packages,
+    python_packages,
+)
 from provider_node.challenges import ChallengeServer
 from provider_node.coordinator_link import CoordinatorLink
 from provider_node.fallback import ChainFallback, wall_chain_time
@@ -76,6 +81,10 @@ def make_runtime(settings: ProviderSettings) -> Runtime:
     if reason is not None:
         raise ConfigError(f"PROVIDER_RUNTIME={settings.runtime} cannot run here: {reason}")
     return runtime
+
+
+HOST_PYTHON_RUNTIMES = ("bwrap", "process")
+"""Runtimes whose torch jobs run on this daemon's interpreter (so import its packages)."""
 
 
 def runtimes_offered(runtime: Runtime) -> tuple[RuntimeKind, ...]:
@@ -190,6 +199,7 @@ class ProviderNode:
             memory_bytes=s.max_job_memory_bytes,
             max_pids=s.max_job_pids,
             max_timeout_s=s.max_job_timeout_s,
+            packages=installed_packages() if runtime.name in HOST_PYTHON_RUNTIMES else None,
         )
         worker = JobWorker(
             identity, self.store, runtime, jobs, domain, self.gpus, config, metrics=self.metrics
@@ -232,6 +242,7 @@ class ProviderNode:
             price_per_gpu_hour=s.price_wei,
             price_per_cpu_hour=s.cpu_price_wei,
             runtimes=runtimes_offered(runtime),
+            packages=python_packages() if runtime.name in HOST_PYTHON_RUNTIMES else {},
             capacity=self._capacity,
             sequence=SequenceFile(s.work_dir / "advert_seq.json"),
             period_s=s.advert_period_s,

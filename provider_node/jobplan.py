@@ -33,17 +33,21 @@ class JobPlan:
     gpus: int
     timeout_s: float
     max_output_bytes: int
+    packages: tuple[tuple[str, str], ...] = ()
+    """Python packages a torch job imports (name, PEP 440 specifier)."""
 
 
 def plan_of(spec: JobSpec) -> JobPlan:
     runtime = spec.runtime
     args: tuple[str, ...]
+    packages: tuple[tuple[str, str], ...] = ()
     if isinstance(runtime, ContainerRuntime):
         kind, entry, args = "container", None, ()
         image, command = runtime.image, tuple(runtime.command)
     else:
         kind, entry, args = "torch", runtime.entrypoint, tuple(runtime.args)
         image, command = None, ()
+        packages = tuple(sorted(runtime.packages.items()))
     return JobPlan(
         runtime=kind,
         entrypoint=entry,
@@ -54,6 +58,7 @@ def plan_of(spec: JobSpec) -> JobPlan:
         gpus=spec.resources.gpus,
         timeout_s=float(spec.timeout),
         max_output_bytes=int(spec.max_output),
+        packages=packages,
     )
 
 

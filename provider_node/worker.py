@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -40,6 +41,7 @@ from protocol.messages import (
     Message,
     Reveal,
 )
+from protocol.packages import unmet
 from protocol.registry import MAX_SPEC_BYTES, MAX_TEXT_CHARS
 from provider_node.failure_output import ExitClass, exit_class_of, write_failure_output
 from provider_node.fallback import receipt_margin
@@ -90,6 +92,9 @@ class WorkerConfig:
     """Wall time is cut so the commitment can still be sent before the commit deadline
     (and, on top, the chain fallback's margin for an on-chain commit)."""
     logs: LogLimits = field(default_factory=LogLimits)
+    packages: Mapping[str, str] | None = None
+    """What torch jobs can import, name to version; a job whose ``runtime.packages`` this
+    does not satisfy is handed back unrun. None: not checked (the runtime's own image)."""
 
 
 class _Failed(Exception):
@@ -270,6 +275,10 @@ class JobWorker:
             raise _Failed(
                 None, f"container jobs need docker, this provider runs {self.runtime.name}"
             )
+        if plan.packages and self.config.packages is not None:
+            missing = unmet(dict(plan.packages), self.config.packages)
+            if missing:
+                raise _Failed(None, "this provider's Python lacks " + ", ".join(missing))
         return plan
 
     def _wall_time(self, plan: JobPlan, record: JobRecord) -> float:

@@ -25,6 +25,7 @@ from protocol.fields import (
     WeiField,
 )
 from protocol.messages.base import WireMessage
+from protocol.packages import MAX_OFFERED
 from protocol.registry import MAX_GPUS_PER_NODE, MAX_MULTIADDRS
 
 Dtype = Literal["fp32", "tf32", "fp16", "bf16"]
@@ -87,6 +88,11 @@ class Advert(WireMessage):
     runtimes: Annotated[tuple[RuntimeKind, ...], Field(min_length=1, max_length=4)]
     software: Annotated[dict[NameStr, ShortText], Field(max_length=16)]
     """Component versions, e.g. ``{"gpumarket": "0.1.0", "python": "3.11.9"}``."""
+    packages: Annotated[dict[NameStr, ShortText], Field(max_length=MAX_OFFERED)] = Field(
+        default_factory=dict
+    )
+    """Python distributions the torch runtime can import, name to version (what a spec's
+    ``runtime.packages`` is matched against); empty for a provider without one."""
     seq: Annotated[StrictInt, Field(ge=0, lt=2**63)]
     expires_at: Timestamp
 

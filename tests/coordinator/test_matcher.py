@@ -220,3 +220,43 @@ expected_duration: 5m
         parse_spec(
             "name: t\nruntime: {kind: torch, entrypoint: main.sh}\nprice: {max_per_provider: 1}"
         )
+
+
+def test_a_job_needing_packages_goes_only_where_the_python_has_them() -> None:
+    old = {"torch": "2.13.0+cpu", "numpy": "1.26.4"}
+    new = {"torch": "2.13.0+cpu", "numpy": "2.1.0", "transformers": "4.46.0"}
+    cols = book(
+        offer(0, packages=old, rate_per_gpu_hour=UNIT // 2),
+        offer(1, packages=new),
+        offer(2, packages=new, rate_per_gpu_hour=2 * UNIT),
+        offer(3, rate_per_gpu_hour=UNIT // 4),  # a provider that lists no packages
+    )
+    m = matcher(cols)
+    needs = (("numpy", ">=2"), ("transformers", ""))
+    picked = m.match(req(count=2, packages=needs, exact=False))
+    assert [c.address for c in picked.chosen] == [offer(1).address, offer(2).address]
+    lacking = "its Python lacks numpy>=2, transformers"
+    reasons = {c.address: c.reason for c in picked.candidates if not c.chosen}
+    assert reasons == {
+        offer(3).address: f"filtered: {lacking}",
+        offer(0).address: f"filtered: {lacking}",
+    }
+    with pytest.raises(NoCandidates) as none:
+        m.match(req(count=3, packages=needs, exact=False))
+    assert none.value.reasons == {lacking: 2}
+    # A provider that installs them is eligible from its next advert on.
+    cols.upsert(offer(0, packages=new, rate_per_gpu_hour=UNIT // 2))
+    again = m.match(req(count=3, packages=needs, exact=False))
+    assert {c.address for c in again.chosen} == {offer(i).address for i in (0, 1, 2)}
+    assert len(cols.environments) == 3  # providers built alike share one environment
+    assert m.match(req(count=1)).chosen[0].address == offer(3).address  # no needs: cheapest
+
+
+def test_requirements_take_the_packages_of_a_torch_spec() -> None:
+    spec = parse_spec(
+        "name: x\nruntime: {kind: torch, entrypoint: a.py, packages: {numpy: '>=2', tqdm: ''}}\n"
+        "price: {max_per_provider: 1}\n"
+    )
+    r = requirements_for(spec, count=1, price_cap=UNIT, exact=True)
+    assert r.packages == (("numpy", ">=2"), ("tqdm", ""))
+    assert r.to_json()["packages"] == {"numpy": ">=2", "tqdm": ""}

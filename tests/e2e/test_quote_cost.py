@@ -3,6 +3,7 @@ quote gives, and check what it then paid against the quote and against ``job cos
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,27 @@ def test_quote_then_submit_pays_the_quoted_prices_and_cost_adds_up(
     totals = market.cli_json("job", "cost", "--since", "1d", "--account", requester.name)
     assert totals["jobs"] == 1 and int(totals["escrow"]) == escrow
     assert int(totals["paid"]) + int(totals["fee"]) + int(totals["refund"]) == escrow
+
+
+def test_a_spec_needing_packages_is_quoted_only_where_the_python_has_them(
+    market: Market, tmp_path: Path
+) -> None:
+    requester = market.new_requester()
+    text = SPEC.read_text()
+    runtime = "runtime: {kind: torch, entrypoint: main.py}"
+    assert runtime in text
+    for name, packages in (("has", "{numpy: '>=1', Torch: ''}"), ("lacks", "{no-such-lib: ''}")):
+        folder = tmp_path / name
+        shutil.copytree(SPEC.parent, folder)
+        (folder / "job.yaml").write_text(
+            text.replace(runtime, runtime.replace("}", f", packages: {packages}}}"))
+        )
+    has = market.cli_json("job", "quote", str(tmp_path / "has" / "job.yaml"), "-a", requester.name)
+    two = {o["redundancy"]: o for o in has["options"]}["2"]
+    assert two["start"] == "now" and len(two["providers"]) == 2
+    lacks = market.cli_json(
+        "job", "quote", str(tmp_path / "lacks" / "job.yaml"), "-a", requester.name
+    )
+    for option in lacks["options"]:
+        assert option["start"] == "unmatched" and option["providers"] == []
+        assert list(option["filtered"]) == ["its Python lacks no-such-lib"]

@@ -190,6 +190,17 @@ INVALID = [
     (_with("max_output: 65GiB\n"), "max_output", "between 1B and 64GiB"),
     (_with("max_output: 0.5B\n"), "max_output", "whole number of bytes"),
     (_with("version: 2\n"), "version", "Input should be 1"),
+    (MINIMAL.replace("main.py}", "main.py, packages: {numpy: 1.2}}"), "runtime.packages.numpy",
+     "must be text: quote it"),
+    (MINIMAL.replace("main.py}", "main.py, packages: {numpy: '=>1'}}"), "runtime.packages.numpy",
+     "not a version specifier"),
+    (MINIMAL.replace("main.py}", "main.py, packages: {'a b': ''}}"),
+     "runtime.packages.a b.[key]", "not a package name"),
+    (MINIMAL.replace("main.py}", "main.py, packages: {Foo_Bar: '', foo-bar: ''}}"),
+     "runtime.packages", "'Foo_Bar' and 'foo-bar' name the same package"),
+    (MINIMAL.replace("main.py}", "main.py, packages: {"
+                     + ", ".join(f"p{n}: ''" for n in range(33)) + "}}"),
+     "runtime.packages", "at most 32"),
 ]  # fmt: skip
 
 
@@ -334,3 +345,12 @@ def test_example_specs_in_the_repo_are_valid() -> None:
     specs = [p for p in root.rglob("*.yaml")] if root.exists() else []
     for path in specs:
         assert isinstance(load_spec(path), JobSpec), os.fspath(path)
+
+
+def test_packages_are_part_of_a_torch_runtime() -> None:
+    text = MINIMAL.replace("main.py}", "main.py, packages: {numpy: '>=1.26,<3', tqdm: ''}}")
+    spec = parse_spec(text)
+    assert isinstance(spec.runtime, TorchRuntime)
+    assert spec.runtime.packages == {"numpy": ">=1.26,<3", "tqdm": ""}
+    assert spec_from_canonical(canonical_spec(spec)) == spec
+    assert parse_spec(MINIMAL).runtime == TorchRuntime(kind="torch", entrypoint="main.py")

@@ -107,7 +107,7 @@ class Harness:
     def domain(self) -> eip712.Eip712Domain:
         return self.cw.world.deployment.domain
 
-    def worker(self, **config: float) -> JobWorker:
+    def worker(self, **config: object) -> JobWorker:
         return JobWorker(
             self.provider,
             self.store,
@@ -149,8 +149,11 @@ class Harness:
             fallback=fallback,
         )
 
-    async def job(self, code: str, *, timeout: str = "60s") -> tuple[Cid, Cid]:
-        """Upload ``code`` and a spec running it; returns (spec CID, code CID)."""
+    async def job(
+        self, code: str, *, timeout: str = "60s", packages: str = "{}"
+    ) -> tuple[Cid, Cid]:
+        """Upload ``code`` and a spec running it (importing ``packages``, a YAML mapping);
+        returns (spec CID, code CID)."""
         self.counter += 1
         code_dir = self.tmp / f"code{self.counter}"
         code_dir.mkdir()
@@ -158,7 +161,7 @@ class Harness:
         code_cid = await self.store.add_directory(code_dir)
         spec = (
             f"name: unit-job-{self.counter}\n"
-            "runtime: {kind: torch, entrypoint: main.py}\n"
+            f"runtime: {{kind: torch, entrypoint: main.py, packages: {packages}}}\n"
             f"inputs: [{{name: code, cid: {code_cid}}}]\n"
             'price: {max_per_provider: "1"}\n'
             f"timeout: {timeout}\nmax_output: 1MiB\n"
@@ -197,11 +200,11 @@ class Harness:
         )
 
     async def assignment(
-        self, code: str, *, on_chain: bool = True, timeout: str = "60s"
+        self, code: str, *, on_chain: bool = True, timeout: str = "60s", packages: str = "{}"
     ) -> Assignment:
         """A job created on chain for ``code`` (and this provider seated at seat 0 unless
         ``on_chain`` is false), and the coordinator's Assignment for it."""
-        spec_cid, code_cid = await self.job(code, timeout=timeout)
+        spec_cid, code_cid = await self.job(code, timeout=timeout, packages=packages)
         job_id = self.cw.create_job(spec_cid)
         if on_chain:
             self.seat(job_id)

@@ -29,6 +29,7 @@ from protocol.messages import (
     ErrorReply,
     FailureKind,
     FailureReport,
+    HandBack,
     LogChunk,
     Message,
     Reveal,
@@ -359,3 +360,21 @@ async def test_a_crash_in_a_restart_task_is_contained(
     assert [r.getMessage() for r in crashed] == [
         f"commit-{first.job_id.hex()[:12]}: background task crashed"
     ]
+
+
+async def test_a_job_needing_packages_this_python_lacks_is_handed_back_unrun(
+    harness: Harness,
+) -> None:
+    offered = {"numpy": "2.1.0", "torch": "2.13.0+cpu"}
+    lacking = await harness.assignment(GOOD_JOB, packages="{numpy: '>=3', tqdm: ''}")
+    fitting = await harness.assignment(GOOD_JOB, packages="{numpy: '>=2', Torch: ''}")
+    worker = harness.worker(packages=offered)
+    async with harness.server(worker=worker) as server:
+        await ask_as(harness, server, lacking)
+        await ask_as(harness, server, fitting)
+        back = await wait_for(harness.reporter, HandBack, lacking.job_id)
+        await wait_for(harness.reporter, Commitment, fitting.job_id)
+    assert isinstance(back, HandBack)
+    assert back.reason == "this provider's Python lacks numpy>=3 (has 2.1.0), tqdm (absent)"
+    record = harness.jobs.load(lacking.job_id)
+    assert record is not None and record.phase is Phase.HANDED_BACK
