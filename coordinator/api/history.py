@@ -75,6 +75,7 @@ class ProviderHourView(BaseModel):
 class ProviderHistory(BaseModel):
     address: str
     gpu_model: str
+    since: int = Field(description="the window's first period")
     total: ProviderHourView = Field(description="the whole window summed (bucket: its start)")
     hours: list[ProviderHourView]
 
@@ -168,6 +169,7 @@ def provider_history(rows: Sequence[ProviderHour], address: str, since: int) -> 
     return ProviderHistory(
         address=address,
         gpu_model=model,
+        since=since,
         total=ProviderHourView.of(_total(rows, address, since)),
         hours=[ProviderHourView.of(r) for r in rows],
     )

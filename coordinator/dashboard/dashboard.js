@@ -162,17 +162,24 @@ function sparkline(values) {
 }
 
 function timeline(phases) {
+  // One row per phase reached: a bar from the previous phase to this one.
   const known = PHASES.filter(p => phases[p] !== undefined);
-  const width = 720, height = 70, pad = 40;
+  const width = 720, row = 18, left = 130, right = 70;
+  const height = known.length * row + 10;
   const start = phases.queued, end = Math.max(...known.map(p => phases[p]));
-  const span = Math.max(1e-3, end - start);
+  const scale = (width - left - right) / Math.max(1e-3, end - start);
   const chart = svg("svg", { class: "timeline", id: "timeline", width, height,
-    viewBox: `0 0 ${width} ${height}` });
-  chart.append(svg("line", { x1: pad, y1: 30, x2: width - pad, y2: 30 }));
+    viewBox: `0 0 ${width} ${height}`, role: "img" });
   known.forEach((p, i) => {
-    const x = pad + (phases[p] - start) / span * (width - 2 * pad);
-    chart.append(svg("circle", { cx: x, cy: 30, r: 5, "data-phase": p }));
-    chart.append(svg("text", { x: x - 20, y: i % 2 ? 55 : 15 }, p.replaceAll("_", " ")));
+    const y = 5 + i * row;
+    const from = i ? phases[known[i - 1]] : start;
+    const x0 = left + (from - start) * scale;
+    const x1 = left + (phases[p] - start) * scale;
+    chart.append(svg("text", { x: 2, y: y + 12 }, p.replaceAll("_", " ")));
+    chart.append(svg("rect", { class: "step", x: x0, y: y + 3, width: Math.max(2, x1 - x0),
+      height: row - 6, "data-phase": p }));
+    chart.append(svg("text", { x: Math.max(x1, x0 + 2) + 4, y: y + 12 },
+      `+${seconds(phases[p] - start)}`));
   });
   return chart;
 }
@@ -229,7 +236,7 @@ async function overview(root) {
     ["provider", "GPU", "speed", "price", "reputation#", "free slots#", `utilization ${hours} h`],
     book.providers.map(p => {
       const speed = Object.entries(p.tflops).map(([dtype, tf]) =>
-        `${dtype} ${tf.toFixed(2)} TFLOPS ${p.verified.includes(dtype)
+        `${dtype} ${tf.toPrecision(3)} TFLOPS ${p.verified.includes(dtype)
           ? `(verified ${ago(p.verified_at)})` : "(self-reported)"}`).join("; ") || "-";
       const hist = series.get(p.address) || [];
       const values = hist.map(s => s.row ? utilizationOf(s.row) : null);
@@ -238,7 +245,7 @@ async function overview(root) {
         td(link(`#/provider/${p.address}`, short(p.address)), "mono"),
         td(p.gpu_count ? `${p.gpu_model} × ${p.gpu_count}` : "CPU only"),
         td(speed, "speed"),
-        td(`${tokens(p.price)} / GPU-hour`, "price"),
+        td(`${tokens(p.price)} tokens / ${p.gpu_count ? "GPU-hour" : "hour (CPU seat)"}`, "price"),
         td(p.reputation.toFixed(3), "num"),
         td(p.free_slots, "num free-slots"),
         td([sparkline(values), ` ${pct(last)}`], "utilization"));
@@ -299,7 +306,7 @@ async function providerPage(root, address) {
   const t = hist.total;
   root.append(el("h1", {}, "Provider ", el("span", { class: "mono" }, address)));
   root.append(el("p", { class: "muted" }, live
-    ? `${live.gpu_count ? `${live.gpu_model} × ${live.gpu_count}` : "CPU only"}; ${tokens(live.price)} / GPU-hour; reputation ${live.reputation.toFixed(3)}; ${live.free_slots} free slots; last advert ${ago(live.last_seen)}`
+    ? `${live.gpu_count ? `${live.gpu_model} × ${live.gpu_count}` : "CPU only"}; ${tokens(live.price)} tokens / ${live.gpu_count ? "GPU-hour" : "hour (CPU seat)"}; reputation ${live.reputation.toFixed(3)}; ${live.free_slots} free slots; last advert ${ago(live.last_seen)}`
     : "not in the live book now"));
   const failures = Object.values(t.failures).reduce((a, b) => a + b, 0);
   root.append(el("div", { class: "cards", id: "provider-cards" },
