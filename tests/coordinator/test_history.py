@@ -18,6 +18,7 @@ from coordinator.store import JobRecord, Store
 from coordinator.store.history import (
     DAY,
     HOUR,
+    HistoryRow,
     MarketHour,
     PriceHour,
     ProviderHour,
@@ -157,6 +158,9 @@ async def test_samples_offer_each_providers_slots_for_the_time_between_samples(
         recorder = HistoryRecorder(
             h.store, h.book, lambda: now[0], config=HistoryConfig(sample_s=10.0)
         )
+        # The first provider runs two jobs at once: it offers two job slots.
+        big = h.providers[0].address
+        h.book.columns.job_capacity[h.book.columns.slot(big)] = 2
         await recorder.sample()  # the first sample only starts the clock
         now[0] += 7.0
         await recorder.sample()
@@ -165,7 +169,7 @@ async def test_samples_offer_each_providers_slots_for_the_time_between_samples(
         rows = await h.store.history(ProviderHour, now[0] - HOUR)
         assert {r.address for r in rows} == {p.address for p in h.providers}
         for row in rows:
-            assert row.slot_offered_s == 7.0 + 20.0
+            assert row.slot_offered_s == (7.0 + 20.0) * (2 if row.address == big else 1)
             assert row.gpu_offered_s == 0.0  # CPU-only providers offer no GPU-seconds
             assert row.gpu_model == "cpu"
         h.book.set_measured(h.providers[0].address, "fp32", 2.0)
@@ -305,3 +309,21 @@ async def test_the_api_serves_the_history_and_the_phases(tmp_path: Path) -> None
             )
             assert (await client.get("/dashboard/../store.py")).status_code == 404
             assert (await client.get("/dashboard/nothing.js")).status_code == 404
+
+
+def test_the_store_adds_a_jobs_figures_only_once(tmp_path: Path) -> None:
+    from tests.coordinator.factories import job_record
+
+    store = Store(f"sqlite:///{tmp_path / 'once.sqlite'}")
+    try:
+        job, _ = store.add_job(job_record(1))
+        rows: list[HistoryRow] = [RequesterHour(0, HOUR, address="0xr", jobs=1, spend=7)]
+        assert store.record_history(job.job_id, rows)
+        assert not store.record_history(job.job_id, rows)
+        assert not store.record_history("0x" + "ee" * 32, rows)  # no such job: nothing added
+        (row,) = store.history(RequesterHour, 0)
+        assert (row.jobs, row.spend) == (1, 7)
+        assert store.get_job(job.job_id).history_recorded
+        assert store.unrecorded_history() == []
+    finally:
+        store.close()
