@@ -12,11 +12,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 
-from protocol.api_auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_request
 from tests.e2e.browser import Browser, Element
 from tests.e2e.market import Market
 
@@ -166,11 +164,17 @@ def test_the_dashboard_shows_the_market_as_the_api_reports_it(
         assert page.by_id("provider-chart").find_all("rect", "bar")
         assert page.by_id("provider-jobs").find_all("tr", "job-row", data_job=job_id)
 
-        # -- a requester's own costs, through a link carrying its signature
-        path = f"/history/requesters/{requester.address}"
-        signed = sign_request(bytes.fromhex(requester.private_key[2:]), "GET", path)
-        query = urlencode({"ts": signed[TIMESTAMP_HEADER], "sig": signed[SIGNATURE_HEADER]})
-        assert browser.open(f"{base}/dashboard#/costs/{requester.address}?{query}") == "costs"
+        # -- a requester's own costs, through the signed link its wallet makes
+        link = market.cli_json(
+            "job",
+            "costs-link",
+            "--account",
+            requester.name,
+            "--password-file",
+            str(market.password_file),
+        )["url"]
+        assert link.startswith(f"{base}/dashboard#/costs/{requester.address}?")
+        assert browser.open(link) == "costs"
         page = browser.dom()
         browser.screenshot(shots / "costs.png")
         assert value(page, "card-spend") == tokens(cost)
