@@ -9,8 +9,9 @@ Two sources, both into :mod:`coordinator.store.history`:
 - **Ended jobs**, each exactly once (the store marks the job in the same transaction): per
   seat the runtime it revealed (sold seconds, placed just before the job's last move to
   ``committed``), whether it delivered, why it failed, what it was paid; per requester the
-  job, its spend (seat pay plus fee when settled) and refund; market-wide the queue wait
-  (``queued`` to ``assign_tx_mined``).
+  job, its spend (seat pay plus fee when settled), refund and the data it moved (its inputs
+  once per seat that ran, plus its result once; sizes read from IPFS, within a deadline);
+  market-wide the queue wait (``queued`` to ``assign_tx_mined``).
 
 Phase timings of a job (:func:`phases`) come from its stored transitions plus ``matched_at``.
 The same figures go to Prometheus counters (:class:`coordinator.metrics.HistoryMetrics`).
@@ -40,7 +41,12 @@ from coordinator.store.history import (
     hour_of,
 )
 from coordinator.tasks import contained
+from protocol.errors import GpuMarketError
+from protocol.ipfs.store import ContentStore
 from protocol.lifecycle import PHASE_OF_STATE, JobState, Outcome, Phase, SeatState
+from protocol.registry import MAX_SPEC_BYTES
+from protocol.spec import JobSpec
+from protocol.spec_io import parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,8 @@ class HistoryConfig:
     retention_s: float = 90 * 86_400
     """Periods older than this are deleted."""
     compact_s: float = 3600.0
+    size_timeout_s: float = 10.0
+    """How long reading a job's input and result sizes from IPFS may take (else 0 moved)."""
 
 
 def phases(job: JobRecord, events: list[EventRecord]) -> dict[Phase, float]:
@@ -125,8 +133,13 @@ def seat_rows(
     return rows
 
 
+def ran(slot: ProviderSlot) -> bool:
+    """The seat fetched the job's inputs: it ran the job (committed, or failed running)."""
+    return slot.committed or slot.state is SeatState.RUNNING or slot.runtime_ms is not None
+
+
 def job_rows(
-    job: JobRecord, slots: list[ProviderSlot], events: list[EventRecord]
+    job: JobRecord, slots: list[ProviderSlot], events: list[EventRecord], data_bytes: int = 0
 ) -> list[HistoryRow]:
     """Everything an ended job adds to the history."""
     ended_at = events[-1].at if events else job.updated_at
@@ -149,6 +162,7 @@ def job_rows(
             spend=pay + job.fee if paid else 0,
             refunds=job.refund or 0,
             fees=job.fee if paid else 0,
+            data_bytes=data_bytes,
         )
     )
     rows.append(MarketHour(hour, HOUR, jobs=1, failed=int(failed)))
@@ -221,7 +235,10 @@ class HistoryRecorder:
         *,
         metrics: HistoryMetrics | None = None,
         config: HistoryConfig | None = None,
+        content: ContentStore | None = None,
     ) -> None:
+        self.content = content
+        """Where input and result sizes are read (None: data moved is not recorded)."""
         self.store = store
         self.book = book
         self.clock = clock
@@ -236,12 +253,43 @@ class HistoryRecorder:
             return False
         slots = await self.store.slots(job.job_id)
         events = await self.store.events(job.job_id)
-        rows = job_rows(job, slots, events)
+        rows = job_rows(job, slots, events, await self.data_moved(job, slots))
         if not await self.store.record_history(job.job_id, rows):
             return False
         if self.metrics is not None:
             self.metrics.job_recorded(job, rows, phases(job, events))
         return True
+
+    async def data_moved(self, job: JobRecord, slots: list[ProviderSlot]) -> int:
+        """Bytes the job moved through IPFS: its inputs to every seat that ran, its result
+        once; what cannot be read in time counts 0."""
+        if self.content is None:
+            return 0
+        moved = 0
+        with trio.move_on_after(self.config.size_timeout_s):
+            spec = await self._spec(job.spec_cid)
+            if spec is not None:
+                for cid in spec.input_cids().values():
+                    moved += (await self._size(cid) or 0) * sum(1 for s in slots if ran(s))
+            if job.result_cid is not None:
+                moved += await self._size(job.result_cid) or 0
+        return moved
+
+    async def _spec(self, cid: str) -> JobSpec | None:
+        assert self.content is not None
+        try:
+            return parse_spec(await self.content.read_bytes(cid, max_size=MAX_SPEC_BYTES))
+        except GpuMarketError as exc:
+            log.info("spec %s unreadable for the history: %s", cid, exc)
+            return None
+
+    async def _size(self, cid: str) -> int | None:
+        assert self.content is not None
+        try:
+            return await self.content.size(cid)
+        except GpuMarketError as exc:
+            log.info("size of %s unknown for the history: %s", cid, exc)
+            return None
 
     async def sample(self) -> None:
         """Offered seconds since the previous sample (none for the first one, and a gap

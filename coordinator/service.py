@@ -197,6 +197,7 @@ class Coordinator:
             time.time,
             metrics=self.metrics.history,
             config=HistoryConfig(sample_s=s.history_sample_s),
+            content=self.content,
         )
         self.driver.history = self.history
         self.runner = JobRunner(

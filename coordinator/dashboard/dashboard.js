@@ -78,6 +78,13 @@ function ago(unix) {
   return `${seconds(Math.max(0, Date.now() / 1000 - unix))} ago`;
 }
 
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = n, i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+  return i ? `${v.toFixed(1)} ${units[i]}` : `${v} B`;
+}
+
 function pct(x) {
   return x === null || x === undefined ? "-" : `${(100 * x).toFixed(1)}%`;
 }
@@ -420,12 +427,14 @@ async function costsPage(root, address, params) {
   root.append(el("div", { class: "cards", id: "costs-cards" },
     card("jobs ended", t.jobs), card("failed", t.failed),
     card("spent", tokens(t.spend), "card-spend"), card("of it fees", tokens(t.fees)),
-    card("refunded", tokens(t.refunds), "card-refunds")));
-  root.append(table("requester-hours", ["period", "jobs#", "failed#", "spent#", "refunded#"],
+    card("refunded", tokens(t.refunds), "card-refunds"),
+    card("data moved", bytes(t.data_bytes), "card-data")));
+  root.append(table("requester-hours",
+    ["period", "jobs#", "failed#", "spent#", "refunded#", "data moved#"],
     [...hist.hours].reverse().map(h => el("tr", { class: "hour-row" },
       td(`${new Date(h.bucket * 1000).toLocaleDateString()} ${dayHour(h.bucket)}`),
       td(h.jobs, "num"), td(h.failed, "num"), td(tokens(h.spend), "num"),
-      td(tokens(h.refunds), "num")))));
+      td(tokens(h.refunds), "num"), td(bytes(h.data_bytes), "num")))));
   return "costs";
 }
 

@@ -149,7 +149,7 @@ class RequesterHour(HistoryRow):
     refunds: int = 0
     fees: int = 0
     data_bytes: int = 0
-    """Output bytes the coordinator downloaded (only ``tolerance`` comparisons do)."""
+    """Bytes moved through IPFS: inputs to each seat that ran, plus the result once."""
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,11 @@ from coordinator.store.history import (
     hour_of,
 )
 from coordinator.store.migrate import downgrade, upgrade
-from devnet.harness import Harness, harness
+from devnet.harness import SPEC, Harness, harness
 from protocol.api_auth import sign_request
 from protocol.lifecycle import JobState, Phase
 from protocol.messages import FailureKind, GpuInfo
+from protocol.spec_io import canonical_spec, parse_spec
 from tests.coordinator.test_api import Backend
 
 S = JobState
@@ -327,3 +328,19 @@ def test_the_store_adds_a_jobs_figures_only_once(tmp_path: Path) -> None:
         assert store.unrecorded_history() == []
     finally:
         store.close()
+
+
+async def test_data_moved_counts_the_inputs_once_per_seat_that_ran(tmp_path: Path) -> None:
+    async with harness(tmp_path, 3) as h:
+        recorder = _recorder(h)
+        recorder.content = h.content
+        data = await h.content.add_bytes(b"x" * 5000)
+        text = SPEC.replace("resources:", f"inputs:\n  - {{name: data, cid: {data}}}\nresources:")
+        job_id = await h.create_job(2, spec=canonical_spec(parse_spec(text)))
+        await h.run(job_id, settled)
+        await h.driver.step(job_id)
+        since = hour_of(time.time()) - 2 * HOUR
+        (requester,) = await h.store.history(RequesterHour, since)
+        # Two seats fetched the 5,000-byte input; the scripted providers' result is in no
+        # IPFS node, so its size is unknown and counts nothing.
+        assert requester.data_bytes == 2 * 5000

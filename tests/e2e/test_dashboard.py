@@ -179,6 +179,8 @@ def test_the_dashboard_shows_the_market_as_the_api_reports_it(
         browser.screenshot(shots / "costs.png")
         assert value(page, "card-spend") == tokens(cost)
         assert value(page, "card-refunds") == tokens(int(job["refund"]))
+        # The job's code went to both seats and its result came back: bytes moved.
+        assert value(page, "card-data") not in ("0 B", "")
         # Without the signature the page shows the API's refusal, not the costs.
         assert browser.open(f"{base}/dashboard#/costs/{requester.address}") == "error"
         assert "401" in browser.dom().by_id("error").text
