@@ -2,10 +2,10 @@
 
 Two sources, both into :mod:`coordinator.store.history`:
 
-- **Samples** of the live book every ``sample_s``: each registered provider offers its GPUs
-  (GPU-seconds) and its job slots (slot-seconds, what a CPU-only provider sells) for the
-  time since the last sample; each verified TFLOPS figure gives a price per verified
-  TFLOP-hour for its GPU model and dtype.
+- **Samples** of the live book every ``sample_s`` (held in memory, written every
+  ``flush_s``): each registered provider offers its GPUs (GPU-seconds) and its job slots
+  (slot-seconds, what a CPU-only provider sells) for the time since the last sample; each
+  verified TFLOPS figure gives a price per verified TFLOP-hour for its GPU model and dtype.
 - **Ended jobs**, each exactly once (the store marks the job in the same transaction): per
   seat the runtime it revealed (sold seconds, placed just before the job's last move to
   ``committed``), whether it delivered, why it failed, what it was paid; per requester the
@@ -23,6 +23,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -39,6 +40,7 @@ from coordinator.store.history import (
     ProviderHour,
     RequesterHour,
     hour_of,
+    merge,
 )
 from coordinator.tasks import contained
 from protocol.errors import GpuMarketError
@@ -63,7 +65,10 @@ class HistoryConfig:
     """Hour rows older than this are folded into day rows."""
     retention_s: float = 90 * 86_400
     """Periods older than this are deleted."""
-    compact_s: float = 3600.0
+    compact_s: float = 600.0
+    """How often week-old hours are folded (a bounded batch each time)."""
+    flush_s: float = 60.0
+    """Samples are held in memory and written this often (and when the recorder stops)."""
     size_timeout_s: float = 10.0
     """How long reading a job's input and result sizes from IPFS may take (else 0 moved)."""
 
@@ -245,6 +250,7 @@ class HistoryRecorder:
         self.metrics = metrics
         self.config = config or HistoryConfig()
         self._last_sample: float | None = None
+        self._pending: dict[tuple[Any, ...], HistoryRow] = {}
 
     async def record_job(self, job: JobRecord) -> bool:
         """Add an ended job's figures (idempotent); False while it has not ended, or when
@@ -293,15 +299,25 @@ class HistoryRecorder:
 
     async def sample(self) -> None:
         """Offered seconds since the previous sample (none for the first one, and a gap
-        longer than two periods counts only two) and the prices of now."""
+        longer than two periods counts only two) and the prices of now, held in memory
+        (folded per period and key) until :meth:`flush`."""
         now = self.clock()
         last, self._last_sample = self._last_sample, now
         dt = 0.0 if last is None else min(max(0.0, now - last), 2 * self.config.sample_s)
         rows = book_rows(self.book, now, dt)
-        if rows:
-            await self.store.add_history(rows)
+        for row in rows:
+            k = (type(row), *row.key().values())
+            held = self._pending.get(k)
+            self._pending[k] = row if held is None else merge(held, row)
         if self.metrics is not None:
             self.metrics.sampled(rows)
+
+    async def flush(self) -> int:
+        """Write the samples held so far; returns how many period rows were written."""
+        rows, self._pending = list(self._pending.values()), {}
+        if rows:
+            await self.store.add_history(rows)
+        return len(rows)
 
     async def catch_up(self) -> int:
         """Record jobs that ended while no recorder ran (before a restart)."""
@@ -313,16 +329,28 @@ class HistoryRecorder:
     async def run(self) -> None:
         with contained(log, "history catch-up failed"):
             await self.catch_up()
-        next_compact = 0.0
-        while True:
-            with contained(log, "history sample failed"):
-                await self.sample()
-            if self.clock() >= next_compact:
-                with contained(log, "history compaction failed"):
-                    gone = await self.store.compact_history(
-                        self.config.keep_hours_s, self.config.retention_s
-                    )
-                    if gone:
-                        log.info("history: %d old rows folded or dropped", gone)
-                next_compact = self.clock() + self.config.compact_s
-            await trio.sleep(self.config.sample_s)
+        next_compact = next_flush = 0.0
+        try:
+            while True:
+                with contained(log, "history sample failed"):
+                    await self.sample()
+                if self.clock() >= next_flush:
+                    with contained(log, "history flush failed"):
+                        await self.flush()
+                    next_flush = self.clock() + self.config.flush_s
+                if self.clock() >= next_compact:
+                    next_compact = self.clock() + self.config.compact_s
+                    await self._compact()
+                await trio.sleep(self.config.sample_s)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5.0):
+                with contained(log, "history flush at exit failed"):
+                    await self.flush()
+
+    async def _compact(self) -> None:
+        with contained(log, "history compaction failed"):
+            gone = await self.store.compact_history(
+                self.config.keep_hours_s, self.config.retention_s
+            )
+            if gone:
+                log.info("history: %d old rows folded or dropped", gone)

@@ -196,7 +196,7 @@ class Coordinator:
             self.book,
             time.time,
             metrics=self.metrics.history,
-            config=HistoryConfig(sample_s=s.history_sample_s),
+            config=HistoryConfig(sample_s=s.history_sample_s, flush_s=s.history_flush_s),
             content=self.content,
         )
         self.driver.history = self.history

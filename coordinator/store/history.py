@@ -12,7 +12,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 
 from coordinator.store import tables as t
 
@@ -190,32 +200,61 @@ class PriceHour(HistoryRow):
 
 ROW_TYPES: tuple[type[HistoryRow], ...] = (ProviderHour, RequesterHour, MarketHour, PriceHour)
 MAX_HISTORY_ROWS = 20_000
-"""The most rows one read returns."""
-
-
-def _where(table: Table, key: dict[str, Any]) -> Any:
-    clause = None
-    for name, value in key.items():
-        term = table.c[name] == value
-        clause = term if clause is None else clause & term
-    return clause
+"""The most rows one read returns (the newest)."""
+COMPACT_BATCH = 5_000
+"""The most hour rows one compaction folds per table: it holds the store's write lock."""
 
 
 def add_rows(conn: Connection, rows: Iterable[HistoryRow]) -> None:
-    """Merge each row into its stored period (inserting it when the period is new)."""
+    """Merge each row into its stored period (inserting it when the period is new).
+
+    Per table and period: one read of the period's stored rows, one batched insert, one
+    batched update, so a sample of the whole book is a handful of statements."""
     merged: dict[tuple[Any, ...], HistoryRow] = {}
-    for row in rows:  # fold duplicates first: one write per period
-        k = (type(row).__name__, *row.key().values())
+    for row in rows:  # fold duplicates first: one write per period and key
+        k = (type(row), *row.key().values())
         merged[k] = merge(merged[k], row) if k in merged else row
+    groups: dict[tuple[type[HistoryRow], int, int], list[HistoryRow]] = {}
     for row in merged.values():
-        table = row.TABLE
-        where = _where(table, row.key())
-        found = conn.execute(select(table).where(where).with_for_update()).first()
-        if found is None:
-            conn.execute(insert(table).values(**row.to_row()))
-        else:
-            total = merge(type(row).from_row(found), row)
-            conn.execute(update(table).where(where).values(**total.to_row()))
+        groups.setdefault((type(row), row.bucket, row.resolution), []).append(row)
+    for (kind, bucket, resolution), batch in groups.items():
+        table = kind.TABLE
+        period = (table.c.bucket == bucket) & (table.c.resolution == resolution)
+        stored = {
+            tuple(found.key().values()): found
+            for found in (kind.from_row(r) for r in conn.execute(select(table).where(period)))
+        }
+        fresh, changed = [], []
+        for row in batch:
+            old = stored.get(tuple(row.key().values()))
+            if old is None:
+                fresh.append(row.to_row())
+            else:
+                changed.append(merge(old, row).to_row())
+        if fresh:
+            conn.execute(insert(table), fresh)
+        if changed:
+            conn.execute(_update_by_key(kind), [_keyed(kind, r) for r in changed])
+
+
+def _key_clause(kind: type[HistoryRow]) -> ColumnElement[bool]:
+    """``bucket = :key_bucket AND ...`` over the row's key, for batched statements."""
+    table = kind.TABLE
+    return and_(*(table.c[n] == bindparam(f"key_{n}") for n in ("bucket", "resolution", *kind.KEY)))
+
+
+def _update_by_key(kind: type[HistoryRow]) -> Any:
+    table = kind.TABLE
+    names = ("bucket", "resolution", *kind.KEY)
+    values: dict[str, Any] = {c.name: bindparam(c.name) for c in table.c if c.name not in names}
+    return update(table).where(_key_clause(kind)).values(**values)
+
+
+def _keyed(kind: type[HistoryRow], row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in row.items() if k not in ("bucket", "resolution", *kind.KEY)}
+    for name in ("bucket", "resolution", *kind.KEY):
+        out[f"key_{name}"] = row[name]
+    return out
 
 
 def read_rows(
@@ -231,8 +270,9 @@ def read_rows(
         query = query.where(table.c.bucket < int(until))
     for name, value in key.items():
         query = query.where(table.c[name] == value)
-    query = query.order_by(table.c.bucket).limit(MAX_HISTORY_ROWS)
-    return [kind.from_row(r) for r in conn.execute(query)]
+    # Past the cap the newest periods are the ones kept.
+    query = query.order_by(table.c.bucket.desc()).limit(MAX_HISTORY_ROWS)
+    return [kind.from_row(r) for r in conn.execute(query)][::-1]
 
 
 def compact(conn: Connection, now: float, keep_hours_s: float, retention_s: float) -> int:
@@ -246,11 +286,14 @@ def compact(conn: Connection, now: float, keep_hours_s: float, retention_s: floa
         result = conn.execute(delete(table).where(table.c.bucket < drop_before))
         gone += int(result.rowcount or 0)
         old = select(table).where(table.c.resolution == HOUR, table.c.bucket < fold_before)
-        hours = [kind.from_row(r) for r in conn.execute(old.limit(MAX_HISTORY_ROWS))]
-        days = [replace(h, bucket=day_of(h.bucket), resolution=DAY) for h in hours]
-        add_rows(conn, days)
-        for h in hours:
-            conn.execute(delete(table).where(_where(table, h.key())))
+        hours = [kind.from_row(r) for r in conn.execute(old.limit(COMPACT_BATCH))]
+        if not hours:
+            continue
+        add_rows(conn, [replace(h, bucket=day_of(h.bucket), resolution=DAY) for h in hours])
+        conn.execute(
+            delete(table).where(_key_clause(kind)),
+            [{f"key_{n}": v for n, v in h.key().items()} for h in hours],
+        )
         gone += len(hours)
     return gone
 

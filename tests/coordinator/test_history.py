@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import inspect
 
@@ -167,6 +168,8 @@ async def test_samples_offer_each_providers_slots_for_the_time_between_samples(
         await recorder.sample()
         now[0] += 500.0  # a gap: counts at most two periods
         await recorder.sample()
+        assert await h.store.history(ProviderHour, now[0] - HOUR) == []  # held in memory
+        assert await recorder.flush() == len(h.providers)  # one row per provider and hour
         rows = await h.store.history(ProviderHour, now[0] - HOUR)
         assert {r.address for r in rows} == {p.address for p in h.providers}
         for row in rows:
@@ -175,6 +178,7 @@ async def test_samples_offer_each_providers_slots_for_the_time_between_samples(
             assert row.gpu_model == "cpu"
         h.book.set_measured(h.providers[0].address, "fp32", 2.0)
         await recorder.sample()
+        await recorder.flush()
         # CPU-only providers have no GPU model to price: only GPU adverts are priced.
         assert await h.store.history(PriceHour, now[0] - HOUR) == []
 
@@ -344,3 +348,23 @@ async def test_data_moved_counts_the_inputs_once_per_seat_that_ran(tmp_path: Pat
         # Two seats fetched the 5,000-byte input; the scripted providers' result is in no
         # IPFS node, so its size is unknown and counts nothing.
         assert requester.data_bytes == 2 * 5000
+
+
+def test_compaction_folds_a_bounded_batch_per_call_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coordinator.store import history
+
+    monkeypatch.setattr(history, "COMPACT_BATCH", 4)
+    now = time.time()
+    store = Store(f"sqlite:///{tmp_path / 'b.sqlite'}", clock=lambda: now)
+    try:
+        day = (int(now) // DAY - 10) * DAY
+        store.add_history(
+            [ProviderHour(day + h * HOUR, HOUR, address="0xa", jobs=1) for h in range(10)]
+        )
+        assert [store.compact_history(7 * DAY, 90 * DAY) for _ in range(4)] == [4, 4, 2, 0]
+        (folded,) = store.history(ProviderHour, 0)
+        assert (folded.bucket, folded.resolution, folded.jobs) == (day, DAY, 10)
+    finally:
+        store.close()
