@@ -203,9 +203,9 @@ async def test_price_per_verified_tflop_hour_by_model(tmp_path: Path) -> None:
         assert sum(r.gpu_offered_s for r in offered) == 10.0
 
 
-def test_old_hours_fold_into_days_and_retention_drops_the_oldest(tmp_path: Path) -> None:
+def test_old_hours_fold_into_days_and_retention_drops_the_oldest(db_url: str) -> None:
     now = time.time()
-    store = Store(f"sqlite:///{tmp_path / 'h.sqlite'}", clock=lambda: now)
+    store = Store(db_url, clock=lambda: now)
     try:
         day = (int(now) // DAY - 10) * DAY  # ten days ago: folded
         ancient = (int(now) // DAY - 100) * DAY  # past 90 days: dropped
@@ -254,8 +254,8 @@ def test_spread_cuts_runtime_at_hour_boundaries() -> None:
     assert spread(5.0, 5.0) == []
 
 
-def test_the_migration_adds_and_removes_the_history(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'm.sqlite'}")
+def test_the_migration_adds_and_removes_the_history(db_url: str) -> None:
+    store = Store(db_url)
     try:
         names = set(inspect(store.engine).get_table_names())
         assert {
@@ -316,10 +316,10 @@ async def test_the_api_serves_the_history_and_the_phases(tmp_path: Path) -> None
             assert (await client.get("/dashboard/nothing.js")).status_code == 404
 
 
-def test_the_store_adds_a_jobs_figures_only_once(tmp_path: Path) -> None:
+def test_the_store_adds_a_jobs_figures_only_once(db_url: str) -> None:
     from tests.coordinator.factories import job_record
 
-    store = Store(f"sqlite:///{tmp_path / 'once.sqlite'}")
+    store = Store(db_url)
     try:
         job, _ = store.add_job(job_record(1))
         rows: list[HistoryRow] = [RequesterHour(0, HOUR, address="0xr", jobs=1, spend=7)]
@@ -351,13 +351,13 @@ async def test_data_moved_counts_the_inputs_once_per_seat_that_ran(tmp_path: Pat
 
 
 def test_compaction_folds_a_bounded_batch_per_call_and_loses_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from coordinator.store import history
 
     monkeypatch.setattr(history, "COMPACT_BATCH", 4)
     now = time.time()
-    store = Store(f"sqlite:///{tmp_path / 'b.sqlite'}", clock=lambda: now)
+    store = Store(db_url, clock=lambda: now)
     try:
         day = (int(now) // DAY - 10) * DAY
         store.add_history(
