@@ -9,6 +9,8 @@ const PHASES = ["queued", "matched", "assign_tx_mined", "delivered", "all_commit
   "all_revealed", "settle_tx_mined"];
 const HOUR = 3600;
 const SVGNS = "http://www.w3.org/2000/svg";
+const ADDRESS = /^0x[0-9a-fA-F]{40}$/;
+const JOB_ID = /^0x[0-9a-fA-F]{64}$/;
 const streams = [];
 
 // ------------------------------------------------------------------ helpers
@@ -291,15 +293,21 @@ function jobsTable(id, jobs) {
 }
 
 function follow(jobId, onState) {
-  // Server-sent events of one job; closed at a terminal state (no reconnect loop).
+  // Server-sent events of one job, closed at a terminal state. The server replays a job's
+  // events from the start on every connection, so after a reconnect the ones already
+  // delivered are skipped: each event reaches onState once.
   const source = new EventSource(`/jobs/${jobId}/events`);
   streams.push(source);
+  let delivered = 0, index = 0;
+  source.onopen = () => { index = 0; };
   source.onmessage = message => {
+    index += 1;
+    if (index <= delivered) return;
+    delivered = index;
     const event = JSON.parse(message.data);
     onState(event.state, event);
     if (TERMINAL.has(event.state)) source.close();
   };
-  source.onerror = () => source.close();
 }
 
 async function providerPage(root, address) {
@@ -448,6 +456,9 @@ async function route() {
   const parts = path.split("/").filter(Boolean);
   let page;
   try {
+    if (parts[1] && !(parts[0] === "job" ? JOB_ID : ADDRESS).test(parts[1])) {
+      throw new Error(`not ${parts[0] === "job" ? "a job id" : "an address"}: ${parts[1]}`);
+    }
     if (parts[0] === "provider" && parts[1]) page = await providerPage(root, parts[1]);
     else if (parts[0] === "job" && parts[1]) page = await jobPage(root, parts[1]);
     else if (parts[0] === "costs" && parts[1]) {

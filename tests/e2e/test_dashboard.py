@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.browser import Browser, Element
-from tests.e2e.market import Market
+from tests.e2e.market import TERMINAL, Market
 
 pytestmark = pytest.mark.integration
 
@@ -80,16 +80,19 @@ def test_the_dashboard_shows_the_market_as_the_api_reports_it(
         assert browser.open(f"{base}/dashboard") == "overview"
         row = f'tr[data-job="{job_id}"] td.state'
         assert browser.evaluate(f"document.querySelector('{row}').textContent") != "settled"
-        browser.wait_for(
-            f"document.querySelector('{row}').dataset.live === 'sse'"
-            f" && document.querySelector('{row}').textContent === 'settled'",
-            timeout=180,
-            what="the job's row turned settled from its event stream",
-        )
-        browser.screenshot(shots / "market-live.png")
-
+        terminal = " || ".join(f"s === '{t}'" for t in TERMINAL)
+        try:
+            shown = browser.wait_for(
+                f"(() => {{ const c = document.querySelector('{row}');"
+                f" const s = c.textContent; return c.dataset.live === 'sse' && ({terminal})"
+                " ? s : ''; })()",
+                timeout=240,
+                what="the job's row reached a terminal state from its event stream",
+            )
+        finally:
+            browser.screenshot(shots / "market-live.png")
         job = market.job(job_id)
-        assert job["state"] == "settled"
+        assert shown == job["state"] == "settled", job
         paid = [p for p in job["providers"] if p["outcome"] == "paid"]
         assert paid
         # The driver records the ended job into the history on its next step.
@@ -184,6 +187,9 @@ def test_the_dashboard_shows_the_market_as_the_api_reports_it(
         # Without the signature the page shows the API's refusal, not the costs.
         assert browser.open(f"{base}/dashboard#/costs/{requester.address}") == "error"
         assert "401" in browser.dom().by_id("error").text
+        # A link whose address is not one is refused before anything is fetched.
+        assert browser.open(f"{base}/dashboard#/costs/..?x=1") == "error"
+        assert "not an address" in browser.dom().by_id("error").text
 
     for name in ("market-live", "market", "job", "provider", "costs"):
         png = (shots / f"{name}.png").read_bytes()
