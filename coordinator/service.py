@@ -255,7 +255,11 @@ class Coordinator:
         )
         self.http_url = server.url
         log.info(
-            "coordinator %s ready: %s, %s", self.identity.address, self.http_url, self.multiaddr
+            "coordinator %s ready: %s (dashboard %s/dashboard), %s",
+            self.identity.address,
+            self.http_url,
+            self.http_url,
+            self.multiaddr,
         )
 
     async def _trusted_history(self) -> TrustedHistory:
