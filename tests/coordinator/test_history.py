@@ -368,3 +368,30 @@ def test_compaction_folds_a_bounded_batch_per_call_and_loses_nothing(
         assert (folded.bucket, folded.resolution, folded.jobs) == (day, DAY, 10)
     finally:
         store.close()
+
+
+def test_a_gpu_jobs_runtime_sells_gpu_seconds_cut_at_the_hour() -> None:
+    from coordinator.history import seat_rows
+    from coordinator.store import ProviderSlot
+    from protocol.lifecycle import Outcome, SeatState
+    from tests.coordinator.factories import job_record
+
+    job = job_record(3, state=S.SETTLED, requirements={"gpus": 2})
+    slot = ProviderSlot(
+        job.job_id,
+        0,
+        "0x" + "33" * 20,
+        "peer",
+        5,
+        SeatState.REVEALED,
+        0.0,
+        commit_hash="0x" + "44" * 32,
+        runtime_ms=90_000,
+        outcome=Outcome.PAID,
+        pay=5,
+    )
+    ended = 10 * HOUR + 30.0  # 90 s of runtime, 60 s of it in the hour before
+    rows = seat_rows(job, slot, ended, hour_of(ended))
+    sold = {r.bucket: r.gpu_sold_s for r in rows if r.gpu_sold_s}
+    assert sold == {9 * HOUR: 120.0, 10 * HOUR: 60.0}  # two GPUs
+    assert sum(r.jobs for r in rows) == 1 and sum(r.earnings for r in rows) == 5
