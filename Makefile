@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := libgmp-dev bubblewrap python3-dev gcc postgresql
+APT_PACKAGES := libgmp-dev bubblewrap python3-dev gcc postgresql chromium
 PY_SOURCES := protocol proofs contracts provider_node coordinator wallet devnet gpumarket_cli.py tests bench
 DEMO_STATE := .devnet/demo-state.json
 
@@ -44,7 +44,7 @@ pytest: bootstrap
 test: lint typecheck pytest
 
 demo: bootstrap
-	$(BIN)/python -m devnet.demo --state $(DEMO_STATE)
+	$(BIN)/python -m devnet.demo --state $(DEMO_STATE) $(if $(filter 1 yes true,$(KEEP)),--keep)
 
 clean:
 	rm -rf $(VENV) node_modules .bootstrap-apt .devnet

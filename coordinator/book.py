@@ -66,6 +66,8 @@ class BookEntry:
     registered: bool = False
     free_stake: int = 0
     reputation: float = 0.0
+    verified_at: float | None = None
+    """When a benchmark challenge last measured its speed (this coordinator's clock)."""
 
 
 class ProviderBook:
@@ -198,6 +200,9 @@ class ProviderBook:
 
     def set_measured(self, address: str, dtype: str, tflops: float) -> None:
         self.columns.set_measured(address, dtype, tflops)
+        entry = self.entries.get(address)
+        if entry is not None:
+            entry.verified_at = self.clock()
 
     # ------------------------------------------------------------------ views
     def find(self, address: str) -> Advert | None:

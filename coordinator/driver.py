@@ -31,6 +31,7 @@ from coordinator.closing import Closer
 from coordinator.config import DriverConfig
 from coordinator.dispatcher import Dispatcher
 from coordinator.errors import InvalidTransition
+from coordinator.history import HistoryRecorder
 from coordinator.matching import Matching
 from coordinator.offers import job_key, target_of
 from coordinator.reputation import ReputationBook
@@ -87,6 +88,8 @@ class JobDriver:
         self._specs: dict[str, JobSpec] = {}
         self.looked_at: set[str] = set()
         """Jobs looked at since this process started (the chain may be ahead of the store)."""
+        self.history: HistoryRecorder | None = None
+        """Where ended jobs' figures go (hour by hour), when the coordinator keeps history."""
         self.matching = Matching(self)
         self.seating = Seating(self)
         self.closer = Closer(self, settler, reputation)
@@ -139,6 +142,8 @@ class JobDriver:
                 job = await self.store.get_job(job_id)
             # Each seat's verified outcome, once its job ended (idempotent: counted once).
             await self.closer.reputation.record_job(self.store, self.book, job)
+            if self.history is not None:
+                await self.history.record_job(job)  # idempotent: counted once
             self.assigner.forget(job_id)
             self.book.capacity.release_job(job_id)
             self._specs.pop(job_id, None)

@@ -9,6 +9,7 @@
     │   └── NoCandidates            no provider satisfies a job (409)
     └── CoordinatorError            base of the coordinator's own failures
         ├── JobNotFound             the store (and the chain) know no such job (404)
+        ├── PageNotFound            no such dashboard file (404)
         ├── NotOurJob               the job names another coordinator (409)
         ├── InvalidTransition       a job state change the lifecycle forbids (409)
         ├── NotAuthorized           a signed request from the wrong account (401)
@@ -28,6 +29,12 @@ class JobNotFound(CoordinatorError):
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         super().__init__(f"no job {job_id}")
+
+
+class PageNotFound(CoordinatorError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no dashboard file {name!r}: the dashboard is at /dashboard")
 
 
 class NotOurJob(CoordinatorError):

@@ -31,6 +31,7 @@ from coordinator.challenger import Challenger
 from coordinator.dispatcher import Dispatcher
 from coordinator.driver import DriverConfig, JobDriver
 from coordinator.errors import JobNotFound, NotOurJob, Unavailable
+from coordinator.history import HistoryConfig, HistoryRecorder
 from coordinator.matcher import Matcher
 from coordinator.metrics import Metrics
 from coordinator.offers import Offerer
@@ -190,6 +191,15 @@ class Coordinator:
                 stake_factor=params.stake_factor,
             ),
         )
+        self.history = HistoryRecorder(
+            self.store,
+            self.book,
+            time.time,
+            metrics=self.metrics.history,
+            config=HistoryConfig(sample_s=s.history_sample_s, flush_s=s.history_flush_s),
+            content=self.content,
+        )
+        self.driver.history = self.history
         self.runner = JobRunner(
             self.driver, self.signals, self.nursery, poll_s=max(0.2, s.poll_interval_s * 2)
         )
@@ -233,6 +243,7 @@ class Coordinator:
         self.nursery.start_soon(self.settler.run, name="settlement batcher")
         self.nursery.start_soon(self._adverts, name="advert subscription")
         self.nursery.start_soon(self._maintain_book, name="book maintenance")
+        self.nursery.start_soon(self.history.run, name="history recorder")
         if s.challenges:
             self.nursery.start_soon(self.challenger.run, name="benchmark challenger")
         server = await self._stack.enter_async_context(
@@ -244,7 +255,11 @@ class Coordinator:
         )
         self.http_url = server.url
         log.info(
-            "coordinator %s ready: %s, %s", self.identity.address, self.http_url, self.multiaddr
+            "coordinator %s ready: %s (dashboard %s/dashboard), %s",
+            self.identity.address,
+            self.http_url,
+            self.http_url,
+            self.multiaddr,
         )
 
     async def _trusted_history(self) -> TrustedHistory:

@@ -71,6 +71,10 @@ class CoordinatorSettings(BaseSettings):
     """Unknown advertisers waiting for that chain read, at most."""
     admission_lookups_per_s: float = Field(default=20.0, gt=0, le=10_000)
     """Chain reads for unknown advertisers, at most, per second."""
+    history_sample_s: float = Field(default=10.0, ge=0.5, le=600)
+    """How often the live book is sampled into the hourly history (offered seconds, prices)."""
+    history_flush_s: float = Field(default=60.0, ge=0.5, le=3600)
+    """How often those samples are written to the store (a crash loses at most this much)."""
     trusted_coordinators: Annotated[tuple[Address, ...], NoDecode] = ()
     """Comma-separated coordinator addresses whose settlements seed the reputation of a
     provider this coordinator has no record of (its own always do)."""

@@ -41,6 +41,11 @@ def _fail(exc: GpuMarketError) -> None:
     raise typer.Exit(1)
 
 
+def dashboard_url(state: DevnetState) -> str:
+    """The coordinator's dashboard page (read-only; open it in a browser)."""
+    return f"{state.coordinator_url}/dashboard" if state.coordinator_url else "-"
+
+
 def _endpoints_table(state: DevnetState) -> Table:
     table = Table(title="devnet endpoints")
     table.add_column("what")
@@ -50,6 +55,7 @@ def _endpoints_table(state: DevnetState) -> Table:
     table.add_row("IPFS API", state.ipfs_api or "-")
     if state.coordinator_url:
         table.add_row("coordinator", state.coordinator_url)
+        table.add_row("dashboard", dashboard_url(state))
     for name, address in state.contracts.items():
         table.add_row(f"contract {name}", address)
     for account in state.accounts[:4]:

@@ -25,7 +25,7 @@ from rich.table import Table
 from contracts.chain import Web3Chain
 from contracts.models import Deployment
 from devnet import network
-from devnet.cli import _endpoints_table
+from devnet.cli import _endpoints_table, dashboard_url
 from devnet.state import DevnetState
 from protocol.errors import GpuMarketError
 from protocol.identity import Identity
@@ -184,6 +184,11 @@ def run_demo(state: DevnetState, workdir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the gpumarket demo on a local devnet.")
     parser.add_argument("--state", type=Path, default=Path(".devnet/demo-state.json"))
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the devnet running at the end (stop it with `gpumarket devnet down`)",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
@@ -201,8 +206,14 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]demo failed:[/red] {exc}")
         code = 1
     finally:
-        stopped = network.down(args.state)
-        console.print(f"devnet down: stopped {', '.join(stopped)}")
+        if args.keep and code == 0:
+            console.print(
+                f"devnet left running: dashboard at {dashboard_url(report.state)}; stop it with "
+                f"`gpumarket devnet down --state {args.state}`"
+            )
+        else:
+            stopped = network.down(args.state)
+            console.print(f"devnet down: stopped {', '.join(stopped)}")
     console.print(f"demo finished in {time.monotonic() - started:.1f}s")
     return code
 

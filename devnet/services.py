@@ -83,6 +83,9 @@ def start_coordinator(state: DevnetState, root: Path) -> tuple[ProcessRecord, di
             "COORDINATOR_HTTP_PORT": "0",
             "COORDINATOR_P2P_PORT": "0",
             "COORDINATOR_REORG_MARGIN": "0",
+            # Devnet jobs last seconds: sample the book often enough for its hourly history.
+            "COORDINATOR_HISTORY_SAMPLE_S": "2",
+            "COORDINATOR_HISTORY_FLUSH_S": "2",
         }
     )
     ready_file = workdir / "coordinator.json"

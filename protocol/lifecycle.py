@@ -151,14 +151,42 @@ class Outcome(StrEnum):
     RELEASED = "released"  # nothing signed: stake released, not paid
 
 
+class Phase(StrEnum):
+    """A point in a job's life that its timeline shows, in order: the lifecycle's transitions
+    plus when the first seat was chosen and when the assign and settle transactions were
+    mined (times are the coordinator's clock)."""
+
+    QUEUED = "queued"  # the coordinator learned of the job
+    MATCHED = "matched"  # its first seat was chosen (offers out)
+    ASSIGN_TX_MINED = "assign_tx_mined"  # seats on chain: the first move to assigned
+    DELIVERED = "delivered"  # every seat acknowledged its assignment (running)
+    ALL_COMMITTED = "all_committed"  # every live seat committed (committed)
+    ALL_REVEALED = "all_revealed"  # reveals collected (revealing)
+    SETTLE_TX_MINED = "settle_tx_mined"  # settled or finalized on chain
+
+
+PHASE_OF_STATE: dict[JobState, Phase] = {
+    JobState.CREATED: Phase.QUEUED,
+    JobState.ASSIGNED: Phase.ASSIGN_TX_MINED,
+    JobState.RUNNING: Phase.DELIVERED,
+    JobState.COMMITTED: Phase.ALL_COMMITTED,
+    JobState.REVEALING: Phase.ALL_REVEALED,
+    JobState.SETTLED: Phase.SETTLE_TX_MINED,
+    JobState.FINALIZED: Phase.SETTLE_TX_MINED,
+}
+"""The phase a job reaches the first time it enters each of these states."""
+
+
 __all__ = [
     "CHAIN_DECIDED",
     "FINAL",
+    "PHASE_OF_STATE",
     "SEAT_TRANSITIONS",
     "TERMINAL",
     "TRANSITIONS",
     "JobState",
     "Outcome",
+    "Phase",
     "SeatState",
     "allowed",
     "seat_allowed",

@@ -12,11 +12,12 @@ import typer
 from rich.table import Table
 
 from protocol.errors import GpuMarketError
-from wallet import costs, jobs, keys, market, quotes
+from wallet import costs, dashboard, jobs, keys, market, quotes
 from wallet.cli import (
     AccountOpt,
     Devnet,
     JsonOpt,
+    PasswordFile,
     _emit,
     _fail,
     _job,
@@ -177,6 +178,32 @@ def job_cost(
         _fail(exc)
         return
     _emit(cost.to_json()) if json_out else _show_cost(cost)
+
+
+@job_app.command("costs-link")
+def job_costs_link(
+    hours: Annotated[int, typer.Option(help="How far back the page looks.", min=1)] = 24 * 7,
+    devnet: Devnet = None,
+    account: AccountOpt = None,
+    password_file: PasswordFile = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """A link that opens your own costs on the coordinator's dashboard (it carries your
+    request signature: anyone holding it can read those costs until it expires)."""
+    settings = _settings(devnet, account, password_file)
+    try:
+        identity = keys.unlock(settings, _prompt)
+        link = dashboard.costs_link(
+            settings.need("coordinator_url"), identity.private_key, hours=hours
+        )
+    except GpuMarketError as exc:
+        _fail(exc)
+        return
+    if json_out:
+        _emit({"url": link, "valid_s": dashboard.VALID_S})
+        return
+    out.print(link)
+    out.print(f"[dim]valid for about {dashboard.VALID_S // 60} minutes[/dim]")
 
 
 def _show_cost(c: costs.JobCost) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from coordinator.api import errors
+from coordinator.api import dashboard, errors, history
 from coordinator.api.bodies import SUBMIT_JOB_MAX_BYTES, body_schema, json_body
 from coordinator.api.models import (
     Accepted,
@@ -32,6 +32,7 @@ from coordinator.api.models import (
 from coordinator.api.quote import QUOTE_MAX_BYTES, Quote, QuoteRequest, quote
 from coordinator.book import ProviderBook
 from coordinator.errors import NotAuthorized
+from coordinator.history import phases
 from coordinator.metrics import Metrics
 from coordinator.reputation import standing
 from coordinator.signals import Signals
@@ -85,7 +86,10 @@ def create_app(backend: ApiBackend, *, stake_factor: int = DEFAULT_STAKE_FACTOR)
 
     async def view(key: str) -> JobView:
         job = await backend.store.get_job(key)
-        return JobView.of(job, await backend.store.slots(key))
+        out = JobView.of(job, await backend.store.slots(key))
+        when = phases(job, await backend.store.events(key))
+        out.phases = {str(phase): at for phase, at in when.items()}
+        return out
 
     @app.post(
         "/jobs",
@@ -206,6 +210,8 @@ def create_app(backend: ApiBackend, *, stake_factor: int = DEFAULT_STAKE_FACTOR)
         )
         return Response(body, media_type="text/plain; version=0.0.4")
 
+    history.install(app, backend, ERRORS)
+    dashboard.install(app)
     return app
 
 

@@ -15,7 +15,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from coordinator.errors import InvalidTransition, JobNotFound, NotAuthorized, NotOurJob, Unavailable
+from coordinator.errors import (
+    InvalidTransition,
+    JobNotFound,
+    NotAuthorized,
+    NotOurJob,
+    PageNotFound,
+    Unavailable,
+)
 from coordinator.reputation import UnknownProvider
 from protocol.errors import (
     ChainError,
@@ -57,6 +64,7 @@ STATUS: tuple[tuple[type[GpuMarketError], int], ...] = (
     (BodyTooLarge, 413),
     (UnsupportedMediaType, 415),
     (JobNotFound, 404),
+    (PageNotFound, 404),
     (UnknownProvider, 404),
     (NotAuthorized, 401),
     (SignatureError, 401),

@@ -91,6 +91,13 @@ class JobView(BaseModel):
     abort_tx: str | None = Field(
         description="the abort that refunded the requester when the job failed"
     )
+    price_cap: str = Field(default="0", description="the most a seat may be paid")
+    phases: dict[str, float] = Field(
+        default_factory=dict,
+        description="when the job first reached each phase (queued, matched, assign_tx_mined, "
+        "delivered, all_committed, all_revealed, settle_tx_mined), coordinator clock, unix "
+        "seconds; only in GET /jobs/{id}",
+    )
 
     @classmethod
     def of(cls, job: JobRecord, slots: list[ProviderSlot]) -> JobView:
@@ -114,6 +121,7 @@ class JobView(BaseModel):
             fee=str(job.fee),
             refund=_text(job.refund),
             abort_tx=job.abort_tx,
+            price_cap=str(job.price_cap),
         )
 
 
@@ -199,6 +207,9 @@ class ProviderRow(BaseModel):
     memory_bytes: int = Field(description="memory of its smallest GPU")
     tflops: dict[str, float] = Field(description="per dtype: verified when listed in verified")
     verified: list[str] = Field(description="dtypes whose TFLOPS a challenge measured")
+    verified_at: float | None = Field(
+        default=None, description="when a challenge last measured it (unix seconds)"
+    )
     price_per_gpu_hour: str = Field(
         description="base units per GPU-hour: a seat of g GPUs is billed g times this"
     )
@@ -240,6 +251,7 @@ class ProviderRow(BaseModel):
             memory_bytes=min((g.memory_bytes for g in a.gpus), default=0),
             tflops={k: v for k, v in tflops.items() if v > 0},
             verified=verified,
+            verified_at=entry.verified_at,
             price_per_gpu_hour=str(a.price_per_gpu_hour),
             price_per_cpu_hour=str(a.price_per_cpu_hour),
             reputation=entry.reputation,

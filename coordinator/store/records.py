@@ -71,6 +71,10 @@ class JobRecord:
     """The policy's reason, or why a drawn check was not seated."""
     checker: str | None = None
     """The spot-checker's address, once one was chosen."""
+    matched_at: float | None = None
+    """When the first seat was chosen (the coordinator's clock): the ``matched`` phase."""
+    history_recorded: bool = False
+    """The job's figures went into the hourly history (once only)."""
 
     def to_row(self) -> dict[str, Any]:
         row = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -85,6 +89,7 @@ class JobRecord:
         m["state"] = JobState(m["state"])
         _to_int(m, _JOB_BIG)
         m["requirements"] = json.loads(m["requirements"]) if m["requirements"] else None
+        m["history_recorded"] = bool(m.get("history_recorded"))
         return cls(**m)
 
     @property

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, create_engine, false, func, insert, s
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from coordinator.errors import InvalidTransition, JobNotFound, Unavailable
+from coordinator.store import history as h
 from coordinator.store import tables as t
 from coordinator.store.migrate import upgrade
 from coordinator.store.records import (
@@ -35,6 +36,7 @@ from coordinator.store.records import (
 from protocol.lifecycle import FINAL, OFF_CHAIN, JobState, SeatState, allowed, seat_allowed
 
 T = TypeVar("T")
+R = TypeVar("R", bound=h.HistoryRow)
 ReputationUpdate = Callable[[ReputationRecord | None], ReputationRecord]
 
 MAX_LOG_LINES_PER_JOB = 10_000
@@ -199,6 +201,13 @@ class Store:
     def put_slots(self, slots: list[ProviderSlot]) -> None:
         """Insert or overwrite assignment slots (keyed by job and index)."""
         with self._tx("write assignment") as conn:
+            # The first seat chosen for a job marks its ``matched`` phase.
+            for job_id in {s.job_id for s in slots}:
+                conn.execute(
+                    update(t.jobs)
+                    .where(t.jobs.c.job_id == job_id, t.jobs.c.matched_at.is_(None))
+                    .values(matched_at=self._clock())
+                )
             for slot in slots:
                 key = (t.job_providers.c.job_id == slot.job_id) & (
                     t.job_providers.c.idx == slot.idx
@@ -420,6 +429,52 @@ class Store:
             .limit(MAX_LIST)
         )
         with self._tx("list unrecorded jobs") as conn:
+            return [str(r.job_id) for r in conn.execute(query)]
+
+    # ---------------------------------------------------------------- history
+    def add_history(self, rows: list[h.HistoryRow]) -> None:
+        """Add sampled figures (offered seconds, prices) to their periods."""
+        with self._tx("add history") as conn:
+            h.add_rows(conn, rows)
+
+    def record_history(self, job_id: str, rows: list[h.HistoryRow]) -> bool:
+        """Add an ended job's figures to the history, at most once ever: in one transaction,
+        unless the job is marked recorded, mark it and add ``rows``. False when it was."""
+        with self._tx("record history") as conn:
+            key = t.jobs.c.job_id == job_id
+            row = conn.execute(
+                select(t.jobs.c.history_recorded).where(key).with_for_update()
+            ).first()
+            if row is None or row.history_recorded:
+                return False
+            conn.execute(update(t.jobs).where(key).values(history_recorded=True))
+            h.add_rows(conn, rows)
+            return True
+
+    def history(
+        self, kind: type[R], since: float, until: float | None = None, **key: Any
+    ) -> list[R]:
+        """Stored periods of one kind from ``since`` (bucket start), oldest first."""
+        with self._tx("read history") as conn:
+            return h.read_rows(conn, kind, since, until, **key)
+
+    def compact_history(self, keep_hours_s: float, retention_s: float) -> int:
+        """Fold week-old hours into days and drop what is past retention (see
+        :func:`coordinator.store.history.compact`)."""
+        with self._tx("compact history") as conn:
+            return h.compact(conn, self._clock(), keep_hours_s, retention_s)
+
+    def unrecorded_history(self) -> list[str]:
+        """Ended jobs whose figures are not in the history yet (a restart came between)."""
+        ended = t.jobs.c.state.in_([str(s) for s in FINAL]) | (
+            (t.jobs.c.state == str(JobState.FAILED)) & t.jobs.c.abort_tx.is_not(None)
+        )
+        query = (
+            select(t.jobs.c.job_id)
+            .where(ended, t.jobs.c.history_recorded == false())
+            .limit(MAX_LIST)
+        )
+        with self._tx("list unrecorded history") as conn:
             return [str(r.job_id) for r in conn.execute(query)]
 
 

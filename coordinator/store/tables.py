@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -54,6 +56,8 @@ jobs = Table(
     Column("spot_checked", Boolean),
     Column("spot_check_note", Text),
     Column("checker", String(42)),
+    Column("matched_at", Float),
+    Column("history_recorded", Boolean, nullable=False, server_default=false()),
 )
 
 job_providers = Table(
@@ -155,4 +159,84 @@ reputations = Table(
     Column("faults", Integer, nullable=False, server_default="0"),
     Column("timeouts", Integer, nullable=False, server_default="0"),
     Column("withheld", Integer, nullable=False, server_default="0"),
+)
+
+
+# History (migration 0005): one row per period (``bucket`` start, ``resolution`` seconds).
+# Every figure is a sum, a count or a maximum, so hours merge into days exactly.
+
+
+def _period() -> list[Column[Any]]:
+    return [
+        Column("bucket", BigInteger, primary_key=True),
+        Column("resolution", Integer, primary_key=True),
+    ]
+
+
+def _count(name: str) -> Column[Any]:
+    return Column(name, Integer, nullable=False, server_default="0")
+
+
+def _seconds(name: str) -> Column[Any]:
+    return Column(name, Float, nullable=False, server_default="0")
+
+
+def _amount(name: str) -> Column[Any]:
+    return Column(name, String(40), nullable=False, server_default="0")
+
+
+history_providers = Table(
+    "history_providers",
+    metadata,
+    *_period(),
+    Column("address", String(42), primary_key=True),
+    Column("gpu_model", String(128), nullable=False, server_default=""),
+    _seconds("gpu_offered_s"),
+    _seconds("gpu_sold_s"),
+    _seconds("slot_offered_s"),
+    _seconds("slot_sold_s"),
+    _count("jobs"),
+    _count("failed_timeout"),
+    _count("failed_fault"),
+    _count("failed_job"),
+    _count("withheld"),
+    _count("slashed"),
+    _amount("earnings"),
+    Index("ix_history_providers_address", "address", "bucket"),
+)
+
+history_requesters = Table(
+    "history_requesters",
+    metadata,
+    *_period(),
+    Column("address", String(42), primary_key=True),
+    _count("jobs"),
+    _count("failed"),
+    _amount("spend"),
+    _amount("refunds"),
+    _amount("fees"),
+    Column("data_bytes", BigInteger, nullable=False, server_default="0"),
+    Index("ix_history_requesters_address", "address", "bucket"),
+)
+
+history_market = Table(
+    "history_market",
+    metadata,
+    *_period(),
+    _count("jobs"),
+    _count("failed"),
+    _count("queue_waits"),
+    _seconds("queue_wait_s"),
+    _seconds("queue_wait_max_s"),
+)
+
+history_prices = Table(
+    "history_prices",
+    metadata,
+    *_period(),
+    Column("gpu_model", String(128), primary_key=True),
+    Column("dtype", String(8), primary_key=True),
+    _count("samples"),
+    _seconds("price_sum"),
+    Column("price_min", Float),
 )

@@ -118,7 +118,12 @@ async def test_job_view_has_the_contract_shape(api) -> None:
         "fee",
         "refund",
         "abort_tx",
+        "price_cap",
+        "phases",
     }
+    # Created, and a seat chosen (the fixture stored one): queued and matched so far.
+    assert set(view["phases"]) == {"queued", "matched"}
+    assert view["phases"]["queued"] == view["created_at"] <= view["phases"]["matched"]
     assert set(view["providers"][0]) == {
         "address",
         "peer_id",

@@ -21,6 +21,7 @@ from tests.e2e.market import Market
 PROVIDERS = 3
 ORDER = (
     "test_honest",
+    "test_dashboard",
     "test_quote_cost",
     "test_claims",
     "test_lying_provider",
