@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from eth_account import Account
@@ -49,7 +50,7 @@ from contracts.models import (
     Settlement,
 )
 from contracts.rules import job_commitment, job_id_for, seat_chain
-from contracts.sender import TxSender
+from contracts.sender import SendPolicy, TxSender
 from protocol.eip712 import TOKEN_DOMAIN_VERSION, Signature, sign_permit
 from protocol.ids import Address, JobId, Wei, parse_address
 
@@ -208,12 +209,21 @@ class Web3Chain:
         account: LocalAccount | str,
         *,
         w3: Web3 | None = None,
+        policy: SendPolicy | None = None,
+        journal_dir: Path | None = None,
+        network: str | None = None,
     ) -> None:
         self.rpc_url = rpc_url
-        self.w3 = w3 if w3 is not None else connect(rpc_url)
+        # A client made here checks the node serves the deployment's chain; a given one was
+        # checked (or made from the node's own chain id) by its maker.
+        self.w3 = w3 if w3 is not None else connect(rpc_url, deployment.chain_id, network=network)
         self._account = account if isinstance(account, LocalAccount) else Account.from_key(account)
         self._deployment = deployment
-        self.sender = TxSender(self.w3, self._account, deployment.chain_id)
+        self.policy = policy
+        self.journal_dir = journal_dir
+        self.sender = TxSender(
+            self.w3, self._account, deployment.chain_id, policy=policy, journal_dir=journal_dir
+        )
         eth = self.w3.eth
         self.token = eth.contract(address=_cs(deployment.token), abi=load_artifact("TestUSD").abi)
         self.market = eth.contract(address=_cs(deployment.market), abi=market_abi())
@@ -225,7 +235,14 @@ class Web3Chain:
 
     def for_account(self, account: LocalAccount | str) -> Web3Chain:
         """Another client on the same connection acting for ``account``."""
-        return Web3Chain(self.rpc_url, self._deployment, account, w3=self.w3)
+        return Web3Chain(
+            self.rpc_url,
+            self._deployment,
+            account,
+            w3=self.w3,
+            policy=self.policy,
+            journal_dir=self.journal_dir,
+        )
 
     @property
     def address(self) -> Address:

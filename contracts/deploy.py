@@ -37,13 +37,30 @@ class TokenUnsuitable(ChainError):
     """The token given to ``deploy_all`` is not a 6-decimal ERC-20 with EIP-2612 permits."""
 
 
-def connect(rpc_url: str) -> Web3:
-    """An HTTP web3 client with a bounded request timeout."""
+class WrongChainId(ChainError):
+    """The node serves another chain than the one the settings or the profile name."""
+
+    def __init__(self, rpc_url: str, served: int, expected: int, network: str | None) -> None:
+        self.served = served
+        self.expected = expected
+        named = f"network {network!r} expects" if network else "the settings expect"
+        super().__init__(
+            f"the node at {rpc_url} serves chain id {served} but {named} chain id "
+            f"{expected}; nothing was sent. Point the RPC URL at the right chain or fix the "
+            "chain id"
+        )
+
+
+def connect(rpc_url: str, chain_id: int | None = None, *, network: str | None = None) -> Web3:
+    """An HTTP web3 client with a bounded request timeout; with ``chain_id``, the node must
+    serve that chain (:class:`WrongChainId` otherwise; ``network`` names the profile)."""
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": RPC_TIMEOUT_S}))
     try:
-        _ = w3.eth.chain_id
+        served = int(w3.eth.chain_id)
     except Exception as exc:
         raise RpcError(f"cannot reach the node at {rpc_url}: {exc}") from exc
+    if chain_id is not None and served != chain_id:
+        raise WrongChainId(rpc_url, served, chain_id, network)
     return w3
 
 

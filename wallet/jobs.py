@@ -87,7 +87,12 @@ class Submitted:
 
 def chain_for(settings: WalletSettings, identity: Identity) -> Web3Chain:
     return Web3Chain(
-        settings.need("rpc_url"), settings.deployment(), "0x" + identity.private_key.hex()
+        settings.need("rpc_url"),
+        settings.deployment(),
+        "0x" + identity.private_key.hex(),
+        policy=settings.send_policy(),
+        journal_dir=settings.chain_journal(),
+        network=settings.network,
     )
 
 
