@@ -19,6 +19,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress, HexAddress, HexStr
 from web3 import Web3
+from web3.exceptions import BlockNotFound
 from web3.types import TxReceipt
 
 from contracts.abi import (
@@ -110,6 +111,15 @@ class ChainClient(Protocol):
 
     def block_timestamp(self, number: int) -> int:
         """The timestamp of block ``number``."""
+        ...
+
+    def block_hash(self, number: int) -> bytes | None:
+        """The hash of block ``number`` on the chain as it is now; None if there is none."""
+        ...
+
+    def forget_job(self, job_id: JobId) -> None:
+        """Drop what is cached about a job (its terms and seats): a reorganisation may
+        have replaced its creation."""
         ...
 
     # token
@@ -293,6 +303,19 @@ class Web3Chain:
     def block_timestamp(self, number: int) -> int:
         """The timestamp of block ``number``."""
         return int(self._read(lambda: self.w3.eth.get_block(number)["timestamp"]))
+
+    def block_hash(self, number: int) -> bytes | None:
+        try:
+            block = self.w3.eth.get_block(number)
+        except BlockNotFound:
+            return None
+        except Exception as exc:
+            raise translate_error(exc) from exc
+        return bytes(block["hash"])
+
+    def forget_job(self, job_id: JobId) -> None:
+        self._created.pop(bytes(job_id), None)
+        self._seats.pop(bytes(job_id), None)
 
     def market_params(self) -> MarketParams:
         if self._params is None:
