@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from eth_abi import encode
+from eth_abi import decode, encode
 from eth_account import Account
 from eth_typing import HexStr
 from eth_utils import keccak, to_checksum_address
@@ -76,24 +76,28 @@ def deploy_contract(sender: TxSender, name: str, *args: object) -> Address:
     return parse_address(address)
 
 
-def token_domain_separator(chain_id: int, token: str, name: str) -> bytes:
-    """The EIP-712 domain separator of an EIP-2612 token named ``name`` (version "1"), which
-    the permits this package signs assume."""
+def token_domain_separator(
+    chain_id: int, token: str, name: str, version: str = TOKEN_DOMAIN_VERSION
+) -> bytes:
+    """The EIP-712 domain separator of an EIP-2612 token named ``name`` (version "1", which
+    the permits this package signs assume, unless another is given)."""
     typehash = keccak(
         text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
     )
-    fields = [typehash, keccak(text=name), keccak(text=TOKEN_DOMAIN_VERSION), chain_id, token]
+    fields = [typehash, keccak(text=name), keccak(text=version), chain_id, token]
     return keccak(encode(["bytes32", "bytes32", "bytes32", "uint256", "address"], fields))
 
 
 def check_token(w3: Web3, token: str) -> None:
     """Raise :class:`TokenUnsuitable` unless ``token`` answers ``decimals() == 6`` and the
-    EIP-2612 views ``nonces(address)`` and ``DOMAIN_SEPARATOR()``."""
+    EIP-2612 views ``nonces(address)`` and ``DOMAIN_SEPARATOR()``, and that separator is
+    the EIP-712 domain of the token's ``name()`` and version (its ``version()``, else "1"
+    or "2") on this chain at this address: permits signed for it can verify."""
     address = parse_address(token)
     if not w3.eth.get_code(to_checksum_address(address)):
         raise TokenUnsuitable(f"token {address} has no code: is it deployed on this chain?")
 
-    def view(signature: str, args: bytes = b"") -> bytes:
+    def call(signature: str, args: bytes = b"") -> bytes:
         data = keccak(text=signature)[:4] + args
         try:
             out = w3.eth.call(
@@ -101,9 +105,19 @@ def check_token(w3: Web3, token: str) -> None:
             )
         except Exception as exc:
             raise TokenUnsuitable(f"token {address} does not answer {signature}: {exc}") from exc
+        return bytes(out)
+
+    def view(signature: str, args: bytes = b"") -> bytes:
+        out = call(signature, args)
         if len(out) != 32:
             raise TokenUnsuitable(f"token {address} answered {signature} with {len(out)} bytes")
-        return bytes(out)
+        return out
+
+    def text(signature: str) -> str | None:
+        try:
+            return str(decode(["string"], call(signature))[0])
+        except Exception:
+            return None
 
     decimals = int.from_bytes(view("decimals()"), "big")
     if decimals != TOKEN_DECIMALS:
@@ -111,11 +125,23 @@ def check_token(w3: Web3, token: str) -> None:
             f"token {address} has {decimals} decimals; the market needs a {TOKEN_DECIMALS}-"
             "decimal token (amounts are base units of a USD-like stablecoin)"
         )
+    separator = b""
     for signature, args in (("nonces(address)", bytes(32)), ("DOMAIN_SEPARATOR()", b"")):
         try:
-            view(signature, args)
+            separator = view(signature, args)
         except TokenUnsuitable as exc:
             raise TokenUnsuitable(f"{exc}; the market needs EIP-2612 permits") from exc
+    name = text("name()")
+    if name is None:
+        raise TokenUnsuitable(f"token {address} does not answer name() with a string")
+    chain_id = int(w3.eth.chain_id)
+    versions = [v for v in (text("version()"), TOKEN_DOMAIN_VERSION, "2") if v is not None]
+    if not any(separator == token_domain_separator(chain_id, address, name, v) for v in versions):
+        raise TokenUnsuitable(
+            f"token {address} ({name!r}) has a DOMAIN_SEPARATOR that is not its EIP-712 "
+            f"domain on chain {chain_id} (name, version {' or '.join(map(repr, versions))}, "
+            "this chain, this address): EIP-2612 permits signed for it would not verify"
+        )
 
 
 def deploy_all(
