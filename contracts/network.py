@@ -55,6 +55,36 @@ DEVNET = "devnet"
 MAX_PROFILE_BYTES = 1 << 20
 
 
+class PhaseWindows(BaseModel):
+    """The margins a requester's wallet sizes a job's deadlines with (``wallet/windows.py``),
+    in seconds. Each must hold the transactions of its phase, confirmations included: on a
+    slow chain they grow with the block time (:meth:`suited`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    assign_window_s: int = Field(default=120, ge=1, le=86_400)
+    """From creation to the first seats: matching, offers, the providers' consent."""
+    commit_margin_s: int = Field(default=180, ge=1, le=86_400)
+    """Beyond the timeout: fetching inputs, hashing the outputs, an on-chain commit."""
+    reveal_window_s: int = Field(default=300, ge=1, le=86_400)
+    """For reveals after the last commit deadline (off chain first, on chain as a fallback)."""
+    settle_margin_s: int = Field(default=300, ge=1, le=86_400)
+    """After the reveal window: the coordinator's settle transaction."""
+
+    @classmethod
+    def suited(cls, block_time_s: float, confirmations: int) -> PhaseWindows:
+        """The defaults, each raised to at least ten rounds of a transaction's wait (its
+        block and its confirmations) on a chain with this block time."""
+        need = int(10 * block_time_s * (confirmations + 1) + 0.999)
+        base = cls()
+        return cls(
+            assign_window_s=max(base.assign_window_s, need),
+            commit_margin_s=max(base.commit_margin_s, need),
+            reveal_window_s=max(base.reveal_window_s, need),
+            settle_margin_s=max(base.settle_margin_s, need),
+        )
+
+
 class NetworkProfile(BaseModel):
     """One named network (see the module docstring); amounts of gas price in gwei."""
 
@@ -79,9 +109,15 @@ class NetworkProfile(BaseModel):
     receipt_timeout_s: float | None = Field(default=None, gt=0, le=86_400)
     """Give up waiting (the transaction stays in the journal) after this long; default:
     long enough for four replacements and the confirmations."""
+    phases: PhaseWindows | None = None
+    """A ``[NAME.phases]`` table; unset: :meth:`PhaseWindows.suited` to the block time."""
     ipfs_api: str | None = None
     coordinator_url: str | None = None
     coordinator_address: str | None = None
+
+    @property
+    def phase_windows(self) -> PhaseWindows:
+        return self.phases or PhaseWindows.suited(self.block_time_s, self.confirmations)
 
     @field_validator("market", "token", "registry", "coordinator_address")
     @classmethod
@@ -250,3 +286,8 @@ def apply_profile(
 def send_policy_for(network: str | None, networks: Path | None = None) -> SendPolicy:
     """The sender policy of ``network`` (the defaults, as on the devnet, for None)."""
     return resolve_profile(network, networks).send_policy() if network else SendPolicy()
+
+
+def phase_windows_for(network: str | None, networks: Path | None = None) -> PhaseWindows:
+    """The phase windows of ``network`` (the defaults, as on the devnet, for None)."""
+    return resolve_profile(network, networks).phase_windows if network else PhaseWindows()

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.models import Deployment
-from contracts.network import apply_profile, send_policy_for
+from contracts.network import PhaseWindows, apply_profile, phase_windows_for, send_policy_for
 from contracts.sender import SendPolicy
 from devnet.state import load_state
 from protocol.errors import ConfigError
@@ -79,6 +79,11 @@ class WalletSettings(BaseSettings):
     def send_policy(self) -> SendPolicy:
         """Fee caps, replacement and confirmations: the network profile's, else defaults."""
         return send_policy_for(self.network, self.networks_file)
+
+    def phase_windows(self) -> PhaseWindows:
+        """The margins new jobs' deadlines are sized with: the network profile's, else
+        the defaults."""
+        return phase_windows_for(self.network, self.networks_file)
 
     def chain_journal(self) -> Path | None:
         """The transaction journal's folder: with a network profile only."""

@@ -52,6 +52,10 @@ max_priority_fee_gwei = 0.01
 priority_fee_floor_gwei = 0.001
 ipfs_api = "http://127.0.0.1:5001"
 
+[testnet.phases]
+assign_window_s = 400
+reveal_window_s = 600
+
 [cheap]
 rpc_url = "{rpc_url}"
 chain_id = {chain_id}
@@ -210,3 +214,32 @@ def test_the_cli_network_option_reaches_the_wallet(
     assert done.exit_code == 1, done.output
     flat = " ".join(done.output.split())
     assert "serves chain id 31337 but the settings expect chain id 5" in flat
+
+
+def test_phase_windows_suit_the_block_time_and_reach_the_wallet(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch
+) -> None:
+    from wallet.settings import WalletSettings
+    from wallet.windows import DEFAULT_PHASES, job_windows
+
+    profiles = load_profiles(write_profiles(tmp_path / "networks.toml"))
+    given = profiles["testnet"].phase_windows
+    assert (given.assign_window_s, given.reveal_window_s) == (400, 600)
+    assert given.settle_margin_s == DEFAULT_PHASES.settle_margin_s  # not given: default
+    # no [phases]: sized from the block time (12 s blocks, 3 confirmations: 480 s each)
+    slow = profiles["cheap"].model_copy(update={"block_time_s": 12.0, "confirmations": 3})
+    assert slow.phase_windows.assign_window_s == 480
+    assert slow.phase_windows.commit_margin_s == 480
+    # a one-second chain keeps the devnet's margins
+    assert profiles["cheap"].model_copy(update={"block_time_s": 1.0}).phase_windows == (
+        DEFAULT_PHASES
+    )
+
+    clean_env.setenv(NETWORKS_FILE_ENV, str(tmp_path / "networks.toml"))
+    clean_env.setenv(NETWORK_ENV, "testnet")
+    phases = WalletSettings().with_devnet().phase_windows()
+    w = job_windows(1_000, 60, 2, phases)
+    assert (w.assign_deadline, w.reveal_window) == (1_400, 600)
+    assert w.commit_window == 60 + DEFAULT_PHASES.commit_margin_s
+    clean_env.delenv(NETWORK_ENV)
+    assert WalletSettings().with_devnet().phase_windows() == DEFAULT_PHASES
