@@ -42,7 +42,12 @@ from web3 import Web3
 from web3.exceptions import TransactionNotFound
 from web3.types import TxParams, TxReceipt
 
-from contracts.errors import FeeAboveCap, TransactionStuck, translate_error
+from contracts.errors import (
+    FeeAboveCap,
+    InsufficientGasMoney,
+    TransactionStuck,
+    translate_error,
+)
 from contracts.fees import FeePolicy, Fees, bump, suggest_fees
 from protocol.errors import ChainError
 from protocol.files import write_atomic
@@ -161,6 +166,7 @@ class TxSender:
         raw transaction fields (``data`` and no ``to`` deploys a contract).
         """
         state = self._state
+        entry: _InFlight | None = None
         with state.lock:
             try:
                 self._load()
@@ -172,12 +178,38 @@ class TxSender:
                 raise  # nothing was sent: the counter still holds
             except Exception as exc:
                 state.next_nonce = None  # resync from the node next time
+                if "insufficient funds" in str(exc).lower() and entry is not None:
+                    raise self._short_of_gas(entry) from exc
                 raise translate_error(exc) from exc
             state.inflight[entry.nonce] = entry
             self._save()
             assert state.next_nonce is not None
             state.next_nonce += 1
         return self._await(entry)
+
+    def gas_shortfall(self, gas: int) -> InsufficientGasMoney | None:
+        """What is missing to pay ``gas`` units at the fee a transaction would offer now
+        (None when the balance covers it): for a warning before an action."""
+        fees = suggest_fees(self.w3, self.policy.fees)
+        balance = int(self.w3.eth.get_balance(self.account.address))
+        needed = gas * fees.max_fee
+        if balance >= needed:
+            return None
+        return InsufficientGasMoney(
+            account=self.account.address, needed_wei=needed, balance_wei=balance
+        )
+
+    def _short_of_gas(self, entry: _InFlight) -> ChainError:
+        try:
+            balance = int(self.w3.eth.get_balance(self.account.address))
+        except Exception as exc:
+            return translate_error(exc)
+        needed = int(entry.fields.get("gas", 0)) * entry.fees.max_fee
+        return InsufficientGasMoney(
+            account=self.account.address,
+            needed_wei=needed + int(entry.fields.get("value", 0)),
+            balance_wei=balance,
+        )
 
     def pending_nonces(self) -> list[int]:
         """Nonces sent and not yet seen mined (from this process or the journal)."""

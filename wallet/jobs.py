@@ -86,6 +86,11 @@ class Submitted:
     """The spec and the local inputs this wallet added to IPFS."""
 
 
+CREATE_JOB_GAS = 150_000
+"""More than ``createJob`` with a permit uses (about 131,000 from a cold account, 97,000
+warm, on Anvil cancun): the gas an account must be able to pay before anything is uploaded."""
+
+
 def chain_for(settings: WalletSettings, identity: Identity) -> Web3Chain:
     return Web3Chain(
         settings.need("rpc_url"),
@@ -191,6 +196,9 @@ def submit(
     balance = chain.token_balance(identity.address)
     if balance < escrow:
         raise InsufficientFunds(identity.address, escrow, balance)
+    short_of_gas = chain.sender.gas_shortfall(CREATE_JOB_GAS)
+    if short_of_gas is not None:
+        raise short_of_gas
     total = sum(_path_size(p) for p in local.values())
     if total > MAX_INPUT_BYTES:
         raise InputTooLarge(total)
