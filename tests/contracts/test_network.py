@@ -214,6 +214,11 @@ def test_the_cli_network_option_reaches_the_wallet(
     assert done.exit_code == 1, done.output
     flat = " ".join(done.output.split())
     assert "serves chain id 31337 but the settings expect chain id 5" in flat
+    unknown = ["--networks", str(networks), "--network", "mainnet", "wallet", "balance"]
+    done = CliRunner().invoke(app, [*unknown, "--account", "alice"], env=env)
+    assert done.exit_code == 1 and isinstance(done.exception, SystemExit)
+    flat = " ".join(done.output.split())
+    assert "error: no network 'mainnet'" in flat and "it has: cheap, testnet" in flat
 
 
 def test_phase_windows_suit_the_block_time_and_reach_the_wallet(
