@@ -32,7 +32,7 @@ from contracts.abi import (
     settlement_tuple,
 )
 from contracts.deploy import TokenUnsuitable, connect, token_domain_separator
-from contracts.errors import JobNotFound, RpcError, translate_error
+from contracts.errors import InsufficientGasMoney, JobNotFound, RpcError, translate_error
 from contracts.events import EventDecoder
 from contracts.models import (
     AccountInfo,
@@ -120,6 +120,10 @@ class ChainClient(Protocol):
     def forget_job(self, job_id: JobId) -> None:
         """Drop what is cached about a job (its terms and seats): a reorganisation may
         have replaced its creation."""
+        ...
+
+    def gas_shortfall(self, gas: int) -> InsufficientGasMoney | None:
+        """Why this account cannot pay ``gas`` units at today's fee; None when it can."""
         ...
 
     # token
@@ -316,6 +320,9 @@ class Web3Chain:
     def forget_job(self, job_id: JobId) -> None:
         self._created.pop(bytes(job_id), None)
         self._seats.pop(bytes(job_id), None)
+
+    def gas_shortfall(self, gas: int) -> InsufficientGasMoney | None:
+        return self._read(lambda: self.sender.gas_shortfall(gas))
 
     def market_params(self) -> MarketParams:
         if self._params is None:

@@ -91,6 +91,10 @@ class FakeChain:
     def forget_job(self, job_id: JobId) -> None:
         """Nothing is cached here."""
 
+    def gas_shortfall(self, gas: int) -> E.InsufficientGasMoney | None:
+        """The in-memory chain charges no gas."""
+        return None
+
     def market_params(self) -> MarketParams:
         w = self.world
         return MarketParams(

@@ -117,6 +117,8 @@ class _NonceState:
     inflight: dict[int, _InFlight] = field(default_factory=dict)
     journal: Path | None = None
     loaded: bool = False
+    resent: int = 0
+    replaced: int = 0
 
 
 _STATES: dict[tuple[int, str], _NonceState] = {}
@@ -210,6 +212,11 @@ class TxSender:
             needed_wei=needed + int(entry.fields.get("value", 0)),
             balance_wei=balance,
         )
+
+    def counts(self) -> dict[str, int]:
+        """Transactions of this account sent again as they were (the node had lost them)
+        and replaced with higher fees, in this process."""
+        return {"resent": self._state.resent, "replaced": self._state.replaced}
 
     def pending_nonces(self) -> list[int]:
         """Nonces sent and not yet seen mined (from this process or the journal)."""
@@ -346,6 +353,7 @@ class TxSender:
                 log.warning(
                     "nonce %d: the node had lost %s; sent again", entry.nonce, entry.hashes[-1]
                 )
+                self._state.resent += 1
                 entry.sent_at = time.time()
                 self._save()
                 return
@@ -372,6 +380,7 @@ class TxSender:
             entry.fees = old  # refused (mined meanwhile, or not enough of a bump)
             log.info("nonce %d: replacement refused: %s", entry.nonce, exc)
             return
+        self._state.replaced += 1
         log.warning(
             "nonce %d: replaced with max fee %d, priority %d wei/gas (%s)",
             entry.nonce,
