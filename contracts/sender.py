@@ -15,11 +15,11 @@ account never reuse a nonce. For each transaction:
   (a receipt a reorganisation removes in the meantime is waited for again, the transaction
   re-sent if need be);
 * with a journal directory, every transaction in flight (its fields, fees, hashes and
-  signed bytes) is written there atomically before ``send`` returns to waiting, and
-  removed once mined, so a restarted process knows which nonces it already used and sends
-  again what may have been lost (the node's ``pending`` count alone cannot tell a lost
-  transaction from a mined one on a node that dropped it, nor re-create a transaction that
-  must be re-sent or replaced).
+  signed bytes) is written there atomically before it is sent, and removed once mined, so
+  a restarted process knows which nonces it already used and sends again what may have
+  been lost (the node's ``pending`` count alone cannot tell a lost transaction from a
+  mined one on a node that dropped it, nor re-create a transaction that must be re-sent
+  or replaced).
 
 The counter is resynced from the node (``pending`` count, never below a nonce in flight)
 whenever a send fails.
@@ -175,16 +175,24 @@ class TxSender:
                 fields = self._build(call, gas)
                 fees = suggest_fees(self.w3, self.policy.fees)
                 entry = _InFlight(nonce=int(fields["nonce"]), fields=fields, fees=fees)
-                self._broadcast(entry)
+                self._sign(entry)
+                state.inflight[entry.nonce] = entry
+                self._save()  # recorded before it leaves: a crash once it is out keeps it
+                self.w3.eth.send_raw_transaction(HexStr(entry.raw))
             except FeeAboveCap:
                 raise  # nothing was sent: the counter still holds
             except Exception as exc:
                 state.next_nonce = None  # resync from the node next time
+                if entry is not None and state.inflight.pop(entry.nonce, None) is not None:
+                    self._save_or_log()
+                if isinstance(exc, OSError) and state.journal is not None:
+                    raise ChainError(
+                        f"cannot record the transaction in {state.journal} ({exc}); nothing "
+                        "was sent"
+                    ) from exc
                 if "insufficient funds" in str(exc).lower() and entry is not None:
                     raise self._short_of_gas(entry) from exc
                 raise translate_error(exc) from exc
-            state.inflight[entry.nonce] = entry
-            self._save()
             assert state.next_nonce is not None
             state.next_nonce += 1
         return self._await(entry)
@@ -256,12 +264,11 @@ class TxSender:
         kept["value"] = int(kept.get("value", 0))
         return kept
 
-    def _broadcast(self, entry: _InFlight) -> None:
-        """Sign ``entry`` with its current fees and send it (raises what the node says)."""
+    def _sign(self, entry: _InFlight) -> None:
+        """Sign ``entry`` with its current fees: its raw bytes and one more hash."""
         signed = self.account.sign_transaction({**entry.fields, **entry.fees.fields()})
-        raw = "0x" + bytes(signed.raw_transaction).hex()
-        tx_hash = "0x" + bytes(self.w3.eth.send_raw_transaction(HexStr(raw))).hex()
-        entry.raw = raw
+        entry.raw = "0x" + bytes(signed.raw_transaction).hex()
+        tx_hash = "0x" + bytes(signed.hash).hex()
         if tx_hash not in entry.hashes:
             entry.hashes.append(tx_hash)
         entry.sent_at = time.time()
@@ -372,12 +379,13 @@ class TxSender:
                 self.policy.fees.cap_setting,
             )
             return
-        old = entry.fees
+        before = (entry.fees, entry.raw, list(entry.hashes), entry.sent_at)
         entry.fees = raised
+        self._sign(entry)
         try:
-            self._broadcast(entry)
-        except Exception as exc:
-            entry.fees = old  # refused (mined meanwhile, or not enough of a bump)
+            self.w3.eth.send_raw_transaction(HexStr(entry.raw))
+        except Exception as exc:  # refused (mined meanwhile, or not enough of a bump)
+            entry.fees, entry.raw, entry.hashes, entry.sent_at = before
             log.info("nonce %d: replacement refused: %s", entry.nonce, exc)
             return
         self._state.replaced += 1
@@ -427,6 +435,12 @@ class TxSender:
                 except Exception as exc:
                     log.info("nonce %d from the journal not re-sent: %s", entry.nonce, exc)
         self._save()
+
+    def _save_or_log(self) -> None:
+        try:
+            self._save()
+        except OSError as exc:
+            log.error("transaction journal %s not written: %s", self._state.journal, exc)
 
     def _save(self) -> None:
         state = self._state

@@ -69,12 +69,15 @@ max_fee_gwei = 0.000000001
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """No network selected from outside; whatever a test sets is undone after it."""
-    for name in (NETWORK_ENV, NETWORKS_FILE_ENV, DEVNET_STATE_ENV):
-        monkeypatch.delenv(name, raising=False)
+    """No network selected from outside; whatever a test (or ``gpumarket --network``, which
+    sets the variables in this process) sets is undone after it."""
+    names = [NETWORK_ENV, NETWORKS_FILE_ENV, DEVNET_STATE_ENV]
     for prefix in ("COORDINATOR_", "PROVIDER_", "WALLET_"):
         for field in ("NETWORK", "NETWORKS_FILE", "RPC_URL", "REORG_MARGIN", "MARKET_ADDRESS"):
-            monkeypatch.delenv(prefix + field, raising=False)
+            names.append(prefix + field)
+    for name in names:
+        monkeypatch.setenv(name, "")  # remembers the value before, absent or not
+        monkeypatch.delenv(name)
     return monkeypatch
 
 

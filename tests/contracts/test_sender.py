@@ -26,6 +26,7 @@ from contracts.errors import FeeAboveCap, TransactionStuck
 from contracts.fees import GWEI, FeePolicy, Fees, bump, fees_from_history
 from contracts.sender import SendPolicy, TxSender, journal_path
 from devnet.anvil import AnvilNode, start_anvil
+from protocol.errors import ChainError
 
 WAIT_S = 30.0
 
@@ -345,3 +346,18 @@ def test_many_transactions_under_rising_fees_drops_and_replacements(
         for n in range(first_block, w3.eth.block_number + 1)
     )
     assert peak > base_before  # the load did push the base fee up
+
+
+def test_nothing_is_sent_that_the_journal_could_not_record(
+    start: Callable[..., AnvilNode], tmp_path: Path
+) -> None:
+    node = start("--no-mining")
+    w3 = connect(node.rpc_url)
+    me = key(node, 0)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the journal's folder should be")
+    tx = TxSender(w3, me, node.chain_id, policy=quick(), journal_dir=blocked)
+    with pytest.raises(ChainError, match=r"cannot record the transaction.*nothing was sent"):
+        tx.send(transfer(node.accounts[1].address))
+    assert pooled(node, me.address) == {}
+    assert tx.pending_nonces() == []
