@@ -7,8 +7,13 @@ again before each command runs.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from contracts.network import NETWORK_ENV, NETWORKS_FILE_ENV
 from coordinator.cli import app as coordinator_app
 from devnet.cli import app as devnet_app
 from devnet.contracts_cli import app as contracts_app
@@ -18,14 +23,39 @@ from wallet.cli import job_app, wallet_app
 from wallet.market_cli import market_app
 
 
-def prepare_process() -> None:
+def prepare_process(
+    network: Annotated[
+        str | None,
+        typer.Option(
+            "--network",
+            help=(
+                "Network profile for every command: 'devnet' (from .devnet/state.json) or a "
+                f"[NAME] table of the profiles file. Also ${NETWORK_ENV}."
+            ),
+        ),
+    ] = None,
+    networks: Annotated[
+        Path | None,
+        typer.Option(
+            "--networks",
+            help=f"The network profiles file (TOML). Also ${NETWORKS_FILE_ENV}; "
+            "default ~/.gpumarket/networks.toml.",
+        ),
+    ] = None,
+) -> None:
     """Process-wide settings that must hold before any untrusted input is read.
 
     py_ecc (imported through web3 above) raises Python's recursion limit to 100,000, at
     which the C JSON parser overflows the stack on deeply nested input and the process dies
-    without a trace; restored, such input raises ``RecursionError`` instead.
+    without a trace; restored, such input raises ``RecursionError`` instead. ``--network``
+    and ``--networks`` select the network profile for every command group and daemon (as
+    their environment variables, which child processes inherit).
     """
     restore_recursion_limit()
+    if network is not None:
+        os.environ[NETWORK_ENV] = network
+    if networks is not None:
+        os.environ[NETWORKS_FILE_ENV] = str(networks)
 
 
 prepare_process()

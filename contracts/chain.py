@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress, HexAddress, HexStr
 from web3 import Web3
+from web3.exceptions import BlockNotFound
 from web3.types import TxReceipt
 
 from contracts.abi import (
@@ -30,7 +32,7 @@ from contracts.abi import (
     settlement_tuple,
 )
 from contracts.deploy import TokenUnsuitable, connect, token_domain_separator
-from contracts.errors import JobNotFound, RpcError, translate_error
+from contracts.errors import InsufficientGasMoney, JobNotFound, RpcError, translate_error
 from contracts.events import EventDecoder
 from contracts.models import (
     AccountInfo,
@@ -49,7 +51,7 @@ from contracts.models import (
     Settlement,
 )
 from contracts.rules import job_commitment, job_id_for, seat_chain
-from contracts.sender import TxSender
+from contracts.sender import SendPolicy, TxSender
 from protocol.eip712 import TOKEN_DOMAIN_VERSION, Signature, sign_permit
 from protocol.ids import Address, JobId, Wei, parse_address
 
@@ -109,6 +111,19 @@ class ChainClient(Protocol):
 
     def block_timestamp(self, number: int) -> int:
         """The timestamp of block ``number``."""
+        ...
+
+    def block_hash(self, number: int) -> bytes | None:
+        """The hash of block ``number`` on the chain as it is now; None if there is none."""
+        ...
+
+    def forget_job(self, job_id: JobId) -> None:
+        """Drop what is cached about a job (its terms and seats): a reorganisation may
+        have replaced its creation."""
+        ...
+
+    def gas_shortfall(self, gas: int) -> InsufficientGasMoney | None:
+        """Why this account cannot pay ``gas`` units at today's fee; None when it can."""
         ...
 
     # token
@@ -208,12 +223,21 @@ class Web3Chain:
         account: LocalAccount | str,
         *,
         w3: Web3 | None = None,
+        policy: SendPolicy | None = None,
+        journal_dir: Path | None = None,
+        network: str | None = None,
     ) -> None:
         self.rpc_url = rpc_url
-        self.w3 = w3 if w3 is not None else connect(rpc_url)
+        # A client made here checks the node serves the deployment's chain; a given one was
+        # checked (or made from the node's own chain id) by its maker.
+        self.w3 = w3 if w3 is not None else connect(rpc_url, deployment.chain_id, network=network)
         self._account = account if isinstance(account, LocalAccount) else Account.from_key(account)
         self._deployment = deployment
-        self.sender = TxSender(self.w3, self._account, deployment.chain_id)
+        self.policy = policy
+        self.journal_dir = journal_dir
+        self.sender = TxSender(
+            self.w3, self._account, deployment.chain_id, policy=policy, journal_dir=journal_dir
+        )
         eth = self.w3.eth
         self.token = eth.contract(address=_cs(deployment.token), abi=load_artifact("TestUSD").abi)
         self.market = eth.contract(address=_cs(deployment.market), abi=market_abi())
@@ -225,7 +249,14 @@ class Web3Chain:
 
     def for_account(self, account: LocalAccount | str) -> Web3Chain:
         """Another client on the same connection acting for ``account``."""
-        return Web3Chain(self.rpc_url, self._deployment, account, w3=self.w3)
+        return Web3Chain(
+            self.rpc_url,
+            self._deployment,
+            account,
+            w3=self.w3,
+            policy=self.policy,
+            journal_dir=self.journal_dir,
+        )
 
     @property
     def address(self) -> Address:
@@ -276,6 +307,22 @@ class Web3Chain:
     def block_timestamp(self, number: int) -> int:
         """The timestamp of block ``number``."""
         return int(self._read(lambda: self.w3.eth.get_block(number)["timestamp"]))
+
+    def block_hash(self, number: int) -> bytes | None:
+        try:
+            block = self.w3.eth.get_block(number)
+        except BlockNotFound:
+            return None
+        except Exception as exc:
+            raise translate_error(exc) from exc
+        return bytes(block["hash"])
+
+    def forget_job(self, job_id: JobId) -> None:
+        self._created.pop(bytes(job_id), None)
+        self._seats.pop(bytes(job_id), None)
+
+    def gas_shortfall(self, gas: int) -> InsufficientGasMoney | None:
+        return self._read(lambda: self.sender.gas_shortfall(gas))
 
     def market_params(self) -> MarketParams:
         if self._params is None:

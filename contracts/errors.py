@@ -4,6 +4,9 @@
 
     ChainError (protocol.errors)
     ├── RpcError                the node is unreachable, timed out or refused the request
+    │   └── TransactionStuck    sent, but not mined in time even after fee bumps
+    ├── FeeAboveCap             the fee the chain asks is above the configured cap
+    ├── InsufficientGasMoney    the account cannot pay for a transaction's gas
     ├── TransactionReverted     a revert without a known custom error (panic, plain revert)
     ├── ValueOutOfRange         an argument does not fit its Solidity type
     └── ContractError           a contract's custom error; ``fields`` holds its decoded args
@@ -30,6 +33,43 @@ from protocol.errors import ChainError
 
 class RpcError(ChainError):
     """The JSON-RPC node failed: unreachable, timed out, or it rejected the request."""
+
+
+class TransactionStuck(RpcError):
+    """A transaction was sent (and replaced with higher fees where the cap allowed) but is
+    still not mined; its nonce stays reserved and the sender keeps it in its journal."""
+
+
+class FeeAboveCap(ChainError):
+    """The fee a transaction would need now is above the configured cap: nothing is sent."""
+
+    def __init__(self, *, needed_wei: int, cap_wei: int, setting: str) -> None:
+        self.needed_wei = needed_wei
+        self.cap_wei = cap_wei
+        self.setting = setting
+        super().__init__(
+            f"the chain asks {_gwei(needed_wei)} gwei per gas (base fee + priority fee) but "
+            f"the cap is {_gwei(cap_wei)} gwei; nothing was sent. Raise {setting} or retry "
+            "when fees fall"
+        )
+
+
+class InsufficientGasMoney(ChainError):
+    """The account's native balance cannot pay gas x max fee (+ value): nothing is sent."""
+
+    def __init__(self, *, account: str, needed_wei: int, balance_wei: int) -> None:
+        self.account = account
+        self.needed_wei = needed_wei
+        self.balance_wei = balance_wei
+        super().__init__(
+            f"account {account} has {balance_wei / 1e18:.6f} ETH but this transaction may "
+            f"cost up to {needed_wei / 1e18:.6f} ETH in gas; nothing was sent. Send the "
+            "account some of the chain's native token for gas"
+        )
+
+
+def _gwei(wei: int) -> str:
+    return f"{wei / 1e9:.9f}".rstrip("0").rstrip(".")
 
 
 class TransactionReverted(ChainError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
 
 from contracts import errors as E
 from contracts.chain import MarketParams
@@ -80,6 +81,19 @@ class FakeChain:
         if number not in self.world.block_times:
             raise E.RpcError(f"block {number} not found")
         return self.world.block_times[number]
+
+    def block_hash(self, number: int) -> bytes | None:
+        """The in-memory chain never reorganises: a hash fixed by the block's number."""
+        if number not in self.world.block_times:
+            return None
+        return keccak(b"fake block" + number.to_bytes(32, "big"))
+
+    def forget_job(self, job_id: JobId) -> None:
+        """Nothing is cached here."""
+
+    def gas_shortfall(self, gas: int) -> E.InsufficientGasMoney | None:
+        """The in-memory chain charges no gas."""
+        return None
 
     def market_params(self) -> MarketParams:
         w = self.world

@@ -40,9 +40,15 @@ from protocol.lifecycle import JobState, SeatState
 
 log = logging.getLogger(__name__)
 
+PROMISED_GAS_PER_JOB = 300_000
+"""Gas a job under way may still cost this coordinator: its assign (about 70,000), a
+replacement seat, and its settle (about 110,000 alone)."""
+GAS_CHECK_S = 5.0
+"""How long a gas-money check stands before the balance is read again."""
 QUEUE_MARGIN_S = 30.0
 """Within this long of its assign deadline, a waiting job may queue at busy providers."""
 MAX_QUEUE = 16
+NOT_YET_PROMISED = frozenset({JobState.CREATED, JobState.MATCHING})
 
 
 @dataclass
@@ -76,6 +82,7 @@ class Assigner:
         self._lock = trio.Lock()
         self._waiting: dict[str, Waiting] = {}
         self._planned: dict[str, list[ProviderSlot]] = {}  # planned while their task waited
+        self._gas_checked: tuple[float, str | None] = (-GAS_CHECK_S, None)
         book.capacity.on_release = self.kick
 
     # ------------------------------------------------------------------ admission
@@ -121,6 +128,12 @@ class Assigner:
             done = self._planned.pop(job.job_id, None)
             if done is not None:
                 return done
+            short = await self._short_of_gas()
+            if short is not None:
+                reason = f"waiting for gas money: {short}"[:1000]
+                if job.waiting != reason:
+                    await self.store.update_job(job.job_id, waiting=reason)
+                return None
             entry = self._waiting.get(job.job_id)
             if entry is None:
                 self._waiting[job.job_id] = Waiting(job, req)
@@ -154,6 +167,26 @@ class Assigner:
                     if self.wake is not None:
                         self.wake(job_id)
             return result
+
+    async def _short_of_gas(self) -> str | None:
+        """Why this coordinator cannot take another job now: its balance would not pay
+        for the assigns and settles of the jobs it has under way plus this one (checked
+        at most every ``GAS_CHECK_S``); None when it can."""
+        at, found = self._gas_checked
+        if time.monotonic() - at < GAS_CHECK_S:
+            return found
+        counts = await self.store.count_by_state()
+        under_way = sum(
+            n
+            for state, n in counts.items()
+            if not JobState(state).final and JobState(state) not in NOT_YET_PROMISED
+        )
+        short = await self.chain.gas_shortfall((under_way + 1) * PROMISED_GAS_PER_JOB)
+        found = None if short is None else str(short)
+        if found is not None:
+            log.warning("not taking new jobs: %s", found)
+        self._gas_checked = (time.monotonic(), found)
+        return found
 
     # ------------------------------------------------------------------ planning
 

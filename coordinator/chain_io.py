@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import trio
 
 from contracts.chain import ChainClient
+from contracts.errors import InsufficientGasMoney
 from contracts.models import (
     ChainEvent,
     JobInfo,
@@ -51,6 +52,15 @@ class AsyncChain:
 
     async def get_events(self, from_block: int, to_block: int) -> list[ChainEvent]:
         return await self._run(self.client.get_events, from_block, to_block)
+
+    async def block_hash(self, number: int) -> bytes | None:
+        return await self._run(self.client.block_hash, number)
+
+    async def forget_job(self, job_id: JobId) -> None:
+        await self._run(self.client.forget_job, job_id)
+
+    async def gas_shortfall(self, gas: int) -> InsufficientGasMoney | None:
+        return await self._run(self.client.gas_shortfall, gas)
 
     async def get_job(self, job_id: JobId) -> JobInfo:
         return await self._run(self.client.get_job, job_id)

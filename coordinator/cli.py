@@ -50,6 +50,9 @@ async def serve(settings: CoordinatorSettings) -> None:
 
 @app.command()
 def run(
+    network: Annotated[
+        str | None, typer.Option(help="COORDINATOR_NETWORK: a network profile's name")
+    ] = None,
     rpc_url: Annotated[str | None, typer.Option(help="COORDINATOR_RPC_URL")] = None,
     market_address: Annotated[str | None, typer.Option(help="COORDINATOR_MARKET_ADDRESS")] = None,
     registry_address: Annotated[
@@ -82,6 +85,7 @@ def run(
     )
     try:
         settings = load_settings(
+            network=network,
             rpc_url=rpc_url,
             market_address=market_address,
             registry_address=registry_address,

@@ -278,11 +278,18 @@ class Coordinator:
 
     def _web3_chain(self) -> ChainClient:
         s = self.settings
-        chain_id = int(connect(s.rpc_url).eth.chain_id)
+        w3 = connect(s.rpc_url, s.chain_id, network=s.network)
         deployment = Deployment(
-            chain_id=chain_id, token=s.token, registry=s.registry, market=s.market
+            chain_id=int(w3.eth.chain_id), token=s.token, registry=s.registry, market=s.market
         )
-        return Web3Chain(s.rpc_url, deployment, "0x" + self.identity.private_key.hex())
+        return Web3Chain(
+            s.rpc_url,
+            deployment,
+            "0x" + self.identity.private_key.hex(),
+            w3=w3,
+            policy=s.send_policy(),
+            journal_dir=s.journal_dir,
+        )
 
     # ------------------------------------------------------------------ facts
     @property

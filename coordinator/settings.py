@@ -15,12 +15,25 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from contracts.network import apply_profile, send_policy_for
+from contracts.sender import SendPolicy
 from protocol.errors import ConfigError, MessageError
 from protocol.identity import Identity, load_keystore, read_password_file
 from protocol.ids import Address, parse_address, parse_address_list
 
 ENV_PREFIX = "COORDINATOR_"
 READY_FILE = "coordinator.json"
+PROFILE_FIELDS = {
+    "rpc_url": "rpc_url",
+    "chain_id": "chain_id",
+    "market_address": "market",
+    "registry_address": "registry_address",
+    "token_address": "token",
+    "start_block": "start_block",
+    "reorg_margin": "reorg_margin",
+    "ipfs_api": "ipfs_api",
+}
+"""Settings a network profile fills (settings field: profile attribute)."""
 
 
 class CoordinatorSettings(BaseSettings):
@@ -28,7 +41,13 @@ class CoordinatorSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
+    network: str | None = None
+    """A network profile (``contracts/network.py``) that fills the chain settings left
+    unset: RPC URL, chain id, addresses, start block, reorg margin, fee caps."""
+    networks_file: Path | None = None
     rpc_url: str
+    chain_id: int | None = Field(default=None, gt=0)
+    """The chain id the RPC must serve (unset: whatever it serves)."""
     market_address: str
     registry_address: str
     token_address: str
@@ -118,6 +137,15 @@ class CoordinatorSettings(BaseSettings):
     def listen_multiaddr(self) -> str:
         return f"/ip4/{self.p2p_host}/tcp/{self.p2p_port}"
 
+    def send_policy(self) -> SendPolicy:
+        """Fee caps, replacement and confirmations: the network profile's, else defaults."""
+        return send_policy_for(self.network, self.networks_file)
+
+    @property
+    def journal_dir(self) -> Path | None:
+        """Where transactions in flight are recorded (with a network profile)."""
+        return self.data_dir / "txs" if self.network else None
+
     def identity(self) -> Identity:
         """The coordinator's key: from ``PRIVATE_KEY``, else the keystore and its password."""
         if self.private_key is not None:
@@ -141,6 +169,7 @@ def env_name(field: str) -> str:
 def load_settings(**overrides: Any) -> CoordinatorSettings:
     """Settings from the environment with ``overrides`` (None values ignored) on top."""
     given = {k: v for k, v in overrides.items() if v is not None}
+    given, _ = apply_profile(ENV_PREFIX, given, PROFILE_FIELDS)
     try:
         return CoordinatorSettings(**given)
     except ValidationError as exc:

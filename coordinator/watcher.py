@@ -2,7 +2,12 @@
 
 It reads events up to ``head - reorg_margin`` only, so nothing it records can be undone by
 a reorganisation shallower than the margin, and it stores the cursor after each range, so
-a restart resumes where it stopped. It picks up ``JobCreated`` for this coordinator on its
+a restart resumes where it stopped. It remembers the hash of the last block of each range it
+read; when one of them is no longer on the chain (a reorganisation deeper than the margin),
+it moves the cursor back to the newest block still there and reads the replaced blocks
+again: a job whose creation moved (the requester's wallet sent it again, or another
+transaction took its id) has its terms read again while nothing has happened to it yet. It
+picks up ``JobCreated`` for this coordinator on its
 own (``POST /jobs`` merely hurries it) and records what only the chain decides: settled
 (with what each seat was paid and billed, and what was slashed), reclaimed, cancelled,
 aborted; what seats put on chain themselves (``ProviderCommitted``, ``ProviderRevealed``,
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
 import trio
@@ -35,6 +41,25 @@ log = logging.getLogger(__name__)
 
 CURSOR = "chain"
 MAX_RANGE = 2000
+REMEMBERED_BLOCKS = 256
+"""Range ends whose hashes are kept to notice a reorganisation (and how far back to go)."""
+TERMS_FIELDS = (
+    "requester",
+    "coordinator",
+    "spec_cid",
+    "redundancy",
+    "mode",
+    "price_cap",
+    "fee",
+    "timeout_ms",
+    "assign_deadline",
+    "commit_window",
+    "reveal_window",
+    "spare_deadline",
+    "settle_deadline",
+    "created_block",
+)
+"""What a job's ``JobCreated`` event fixes."""
 CHAIN_DECISIONS = {
     "JobSettled": JobState.SETTLED,
     "JobReclaimed": JobState.RECLAIMED,
@@ -101,6 +126,10 @@ class ChainWatcher:
         """Chain time minus wall time, measured on the freshest block seen."""
         self._poke = trio.Event()
         self._finalizing: set[tuple[str, bytes]] = set()
+        self._read_up_to: deque[tuple[int, bytes]] = deque(maxlen=REMEMBERED_BLOCKS)
+        """(number, hash) of the last block of each range read, oldest first."""
+        self.reorgs = 0
+        """Reorganisations seen below the margin (each moved the cursor back)."""
         self.observers: list[Callable[[ChainEvent], None]] = []
         """Called with every event read (of any contract), before it is applied."""
 
@@ -132,7 +161,7 @@ class ChainWatcher:
         head = await self.chain.block_number()
         self.observe_block(head, float(await self.chain.now()), time.time())
         safe = self.head - self.reorg_margin
-        cursor = await self.store.cursor(CURSOR)
+        cursor = await self._rewind_past_reorgs(await self.store.cursor(CURSOR))
         start = self.start_block if cursor is None else cursor + 1
         applied = 0
         while start <= safe:
@@ -147,8 +176,34 @@ class ChainWatcher:
                     observe(event)
                 applied += await self.apply(event)
             await self.store.set_cursor(CURSOR, end)
+            end_hash = await self.chain.block_hash(end)
+            if end_hash is not None:
+                self._read_up_to.append((end, end_hash))
             start = end + 1
         return applied
+
+    async def _rewind_past_reorgs(self, cursor: int | None) -> int | None:
+        """The cursor to read on from: moved back to the newest remembered block still on
+        the chain when a later one was replaced (events from there on are read again)."""
+        replaced = 0
+        while self._read_up_to:
+            number, known = self._read_up_to[-1]
+            if await self.chain.block_hash(number) == known:
+                break
+            self._read_up_to.pop()
+            replaced += 1
+        if not replaced or cursor is None:
+            return cursor
+        back = self._read_up_to[-1][0] if self._read_up_to else self.start_block - 1
+        back = min(back, cursor)
+        self.reorgs += 1
+        log.warning(
+            "the chain reorganised below the reorg margin (%d): reading again from block %d",
+            self.reorg_margin,
+            back + 1,
+        )
+        await self.store.set_cursor(CURSOR, back)
+        return back
 
     async def apply(self, event: ChainEvent) -> int:
         if event.contract != "market":
@@ -156,11 +211,23 @@ class ChainWatcher:
         if event.name == "JobCreated":
             if parse_address(event.args["coordinator"]) != self.chain.address:
                 return 0
-            job, new = await self.store.add_job(
-                job_from_event(event), {"block": event.block_number}
-            )
+            created = job_from_event(event)
+            job, new = await self.store.add_job(created, {"block": event.block_number})
             if new:
                 log.info("job %s created on chain (block %d)", job.job_id, event.block_number)
+            elif job.state is JobState.CREATED and any(
+                getattr(job, f) != getattr(created, f) for f in TERMS_FIELDS
+            ):
+                # A reorganisation moved (or replaced) its creation: take the terms as
+                # they are on the chain now.
+                terms = {f: getattr(created, f) for f in TERMS_FIELDS}
+                job = await self.store.update_job(job.job_id, **terms)
+                await self.chain.forget_job(JobId(bytes(event.args["jobId"])))
+                log.warning(
+                    "job %s: its creation moved to block %d; terms read again",
+                    job.job_id,
+                    event.block_number,
+                )
             self.on_job(job.job_id)
             return 1
         job_id = "0x" + bytes(event.args.get("jobId", b"")).hex()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,17 @@ class AnvilNode:
 
 
 def start_anvil(
-    workdir: Path, *, port: int = 0, timeout: float = 20.0, block_time: float | None = None
+    workdir: Path,
+    *,
+    port: int = 0,
+    timeout: float = 20.0,
+    block_time: float | None = None,
+    extra_args: Sequence[str] = (),
 ) -> AnvilNode:
-    """Start Anvil on 127.0.0.1 (``port=0`` lets it pick) and wait for ``eth_chainId``."""
+    """Start Anvil on 127.0.0.1 (``port=0`` lets it pick) and wait for ``eth_chainId``.
+
+    ``block_time`` mines a block every so many seconds instead of one per transaction;
+    ``extra_args`` go to Anvil as they are (``--no-mining``, ``--gas-limit N``, ...)."""
     if port:
         require_free_port(port, "anvil")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -94,6 +103,7 @@ def start_anvil(
     ]
     if block_time:
         argv += ["--block-time", str(block_time)]
+    argv += list(extra_args)
     record = spawn("anvil", argv, log=log, workdir=workdir)
     found: dict[str, str] = {}
 

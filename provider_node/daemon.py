@@ -93,14 +93,21 @@ def runtimes_offered(runtime: Runtime) -> tuple[RuntimeKind, ...]:
 
 def connect_chain(settings: ProviderSettings, identity: Identity) -> Web3Chain:
     """A chain client acting for the provider's account (blocking: it asks the node)."""
-    w3 = connect(settings.rpc_url)
+    w3 = connect(settings.rpc_url, settings.chain_id, network=settings.network)
     deployment = Deployment(
         chain_id=int(w3.eth.chain_id),
         token=settings.token,
         registry=settings.registry,
         market=settings.market,
     )
-    return Web3Chain(settings.rpc_url, deployment, "0x" + identity.private_key.hex(), w3=w3)
+    return Web3Chain(
+        settings.rpc_url,
+        deployment,
+        "0x" + identity.private_key.hex(),
+        w3=w3,
+        policy=settings.send_policy(),
+        journal_dir=settings.journal_dir,
+    )
 
 
 class ProviderNode:

@@ -16,11 +16,22 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from contracts.network import apply_profile, send_policy_for
+from contracts.sender import SendPolicy
 from protocol.errors import ConfigError, MessageError
 from protocol.identity import read_password_file
 from protocol.ids import Address, Wei, parse_address, parse_address_list, to_wei
 
 ENV_PREFIX = "PROVIDER_"
+PROFILE_FIELDS = {
+    "rpc_url": "rpc_url",
+    "chain_id": "chain_id",
+    "market_address": "market",
+    "registry_address": "registry_address",
+    "token_address": "token",
+    "ipfs_api": "ipfs_api",
+}
+"""Settings a network profile fills (settings field: profile attribute)."""
 DEFAULT_MAX_LOCK_S = 7 * 24 * 3600
 
 RuntimeName = Literal["bwrap", "docker", "process"]
@@ -31,7 +42,13 @@ class ProviderSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
+    network: str | None = None
+    """A network profile (``contracts/network.py``) that fills the chain settings left
+    unset: RPC URL, chain id, addresses, fee caps, confirmations."""
+    networks_file: Path | None = None
     rpc_url: str
+    chain_id: int | None = Field(default=None, gt=0)
+    """The chain id the RPC must serve (unset: whatever it serves)."""
     market_address: str
     registry_address: str
     token_address: str
@@ -140,6 +157,15 @@ class ProviderSettings(BaseSettings):
     def listen_multiaddr(self) -> str:
         return f"/ip4/{self.p2p_host}/tcp/{self.p2p_port}"
 
+    def send_policy(self) -> SendPolicy:
+        """Fee caps, replacement and confirmations: the network profile's, else defaults."""
+        return send_policy_for(self.network, self.networks_file)
+
+    @property
+    def journal_dir(self) -> Path | None:
+        """Where transactions in flight are recorded (with a network profile)."""
+        return self.work_dir / "txs" if self.network else None
+
     def keystore_password(self) -> SecretStr:
         """The keystore password, from the password file or the password variable."""
         if self.password_file is not None:
@@ -158,6 +184,7 @@ def env_name(field: str) -> str:
 def load_settings(**overrides: Any) -> ProviderSettings:
     """Settings from the environment with ``overrides`` (None values ignored) on top."""
     given = {k: v for k, v in overrides.items() if v is not None}
+    given, _ = apply_profile(ENV_PREFIX, given, PROFILE_FIELDS)
     try:
         return ProviderSettings(**given)
     except ValidationError as exc:

@@ -68,7 +68,11 @@ def _settings(
         updates["account"] = account
     if password_file is not None:
         updates["password_file"] = password_file
-    return base.model_copy(update=updates).with_devnet()
+    try:
+        return base.model_copy(update=updates).with_devnet()
+    except GpuMarketError as exc:  # a missing or bad network profile or devnet state
+        _fail(exc)
+        raise
 
 
 def _prompt(label: str) -> str:

@@ -17,6 +17,7 @@ import trio
 from contracts.chain import Web3Chain
 from contracts.errors import MajorityExists
 from contracts.models import CompareMode, JobRequest, JobStatus, escrow_of
+from contracts.network import PhaseWindows
 from protocol import lifecycle
 from protocol.errors import GpuMarketError
 from protocol.failure_output import failure_class_of
@@ -28,7 +29,7 @@ from protocol.spec_io import canonical_spec, check_local_inputs, load_spec
 from wallet import records
 from wallet.coordinator import CoordinatorClient
 from wallet.settings import WalletSettings
-from wallet.windows import job_windows
+from wallet.windows import DEFAULT_PHASES, job_windows
 
 DEFAULT_FEE = "0.10"
 MAX_INPUT_BYTES = 2 * 2**30
@@ -85,9 +86,19 @@ class Submitted:
     """The spec and the local inputs this wallet added to IPFS."""
 
 
+CREATE_JOB_GAS = 150_000
+"""More than ``createJob`` with a permit uses (about 131,000 from a cold account, 97,000
+warm, on Anvil cancun): the gas an account must be able to pay before anything is uploaded."""
+
+
 def chain_for(settings: WalletSettings, identity: Identity) -> Web3Chain:
     return Web3Chain(
-        settings.need("rpc_url"), settings.deployment(), "0x" + identity.private_key.hex()
+        settings.need("rpc_url"),
+        settings.deployment(),
+        "0x" + identity.private_key.hex(),
+        policy=settings.send_policy(),
+        journal_dir=settings.chain_journal(),
+        network=settings.network,
     )
 
 
@@ -131,12 +142,17 @@ def job_escrow(spec: JobSpec, fee: Wei) -> Wei:
 
 
 def job_request(
-    spec: JobSpec, spec_cid: Cid, coordinator: Address, fee: Wei, now: int
+    spec: JobSpec,
+    spec_cid: Cid,
+    coordinator: Address,
+    fee: Wei,
+    now: int,
+    phases: PhaseWindows = DEFAULT_PHASES,
 ) -> JobRequest:
     """The createJob parameters for ``spec`` mined at block time ``now`` (use the next
     block's time, ``Web3Chain.next_block_time``, not the latest block's)."""
     redundancy = on_chain_redundancy(spec)
-    windows = job_windows(now, spec.timeout, redundancy)
+    windows = job_windows(now, spec.timeout, redundancy, phases)
     return JobRequest(
         spec_digest=result_digest(spec_cid),
         spec_cid=spec_cid,
@@ -175,10 +191,14 @@ def submit(
     request_fee = to_wei(fee)
     escrow = job_escrow(spec, request_fee)
     # Size the windows now: a timeout the market cannot take is refused before any upload.
-    job_windows(chain.next_block_time(), spec.timeout, on_chain_redundancy(spec))
+    phases = settings.phase_windows()
+    job_windows(chain.next_block_time(), spec.timeout, on_chain_redundancy(spec), phases)
     balance = chain.token_balance(identity.address)
     if balance < escrow:
         raise InsufficientFunds(identity.address, escrow, balance)
+    short_of_gas = chain.sender.gas_shortfall(CREATE_JOB_GAS)
+    if short_of_gas is not None:
+        raise short_of_gas
     total = sum(_path_size(p) for p in local.values())
     if total > MAX_INPUT_BYTES:
         raise InputTooLarge(total)
@@ -191,7 +211,9 @@ def submit(
     coordinator_address = parse_address(settings.need("coordinator_address"))
     # Deadlines from the next block's time, not the latest's: after the chain sat idle the
     # latest block is old and a window sized from it can be past when createJob is mined.
-    request = job_request(spec, spec_cid, coordinator_address, request_fee, chain.next_block_time())
+    request = job_request(
+        spec, spec_cid, coordinator_address, request_fee, chain.next_block_time(), phases
+    )
     job_id, receipt = chain.create_job(request)
     records.update(
         settings,

@@ -3,7 +3,9 @@
 Values come from ``WALLET_*`` environment variables, then CLI flags. Accounts are read
 from ``keystore_dir`` and, after it, from Foundry's keystore folder. ``--devnet STATE``
 fills every endpoint and contract address from a devnet state file, so on the devnet a
-requester needs nothing else.
+requester needs nothing else; a network profile (``gpumarket --network NAME``,
+``WALLET_NETWORK`` or ``GPUMARKET_NETWORK``; see ``contracts/network.py``) does the same for
+any chain and adds its fee caps and confirmations.
 """
 
 from __future__ import annotations
@@ -14,12 +16,28 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.models import Deployment
+from contracts.network import PhaseWindows, apply_profile, phase_windows_for, send_policy_for
+from contracts.sender import SendPolicy
 from devnet.state import load_state
 from protocol.errors import ConfigError
 
 DEFAULT_KEYSTORE_DIR = Path.home() / ".gpumarket" / "keystores"
+DEFAULT_JOURNAL_DIR = Path.home() / ".gpumarket" / "txs"
 FOUNDRY_KEYSTORE_DIR = Path.home() / ".foundry" / "keystores"
 """Where ``cast wallet new``/``cast wallet import`` keep their keystores (no suffix)."""
+
+
+PROFILE_FIELDS = {
+    "rpc_url": "rpc_url",
+    "chain_id": "chain_id",
+    "ipfs_api": "ipfs_api",
+    "coordinator_url": "coordinator_url",
+    "coordinator_address": "coordinator_address",
+    "token_address": "token",
+    "registry_address": "registry_address",
+    "market_address": "market",
+}
+"""Settings a network profile fills (settings field: profile attribute)."""
 
 
 class WalletSettings(BaseSettings):
@@ -40,9 +58,38 @@ class WalletSettings(BaseSettings):
     registry_address: str | None = None
     market_address: str | None = None
     devnet_state: Path | None = None
+    network: str | None = None
+    """A network profile (``contracts/network.py``; also ``$GPUMARKET_NETWORK``) that fills
+    the endpoints and addresses left unset, and sets fee caps and confirmations."""
+    networks_file: Path | None = None
+    journal_dir: Path = DEFAULT_JOURNAL_DIR
+    """Where transactions in flight are recorded (with a network profile)."""
 
     def with_devnet(self) -> WalletSettings:
-        """Fill unset endpoints from the devnet state file, if one is named."""
+        """Fill unset endpoints from the network profile, then the devnet state file."""
+        return self._with_network()._with_devnet_state()
+
+    def _with_network(self) -> WalletSettings:
+        given = {k: getattr(self, k) for k in (*PROFILE_FIELDS, "network", "networks_file")}
+        filled, profile = apply_profile("WALLET_", given, PROFILE_FIELDS)
+        if profile is None:
+            return self
+        return self.model_copy(update=filled)
+
+    def send_policy(self) -> SendPolicy:
+        """Fee caps, replacement and confirmations: the network profile's, else defaults."""
+        return send_policy_for(self.network, self.networks_file)
+
+    def phase_windows(self) -> PhaseWindows:
+        """The margins new jobs' deadlines are sized with: the network profile's, else
+        the defaults."""
+        return phase_windows_for(self.network, self.networks_file)
+
+    def chain_journal(self) -> Path | None:
+        """The transaction journal's folder: with a network profile only."""
+        return self.journal_dir if self.network else None
+
+    def _with_devnet_state(self) -> WalletSettings:
         if self.devnet_state is None:
             return self
         state = load_state(self.devnet_state)
@@ -65,7 +112,8 @@ class WalletSettings(BaseSettings):
         value = getattr(self, name)
         if value is None:
             raise ConfigError(
-                f"{name} is not set: set WALLET_{name.upper()} or pass --devnet STATE_FILE"
+                f"{name} is not set: set WALLET_{name.upper()} or pass --devnet STATE_FILE "
+                "(or --network NAME)"
             )
         return str(value)
 

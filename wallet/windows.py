@@ -19,16 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts.models import MAX_JOB_DURATION_S
+from contracts.network import PhaseWindows
 from protocol.errors import SpecError
 
-ASSIGN_WINDOW_S = 120
-"""From creation to the first seats: matching, offers, the providers' consent."""
-COMMIT_MARGIN_S = 180
-"""Beyond the timeout: fetching inputs, hashing the outputs, an on-chain commit if needed."""
-REVEAL_WINDOW_S = 300
-"""For reveals after the last commit deadline (off chain first, on chain as a fallback)."""
-SETTLE_MARGIN_S = 300
-"""After the reveal window: the coordinator's settle transaction."""
+DEFAULT_PHASES = PhaseWindows()
+"""The margins on the devnet (a network profile may widen them for a slower chain)."""
+ASSIGN_WINDOW_S = DEFAULT_PHASES.assign_window_s
+COMMIT_MARGIN_S = DEFAULT_PHASES.commit_margin_s
+REVEAL_WINDOW_S = DEFAULT_PHASES.reveal_window_s
+SETTLE_MARGIN_S = DEFAULT_PHASES.settle_margin_s
 
 
 @dataclass(frozen=True)
@@ -49,19 +48,24 @@ def runs_in_a_row(redundancy: int) -> int:
     return 3 if redundancy == 1 else 2
 
 
-def job_windows(now: int, timeout_s: int, redundancy: int) -> JobWindows:
+def job_windows(
+    now: int, timeout_s: int, redundancy: int, phases: PhaseWindows = DEFAULT_PHASES
+) -> JobWindows:
     """Deadlines for a job created at block time ``now`` whose spec allows ``timeout_s``
-    seconds of run time, with ``redundancy`` primaries on chain (1 for ``auto``)."""
+    seconds of run time, with ``redundancy`` primaries on chain (1 for ``auto``), sized
+    with ``phases`` (the network profile's margins)."""
     if timeout_s <= 0:
         raise SpecError("timeout", f"must be positive, got {timeout_s}s")
-    commit_window = timeout_s + COMMIT_MARGIN_S
-    assign_deadline = now + ASSIGN_WINDOW_S
+    commit_window = timeout_s + phases.commit_margin_s
+    assign_deadline = now + phases.assign_window_s
     runs = runs_in_a_row(redundancy)
     spare_deadline = assign_deadline + (runs - 1) * commit_window
-    settle_deadline = spare_deadline + commit_window + REVEAL_WINDOW_S + SETTLE_MARGIN_S
+    settle_deadline = (
+        spare_deadline + commit_window + phases.reveal_window_s + phases.settle_margin_s
+    )
     if settle_deadline > now + MAX_JOB_DURATION_S:
-        fixed = ASSIGN_WINDOW_S + REVEAL_WINDOW_S + SETTLE_MARGIN_S
-        longest = (MAX_JOB_DURATION_S - fixed) // runs - COMMIT_MARGIN_S
+        fixed = phases.assign_window_s + phases.reveal_window_s + phases.settle_margin_s
+        longest = (MAX_JOB_DURATION_S - fixed) // runs - phases.commit_margin_s
         raise SpecError(
             "timeout",
             f"{timeout_s}s makes the job outlive the market's "
@@ -72,7 +76,7 @@ def job_windows(now: int, timeout_s: int, redundancy: int) -> JobWindows:
         timeout_ms=timeout_s * 1000,
         assign_deadline=assign_deadline,
         commit_window=commit_window,
-        reveal_window=REVEAL_WINDOW_S,
+        reveal_window=phases.reveal_window_s,
         spare_deadline=spare_deadline,
         settle_deadline=settle_deadline,
     )
