@@ -34,6 +34,7 @@ node_modules/.installed: package.json package-lock.json
 
 lint: bootstrap
 	$(BIN)/ruff check $(PY_SOURCES)
+	$(BIN)/lint-imports
 
 typecheck: bootstrap
 	$(BIN)/mypy $(PY_SOURCES)

@@ -36,7 +36,7 @@ import trio
 
 from devnet import network
 from devnet.process import is_alive
-from devnet.state import DevnetState, load_state
+from protocol.devnet_state import DevnetState, load_state
 from protocol.errors import GpuMarketError
 from protocol.identity import Identity
 from protocol.ids import JobId

@@ -33,7 +33,7 @@ from contracts.models import Deployment
 from devnet import network
 from devnet.process import spawn
 from devnet.services import provider_env, wait_provider
-from devnet.state import DevAccount, DevnetState, load_state, save_state
+from protocol.devnet_state import DevAccount, DevnetState, load_state, save_state
 from protocol.identity import Identity
 from protocol.ids import job_id_hex
 from wallet import jobs

@@ -213,7 +213,7 @@ def load_profiles(path: Path) -> dict[str, NetworkProfile]:
 
 def devnet_profile(state_file: Path | None = None) -> NetworkProfile:
     """The local devnet's profile, from the state file ``devnet up`` wrote."""
-    from devnet.state import DEFAULT_STATE_FILE, load_state
+    from protocol.devnet_state import DEFAULT_STATE_FILE, load_state
 
     path = state_file or Path(os.environ.get(DEVNET_STATE_ENV) or DEFAULT_STATE_FILE)
     state = load_state(path)

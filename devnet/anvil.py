@@ -12,8 +12,8 @@ import httpx
 from eth_account import Account
 
 from devnet.process import require_free_port, spawn, stop, wait_ready
-from devnet.state import DevAccount, ProcessRecord
 from devnet.tools import npm_tool
+from protocol.devnet_state import DevAccount, ProcessRecord
 from protocol.errors import DevnetError
 
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from devnet import network
-from devnet.state import DEFAULT_STATE_FILE, DevnetState
+from protocol.devnet_state import DEFAULT_STATE_FILE, DevnetState
 from protocol.errors import GpuMarketError
 
 app = typer.Typer(

@@ -26,7 +26,7 @@ from contracts.chain import Web3Chain
 from contracts.models import Deployment
 from devnet import network
 from devnet.cli import _endpoints_table, dashboard_url
-from devnet.state import DevnetState
+from protocol.devnet_state import DevnetState
 from protocol.errors import GpuMarketError
 from protocol.identity import Identity
 from protocol.ids import job_id_hex

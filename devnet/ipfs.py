@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 
 from devnet.process import free_port, log_tail, require_free_port, spawn, stop, wait_ready
-from devnet.state import ProcessRecord
 from devnet.tools import kubo_binary, npm_tool
+from protocol.devnet_state import ProcessRecord
 from protocol.errors import DevnetError
 
 INIT_TIMEOUT = 120.0

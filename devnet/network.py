@@ -21,7 +21,7 @@ from devnet.anvil import check_anvil, rpc_call, start_anvil
 from devnet.ipfs import check_ipfs, start_ipfs, stop_ipfs
 from devnet.process import is_alive, stop
 from devnet.services import spawn_provider, start_coordinator, wait_provider
-from devnet.state import DevnetState, load_state, save_state
+from protocol.devnet_state import DevnetState, load_state, save_state
 from protocol.errors import DevnetError
 from protocol.ids import parse_address, to_wei
 

@@ -3,7 +3,7 @@
 Each process runs in its own session (so its process group id equals its PID), writes
 stdout and stderr to one log file, and is stopped by signalling that whole group: SIGTERM
 first, SIGKILL after a grace period. Nothing else on the machine is ever signalled, and a
-record of what was started survives the starter (see ``devnet.state``).
+record of what was started survives the starter (see ``protocol.devnet_state``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from devnet.state import ProcessRecord
+from protocol.devnet_state import ProcessRecord
 from protocol.errors import DevnetError
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from devnet.process import spawn, wait_ready
-from devnet.state import DevAccount, DevnetState, ProcessRecord
+from protocol.devnet_state import DevAccount, DevnetState, ProcessRecord
 from protocol.errors import DevnetError
 from protocol.identity import Identity, save_keystore
 

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contracts.models import Deployment
 from contracts.network import PhaseWindows, apply_profile, phase_windows_for, send_policy_for
 from contracts.sender import SendPolicy
-from devnet.state import load_state
+from protocol.devnet_state import load_state
 from protocol.errors import ConfigError
 
 DEFAULT_KEYSTORE_DIR = Path.home() / ".gpumarket" / "keystores"

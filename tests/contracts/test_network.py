@@ -26,7 +26,7 @@ from contracts.network import (
 )
 from contracts.sender import TxSender
 from devnet.anvil import AnvilNode
-from devnet.state import DevAccount, DevnetState, save_state
+from protocol.devnet_state import DevAccount, DevnetState, save_state
 from protocol.errors import ConfigError
 
 MARKET = "0x" + "11" * 20

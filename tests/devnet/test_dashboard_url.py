@@ -8,7 +8,7 @@ from rich.console import Console
 
 from devnet.cli import _endpoints_table, dashboard_url
 from devnet.demo import main
-from devnet.state import DevnetState
+from protocol.devnet_state import DevnetState
 
 
 def test_the_endpoints_table_names_the_dashboard() -> None:

@@ -17,7 +17,7 @@ from contracts.chain import Web3Chain
 from contracts.models import Deployment
 from devnet.network import DEVNET_MIN_COORDINATOR_BOND
 from devnet.process import is_alive
-from devnet.state import load_state
+from protocol.devnet_state import load_state
 
 pytestmark = pytest.mark.integration
 

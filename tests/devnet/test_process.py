@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from devnet.process import is_alive, spawn, stop, wait_ready
-from devnet.state import DevnetState, load_state, save_state
+from protocol.devnet_state import DevnetState, load_state, save_state
 from protocol.errors import DevnetError
 
 SH = "/bin/sh"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from devnet.anvil import dev_accounts
 from devnet.services import provider_env
-from devnet.state import DevnetState
+from protocol.devnet_state import DevnetState
 
 ROLES = ["deployer", "coordinator", "provider"]
 

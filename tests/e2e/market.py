@@ -28,7 +28,7 @@ from devnet import network
 from devnet.anvil import rpc_call
 from devnet.process import is_alive, spawn, stop, wait_ready
 from devnet.services import provider_env
-from devnet.state import DevAccount, DevnetState, ProcessRecord, load_state, save_state
+from protocol.devnet_state import DevAccount, DevnetState, ProcessRecord, load_state, save_state
 from protocol.identity import Identity, save_keystore
 from protocol.ids import parse_job_id
 from wallet import jobs

@@ -1,7 +1,9 @@
 """The devnet state file: a versioned JSON record of what ``devnet up`` started.
 
-``down`` needs nothing but this file to stop exactly what ``up`` started, so the file is
-written (atomically) as soon as each process has a PID, not only at the end.
+A shared format, not a devnet module: the wallet, the provider and network profiles read
+endpoints and contract addresses from it, and ``devnet down`` needs nothing but this file
+to stop exactly what ``up`` started, so the file is written (atomically) as soon as each
+process has a PID, not only at the end.
 """
 
 from __future__ import annotations
