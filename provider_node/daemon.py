@@ -164,6 +164,8 @@ class ProviderNode:
         self.advertiser: Advertiser | None = None
         self.fallback: ChainFallback | None = None
         self.gpus = GpuPool(())
+        self.warm: WarmPool | None = None
+        """The warm sandbox pool jobs run through (None: every job starts cold)."""
 
     @property
     def address(self) -> str:
@@ -212,7 +214,7 @@ class ProviderNode:
             )
         offer = self.offer
         self.gpus = GpuPool(offer.gpu_indices)
-        pool = warm_pool(s, runtime, self.gpus)
+        pool = self.warm = warm_pool(s, runtime, self.gpus)
         if pool is not None:
             # Jobs run through the pool; its slots are killed after running jobs finish.
             runtime = await self._stack.enter_async_context(pool)
@@ -316,6 +318,8 @@ class ProviderNode:
             total_gpus=self.gpus.total,
             adverts_published=self.advertiser.published if self.advertiser else 0,
             finished_jobs=dict(server.completed) if server else {},
+            warm_ready=len(self.warm.ready_gpu_sets()) if self.warm else 0,
+            sandbox_starts=self.warm.figures.starts() if self.warm else {},
         )
 
     async def serve(self) -> None:

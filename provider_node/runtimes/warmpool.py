@@ -73,6 +73,9 @@ class PoolFigures:
     slots_killed: int = 0
     """Slots killed to free their GPU (or CPU time) for a job or a challenge."""
 
+    def starts(self) -> dict[str, int]:
+        return {"warm": self.warm_starts, "cold": self.cold_starts}
+
 
 def warm_eligible(job: PreparedJob) -> bool:
     """Whether ``job`` can start in a warm sandbox with the same result as a cold start."""
