@@ -211,6 +211,11 @@ async def test_nothing_of_the_job_is_inside_before_hand_off(
 
 
 async def test_limits_and_wall_clock_apply_from_hand_off(pool: WarmPool, make_job: MakeJob) -> None:
+    # The slot waits under 1 GiB; this job may use 2 GiB from its hand-off on.
+    roomy = await _warm_run(
+        pool, make_job("block = b'\\x01' * (1 << 30)\nprint(len(block))", torch=True, limits=LIMITS)
+    )
+    assert roomy.outcome is Outcome.OK, roomy
     small = Limits(wall_time_s=60, memory_bytes=768 << 20, max_pids=64, max_output_bytes=1000)
     oom = await _warm_run(pool, make_job("block = b'\\x01' * (2 << 30)", torch=True, limits=small))
     assert oom.outcome is Outcome.OOM, oom
@@ -219,6 +224,7 @@ async def test_limits_and_wall_clock_apply_from_hand_off(pool: WarmPool, make_jo
         make_job("open('/job/outputs/big', 'wb').write(b'x' * 5000)", torch=True, limits=small),
     )
     assert big.outcome is Outcome.OUTPUT_TOO_LARGE, big
+    assert big.output_bytes == 1001  # cut by the file size bound the hand-off set
     quick = Limits(wall_time_s=3, memory_bytes=768 << 20, max_pids=64, max_output_bytes=1000)
     slow = await _warm_run(pool, make_job("import time\ntime.sleep(30)", torch=True, limits=quick))
     assert slow.outcome is Outcome.TIMEOUT, slow
