@@ -217,11 +217,11 @@ class WarmSlot:
 
     def _give_back(self, job: PreparedJob, moved: list[tuple[Path, Path]]) -> None:
         """The slot's outputs become the job's outputs; the inputs go home."""
-        _move_back(moved)
         try:
             _rename(self.outputs, job.outputs_dir)  # replaces the empty directory
+            _move_back(moved)
         except OSError as exc:
-            raise SandboxError(f"cannot move the job's outputs out of its sandbox: {exc}") from exc
+            raise SandboxError(f"cannot move the job's files out of its sandbox: {exc}") from exc
 
     # ---------------------------------------------------------------- destroying
     async def discard(self) -> None:
