@@ -187,14 +187,10 @@ class WarmSlot:
             await stdin.aclose()
         except (SandboxError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.warning("job %s: warm sandbox not used (%s); starting cold", job.job_id, exc)
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(_move_back, moved)
-                await self.discard()
+            await self._abandon(moved)
             return None
         except BaseException:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(_move_back, moved)
-                await self.discard()
+            await self._abandon(moved)
             raise
         launch = Launch(
             argv=(),
@@ -215,13 +211,21 @@ class WarmSlot:
                 finally:
                     await self.discard()
 
+    async def _abandon(self, moved: list[tuple[Path, Path]]) -> None:
+        """Undo a hand-off that did not happen: inputs back, sandbox gone."""
+        with trio.CancelScope(shield=True):
+            try:
+                await trio.to_thread.run_sync(_move_back, moved)
+            finally:
+                await self.discard()
+
     def _give_back(self, job: PreparedJob, moved: list[tuple[Path, Path]]) -> None:
         """The slot's outputs become the job's outputs; the inputs go home."""
         try:
             _rename(self.outputs, job.outputs_dir)  # replaces the empty directory
-            _move_back(moved)
         except OSError as exc:
-            raise SandboxError(f"cannot move the job's files out of its sandbox: {exc}") from exc
+            raise SandboxError(f"cannot move the job's outputs out of its sandbox: {exc}") from exc
+        _move_back(moved)
 
     # ---------------------------------------------------------------- destroying
     async def discard(self) -> None:
@@ -262,8 +266,11 @@ def _rename(source: Path, target: Path) -> None:
 
 
 def _move_back(moved: list[tuple[Path, Path]]) -> None:
-    for original, target in reversed(moved):
-        _rename(target, original)
+    try:
+        for original, target in reversed(moved):
+            _rename(target, original)
+    except OSError as exc:
+        raise SandboxError(f"cannot move the job's inputs back from its sandbox: {exc}") from exc
 
 
 def remove_dir(path: Path) -> None:
