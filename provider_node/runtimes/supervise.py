@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -27,6 +26,7 @@ import trio
 
 from protocol.errors import SandboxError
 from provider_node.runtimes.cgroups import JobCgroup
+from provider_node.runtimes.child import ChildProcess, start_child
 from provider_node.runtimes.model import Limits, Outcome, OutputSink, RunResult
 from provider_node.runtimes.outputs import OutputScan, scan_outputs
 
@@ -83,7 +83,7 @@ def _wrap(launch: Launch) -> list[str]:
     return park(argv)
 
 
-def _signal_all(proc: trio.Process, group: JobCgroup | None, sig: int) -> None:
+def _signal_all(proc: ChildProcess, group: JobCgroup | None, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
     if group is not None:
@@ -92,7 +92,7 @@ def _signal_all(proc: trio.Process, group: JobCgroup | None, sig: int) -> None:
                 os.kill(pid, sig)
 
 
-async def stop_process(proc: trio.Process, group: JobCgroup | None, grace_s: float) -> None:
+async def stop_process(proc: ChildProcess, group: JobCgroup | None, grace_s: float) -> None:
     """SIGTERM the process group and cgroup, SIGKILL after ``grace_s``, then reap."""
     _signal_all(proc, group, signal.SIGTERM)
     with trio.move_on_after(grace_s):
@@ -111,25 +111,16 @@ async def spawn_parked(
     cgroup: JobCgroup | None,
     *,
     keep_stdin: bool = False,
-) -> trio.Process:
+) -> ChildProcess:
     """Start ``argv`` (already behind :func:`park`), place it in ``cgroup``, then release it.
 
     With ``keep_stdin`` the pipe stays open after ``go``, so more can be written to what
     the parked command execs into. Raises :class:`SandboxError`, leaving nothing running.
     """
     try:
-        proc = await trio.lowlevel.open_process(
-            list(argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=dict(env),
-            cwd=str(cwd),
-            start_new_session=True,
-        )
+        proc = start_child(argv, env, cwd)
     except OSError as exc:
         raise SandboxError(f"cannot start: {exc}") from exc
-    assert proc.stdin is not None and proc.stdout is not None
     try:
         if cgroup is not None:
             for procs in cgroup.procs_files:
@@ -156,7 +147,7 @@ async def supervise(launch: Launch) -> RunResult:
     return await watch(launch, proc, started)
 
 
-async def watch(launch: Launch, proc: trio.Process, started: float) -> RunResult:
+async def watch(launch: Launch, proc: ChildProcess, started: float) -> RunResult:
     """Supervise the running ``proc`` under ``launch``'s limits until it ends, and classify.
 
     The wall clock starts now; ``started`` (a ``time.monotonic()`` reading) is where the
@@ -164,7 +155,6 @@ async def watch(launch: Launch, proc: trio.Process, started: float) -> RunResult
     """
     limits = launch.limits
     tail = _Tail(limits.log_tail_bytes)
-    assert proc.stdout is not None
     timed_out = False
     refused: OutputScan | None = None
     stdout = proc.stdout
@@ -219,8 +209,7 @@ async def watch(launch: Launch, proc: trio.Process, started: float) -> RunResult
             with trio.CancelScope(shield=True):
                 await stop_process(proc, launch.cgroup, 0)
         await stdout.aclose()
-        if proc.stdin is not None:
-            await proc.stdin.aclose()
+        await proc.stdin.aclose()
 
     duration = time.monotonic() - started
     final = await trio.to_thread.run_sync(scan_outputs, launch.outputs_dir, limits.max_output_bytes)

@@ -30,6 +30,7 @@ import trio
 from protocol.errors import SandboxError
 from provider_node.runtimes.bwrap import BwrapRuntime, script_argv
 from provider_node.runtimes.cgroups import JobCgroup, create_job_cgroup
+from provider_node.runtimes.child import ChildProcess
 from provider_node.runtimes.launcher import MAX_HANDOFF_BYTES, READY
 from provider_node.runtimes.model import (
     INPUTS_DIR,
@@ -64,7 +65,7 @@ class WarmSlot:
         self.directory = directory
         self.gpus = tuple(sorted(gpus))
         self.name = f"warm-{uuid.uuid4().hex[:12]}"
-        self.proc: trio.Process | None = None
+        self.proc: ChildProcess | None = None
         self.cgroup: JobCgroup | None = None
         self.ready = False
         self.started_with: dict[str, str] = {}
@@ -122,7 +123,7 @@ class WarmSlot:
             raise
 
     async def _await_ready(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
+        assert self.proc is not None
         seen = b""
         while READY not in seen:
             try:
@@ -171,7 +172,6 @@ class WarmSlot:
                 await self.discard()
             raise
         stdin = self.proc.stdin
-        assert stdin is not None
         try:
             if len(message) > MAX_HANDOFF_BYTES:
                 raise SandboxError(f"hand-off of {len(message)} bytes is too large")
@@ -242,9 +242,8 @@ class WarmSlot:
             if proc is not None:
                 if proc.returncode is None:
                     await stop_process(proc, self.cgroup, 0)
-                for stream in (proc.stdin, proc.stdout):
-                    if stream is not None:
-                        await stream.aclose()
+                await proc.stdin.aclose()
+                await proc.stdout.aclose()
             if self.cgroup is not None:
                 await trio.to_thread.run_sync(self.cgroup.close)
             await trio.to_thread.run_sync(remove_dir, self.directory)
