@@ -12,6 +12,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, cast
 
 import numpy as np
@@ -71,9 +72,13 @@ class ChallengeServer:
         products: Callable[[str], proof.ProductsFn] | None = None,
         verifier: Verifier | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        exclusive: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
     ) -> None:
         self.identity = identity
         self.device = device
+        self.exclusive = exclusive or nullcontext
+        """Entered around each timed challenge: gives the device to the challenge alone
+        (the warm sandbox pool kills its slots on it and stops warming meanwhile)."""
         self.max_flops = max_flops
         self._products = products or (lambda dtype: torch_products(self.device, dtype))
         self.verifier = verifier or Verifier(clock)
@@ -116,7 +121,7 @@ class ChallengeServer:
             raise MessageError(f"challenge of {ch.flops:.3g} flops exceeds {self.max_flops:.3g}")
         if self._lock.locked():
             raise MessageError("busy with another challenge")
-        async with self._lock:
+        async with self._lock, self.exclusive():
             backend = self._products(ch.dtype)
             work = await trio.to_thread.run_sync(
                 lambda: proof.respond(ch, products=backend, clock=time.perf_counter)

@@ -13,6 +13,7 @@ jobs finish within the grace period and hand back the rest, then close everythin
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -53,7 +54,9 @@ from provider_node.offers import OfferDesk
 from provider_node.policy import consent_policy
 from provider_node.profile import Offer, measure_offer
 from provider_node.reporter import P2PReporter
-from provider_node.runtimes import Runtime, create_runtime
+from provider_node.runtimes import BwrapRuntime, Runtime, create_runtime
+from provider_node.runtimes.warm import SlotHold
+from provider_node.runtimes.warmpool import PoolConfig, WarmPool
 from provider_node.server import JobServer
 from provider_node.settings import ProviderSettings
 from provider_node.staking import ProviderChain, ensure_staked
@@ -85,6 +88,35 @@ def make_runtime(settings: ProviderSettings) -> Runtime:
 
 HOST_PYTHON_RUNTIMES = ("bwrap", "process")
 """Runtimes whose torch jobs run on this daemon's interpreter (so import its packages)."""
+
+
+def warm_pool(settings: ProviderSettings, runtime: Runtime, gpus: GpuPool) -> WarmPool | None:
+    """The warm sandbox pool the settings ask for (bwrap only); None: every job starts cold."""
+    if settings.warm_sandboxes == 0 or not isinstance(runtime, BwrapRuntime):
+        return None
+    config = PoolConfig(
+        size=settings.warm_sandboxes,
+        gpus_per_slot=min(settings.warm_sandbox_gpus, gpus.total),
+        hold=SlotHold(
+            memory_bytes=min(settings.warm_sandbox_memory_bytes, settings.max_job_memory_bytes),
+            max_pids=min(256, settings.max_job_pids),
+        ),
+    )
+    return WarmPool(
+        runtime,
+        settings.work_dir / "warm",
+        config,
+        devices=gpus.devices,
+        free_gpus=lambda: gpus.free_devices,
+    )
+
+
+def challenge_gpus(offer: Offer) -> tuple[int, ...]:
+    """The GPU a benchmark challenge runs on (``cuda:1`` -> (1,)); () for the CPU."""
+    kind, _, number = offer.device.partition(":")
+    if kind != "cuda" or not offer.gpu_indices:
+        return ()
+    return (int(number),) if number.isdigit() else (offer.gpu_indices[0],)
 
 
 def runtimes_offered(runtime: Runtime) -> tuple[RuntimeKind, ...]:
@@ -148,6 +180,8 @@ class ProviderNode:
         self.advertiser: Advertiser | None = None
         self.fallback: ChainFallback | None = None
         self.gpus = GpuPool(())
+        self.warm: WarmPool | None = None
+        """The warm sandbox pool jobs run through (None: every job starts cold)."""
 
     @property
     def address(self) -> str:
@@ -196,6 +230,11 @@ class ProviderNode:
             )
         offer = self.offer
         self.gpus = GpuPool(offer.gpu_indices)
+        pool = self.warm = warm_pool(s, runtime, self.gpus)
+        if pool is not None:
+            # Jobs run through the pool; its slots are killed after running jobs finish.
+            runtime = await self._stack.enter_async_context(pool)
+            self.gpus.prefer = pool.ready_gpu_sets
         if self.store is None:
             self.store = await self._stack.enter_async_context(KuboContentStore(s.ipfs_api))
         jobs = JobStore(s.work_dir)
@@ -234,7 +273,10 @@ class ProviderNode:
                 fallback=fallback,
             )
         )
-        challenges = ChallengeServer(identity, device=offer.device)
+        exclusive = None
+        if pool is not None:
+            exclusive = functools.partial(pool.paused, challenge_gpus(offer))
+        challenges = ChallengeServer(identity, device=offer.device, exclusive=exclusive)
         handlers = RequestHandlers(node)
         handlers.register(JOB_PROTOCOL, server.handle, JOB_LIMITS)
         handlers.register(CHALLENGE_PROTOCOL, challenges.handle, CHALLENGE_LIMITS)
@@ -295,6 +337,8 @@ class ProviderNode:
             total_gpus=self.gpus.total,
             adverts_published=self.advertiser.published if self.advertiser else 0,
             finished_jobs=dict(server.completed) if server else {},
+            warm_ready=len(self.warm.ready_gpu_sets()) if self.warm else 0,
+            sandbox_starts=self.warm.figures.starts() if self.warm else {},
         )
 
     async def serve(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -60,6 +60,10 @@ class NodeFigures:
     adverts_published: int
     finished_jobs: dict[str, int]
     """Jobs by the phase they ended in (committed, failed, handed_back, ...)."""
+    warm_ready: int = 0
+    """Warm sandboxes waiting for a job."""
+    sandbox_starts: dict[str, int] = field(default_factory=dict)
+    """Jobs started in a warm sandbox and cold (only counted while a warm pool runs)."""
 
 
 class NodeCollector(Collector):
@@ -94,6 +98,15 @@ class NodeCollector(Collector):
         for phase, count in sorted(f.finished_jobs.items()):
             finished.add_metric([phase], count)
         yield finished
+        yield GaugeMetricFamily(
+            "gpumarket_provider_warm_sandboxes", "Warm sandboxes ready for a job", f.warm_ready
+        )
+        starts = CounterMetricFamily(
+            "gpumarket_provider_sandbox_starts", "Job starts by kind (warm, cold)", labels=["kind"]
+        )
+        for kind, count in sorted(f.sandbox_starts.items()):
+            starts.add_metric([kind], count)
+        yield starts
 
 
 def _nvml() -> Any | None:

@@ -90,6 +90,15 @@ class ProviderSettings(BaseSettings):
     benchmark_cache: Path | None = None
     """Where the benchmark result is cached; defaults to ``<work_dir>/benchmark.json``."""
 
+    # Warm sandboxes (bwrap only; provider_node/runtimes/warmpool.py): started while idle,
+    # each used by exactly one job.
+    warm_sandboxes: int = Field(default=1, ge=0, le=8)
+    """Sandboxes kept started (torch imported) for the next jobs; 0 starts every job cold."""
+    warm_sandbox_gpus: int = Field(default=1, ge=0, le=64)
+    """On a GPU host, the GPUs each warm sandbox holds (jobs asking that many start warm)."""
+    warm_sandbox_memory_bytes: int = Field(default=2 << 30, ge=256 << 20)
+    """Memory one idle warm sandbox may use; the job's own limit replaces it at hand-off."""
+
     # Consent policy: the provider signs an Accept (which lets the market lock its stake)
     # only for offers inside these bounds; see provider_node/policy.py.
     coordinators: Annotated[tuple[Address, ...], NoDecode] = ()

@@ -20,7 +20,8 @@ from pathlib import Path
 from protocol.errors import SandboxError
 from provider_node.runtimes.base import register_runtime
 from provider_node.runtimes.cgroups import cgroups_unavailable_reason, create_job_cgroup
-from provider_node.runtimes.env import job_env
+from provider_node.runtimes.env import job_env, sandbox_env
+from provider_node.runtimes.launcher import WARM_FLAG
 from provider_node.runtimes.model import (
     INPUTS_DIR,
     JOB_ROOT,
@@ -128,8 +129,8 @@ class BwrapRuntime:
                 args += ["--symlink", real, path]
         return args
 
-    def _gpu_args(self, job: PreparedJob) -> list[str]:
-        if not job.gpus:
+    def _gpu_args(self, gpus: tuple[int, ...]) -> list[str]:
+        if not gpus:
             return []
         args: list[str] = []
         for pattern in _GPU_DEVICE_GLOBS:
@@ -143,8 +144,7 @@ class BwrapRuntime:
         """The job's argv inside the sandbox."""
         entry = job.entrypoint
         if isinstance(entry, TorchEntrypoint):
-            script = entry.script if entry.script.startswith("/") else f"{JOB_ROOT}/{entry.script}"
-            return [self.python, "-s", LAUNCHER_IN_SANDBOX, script, *entry.args]
+            return [self.python, "-s", LAUNCHER_IN_SANDBOX, *script_argv(entry)]
         if isinstance(entry, CommandEntrypoint):
             if not entry.argv:
                 raise SandboxError("empty command")
@@ -153,7 +153,18 @@ class BwrapRuntime:
 
     def argv(self, job: PreparedJob) -> list[str]:
         """The full bubblewrap command line for ``job`` (environment is passed separately)."""
-        inputs, outputs = job.inputs_dir.resolve(), job.outputs_dir.resolve()
+        return self.sandbox_argv(job.inputs_dir, job.outputs_dir, job.gpus, self.command(job))
+
+    def warm_argv(self, inputs: Path, outputs: Path, gpus: tuple[int, ...]) -> list[str]:
+        """A sandbox like :meth:`argv`'s whose launcher waits for its job on stdin."""
+        command = [self.python, "-s", LAUNCHER_IN_SANDBOX, WARM_FLAG]
+        return self.sandbox_argv(inputs, outputs, gpus, command)
+
+    def sandbox_argv(
+        self, inputs: Path, outputs: Path, gpus: tuple[int, ...], command: list[str]
+    ) -> list[str]:
+        """bubblewrap running ``command`` over these inputs and outputs and GPU devices."""
+        inputs, outputs = inputs.resolve(), outputs.resolve()
         args = [
             self.bwrap,
             "--unshare-all",
@@ -170,7 +181,7 @@ class BwrapRuntime:
             *self._system_args(),
             "--proc", "/proc",
             "--dev", "/dev",
-            *self._gpu_args(job),
+            *self._gpu_args(gpus),
             "--tmpfs", HOME_IN_SANDBOX,
             "--ro-bind", str(LAUNCHER.resolve()), LAUNCHER_IN_SANDBOX,
             "--dir", JOB_ROOT,
@@ -179,13 +190,20 @@ class BwrapRuntime:
             "--remount-ro", "/",
             "--chdir", JOB_ROOT,
             "--",
-            *self.command(job),
+            *command,
         ]  # fmt: skip
         return args
 
+    @property
+    def _path(self) -> str:
+        return f"{os.path.dirname(self.python)}:/usr/local/bin:/usr/bin:/bin"
+
     def env(self, job: PreparedJob) -> dict[str, str]:
-        path = f"{os.path.dirname(self.python)}:/usr/local/bin:/usr/bin:/bin"
-        return job_env(job, root=JOB_ROOT, home=HOME_IN_SANDBOX, tmp="/tmp", path=path)
+        return job_env(job, root=JOB_ROOT, home=HOME_IN_SANDBOX, tmp="/tmp", path=self._path)
+
+    def warm_env(self, gpus: tuple[int, ...]) -> dict[str, str]:
+        """The environment of a warm sandbox on ``gpus``: nothing of any job in it."""
+        return sandbox_env(gpus, root=JOB_ROOT, home=HOME_IN_SANDBOX, tmp="/tmp", path=self._path)
 
     async def run(self, job: PreparedJob) -> RunResult:
         check_work_dir(job)
@@ -206,6 +224,12 @@ class BwrapRuntime:
             return await supervise(launch)
         finally:
             group.close()
+
+
+def script_argv(entry: TorchEntrypoint) -> list[str]:
+    """The script and its arguments as the launcher gets them inside the sandbox."""
+    script = entry.script if entry.script.startswith("/") else f"{JOB_ROOT}/{entry.script}"
+    return [script, *entry.args]
 
 
 def cgroup_name(job_id: str) -> str:

@@ -99,10 +99,17 @@ class JobCgroup:
                 self._write("memory", "memory.swap.max", "0")
             self._write("pids", "pids.max", str(max_pids))
             return
-        self._write("memory", "memory.limit_in_bytes", str(memory_bytes))
-        # Without this a job under its limit would swap instead of being stopped.
+        # Without memsw a job under its limit would swap instead of being stopped. The kernel
+        # keeps memsw >= the memory limit, so raising an existing pair starts with memsw.
+        order = ["memory.limit_in_bytes"]
         if (self._dirs["memory"] / "memory.memsw.limit_in_bytes").exists():
-            self._write("memory", "memory.memsw.limit_in_bytes", str(memory_bytes))
+            memsw = self._read("memory", "memory.memsw.limit_in_bytes").strip()
+            raising = memsw.isdigit() and int(memsw) < memory_bytes
+            order = [*order, "memory.memsw.limit_in_bytes"]
+            if raising:
+                order.reverse()
+        for name in order:
+            self._write("memory", name, str(memory_bytes))
         with contextlib.suppress(SandboxError):
             self._write("memory", "memory.swappiness", "0")
         self._write("pids", "pids.max", str(max_pids))

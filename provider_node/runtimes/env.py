@@ -3,6 +3,10 @@
 Nothing of the provider's own environment leaks in (no tokens, no proxy settings, no
 ``HOME``). Names the runtime sets for determinism and device assignment cannot be overridden
 by the job's spec.
+
+``PYTHONHASHSEED`` is one fixed value for every job rather than derived from the job's seed:
+the interpreter reads it once, at start, and a warm sandbox starts before its job (and so
+its seed) is known. Every replica of a job still hashes strings the same way.
 """
 
 from __future__ import annotations
@@ -10,8 +14,8 @@ from __future__ import annotations
 from protocol.errors import SandboxError
 from provider_node.runtimes.model import INPUTS_DIR, OUTPUTS_DIR, PreparedJob
 
-SEED_MODULUS = 2**32
-"""PYTHONHASHSEED and numpy accept 32-bit seeds; the job's seed is reduced for them."""
+HASH_SEED = "0"
+"""``PYTHONHASHSEED`` of every job: string hashing is the same on every provider and run."""
 
 RESERVED = frozenset(
     {
@@ -31,18 +35,12 @@ RESERVED = frozenset(
 )
 
 
-def job_env(job: PreparedJob, *, root: str, home: str, tmp: str, path: str) -> dict[str, str]:
-    """Environment for ``job`` whose work dir appears at ``root`` inside its runtime."""
-    clash = sorted(RESERVED & set(job.env))
-    if clash:
-        raise SandboxError(f"job environment may not set {', '.join(clash)}")
-    for key in job.env:
-        if not key or "=" in key or "\0" in key or "\0" in job.env[key]:
-            raise SandboxError(f"invalid environment variable name {key!r}")
-    if job.seed < 0 or job.seed >= 2**64:
-        raise SandboxError(f"seed out of range: {job.seed}")
-    visible = ",".join(str(i) for i in job.gpus)
-    env = {
+def sandbox_env(
+    gpus: tuple[int, ...], *, root: str, home: str, tmp: str, path: str
+) -> dict[str, str]:
+    """What every sandbox on ``gpus`` starts with, whatever job it will run."""
+    visible = ",".join(str(i) for i in gpus)
+    return {
         "PATH": path,
         "HOME": home,
         "TMPDIR": tmp,
@@ -53,9 +51,7 @@ def job_env(job: PreparedJob, *, root: str, home: str, tmp: str, path: str) -> d
         "TZ": "UTC",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
-        **job.env,
-        "GPUMARKET_SEED": str(job.seed),
-        "PYTHONHASHSEED": str(job.seed % SEED_MODULUS),
+        "PYTHONHASHSEED": HASH_SEED,
         "GPUMARKET_INPUT_DIR": f"{root}/{INPUTS_DIR}",
         "GPUMARKET_OUTPUT_DIR": f"{root}/{OUTPUTS_DIR}",
         # cuBLAS is only deterministic with a fixed workspace; torch checks for this value.
@@ -65,4 +61,19 @@ def job_env(job: PreparedJob, *, root: str, home: str, tmp: str, path: str) -> d
         "CUDA_VISIBLE_DEVICES": visible,
         "HIP_VISIBLE_DEVICES": visible,
     }
+
+
+def job_env(job: PreparedJob, *, root: str, home: str, tmp: str, path: str) -> dict[str, str]:
+    """Environment for ``job`` whose work dir appears at ``root`` inside its runtime."""
+    clash = sorted(RESERVED & set(job.env))
+    if clash:
+        raise SandboxError(f"job environment may not set {', '.join(clash)}")
+    for key in job.env:
+        if not key or "=" in key or "\0" in key or "\0" in job.env[key]:
+            raise SandboxError(f"invalid environment variable name {key!r}")
+    if job.seed < 0 or job.seed >= 2**64:
+        raise SandboxError(f"seed out of range: {job.seed}")
+    env = sandbox_env(job.gpus, root=root, home=home, tmp=tmp, path=path)
+    env.update(job.env)  # none of them reserved (checked above)
+    env["GPUMARKET_SEED"] = str(job.seed)
     return env

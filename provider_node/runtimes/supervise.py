@@ -1,10 +1,12 @@
 """Run one sandbox command to completion under the job's limits and classify how it ended.
 
 Every runtime builds an argv; this module does the rest the same way for all of them:
-the first process is parked on a pipe until it sits in the job's cgroup (so nothing the job
-starts escapes the limits), the wall clock is enforced with SIGTERM then SIGKILL to the whole
-process group and cgroup, outputs are polled while the job runs, and only the last bytes of
-its combined stdout/stderr are kept (all of it is handed to the optional live output hook).
+the first process is parked on a pipe until it sits in the job's cgroup, so nothing the job
+starts escapes the limits (:func:`spawn_parked`); then (:func:`watch`) the wall clock is
+enforced with SIGTERM then SIGKILL to the whole process group and cgroup, outputs are polled
+while the job runs, and only the last bytes of its combined stdout/stderr are kept (all of
+it is handed to the optional live output hook). A warm sandbox is spawned long before its
+job and watched from hand-off.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,7 @@ import trio
 
 from protocol.errors import SandboxError
 from provider_node.runtimes.cgroups import JobCgroup
+from provider_node.runtimes.child import ChildProcess, start_child
 from provider_node.runtimes.model import Limits, Outcome, OutputSink, RunResult
 from provider_node.runtimes.outputs import OutputScan, scan_outputs
 
@@ -67,16 +69,21 @@ class _Tail:
         return data[-self.limit :].decode("utf-8", "replace") if self.limit else ""
 
 
+def park(argv: Sequence[str]) -> list[str]:
+    """``argv`` behind the parking shell: it execs only after ``go`` arrives on stdin."""
+    return ["/bin/sh", "-c", _PARK, "sh", *argv]
+
+
 def _wrap(launch: Launch) -> list[str]:
     argv = list(launch.argv)
     prlimit = shutil.which("prlimit")
     if prlimit is not None:
         # One byte past the bound, so a job cut off by it is seen as too large, not as done.
         argv = [prlimit, f"--fsize={launch.limits.max_output_bytes + 1}", "--", *argv]
-    return ["/bin/sh", "-c", _PARK, "sh", *argv]
+    return park(argv)
 
 
-def _signal_all(proc: trio.Process, group: JobCgroup | None, sig: int) -> None:
+def _signal_all(proc: ChildProcess, group: JobCgroup | None, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
     if group is not None:
@@ -85,7 +92,8 @@ def _signal_all(proc: trio.Process, group: JobCgroup | None, sig: int) -> None:
                 os.kill(pid, sig)
 
 
-async def _stop(proc: trio.Process, group: JobCgroup | None, grace_s: float) -> None:
+async def stop_process(proc: ChildProcess, group: JobCgroup | None, grace_s: float) -> None:
+    """SIGTERM the process group and cgroup, SIGKILL after ``grace_s``, then reap."""
     _signal_all(proc, group, signal.SIGTERM)
     with trio.move_on_after(grace_s):
         await proc.wait()
@@ -96,35 +104,57 @@ async def _stop(proc: trio.Process, group: JobCgroup | None, grace_s: float) -> 
         await proc.wait()
 
 
-async def supervise(launch: Launch) -> RunResult:
-    """Run ``launch`` once; never raises for anything the job does, only for the host."""
-    limits = launch.limits
-    tail = _Tail(limits.log_tail_bytes)
-    started = time.monotonic()
+async def spawn_parked(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    cgroup: JobCgroup | None,
+    *,
+    keep_stdin: bool = False,
+) -> ChildProcess:
+    """Start ``argv`` (already behind :func:`park`), place it in ``cgroup``, then release it.
+
+    With ``keep_stdin`` the pipe stays open after ``go``, so more can be written to what
+    the parked command execs into. Raises :class:`SandboxError`, leaving nothing running.
+    """
     try:
-        proc = await trio.lowlevel.open_process(
-            _wrap(launch),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=dict(launch.env),
-            cwd=str(launch.cwd),
-            start_new_session=True,
-        )
+        proc = start_child(argv, env, cwd)
     except OSError as exc:
-        return RunResult(Outcome.SANDBOX_ERROR, None, 0.0, "", detail=f"cannot start: {exc}")
-    assert proc.stdin is not None and proc.stdout is not None
+        raise SandboxError(f"cannot start: {exc}") from exc
     try:
-        if launch.cgroup is not None:
-            for procs in launch.cgroup.procs_files:
+        if cgroup is not None:
+            for procs in cgroup.procs_files:
                 procs.write_text(str(proc.pid))
         await proc.stdin.send_all(b"go\n")
-        await proc.stdin.aclose()
+        if not keep_stdin:
+            await proc.stdin.aclose()
     except (OSError, trio.BrokenResourceError) as exc:
-        await _stop(proc, launch.cgroup, 0)
-        detail = f"cannot place the job in its cgroup: {exc}"
-        return RunResult(Outcome.SANDBOX_ERROR, None, 0.0, "", detail=detail)
+        with trio.CancelScope(shield=True):
+            await stop_process(proc, cgroup, 0)
+            await proc.stdout.aclose()
+            await proc.stdin.aclose()
+        raise SandboxError(f"cannot place the job in its cgroup: {exc}") from exc
+    return proc
 
+
+async def supervise(launch: Launch) -> RunResult:
+    """Run ``launch`` once; never raises for anything the job does, only for the host."""
+    started = time.monotonic()
+    try:
+        proc = await spawn_parked(_wrap(launch), launch.env, launch.cwd, launch.cgroup)
+    except SandboxError as exc:
+        return RunResult(Outcome.SANDBOX_ERROR, None, 0.0, "", detail=str(exc))
+    return await watch(launch, proc, started)
+
+
+async def watch(launch: Launch, proc: ChildProcess, started: float) -> RunResult:
+    """Supervise the running ``proc`` under ``launch``'s limits until it ends, and classify.
+
+    The wall clock starts now; ``started`` (a ``time.monotonic()`` reading) is where the
+    reported duration starts. Whatever is left in the process group and cgroup is killed.
+    """
+    limits = launch.limits
+    tail = _Tail(limits.log_tail_bytes)
     timed_out = False
     refused: OutputScan | None = None
     stdout = proc.stdout
@@ -167,7 +197,7 @@ async def supervise(launch: Launch) -> RunResult:
                 timed_out = clock.cancelled_caught
             watcher.cancel()
             if proc.returncode is None:
-                await _stop(proc, launch.cgroup, launch.term_grace_s)
+                await stop_process(proc, launch.cgroup, launch.term_grace_s)
             # Whatever the job left behind (daemons, a fork bomb's children) goes now.
             if launch.cgroup is not None:
                 await trio.to_thread.run_sync(launch.cgroup.kill_all)
@@ -177,8 +207,9 @@ async def supervise(launch: Launch) -> RunResult:
     finally:
         if proc.returncode is None:  # cancelled from outside: leave nothing running
             with trio.CancelScope(shield=True):
-                await _stop(proc, launch.cgroup, 0)
+                await stop_process(proc, launch.cgroup, 0)
         await stdout.aclose()
+        await proc.stdin.aclose()
 
     duration = time.monotonic() - started
     final = await trio.to_thread.run_sync(scan_outputs, launch.outputs_dir, limits.max_output_bytes)

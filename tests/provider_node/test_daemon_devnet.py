@@ -265,6 +265,10 @@ async def test_daemon_serves_jobs_on_the_devnet(
             info = coordinator_chain.provider_info(provider_account.address)
             assert info.registered and info.stake == to_wei("100")
 
+            # Warm sandboxes are on by default: the first job starts in one.
+            assert provider.warm is not None
+            await provider.warm.wait_ready(timeout_s=120)
+
             # A job that succeeds: commit, then reveal into IPFS under the committed CID.
             spec_cid, code_cid = await upload_job(store, tmp_path, "matmul", MATMUL_JOB)
             job_id = await coordinator.seat(
@@ -288,6 +292,7 @@ async def test_daemon_serves_jobs_on_the_devnet(
             reply = await request(coord_node, provider.peer_id, JOB_PROTOCOL, payload)
             assert isinstance(decode_signed(reply).body, Ack)
             commitment = await coordinator.wait_report(Commitment, job_id)
+            assert provider.warm.figures.warm_starts == 1
             domain = deployment.domain
             commitment.verify(domain)
             cid = expected_cid(tmp_path, 7)
@@ -332,6 +337,7 @@ async def test_daemon_serves_jobs_on_the_devnet(
             assert 'gpumarket_provider_jobs_total{outcome="nonzero_exit"} 1.0' in scrape
             assert "gpumarket_provider_job_duration_seconds_count" in scrape
             assert "gpumarket_provider_max_jobs" in scrape
+            assert 'gpumarket_provider_sandbox_starts_total{kind="warm"}' in scrape
             seq = advert.seq
             with trio.fail_after(30):
                 while (await adverts.receive()).value.seq <= seq:

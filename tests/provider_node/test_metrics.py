@@ -77,6 +77,8 @@ def test_node_figures_read_at_scrape_time() -> None:
             total_gpus=2,
             adverts_published=7,
             finished_jobs={"committed": 3, "failed": 1},
+            warm_ready=1,
+            sandbox_starts={"warm": 5, "cold": 2},
         )
 
     metrics = ProviderMetrics(use_nvml=False, figures=figures)
@@ -89,3 +91,6 @@ def test_node_figures_read_at_scrape_time() -> None:
     assert value("gpumarket_provider_adverts_published_total") == 7
     assert value("gpumarket_provider_jobs_finished_total", {"phase": "committed"}) == 3
     assert value("gpumarket_provider_jobs_finished_total", {"phase": "failed"}) == 1
+    assert value("gpumarket_provider_warm_sandboxes") == 1
+    assert value("gpumarket_provider_sandbox_starts_total", {"kind": "warm"}) == 5
+    assert value("gpumarket_provider_sandbox_starts_total", {"kind": "cold"}) == 2
