@@ -153,7 +153,9 @@ def register_commands(app: typer.Typer) -> None:
         try:
             settings = load_settings()
             policy = consent_policy(settings)
-            info = staking.status(_chain(settings))
+            chain = _chain(settings)
+            info = staking.status(chain)
+            gas_warning = staking.fallback_gas_warning(chain, settings.max_concurrent_jobs)
         except GpuMarketError as exc:
             raise _exit(exc) from None
         standings, problems = _standings(coordinator_url or [], info.address)
@@ -169,6 +171,7 @@ def register_commands(app: typer.Typer) -> None:
             "completed": info.completed,
             "slashed": info.slashed,
             "policy": policy.view(info.stake),
+            "gas_warning": gas_warning,
         }
         if coordinator_url:
             view["standing"] = standings
@@ -176,7 +179,7 @@ def register_commands(app: typer.Typer) -> None:
             console.print_json(json.dumps(view))
         else:
             for key, value in view.items():
-                if key not in ("policy", "standing"):
+                if key not in ("policy", "standing", "gas_warning"):
                     console.print(f"{key:>16}: {value}")
             console.print("consent policy (offers outside it are declined):")
             for line in policy_lines(view["policy"]):
@@ -185,6 +188,8 @@ def register_commands(app: typer.Typer) -> None:
                 console.print(f"standing at {url}:")
                 for line in standing_lines(standing):
                     console.print(f"  {line}")
+        if gas_warning is not None:
+            err_console.print(f"[yellow]warning:[/yellow] {escape(gas_warning)}", soft_wrap=True)
         for problem in problems:
             err_console.print(f"[red]error:[/red] {escape(str(problem))}", soft_wrap=True)
         if problems:

@@ -59,7 +59,7 @@ from provider_node.runtimes.warm import SlotHold
 from provider_node.runtimes.warmpool import PoolConfig, WarmPool
 from provider_node.server import JobServer
 from provider_node.settings import ProviderSettings
-from provider_node.staking import ProviderChain, ensure_staked
+from provider_node.staking import ProviderChain, ensure_staked, fallback_gas_warning
 from provider_node.worker import JobWorker, WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -224,6 +224,11 @@ class ProviderNode:
             raise ConfigError("the chain id is unknown; pass chain_id with an injected chain")
         report = await trio.to_thread.run_sync(ensure_staked, chain, s.stake_wei)
         log.info("provider %s: stake %s, registered", identity.address, report.info.stake)
+        warning = await trio.to_thread.run_sync(
+            fallback_gas_warning, chain, s.max_concurrent_jobs
+        )
+        if warning is not None:
+            log.warning("%s", warning)
         if self.offer is None:
             self.offer = await trio.to_thread.run_sync(
                 lambda: measure_offer(s.work_dir / "benchmark", cpu_only=s.cpu_only)

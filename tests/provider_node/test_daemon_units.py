@@ -12,6 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from contracts.errors import InsufficientGasMoney
 from contracts.models import ProviderInfo, Receipt
 from proofs.challenge import RowOpening
 from proofs.challenge_check import RowChecker
@@ -30,10 +31,16 @@ from protocol.messages import (
 )
 from protocol.p2p.testing import dev_private_key
 from protocol.signing import decode_signed, encode_signed, sign_message
+from provider_node import staking
 from provider_node.challenges import ChallengeServer, torch_products
 from provider_node.commands import register_commands
 from provider_node.settings import load_settings
-from provider_node.staking import InsufficientFunds, ensure_staked
+from provider_node.staking import (
+    FALLBACK_GAS_PER_JOB,
+    GAS_BOUNDS,
+    InsufficientFunds,
+    ensure_staked,
+)
 
 PROVIDER = Identity.from_private_key(dev_private_key(1, "daemon-units"))
 COORDINATOR = Identity.from_private_key(dev_private_key(2, "daemon-units"))
@@ -78,6 +85,16 @@ class StakeChain:
     stake_amount: int = 0
     calls: list[str] = field(default_factory=list)
     address: Address = PROVIDER.address
+    gas_money: int = 10**18
+    """Wei of the chain's native token; gas is priced at 1 gwei."""
+
+    def gas_shortfall(self, gas: int) -> InsufficientGasMoney | None:
+        needed = gas * 10**9
+        if self.gas_money >= needed:
+            return None
+        return InsufficientGasMoney(
+            account=self.address, needed_wei=needed, balance_wei=self.gas_money
+        )
 
     def provider_info(self, provider: str) -> ProviderInfo:
         return ProviderInfo(
@@ -116,6 +133,29 @@ def test_ensure_staked_registers_and_tops_up() -> None:
     assert report.registered_now and report.info.stake == to_wei("100")
     again = ensure_staked(chain, to_wei("100"))  # type: ignore[arg-type]
     assert not again.registered_now and again.staked_now == 0 and len(chain.calls) == 2
+
+
+def test_no_gas_money_sends_nothing_and_says_what_to_do() -> None:
+    # Enough for registering (80,000 gas at 1 gwei), not for staking (120,000).
+    chain = StakeChain(balance=to_wei("500"), gas_money=100_000 * 10**9)
+    with pytest.raises(InsufficientGasMoney, match="native token for gas") as info:
+        ensure_staked(chain, to_wei("100"))  # type: ignore[arg-type]
+    assert chain.calls == ["register"]  # the stake was refused before it was sent
+    assert info.value.needed_wei == GAS_BOUNDS["stake"] * 10**9
+    for action in (staking.register, staking.withdraw):
+        with pytest.raises(InsufficientGasMoney):
+            action(StakeChain(balance=0, gas_money=0))  # type: ignore[arg-type]
+    with pytest.raises(InsufficientGasMoney):
+        staking.stake(StakeChain(balance=to_wei("5"), gas_money=0), to_wei("1"))  # type: ignore[arg-type]
+
+
+def test_gas_for_the_on_chain_fallback_is_warned_about() -> None:
+    rich = StakeChain(balance=0, gas_money=10**18)
+    assert staking.fallback_gas_warning(rich, 2) is None  # type: ignore[arg-type]
+    poor = StakeChain(balance=0, gas_money=FALLBACK_GAS_PER_JOB * 10**9)  # one job's worth
+    assert staking.fallback_gas_warning(poor, 1) is None  # type: ignore[arg-type]
+    warning = staking.fallback_gas_warning(poor, 2)  # type: ignore[arg-type]
+    assert warning is not None and "committing and revealing 2 job(s) on chain" in warning
 
 
 def test_underfunded_stake_names_the_missing_amount() -> None:
@@ -229,3 +269,8 @@ def test_status_shows_the_consent_policy(tmp_path: Path, monkeypatch: pytest.Mon
     assert f"coordinators: {COORDINATOR.address}" in text.output
     assert "most locked:  40.000000" in text.output and "all stake" not in text.output
     assert "longest lock: 86400 s" in text.output
+    assert json.loads(shown.output)["gas_warning"] is None and "warning" not in text.output
+    chain.gas_money = 10**14  # less than one on-chain commit and reveal costs
+    poor = CliRunner().invoke(app, ["status", "--json"])
+    assert poor.exit_code == 0  # a warning, not a failure: the fallback may never be needed
+    assert "committing and revealing 1 job(s) on chain" in poor.output

@@ -62,6 +62,9 @@ class StakedChain:
 
     address: Address = PROVIDER.address
 
+    def gas_shortfall(self, gas: int) -> None:
+        return None
+
     def provider_info(self, provider: str) -> ProviderInfo:
         stake = Wei(10**9)
         return ProviderInfo(

@@ -38,6 +38,9 @@ COORDINATOR = Identity.from_private_key(dev_private_key(2, "status-standing"))
 class Chain:
     address = PROVIDER.address
 
+    def gas_shortfall(self, gas: int) -> None:
+        return None
+
     def provider_info(self, provider: str) -> ProviderInfo:
         return ProviderInfo(
             address=PROVIDER.address,
