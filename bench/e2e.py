@@ -4,9 +4,12 @@
    ``--runs`` times one after another (p50, target under 5 s).
 2. Load: ``--jobs`` matmul jobs submitted at once by ``--requesters`` requesters over
    ``--providers`` providers; every job must settle with both providers paid. Reports
-   throughput, p95 latency (submit to settled) and the coordinator's overhead per job:
-   its job events' span minus the providers' run (running -> committed) and minus chain
-   time (the assign and settle transactions, at the devnet's measured receipt latency).
+   throughput, p50/p95 latency (submit to settled) and, per job, where its time went by
+   the coordinator's own phase timings (``GET /jobs/{id}`` ``phases``, its clock):
+   queueing (known to the coordinator -> first seat chosen), the coordinator's time (its
+   code and its chain transactions: offers and the assign transaction, delivery, the
+   reveal round, the settle transaction) and the providers' time (delivered -> every seat
+   committed: sandbox start, the run, the commitment).
 
 Usage: ``python -m bench.e2e [--providers 5] [--runs 10] [--jobs 50] [--json]``
 (``--state FILE`` measures a devnet that is already up instead of starting one).
@@ -28,12 +31,10 @@ from typing import Any
 import httpx
 from eth_account import Account
 
-from contracts.chain import Web3Chain
-from contracts.models import Deployment
 from devnet import network
 from devnet.process import spawn
 from devnet.services import provider_env, wait_provider
-from protocol.devnet_state import DevAccount, DevnetState, load_state, save_state
+from protocol.devnet_state import DevAccount, load_state, save_state
 from protocol.identity import Identity
 from protocol.ids import job_id_hex
 from wallet import jobs
@@ -96,14 +97,31 @@ def settings_for(state_file: Path) -> WalletSettings:
 
 
 PHASES = (
-    ("submit", "start", "created"),
-    ("match+assign tx", "created", "assigned"),
-    ("deliver", "assigned", "running"),
-    ("provider run+commit", "running", "committed"),
-    ("reveal", "committed", "revealed"),
-    ("settle", "revealed", "settled"),
-    ("notice+fetch", "settled", "fetched"),
+    ("submit", "start", "queued"),
+    ("match", "queued", "matched"),
+    ("offer+assign tx", "matched", "assign_tx_mined"),
+    ("deliver", "assign_tx_mined", "delivered"),
+    ("provider run+commit", "delivered", "all_committed"),
+    ("reveal", "all_committed", "all_revealed"),
+    ("settle tx", "all_revealed", "settle_tx_mined"),
+    ("notice+fetch", "settle_tx_mined", "fetched"),
 )
+"""(name, from, to): ``start`` and ``fetched`` are the requester's clock, the rest the
+coordinator's phase timings (one machine: one clock)."""
+COORDINATOR_PHASES = ("offer+assign tx", "deliver", "reveal", "settle tx")
+QUEUE_PHASES = ("match",)
+PROVIDER_PHASES = ("provider run+commit",)
+
+
+def spans(marks: dict[str, float], names: tuple[str, ...]) -> float | None:
+    """Seconds spent in the phases ``names``; None when a phase was not reached."""
+    total = 0.0
+    for name, a, b in PHASES:
+        if name in names:
+            if a not in marks or b not in marks:
+                return None
+            total += marks[b] - marks[a]
+    return total
 
 
 def one_job(settings: WalletSettings, identity: Identity, out: Path) -> dict[str, float]:
@@ -115,41 +133,11 @@ def one_job(settings: WalletSettings, identity: Identity, out: Path) -> dict[str
         raise RuntimeError(f"job {view['job_id']} ended {view['state']}")
     jobs.fetch_result(settings, submitted.job_id, out)
     marks["fetched"] = time.time()
-    marks.update(events(settings.need("coordinator_url"), job_id_hex(submitted.job_id)))
+    view = httpx.get(
+        f"{settings.need('coordinator_url')}/jobs/{job_id_hex(submitted.job_id)}", timeout=30
+    ).json()
+    marks.update(view["phases"])
     return marks
-
-
-def tx_latency_s(state: DevnetState, key: str, samples: int = 10) -> float:
-    """Median wall time of one receipted transaction on this devnet."""
-    assert state.rpc_url is not None and state.chain_id is not None
-    chain = Web3Chain(
-        state.rpc_url, Deployment.from_addresses(state.chain_id, state.contracts), key
-    )
-    times = []
-    for _ in range(samples):
-        started = time.perf_counter()
-        chain.approve(state.contracts["market"], 0)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
-def events(url: str, job_id: str) -> dict[str, float]:
-    """First time the coordinator recorded each state of ``job_id``."""
-    seen: dict[str, float] = {}
-    with httpx.stream("GET", f"{url}/jobs/{job_id}/events", timeout=30) as response:
-        for line in response.iter_lines():
-            if line.startswith("data:"):
-                event = json.loads(line[5:])
-                seen.setdefault(event["state"], float(event["at"]))
-    return seen
-
-
-def overhead_s(seen: dict[str, float], chain_s: float) -> float | None:
-    needed = ("created", "running", "committed", "settled")
-    if not all(k in seen for k in needed):
-        return None
-    run = seen["committed"] - seen["running"]
-    return (seen["settled"] - seen["created"]) - run - 2 * chain_s
 
 
 def concurrent(
@@ -208,7 +196,6 @@ def measure(state_file: Path, runs: int, total: int, requester_count: int) -> di
     url = settings.need("coordinator_url")
     keys = [a.private_key for a in state.accounts if a.role == "requester"][:requester_count]
     requesters = [Identity.from_private_key(k) for k in keys]
-    chain_s = tx_latency_s(state, keys[0])
 
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         marks = [one_job(settings, requesters[0], Path(tmp) / f"run-{i}") for i in range(runs)]
@@ -229,11 +216,15 @@ def measure(state_file: Path, runs: int, total: int, requester_count: int) -> di
         if sum(1 for p in v["providers"] if p["outcome"] == "paid") == 2
         and len({p["result_cid"] for p in v["providers"] if p["outcome"] == "paid"}) == 1
     }
-    timings = {j: events(url, j) for j in settled}
+    timings = {j: dict(settled[j]["phases"]) for j in settled}
     submit_at = dict(submitted)
-    load_latency = [timings[j]["settled"] - submit_at[j] for j in settled]
-    last = max((timings[j]["settled"] for j in settled), default=started)
-    overheads = [o for o in (overhead_s(timings[j], chain_s) for j in settled) if o is not None]
+    load_latency = [timings[j]["settle_tx_mined"] - submit_at[j] for j in settled]
+    last = max((timings[j]["settle_tx_mined"] for j in settled), default=started)
+
+    def load_p(names: tuple[str, ...], q: float) -> float:
+        found = [t for t in (spans(timings[j], names) for j in settled) if t is not None]
+        return 1000 * percentile(found, q)
+
     outcomes: dict[str, int] = {}
     reasons: dict[str, int] = {}
     for v in final.values():
@@ -248,20 +239,29 @@ def measure(state_file: Path, runs: int, total: int, requester_count: int) -> di
         "submit_to_result_min_s": min(latencies),
         "submit_to_result_max_s": max(latencies),
         **phases,
-        "concurrent50_jobs": total,
-        "concurrent50_submitted": len(submitted),
-        "concurrent50_settled": len(correct),
-        "concurrent50_outcomes": outcomes,
-        "concurrent50_failure_reasons": reasons,
-        "concurrent50_unfinished": len(submitted) - len(final),
-        "concurrent50_submit_errors": errors[:5],
-        "concurrent50_p95_s": percentile(load_latency, 95),
-        "concurrent50_p50_s": percentile(load_latency, 50),
+        "coordinator_time_p50_ms": 1000 * median_of(marks, COORDINATOR_PHASES),
+        "queue_time_p50_ms": 1000 * median_of(marks, QUEUE_PHASES),
+        "provider_time_p50_ms": 1000 * median_of(marks, PROVIDER_PHASES),
+        f"concurrent{total}_jobs": total,
+        f"concurrent{total}_submitted": len(submitted),
+        f"concurrent{total}_settled": len(correct),
+        f"concurrent{total}_outcomes": outcomes,
+        f"concurrent{total}_failure_reasons": reasons,
+        f"concurrent{total}_unfinished": len(submitted) - len(final),
+        f"concurrent{total}_submit_errors": errors[:5],
+        f"concurrent{total}_p95_s": percentile(load_latency, 95),
+        f"concurrent{total}_p50_s": percentile(load_latency, 50),
+        f"concurrent{total}_coordinator_time_p50_ms": load_p(COORDINATOR_PHASES, 50),
+        f"concurrent{total}_coordinator_time_p95_ms": load_p(COORDINATOR_PHASES, 95),
+        f"concurrent{total}_queue_time_p50_ms": load_p(QUEUE_PHASES, 50),
+        f"concurrent{total}_provider_time_p50_ms": load_p(PROVIDER_PHASES, 50),
         "throughput_jobs_per_min": 60 * len(settled) / max(1e-9, last - started),
-        "chain_tx_s": chain_s,
-        "coordinator_overhead_p50_ms": 1000 * percentile(overheads, 50),
-        "coordinator_overhead_p95_ms": 1000 * percentile(overheads, 95),
     }
+
+
+def median_of(marks: list[dict[str, float]], names: tuple[str, ...]) -> float:
+    found = [t for t in (spans(m, names) for m in marks) if t is not None]
+    return statistics.median(found) if found else float("nan")
 
 
 def render(figures: dict[str, Any], say: Callable[[str], None]) -> None:

@@ -1,8 +1,11 @@
-"""Files written so that a crash leaves the old content or the new, never half of one."""
+"""Files written so that a crash leaves the old content or the new, never half of one, and
+trees removed whatever modes they were left with."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -27,3 +30,17 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete ``path`` and everything below it, even where directories were made read-only
+    (job inputs are; a job may leave its outputs so); links are not followed."""
+    if not path.exists():
+        return
+    for root, dirs, _files in os.walk(path):
+        for name in dirs:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                os.chmod(full, stat.S_IRWXU)
+    os.chmod(path, stat.S_IRWXU)
+    shutil.rmtree(path, ignore_errors=True)

@@ -23,10 +23,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from protocol.failure_output import FAILURE_FILE, ExitClass, failure_bytes
+from protocol.files import remove_tree
 from protocol.ids import Cid
 from protocol.messages import FailureKind
 from provider_node.runtimes.model import OUTPUTS_DIR
-from provider_node.workdir import outputs_cid, remove_tree
+from provider_node.workdir import outputs_cid
 
 __all__ = ["FAILURE_FILE", "ExitClass", "exit_class_of", "failure_bytes", "write_failure_output"]
 

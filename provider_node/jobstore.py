@@ -23,11 +23,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from protocol.errors import GpuMarketError
 from protocol.fields import Bytes32, JobIdField, Signature65
-from protocol.files import write_atomic
+from protocol.files import remove_tree, write_atomic
 from protocol.ids import Address, Cid, JobId, PeerId
 from protocol.messages import Assignment
 from protocol.signing import SignedMessage
-from provider_node.workdir import remove_tree
 
 MAX_RECORD_BYTES = 1 << 20
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import stat
 from pathlib import Path
 
 import trio
@@ -49,17 +47,6 @@ def _make_read_only(path: Path) -> None:
     os.chmod(path, 0o555)
 
 
-def remove_tree(path: Path) -> None:
-    """Delete ``path`` even where inputs were made read-only."""
-    if not path.exists():
-        return
-    for root, dirs, _files in os.walk(path):
-        for name in dirs:
-            full = os.path.join(root, name)
-            if not os.path.islink(full):
-                os.chmod(full, stat.S_IRWXU)
-    os.chmod(path, stat.S_IRWXU)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def fetch_inputs(

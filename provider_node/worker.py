@@ -26,6 +26,7 @@ from proofs.commitment import new_salt
 from protocol import eip712
 from protocol.clock import SYSTEM_CLOCK, Clock
 from protocol.errors import ContentError, GpuMarketError, SandboxError, SignatureError, SpecError
+from protocol.files import remove_tree
 from protocol.identity import Identity
 from protocol.ids import JobId
 from protocol.ipfs.cid import normalize_cid, result_digest
@@ -53,12 +54,7 @@ from provider_node.metrics import ProviderMetrics
 from provider_node.reporter import Reporter, deliver
 from provider_node.runtimes import Limits, Outcome, PreparedJob, Runtime
 from provider_node.runtimes.model import OUTPUTS_DIR
-from provider_node.workdir import (
-    entrypoint_for,
-    fetch_inputs,
-    outputs_cid,
-    remove_tree,
-)
+from provider_node.workdir import entrypoint_for, fetch_inputs, outputs_cid
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import stat
 import time
 import uuid
@@ -28,6 +27,7 @@ from pathlib import Path
 import trio
 
 from protocol.errors import SandboxError
+from protocol.files import remove_tree
 from provider_node.runtimes.bwrap import BwrapRuntime, script_argv
 from provider_node.runtimes.cgroups import JobCgroup, create_job_cgroup
 from provider_node.runtimes.child import ChildProcess
@@ -246,7 +246,7 @@ class WarmSlot:
                 await proc.stdout.aclose()
             if self.cgroup is not None:
                 await trio.to_thread.run_sync(self.cgroup.close)
-            await trio.to_thread.run_sync(remove_dir, self.directory)
+            await trio.to_thread.run_sync(remove_tree, self.directory)
             self._gone.set()
 
 
@@ -272,14 +272,3 @@ def _move_back(moved: list[tuple[Path, Path]]) -> None:
         raise SandboxError(f"cannot move the job's inputs back from its sandbox: {exc}") from exc
 
 
-def remove_dir(path: Path) -> None:
-    """Delete ``path`` and everything below it, whatever modes a job left on it."""
-    if not path.exists():
-        return
-    for root, dirs, _files in os.walk(path):
-        for name in dirs:
-            full = os.path.join(root, name)
-            if not os.path.islink(full):
-                os.chmod(full, stat.S_IRWXU)
-    os.chmod(path, stat.S_IRWXU)
-    shutil.rmtree(path, ignore_errors=True)

@@ -28,9 +28,10 @@ from types import TracebackType
 import trio
 
 from protocol.errors import SandboxError
+from protocol.files import remove_tree
 from provider_node.runtimes.bwrap import BwrapRuntime
 from provider_node.runtimes.model import PreparedJob, RunResult, TorchEntrypoint
-from provider_node.runtimes.warm import SlotHold, WarmSlot, remove_dir
+from provider_node.runtimes.warm import SlotHold, WarmSlot
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ class WarmPool:
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> WarmPool:
-        await trio.to_thread.run_sync(remove_dir, self.directory)  # slots of a previous run
+        await trio.to_thread.run_sync(remove_tree, self.directory)  # slots of a previous run
         self.directory.mkdir(parents=True, exist_ok=True)
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
@@ -185,7 +186,7 @@ class WarmPool:
         finally:
             with trio.CancelScope(shield=True):
                 await self._kill(list(self._slots), count=False)
-                await trio.to_thread.run_sync(remove_dir, self.directory)
+                await trio.to_thread.run_sync(remove_tree, self.directory)
 
     # ---------------------------------------------------------------- internals
     def _take(self, job: PreparedJob) -> WarmSlot | None:
