@@ -445,7 +445,9 @@ def job_result(
 
 @job_app.command("explain")
 def job_explain(job: JobArg, devnet: Devnet = None, json_out: JsonOpt = False) -> None:
-    """Why each candidate provider won or lost the match."""
+    """Why each candidate provider won or lost the match, what each seat was billed and
+    paid, and when the job reached each phase (queued, matched, assign transaction mined,
+    delivered, all committed, all revealed, settle transaction mined)."""
     settings = _settings(devnet)
     try:
         with CoordinatorClient(settings.need("coordinator_url")) as client:
@@ -493,6 +495,25 @@ def job_explain(job: JobArg, devnet: Devnet = None, json_out: JsonOpt = False) -
         out.print(bills)
     for d in data.get("declines") or []:
         out.print(f"seat {d['seat']} declined by {d['address']}: {d['reason']}")
+    timeline = phase_lines(data.get("phases") or {})
+    if timeline:
+        out.print("phases (the coordinator's clock; seconds since it learned of the job):")
+        for line in timeline:
+            out.print(f"  {line}")
+
+
+def phase_lines(phases: dict[str, float]) -> list[str]:
+    """A job's phases in order, each with its time since the first and since the one before."""
+    ordered = sorted(phases.items(), key=lambda kv: kv[1])
+    if not ordered:
+        return []
+    start = previous = ordered[0][1]
+    lines = []
+    for name, at in ordered:
+        since_first = f"+{at - start:.3f}"
+        lines.append(f"{name:<16} {since_first:>9} s  ({at - previous:+.3f} s)")
+        previous = at
+    return lines
 
 
 def _check_requester(settings: WalletSettings, job_id: JobId) -> None:

@@ -121,12 +121,13 @@ def create_app(backend: ApiBackend, *, stake_factor: int = DEFAULT_STAKE_FACTOR)
 
     @app.get("/jobs/{job_id}/explain", response_model=Explanation, responses=ERRORS)
     async def explain(job_id: str) -> Explanation:
-        """Why each candidate provider won or lost its seat, who declined one, and what
-        each seat was billed and paid."""
+        """Why each candidate provider won or lost its seat, who declined one, what each
+        seat was billed and paid, and when the job reached each phase."""
         key = _job_key(job_id)
-        await backend.store.get_job(key)
+        job = await backend.store.get_job(key)
         found = await backend.store.explanation(key) or []
         slots = await backend.store.slots(key)
+        when = phases(job, await backend.store.events(key))
         return Explanation(
             job_id=key,
             candidates=[
@@ -134,6 +135,7 @@ def create_app(backend: ApiBackend, *, stake_factor: int = DEFAULT_STAKE_FACTOR)
             ],
             seats=[SeatBill.of(s) for s in slots if s.state.on_chain],
             declines=[DeclineView.of(d) for d in await backend.store.declines(key)],
+            phases={str(phase): at for phase, at in when.items()},
         )
 
     @app.get("/jobs/{job_id}/logs", response_model=Logs, responses=ERRORS)

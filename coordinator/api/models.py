@@ -193,6 +193,10 @@ class Explanation(BaseModel):
     candidates: list[CandidateView]
     seats: list[SeatBill] = Field(description="the job's on-chain seats and their billing")
     declines: list[DeclineView]
+    phases: dict[str, float] = Field(
+        default_factory=dict,
+        description="when the job first reached each phase (coordinator clock, unix seconds)",
+    )
 
 
 class ProviderRow(BaseModel):

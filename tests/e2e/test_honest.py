@@ -122,5 +122,12 @@ def test_example_settles_with_a_verified_result(
         if word:
             assert by_seat[seat]["billed_ms"] == word & (2**64 - 1)
             assert int(by_seat[seat]["pay"]) == word >> 64
+    # ... and when the job reached each phase, in the lifecycle's order, from its store.
+    order = ["queued", "matched", "assign_tx_mined", "delivered", "all_committed",
+             "all_revealed", "settle_tx_mined"]  # fmt: skip
+    times = explained["phases"]
+    assert list(times) == order and [times[p] for p in order] == sorted(times.values())
+    assert times == market.api(f"/jobs/{job_id}")["phases"]
     shown = market.cli("job", "explain", job_id)
     assert shown.returncode == 0 and "billed" in shown.stdout, shown
+    assert "settle_tx_mined" in shown.stdout and "phases (the coordinator's clock" in shown.stdout

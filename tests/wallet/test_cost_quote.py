@@ -182,3 +182,13 @@ def test_escrow_and_affordability_per_redundancy_choice() -> None:
     ]
     assert data["funds"]["balance"] == str(escrow_2)
     assert quote_result([1]).affordable("2") is None
+
+
+def test_phase_lines_show_each_phase_since_the_first_and_the_one_before() -> None:
+    from wallet.cli import phase_lines
+
+    lines = phase_lines({"matched": 100.5, "queued": 100.0, "settle_tx_mined": 103.25})
+    assert [line.split()[0] for line in lines] == ["queued", "matched", "settle_tx_mined"]
+    assert lines[1].split()[1:] == ["+0.500", "s", "(+0.500", "s)"]
+    assert lines[2].split()[1:] == ["+3.250", "s", "(+2.750", "s)"]
+    assert phase_lines({}) == []
