@@ -274,6 +274,7 @@ class ProviderNode:
                 jobs,
                 lambda peer: P2PReporter(node, identity, peer),
                 max_concurrent=s.max_concurrent_jobs,
+                max_queued=s.max_queued_jobs,
                 offers=offers,
                 fallback=fallback,
             )

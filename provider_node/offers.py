@@ -2,12 +2,12 @@
 
 The server has already checked the envelope (signed by the offer's coordinator, addressed
 to this provider). :class:`OfferDesk` refuses a coordinator outside the allow-list before
-any chain read, declines as busy when running jobs plus accepted-but-unassigned offers
-fill every slot, reads the job's terms, seats and spec from the chain (never from the
-offer), checks them and this provider's stake against :mod:`provider_node.policy`, and
-signs the EIP-712 ``Accept`` over the on-chain ``termsHash``. Each Accept is kept in the
-:class:`~provider_node.policy.AcceptBook` until its Assignment arrives or it lapses; the
-same offer asked again gets the same Accept.
+any chain read, declines as busy when held jobs (running or queued) plus
+accepted-but-unassigned offers fill every slot and the queue, reads the job's terms, seats
+and spec from the chain (never from the offer), checks them and this provider's stake
+against :mod:`provider_node.policy`, and signs the EIP-712 ``Accept`` over the on-chain
+``termsHash``. Each Accept is kept in the :class:`~provider_node.policy.AcceptBook` until
+its Assignment arrives or it lapses; the same offer asked again gets the same Accept.
 """
 
 from __future__ import annotations
@@ -42,8 +42,11 @@ class Load:
     """This provider's state when an offer arrives."""
 
     running: int
+    """Jobs held here: running, or queued for a slot."""
     max_concurrent: int
     gpus_total: int
+    max_queued: int = 0
+    """Jobs that may wait for a slot beyond ``max_concurrent``."""
     accepting: bool = True
     holds_job: bool = False
     """A record of this job exists here already (it was assigned before)."""
@@ -91,8 +94,11 @@ class OfferDesk:
         if previous is not None and previous.same_offer(offer) and offer.expiry > now:
             return self._accept(offer, previous.terms_hash)  # a retried offer
         slots = load.running + self.book.reserved(excluding=job)
-        if slots >= load.max_concurrent:
-            return self._decline(offer, f"all {load.max_concurrent} job slots taken", busy=True)
+        if slots >= load.max_concurrent + load.max_queued:
+            taken = f"all {load.max_concurrent} job slots taken"
+            if load.max_queued:
+                taken += f" and {load.max_queued} queued"
+            return self._decline(offer, taken, busy=True)
         if self.book.full(job):
             return self._decline(offer, "too many offers accepted and not assigned", busy=True)
         try:

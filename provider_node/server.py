@@ -8,8 +8,11 @@ are the ones this provider accepted (when it still remembers the accept: the cha
 seats nobody without its signed consent, is the authority after a restart). Reveal
 requests and cancels must come from the same coordinator. Replies are signed too: an
 ``Ack``, ``Accept``/``Decline``, the ``Reveal``, or an ``ErrorReply`` whose code says why.
-Accepted jobs run as tasks in the server's nursery, at most ``max_concurrent`` at once, and
-are handed to the :class:`~provider_node.fallback.ChainFallback` to watch.
+Accepted jobs run as tasks in the server's nursery, at most ``max_concurrent`` at once; up to
+``max_queued`` more wait for a free slot (a coordinator offers those only to jobs close to
+their assign deadline; a queued job whose commit deadline comes too close is handed back by
+the worker, one cancelled or caught by a shutdown while it waits never runs). Every job is
+handed to the :class:`~provider_node.fallback.ChainFallback` to watch.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ class JobServer:
         reporter_for: ReporterFactory,
         *,
         max_concurrent: int = 1,
+        max_queued: int = 0,
         verifier: Verifier | None = None,
         offers: OfferDesk | None = None,
         fallback: ChainFallback | None = None,
@@ -101,6 +105,10 @@ class JobServer:
         self.jobs = jobs
         self.reporter_for = reporter_for
         self.max_concurrent = max_concurrent
+        self.max_queued = max_queued
+        self._slots = trio.CapacityLimiter(max_concurrent)
+        self._queued: dict[JobId, trio.CancelScope] = {}
+        """Jobs waiting for a slot, and the scope that stops the wait."""
         self.verifier = verifier or Verifier()
         self.offers = offers
         """Answers job offers; without one, offers are refused as unsupported."""
@@ -185,6 +193,7 @@ class JobServer:
         load = Load(
             running=len(self._active),
             max_concurrent=self.max_concurrent,
+            max_queued=self.max_queued,
             gpus_total=self.worker.gpus.total,
             accepting=self.accepting,
             holds_job=self.jobs.load(body.job_id) is not None,
@@ -229,8 +238,8 @@ class JobServer:
             )
         if result_digest(body.spec_cid) != job.spec_digest:
             raise Refused(ErrorCode.NOT_ASSIGNED, f"spec {body.spec_cid} is not the job's spec")
-        if len(self._active) >= self.max_concurrent:
-            raise Refused(ErrorCode.BUSY, f"running {len(self._active)} jobs already")
+        if len(self._active) >= self.max_concurrent + self.max_queued:
+            raise Refused(ErrorCode.BUSY, f"holding {len(self._active)} jobs already")
         record = JobRecord(
             job_id=job_id,
             phase=Phase.ASSIGNED,
@@ -276,6 +285,9 @@ class JobServer:
             raise Refused(ErrorCode.UNKNOWN_JOB, f"no job 0x{body.job_id.hex()} here")
         self.verifier.open(signed, Cancel, signer=record.coordinator)
         log.info("job 0x%s: cancelled by the coordinator: %s", body.job_id.hex(), body.reason)
+        waiting = self._queued.get(body.job_id)
+        if waiting is not None:
+            waiting.cancel()
         if not self.worker.cancel(body.job_id) and not record.phase.terminal:
             cancelled = record.advance(Phase.CANCELLED, detail=body.reason[:1000])
             self.jobs.save(cancelled)
@@ -306,8 +318,35 @@ class JobServer:
 
     async def _run_job(self, record: JobRecord) -> None:
         reporter = self.reporter_for(record.coordinator_peer)
+        with trio.CancelScope() as waiting:
+            self._queued[record.job_id] = waiting
+            await self._slots.acquire()
+        self._queued.pop(record.job_id, None)
+        if waiting.cancelled_caught:
+            await self._never_ran(record, reporter)
+            return
         try:
-            final = await self.worker.run(record, reporter)
+            await self._run_in_slot(record, reporter)
+        finally:
+            self._slots.release()
+
+    async def _never_ran(self, record: JobRecord, reporter: Reporter) -> None:
+        """A queued job cancelled while it waited: handed back when the provider is shutting
+        down (the Cancel path recorded a cancel itself)."""
+        try:
+            latest = self.jobs.load(record.job_id) or record
+            if record.job_id in self._handing_back and not latest.phase.terminal:
+                await self.worker.hand_back(latest, reporter, "the provider is shutting down")
+        finally:
+            self._active.discard(record.job_id)
+            self._handing_back.discard(record.job_id)
+
+    async def _run_in_slot(self, record: JobRecord, reporter: Reporter) -> None:
+        try:
+            latest = self.jobs.load(record.job_id) or record
+            if latest.phase.terminal:  # cancelled while it waited for the slot
+                return
+            final = await self.worker.run(latest, reporter)
             if final.phase is Phase.CANCELLED and record.job_id in self._handing_back:
                 final = await self.worker.hand_back(
                     final, reporter, "the provider is shutting down"
@@ -366,6 +405,9 @@ class JobServer:
         leftover = set(self._active)
         for job_id in leftover:
             self._handing_back.add(job_id)
+            waiting = self._queued.get(job_id)
+            if waiting is not None:
+                waiting.cancel()
             self.worker.cancel(job_id)
         with trio.move_on_after(30):
             while self._active:

@@ -134,6 +134,7 @@ class Harness:
         self,
         max_concurrent: int = 2,
         *,
+        max_queued: int = 0,
         fallback: ChainFallback | None = None,
         worker: JobWorker | None = None,
     ) -> JobServer:
@@ -145,6 +146,7 @@ class Harness:
             self.jobs,
             lambda peer: self.reporter,
             max_concurrent=max_concurrent,
+            max_queued=max_queued,
             offers=OfferDesk(self.provider, chain, self.domain, self.policy()),
             fallback=fallback,
         )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from protocol import eip712
 from protocol.errors import SignatureError
@@ -15,14 +16,17 @@ from protocol.messages import (
     Accept,
     Ack,
     Assignment,
+    Cancel,
+    Commitment,
     Decline,
     ErrorCode,
     ErrorReply,
     JobOffer,
 )
 from protocol.signing import decode_signed, encode_signed, sign_message
+from provider_node.jobstore import Phase
 from tests.provider_node.chainworld import CAP, PRICE, RATE
-from tests.provider_node.jobharness import Harness, ask
+from tests.provider_node.jobharness import Harness, ask, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -166,3 +170,50 @@ async def test_assignment_must_match_the_accepted_offer(harness: Harness) -> Non
         again = await ask(harness, server, offer_for(harness, job_id, spec_cid, seat=1))
         # Seat 1 is free, but this provider sits at seat 0 already.
         assert isinstance(again, Decline) and "seats this provider" in again.reason
+
+
+async def test_a_full_provider_queues_up_to_max_queued_jobs_and_runs_them_in_turn(
+    harness: Harness,
+) -> None:
+    quick = "import time\ntime.sleep(1)\n"
+    jobs = [await new_job(harness, quick) for _ in range(4)]
+    first, queued, refused, dropped = jobs
+    async with harness.server(max_concurrent=1, max_queued=2) as server:
+        for job_id, spec_cid, code_cid in (first, queued):
+            offer = offer_for(harness, job_id, spec_cid)
+            accept = await ask(harness, server, offer)
+            assert isinstance(accept, Accept), accept
+            harness.cw.seat(accept)
+            assert isinstance(
+                await ask(harness, server, assignment_for(harness, offer, code_cid)), Ack
+            )
+        # The slot and the queue's first place are held: one more waits, a fourth is busy.
+        third = offer_for(harness, dropped[0], dropped[1])
+        accepted = await ask(harness, server, third)
+        assert isinstance(accepted, Accept)
+        harness.cw.seat(accepted)
+        assert isinstance(
+            await ask(harness, server, assignment_for(harness, third, dropped[2])), Ack
+        )
+        busy = await ask(harness, server, offer_for(harness, refused[0], refused[1]))
+        assert isinstance(busy, Decline) and busy.busy
+        assert busy.reason == "all 1 job slots taken and 2 queued"
+        # A queued job cancelled while it waits never runs.
+        cancel = Cancel(
+            job_id=dropped[0],
+            provider=harness.provider.address,
+            coordinator=harness.coordinator.address,
+            reason="replaced",
+        )
+        assert isinstance(await ask(harness, server, cancel), Ack)
+        done = await wait_for(harness.reporter, Commitment, first[0])
+        after = await wait_for(harness.reporter, Commitment, queued[0])
+        sent = harness.reporter.sent
+        assert sent.index(done) < sent.index(after)  # one slot: the queued job ran second
+        with trio.fail_after(30):
+            while server.active:
+                await trio.sleep(0.05)
+    record = harness.jobs.load(dropped[0])
+    assert record is not None and record.phase is Phase.CANCELLED
+    committed = [m for m in harness.reporter.sent if isinstance(m, Commitment)]
+    assert [m.job_id for m in committed] == [first[0], queued[0]]
