@@ -71,7 +71,7 @@ class ProviderSettings(BaseSettings):
     """Token units per hour for a seat of a job asking for no GPU (``gpus: 0``); unset: the
     GPU-hour price."""
     max_concurrent_jobs: int = Field(default=1, ge=1, le=64)
-    max_queued_jobs: int = Field(default=2, ge=0, le=64)
+    max_queued_jobs: int = Field(default=4, ge=0, le=64)
     """Jobs accepted beyond ``max_concurrent_jobs`` that wait for a free slot. Coordinators
     offer these only to jobs close to their assign deadline; one whose commit deadline comes
     too close while it waits is handed back unrun."""
