@@ -102,20 +102,32 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x)), cache
 
 
-class Encoder(nn.Module):
-    """Texts to unit vectors: mean of the last layer over the real (unpadded) tokens."""
+class Trunk(nn.Module):
+    """What both kinds share: byte and position embeddings, the blocks, a final norm."""
+
+    causal: bool
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.cfg = cfg
         self.tokens = nn.Embedding(VOCAB, cfg.d_model)
         self.positions = nn.Embedding(cfg.max_len, cfg.d_model)
-        self.blocks = nn.ModuleList(Block(cfg, causal=False) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, self.causal) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
 
+    def embedded(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """Token plus position embeddings of ``ids``, positions counted from ``start``."""
+        positions = torch.arange(start, start + ids.shape[1], device=ids.device)
+        return self.tokens(ids) + self.positions(positions)
+
+
+class Encoder(Trunk):
+    """Texts to unit vectors: mean of the last layer over the real (unpadded) tokens."""
+
+    causal = False
+
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(ids.shape[1], device=ids.device)
-        x = self.tokens(ids) + self.positions(positions)
+        x = self.embedded(ids)
         for block in self.blocks:
             x, _ = block(x, mask=mask)
         x = self.norm(x) * mask[..., None]
@@ -136,22 +148,17 @@ class Encoder(nn.Module):
 Cache = list[tuple[torch.Tensor, torch.Tensor]]
 
 
-class Decoder(nn.Module):
+class Decoder(Trunk):
     """A causal language model over bytes."""
 
+    causal = True
+
     def __init__(self, cfg: Config) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.tokens = nn.Embedding(VOCAB, cfg.d_model)
-        self.positions = nn.Embedding(cfg.max_len, cfg.d_model)
-        self.blocks = nn.ModuleList(Block(cfg, causal=True) for _ in range(cfg.n_layers))
-        self.norm = nn.LayerNorm(cfg.d_model)
+        super().__init__(cfg)
         self.head = nn.Linear(cfg.d_model, VOCAB, bias=False)
 
     def forward(self, ids: torch.Tensor, cache: Cache | None = None) -> tuple[torch.Tensor, Cache]:
-        start = 0 if cache is None else cache[0][0].shape[2]
-        positions = torch.arange(start, start + ids.shape[1], device=ids.device)
-        x = self.tokens(ids) + self.positions(positions)
+        x = self.embedded(ids, 0 if cache is None else cache[0][0].shape[2])
         new: Cache = []
         for i, block in enumerate(self.blocks):
             x, kv = block(x, None if cache is None else cache[i])
