@@ -45,7 +45,7 @@ PROMISED_GAS_PER_JOB = 300_000
 replacement seat, and its settle (about 110,000 alone)."""
 GAS_CHECK_S = 5.0
 """How long a gas-money check stands before the balance is read again."""
-QUEUE_MARGIN_S = 60.0
+QUEUE_MARGIN_S = 30.0
 """Within this long of its assign deadline, a waiting job may queue at busy providers."""
 MAX_QUEUE = 16
 NOT_YET_PROMISED = frozenset({JobState.CREATED, JobState.MATCHING})
