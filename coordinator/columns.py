@@ -19,6 +19,8 @@ DTYPE_INDEX = {"fp32": 0, "tf32": 1, "fp16": 2, "bf16": 3}
 RUNTIME_BITS = {"torch": 1, "container": 2}
 MAX_JOB_SLOTS = 64
 CHANGE_LOG_MIN = 4096
+ENVIRONMENT_SLACK = 64
+"""Python environments kept beyond twice the live providers before unused ones are dropped."""
 """The change log is forgotten once it holds this many entries (or twice the capacity, if
 more); a reader further behind than that starts over."""
 ADVERT_LAG_S = 1.0
@@ -66,6 +68,8 @@ class ProviderColumns:
         # Python environments: providers with the same packages share a code.
         self.environment_codes: dict[tuple[tuple[str, str], ...], int] = {}
         self.environments: list[dict[str, str]] = []
+        self.environments_epoch = 0
+        """Bumped when environment codes are renumbered (what was judged by code is stale)."""
         self._allocate(capacity)
 
     def _allocate(self, capacity: int) -> None:
@@ -146,10 +150,28 @@ class ProviderColumns:
         key = tuple(sorted(packages.items()))
         code = self.environment_codes.get(key)
         if code is None:
+            if len(self.environments) >= 2 * len(self._slot_of) + ENVIRONMENT_SLACK:
+                self._drop_unused_environments()
             code = len(self.environments)
             self.environment_codes[key] = code
             self.environments.append(dict(key))
         return code
+
+    def _drop_unused_environments(self) -> None:
+        """Keep only the environments live providers advertise, renumbered: a provider that
+        changes its package list with every advert cannot grow the table without bound."""
+        live = list(self._slot_of.values())
+        keep = sorted({int(self.environment[s]) for s in live} - {-1})
+        renumber = {old: new for new, old in enumerate(keep)}
+        self.environments = [self.environments[old] for old in keep]
+        self.environment_codes = {
+            tuple(sorted(e.items())): i for i, e in enumerate(self.environments)
+        }
+        codes = np.full(self.capacity, -1, dtype=np.int32)
+        for s in live:
+            codes[s] = renumber.get(int(self.environment[s]), -1)
+        self.environment = codes
+        self.environments_epoch += 1
 
     def upsert(self, offer: Offer) -> int:
         """Write ``offer`` into its provider's slot (allocating one for a newcomer)."""

@@ -30,6 +30,8 @@ EXPLAIN_LOSERS = 12
 EXPLAIN_FILTERED = 12
 SHORTLIST = 64
 EXPLORE_POOL = 8
+MAX_PACKAGE_SETS = 256
+"""Distinct ``runtime.packages`` requirements whose verdicts per environment are kept."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,7 @@ class Matcher:
         self.rng = rng or random.Random()
         self._scores: dict[tuple[int, bool], tuple[int, np.ndarray]] = {}
         self._environments_ok: dict[tuple[tuple[str, str], ...], list[bool]] = {}
+        self._environments_epoch = 0
 
     def scores(self, dtype: int, cpu: bool = False) -> np.ndarray:
         """Every slot's score for jobs priced against ``dtype`` (on the CPU-hour rate with
@@ -240,6 +243,10 @@ class Matcher:
         """Per slot: its torch runtime offers ``packages``. Judged once per distinct
         environment (providers built alike share one), then looked up per slot."""
         c, n = self.cols, self.cols.size
+        stale = self._environments_epoch != c.environments_epoch
+        if stale or len(self._environments_ok) >= MAX_PACKAGE_SETS:
+            self._environments_ok.clear()  # codes renumbered, or too many requirement sets
+            self._environments_epoch = c.environments_epoch
         known = self._environments_ok.setdefault(packages, [])
         required = dict(packages)
         for environment in c.environments[len(known) :]:

@@ -135,3 +135,20 @@ def test_best_takes_the_lowest_scores_ties_to_the_lower_slot() -> None:
     assert Matcher.best(slots, scores, 4).tolist() == [1, 3, 5, 2]
     assert Matcher.best(np.array([0, 2, 4]), scores, 10).tolist() == [2, 0, 4]
     assert Matcher.best(slots, scores, 0).tolist() == []
+
+
+def test_a_provider_changing_its_packages_every_advert_cannot_grow_the_book() -> None:
+    cols = ProviderColumns()
+    for i in (0, 9):
+        cols.upsert(offer(i, packages={"numpy": "2.1.0"}))
+        cols.set_stake(str(offer(i).address), 100 * UNIT, 0)
+    live = Matcher(cols, exploration_share=0.0)
+    needs = Requirements(count=1, price_cap=10 * UNIT, packages=(("numpy", ">=3"),))
+    for n in range(200):  # a new package list in every advert, none with numpy 3
+        cols.upsert(offer(9, packages={"numpy": f"1.{n}.0"}))
+        assert chosen(live, needs) == "none: [('its Python lacks numpy>=3', 2)]"
+    assert len(cols.environments) <= 2 * len(cols) + columns_module.ENVIRONMENT_SLACK
+    assert cols.environments_epoch > 0  # unused environments were dropped and renumbered
+    # A verdict kept from before the renumbering must not stand for the new environment.
+    cols.upsert(offer(9, packages={"numpy": "3.0.0"}))
+    assert chosen(live, needs) == [offer(9).address] == chosen(Matcher(cols), needs)
