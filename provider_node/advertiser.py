@@ -57,11 +57,12 @@ def installed_packages() -> dict[str, str]:
     return found
 
 
-def python_packages(budget_bytes: int = PACKAGES_BUDGET_BYTES) -> dict[str, str]:
-    """:func:`installed_packages` as adverts carry them: sorted by name, cut to
+def python_packages(
+    found: Mapping[str, str], budget_bytes: int = PACKAGES_BUDGET_BYTES
+) -> dict[str, str]:
+    """``found`` (:func:`installed_packages`) as adverts carry it: sorted by name, cut to
     :data:`~protocol.packages.MAX_OFFERED` entries and ``budget_bytes`` of JSON (a cut is
     logged: jobs needing the left-out packages are simply not matched here)."""
-    found = installed_packages()
     kept: dict[str, str] = {}
     size = 2
     for name in sorted(found):

@@ -244,13 +244,15 @@ class ProviderNode:
             self.store = await self._stack.enter_async_context(KuboContentStore(s.ipfs_api))
         jobs = JobStore(s.work_dir)
         domain = eip712.Eip712Domain(chain_id=self.chain_id, verifying_contract=s.market)
+        # Torch jobs of the host runtimes import this daemon's own environment.
+        installed = installed_packages() if runtime.name in HOST_PYTHON_RUNTIMES else None
         config = WorkerConfig(
             max_input_bytes=s.max_input_bytes,
             max_input_entries=s.max_input_entries,
             memory_bytes=s.max_job_memory_bytes,
             max_pids=s.max_job_pids,
             max_timeout_s=s.max_job_timeout_s,
-            packages=installed_packages() if runtime.name in HOST_PYTHON_RUNTIMES else None,
+            packages=installed,
         )
         worker = JobWorker(
             identity, self.store, runtime, jobs, domain, self.gpus, config, metrics=self.metrics
@@ -297,7 +299,7 @@ class ProviderNode:
             price_per_gpu_hour=s.price_wei,
             price_per_cpu_hour=s.cpu_price_wei,
             runtimes=runtimes_offered(runtime),
-            packages=python_packages() if runtime.name in HOST_PYTHON_RUNTIMES else {},
+            packages={} if installed is None else python_packages(installed),
             capacity=self._capacity,
             sequence=SequenceFile(s.work_dir / "advert_seq.json"),
             period_s=s.advert_period_s,

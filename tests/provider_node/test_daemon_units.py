@@ -274,3 +274,19 @@ def test_status_shows_the_consent_policy(tmp_path: Path, monkeypatch: pytest.Mon
     poor = CliRunner().invoke(app, ["status", "--json"])
     assert poor.exit_code == 0  # a warning, not a failure: the fallback may never be needed
     assert "committing and revealing 1 job(s) on chain" in poor.output
+
+
+def test_advertised_packages_are_cut_to_the_advert_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from protocol.packages import MAX_OFFERED
+    from provider_node.advertiser import installed_packages, python_packages
+
+    found = {f"pkg-{i:04d}": "1.0.0" for i in range(1000)}
+    kept = python_packages(found, budget_bytes=10**9)
+    assert len(kept) == MAX_OFFERED and list(kept) == sorted(found)[:MAX_OFFERED]
+    small = python_packages(found, budget_bytes=200)
+    assert 0 < len(small) and len(json.dumps(small, separators=(",", ":"))) <= 200  # as signed
+    assert "advertising" in caplog.text
+    assert python_packages({"torch": "2.13.0"}) == {"torch": "2.13.0"}
+    assert installed_packages()["torch"].startswith("2.")  # names in PEP 503 form
