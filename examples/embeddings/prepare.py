@@ -1,12 +1,11 @@
 """Make the embeddings example's inputs here: a seeded encoder and a text corpus.
 
-    python examples/embeddings/prepare.py          # data/ for job.yaml (CPU, seconds)
-    python examples/embeddings/prepare.py --gpu    # data-gpu/ for job-gpu.yaml
+python examples/embeddings/prepare.py          # data/ for job.yaml (CPU, seconds)
+python examples/embeddings/prepare.py --gpu    # data-gpu/ for job-gpu.yaml
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -15,25 +14,22 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tinylm"))
 
 from corpus import sentences  # noqa: E402
+from preparing import CPU, options, output, write_lines  # noqa: E402
 from tinylm import Config, Encoder, save, seeded  # noqa: E402
 
 SIZES = {
-    "cpu": (Config(d_model=64, n_layers=2, n_heads=4, max_len=96), 512),
+    "cpu": (CPU, 512),
     "gpu": (Config(d_model=512, n_layers=6, n_heads=8, max_len=128), 200_000),
 }
+"""Encoder, corpus lines."""
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gpu", action="store_true", help="the larger inputs of job-gpu.yaml")
-    parser.add_argument("--seed", type=int, default=11)
-    args = parser.parse_args()
-    size = "gpu" if args.gpu else "cpu"
-    cfg, lines = SIZES[size]
-    out = HERE / ("data-gpu" if args.gpu else "data")
+    args = options(__doc__, seed=11, trains=False)
+    cfg, lines = SIZES["gpu" if args.gpu else "cpu"]
+    out = output(HERE, args.gpu)
     save(seeded(Encoder, cfg, args.seed), out / "encoder")
-    (out / "corpus").mkdir(parents=True, exist_ok=True)
-    (out / "corpus" / "corpus.txt").write_text("\n".join(sentences(lines, args.seed)) + "\n")
+    write_lines(out / "corpus" / "corpus.txt", sentences(lines, args.seed))
     print(f"wrote {out}: encoder d_model={cfg.d_model} layers={cfg.n_layers}, {lines} lines")
 
 

@@ -10,7 +10,6 @@ and name it by `cid:` in later specs, so providers fetch it once and verify it o
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,28 +17,21 @@ sys.dont_write_bytecode = True  # keep the uploaded folders free of caches
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tinylm"))
 
-from corpus import questions, sentences  # noqa: E402
-from tinylm import Config, Decoder, save, seeded, train  # noqa: E402
+from corpus import questions  # noqa: E402
+from preparing import CPU, GPU_DECODER, options, output, pretrained, write_lines  # noqa: E402
+from tinylm import save  # noqa: E402
 
-SIZES = {  # base model, its training steps, dataset lines
-    "cpu": (Config(d_model=64, n_layers=2, n_heads=4, max_len=96), 100, 256),
-    "gpu": (Config(d_model=512, n_layers=8, n_heads=8, max_len=256), 2000, 100_000),
-}
+SIZES = {"cpu": (CPU, 100, 256), "gpu": (GPU_DECODER, 2000, 100_000)}
+"""Base model, its training steps, dataset lines."""
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gpu", action="store_true", help="the larger inputs of job-gpu.yaml")
-    parser.add_argument("--steps", type=int, help="base training steps (default: by size)")
-    parser.add_argument("--seed", type=int, default=9)
-    args = parser.parse_args()
+    args = options(__doc__, seed=9)
     cfg, steps, lines = SIZES["gpu" if args.gpu else "cpu"]
-    out = HERE / ("data-gpu" if args.gpu else "data")
-    base = seeded(Decoder, cfg, args.seed)
-    losses = train(base, sentences(4096, args.seed), args.steps or steps, log_every=50)
+    out = output(HERE, args.gpu)
+    base, losses = pretrained(cfg, args.steps or steps, args.seed)
     save(base, out / "base")
-    (out / "dataset").mkdir(parents=True, exist_ok=True)
-    (out / "dataset" / "train.txt").write_text("\n".join(questions(lines, args.seed)) + "\n")
+    write_lines(out / "dataset" / "train.txt", questions(lines, args.seed))
     print(f"wrote {out}: base model loss {losses[-1]:.3f}, {lines} training lines")
 
 
