@@ -3,6 +3,9 @@
 * ``anvil``: a real Anvil node (session scope) with ten funded dev accounts.
 * ``chain``: the same node, reverted to an ``evm_snapshot`` after each test, so tests
   never see each other's transactions.
+* ``deployed``: the market contracts deployed on ``anvil`` (once per module), and
+  ``real``: a :class:`tests.contracts.harness.Market` of Web3 clients over them, inside
+  ``chain``'s snapshot.
 * ``ipfs``: a real IPFS daemon serving the Kubo RPC API (session scope).
 * ``libp2p_hosts``: an async factory starting N connected libp2p hosts on 127.0.0.1.
 
@@ -48,6 +51,21 @@ def _forget_local_nonces() -> None:
     from contracts import sender
 
     sender._STATES.clear()
+
+
+@pytest.fixture(scope="module")
+def deployed(anvil: AnvilNode) -> dict[str, str]:
+    from tests.contracts.harness import deploy_real
+
+    return deploy_real(anvil.rpc_url, [a.private_key for a in anvil.accounts])
+
+
+@pytest.fixture
+def real(deployed: dict[str, str], chain: AnvilNode) -> Any:
+    from tests.contracts.harness import real_market
+
+    keys = [a.private_key for a in chain.accounts]
+    return real_market(chain.rpc_url, chain.chain_id, deployed, keys, chain.rpc)
 
 
 @pytest.fixture(scope="session")

@@ -1,24 +1,18 @@
 """Fixtures for the contract tests: a market on the in-memory fake and on a real Anvil.
 
 The ``market`` fixture is parametrized, so every test using it runs against both. The
-Anvil deployment happens once per module; the shared ``chain`` fixture's snapshot/revert
-isolates each test (providers register and stake inside the snapshot).
+Anvil deployment (``deployed``, in ``tests/conftest.py``) happens once per module; the
+shared ``chain`` fixture's snapshot/revert isolates each test (providers register and
+stake inside the snapshot).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from tests.contracts.harness import Market, deploy_real, fake_market, real_market
-
-
-@pytest.fixture(scope="module")
-def deployed(anvil: Any) -> dict[str, str]:
-    keys = [a.private_key for a in anvil.accounts]
-    return deploy_real(anvil.rpc_url, keys)
+from tests.contracts.harness import Market, fake_market, real_market
 
 
 @pytest.fixture(params=["fake", "anvil"])

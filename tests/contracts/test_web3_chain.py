@@ -4,7 +4,6 @@ nonces under threads, RPC errors, the contract's own views of the Python hashes.
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import pytest
 from eth_account import Account
@@ -18,14 +17,6 @@ from protocol.ids import JobId
 from tests.contracts.harness import CAP, FEE, GOOD, Market
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def real(deployed: dict[str, str], chain: Any) -> Market:
-    from tests.contracts.harness import real_market
-
-    keys = [a.private_key for a in chain.accounts]
-    return real_market(chain.rpc_url, chain.chain_id, deployed, keys, chain.rpc)
 
 
 def _deployer(real: Market) -> TxSender:

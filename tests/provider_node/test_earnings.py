@@ -48,9 +48,7 @@ from tests.contracts.harness import (
     SPEC_CID,
     STAKE,
     Market,
-    deploy_real,
     fake_market,
-    real_market,
 )
 
 PAY = 100_000  # the harness's 100 s runtime at 3.60 tokens per hour: 0.1 token
@@ -418,17 +416,6 @@ def test_no_rpc_is_one_line_and_exit_1(tmp_path: Path, monkeypatch: pytest.Monke
     assert failed.exit_code == 1
     assert "cannot reach the node at http://127.0.0.1:9" in failed.output
     assert failed.output.startswith("error:") and "Traceback" not in failed.output
-
-
-@pytest.fixture(scope="module")
-def deployed(anvil: Any) -> dict[str, str]:
-    return deploy_real(anvil.rpc_url, [a.private_key for a in anvil.accounts])
-
-
-@pytest.fixture
-def real(deployed: dict[str, str], chain: Any) -> Iterator[Market]:
-    keys = [a.private_key for a in chain.accounts]
-    yield real_market(chain.rpc_url, chain.chain_id, deployed, keys, chain.rpc)
 
 
 async def add_specs_at(api_url: str) -> tuple[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,20 +10,9 @@ from contracts.chain import Web3Chain
 from contracts.errors import InsufficientGasMoney
 from protocol.ids import to_wei
 from provider_node import staking
-from tests.contracts.harness import Market, deploy_real, real_market
+from tests.contracts.harness import Market
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def deployed(anvil: Any) -> dict[str, str]:
-    return deploy_real(anvil.rpc_url, [a.private_key for a in anvil.accounts])
-
-
-@pytest.fixture
-def real(deployed: dict[str, str], chain: Any) -> Iterator[Market]:
-    keys = [a.private_key for a in chain.accounts]
-    yield real_market(chain.rpc_url, chain.chain_id, deployed, keys, chain.rpc)
 
 
 def test_staking_actions_are_refused_before_sending_without_gas_money(
