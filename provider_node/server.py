@@ -318,28 +318,29 @@ class JobServer:
 
     async def _run_job(self, record: JobRecord) -> None:
         reporter = self.reporter_for(record.coordinator_peer)
-        with trio.CancelScope() as waiting:
-            self._queued[record.job_id] = waiting
-            await self._slots.acquire()
-        self._queued.pop(record.job_id, None)
-        if waiting.cancelled_caught:
-            await self._never_ran(record, reporter)
-            return
         try:
-            await self._run_in_slot(record, reporter)
+            with trio.CancelScope() as waiting:
+                self._queued[record.job_id] = waiting
+                await self._slots.acquire()
+            self._queued.pop(record.job_id, None)
+            if waiting.cancelled_caught:
+                await self._never_ran(record, reporter)
+                return
+            try:
+                await self._run_in_slot(record, reporter)
+            finally:
+                self._slots.release()
         finally:
-            self._slots.release()
+            self._queued.pop(record.job_id, None)
+            self._active.discard(record.job_id)
+            self._handing_back.discard(record.job_id)
 
     async def _never_ran(self, record: JobRecord, reporter: Reporter) -> None:
         """A queued job cancelled while it waited: handed back when the provider is shutting
         down (the Cancel path recorded a cancel itself)."""
-        try:
-            latest = self.jobs.load(record.job_id) or record
-            if record.job_id in self._handing_back and not latest.phase.terminal:
-                await self.worker.hand_back(latest, reporter, "the provider is shutting down")
-        finally:
-            self._active.discard(record.job_id)
-            self._handing_back.discard(record.job_id)
+        latest = self.jobs.load(record.job_id) or record
+        if record.job_id in self._handing_back and not latest.phase.terminal:
+            await self.worker.hand_back(latest, reporter, "the provider is shutting down")
 
     async def _run_in_slot(self, record: JobRecord, reporter: Reporter) -> None:
         try:
@@ -365,9 +366,6 @@ class JobServer:
             self.jobs.save(failed)
             await self.worker.clean(failed)
             await deliver(reporter, report, attempts=3)
-        finally:
-            self._active.discard(record.job_id)
-            self._handing_back.discard(record.job_id)
 
     async def resume(self) -> None:
         """Pick up records left by a previous run of this daemon.
