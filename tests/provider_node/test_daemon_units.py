@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -277,10 +278,15 @@ def test_status_shows_the_consent_policy(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_advertised_packages_are_cut_to_the_advert_budget(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from protocol.packages import MAX_OFFERED
+    from provider_node import advertiser
     from provider_node.advertiser import installed_packages, python_packages
+
+    # A logger of its own: a library configuring logging earlier in the session may have
+    # disabled the loggers that existed then.
+    monkeypatch.setattr(advertiser, "log", logging.getLogger("test.advertised_packages"))
 
     found = {f"pkg-{i:04d}": "1.0.0" for i in range(1000)}
     kept = python_packages(found, budget_bytes=10**9)
