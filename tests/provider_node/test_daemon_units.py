@@ -278,21 +278,27 @@ def test_status_shows_the_consent_policy(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_advertised_packages_are_cut_to_the_advert_budget(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from protocol.packages import MAX_OFFERED
     from provider_node import advertiser
     from provider_node.advertiser import installed_packages, python_packages
 
-    # A logger of its own: a library configuring logging earlier in the session may have
-    # disabled the loggers that existed then.
-    monkeypatch.setattr(advertiser, "log", logging.getLogger("test.advertised_packages"))
+    # A logger of its own with its own level and handler: tests earlier in the session
+    # configure logging (levels, disabled loggers) in ways this must not depend on.
+    logger = logging.getLogger("test.advertised_packages")
+    logger.setLevel(logging.WARNING)
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    monkeypatch.setattr(advertiser, "log", logger)
 
     found = {f"pkg-{i:04d}": "1.0.0" for i in range(1000)}
     kept = python_packages(found, budget_bytes=10**9)
     assert len(kept) == MAX_OFFERED and list(kept) == sorted(found)[:MAX_OFFERED]
     small = python_packages(found, budget_bytes=200)
     assert 0 < len(small) and len(json.dumps(small, separators=(",", ":"))) <= 200  # as signed
-    assert "advertising" in caplog.text
+    assert any(line.startswith("advertising") for line in seen)
     assert python_packages({"torch": "2.13.0"}) == {"torch": "2.13.0"}
     assert installed_packages()["torch"].startswith("2.")  # names in PEP 503 form
