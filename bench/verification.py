@@ -26,6 +26,7 @@ slash.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -35,7 +36,7 @@ import statistics
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,8 +298,16 @@ def _scratch() -> str | None:
     return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
-def _quiet() -> None:
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Warnings and below unlogged while a scenario runs (thousands of expected slashes
+    and mismatches), and logging as it was afterwards."""
+    before = logging.root.manager.disable
     logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(before)
 
 
 async def _open(tmp: Path, seed: int, *, newcomer: bool = False) -> Any:
@@ -347,7 +356,6 @@ def profit_run(name: str, jobs: int, seed: int, newcomer: bool = False) -> dict[
     An established cheater comes back established after every slash (free re-entry under a
     fresh record: the adversary's best case, and many more cheats per row than a cheater
     the matcher prices out after its first slashes). The newcomer row never re-enters."""
-    _quiet()
 
     async def main() -> dict[str, Any]:
         rng = strategy_rng(seed)
@@ -423,13 +431,13 @@ def profit_run(name: str, jobs: int, seed: int, newcomer: bool = False) -> dict[
                     "wall_s": wall,
                 }
 
-    return trio.run(main)
+    with _quiet():
+        return trio.run(main)
 
 
 def detection_run(name: str, trials: int, seed: int) -> dict[str, Any]:
     """Cheats until the first slash, over ``trials`` established starts (the reputation
     is reset to established after every slash: a fresh provider with the same key)."""
-    _quiet()
 
     async def main() -> dict[str, Any]:
         rng = strategy_rng(seed)
@@ -470,14 +478,14 @@ def detection_run(name: str, trials: int, seed: int) -> dict[str, Any]:
             "wall_s": wall,
         }
 
-    return trio.run(main)
+    with _quiet():
+        return trio.run(main)
 
 
 def collusion_run(jobs: int, seed: int) -> dict[str, Any]:
     """A second coordinator bonded on the same chain, whose jobs only its own sybil
     providers serve (lazy, all the same garbage; on a third of the jobs its primary
     disagrees on purpose, so a sybil is slashed when checked). Honest requesters pay."""
-    _quiet()
 
     async def main() -> dict[str, Any]:
         with tempfile.TemporaryDirectory(dir=_scratch()) as tmp:
@@ -539,7 +547,8 @@ def collusion_run(jobs: int, seed: int) -> dict[str, Any]:
                         - wealth(market, market.requester.address),
                     }
 
-    return trio.run(main)
+    with _quiet():
+        return trio.run(main)
 
 
 def honest_cid(job_id: bytes) -> str:

@@ -3,11 +3,15 @@ the in-memory chain decides, and the figures come from the chain's balances (no 
 
 from __future__ import annotations
 
+import logging
+
 from bench import verification as bench
 
 
 def test_an_honest_provider_earns_its_price_and_the_market_pays_for_few_checks() -> None:
+    before = logging.root.manager.disable
     row = bench.profit_run("honest", 8, seed=3)
+    assert logging.root.manager.disable == before  # the run's quiet ends with it
     assert row["seated"] == 8 and row["cheats"] == 0 and row["slashed"] == 0
     assert row["profit_per_job"] > 0
     assert row["paid_jobs"] == 8 and 1.0 <= row["overhead"] <= 3.0
