@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -225,7 +225,7 @@ class Closer:
             if not (entry.committed or entry.revealed):
                 continue
             hash_ = "0x" + entry.commit_hash.hex()
-            fields: dict[str, object] = {}
+            fields: dict[str, Any] = {}
             if entry.committed and slot.onchain_commit is None:
                 fields["onchain_commit"] = hash_
             if entry.revealed and slot.onchain_reveal_hash is None:
@@ -276,7 +276,7 @@ class Closer:
             for idx, outcome in verdict.outcomes.items():
                 await self.d.store.update_slot(job.job_id, idx, outcome=outcome)
         # The chain watcher may record "settled" first; the result is ours to keep either way.
-        fields: dict[str, object] = {"result_cid": verdict.result_cid}
+        fields: dict[str, Any] = {"result_cid": verdict.result_cid}
         if result.tx_hash is not None:
             fields["settle_tx"] = result.tx_hash
         job = await self.d.store.update_job(job.job_id, **fields)

@@ -21,6 +21,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -231,8 +232,8 @@ class ChainWatcher:
             self.on_job(job.job_id)
             return 1
         job_id = "0x" + bytes(event.args.get("jobId", b"")).hex()
-        job = await self.store.find_job(job_id) if "jobId" in event.args else None
-        if job is None:
+        seen = await self.store.find_job(job_id) if "jobId" in event.args else None
+        if seen is None:
             return 0
         handler = {
             "ProviderCommitted": self._committed,
@@ -243,13 +244,13 @@ class ChainWatcher:
             "SettlementSkipped": self._skipped,
         }.get(event.name)
         if handler is not None:
-            await handler(job, event)
+            await handler(seen, event)
         wanted = CHAIN_DECISIONS.get(event.name)
         if wanted is JobState.SETTLED and (event.tx_hash, bytes(event.args["jobId"])) in (
             self._finalizing
         ):
             wanted = JobState.FINALIZED
-        if wanted is not None and not job.state.final:
+        if wanted is not None and not seen.state.final:
             try:
                 await self.store.transition(
                     job_id, wanted, {"tx": event.tx_hash, "block": event.block_number}
@@ -274,7 +275,7 @@ class ChainWatcher:
         slot = await self._seat(job, event)
         if slot is None:
             return
-        fields: dict[str, object] = {"onchain_commit": "0x" + bytes(event.args["commitHash"]).hex()}
+        fields: dict[str, Any] = {"onchain_commit": "0x" + bytes(event.args["commitHash"]).hex()}
         if slot.state in COMMITTABLE:
             fields["state"] = SeatState.COMMITTED
         await self.store.update_slot(job.job_id, slot.idx, **fields)
@@ -286,7 +287,7 @@ class ChainWatcher:
         a = event.args
         result, runtime, salt = bytes(a["result"]), int(a["runtimeMs"]), bytes(a["salt"])
         opened = commit_hash(JobId(bytes(a["jobId"])), a["provider"], result, runtime, salt)
-        fields: dict[str, object] = {
+        fields: dict[str, Any] = {
             "onchain_reveal_hash": "0x" + opened.hex(),
             "onchain_result": "0x" + result.hex(),
             "onchain_runtime_ms": runtime,
@@ -303,7 +304,7 @@ class ChainWatcher:
 
     async def _settled(self, job: JobRecord, event: ChainEvent) -> None:
         await record_settlement(self.store, job.job_id, event.args)
-        fields: dict[str, object] = {"settle_tx": job.settle_tx or event.tx_hash}
+        fields: dict[str, Any] = {"settle_tx": job.settle_tx or event.tx_hash}
         result = bytes(event.args.get("result", b""))
         if job.result_cid is None and any(result):
             fields["result_cid"] = digest_to_cid(result)
@@ -319,7 +320,7 @@ class ChainWatcher:
             return
         refund = int(event.args["refund"])
         detail = {"aborted": event.tx_hash, "refund": str(refund), "block": event.block_number}
-        fields: dict[str, object] = {"abort_tx": event.tx_hash, "refund": refund}
+        fields: dict[str, Any] = {"abort_tx": event.tx_hash, "refund": refund}
         if job.state is not JobState.FAILED:
             fields.update(failure_reason="aborted by the coordinator")
         await self.store.transition(job.job_id, JobState.FAILED, detail, **fields)

@@ -73,7 +73,7 @@ def detection_probability(p: float, cheats: int) -> float:
 
 def floor_for_detection(target: float = 0.99, cheats: int = 25) -> float:
     """Smallest p with ``detection_probability(p, cheats) >= target``."""
-    return 1.0 - (1.0 - target) ** (1.0 / cheats)
+    return 1.0 - float((1.0 - target) ** (1.0 / cheats))
 
 
 @dataclass(frozen=True)

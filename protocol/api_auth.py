@@ -71,6 +71,6 @@ def verify_request(
         )
     except (BadSignature, EthKeysValidationError, ValueError) as exc:
         raise SignatureError(f"request signature does not verify: {exc}") from exc
-    if recovered.to_checksum_address() != address:
+    if parse_address(recovered.to_checksum_address()) != address:
         raise SignatureError(f"request signature was not made by {address}")
     return address

@@ -46,14 +46,17 @@ class _SpecLoader(yaml.SafeLoader):
 
     _depth = 0
 
+    def _line(self) -> int:
+        """The 1-based line of the next event (PyYAML's stubs leave peek_event untyped)."""
+        line: int = self.peek_event().start_mark.line  # type: ignore[no-untyped-call]
+        return line + 1
+
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise SpecError("", f"YAML aliases are not allowed (line {mark.line + 1})")
+            raise SpecError("", f"YAML aliases are not allowed (line {self._line()})")
         self._depth += 1
         if self._depth > MAX_YAML_DEPTH:
-            mark = self.peek_event().start_mark
-            raise SpecError("", f"spec nests deeper than {MAX_YAML_DEPTH} (line {mark.line + 1})")
+            raise SpecError("", f"spec nests deeper than {MAX_YAML_DEPTH} (line {self._line()})")
         try:
             return super().compose_node(parent, index)
         finally:

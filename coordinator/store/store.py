@@ -12,10 +12,10 @@ import functools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 import trio
 from sqlalchemy import Connection, Engine, create_engine, false, func, insert, select, update
@@ -36,6 +36,7 @@ from coordinator.store.records import (
 from protocol.lifecycle import FINAL, OFF_CHAIN, JobState, SeatState, allowed, seat_allowed
 
 T = TypeVar("T")
+P = ParamSpec("P")
 R = TypeVar("R", bound=h.HistoryRow)
 ReputationUpdate = Callable[[ReputationRecord | None], ReputationRecord]
 
@@ -133,7 +134,7 @@ class Store:
         with self._tx("count jobs") as conn:
             return {str(state): int(n) for state, n in conn.execute(query)}
 
-    def update_job(self, job_id: str, **fields: Any) -> JobRecord:
+    def update_job(self, /, job_id: str, **fields: Any) -> JobRecord:
         """Change fields other than the state (use :meth:`transition` for that)."""
         if "state" in fields:
             raise ValueError("use transition() to change a job's state")
@@ -145,6 +146,7 @@ class Store:
 
     def transition(
         self,
+        /,
         job_id: str,
         wanted: JobState,
         detail: dict[str, Any] | None = None,
@@ -219,6 +221,7 @@ class Store:
 
     def update_slot(
         self,
+        /,
         job_id: str,
         idx: int,
         *,
@@ -452,7 +455,7 @@ class Store:
             return True
 
     def history(
-        self, kind: type[R], since: float, until: float | None = None, **key: Any
+        self, /, kind: type[R], since: float, until: float | None = None, **key: Any
     ) -> list[R]:
         """Stored periods of one kind from ``since`` (bucket start), oldest first."""
         with self._tx("read history") as conn:
@@ -478,6 +481,28 @@ class Store:
             return [str(r.job_id) for r in conn.execute(query)]
 
 
+class _InThread(Generic[P, T]):
+    """A :class:`Store` method as an :class:`AsyncStore` method: same parameters, awaited,
+    run in a worker thread. The call goes through the instance's attribute, so a store
+    whose method was replaced (a test's fault injection) is called as it is."""
+
+    def __init__(self, method: Callable[Concatenate[Store, P], T]) -> None:
+        self._name = method.__name__
+
+    def __get__(
+        self, store: AsyncStore | None, owner: type[AsyncStore]
+    ) -> Callable[P, Awaitable[T]]:
+        if store is None:
+            raise AttributeError(f"{self._name} is an instance method of AsyncStore")
+        method: Callable[P, T] = getattr(store.sync, self._name)
+        run = store.run
+
+        async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await run(method, *args, **kwargs)
+
+        return call
+
+
 class AsyncStore:
     """The same store for trio code: each call runs in a worker thread.
 
@@ -493,12 +518,37 @@ class AsyncStore:
         call = functools.partial(fn, *args, **kwargs)
         return await trio.to_thread.run_sync(call, limiter=self._limiter)
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self.sync, name)
-        if not callable(method):
-            raise AttributeError(name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return await self.run(method, *args, **kwargs)
-
-        return call
+    # Each Store method, awaitable here with the same signature and return type.
+    close = _InThread(Store.close)
+    add_job = _InThread(Store.add_job)
+    get_job = _InThread(Store.get_job)
+    find_job = _InThread(Store.find_job)
+    list_jobs = _InThread(Store.list_jobs)
+    open_jobs = _InThread(Store.open_jobs)
+    count_by_state = _InThread(Store.count_by_state)
+    update_job = _InThread(Store.update_job)
+    transition = _InThread(Store.transition)
+    events = _InThread(Store.events)
+    put_slots = _InThread(Store.put_slots)
+    update_slot = _InThread(Store.update_slot)
+    decline_slot = _InThread(Store.decline_slot)
+    declines = _InThread(Store.declines)
+    slots = _InThread(Store.slots)
+    add_log = _InThread(Store.add_log)
+    logs = _InThread(Store.logs)
+    save_explanation = _InThread(Store.save_explanation)
+    explanation = _InThread(Store.explanation)
+    cursor = _InThread(Store.cursor)
+    set_cursor = _InThread(Store.set_cursor)
+    reputations = _InThread(Store.reputations)
+    reputation_records = _InThread(Store.reputation_records)
+    reputation = _InThread(Store.reputation)
+    save_reputation = _InThread(Store.save_reputation)
+    seed_reputation = _InThread(Store.seed_reputation)
+    record_outcome = _InThread(Store.record_outcome)
+    unrecorded_jobs = _InThread(Store.unrecorded_jobs)
+    add_history = _InThread(Store.add_history)
+    record_history = _InThread(Store.record_history)
+    history = _InThread(Store.history)
+    compact_history = _InThread(Store.compact_history)
+    unrecorded_history = _InThread(Store.unrecorded_history)

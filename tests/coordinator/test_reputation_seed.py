@@ -187,7 +187,9 @@ async def test_a_restart_seeds_from_trusted_settlements_not_the_registry(
         store = AsyncStore(Store(f"sqlite:///{tmp_path / 'restart.sqlite'}"))
         try:
             # The store of a coordinator restarting after the job settled (its cursor past it).
-            await store.set_cursor("chain", await h.store.cursor("chain"))
+            cursor = await h.store.cursor("chain")
+            assert cursor is not None
+            await store.set_cursor("chain", cursor)
             c = coordinator_over(h, store, h.watcher)
             if restarting == "another":
                 c.identity = identity(3)
@@ -222,8 +224,10 @@ async def test_an_empty_store_rebuilds_from_the_coordinators_own_settlements(
             history.stop_counting_own()
             for address in (cheat, honest):
                 await c._refresh_provider(address)
-            assert (await empty.reputation(honest)).successes == 1
-            assert (await empty.reputation(cheat)).slashes == 1
+            honest_record = await empty.reputation(honest)
+            cheat_record = await empty.reputation(cheat)
+            assert honest_record is not None and honest_record.successes == 1
+            assert cheat_record is not None and cheat_record.slashes == 1
             # the job is in the store again, ended, without seats: nothing counted twice
             assert await empty.unrecorded_jobs() == []
         finally:
