@@ -29,7 +29,7 @@ from devnet.cli import _endpoints_table, dashboard_url
 from protocol.devnet_state import DevnetState
 from protocol.errors import GpuMarketError
 from protocol.identity import Identity
-from protocol.ids import job_id_hex
+from protocol.ids import format_tokens, job_id_hex
 from wallet import claims, jobs
 from wallet.coordinator import CoordinatorClient
 from wallet.settings import WalletSettings
@@ -103,12 +103,12 @@ def _money_table(
         cells = [
             address[:8],
             row["role"],
-            f"+{jobs.tokens(row['credited'] - old['credited'])}",
-            jobs.tokens(outcome.received) if outcome.tx_hash else "-",
+            f"+{format_tokens(row['credited'] - old['credited'])}",
+            format_tokens(outcome.received) if outcome.tx_hash else "-",
         ]
         if row["role"] == "provider":
             cells += [
-                jobs.tokens(row["stake"]),
+                format_tokens(row["stake"]),
                 _jobs_run(row),
                 _reputation(old, row),
             ]
@@ -147,7 +147,7 @@ def run_demo(state: DevnetState, workdir: Path) -> None:
     )
     console.print(
         f"job {job_id_hex(submitted.job_id)}: escrowed "
-        f"{jobs.tokens(submitted.escrow)} tokens in one transaction "
+        f"{format_tokens(submitted.escrow)} tokens in one transaction "
         f"({submitted.gas_used} gas)"
     )
 
@@ -176,8 +176,8 @@ def run_demo(state: DevnetState, workdir: Path) -> None:
     paid_out = sum(o.received for o in claimed.values())
     console.print(
         f"claimed: {sum(1 for o in claimed.values() if o.tx_hash)} transactions paid out "
-        f"{jobs.tokens(paid_out)} tokens; the market contract held {jobs.tokens(held)}, "
-        f"now {jobs.tokens(left)} (-{jobs.tokens(held - left)}: stakes and bonds stay)"
+        f"{format_tokens(paid_out)} tokens; the market contract held {format_tokens(held)}, "
+        f"now {format_tokens(left)} (-{format_tokens(held - left)}: stakes and bonds stay)"
     )
 
 

@@ -88,3 +88,10 @@ def to_wei(amount: str | int | Decimal, decimals: int = TOKEN_DECIMALS) -> Wei:
 
 def from_wei(amount: int, decimals: int = TOKEN_DECIMALS) -> Decimal:
     return Decimal(amount).scaleb(-decimals)
+
+
+def format_tokens(amount: int | Decimal) -> str:
+    """Base units as token units for people, without trailing zeros: ``7.6``, not
+    ``7.600000`` (a fractional base-unit amount, such as a rate, is rounded first)."""
+    base = round(amount) if isinstance(amount, Decimal) else amount
+    return f"{from_wei(base).normalize():f}"

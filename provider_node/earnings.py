@@ -32,7 +32,7 @@ from rich.table import Table
 from contracts.models import MS_PER_HOUR, ChainEvent, JobInfo, ProviderInfo
 from contracts.rules import unpack_paid_and_billed
 from protocol.errors import ChainError, ConfigError, GpuMarketError
-from protocol.ids import Address, JobId, Wei, from_wei, job_id_hex, parse_address
+from protocol.ids import Address, JobId, Wei, format_tokens, job_id_hex, parse_address
 from protocol.ipfs.kubo import KuboContentStore
 from protocol.ipfs.store import ContentStore
 from protocol.registry import MAX_SPEC_BYTES
@@ -115,9 +115,9 @@ class JobEarning:
             "outcome": self.outcome,
             "assigned_block": self.assigned_block,
             "closed_block": self.closed_block,
-            "price": tokens(self.price),
-            "paid": tokens(self.paid),
-            "slashed": tokens(self.slashed),
+            "price": format_tokens(self.price),
+            "paid": format_tokens(self.paid),
+            "slashed": format_tokens(self.slashed),
             "billed_s": seconds(self.billed_ms),
             "gpus": self.gpus,
             "gpu_s": None if self.gpus is None else seconds(self.billed_ms * self.gpus),
@@ -202,19 +202,19 @@ class Earnings:
             "to_block": self.to_block,
             "since": self.since,
             "since_block": self.since_block,
-            "paid": tokens(self.paid),
+            "paid": format_tokens(self.paid),
             "pending_jobs": len(self.pending),
-            "pending_up_to": tokens(sum(j.price for j in self.pending)),
-            "slashed": tokens(self.slashed),
-            "claimable": tokens(self.claimable),
-            "claimed": tokens(self.claimed),
+            "pending_up_to": format_tokens(sum(j.price for j in self.pending)),
+            "slashed": format_tokens(self.slashed),
+            "claimable": format_tokens(self.claimable),
+            "claimed": format_tokens(self.claimed),
             "claims": self.claims,
             "billed_seat_s": seconds(self.billed_ms),
-            "rate_per_seat_hour": None if rate is None else tokens(rate),
+            "rate_per_seat_hour": None if rate is None else format_tokens(rate),
             "gpu_s": seconds(self.gpu_ms),
-            "rate_per_gpu_hour": None if gpu_rate is None else tokens(gpu_rate),
+            "rate_per_gpu_hour": None if gpu_rate is None else format_tokens(gpu_rate),
             "cpu_s": seconds(self.cpu_ms),
-            "rate_per_cpu_hour": None if cpu_rate is None else tokens(cpu_rate),
+            "rate_per_cpu_hour": None if cpu_rate is None else format_tokens(cpu_rate),
             "gpus_unknown_jobs": [job_id_hex(j.job_id) for j in self.unknown_gpus],
             "jobs": [j.view() for j in self.jobs],
         }
@@ -222,11 +222,6 @@ class Earnings:
 
 def _per_hour(amount: int, ms: int) -> Decimal | None:
     return None if not ms else Decimal(amount) * MS_PER_HOUR / ms
-
-
-def tokens(amount: int | Decimal) -> str:
-    """Base units as token units (6 decimals), without trailing zeros."""
-    return f"{from_wei(round(amount) if isinstance(amount, Decimal) else amount).normalize():f}"
 
 
 def seconds(ms: int) -> str:

@@ -16,7 +16,7 @@ from contracts.chain import MarketParams
 from contracts.errors import InsufficientGasMoney
 from contracts.models import JobInfo, ProviderInfo, Receipt
 from protocol.errors import ChainError
-from protocol.ids import Address, JobId, Wei, from_wei
+from protocol.ids import Address, JobId, Wei, format_tokens
 from provider_node.fallback import FallbackChain
 
 log = logging.getLogger(__name__)
@@ -79,11 +79,6 @@ def fallback_gas_warning(chain: ProviderChain, jobs: int) -> str | None:
     )
 
 
-def tokens(amount: int) -> str:
-    """Token units as short text: ``80`` rather than ``80.000000``."""
-    return f"{from_wei(amount).normalize():f}"
-
-
 class InsufficientFunds(ChainError):
     """The account holds too few tokens to bond the stake it was asked to keep."""
 
@@ -93,8 +88,8 @@ class InsufficientFunds(ChainError):
         self.balance = balance
         self.missing = needed - balance
         super().__init__(
-            f"{address} needs {tokens(needed)} tokens to reach its stake but holds "
-            f"{tokens(balance)}: {tokens(self.missing)} tokens are missing "
+            f"{address} needs {format_tokens(needed)} tokens to reach its stake but holds "
+            f"{format_tokens(balance)}: {format_tokens(self.missing)} tokens are missing "
             "(fund the account, or lower PROVIDER_STAKE)"
         )
 
@@ -159,7 +154,9 @@ def ensure_staked(chain: ProviderChain, target: Wei, group: int = 0) -> StakeRep
         balance = chain.token_balance(chain.address)
         if balance < missing:
             raise InsufficientFunds(chain.address, missing, balance)
-        log.info("bonding %s more tokens (target %s)", tokens(missing), tokens(target))
+        log.info(
+            "bonding %s more tokens (target %s)", format_tokens(missing), format_tokens(target)
+        )
         pay_gas(chain, "stake")
         chain.stake(missing)
     if registered_now or missing:

@@ -47,8 +47,6 @@ def _make_read_only(path: Path) -> None:
     os.chmod(path, 0o555)
 
 
-
-
 async def fetch_inputs(
     store: ContentStore,
     input_cids: dict[str, Cid],

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from contracts.chain import ChainClient, Web3Chain
 from contracts.errors import RpcError
 from contracts.models import Receipt
-from protocol.ids import Address, Wei
+from protocol.ids import Address, Wei, format_tokens
 from wallet import jobs, keys
 from wallet.settings import WalletSettings
 
@@ -59,13 +59,13 @@ class ClaimOutcome:
         """Amounts in tokens as decimal strings (exact), like the other wallet commands."""
         return {
             "address": self.due.address,
-            "claimable": jobs.tokens(self.due.total),
-            "credit": jobs.tokens(self.due.credit),
-            "earnings": jobs.tokens(self.due.earnings),
-            "claimed": jobs.tokens(self.claimed),
-            "tokens_before": jobs.tokens(self.tokens_before),
-            "tokens_after": jobs.tokens(self.tokens_after),
-            "received": jobs.tokens(self.received),
+            "claimable": format_tokens(self.due.total),
+            "credit": format_tokens(self.due.credit),
+            "earnings": format_tokens(self.due.earnings),
+            "claimed": format_tokens(self.claimed),
+            "tokens_before": format_tokens(self.tokens_before),
+            "tokens_after": format_tokens(self.tokens_after),
+            "received": format_tokens(self.received),
             "tx": self.tx_hash,
             "gas_used": self.gas_used,
         }

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 from rich.table import Table
 
 from protocol.errors import GpuMarketError
-from protocol.ids import JobId, job_id_hex, parse_job_id
+from protocol.ids import JobId, format_tokens, job_id_hex, parse_job_id
 from wallet import claims, costs, jobs, keys, quotes
 from wallet.coordinator import CoordinatorClient
 from wallet.settings import WalletSettings
@@ -201,8 +201,8 @@ def wallet_balance(
         return
     data = {
         "address": address,
-        "token": str(jobs.tokens(token)),
-        "claimable": str(jobs.tokens(owed)),
+        "token": str(format_tokens(token)),
+        "claimable": str(format_tokens(owed)),
         "eth": str(eth / 10**18),
     }
     if json_out:
@@ -236,12 +236,12 @@ def wallet_claim(
         out.print(f"nothing to claim for {due.address}: the market owes it 0 tokens")
         return
     out.print(
-        f"claimable for {due.address}: {jobs.tokens(due.total)} "
-        f"(credit {jobs.tokens(due.credit)}, earnings {jobs.tokens(due.earnings)})"
+        f"claimable for {due.address}: {format_tokens(due.total)} "
+        f"(credit {format_tokens(due.credit)}, earnings {format_tokens(due.earnings)})"
     )
     out.print(
-        f"claimed {jobs.tokens(outcome.claimed)}: tokens {jobs.tokens(outcome.tokens_before)} "
-        f"-> {jobs.tokens(outcome.tokens_after)} (+{jobs.tokens(outcome.received)})"
+        f"claimed {format_tokens(outcome.claimed)}: tokens {format_tokens(outcome.tokens_before)} "
+        f"-> {format_tokens(outcome.tokens_after)} (+{format_tokens(outcome.received)})"
     )
     out.print(f"tx {outcome.tx_hash} (gas {outcome.gas_used})")
 
@@ -291,7 +291,7 @@ def job_submit(
         if not json_out:
             out.print(
                 f"job {job_id_hex(submitted.job_id)} created "
-                f"(escrow {jobs.tokens(submitted.escrow)}, gas {submitted.gas_used}, "
+                f"(escrow {format_tokens(submitted.escrow)}, gas {submitted.gas_used}, "
                 f"spec {submitted.spec_cid})"
             )
         view: dict[str, Any] | None = None
@@ -316,7 +316,7 @@ def job_submit(
                 "job_id": job_id_hex(submitted.job_id),
                 "spec_cid": submitted.spec_cid,
                 "inputs": submitted.input_cids,
-                "escrow": str(jobs.tokens(submitted.escrow)),
+                "escrow": str(format_tokens(submitted.escrow)),
                 "price_cap": None if price_cap is None else str(price_cap),
                 "tx": submitted.tx_hash,
                 "job": view,
@@ -343,7 +343,7 @@ def job_status(job: JobArg, devnet: Devnet = None, json_out: JsonOpt = False) ->
         table.add_row(
             p["address"],
             str(p.get("state")),
-            jobs.tokens(int(p["price"])) if p.get("price") is not None else "-",
+            format_tokens(int(p["price"])) if p.get("price") is not None else "-",
             str(p.get("result_cid")),
             str(p.get("outcome")),
         )
@@ -484,13 +484,13 @@ def job_explain(job: JobArg, devnet: Devnet = None, json_out: JsonOpt = False) -
             bills.add_row(
                 str(s["seat"]),
                 s["address"],
-                jobs.tokens(int(s["price"])),
-                jobs.tokens(int(s["rate_per_hour"])),
+                format_tokens(int(s["price"])),
+                format_tokens(int(s["rate_per_hour"])),
                 _ms(s.get("runtime_ms")),
                 _ms(s.get("billed_ms")),
-                jobs.tokens(int(s["pay"])) if s.get("pay") is not None else "-",
+                format_tokens(int(s["pay"])) if s.get("pay") is not None else "-",
                 (s.get("outcome") or "-")
-                + (f" (burned {jobs.tokens(int(s['slashed']))})" if s.get("slashed") else ""),
+                + (f" (burned {format_tokens(int(s['slashed']))})" if s.get("slashed") else ""),
             )
         out.print(bills)
     for d in data.get("declines") or []:

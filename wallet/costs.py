@@ -22,11 +22,10 @@ from contracts.chain import Web3Chain
 from contracts.models import ChainEvent
 from contracts.rules import unpack_paid_and_billed
 from protocol.errors import GpuMarketError
-from protocol.ids import JobId, job_id_hex, parse_address
+from protocol.ids import JobId, format_tokens, job_id_hex, parse_address
 from protocol.units import parse_duration
 from wallet import records
 from wallet.coordinator import CoordinatorClient, CoordinatorError
-from wallet.jobs import tokens
 from wallet.settings import WalletSettings
 
 COST_EVENTS = (
@@ -116,15 +115,15 @@ def eth(wei: int) -> str:
 
 def amount(value: int | None) -> str:
     """A token amount with its unit, or "-"."""
-    return "-" if value is None else f"{tokens(value)} tokens"
+    return "-" if value is None else f"{format_tokens(value)} tokens"
 
 
 def cost_cell(cost: JobCost) -> str:
     """``job list``'s cost column: spent once decided, else what is escrowed."""
     spent = cost.spent
     if spent is not None:
-        return f"{tokens(spent)} spent"
-    return "-" if cost.escrow is None else f"{tokens(cost.escrow)} escrowed"
+        return f"{format_tokens(spent)} spent"
+    return "-" if cost.escrow is None else f"{format_tokens(cost.escrow)} escrowed"
 
 
 def cost_from_events(job_id: str, events: Iterable[ChainEvent]) -> JobCost:

@@ -22,7 +22,7 @@ from protocol import lifecycle
 from protocol.errors import GpuMarketError
 from protocol.failure_output import failure_class_of
 from protocol.identity import Identity
-from protocol.ids import Address, Cid, JobId, Wei, from_wei, parse_address, to_wei
+from protocol.ids import Address, Cid, JobId, Wei, format_tokens, parse_address, to_wei
 from protocol.ipfs import KuboContentStore, result_digest
 from protocol.spec import JobSpec, Price
 from protocol.spec_io import canonical_spec, check_local_inputs, load_spec
@@ -39,17 +39,12 @@ Progress = Callable[[str, int, int], None]
 """``progress(what, done_bytes, total_bytes)``."""
 
 
-def tokens(amount: int) -> str:
-    """A token amount for people: ``7.6``, not ``7.600000``."""
-    return f"{from_wei(amount).normalize():f}"
-
-
 class InsufficientFunds(GpuMarketError):
     def __init__(self, address: str, needed: int, have: int) -> None:
         self.needed, self.have = needed, have
         super().__init__(
-            f"{address} holds {tokens(have)} tokens but the job escrows {tokens(needed)}: "
-            f"{tokens(needed - have)} missing"
+            f"{address} holds {format_tokens(have)} tokens but the job escrows "
+            f"{format_tokens(needed)}: {format_tokens(needed - have)} missing"
         )
 
 
@@ -184,7 +179,7 @@ def submit(
     spec = load_spec(spec_path)
     if price_cap is not None:
         # Price reads token amounts ("2.5"), not units: validated like the spec's own.
-        price = Price.model_validate({"max_per_provider": tokens(price_cap)})
+        price = Price.model_validate({"max_per_provider": format_tokens(price_cap)})
         spec = spec.model_copy(update={"price": price})
     local = check_local_inputs(spec, spec_path.parent)
     chain = chain_for(settings, identity)

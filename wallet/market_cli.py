@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from protocol.errors import GpuMarketError
+from protocol.ids import format_tokens
 from wallet import costs, dashboard, jobs, keys, market, quotes
 from wallet.cli import (
     AccountOpt,
@@ -80,8 +81,8 @@ def market_providers(
             f"{r['gpu_count']} x {r['gpu_model']}",
             market.tflops(r),
             market.gib(int(r["memory_bytes"])),
-            f"{jobs.tokens(int(r['price_per_gpu_hour']))} tokens",
-            f"{jobs.tokens(int(r['price_per_cpu_hour']))} tokens",
+            f"{format_tokens(int(r['price_per_gpu_hour']))} tokens",
+            f"{format_tokens(int(r['price_per_cpu_hour']))} tokens",
             f"{r['reputation']:.3f}",
             str(r["free_slots"]),
             market.software(r),

@@ -270,5 +270,3 @@ def _move_back(moved: list[tuple[Path, Path]]) -> None:
             _rename(target, original)
     except OSError as exc:
         raise SandboxError(f"cannot move the job's inputs back from its sandbox: {exc}") from exc
-
-

@@ -19,3 +19,15 @@ def test_text_and_lists_become_checksummed_tuples() -> None:
 def test_a_bad_entry_is_named_with_what_to_give() -> None:
     with pytest.raises(ValueError, match=r"not an address: '0x12'.*comma-separated 0x"):
         parse_address_list(f"{A},0x12")
+
+
+def test_token_amounts_read_without_trailing_zeros() -> None:
+    from decimal import Decimal
+
+    from protocol.ids import format_tokens
+
+    assert format_tokens(7_600_000) == "7.6"
+    assert format_tokens(80_000_000) == "80"
+    assert format_tokens(1) == "0.000001"
+    assert format_tokens(0) == "0"
+    assert format_tokens(Decimal("1500000.6")) == "1.500001"  # a rate: whole base units

@@ -10,7 +10,7 @@ import pytest
 from contracts.models import ChainEvent, escrow_of
 from contracts.rules import pack_paid_and_billed, pay_for
 from protocol.errors import GpuMarketError
-from protocol.ids import parse_job_id
+from protocol.ids import format_tokens, parse_job_id
 from wallet import costs, records
 from wallet.quotes import SEATS, Funds, NoQuote, QuoteResult, auto_cap
 from wallet.settings import WalletSettings
@@ -70,13 +70,13 @@ def test_a_settled_job_costs_pay_plus_fee_and_the_rest_is_refunded() -> None:
     data = cost.to_json()
     assert data["paid"] == str(sum(pays)) and data["seats"][1]["paid"] == "2800"
     assert data["units"]["tokens"].startswith("token units")
-    assert costs.cost_cell(cost) == f"{costs.tokens(sum(pays) + FEE)} spent"
+    assert costs.cost_cell(cost) == f"{format_tokens(sum(pays) + FEE)} spent"
 
 
 def test_a_cancelled_job_refunds_everything_and_an_open_one_holds_its_escrow() -> None:
     open_job = costs.cost_from_events(JOB, [created(1)])
     assert open_job.refund is None and open_job.spent is None and open_job.state == "open"
-    assert costs.cost_cell(open_job) == f"{costs.tokens(escrow_of(1, CAP, FEE))} escrowed"
+    assert costs.cost_cell(open_job) == f"{format_tokens(escrow_of(1, CAP, FEE))} escrowed"
     cancelled = costs.cost_from_events(
         JOB, [created(1), ev("JobCancelled", 12, 0, refund=escrow_of(1, CAP, FEE))]
     )
