@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.models import ChainEvent, CompareMode, JobRequest, JobTerms, Seat, Settlement
-from protocol.ids import Wei, parse_address
+from protocol.ids import JobId, Wei, parse_address
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
 
@@ -108,8 +108,10 @@ def seat_from_event(e: ChainEvent) -> tuple[int, Seat]:
 
 @dataclass(frozen=True)
 class CreatedJob:
-    """What a JobCreated event records: the terms, the spec and the block."""
+    """What a JobCreated event records: the job, its terms, the spec and the block (the one
+    decoder of that event)."""
 
+    job_id: JobId
     terms: JobTerms
     spec_digest: bytes
     spec_cid: str
@@ -133,4 +135,4 @@ class CreatedJob:
             settle_deadline=a["settleDeadline"],
         )
         cid = bytes(a["specCid"]).decode("utf-8", errors="replace")
-        return cls(terms, bytes(a["specDigest"]), cid, e.block_number)
+        return cls(JobId(bytes(a["jobId"])), terms, bytes(a["specDigest"]), cid, e.block_number)

@@ -623,7 +623,7 @@ class Web3Chain:
 
     def _remember(self, event: ChainEvent) -> CreatedJob:
         created = CreatedJob.from_event(event)
-        self._created[bytes(event.args["jobId"])] = created
+        self._created[created.job_id] = created
         return created
 
     def _seats_of(self, job_id: JobId, count: int) -> list[Seat]:

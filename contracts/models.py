@@ -324,6 +324,12 @@ class ChainEvent:
     tx_hash: str
     log_index: int
 
+    @property
+    def job_id(self) -> JobId | None:
+        """The job the event is about; None for an event that names no job."""
+        raw = self.args.get("jobId")
+        return None if raw is None else JobId(bytes(raw))
+
 
 @dataclass(frozen=True)
 class Receipt:

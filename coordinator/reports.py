@@ -20,7 +20,7 @@ from coordinator.store import AsyncStore, JobRecord, ProviderSlot, SeatFailure
 from protocol import eip712
 from protocol.errors import MessageError
 from protocol.identity import Identity
-from protocol.ids import Address, PeerId
+from protocol.ids import Address, JobId, PeerId, job_id_hex
 from protocol.lifecycle import SeatState
 from protocol.messages import (
     Ack,
@@ -89,7 +89,7 @@ class ReportHandler:
         return encode_signed(sign_message(ack, self.identity))
 
     async def _slot(self, job_id: bytes, provider: str) -> tuple[JobRecord, ProviderSlot]:
-        key = "0x" + job_id.hex()
+        key = job_id_hex(JobId(job_id))
         try:
             job = await self.store.get_job(key)
         except JobNotFound as exc:

@@ -135,10 +135,6 @@ class Settler:
             item.done.set()
 
 
-def _key(job_id: bytes) -> bytes:
-    return bytes(job_id)
-
-
 def reason_name(selector: bytes) -> str:
     """The custom error a ``SettlementSkipped`` reason selects (hex when unknown)."""
     try:
@@ -150,11 +146,11 @@ def reason_name(selector: bytes) -> str:
 
 def outcome_in(receipt: Receipt, settlement: Settlement) -> SettleResult:
     """What a mined settle/settleBatch did to one settlement: settled, or skipped and why."""
-    key = _key(settlement.job_id)
+    key = settlement.job_id
     for event in receipt.named("SettlementSkipped"):
-        if _key(event.args["jobId"]) == key:
+        if event.job_id == key:
             why = reason_name(event.args["reason"])
             return SettleResult(None, error=f"settlement skipped by the market: {why}")
-    settled = next((e for e in receipt.named("JobSettled") if _key(e.args["jobId"]) == key), None)
-    slashed = tuple(e for e in receipt.named("ProviderSlashed") if _key(e.args["jobId"]) == key)
+    settled = next((e for e in receipt.named("JobSettled") if e.job_id == key), None)
+    slashed = tuple(e for e in receipt.named("ProviderSlashed") if e.job_id == key)
     return SettleResult(receipt.tx_hash, settled=settled, slashed=slashed)

@@ -25,6 +25,7 @@ from typing import Any
 
 import trio
 
+from contracts.abi import CreatedJob
 from contracts.models import ChainEvent
 from coordinator.billing import record_settlement, record_slash
 from coordinator.chain_io import AsyncChain
@@ -35,7 +36,7 @@ from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot
 from coordinator.tasks import contained
 from protocol.eip712 import commit_hash, digest_to_cid
-from protocol.ids import JobId, parse_address
+from protocol.ids import JobId, job_id_hex, parse_address, parse_job_id
 from protocol.lifecycle import JobState, SeatState
 
 log = logging.getLogger(__name__)
@@ -77,25 +78,26 @@ COMMITTABLE = frozenset(
 
 
 def job_from_event(event: ChainEvent, clock: Callable[[], float] = time.time) -> JobRecord:
-    a = event.args
+    created = CreatedJob.from_event(event)
+    terms = created.terms
     now = clock()
     return JobRecord(
-        job_id="0x" + bytes(a["jobId"]).hex(),
+        job_id=job_id_hex(created.job_id),
         state=JobState.CREATED,
-        requester=parse_address(a["requester"]),
-        coordinator=parse_address(a["coordinator"]),
-        spec_cid=bytes(a["specCid"]).decode("ascii", "replace")[:128],
-        redundancy=int(a["redundancy"]),
-        mode=int(a["mode"]),
-        price_cap=int(a["priceCap"]),
-        fee=int(a["fee"]),
-        timeout_ms=int(a["timeoutMs"]),
-        assign_deadline=int(a["assignDeadline"]),
-        commit_window=int(a["commitWindow"]),
-        reveal_window=int(a["revealWindow"]),
-        spare_deadline=int(a["spareDeadline"]),
-        settle_deadline=int(a["settleDeadline"]),
-        created_block=event.block_number,
+        requester=terms.requester,
+        coordinator=terms.coordinator,
+        spec_cid=created.spec_cid[:128],
+        redundancy=terms.redundancy,
+        mode=int(terms.mode),
+        price_cap=terms.price_cap,
+        fee=terms.fee,
+        timeout_ms=terms.timeout_ms,
+        assign_deadline=terms.assign_deadline,
+        commit_window=terms.commit_window,
+        reveal_window=terms.reveal_window,
+        spare_deadline=terms.spare_deadline,
+        settle_deadline=terms.settle_deadline,
+        created_block=created.block,
         seed=new_seed(),
         created_at=now,
         updated_at=now,
@@ -126,7 +128,7 @@ class ChainWatcher:
         self.clock_offset: float | None = None
         """Chain time minus wall time, measured on the freshest block seen."""
         self._poke = trio.Event()
-        self._finalizing: set[tuple[str, bytes]] = set()
+        self._finalizing: set[tuple[str, JobId | None]] = set()
         self._read_up_to: deque[tuple[int, bytes]] = deque(maxlen=REMEMBERED_BLOCKS)
         """(number, hash) of the last block of each range read, oldest first."""
         self.reorgs = 0
@@ -169,9 +171,7 @@ class ChainWatcher:
             end = min(safe, start + MAX_RANGE - 1)
             events = await self.chain.get_events(start, end)
             # finalize emits JobSettled then JobFinalized in one transaction.
-            self._finalizing = {
-                (e.tx_hash, bytes(e.args["jobId"])) for e in events if e.name == "JobFinalized"
-            }
+            self._finalizing = {(e.tx_hash, e.job_id) for e in events if e.name == "JobFinalized"}
             for event in events:
                 for observe in self.observers:
                     observe(event)
@@ -231,8 +231,10 @@ class ChainWatcher:
                 )
             self.on_job(job.job_id)
             return 1
-        job_id = "0x" + bytes(event.args.get("jobId", b"")).hex()
-        seen = await self.store.find_job(job_id) if "jobId" in event.args else None
+        if event.job_id is None:
+            return 0
+        job_id = job_id_hex(event.job_id)
+        seen = await self.store.find_job(job_id)
         if seen is None:
             return 0
         handler = {
@@ -246,9 +248,7 @@ class ChainWatcher:
         if handler is not None:
             await handler(seen, event)
         wanted = CHAIN_DECISIONS.get(event.name)
-        if wanted is JobState.SETTLED and (event.tx_hash, bytes(event.args["jobId"])) in (
-            self._finalizing
-        ):
+        if wanted is JobState.SETTLED and (event.tx_hash, event.job_id) in self._finalizing:
             wanted = JobState.FINALIZED
         if wanted is not None and not seen.state.final:
             try:
@@ -344,7 +344,7 @@ class ChainWatcher:
         head = await self.chain.block_number()
         events = await self.chain.get_events(max(0, head - lookback), head)
         for event in events:
-            if event.name == "JobCreated" and "0x" + bytes(event.args["jobId"]).hex() == job_id:
+            if event.name == "JobCreated" and event.job_id == parse_job_id(job_id):
                 await self.apply(event)
                 return await self.store.find_job(job_id)
         return None

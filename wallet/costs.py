@@ -241,7 +241,8 @@ def chain_events(chain: Web3Chain, job_ids: Sequence[JobId]) -> dict[str, list[C
     ids = [job_id_hex(j) for j in job_ids]
     found: dict[str, list[ChainEvent]] = {i: [] for i in ids}
     for e in _logs(chain, [names, ids]):
-        found.setdefault("0x" + bytes(e.args["jobId"]).hex(), []).append(e)
+        if e.job_id is not None:
+            found.setdefault(job_id_hex(e.job_id), []).append(e)
     return found
 
 
@@ -361,7 +362,7 @@ def totals_since(settings: WalletSettings, requester: str, seconds: int) -> Tota
         if e.block_number not in stamps:
             block = chain._read(lambda n=e.block_number: chain.w3.eth.get_block(n))
             stamps[e.block_number] = int(block["timestamp"])
-    ids = [JobId(bytes(e.args["jobId"])) for e in created if stamps[e.block_number] >= since]
+    ids = [e.job_id for e in created if e.job_id is not None and stamps[e.block_number] >= since]
     totals = Totals(parse_address(requester), since)
     events = chain_events(chain, ids)
     for job_id in ids:

@@ -39,7 +39,7 @@ from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord
 from protocol.api_auth import verify_request
 from protocol.errors import MessageError
-from protocol.ids import parse_address, parse_job_id
+from protocol.ids import job_id_hex, parse_address, parse_job_id
 from protocol.lifecycle import JobState
 from protocol.spec_io import parse_spec
 
@@ -73,7 +73,7 @@ class ApiBackend(Protocol):
 
 
 def _job_key(job_id: str) -> str:
-    return "0x" + parse_job_id(job_id).hex()
+    return job_id_hex(parse_job_id(job_id))
 
 
 def create_app(backend: ApiBackend, *, stake_factor: int = DEFAULT_STAKE_FACTOR) -> FastAPI:
