@@ -1,6 +1,6 @@
 """What keeping the hourly history costs the coordinator, on its own code.
 
-Fills a real :class:`coordinator.book.ProviderBook` with N providers (GPU models, counts,
+Fills a real :class:`coordinator.matching.book.ProviderBook` with N providers (GPU models, counts,
 prices, half of them with a verified TFLOPS figure), then times, against a SQLite store in
 a temporary directory: one book sample (:meth:`HistoryRecorder.sample`, in memory, every
 ``COORDINATOR_HISTORY_SAMPLE_S``), writing the samples to the store (:meth:`flush`, every
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import trio
 
-from coordinator.book import ProviderBook
 from coordinator.history import HistoryConfig, HistoryRecorder
+from coordinator.matching.book import ProviderBook
 from coordinator.store import AsyncStore, Store
 from coordinator.store.history import DAY, HOUR, ProviderHour, day_of, hour_of
 from protocol.identity import Identity

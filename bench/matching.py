@@ -2,7 +2,7 @@
 
 Fills the coordinator's own book columns with N providers (GPU models, counts, memory,
 measured TFLOPS, prices, runtimes, fingerprints, operator groups, stakes, reputations and
-load all varied), then runs the real :class:`coordinator.matcher.Matcher` over a mix of
+load all varied), then runs the real :class:`coordinator.matching.matcher.Matcher` over a mix of
 job requirements, twice:
 
 * frozen: the book does not change while matching;
@@ -29,10 +29,10 @@ import time
 
 import numpy as np
 
-from coordinator.columns import DTYPE_INDEX, RUNTIME_BITS, Offer, ProviderColumns
 from coordinator.errors import NoCandidates
-from coordinator.matcher import Matcher
-from coordinator.requirements import Requirements
+from coordinator.matching.columns import DTYPE_INDEX, RUNTIME_BITS, Offer, ProviderColumns
+from coordinator.matching.matcher import Matcher
+from coordinator.matching.requirements import Requirements
 
 GPU_MODELS = [
     ("H100", 80, {"fp32": 51.0, "tf32": 400.0, "fp16": 700.0, "bf16": 700.0}),

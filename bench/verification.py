@@ -1,12 +1,13 @@
 """The economics of verification, measured on the real coordinator.
 
 A market simulator: the coordinator's own driver, seating and spot checks
-(``coordinator.seating``, ``proofs.policy.StakeAwarePolicy``), verdicts
-(``coordinator.verifier``), settlement (``coordinator.closing``/``settlement``), chain
-watcher and sqlite store run against the in-memory chain ``contracts.fake.FakeWorld``
-(the contract's rules) with scripted providers (``devnet.scripted_provider``) that sign
-everything for real (``devnet.harness``). Nothing below is a formula: every figure is read
-back from the chain's balances or the coordinator's store after the jobs ran.
+(``coordinator.lifecycle.seating``, ``proofs.policy.StakeAwarePolicy``), verdicts
+(``coordinator.verification.verifier``), settlement (``coordinator.lifecycle.closing``,
+``coordinator.chain.settlement``), chain watcher and sqlite store run against the
+in-memory chain ``contracts.fake.FakeWorld`` (the contract's rules) with scripted
+providers (``devnet.scripted_provider``) that sign everything for real (``devnet.harness``).
+Nothing below is a formula: every figure is read back from the chain's balances or the
+coordinator's store after the jobs ran.
 
 Per strategy, one provider follows it among honest providers of the same fingerprint
 (several operator groups, all staked, all established); a requester creates exact-compare
@@ -46,7 +47,7 @@ import trio
 
 from contracts.errors import ContractError
 from contracts.models import JobStatus
-from coordinator.driver import JobDriver
+from coordinator.lifecycle.driver import JobDriver
 from coordinator.store import JobRecord, ReputationRecord
 from devnet.harness import RATE, STAKE, Harness, harness, identity
 from devnet.scripted_provider import FakeProvider, JobPlan, Strategy

@@ -27,10 +27,9 @@ from typing import Any
 
 import trio
 
-from coordinator.book import ProviderBook
-from coordinator.columns import DTYPE_INDEX
+from coordinator.matching.book import ProviderBook
+from coordinator.matching.columns import DTYPE_INDEX
 from coordinator.metrics import HistoryMetrics
-from coordinator.reputation import recordable
 from coordinator.store import AsyncStore, EventRecord, JobRecord, ProviderSlot, SeatFailure
 from coordinator.store.history import (
     HOUR,
@@ -43,6 +42,7 @@ from coordinator.store.history import (
     merge,
 )
 from coordinator.tasks import contained
+from coordinator.verification.reputation import recordable
 from protocol.errors import GpuMarketError
 from protocol.ipfs.store import ContentStore
 from protocol.lifecycle import PHASE_OF_STATE, JobState, Outcome, Phase, SeatState

@@ -22,30 +22,30 @@ from contracts.chain import ChainClient, Web3Chain
 from contracts.deploy import connect
 from contracts.errors import JobNotFound as ContractJobNotFound
 from contracts.models import Deployment
-from coordinator.admission import Admission
 from coordinator.api import create_app
-from coordinator.assigning import Assigner
-from coordinator.book import ProviderBook
-from coordinator.chain_io import AsyncChain
-from coordinator.challenger import Challenger
-from coordinator.dispatcher import Dispatcher
-from coordinator.driver import DriverConfig, JobDriver
+from coordinator.chain.chain_io import AsyncChain
+from coordinator.chain.settlement import Settler
+from coordinator.chain.watcher import CURSOR, ChainWatcher
 from coordinator.errors import JobNotFound, NotOurJob, Unavailable
 from coordinator.history import HistoryConfig, HistoryRecorder
-from coordinator.matcher import Matcher
+from coordinator.lifecycle.assigning import Assigner
+from coordinator.lifecycle.driver import DriverConfig, JobDriver
+from coordinator.lifecycle.offers import Offerer
+from coordinator.lifecycle.runner import JobRunner
+from coordinator.matching.admission import Admission
+from coordinator.matching.book import ProviderBook
+from coordinator.matching.matcher import Matcher
 from coordinator.metrics import Metrics
-from coordinator.offers import Offerer
-from coordinator.reports import ReportHandler
-from coordinator.reputation import ReputationBook
-from coordinator.reputation_seed import TrustedHistory
-from coordinator.runner import JobRunner
 from coordinator.settings import CoordinatorSettings
-from coordinator.settlement import Settler
 from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord, Store
 from coordinator.tasks import contained
-from coordinator.transport import Libp2pTransport, PeerTransport
-from coordinator.watcher import CURSOR, ChainWatcher
+from coordinator.verification.challenger import Challenger
+from coordinator.verification.reputation import ReputationBook
+from coordinator.verification.reputation_seed import TrustedHistory
+from coordinator.wire.dispatcher import Dispatcher
+from coordinator.wire.reports import ReportHandler
+from coordinator.wire.transport import Libp2pTransport, PeerTransport
 from protocol.files import write_atomic
 from protocol.ids import JobId, parse_address
 from protocol.ipfs.kubo import KuboContentStore
@@ -265,7 +265,8 @@ class Coordinator:
     async def _trusted_history(self) -> TrustedHistory:
         """Trusted settlements, where providers without a stored reputation start: replayed
         up to the watcher's cursor, then followed with it. On an empty store (no cursor)
-        this coordinator's own settlements count too (see coordinator.reputation_seed)."""
+        this coordinator's own settlements count too (see
+        coordinator.verification.reputation_seed)."""
         s = self.settings
         cursor = await self.store.cursor(CURSOR)
         history = TrustedHistory(self.address, s.trusted_coordinators, count_own=cursor is None)

@@ -26,21 +26,21 @@ from multiformats import CID
 
 from contracts.fake import FakeChain, FakeWorld
 from contracts.models import CompareMode, JobRequest
-from coordinator.assigning import Assigner
-from coordinator.book import ProviderBook
-from coordinator.chain_io import AsyncChain
-from coordinator.config import DriverConfig
-from coordinator.dispatcher import Dispatcher
-from coordinator.driver import JobDriver
-from coordinator.matcher import Matcher
-from coordinator.offers import Offerer
-from coordinator.reports import ReportHandler
-from coordinator.reputation import ReputationBook
-from coordinator.settlement import Settler
+from coordinator.chain.chain_io import AsyncChain
+from coordinator.chain.settlement import Settler
+from coordinator.chain.watcher import ChainWatcher
+from coordinator.lifecycle.assigning import Assigner
+from coordinator.lifecycle.config import DriverConfig
+from coordinator.lifecycle.driver import JobDriver
+from coordinator.lifecycle.offers import Offerer
+from coordinator.matching.book import ProviderBook
+from coordinator.matching.matcher import Matcher
 from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot, Store
-from coordinator.transport import FakeTransport
-from coordinator.watcher import ChainWatcher
+from coordinator.verification.reputation import ReputationBook
+from coordinator.wire.dispatcher import Dispatcher
+from coordinator.wire.reports import ReportHandler
+from coordinator.wire.transport import FakeTransport
 from devnet.scripted_provider import FakeProvider
 from proofs.policy import StakeAwarePolicy, VerificationPolicy
 from protocol.identity import Identity

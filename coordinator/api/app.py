@@ -30,13 +30,13 @@ from coordinator.api.models import (
     SubmitJob,
 )
 from coordinator.api.quote import QUOTE_MAX_BYTES, Quote, QuoteRequest, quote
-from coordinator.book import ProviderBook
 from coordinator.errors import NotAuthorized
 from coordinator.history import phases
+from coordinator.matching.book import ProviderBook
 from coordinator.metrics import Metrics
-from coordinator.reputation import standing
 from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord
+from coordinator.verification.reputation import standing
 from protocol.api_auth import verify_request
 from protocol.errors import MessageError
 from protocol.ids import job_id_hex, parse_address, parse_job_id

@@ -23,7 +23,7 @@ from coordinator.errors import (
     PageNotFound,
     Unavailable,
 )
-from coordinator.reputation import UnknownProvider
+from coordinator.verification.reputation import UnknownProvider
 from protocol.errors import (
     ChainError,
     ContentError,

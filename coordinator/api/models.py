@@ -7,10 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from coordinator.book import BookEntry
-from coordinator.columns import DTYPE_INDEX, ProviderColumns
-from coordinator.reputation import Standing
+from coordinator.matching.book import BookEntry
+from coordinator.matching.columns import DTYPE_INDEX, ProviderColumns
 from coordinator.store import Decline, JobRecord, ProviderSlot
+from coordinator.verification.reputation import Standing
 from protocol.lifecycle import JobState
 
 

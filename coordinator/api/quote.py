@@ -1,7 +1,7 @@
 """``POST /quote``: what a spec would get if it were submitted now, as a dry run.
 
 The spec is validated by the same parser as a submitted job's, then matched against the
-live book by a throwaway :class:`~coordinator.matcher.Matcher` without exploration: nothing
+live book by a throwaway :class:`~coordinator.matching.matcher.Matcher` without exploration: nothing
 is reserved, nobody is offered a seat, and the book's columns are only read. Each
 redundancy choice (``auto`` = one primary, 2, 3) is matched as the job would be: first on
 free job slots ("now"), then allowing a queue at busy providers ("queued").
@@ -15,10 +15,10 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from coordinator.api.models import CandidateView
-from coordinator.columns import MAX_JOB_SLOTS, ProviderColumns
 from coordinator.errors import NoCandidates
-from coordinator.matcher import Match, Matcher
-from coordinator.requirements import Requirements, requirements_for
+from coordinator.matching.columns import MAX_JOB_SLOTS, ProviderColumns
+from coordinator.matching.matcher import Match, Matcher
+from coordinator.matching.requirements import Requirements, requirements_for
 from protocol.registry import MAX_SPEC_BYTES
 from protocol.spec import JobSpec
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from coordinator.columns import Offer
+from coordinator.matching.columns import Offer
 from coordinator.store import JobRecord
 from protocol.lifecycle import JobState
 

@@ -16,16 +16,16 @@ import trio
 
 import coordinator.service as service
 from contracts.fake import FakeWorld
-from coordinator.admission import Admission
-from coordinator.book import ProviderBook
-from coordinator.chain_io import AsyncChain
-from coordinator.challenger import Challenger
-from coordinator.reputation import ReputationBook
+from coordinator.chain.chain_io import AsyncChain
+from coordinator.chain.watcher import ChainWatcher
+from coordinator.matching.admission import Admission
+from coordinator.matching.book import ProviderBook
 from coordinator.service import Coordinator
 from coordinator.signals import Signals
 from coordinator.store import AsyncStore, Store
-from coordinator.transport import FakeTransport
-from coordinator.watcher import ChainWatcher
+from coordinator.verification.challenger import Challenger
+from coordinator.verification.reputation import ReputationBook
+from coordinator.wire.transport import FakeTransport
 from devnet.harness import identity
 from protocol.clock import ManualClock
 from protocol.errors import GpuMarketError

@@ -11,9 +11,9 @@ import pytest
 import trio
 
 from coordinator.api import create_app
-from coordinator.billing import record_settlement, record_slash
-from coordinator.book import ProviderBook
+from coordinator.chain.billing import record_settlement, record_slash
 from coordinator.errors import JobNotFound, NotOurJob
+from coordinator.matching.book import ProviderBook
 from coordinator.metrics import Metrics
 from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot, Store

@@ -13,9 +13,9 @@ import trio
 from eth_account import Account
 
 from contracts.models import JobStatus, Settlement
-from coordinator.book import ProviderBook
-from coordinator.challenger import Challenger
-from coordinator.settlement import Settler
+from coordinator.chain.settlement import Settler
+from coordinator.matching.book import ProviderBook
+from coordinator.verification.challenger import Challenger
 from protocol.identity import Identity
 from protocol.ids import JobId, PeerId, Wei
 from protocol.messages import (
@@ -118,7 +118,7 @@ async def test_garbage_answers_fail_the_challenge_and_the_challenger_goes_on() -
     for name in ("garbage", "crashing", "last"):
         challenger.enqueue(providers[name].address)
     logged = Recorder()
-    logger = logging.getLogger("coordinator.challenger")
+    logger = logging.getLogger("coordinator.verification.challenger")
     logger.addHandler(logged)
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:

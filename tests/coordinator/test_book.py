@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.book import ProviderBook
+from coordinator.matching.book import ProviderBook
 from protocol.clock import ManualClock
 from protocol.errors import MessageError, SignatureError
 from protocol.ids import PeerId

@@ -6,11 +6,11 @@ import dataclasses
 
 import pytest
 
-from coordinator.book import ProviderBook
-from coordinator.columns import Offer
 from coordinator.errors import NoCandidates
-from coordinator.matcher import Matcher
-from coordinator.requirements import Requirements
+from coordinator.matching.book import ProviderBook
+from coordinator.matching.columns import Offer
+from coordinator.matching.matcher import Matcher
+from coordinator.matching.requirements import Requirements
 from coordinator.store import ProviderSlot
 from protocol.lifecycle import SeatState
 

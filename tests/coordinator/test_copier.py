@@ -14,8 +14,8 @@ everything with its own real key and tries one scheme:
   signed Reveal, which does open that hash but names (and is signed by) the honest one.
 
 Each reveal is either answered to the coordinator's RevealRequest (``asked``: the
-dispatcher and :meth:`coordinator.closing.Closer.accept_reveal`) or pushed as a report
-(``reported``: :class:`coordinator.reports.ReportHandler`, then ``accept_reveal``). Either
+dispatcher and :meth:`coordinator.lifecycle.closing.Closer.accept_reveal`) or pushed as a report
+(``reported``: :class:`coordinator.wire.reports.ReportHandler`, then ``accept_reveal``). Either
 way the copier's seat never becomes REVEALED, the job settles with the honest result and
 pays the honest two, and the copier's signed commitment, never opened, is slashed as
 withheld: the coordinator waits for the reveal window to close before settling a job with

@@ -9,8 +9,8 @@ import pytest
 
 from contracts.errors import RpcError
 from contracts.models import JobStatus, Offer, Receipt
-from coordinator import closing
-from coordinator.settlement import SettleResult
+from coordinator.chain.settlement import SettleResult
+from coordinator.lifecycle import closing
 from coordinator.store import JobRecord
 from devnet.harness import harness
 from protocol.ids import JobId

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from coordinator.driver import every_provider_failed
+from coordinator.lifecycle.driver import every_provider_failed
 from coordinator.service import Coordinator
 from coordinator.store import ProviderSlot
 from devnet.anvil import AnvilNode

@@ -7,10 +7,15 @@ from typing import Any
 
 import pytest
 
-from coordinator.columns import ProviderColumns
 from coordinator.errors import NoCandidates
-from coordinator.matcher import Matcher, exact_price, seat_rate
-from coordinator.requirements import Requirements, parse_spec, requirements_for, tolerance_of
+from coordinator.matching.columns import ProviderColumns
+from coordinator.matching.matcher import Matcher, exact_price, seat_rate
+from coordinator.matching.requirements import (
+    Requirements,
+    parse_spec,
+    requirements_for,
+    tolerance_of,
+)
 from protocol.errors import SpecError
 from tests.coordinator.factories import UNIT, offer
 

@@ -11,11 +11,11 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from coordinator import columns as columns_module
-from coordinator.columns import DTYPE_INDEX, ProviderColumns
 from coordinator.errors import NoCandidates
-from coordinator.matcher import Matcher, PricePerTflop
-from coordinator.requirements import Requirements
+from coordinator.matching import columns as columns_module
+from coordinator.matching.columns import DTYPE_INDEX, ProviderColumns
+from coordinator.matching.matcher import Matcher, PricePerTflop
+from coordinator.matching.requirements import Requirements
 from tests.coordinator.factories import UNIT, offer
 
 FINGERPRINTS = ("A10/cuda12/torch2.13", "H100/cuda12/torch2.13", "cpu")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coordinator.outputs import tolerance_groups
+from coordinator.verification.outputs import tolerance_groups
 from protocol.ipfs.memory import MemoryContentStore
 
 

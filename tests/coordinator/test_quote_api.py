@@ -11,11 +11,11 @@ import pytest
 
 from coordinator.api import create_app
 from coordinator.api.quote import QUOTE_MAX_BYTES
-from coordinator.book import ProviderBook
 from coordinator.errors import JobNotFound
-from coordinator.matcher import exact_price, seat_rate
+from coordinator.matching.book import ProviderBook
+from coordinator.matching.matcher import exact_price, seat_rate
+from coordinator.matching.requirements import requirements_for
 from coordinator.metrics import Metrics
-from coordinator.requirements import requirements_for
 from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord, Store
 from protocol.identity import Identity

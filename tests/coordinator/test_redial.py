@@ -10,7 +10,7 @@ import pytest
 import trio
 from eth_account import Account
 
-from coordinator.transport import Libp2pTransport
+from coordinator.wire.transport import Libp2pTransport
 from protocol.errors import TransportError
 from protocol.ids import PeerId
 from protocol.p2p.host import open_host

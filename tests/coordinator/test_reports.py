@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.reports import NotAssigned, ReportHandler
 from coordinator.signals import Signals
 from coordinator.store import AsyncStore, ProviderSlot, Store
+from coordinator.wire.reports import NotAssigned, ReportHandler
 from protocol import eip712
 from protocol.errors import MessageError, SignatureError
 from protocol.identity import Identity

@@ -12,11 +12,11 @@ import httpx
 import pytest
 
 from coordinator.api import create_app
-from coordinator.book import ProviderBook
+from coordinator.matching.book import ProviderBook
 from coordinator.metrics import Metrics
-from coordinator.reputation import ReputationBook
 from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord, ReputationRecord, SeatFailure
+from coordinator.verification.reputation import ReputationBook
 from devnet.harness import Harness, harness
 from proofs.reputation import ReputationParams, Verified
 from protocol.lifecycle import JobState, Outcome, SeatState
@@ -232,7 +232,7 @@ async def test_the_standing_endpoint_shows_what_was_counted(tmp_path: Path) -> N
 
 
 def test_every_verified_kind_has_a_counter() -> None:
-    from coordinator.reputation import COUNTS
+    from coordinator.verification.reputation import COUNTS
 
     assert set(COUNTS) == set(Verified)
     assert set(COUNTS.values()) <= set(ReputationRecord.__dataclass_fields__)

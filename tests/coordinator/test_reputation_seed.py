@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 
 from contracts.models import ChainEvent
-from coordinator import reputation_seed
-from coordinator.chain_io import AsyncChain
-from coordinator.reputation import ReputationBook
-from coordinator.reputation_seed import TrustedHistory
+from coordinator.chain.chain_io import AsyncChain
+from coordinator.chain.watcher import ChainWatcher
 from coordinator.service import Coordinator
 from coordinator.signals import Signals
 from coordinator.store import AsyncStore, ReputationRecord, Store
-from coordinator.watcher import ChainWatcher
+from coordinator.verification import reputation_seed
+from coordinator.verification.reputation import ReputationBook
+from coordinator.verification.reputation_seed import TrustedHistory
 from devnet.harness import Harness, harness, identity
 from proofs.reputation import ReputationParams
 from protocol.lifecycle import JobState

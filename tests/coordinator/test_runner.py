@@ -9,8 +9,8 @@ from typing import Any, cast
 import pytest
 import trio
 
-from coordinator.driver import JobDriver
-from coordinator.runner import JobRunner
+from coordinator.lifecycle.driver import JobDriver
+from coordinator.lifecycle.runner import JobRunner
 from coordinator.signals import Signals
 from protocol.errors import ChainError, ContentError, leaves
 
@@ -43,7 +43,7 @@ def lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, bool]]:
 async def test_expected_errors_in_a_group_are_one_warning_not_a_crash(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="coordinator.runner")
+    caplog.set_level(logging.WARNING, logger="coordinator.lifecycle.runner")
     nested = ExceptionGroup(
         "seats", [ChainError("node unreachable"), ExceptionGroup("inner", [ContentError("gone")])]
     )
@@ -60,7 +60,7 @@ async def test_expected_errors_in_a_group_are_one_warning_not_a_crash(
 async def test_a_bug_is_logged_as_a_crash_with_its_traceback_and_retried(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="coordinator.runner")
+    caplog.set_level(logging.WARNING, logger="coordinator.lifecycle.runner")
     mixed = ExceptionGroup("seats", [ChainError("late"), KeyError("seat")])
     driver = Steps(RuntimeError("bug"), mixed)
     await run(driver)

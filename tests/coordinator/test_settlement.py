@@ -8,7 +8,7 @@ import trio
 from eth_utils import keccak
 
 from contracts.models import ChainEvent, JobStatus, Receipt, Settlement
-from coordinator.settlement import Settler
+from coordinator.chain.settlement import Settler
 from protocol.ids import JobId
 
 SKIPPED = JobId(b"\x01" * 32)

@@ -8,7 +8,7 @@ import hashlib
 
 from contracts.models import CompareMode, EntryKind, JobTerms
 from coordinator.store import ProviderSlot
-from coordinator.verifier import VerdictKind, decide
+from coordinator.verification.verifier import VerdictKind, decide
 from protocol import eip712
 from protocol.identity import Identity
 from protocol.ids import Address, JobId, Wei

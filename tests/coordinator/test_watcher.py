@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from contracts.models import Settlement, SignedEntry
-from coordinator.watcher import ChainWatcher
+from coordinator.chain.watcher import ChainWatcher
 from devnet.harness import harness
 from protocol.ids import JobId
 from protocol.lifecycle import JobState, SeatState

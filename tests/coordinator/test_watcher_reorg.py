@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from contracts import sender as sender_module
-from coordinator.chain_io import AsyncChain
+from coordinator.chain.chain_io import AsyncChain
+from coordinator.chain.watcher import ChainWatcher
 from coordinator.signals import Signals
 from coordinator.store import AsyncStore, Store
-from coordinator.watcher import ChainWatcher
 from devnet.anvil import start_anvil
 from protocol.lifecycle import JobState
 from tests.contracts.harness import FEE, deploy_real, real_market

@@ -19,7 +19,7 @@ from typer.testing import CliRunner, Result
 
 from contracts.models import ProviderInfo
 from coordinator.api import create_app
-from coordinator.book import ProviderBook
+from coordinator.matching.book import ProviderBook
 from coordinator.metrics import Metrics
 from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord, ReputationRecord, Store

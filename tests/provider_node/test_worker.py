@@ -342,7 +342,6 @@ async def test_a_crash_in_a_restart_task_is_contained(
     harness.jobs.save(record.model_copy(update={"phase": Phase.COMPUTED}))
     second = await harness.assignment(GOOD_JOB)
     async with harness.server() as restarted:
-
         real = restarted.worker.send_commitment
 
         async def broken(record: Any, reporter: Any) -> Any:

@@ -7,9 +7,9 @@ failed before anyone committed. Every step persists what it decided before the s
 it causes, and every side effect checks the chain first, so a step can be repeated after a
 crash or restart and does each thing exactly once.
 
-Each phase has its module: :mod:`coordinator.matching` (created, matching: first look,
-match, offer, assign), :mod:`coordinator.seating` (assigned, running, disputed: deliver,
-notice failures, replace, spot-check, tie-break) and :mod:`coordinator.closing`
+Each phase has its module: :mod:`coordinator.lifecycle.opening` (created, matching: first look,
+match, offer, assign), :mod:`coordinator.lifecycle.seating` (assigned, running, disputed: deliver,
+notice failures, replace, spot-check, tie-break) and :mod:`coordinator.lifecycle.closing`
 (committed, revealing: reveals, the verdict, settlement, abort). Seats are added under the
 contract's rules: the first ones until the assign deadline, replacements, a spot-checker and
 a tie-breaker while ``now <= spareDeadline`` and ``now <= revealOpen`` of the seats already
@@ -24,21 +24,21 @@ from collections.abc import Callable
 
 import trio
 
-from coordinator.assigning import Assigner
-from coordinator.book import ProviderBook
-from coordinator.chain_io import AsyncChain
-from coordinator.closing import Closer
-from coordinator.config import DriverConfig
-from coordinator.dispatcher import Dispatcher
+from coordinator.chain.chain_io import AsyncChain
+from coordinator.chain.settlement import Settler
 from coordinator.errors import InvalidTransition
 from coordinator.history import HistoryRecorder
-from coordinator.matching import Matching
-from coordinator.offers import job_key, target_of
-from coordinator.reputation import ReputationBook
-from coordinator.seating import Seating, every_provider_failed
-from coordinator.settlement import Settler
+from coordinator.lifecycle.assigning import Assigner
+from coordinator.lifecycle.closing import Closer
+from coordinator.lifecycle.config import DriverConfig
+from coordinator.lifecycle.offers import job_key, target_of
+from coordinator.lifecycle.opening import Matching
+from coordinator.lifecycle.seating import Seating, every_provider_failed
+from coordinator.matching.book import ProviderBook
 from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot
+from coordinator.verification.reputation import ReputationBook
+from coordinator.wire.dispatcher import Dispatcher
 from protocol import eip712
 from protocol.identity import Identity
 from protocol.ipfs.store import ContentStore

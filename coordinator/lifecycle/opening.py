@@ -14,14 +14,14 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from contracts.models import JobStatus
-from coordinator.offers import job_key
-from coordinator.requirements import requirements_for
+from coordinator.lifecycle.offers import job_key
+from coordinator.matching.requirements import requirements_for
 from coordinator.store import JobRecord
 from protocol.errors import ContentError, MatchError, SpecError
 from protocol.lifecycle import JobState
 
 if TYPE_CHECKING:
-    from coordinator.driver import JobDriver
+    from coordinator.lifecycle.driver import JobDriver
 
 log = logging.getLogger(__name__)
 

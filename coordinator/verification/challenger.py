@@ -21,9 +21,9 @@ from typing import cast
 
 import trio
 
-from coordinator.book import ProviderBook
+from coordinator.matching.book import ProviderBook
 from coordinator.tasks import contained
-from coordinator.transport import PeerTransport
+from coordinator.wire.transport import PeerTransport
 from proofs import challenge as proof
 from proofs.challenge_check import TimingTerms, judge, pick_rows
 from proofs.merkle import MerkleProof

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import trio
 
 from contracts.models import ChainEvent
-from coordinator.chain_io import AsyncChain
+from coordinator.chain.chain_io import AsyncChain
 from coordinator.tasks import contained
 from protocol.errors import MessageError
 from protocol.ids import Address, parse_address

@@ -23,7 +23,8 @@ counted once the chain decides it (finalized or reclaimed): a seat may still rev
 **Seeding.** This coordinator's own stored rows are the primary source and are never
 rebuilt. A provider without a row starts from the settlements of trusted coordinators
 (this one and ``COORDINATOR_TRUSTED_COORDINATORS``), replayed from the chain's
-``JobSettled`` and ``ProviderSlashed`` events (:mod:`coordinator.reputation_seed`), capped
+``JobSettled`` and ``ProviderSlashed`` events
+(:mod:`coordinator.verification.reputation_seed`), capped
 like any undated evidence; never from the registry's lifetime counters, which any
 self-dealing coordinator can farm.
 """
@@ -34,8 +35,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from coordinator.book import ProviderBook
 from coordinator.errors import CoordinatorError
+from coordinator.matching.book import ProviderBook
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot, ReputationRecord, SeatFailure
 from proofs.policy import ProviderStanding
 from proofs.reputation import Reputation, ReputationParams, Verified
@@ -61,7 +62,7 @@ class UnknownProvider(CoordinatorError):
 
 
 class SeedSource(Protocol):
-    """Trusted settlements per provider (see :mod:`coordinator.reputation_seed`)."""
+    """Trusted settlements per provider (see :mod:`coordinator.verification.reputation_seed`)."""
 
     def counts(self, address: str) -> tuple[int, int]:
         """(successes, slashes) of ``address`` in trusted coordinators' settled jobs."""

@@ -15,7 +15,7 @@ a settlement built here never reverts on chain:
 
 For ``exact`` jobs equal result digests agree and every other vote and every withheld seat
 is slashed; for ``tolerance`` jobs the caller groups results numerically
-(:func:`coordinator.outputs.tolerance_groups`) and nobody is slashed.
+(:func:`coordinator.verification.outputs.tolerance_groups`) and nobody is slashed.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from contracts.models import JobTerms, Settlement, SignedEntry
-from coordinator.billing import Bill, bills
+from coordinator.chain.billing import Bill, bills
 from coordinator.store import ProviderSlot
 from protocol.eip712 import Signature, cid_to_result_digest, digest_to_cid
 from protocol.ids import JobId

@@ -2,7 +2,7 @@
 idempotently.
 
 The plan (slots in state ``offered`` plus the match's explanation) is persisted first; each
-planned seat is then offered to its provider (:mod:`coordinator.offers`), and once every
+planned seat is then offered to its provider (:mod:`coordinator.lifecycle.offers`), and once every
 seat waiting to go on chain holds a valid consent the ``assign`` transaction is sent with
 those offers. Before sending, the chain's seats are read: seats that already landed (the
 receipt was lost, or the coordinator restarted) are adopted instead of sent twice. The same
@@ -10,7 +10,7 @@ path appends replacements, tie-breakers and spot-checkers to a job's seats (the 
 allows up to ``redundancy + 2`` seats, appended in order). A seat given back (its provider
 declined) leaves a gap that the next plan fills, so seat indices stay contiguous.
 
-Planning holds the chosen providers' job slots (:mod:`coordinator.capacity`) under one
+Planning holds the chosen providers' job slots (:mod:`coordinator.matching.capacity`) under one
 lock across jobs, so concurrent jobs never plan onto the same last free slot. New jobs
 that find no capacity wait in ``created``, in the order they were created: whenever a
 slot frees up, the oldest waiting jobs are matched first (:meth:`Assigner.admit`).
@@ -27,12 +27,12 @@ import trio
 
 from contracts.errors import ContractError
 from contracts.models import Offer, Seat
-from coordinator.book import ProviderBook
-from coordinator.chain_io import AsyncChain
+from coordinator.chain.chain_io import AsyncChain
 from coordinator.errors import NoCandidates
-from coordinator.matcher import Match, Matcher
-from coordinator.offers import Offerer, job_key
-from coordinator.requirements import Requirements
+from coordinator.lifecycle.offers import Offerer, job_key
+from coordinator.matching.book import ProviderBook
+from coordinator.matching.matcher import Match, Matcher
+from coordinator.matching.requirements import Requirements
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot
 from protocol.eip712 import Signature
 from protocol.ids import Address, Wei, parse_address

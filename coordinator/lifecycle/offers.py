@@ -24,11 +24,11 @@ from collections.abc import Callable, Sequence
 import trio
 
 from contracts.models import JobTerms
-from coordinator.book import ProviderBook
-from coordinator.chain_io import AsyncChain
-from coordinator.dispatcher import Dispatcher, Refusal, Target
+from coordinator.chain.chain_io import AsyncChain
+from coordinator.matching.book import ProviderBook
 from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot
+from coordinator.wire.dispatcher import Dispatcher, Refusal, Target
 from protocol import eip712
 from protocol.errors import GpuMarketError
 from protocol.identity import Identity

@@ -3,7 +3,7 @@
 A job holds a slot at each provider from the moment it is planned there (before the
 ``assign`` transaction) until that provider is done with it: committed, failed, replaced,
 or the job ended. The matcher counts the held slots against the capacity the provider's
-adverts report (:meth:`coordinator.columns.ProviderColumns.free_jobs`), so two jobs
+adverts report (:meth:`coordinator.matching.columns.ProviderColumns.free_jobs`), so two jobs
 planned one after the other never both pick the last free slot. Holdings are rebuilt from
 the store after a restart (:meth:`CapacityLedger.sync` for every open job).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from coordinator.columns import ProviderColumns
+from coordinator.matching.columns import ProviderColumns
 from coordinator.store import ProviderSlot
 from protocol.lifecycle import SeatState
 

@@ -12,7 +12,7 @@ import logging
 
 import trio
 
-from coordinator.driver import JobDriver
+from coordinator.lifecycle.driver import JobDriver
 from coordinator.signals import Signals
 from protocol.errors import GpuMarketError, leaves
 

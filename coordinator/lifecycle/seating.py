@@ -4,7 +4,7 @@ Seats beyond the first ones (a replacement for a provider that failed before com
 a spot-checker behind a lone primary, a tie-breaker after a split) are added under the
 contract's rule: while ``now <= spareDeadline`` and ``now <= revealOpen`` of the seats
 already there (no seat can join once reveals may be published), up to ``redundancy + 2``
-seats in all. Each new seat gets its provider's consent first (:mod:`coordinator.offers`).
+seats in all. Each new seat gets its provider's consent first (:mod:`coordinator.lifecycle.offers`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from coordinator.book import fingerprint_key
-from coordinator.offers import job_key, target_of
-from coordinator.requirements import Requirements, requirements_for
+from coordinator.lifecycle.offers import job_key, target_of
+from coordinator.matching.book import fingerprint_key
+from coordinator.matching.requirements import Requirements, requirements_for
 from coordinator.store import JobRecord, ProviderSlot, SeatFailure
 from proofs.policy import JobTerms as PolicyTerms
 from protocol.errors import MatchError
@@ -27,7 +27,7 @@ from protocol.lifecycle import JobState, SeatState
 from protocol.messages import Assignment
 
 if TYPE_CHECKING:
-    from coordinator.driver import JobDriver
+    from coordinator.lifecycle.driver import JobDriver
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Matching: filter the book, score what is left, pick r distinct operators, explain why.
 
-Filtering and scoring run over the book's columns (:mod:`coordinator.columns`) in numpy.
+Filtering and scoring run over the book's columns (:mod:`coordinator.matching.columns`) in numpy.
 The book is live (adverts, stakes, reputations and reservations change between matches), so
 scores are kept per slot and only the slots the book reports as changed are scored again;
 no global order is kept: a match filters every slot, then partially sorts the eligible ones
@@ -21,9 +21,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from coordinator.columns import DTYPE_INDEX, RUNTIME_BITS, ProviderColumns
 from coordinator.errors import NoCandidates
-from coordinator.requirements import Requirements
+from coordinator.matching.columns import DTYPE_INDEX, RUNTIME_BITS, ProviderColumns
+from coordinator.matching.requirements import Requirements
 from protocol.packages import unmet
 
 EXPLAIN_LOSERS = 12

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator.capacity import CapacityLedger
-from coordinator.columns import DTYPE_INDEX, Offer, ProviderColumns
+from coordinator.matching.capacity import CapacityLedger
+from coordinator.matching.columns import DTYPE_INDEX, Offer, ProviderColumns
 from protocol.errors import MessageError, SignatureError
 from protocol.ids import PeerId
 from protocol.messages import Advert

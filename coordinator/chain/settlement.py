@@ -18,7 +18,7 @@ import trio
 
 from contracts.errors import error_table
 from contracts.models import MAX_BATCH, ChainEvent, JobStatus, Receipt, Settlement
-from coordinator.chain_io import AsyncChain
+from coordinator.chain.chain_io import AsyncChain
 from protocol.errors import ChainError
 
 log = logging.getLogger(__name__)

@@ -3,10 +3,11 @@
 Once every seat committed (or failed), each committed provider is asked for its reveal; a
 reveal is kept only when its signature is the provider's and it opens the seat's
 commitment (off chain, or the one it made on chain). The verdict
-(:func:`coordinator.verifier.decide`) is computed over what the chain will count, including
+(:func:`coordinator.verification.verifier.decide`) is computed over what the chain will
+count, including
 reveals posted on chain (read back from the chain once reveals may be published), and the
 settlement goes out only when it is valid now. What the chain paid comes back from the
-``JobSettled`` event (:mod:`coordinator.billing`).
+``JobSettled`` event (:mod:`coordinator.chain.billing`).
 """
 
 from __future__ import annotations
@@ -19,22 +20,22 @@ import trio
 
 from contracts.errors import ContractError
 from contracts.models import JobStatus, JobTerms
-from coordinator.billing import record_settlement, record_slash, unpack
-from coordinator.dispatcher import Refusal
-from coordinator.offers import job_key, target_of
-from coordinator.outputs import tolerance_groups
-from coordinator.reputation import ReputationBook
-from coordinator.requirements import tolerance_of
-from coordinator.settlement import Settler
+from coordinator.chain.billing import record_settlement, record_slash, unpack
+from coordinator.chain.settlement import Settler
+from coordinator.lifecycle.offers import job_key, target_of
+from coordinator.matching.requirements import tolerance_of
 from coordinator.store import JobRecord, ProviderSlot
-from coordinator.verifier import Verdict, VerdictKind, decide, tally
+from coordinator.verification.outputs import tolerance_groups
+from coordinator.verification.reputation import ReputationBook
+from coordinator.verification.verifier import Verdict, VerdictKind, decide, tally
+from coordinator.wire.dispatcher import Refusal
 from protocol.errors import ContentError, GpuMarketError
 from protocol.ids import parse_address
 from protocol.lifecycle import JobState, SeatState
 from protocol.messages import Reveal
 
 if TYPE_CHECKING:
-    from coordinator.driver import JobDriver
+    from coordinator.lifecycle.driver import JobDriver
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +298,8 @@ class Closer:
 
     async def _record_reputation(self, job: JobRecord) -> None:
         """Count every seat's outcome now that the job settled (each seat once ever, whoever
-        counts first: this step, a later one, or a restart; see coordinator.reputation)."""
+        counts first: this step, a later one, or a restart; see
+        coordinator.verification.reputation)."""
         fresh = await self.d.store.get_job(job.job_id)
         await self.reputation.record_job(self.d.store, self.d.book, fresh)
 

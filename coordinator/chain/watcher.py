@@ -27,11 +27,11 @@ import trio
 
 from contracts.abi import CreatedJob
 from contracts.models import ChainEvent
-from coordinator.billing import record_settlement, record_slash
-from coordinator.chain_io import AsyncChain
-from coordinator.driver import new_seed
+from coordinator.chain.billing import record_settlement, record_slash
+from coordinator.chain.chain_io import AsyncChain
+from coordinator.chain.settlement import reason_name
 from coordinator.errors import InvalidTransition
-from coordinator.settlement import reason_name
+from coordinator.lifecycle.driver import new_seed
 from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot
 from coordinator.tasks import contained

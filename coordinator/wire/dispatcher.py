@@ -14,7 +14,7 @@ from typing import cast
 
 import trio
 
-from coordinator.transport import PeerTransport
+from coordinator.wire.transport import PeerTransport
 from protocol.errors import GpuMarketError, MessageError, TransportError
 from protocol.identity import Identity
 from protocol.ids import Address, JobId, PeerId

@@ -11,7 +11,7 @@ coordinator can farm them by settling jobs with itself.
 ranges of at most ``MAX_RANGE`` blocks; afterwards :meth:`TrustedHistory.observe` follows
 the watcher's reads. This coordinator's own jobs are counted here only while it rebuilds
 from an empty store (``count_own``): otherwise their seats are counted from the store's
-own rows (:mod:`coordinator.reputation`), and counting them here too would count twice.
+own rows (:mod:`coordinator.verification.reputation`), and counting them here too would count twice.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from contracts.models import ChainEvent
-from coordinator.chain_io import AsyncChain
-from coordinator.watcher import MAX_RANGE
+from coordinator.chain.chain_io import AsyncChain
+from coordinator.chain.watcher import MAX_RANGE
 from protocol.ids import parse_address
 
 ENDED = frozenset({"JobReclaimed", "JobCancelled", "JobAborted"})
