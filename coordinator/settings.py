@@ -2,7 +2,8 @@
 
 Create it once (:func:`load_settings`) and pass it down; CLI flags arrive as keyword
 overrides. A missing or invalid setting raises :class:`protocol.errors.ConfigError` naming
-the environment variable to set. The key comes from ``COORDINATOR_KEYSTORE`` with
+the environment variable to set (the shared part: :class:`contracts.settings.ChainSettings`).
+The key comes from ``COORDINATOR_KEYSTORE`` with
 ``COORDINATOR_PASSWORD_FILE`` (or ``COORDINATOR_PASSWORD``); in-process tests may pass
 ``COORDINATOR_PRIVATE_KEY`` instead.
 """
@@ -10,59 +11,38 @@ the environment variable to set. The key comes from ``COORDINATOR_KEYSTORE`` wit
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from contracts.network import apply_profile, send_policy_for
-from contracts.sender import SendPolicy
-from protocol.errors import ConfigError, MessageError
-from protocol.identity import Identity, load_keystore, read_password_file
-from protocol.ids import Address, parse_address, parse_address_list
+from contracts.settings import ChainSettings
+from protocol.errors import ConfigError
+from protocol.identity import Identity, load_keystore
+from protocol.ids import Address, parse_address_list
 
 ENV_PREFIX = "COORDINATOR_"
 READY_FILE = "coordinator.json"
-PROFILE_FIELDS = {
-    "rpc_url": "rpc_url",
-    "chain_id": "chain_id",
-    "market_address": "market",
-    "registry_address": "registry_address",
-    "token_address": "token",
-    "start_block": "start_block",
-    "reorg_margin": "reorg_margin",
-    "ipfs_api": "ipfs_api",
-}
-"""Settings a network profile fills (settings field: profile attribute)."""
 
 
-class CoordinatorSettings(BaseSettings):
+class CoordinatorSettings(ChainSettings):
     """Everything a coordinator needs to start; see the module docstring."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+    PROFILE_FIELDS: ClassVar[dict[str, str]] = {
+        **ChainSettings.PROFILE_FIELDS,
+        "start_block": "start_block",
+        "reorg_margin": "reorg_margin",
+    }
+    WHAT: ClassVar[str] = "coordinator settings"
 
-    network: str | None = None
-    """A network profile (``contracts/network.py``) that fills the chain settings left
-    unset: RPC URL, chain id, addresses, start block, reorg margin, fee caps."""
-    networks_file: Path | None = None
-    rpc_url: str
-    chain_id: int | None = Field(default=None, gt=0)
-    """The chain id the RPC must serve (unset: whatever it serves)."""
-    market_address: str
-    registry_address: str
-    token_address: str
     keystore: Path | None = None
-    password_file: Path | None = None
-    password: SecretStr | None = None
     private_key: SecretStr | None = None
-    ipfs_api: str
     data_dir: Path
     db_url: str | None = None
     """SQLAlchemy URL; a SQLite file in the data dir when unset."""
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535)
-    p2p_host: str = "127.0.0.1"
-    p2p_port: int = Field(default=0, ge=0, le=65535)
     reorg_margin: int = Field(default=0, ge=0, le=1000)
     """Blocks behind the head the chain watcher stays (0 on an automining devnet)."""
     start_block: int = Field(default=0, ge=0)
@@ -103,26 +83,6 @@ class CoordinatorSettings(BaseSettings):
     def _address_list(cls, value: Any) -> Any:
         return parse_address_list(value)
 
-    @field_validator("market_address", "registry_address", "token_address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        try:
-            return parse_address(value)
-        except MessageError as exc:
-            raise ValueError(str(exc)) from exc
-
-    @property
-    def market(self) -> Address:
-        return Address(self.market_address)
-
-    @property
-    def registry(self) -> Address:
-        return Address(self.registry_address)
-
-    @property
-    def token(self) -> Address:
-        return Address(self.token_address)
-
     @property
     def database_url(self) -> str:
         if self.db_url:
@@ -132,14 +92,6 @@ class CoordinatorSettings(BaseSettings):
     @property
     def ready_file(self) -> Path:
         return self.data_dir / READY_FILE
-
-    @property
-    def listen_multiaddr(self) -> str:
-        return f"/ip4/{self.p2p_host}/tcp/{self.p2p_port}"
-
-    def send_policy(self) -> SendPolicy:
-        """Fee caps, replacement and confirmations: the network profile's, else defaults."""
-        return send_policy_for(self.network, self.networks_file)
 
     @property
     def journal_dir(self) -> Path | None:
@@ -152,32 +104,8 @@ class CoordinatorSettings(BaseSettings):
             return Identity.from_private_key(self.private_key.get_secret_value())
         if self.keystore is None:
             raise ConfigError(f"set {ENV_PREFIX}KEYSTORE (and {ENV_PREFIX}PASSWORD_FILE)")
-        return load_keystore(self.keystore, self._password())
-
-    def _password(self) -> SecretStr:
-        if self.password_file is not None:
-            return read_password_file(self.password_file, f"{ENV_PREFIX}PASSWORD_FILE")
-        if self.password is not None:
-            return self.password
-        raise ConfigError(f"set {ENV_PREFIX}PASSWORD_FILE (or {ENV_PREFIX}PASSWORD)")
+        return load_keystore(self.keystore, self.keystore_password())
 
 
-def env_name(field: str) -> str:
-    return f"{ENV_PREFIX}{field.upper()}"
-
-
-def load_settings(**overrides: Any) -> CoordinatorSettings:
-    """Settings from the environment with ``overrides`` (None values ignored) on top."""
-    given = {k: v for k, v in overrides.items() if v is not None}
-    given, _ = apply_profile(ENV_PREFIX, given, PROFILE_FIELDS)
-    try:
-        return CoordinatorSettings(**given)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False):
-            field = str(err["loc"][0]) if err["loc"] else "settings"
-            if err["type"] == "missing":
-                problems.append(f"{env_name(field)} is not set")
-            else:
-                problems.append(f"{env_name(field)}: {err['msg']}")
-        raise ConfigError("invalid coordinator settings: " + "; ".join(problems)) from None
+load_settings = CoordinatorSettings.load
+"""Settings from the environment with keyword overrides (None values ignored) on top."""

@@ -11,55 +11,29 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from contracts.network import apply_profile, send_policy_for
-from contracts.sender import SendPolicy
-from protocol.errors import ConfigError, MessageError
-from protocol.identity import read_password_file
-from protocol.ids import Address, Wei, parse_address, parse_address_list, to_wei
+from contracts.settings import ChainSettings
+from protocol.ids import Address, Wei, parse_address_list, to_wei
 
 ENV_PREFIX = "PROVIDER_"
-PROFILE_FIELDS = {
-    "rpc_url": "rpc_url",
-    "chain_id": "chain_id",
-    "market_address": "market",
-    "registry_address": "registry_address",
-    "token_address": "token",
-    "ipfs_api": "ipfs_api",
-}
-"""Settings a network profile fills (settings field: profile attribute)."""
 DEFAULT_MAX_LOCK_S = 7 * 24 * 3600
 
 RuntimeName = Literal["bwrap", "docker", "process"]
 
 
-class ProviderSettings(BaseSettings):
+class ProviderSettings(ChainSettings):
     """Everything a provider daemon needs to start; see the module docstring."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+    WHAT: ClassVar[str] = "provider settings"
 
-    network: str | None = None
-    """A network profile (``contracts/network.py``) that fills the chain settings left
-    unset: RPC URL, chain id, addresses, fee caps, confirmations."""
-    networks_file: Path | None = None
-    rpc_url: str
-    chain_id: int | None = Field(default=None, gt=0)
-    """The chain id the RPC must serve (unset: whatever it serves)."""
-    market_address: str
-    registry_address: str
-    token_address: str
     keystore: Path
-    password_file: Path | None = None
-    password: SecretStr | None = None
-    ipfs_api: str
     coordinator_multiaddr: str | None = None
     work_dir: Path
-    p2p_host: str = "127.0.0.1"
-    p2p_port: int = Field(default=0, ge=0, le=65535)
     runtime: RuntimeName = "bwrap"
     unsafe_process_runtime: bool = False
     stake: Decimal = Field(default=Decimal("100"), ge=0)
@@ -125,26 +99,6 @@ class ProviderSettings(BaseSettings):
     def _coordinator_list(cls, value: Any) -> Any:
         return parse_address_list(value)
 
-    @field_validator("market_address", "registry_address", "token_address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        try:
-            return parse_address(value)
-        except MessageError as exc:
-            raise ValueError(str(exc)) from exc
-
-    @property
-    def market(self) -> Address:
-        return Address(self.market_address)
-
-    @property
-    def registry(self) -> Address:
-        return Address(self.registry_address)
-
-    @property
-    def token(self) -> Address:
-        return Address(self.token_address)
-
     @property
     def stake_wei(self) -> Wei:
         return to_wei(self.stake)
@@ -167,45 +121,10 @@ class ProviderSettings(BaseSettings):
         return self.benchmark_cache or self.work_dir / "benchmark.json"
 
     @property
-    def listen_multiaddr(self) -> str:
-        return f"/ip4/{self.p2p_host}/tcp/{self.p2p_port}"
-
-    def send_policy(self) -> SendPolicy:
-        """Fee caps, replacement and confirmations: the network profile's, else defaults."""
-        return send_policy_for(self.network, self.networks_file)
-
-    @property
     def journal_dir(self) -> Path | None:
         """Where transactions in flight are recorded (with a network profile)."""
         return self.work_dir / "txs" if self.network else None
 
-    def keystore_password(self) -> SecretStr:
-        """The keystore password, from the password file or the password variable."""
-        if self.password_file is not None:
-            return read_password_file(self.password_file, f"{ENV_PREFIX}PASSWORD_FILE")
-        if self.password is not None:
-            return self.password
-        raise ConfigError(
-            f"set {ENV_PREFIX}PASSWORD_FILE (or {ENV_PREFIX}PASSWORD) for the keystore"
-        )
 
-
-def env_name(field: str) -> str:
-    return f"{ENV_PREFIX}{field.upper()}"
-
-
-def load_settings(**overrides: Any) -> ProviderSettings:
-    """Settings from the environment with ``overrides`` (None values ignored) on top."""
-    given = {k: v for k, v in overrides.items() if v is not None}
-    given, _ = apply_profile(ENV_PREFIX, given, PROFILE_FIELDS)
-    try:
-        return ProviderSettings(**given)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False):
-            field = str(err["loc"][0]) if err["loc"] else "settings"
-            if err["type"] == "missing":
-                problems.append(f"{env_name(field)} is not set")
-            else:
-                problems.append(f"{env_name(field)}: {err['msg']}")
-        raise ConfigError("invalid provider settings: " + "; ".join(problems)) from None
+load_settings = ProviderSettings.load
+"""Settings from the environment with keyword overrides (None values ignored) on top."""

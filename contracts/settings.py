@@ -1,0 +1,120 @@
+"""What every deployable that works the market (coordinator, provider daemon) is set with.
+
+Each deployable's settings class derives from :class:`ChainSettings`, names its
+environment prefix in ``model_config`` and the network-profile fields it takes in
+``PROFILE_FIELDS``, and is read with :meth:`ChainSettings.load`: the environment, then
+the network profile for chain settings left unset, then keyword overrides (CLI flags). A
+missing or invalid setting raises :class:`protocol.errors.ConfigError` naming the
+environment variable to set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings
+
+from contracts.network import apply_profile, send_policy_for
+from contracts.sender import SendPolicy
+from protocol.errors import ConfigError, MessageError
+from protocol.identity import read_password_file
+from protocol.ids import Address, parse_address
+
+
+class ChainSettings(BaseSettings):
+    """The chain, IPFS, keystore password and libp2p settings the deployables share."""
+
+    PROFILE_FIELDS: ClassVar[dict[str, str]] = {
+        "rpc_url": "rpc_url",
+        "chain_id": "chain_id",
+        "market_address": "market",
+        "registry_address": "registry_address",
+        "token_address": "token",
+        "ipfs_api": "ipfs_api",
+    }
+    """Settings a network profile fills (settings field: profile attribute)."""
+    WHAT: ClassVar[str] = "settings"
+    """What the settings configure, for error messages ("invalid coordinator settings")."""
+
+    network: str | None = None
+    """A network profile (``contracts/network.py``) that fills the chain settings left
+    unset: RPC URL, chain id, addresses, fee caps, confirmations."""
+    networks_file: Path | None = None
+    rpc_url: str
+    chain_id: int | None = Field(default=None, gt=0)
+    """The chain id the RPC must serve (unset: whatever it serves)."""
+    market_address: str
+    registry_address: str
+    token_address: str
+    password_file: Path | None = None
+    password: SecretStr | None = None
+    ipfs_api: str
+    p2p_host: str = "127.0.0.1"
+    p2p_port: int = Field(default=0, ge=0, le=65535)
+
+    @field_validator("market_address", "registry_address", "token_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            return parse_address(value)
+        except MessageError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @classmethod
+    def env_prefix(cls) -> str:
+        return str(cls.model_config.get("env_prefix", ""))
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        """The environment variable that sets ``field``."""
+        return f"{cls.env_prefix()}{field.upper()}"
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Self:
+        """Settings from the environment with ``overrides`` (None values ignored) on top."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        given, _ = apply_profile(cls.env_prefix(), given, cls.PROFILE_FIELDS)
+        try:
+            return cls(**given)
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors(include_url=False):
+                field = str(err["loc"][0]) if err["loc"] else "settings"
+                if err["type"] == "missing":
+                    problems.append(f"{cls.env_name(field)} is not set")
+                else:
+                    problems.append(f"{cls.env_name(field)}: {err['msg']}")
+            raise ConfigError(f"invalid {cls.WHAT}: " + "; ".join(problems)) from None
+
+    @property
+    def market(self) -> Address:
+        return Address(self.market_address)
+
+    @property
+    def registry(self) -> Address:
+        return Address(self.registry_address)
+
+    @property
+    def token(self) -> Address:
+        return Address(self.token_address)
+
+    @property
+    def listen_multiaddr(self) -> str:
+        return f"/ip4/{self.p2p_host}/tcp/{self.p2p_port}"
+
+    def send_policy(self) -> SendPolicy:
+        """Fee caps, replacement and confirmations: the network profile's, else defaults."""
+        return send_policy_for(self.network, self.networks_file)
+
+    def keystore_password(self) -> SecretStr:
+        """The keystore password, from the password file or the password variable."""
+        if self.password_file is not None:
+            return read_password_file(self.password_file, self.env_name("password_file"))
+        if self.password is not None:
+            return self.password
+        raise ConfigError(
+            f"set {self.env_name('password_file')} (or {self.env_name('password')}) "
+            "for the keystore"
+        )
