@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from proofs.challenge import Challenge, ChallengeWork, ProductsFn, numpy_products, respond
+from proofs.challenge import ChallengeWork, MatmulChallenge, ProductsFn, numpy_products, respond
 from proofs.challenge_check import (
     RowChecker,
     TimingTerms,
@@ -73,8 +73,8 @@ def spoofing(trials: int) -> dict:
     passed: dict[str, dict[str, list[bool]]] = {c: {k: [] for k in names} for c in CLOCKS}
     implied: dict[str, dict[str, list[float]]] = {c: {k: [] for k in names} for c in CLOCKS}
 
-    def run(products: ProductsFn) -> tuple[Challenge, ChallengeWork, dict[str, float]]:
-        ch = Challenge(os.urandom(32), shape["m"], shape["k"], shape["reps"])
+    def run(products: ProductsFn) -> tuple[MatmulChallenge, ChallengeWork, dict[str, float]]:
+        ch = MatmulChallenge(os.urandom(32), shape["m"], shape["k"], shape["reps"])
         start = {c: f() for c, f in CLOCKS.items()}  # the verifier's clock: seed out
         work = respond(ch, products=products)
         return ch, work, {c: f() - start[c] for c, f in CLOCKS.items()}  # root in

@@ -39,9 +39,9 @@ from contracts.deploy import (  # noqa: E402
     fund_accounts,
 )
 from contracts.models import (  # noqa: E402
+    AcceptedSeat,
     Deployment,
     JobRequest,
-    Offer,
     Seat,
     Settlement,
     SignedEntry,
@@ -154,7 +154,7 @@ class Bench:
         job_id, receipt = self.requester.create_job(request)
         return job_id, receipt.gas_used
 
-    def offers(self, job_id: JobId, first_seat: int, n: int) -> list[Offer]:
+    def offers(self, job_id: JobId, first_seat: int, n: int) -> list[AcceptedSeat]:
         """Each provider's signed Accept for the next seats, as the coordinator collects them."""
         terms_hash = self.coordinator.job_terms(job_id).terms_hash()
         expiry = self.coordinator.now() + 600
@@ -172,7 +172,9 @@ class Bench:
                 expiry,
             )
             offers.append(
-                Offer(p.address, Wei(PRICE), Wei(RATE_PER_HOUR), expiry, Signature.from_bytes(sig))
+                AcceptedSeat(
+                    p.address, Wei(PRICE), Wei(RATE_PER_HOUR), expiry, Signature.from_bytes(sig)
+                )
             )
         return offers
 

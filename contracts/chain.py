@@ -35,6 +35,7 @@ from contracts.deploy import TokenUnsuitable, connect, token_domain_separator
 from contracts.errors import InsufficientGasMoney, JobNotFound, RpcError, translate_error
 from contracts.events import EventDecoder
 from contracts.models import (
+    AcceptedSeat,
     AccountInfo,
     ChainEvent,
     CoordinatorInfo,
@@ -43,7 +44,6 @@ from contracts.models import (
     JobRequest,
     JobStatus,
     JobTerms,
-    Offer,
     OnChainEntry,
     ProviderInfo,
     Receipt,
@@ -159,7 +159,7 @@ class ChainClient(Protocol):
     def claim(self) -> Receipt: ...
 
     # market: coordinator
-    def assign(self, job_id: JobId, offers: list[Offer]) -> Receipt:
+    def assign(self, job_id: JobId, offers: list[AcceptedSeat]) -> Receipt:
         """Append ``offers`` (each with its provider's Accept) to the job's seats."""
         ...
 
@@ -428,7 +428,7 @@ class Web3Chain:
         return self._send(self.market.functions.claim())
 
     # ----------------------------------------------------- market: coordinator
-    def assign(self, job_id: JobId, offers: list[Offer]) -> Receipt:
+    def assign(self, job_id: JobId, offers: list[AcceptedSeat]) -> Receipt:
         terms, seats = self._record(job_id)
         fn = self.market.functions.assign(
             bytes(job_id), terms, seats, [o.as_tuple() for o in offers]

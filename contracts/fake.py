@@ -19,6 +19,7 @@ from contracts import errors as E
 from contracts.chain import MarketParams
 from contracts.fake_world import FAKE_MARKET, FAKE_TOKEN, FakeWorld
 from contracts.models import (
+    AcceptedSeat,
     AccountInfo,
     ChainEvent,
     CoordinatorInfo,
@@ -27,7 +28,6 @@ from contracts.models import (
     JobRequest,
     JobStatus,
     JobTerms,
-    Offer,
     OnChainEntry,
     ProviderInfo,
     Receipt,
@@ -192,7 +192,7 @@ class FakeChain:
         return self._receipt(self.world.claim(self._address))
 
     # market: coordinator ---------------------------------------------------------
-    def assign(self, job_id: JobId, offers: list[Offer]) -> Receipt:
+    def assign(self, job_id: JobId, offers: list[AcceptedSeat]) -> Receipt:
         seats = self.get_seats(job_id)
         return self._receipt(self.world.assign(self._address, job_id, seats, list(offers)))
 

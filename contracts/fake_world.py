@@ -35,11 +35,11 @@ from contracts.models import (
     MAX_JOB_DURATION_S,
     MAX_REDUNDANCY,
     MAX_SPEC_CID_LENGTH,
+    AcceptedSeat,
     CompareMode,
     JobRequest,
     JobStatus,
     JobTerms,
-    Offer,
     Seat,
     Settlement,
     escrow_of,
@@ -202,7 +202,9 @@ class FakeWorld(FakeJobs):
         return tx
 
     # ------------------------------------------------------ market: coordinator
-    def assign(self, sender: Address, job_id: bytes, seats: list[Seat], offers: list[Offer]) -> str:
+    def assign(
+        self, sender: Address, job_id: bytes, seats: list[Seat], offers: list[AcceptedSeat]
+    ) -> str:
         job = self._load(job_id, seats, JobStatus.OPEN, JobStatus.ASSIGNED)
         t = job.terms
         jid = bytes(job_id)
@@ -247,7 +249,7 @@ class FakeWorld(FakeJobs):
         return tx
 
     def _check_offer(
-        self, jid: bytes, cap: int, o: Offer, seat: int, terms_hash: bytes, now: int
+        self, jid: bytes, cap: int, o: AcceptedSeat, seat: int, terms_hash: bytes, now: int
     ) -> None:
         who = parse_address(o.provider)
         if now > o.expiry:

@@ -116,7 +116,7 @@ class Seat:
 
 
 @dataclass(frozen=True)
-class Offer:
+class AcceptedSeat:
     """A seat to add, with the provider's signed consent (EIP-712 ``Accept``)."""
 
     provider: Address

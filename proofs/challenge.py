@@ -42,7 +42,7 @@ backend keeps A and B resident and gathers B's rows on the device."""
 
 
 @dataclass(frozen=True)
-class Challenge:
+class MatmulChallenge:
     seed: bytes
     m: int
     k: int
@@ -77,7 +77,7 @@ def _raw(seed: bytes, label: bytes, count: int) -> np.ndarray:
     return np.random.Philox(key=key).random_raw(count)
 
 
-def generate_inputs(ch: Challenge) -> tuple[np.ndarray, np.ndarray]:
+def generate_inputs(ch: MatmulChallenge) -> tuple[np.ndarray, np.ndarray]:
     """``A`` (m x k) and ``B`` (k x m) as float32; convert to the device dtype as needed."""
 
     def grid(label: bytes, shape: tuple[int, int]) -> np.ndarray:
@@ -92,7 +92,7 @@ def generate_inputs(ch: Challenge) -> tuple[np.ndarray, np.ndarray]:
     return grid(b"A", (ch.m, ch.k)), grid(b"B", (ch.k, ch.m))
 
 
-def permutation(ch: Challenge, rep: int) -> np.ndarray:
+def permutation(ch: MatmulChallenge, rep: int) -> np.ndarray:
     keys = _raw(ch.seed, b"P" + rep.to_bytes(4, "big"), ch.k)
     return np.argsort(keys, kind="stable")
 
@@ -117,7 +117,7 @@ class ChallengeWork:
     """The provider's side after computing: the root to send, rows kept for openings
     (``reps * m * m`` float16 values: size challenges so that fits in host memory)."""
 
-    def __init__(self, ch: Challenge, rows: list[np.ndarray], elapsed_s: float) -> None:
+    def __init__(self, ch: MatmulChallenge, rows: list[np.ndarray], elapsed_s: float) -> None:
         self.challenge = ch
         self._rows = rows  # per rep: m x m float16, exactly what was hashed
         self.elapsed_s = elapsed_s
@@ -160,7 +160,7 @@ def from_matmul(matmul_fn: MatmulFn) -> ProductsFn:
 
 
 def respond(
-    ch: Challenge,
+    ch: MatmulChallenge,
     matmul_fn: MatmulFn | None = None,
     *,
     products: ProductsFn | None = None,

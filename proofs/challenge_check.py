@@ -15,7 +15,7 @@ import numpy as np
 
 from proofs.challenge import (
     MAX_REPS,
-    Challenge,
+    MatmulChallenge,
     RowOpening,
     generate_inputs,
     permutation,
@@ -41,7 +41,7 @@ class TimingTerms:
     digest_bytes_per_s: float = 200e6
 
 
-def time_bound(ch: Challenge, advertised_tflops: float, terms: TimingTerms) -> float:
+def time_bound(ch: MatmulChallenge, advertised_tflops: float, terms: TimingTerms) -> float:
     """Longest wall time, seed sent to root received, that still honours the advert."""
     if advertised_tflops <= 0:
         raise ChallengeError("advertised TFLOPS must be positive")
@@ -52,15 +52,15 @@ def time_bound(ch: Challenge, advertised_tflops: float, terms: TimingTerms) -> f
 
 def size_challenge(
     seed: bytes, advertised_tflops: float, compute_s: float, m: int = 4096, k: int = 8192
-) -> Challenge:
+) -> MatmulChallenge:
     """A challenge whose products take about ``compute_s`` at the advertised speed: long
     enough that compute, not hashing or the network, dominates the measured time."""
     per_rep = 2 * m * m * k / (advertised_tflops * 1e12)
     reps = max(1, min(MAX_REPS, math.ceil(compute_s / per_rep)))
-    return Challenge(seed, m=m, k=k, reps=reps)
+    return MatmulChallenge(seed, m=m, k=k, reps=reps)
 
 
-def implied_tflops(ch: Challenge, elapsed_s: float) -> float:
+def implied_tflops(ch: MatmulChallenge, elapsed_s: float) -> float:
     return ch.flops / max(elapsed_s, 1e-12) / 1e12
 
 
@@ -73,7 +73,9 @@ def openings_needed(detect: float, slack: float, speed_factor: float = 2.0) -> i
     return max(1, math.ceil(math.log(1 - detect) / math.log(1 - skip)))
 
 
-def pick_rows(ch: Challenge, root: bytes, entropy: bytes, count: int) -> list[tuple[int, int]]:
+def pick_rows(
+    ch: MatmulChallenge, root: bytes, entropy: bytes, count: int
+) -> list[tuple[int, int]]:
     """Distinct (rep, row) pairs drawn from the verifier's secret ``entropy`` and the root,
     only after the root is committed, so the provider cannot know them while computing."""
     count = min(count, ch.leaf_count)
@@ -86,7 +88,7 @@ def pick_rows(ch: Challenge, root: bytes, entropy: bytes, count: int) -> list[tu
 class RowChecker:
     """Recomputes challenge rows in float64; holds B once for many openings."""
 
-    def __init__(self, ch: Challenge) -> None:
+    def __init__(self, ch: MatmulChallenge) -> None:
         self.challenge = ch
         self._a, self._b = generate_inputs(ch)  # float32: B is the big one, k x m
 
@@ -135,7 +137,7 @@ class ChallengeVerdict:
 
 
 def judge(
-    ch: Challenge,
+    ch: MatmulChallenge,
     advertised_tflops: float,
     root: bytes,
     elapsed_s: float,

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from proofs.challenge import Challenge, RowOpening
+from proofs.challenge import MatmulChallenge, RowOpening
 from proofs.merkle import MerkleProof
-from protocol.messages import Challenge as WireChallenge
-from protocol.messages import OpenedRow
+from protocol.messages import Challenge, OpenedRow
 
 RUN_DTYPES = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 """Advertised dtype -> the torch dtype its challenge is computed in."""
 
 
-def challenge_from_wire(msg: WireChallenge) -> Challenge:
+def challenge_from_wire(msg: Challenge) -> MatmulChallenge:
     """The :mod:`proofs` challenge that a wire challenge describes."""
-    return Challenge(
+    return MatmulChallenge(
         seed=msg.seed.to_bytes(32, "big"),
         m=msg.n,
         k=msg.n,
@@ -33,22 +32,22 @@ def challenge_from_wire(msg: WireChallenge) -> Challenge:
     )
 
 
-def leaf_index(ch: Challenge, rep: int, row: int) -> int:
+def leaf_index(ch: MatmulChallenge, rep: int, row: int) -> int:
     """The wire row index (Merkle leaf) of ``row`` in product ``rep``."""
     return rep * ch.m + row
 
 
-def rep_row(ch: Challenge, index: int) -> tuple[int, int]:
+def rep_row(ch: MatmulChallenge, index: int) -> tuple[int, int]:
     """The ``(rep, row)`` a wire row index names (inverse of :func:`leaf_index`)."""
     return index // ch.m, index % ch.m
 
 
-def rows_to_open(ch: Challenge, picks: Iterable[tuple[int, int]]) -> tuple[int, ...]:
+def rows_to_open(ch: MatmulChallenge, picks: Iterable[tuple[int, int]]) -> tuple[int, ...]:
     """``ChallengeOpen.rows`` for ``(rep, row)`` picks (e.g. from ``pick_rows``)."""
     return tuple(leaf_index(ch, rep, row) for rep, row in picks)
 
 
-def to_opened_row(ch: Challenge, opening: RowOpening) -> OpenedRow:
+def to_opened_row(ch: MatmulChallenge, opening: RowOpening) -> OpenedRow:
     """A provider's opening as sent in ``ChallengeRows``."""
     return OpenedRow(
         index=leaf_index(ch, opening.rep, opening.row),
@@ -57,7 +56,7 @@ def to_opened_row(ch: Challenge, opening: RowOpening) -> OpenedRow:
     )
 
 
-def from_opened_row(ch: Challenge, row: OpenedRow) -> RowOpening:
+def from_opened_row(ch: MatmulChallenge, row: OpenedRow) -> RowOpening:
     """A received row as an opening to check (``RowChecker.check`` / ``judge``).
 
     The proof's leaf count is the challenge's, not anything the provider claims.

@@ -36,7 +36,9 @@ class ProviderStanding:
 
 
 @dataclass(frozen=True)
-class JobTerms:
+class PolicyTerms:
+    """What the verification policy weighs of a job (not its on-chain terms)."""
+
     price: int
     requester_redundancy: int = 1
     cheat_gain: int | None = None  # what skipping the work saves; the price if unknown
@@ -61,7 +63,7 @@ class VerificationPlan:
 
 
 class VerificationPolicy(Protocol):
-    def plan(self, provider: ProviderStanding, job: JobTerms) -> VerificationPlan:
+    def plan(self, provider: ProviderStanding, job: PolicyTerms) -> VerificationPlan:
         """Decide replication or spot-check probability for one assignment."""
         ...
 
@@ -102,7 +104,7 @@ class StakeAwarePolicy:
             and provider.reputation_lcb >= self.established_lcb
         )
 
-    def plan(self, provider: ProviderStanding, job: JobTerms) -> VerificationPlan:
+    def plan(self, provider: ProviderStanding, job: PolicyTerms) -> VerificationPlan:
         floor = max(1, job.requester_redundancy)
         if not self.is_established(provider):
             return VerificationPlan(

@@ -1,6 +1,6 @@
 """The provider's side of ``CHALLENGE_PROTOCOL``: timed matmul challenges and row openings.
 
-A :class:`Challenge` message is mapped onto :class:`proofs.challenge.Challenge` by
+A :class:`Challenge` message is mapped onto :class:`proofs.challenge.MatmulChallenge` by
 :mod:`proofs.challenge_wire` (the mapping the coordinator uses too), computed with torch on
 the advertised device, and answered with the Merkle root and the elapsed time. The work is
 kept (bounded, briefly) for the :class:`ChallengeOpen` that follows.

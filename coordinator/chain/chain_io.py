@@ -16,11 +16,11 @@ import trio
 from contracts.chain import ChainClient
 from contracts.errors import InsufficientGasMoney
 from contracts.models import (
+    AcceptedSeat,
     ChainEvent,
     JobInfo,
     JobStatus,
     JobTerms,
-    Offer,
     OnChainEntry,
     ProviderInfo,
     Receipt,
@@ -81,7 +81,7 @@ class AsyncChain:
     async def provider_info(self, provider: str) -> ProviderInfo:
         return await self._run(self.client.provider_info, provider)
 
-    async def assign(self, job_id: JobId, offers: list[Offer]) -> Receipt:
+    async def assign(self, job_id: JobId, offers: list[AcceptedSeat]) -> Receipt:
         return await self._run(self.client.assign, job_id, offers)
 
     async def abort(self, job_id: JobId) -> Receipt:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import trio
 
 from contracts.errors import ContractError
-from contracts.models import Offer, Seat
+from contracts.models import AcceptedSeat, Seat
 from coordinator.chain.chain_io import AsyncChain
 from coordinator.errors import NoCandidates
 from coordinator.lifecycle.offers import Offerer, job_key
@@ -365,10 +365,10 @@ def free_seats(existing: list[ProviderSlot], count: int) -> list[int]:
     return free
 
 
-def offer_of(slot: ProviderSlot) -> Offer:
-    """The market's ``Offer`` for an accepted seat."""
+def offer_of(slot: ProviderSlot) -> AcceptedSeat:
+    """What the market's ``assign`` takes for a seat its provider accepted."""
     assert slot.accept_sig is not None and slot.accept_expiry is not None
-    return Offer(
+    return AcceptedSeat(
         provider=Address(parse_address(slot.address)),
         price=Wei(slot.price),
         rate_per_hour=Wei(slot.rate_per_hour),

@@ -20,7 +20,7 @@ from coordinator.lifecycle.offers import job_key, target_of
 from coordinator.matching.book import fingerprint_key
 from coordinator.matching.requirements import Requirements, requirements_for
 from coordinator.store import JobRecord, ProviderSlot, SeatFailure
-from proofs.policy import JobTerms as PolicyTerms
+from proofs.policy import PolicyTerms
 from protocol.errors import MatchError
 from protocol.ids import Address, Cid, Wei
 from protocol.lifecycle import JobState, SeatState

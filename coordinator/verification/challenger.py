@@ -141,7 +141,7 @@ class Challenger:
             repeats=reps,
             deadline=int(time.time() + TIMEOUT_S),
         )
-        ch = proof.Challenge(
+        ch = proof.MatmulChallenge(
             seed=message.seed.to_bytes(32, "big"), m=self.n, k=self.n, reps=reps, dtype="float32"
         )
         started = time.monotonic()

@@ -19,11 +19,11 @@ from contracts.chain import ChainClient, Web3Chain
 from contracts.deploy import deploy_all, fund_accounts
 from contracts.fake import FakeWorld
 from contracts.models import (
+    AcceptedSeat,
     CompareMode,
     Deployment,
     JobRequest,
     JobTerms,
-    Offer,
     Seat,
     Settlement,
     SignedEntry,
@@ -154,7 +154,7 @@ class Market:
         expiry: int | None = None,
         signer: int | None = None,
         terms_hash: bytes | None = None,
-    ) -> Offer:
+    ) -> AcceptedSeat:
         """Provider ``provider``'s signed Accept for ``seat`` (``signer`` signs instead when
         given, to forge one)."""
         address = self.providers[provider].address
@@ -162,11 +162,11 @@ class Market:
         th = self.terms(job_id).terms_hash() if terms_hash is None else terms_hash
         key = self.key(provider if signer is None else signer)
         sig = eip712.sign_accept(key, self.domain, job_id, address, seat, price, rate, th, expiry)
-        return Offer(address, Wei(price), Wei(rate), expiry, Signature.from_bytes(sig))
+        return AcceptedSeat(address, Wei(price), Wei(rate), expiry, Signature.from_bytes(sig))
 
     def offers(
         self, job_id: JobId, *providers: int, first_seat: int | None = None, **kw: Any
-    ) -> list[Offer]:
+    ) -> list[AcceptedSeat]:
         start = len(self.seats(job_id)) if first_seat is None else first_seat
         return [self.offer(job_id, p, start + i, **kw) for i, p in enumerate(providers)]
 

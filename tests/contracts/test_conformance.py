@@ -15,7 +15,7 @@ from eth_utils import keccak
 
 from contracts import errors as E
 from contracts.chain import ChainClient, job_id_for
-from contracts.models import CompareMode, JobStatus, Offer, Settlement, SignedEntry
+from contracts.models import AcceptedSeat, CompareMode, JobStatus, Settlement, SignedEntry
 from protocol import eip712
 from protocol.eip712 import Signature
 from protocol.ids import JobId, Wei
@@ -237,7 +237,7 @@ def test_assign_refuses_bad_offers(market: Market) -> None:
         market.accounts["deployer"], market.domain, job_id, deployer, 0, PRICE, RATE,
         market.terms(job_id).terms_hash(), expiry,
     )  # fmt: skip
-    stranger = Offer(deployer, PRICE, RATE, expiry, Signature.from_bytes(sig))
+    stranger = AcceptedSeat(deployer, PRICE, RATE, expiry, Signature.from_bytes(sig))
     with pytest.raises(E.ProviderNotRegistered):
         market.coordinator.assign(job_id, [stranger])
     with pytest.raises(E.JobNotFound):

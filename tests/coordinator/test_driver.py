@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from contracts.errors import RpcError
-from contracts.models import JobStatus, Offer, Receipt
+from contracts.models import AcceptedSeat, JobStatus, Receipt
 from coordinator.chain.settlement import SettleResult
 from coordinator.lifecycle import closing
 from coordinator.store import JobRecord
@@ -215,7 +215,7 @@ async def test_a_lost_assign_is_resent_with_the_stored_consent_or_adopted(
         real = chain.assign
         calls: list[int] = []
 
-        async def flaky(job_id: JobId, offers: list[Offer]) -> Receipt:
+        async def flaky(job_id: JobId, offers: list[AcceptedSeat]) -> Receipt:
             calls.append(len(offers))
             if len(calls) == 1:
                 if sent:

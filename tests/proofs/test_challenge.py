@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proofs.challenge import (
-    Challenge,
+    MatmulChallenge,
     RowOpening,
     generate_inputs,
     numpy_products,
@@ -35,11 +35,11 @@ SEED = bytes(range(32))
 GENEROUS = TimingTerms(slack=1.4, allowance_s=60.0)
 
 
-def small(seed: bytes = SEED, m: int = 16, k: int = 64, reps: int = 3) -> Challenge:
-    return Challenge(seed, m=m, k=k, reps=reps)
+def small(seed: bytes = SEED, m: int = 16, k: int = 64, reps: int = 3) -> MatmulChallenge:
+    return MatmulChallenge(seed, m=m, k=k, reps=reps)
 
 
-def all_rows(ch: Challenge) -> list[tuple[int, int]]:
+def all_rows(ch: MatmulChallenge) -> list[tuple[int, int]]:
     return [(i, r) for i in range(ch.reps) for r in range(ch.m)]
 
 
@@ -150,7 +150,7 @@ def test_unopened_pick_and_late_root_fail() -> None:
 def test_soundness_honest_passes_and_any_corrupted_row_fails(
     m: int, k: int, reps: int, seed: bytes, data: st.DataObject
 ) -> None:
-    ch = Challenge(seed, m=m, k=k, reps=reps)
+    ch = MatmulChallenge(seed, m=m, k=k, reps=reps)
     work = respond(ch, products=numpy_products)
     checker = RowChecker(ch)
     openings = work.open(all_rows(ch))
@@ -165,7 +165,7 @@ def test_soundness_honest_passes_and_any_corrupted_row_fails(
 
 
 def test_pick_rows_depend_on_root_and_entropy() -> None:
-    ch = Challenge(SEED, m=64, k=8, reps=10)
+    ch = MatmulChallenge(SEED, m=64, k=8, reps=10)
     a = pick_rows(ch, b"\x01" * 32, b"e1", 12)
     assert len(set(a)) == 12 and all(0 <= i < 10 and 0 <= r < 64 for i, r in a)
     assert a != pick_rows(ch, b"\x02" * 32, b"e1", 12)
@@ -193,9 +193,9 @@ def test_freivalds() -> None:
 
 def test_malformed_challenges_are_refused() -> None:
     with pytest.raises(ChallengeError):
-        Challenge(b"short", m=4, k=4, reps=1)
+        MatmulChallenge(b"short", m=4, k=4, reps=1)
     with pytest.raises(ChallengeError):
-        Challenge(SEED, m=0, k=4, reps=1)
+        MatmulChallenge(SEED, m=0, k=4, reps=1)
     with pytest.raises(ChallengeError):
         respond(small())
     with pytest.raises(ChallengeError):

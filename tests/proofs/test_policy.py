@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from proofs.policy import (
     POLICIES,
-    JobTerms,
+    PolicyTerms,
     ProviderStanding,
     StakeAwarePolicy,
     detection_probability,
@@ -26,7 +26,7 @@ def established(stake: int) -> ProviderStanding:
 @given(money, money, price)
 def test_more_stake_never_raises_checking(s1, s2, p) -> None:
     lo, hi = sorted((s1, s2))
-    job = JobTerms(price=p)
+    job = PolicyTerms(price=p)
     a, b = POLICY.plan(established(lo), job), POLICY.plan(established(hi), job)
     assert b.expected_overhead <= a.expected_overhead + 1e-12
     assert POLICY.spot_check_probability(hi, p) <= POLICY.spot_check_probability(lo, p)
@@ -34,7 +34,7 @@ def test_more_stake_never_raises_checking(s1, s2, p) -> None:
 
 @given(money, price)
 def test_cheating_loses_money_in_expectation(stake, p) -> None:
-    plan = POLICY.plan(established(stake), JobTerms(price=p))
+    plan = POLICY.plan(established(stake), PolicyTerms(price=p))
     if plan.replicas == 1:
         q = plan.spot_check_p
         assert q * stake > (1 - q) * p
@@ -45,7 +45,7 @@ def test_cheating_loses_money_in_expectation(stake, p) -> None:
 
 
 def test_default_stake_gives_the_floor_and_bounded_overhead() -> None:
-    plan = POLICY.plan(established(5_000_000), JobTerms(price=1_000_000))
+    plan = POLICY.plan(established(5_000_000), PolicyTerms(price=1_000_000))
     assert plan.replicas == 1 and abs(plan.spot_check_p - 0.2) < 1e-9
     assert plan.expected_overhead <= 1.25
     assert floor_for_detection(0.99, 25) == pytest.approx(0.1682, abs=1e-4)
@@ -54,14 +54,14 @@ def test_default_stake_gives_the_floor_and_bounded_overhead() -> None:
 
 def test_newcomers_are_replicated_with_an_established_partner() -> None:
     fresh = ProviderStanding(10**12, verified_jobs=0, slashes=0, reputation_lcb=0.2)
-    plan = POLICY.plan(fresh, JobTerms(price=1))
+    plan = POLICY.plan(fresh, PolicyTerms(price=1))
     assert plan.replicas == 2 and plan.needs_established_partner
-    assert POLICY.plan(fresh, JobTerms(price=1, requester_redundancy=3)).replicas == 3
+    assert POLICY.plan(fresh, PolicyTerms(price=1, requester_redundancy=3)).replicas == 3
 
 
 @given(st.integers(1, 6), money, price)
 def test_requester_redundancy_is_a_floor(r, stake, p) -> None:
-    plan = POLICY.plan(established(stake), JobTerms(price=p, requester_redundancy=r))
+    plan = POLICY.plan(established(stake), PolicyTerms(price=p, requester_redundancy=r))
     assert plan.replicas >= r
     assert plan.expected_overhead >= r
 
@@ -72,13 +72,13 @@ def test_a_slash_never_reduces_checking(completed, slashed, more) -> None:
         lcb = Reputation.from_counters(completed, s, 0.0).lower_bound(0.0)
         return ProviderStanding(5, verified_jobs=completed, slashes=s, reputation_lcb=lcb)
 
-    job = JobTerms(price=1)
+    job = PolicyTerms(price=1)
     before = POLICY.plan(standing(slashed), job).expected_overhead
     assert POLICY.plan(standing(slashed + more), job).expected_overhead >= before
 
 
 def test_tiny_stake_means_replication_and_registry() -> None:
-    plan = POLICY.plan(established(0), JobTerms(price=10))
+    plan = POLICY.plan(established(0), PolicyTerms(price=10))
     assert plan.replicas == 2
     assert isinstance(POLICIES["stake-aware"](), StakeAwarePolicy)
     with pytest.raises(ValueError):
@@ -86,5 +86,5 @@ def test_tiny_stake_means_replication_and_registry() -> None:
 
 
 def test_jobs_that_cannot_slash_are_replicated() -> None:
-    plan = POLICY.plan(established(10**12), JobTerms(price=1, slashable=False))
+    plan = POLICY.plan(established(10**12), PolicyTerms(price=1, slashable=False))
     assert plan.replicas == 2 and plan.spot_check_p == 0

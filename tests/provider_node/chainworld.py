@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.fake import FakeChain, FakeWorld
-from contracts.models import JobRequest, Offer
+from contracts.models import AcceptedSeat, JobRequest
 from protocol.eip712 import Signature
 from protocol.identity import Identity
 from protocol.ids import JobId, Wei, to_wei
@@ -92,7 +92,7 @@ class ChainWorld:
 
     def seat(self, accept: Accept) -> None:
         """The coordinator's assign with the provider's Accept (the market verifies it)."""
-        offer = Offer(
+        offer = AcceptedSeat(
             accept.provider,
             accept.price,
             accept.rate_per_hour,

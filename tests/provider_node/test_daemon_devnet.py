@@ -24,7 +24,7 @@ import trio
 
 from contracts.chain import Web3Chain
 from contracts.deploy import deploy_all, fund_accounts
-from contracts.models import Deployment, JobRequest, Offer
+from contracts.models import AcceptedSeat, Deployment, JobRequest
 from devnet.anvil import AnvilNode
 from devnet.ipfs import IpfsNode
 from protocol import eip712
@@ -158,7 +158,7 @@ class Coordinator:
         payload = encode_signed(sign_message(offer, self.identity))
         accept = decode_signed(await request(node, provider, JOB_PROTOCOL, payload)).body
         assert isinstance(accept, Accept), accept
-        consent = Offer(
+        consent = AcceptedSeat(
             accept.provider,
             accept.price,
             accept.rate_per_hour,

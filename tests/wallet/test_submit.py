@@ -16,7 +16,7 @@ from eth_account import Account
 
 from contracts.chain import Web3Chain
 from contracts.deploy import DEFAULT_MIN_COORDINATOR_BOND, deploy_all, fund_accounts
-from contracts.models import Deployment, JobStatus, Offer
+from contracts.models import AcceptedSeat, Deployment, JobStatus
 from devnet.anvil import AnvilNode
 from devnet.ipfs import IpfsNode
 from protocol.eip712 import Signature, commit_hash, sign_accept
@@ -127,7 +127,9 @@ def seat_providers(chain: AnvilNode, settings: WalletSettings, job_id: JobId) ->
             terms_hash,
             expiry,
         )
-        offers.append(Offer(provider.address, price, rate, expiry, Signature.from_bytes(sig)))
+        offers.append(
+            AcceptedSeat(provider.address, price, rate, expiry, Signature.from_bytes(sig))
+        )
         providers.append(provider)
     coordinator.assign(job_id, offers)
     return providers
