@@ -36,7 +36,7 @@ from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot
 from coordinator.tasks import contained
 from protocol.eip712 import commit_hash, digest_to_cid
-from protocol.ids import JobId, job_id_hex, parse_address, parse_job_id
+from protocol.ids import Cid, JobId, job_id_hex, parse_address, parse_job_id
 from protocol.lifecycle import JobState, SeatState
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,9 @@ def job_from_event(event: ChainEvent, clock: Callable[[], float] = time.time) ->
         state=JobState.CREATED,
         requester=terms.requester,
         coordinator=terms.coordinator,
-        spec_cid=created.spec_cid[:128],
+        spec_cid=Cid(created.spec_cid[:128]),  # as stated on chain; fetched and checked later
         redundancy=terms.redundancy,
-        mode=int(terms.mode),
+        mode=terms.mode,
         price_cap=terms.price_cap,
         fee=terms.fee,
         timeout_ms=terms.timeout_ms,

@@ -225,10 +225,10 @@ class Assigner:
             ProviderSlot(
                 job_id=job.job_id,
                 idx=idx,
-                address=c.address,
+                address=Address(c.address),
                 peer_id=c.peer_id,
-                price=c.price,
-                rate_per_hour=c.rate_per_hour,
+                price=Wei(c.price),
+                rate_per_hour=Wei(c.rate_per_hour),
                 state=SeatState.OFFERED,
                 updated_at=now,
                 multiaddrs=c.multiaddrs,
@@ -317,7 +317,7 @@ class Assigner:
         by_idx = {s.idx: s for s in slots}
         fixed: list[ProviderSlot] = []
         for i, seat in enumerate(seats):
-            price, rate, at = int(seat.price), int(seat.rate_per_hour), int(seat.assigned_at)
+            price, rate, at = seat.price, seat.rate_per_hour, int(seat.assigned_at)
             slot = by_idx.get(i)
             if slot is not None and parse_address(slot.address) == parse_address(seat.provider):
                 state = slot.state if slot.state.on_chain else SeatState.ASSIGNED

@@ -49,7 +49,9 @@ class CapacityLedger:
     def sync(self, job_id: str, slots: Iterable[ProviderSlot]) -> None:
         """Make the job's holdings match its stored slots."""
         slots = list(slots)
-        running = {s.address for s in slots if s.state is SeatState.RUNNING and not s.committed}
+        running: set[str] = {
+            s.address for s in slots if s.state is SeatState.RUNNING and not s.committed
+        }
         if running:
             self._running[job_id] = running
         else:

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from contracts.models import CompareMode, JobTerms, Seat
-from protocol.ids import Address, Wei, parse_address
+from protocol.ids import Address, Cid, Wei, parse_address
 from protocol.lifecycle import JobState, Outcome, SeatState
 
 
@@ -35,13 +35,13 @@ _JOB_BIG = ("price_cap", "fee", "timeout_ms", "refund")
 class JobRecord:
     job_id: str
     state: JobState
-    requester: str
-    coordinator: str
-    spec_cid: str
+    requester: Address
+    coordinator: Address
+    spec_cid: Cid
     redundancy: int
-    mode: int
-    price_cap: int
-    fee: int
+    mode: CompareMode
+    price_cap: Wei
+    fee: Wei
     timeout_ms: int
     assign_deadline: int
     commit_window: int
@@ -52,14 +52,14 @@ class JobRecord:
     seed: int
     created_at: float
     updated_at: float
-    result_cid: str | None = None
+    result_cid: Cid | None = None
     failure_reason: str | None = None
     failure_provider: str | None = None
     settle_tx: str | None = None
     requirements: dict[str, Any] | None = None
     settle_attempts: int = 0
     abort_tx: str | None = None
-    refund: int | None = None
+    refund: Wei | None = None
     """What the requester got back: at settlement (unused seats) or abort (everything)."""
     waiting: str | None = None
     """Why the job waits (no provider free or matching yet); cleared once it moves on."""
@@ -79,6 +79,7 @@ class JobRecord:
     def to_row(self) -> dict[str, Any]:
         row = {k: getattr(self, k) for k in self.__dataclass_fields__}
         row["state"] = str(self.state)
+        row["mode"] = int(self.mode)
         _to_text(row, _JOB_BIG)
         row["requirements"] = None if self.requirements is None else json.dumps(self.requirements)
         return row
@@ -87,6 +88,7 @@ class JobRecord:
     def from_row(cls, row: Any) -> JobRecord:
         m = dict(row._mapping)
         m["state"] = JobState(m["state"])
+        m["mode"] = CompareMode(m["mode"])
         _to_int(m, _JOB_BIG)
         m["requirements"] = json.loads(m["requirements"]) if m["requirements"] else None
         m["history_recorded"] = bool(m.get("history_recorded"))
@@ -99,12 +101,12 @@ class JobRecord:
     def terms(self) -> JobTerms:
         """The job's on-chain terms, as its JobCreated event stated them."""
         return JobTerms(
-            requester=parse_address(self.requester),
-            coordinator=parse_address(self.coordinator),
+            requester=self.requester,
+            coordinator=self.coordinator,
             redundancy=self.redundancy,
-            mode=CompareMode(self.mode),
-            price_cap=Wei(self.price_cap),
-            fee=Wei(self.fee),
+            mode=self.mode,
+            price_cap=self.price_cap,
+            fee=self.fee,
             timeout_ms=self.timeout_ms,
             assign_deadline=self.assign_deadline,
             commit_window=self.commit_window,
@@ -146,13 +148,13 @@ class ProviderSlot:
 
     job_id: str
     idx: int
-    address: str
+    address: Address
     peer_id: str
-    price: int
+    price: Wei
     state: SeatState
     updated_at: float
     multiaddrs: tuple[str, ...] = field(default=())
-    rate_per_hour: int = 0
+    rate_per_hour: Wei = Wei(0)  # noqa: RUF009 (an immutable int)
     assigned_at: int | None = None
     accept_sig: str | None = None
     accept_expiry: int | None = None
@@ -163,7 +165,7 @@ class ProviderSlot:
     commit_hash: str | None = None
     commit_sig: str | None = None
     receipt_sig: str | None = None
-    result_cid: str | None = None
+    result_cid: Cid | None = None
     runtime_ms: int | None = None
     salt: str | None = None
     reveal_sig: str | None = None
@@ -177,8 +179,8 @@ class ProviderSlot:
     onchain_votes: bool = False
     outcome: Outcome | None = None
     billed_ms: int | None = None
-    pay: int | None = None
-    slashed: int | None = None
+    pay: Wei | None = None
+    slashed: Wei | None = None
     detail: str | None = None
     failure: SeatFailure | None = None
     """Whose fault a failure before committing was (set with the ``failed`` state)."""

@@ -19,6 +19,7 @@ from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot, Store
 from protocol.api_auth import sign_request
 from protocol.identity import Identity
+from protocol.ids import Wei
 from protocol.lifecycle import JobState, SeatState
 from tests.coordinator.factories import job_record
 from tests.protocol.factories import PROVIDER, advert
@@ -61,7 +62,7 @@ async def api(tmp_path: Path):
     await store.put_slots(
         [
             ProviderSlot(
-                job.job_id, 0, PROVIDER.address, PROVIDER.peer_id, 5, SeatState.ASSIGNED, 0.0
+                job.job_id, 0, PROVIDER.address, PROVIDER.peer_id, Wei(5), SeatState.ASSIGNED, 0.0
             )
         ]
     )
@@ -150,7 +151,18 @@ async def test_views_show_each_seats_rate_billed_runtime_pay_and_slash(api) -> N
     store = backend.store
     loser = OTHER.address
     await store.put_slots(
-        [ProviderSlot(KNOWN, 1, loser, OTHER.peer_id, 7, SeatState.REVEALED, 0.0, rate_per_hour=9)]
+        [
+            ProviderSlot(
+                KNOWN,
+                1,
+                loser,
+                OTHER.peer_id,
+                Wei(7),
+                SeatState.REVEALED,
+                0.0,
+                rate_per_hour=Wei(9),
+            )
+        ]
     )
     await store.update_slot(KNOWN, 0, state=SeatState.RUNNING, rate_per_hour=3_600_000)
     await store.update_slot(KNOWN, 0, state=SeatState.COMMITTED)

@@ -12,6 +12,7 @@ from coordinator.matching.columns import Offer
 from coordinator.matching.matcher import Matcher
 from coordinator.matching.requirements import Requirements
 from coordinator.store import ProviderSlot
+from protocol.ids import Address, Wei
 from protocol.lifecycle import SeatState
 
 
@@ -56,9 +57,9 @@ def slot(job: str, address: str, state: SeatState, commit: str | None = None) ->
     return ProviderSlot(
         job_id=job,
         idx=0,
-        address=address,
+        address=Address(address),
         peer_id="p",
-        price=1,
+        price=Wei(1),
         state=state,
         updated_at=0.0,
         commit_hash=commit,

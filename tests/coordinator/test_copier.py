@@ -189,12 +189,12 @@ async def test_a_copied_reveal_is_refused_and_the_honest_result_settles(
         assert job.state is JobState.SETTLED, job.failure_reason
         assert job.result_cid == honest.result_cid()
         slots = {s.address: s for s in await h.slots(job_id)}
-        assert [slots[p.address].idx for p in (honest, second, copier)] == [0, 1, 2]
+        assert [slots[Address(p.address)].idx for p in (honest, second, copier)] == [0, 1, 2]
         for p in (honest, second):
-            assert slots[p.address].state is SeatState.REVEALED
-            assert slots[p.address].outcome is Outcome.PAID
+            assert slots[Address(p.address)].state is SeatState.REVEALED
+            assert slots[Address(p.address)].outcome is Outcome.PAID
 
-        seat = slots[copier.address]
+        seat = slots[Address(copier.address)]
         # Its commitment was accepted (signed by itself) and stays on record, unopened.
         committed = honest.commitment(key) if scheme != "salt" else copier.commitment(key)
         assert seat.commit_hash == "0x" + committed.commit_hash.hex()
@@ -243,10 +243,13 @@ async def test_accept_reveal_itself_refuses_a_reveal_naming_another_provider(
         key = JobId(bytes.fromhex(job_id[2:]))
         for _ in range(20):
             seats = {s.address: s for s in await h.slots(job_id)}
-            if copier.address in seats and seats[copier.address].commit_hash is not None:
+            if (
+                Address(copier.address) in seats
+                and seats[Address(copier.address)].commit_hash is not None
+            ):
                 break
             await h.step(job_id)
-        seat = seats[copier.address]
+        seat = seats[Address(copier.address)]
         assert seat.state is SeatState.COMMITTED
         assert seat.commit_hash == "0x" + honest.commitment(key).commit_hash.hex()
 

@@ -13,6 +13,7 @@ from coordinator.service import Coordinator
 from coordinator.store import ProviderSlot
 from devnet.anvil import AnvilNode
 from devnet.scripted_provider import FakeProvider, run_provider
+from protocol.ids import Address, Wei
 from protocol.lifecycle import SeatState
 from protocol.messages import FailureKind
 from tests.coordinator.market import Market, deploy_market
@@ -64,9 +65,9 @@ def test_without_details_the_reason_still_says_what_happened() -> None:
     quiet = ProviderSlot(
         job_id="0x" + "0" * 64,
         idx=0,
-        address="0x" + "1" * 40,
+        address=Address("0x" + "1" * 40),
         peer_id="p",
-        price=1,
+        price=Wei(1),
         state=SeatState.FAILED,
         updated_at=0.0,
     )

@@ -29,6 +29,7 @@ from coordinator.store.history import (
 from coordinator.store.migrate import downgrade, upgrade
 from devnet.harness import SPEC, Harness, harness
 from protocol.api_auth import sign_request
+from protocol.ids import Address, Wei
 from protocol.lifecycle import JobState, Phase
 from protocol.messages import FailureKind, GpuInfo
 from protocol.spec_io import canonical_spec, parse_spec
@@ -380,15 +381,15 @@ def test_a_gpu_jobs_runtime_sells_gpu_seconds_cut_at_the_hour() -> None:
     slot = ProviderSlot(
         job.job_id,
         0,
-        "0x" + "33" * 20,
+        Address("0x" + "33" * 20),
         "peer",
-        5,
+        Wei(5),
         SeatState.REVEALED,
         0.0,
         commit_hash="0x" + "44" * 32,
         runtime_ms=90_000,
         outcome=Outcome.PAID,
-        pay=5,
+        pay=Wei(5),
     )
     ended = 10 * HOUR + 30.0  # 90 s of runtime, 60 s of it in the hour before
     rows = seat_rows(job, slot, ended, hour_of(ended))

@@ -14,7 +14,7 @@ from coordinator.wire.reports import NotAssigned, ReportHandler
 from protocol import eip712
 from protocol.errors import MessageError, SignatureError
 from protocol.identity import Identity
-from protocol.ids import Address, JobId, PeerId
+from protocol.ids import Address, JobId, PeerId, Wei
 from protocol.lifecycle import SeatState
 from protocol.messages import Commitment, CommitReceipt, FailureKind, FailureReport, LogChunk
 from protocol.signing import decode_signed, encode_signed, sign_message
@@ -44,7 +44,7 @@ async def handler(tmp_path: Path):
                 1,
                 PROV.address,
                 PROV.peer_id,
-                5,
+                Wei(5),
                 SeatState.RUNNING,
                 0.0,
                 assigned_at=ASSIGNED_AT,

@@ -19,6 +19,7 @@ from coordinator.store import AsyncStore, JobRecord, ReputationRecord, SeatFailu
 from coordinator.verification.reputation import ReputationBook
 from devnet.harness import Harness, harness
 from proofs.reputation import ReputationParams, Verified
+from protocol.ids import Address
 from protocol.lifecycle import JobState, Outcome, SeatState
 from protocol.messages import FailureKind
 
@@ -70,7 +71,7 @@ async def test_the_loser_of_a_vote_is_counted_slashed(tmp_path: Path) -> None:
         job_id = await h.create_job(3)
         await h.run(job_id, settled)
         outcomes = {s.address: s.outcome for s in await h.slots(job_id)}
-        assert outcomes[cheat.address] is Outcome.SLASHED
+        assert outcomes[Address(cheat.address)] is Outcome.SLASHED
         assert await counts(h, cheat.address) == (0, 1, 0, 0, 0)
         slashed = await row(h, cheat.address)
         assert slashed.beta == pytest.approx(PRIOR.prior_beta + PRIOR.slash_weight, abs=1e-6)

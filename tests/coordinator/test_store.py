@@ -7,6 +7,7 @@ from sqlalchemy import inspect
 
 from coordinator.errors import InvalidTransition, JobNotFound
 from coordinator.store import AsyncStore, ProviderSlot, Store
+from protocol.ids import Address, Wei
 from protocol.lifecycle import JobState, Outcome, SeatState
 from tests.coordinator.factories import job_record
 
@@ -87,13 +88,13 @@ def test_slots_round_trip_and_update(store: Store) -> None:
         ProviderSlot(
             job.job_id,
             i,
-            f"0x{i + 1:040x}",
+            Address(f"0x{i + 1:040x}"),
             f"peer{i}",
-            5 * 10**18,
+            Wei(5 * 10**18),
             SeatState.ASSIGNED,
             0.0,
             ("/ip4/1.2.3.4/tcp/1",),
-            rate_per_hour=2**64 - 1,
+            rate_per_hour=Wei(2**64 - 1),
             assigned_at=1_700_000_000,
         )
         for i in range(2)
@@ -117,7 +118,13 @@ def test_slots_round_trip_and_update(store: Store) -> None:
 
 def test_the_seat_lifecycle_is_enforced(store: Store) -> None:
     job, _ = store.add_job(job_record(10))
-    store.put_slots([ProviderSlot(job.job_id, 0, "0x" + "aa" * 20, "p", 1, SeatState.OFFERED, 0.0)])
+    store.put_slots(
+        [
+            ProviderSlot(
+                job.job_id, 0, Address("0x" + "aa" * 20), "p", Wei(1), SeatState.OFFERED, 0.0
+            )
+        ]
+    )
     with pytest.raises(InvalidTransition):  # no commitment before the seat is on chain
         store.update_slot(job.job_id, 0, state=SeatState.COMMITTED)
     store.update_slot(job.job_id, 0, state=SeatState.ACCEPTED, accept_sig="0x01")
@@ -127,11 +134,11 @@ def test_the_seat_lifecycle_is_enforced(store: Store) -> None:
 
 def test_a_declined_seat_is_given_back_and_recorded(store: Store) -> None:
     job, _ = store.add_job(job_record(11))
-    a, b = "0x" + "aa" * 20, "0x" + "bb" * 20
+    a, b = Address("0x" + "aa" * 20), Address("0x" + "bb" * 20)
     store.put_slots(
         [
-            ProviderSlot(job.job_id, 0, a, "p", 1, SeatState.ASSIGNED, 0.0),
-            ProviderSlot(job.job_id, 1, b, "q", 1, SeatState.OFFERED, 0.0),
+            ProviderSlot(job.job_id, 0, a, "p", Wei(1), SeatState.ASSIGNED, 0.0),
+            ProviderSlot(job.job_id, 1, b, "q", Wei(1), SeatState.OFFERED, 0.0),
         ]
     )
     assert not store.decline_slot(job.job_id, 0, a, "on chain: never given back")

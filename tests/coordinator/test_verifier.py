@@ -78,10 +78,10 @@ def slot(
         i,
         who.address,
         who.peer_id,
-        price,
+        Wei(price),
         state,
         0.0,
-        rate_per_hour=RATE,
+        rate_per_hour=Wei(RATE),
         assigned_at=T0,
         **fields,
     )
