@@ -50,7 +50,7 @@ from contracts.models import JobStatus
 from coordinator.lifecycle.driver import JobDriver
 from coordinator.store import JobRecord, ReputationRecord
 from devnet.harness import RATE, STAKE, Harness, harness, identity
-from devnet.scripted_provider import FakeProvider, JobPlan, Strategy
+from devnet.scripted_provider import FakeProvider, ScriptedJob, Strategy
 from proofs.reputation import Reputation
 from protocol.eip712 import digest_to_cid
 from protocol.ids import JobId, to_wei
@@ -88,8 +88,8 @@ class Ledger:
 
 
 def honest(ledger: Ledger, rng: random.Random) -> Strategy:
-    def plan(p: FakeProvider, a: Any) -> JobPlan:
-        return JobPlan(digest=honest_digest(a.job_id), runtime_ms=RUNTIME_MS)
+    def plan(p: FakeProvider, a: Any) -> ScriptedJob:
+        return ScriptedJob(digest=honest_digest(a.job_id), runtime_ms=RUNTIME_MS)
 
     return plan
 
@@ -98,11 +98,11 @@ def cheat_with(q: float, tag: bytes = b"lazy") -> Callable[[Ledger, random.Rando
     """Commit garbage (``tag``: lazy, approximate) on a share ``q`` of jobs."""
 
     def make(ledger: Ledger, rng: random.Random) -> Strategy:
-        def plan(p: FakeProvider, a: Any) -> JobPlan:
+        def plan(p: FakeProvider, a: Any) -> ScriptedJob:
             if rng.random() < q:
                 ledger.cheated.add(bytes(a.job_id))
-                return JobPlan(digest=garbage(a.job_id, tag), runtime_ms=RUNTIME_MS)
-            return JobPlan(digest=honest_digest(a.job_id), runtime_ms=RUNTIME_MS)
+                return ScriptedJob(digest=garbage(a.job_id, tag), runtime_ms=RUNTIME_MS)
+            return ScriptedJob(digest=honest_digest(a.job_id), runtime_ms=RUNTIME_MS)
 
         return plan
 
@@ -113,18 +113,18 @@ def copier(ledger: Ledger, rng: random.Random) -> Strategy:
     """Copies what it can see: another seat's on-chain commitment of the same job, else
     the result the chain published last (``JobSettled``)."""
 
-    def plan(p: FakeProvider, a: Any) -> JobPlan:
+    def plan(p: FakeProvider, a: Any) -> ScriptedJob:
         assert p.chain is not None
         ledger.cheated.add(bytes(a.job_id))
         job_id = JobId(bytes(a.job_id))
         for seat in range(len(p.chain.get_seats(job_id))):
             entry = p.chain.on_chain_entry(job_id, seat)
             if seat != a.seat and entry.committed:
-                return JobPlan(commit_hash=entry.commit_hash, runtime_ms=RUNTIME_MS)
+                return ScriptedJob(commit_hash=entry.commit_hash, runtime_ms=RUNTIME_MS)
         world = p.chain.world  # type: ignore[attr-defined]
         settled = [e for e in reversed(world.events) if e.name == "JobSettled"]
         result = bytes(settled[0].args["result"]) if settled else garbage(a.job_id)
-        return JobPlan(digest=result, runtime_ms=RUNTIME_MS)
+        return ScriptedJob(digest=result, runtime_ms=RUNTIME_MS)
 
     return plan
 
@@ -132,9 +132,11 @@ def copier(ledger: Ledger, rng: random.Random) -> Strategy:
 def withholder(ledger: Ledger, rng: random.Random) -> Strategy:
     """Lazy, and refuses every reveal request once a second seat (a checker) exists."""
 
-    def plan(p: FakeProvider, a: Any) -> JobPlan:
+    def plan(p: FakeProvider, a: Any) -> ScriptedJob:
         ledger.cheated.add(bytes(a.job_id))
-        return JobPlan(digest=garbage(a.job_id), runtime_ms=RUNTIME_MS, reveal="refuse_if_checked")
+        return ScriptedJob(
+            digest=garbage(a.job_id), runtime_ms=RUNTIME_MS, reveal="refuse_if_checked"
+        )
 
     return plan
 
@@ -142,9 +144,9 @@ def withholder(ledger: Ledger, rng: random.Random) -> Strategy:
 def chain_revealer(ledger: Ledger, rng: random.Random) -> Strategy:
     """Lazy; commits off chain, ignores reveal requests, reveals on chain once reveals open."""
 
-    def plan(p: FakeProvider, a: Any) -> JobPlan:
+    def plan(p: FakeProvider, a: Any) -> ScriptedJob:
         ledger.cheated.add(bytes(a.job_id))
-        return JobPlan(
+        return ScriptedJob(
             digest=garbage(a.job_id), runtime_ms=RUNTIME_MS, reveal="refuse", reveal_on_chain=True
         )
 
@@ -505,10 +507,10 @@ def collusion_run(jobs: int, seed: int) -> dict[str, Any]:
                     runtime_ms=RUNTIME_MS,
                 ) as bad:
 
-                    def sybil(p: FakeProvider, a: Any) -> JobPlan:
+                    def sybil(p: FakeProvider, a: Any) -> ScriptedJob:
                         split = a.seat == 0 and bytes(a.job_id)[0] % 3 == 0
                         digest = garbage(a.job_id, b"split" if split else b"sybil")
-                        return JobPlan(digest=digest, runtime_ms=RUNTIME_MS)
+                        return ScriptedJob(digest=digest, runtime_ms=RUNTIME_MS)
 
                     for p in bad.providers:
                         p.strategy = sybil

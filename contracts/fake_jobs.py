@@ -32,7 +32,7 @@ from protocol.ids import Address
 
 
 @dataclass
-class Entry:
+class SeatEntry:
     """What a seat put on chain itself (``onChainEntry``)."""
 
     commit_hash: bytes = b"\0" * 32
@@ -69,7 +69,7 @@ class FakeJobs(FakeRegistry):
     def __init__(self, **registry: Any) -> None:
         super().__init__(**registry)
         self.jobs: dict[bytes, Job] = {}
-        self.entries: dict[tuple[bytes, int], Entry] = {}
+        self.entries: dict[tuple[bytes, int], SeatEntry] = {}
         self.burned = 0
 
     def job(self, job_id: bytes, *allowed: JobStatus) -> Job:
@@ -89,8 +89,8 @@ class FakeJobs(FakeRegistry):
             raise E.RecordMismatch(jobId=bytes(job_id))
         return job
 
-    def entry(self, job_id: bytes, seat: int) -> Entry:
-        return self.entries.get((bytes(job_id), seat), Entry())
+    def entry(self, job_id: bytes, seat: int) -> SeatEntry:
+        return self.entries.get((bytes(job_id), seat), SeatEntry())
 
     def _check_settlement(
         self, sender: Address, terms: JobTerms | None, s: Settlement, now: int
@@ -155,7 +155,7 @@ class FakeJobs(FakeRegistry):
                     return E.InvalidSignature(jobId=jid, provider=seat.provider)
                 if e.kind == EntryKind.COMMIT and early:
                     return E.SettleTooEarly(jobId=jid, seat=i)
-            oc = self.entries.get((jid, i), Entry())
+            oc = self.entries.get((jid, i), SeatEntry())
             if oc.revealed and oc.votes:
                 tally.vote(i, oc.result, oc.runtime_ms)
             elif e.kind == EntryKind.REVEAL:
@@ -173,7 +173,7 @@ class FakeJobs(FakeRegistry):
     def _on_chain_tally(self, job_id: bytes, job: Job) -> Tally:
         tally = Tally.empty(len(job.seats))
         for i in range(len(job.seats)):
-            oc = self.entries.get((bytes(job_id), i), Entry())
+            oc = self.entries.get((bytes(job_id), i), SeatEntry())
             if oc.revealed and oc.votes:
                 tally.vote(i, oc.result, oc.runtime_ms)
             elif oc.committed and not oc.revealed:

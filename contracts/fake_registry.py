@@ -32,7 +32,7 @@ class Unbonding:
 
 
 @dataclass
-class Coordinator:
+class BondedCoordinator:
     bond: int = 0
     unbonding: int = 0
     ready_at: int = 0
@@ -61,7 +61,7 @@ class FakeRegistry(FakeLedger):
         self.coordinator_unbond_delay = coordinator_unbond_delay
         self.providers: dict[Address, Provider] = {}
         self.unbondings: dict[Address, Unbonding] = {}
-        self.coordinators: dict[Address, Coordinator] = {}
+        self.coordinators: dict[Address, BondedCoordinator] = {}
 
     def provider(self, who: str) -> Provider:
         return self.providers.get(parse_address(who), Provider())
@@ -69,8 +69,8 @@ class FakeRegistry(FakeLedger):
     def unbonding(self, who: str) -> Unbonding:
         return self.unbondings.get(parse_address(who), Unbonding())
 
-    def coordinator(self, who: str) -> Coordinator:
-        return self.coordinators.get(parse_address(who), Coordinator())
+    def coordinator(self, who: str) -> BondedCoordinator:
+        return self.coordinators.get(parse_address(who), BondedCoordinator())
 
     def register(self, sender: Address, group: int) -> str:
         if self.provider(sender).registered:
@@ -140,7 +140,7 @@ class FakeRegistry(FakeLedger):
         self._check_pull(sender, amount, permit=True)
         tx = self._mine(sender)
         self._permit(sender, amount)
-        self.coordinators.setdefault(sender, Coordinator()).bond = total
+        self.coordinators.setdefault(sender, BondedCoordinator()).bond = total
         self._emit("market", "CoordinatorBonded", coordinator=sender, amount=amount, bond=total)
         self._pull(sender, amount)
         return tx

@@ -27,7 +27,7 @@ from contracts.deploy import (
     DEFAULT_STAKE_FACTOR,
     DEFAULT_UNBONDING_DELAY_S,
 )
-from contracts.fake_jobs import Entry, FakeJobs, Job
+from contracts.fake_jobs import FakeJobs, Job, SeatEntry
 from contracts.fake_ledger import FAKE_MARKET, FAKE_TOKEN, Account, selector, signed
 from contracts.fake_registry import UINT56_MAX
 from contracts.models import (
@@ -320,10 +320,10 @@ class FakeWorld(FakeJobs):
         deadline = job.terms.commit_deadline(seats[seat])
         if self.next_time > deadline:
             raise E.CommitDeadlinePassed(jobId=jid, deadline=deadline)
-        if self.entries.get((jid, seat), Entry()).committed:
+        if self.entries.get((jid, seat), SeatEntry()).committed:
             raise E.AlreadyCommitted(jobId=jid, provider=sender)
         tx = self._mine(sender)
-        self.entries[(jid, seat)] = Entry(commit_hash=bytes(commit_hash), committed=True)
+        self.entries[(jid, seat)] = SeatEntry(commit_hash=bytes(commit_hash), committed=True)
         job.on_chain = True
         self._emit(
             "market",
@@ -364,7 +364,7 @@ class FakeWorld(FakeJobs):
             typed = eip712.reveal_typed_data(domain, JobId(jid), provider, result, runtime_ms, salt)
             if not signed(typed, provider_signature, provider):
                 raise E.InvalidSignature(jobId=jid, provider=provider)
-        entry = self.entries.get((jid, seat), Entry())
+        entry = self.entries.get((jid, seat), SeatEntry())
         if entry.revealed:
             raise E.AlreadyRevealed(jobId=jid, provider=provider)
         opened = eip712.commit_hash(JobId(jid), provider, result, runtime_ms, salt)
@@ -379,7 +379,7 @@ class FakeWorld(FakeJobs):
                 raise E.InvalidReceipt(jobId=jid, provider=provider)
             votes = True
         tx = self._mine(sender)
-        self.entries[(jid, seat)] = Entry(
+        self.entries[(jid, seat)] = SeatEntry(
             opened, bytes(result), runtime_ms, entry.committed, True, votes
         )
         job.on_chain = True

@@ -11,7 +11,7 @@ committing; ``decline`` declines every offer with that reason (``busy`` marks it
 ``forge_accept`` signs its Accept with another key; ``withhold`` commits but never reveals.
 With ``max_jobs`` it runs at most that many jobs at once and declines more as busy.
 
-A ``strategy`` decides per assignment (:class:`JobPlan`): the result digest and runtime to
+A ``strategy`` decides per assignment (:class:`ScriptedJob`): the result digest and runtime to
 commit (or another commitment to copy), whether to answer reveal requests (always, never,
 or only while it holds the job's only seat), and whether to post its reveal on chain
 itself once reveals open (:meth:`FakeProvider.post_reveals`, called by whoever moves time).
@@ -69,7 +69,7 @@ RevealPolicy = Literal["answer", "refuse", "refuse_if_checked"]
 
 
 @dataclass(frozen=True)
-class JobPlan:
+class ScriptedJob:
     """What a scripted provider does on one job (``None``: its fixed ``result`` and
     ``runtime_ms``)."""
 
@@ -86,8 +86,8 @@ class JobPlan:
     """Send this commitment instead of its own (a copied one it cannot open)."""
 
 
-Strategy = Callable[["FakeProvider", Assignment], JobPlan]
-"""Decides a provider's :class:`JobPlan` when an assignment arrives."""
+Strategy = Callable[["FakeProvider", Assignment], ScriptedJob]
+"""Decides a provider's :class:`ScriptedJob` when an assignment arrives."""
 
 
 @dataclass
@@ -118,7 +118,7 @@ class FakeProvider:
     forge_accept: bool = False
     withhold: bool = False
     strategy: Strategy | None = None
-    plans: dict[bytes, JobPlan] = field(default_factory=dict)
+    plans: dict[bytes, ScriptedJob] = field(default_factory=dict)
     posted: set[bytes] = field(default_factory=set)
     """Jobs whose reveal it posted on chain."""
 
@@ -132,8 +132,8 @@ class FakeProvider:
     def digest(self) -> bytes:
         return eip712.cid_to_result_digest(self.result_cid())
 
-    def plan(self, job_id: bytes) -> JobPlan:
-        return self.plans.get(bytes(job_id)) or JobPlan()
+    def plan(self, job_id: bytes) -> ScriptedJob:
+        return self.plans.get(bytes(job_id)) or ScriptedJob()
 
     def digest_for(self, job_id: bytes) -> bytes:
         """The digest it commits for ``job_id`` (its plan's, else its fixed result's)."""
@@ -373,4 +373,4 @@ async def run_provider(
         yield provider
 
 
-__all__ = ["FakeProvider", "JobPlan", "RevealPolicy", "Strategy", "run_provider"]
+__all__ = ["FakeProvider", "RevealPolicy", "ScriptedJob", "Strategy", "run_provider"]

@@ -27,7 +27,7 @@ K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True)
-class Tolerance:
+class NumericTolerance:
     rtol: float = 1e-5
     atol: float = 1e-8
 
@@ -40,10 +40,10 @@ class Tolerance:
 class ComparePolicy:
     """Tolerance for numeric files (None: exact), with per-file overrides by glob pattern."""
 
-    default: Tolerance | None = field(default_factory=Tolerance)
-    per_file: tuple[tuple[str, Tolerance | None], ...] = ()
+    default: NumericTolerance | None = field(default_factory=NumericTolerance)
+    per_file: tuple[tuple[str, NumericTolerance | None], ...] = ()
 
-    def tolerance_for(self, path: str) -> Tolerance | None:
+    def tolerance_for(self, path: str) -> NumericTolerance | None:
         for pattern, tol in self.per_file:
             if fnmatch.fnmatchcase(path, pattern):
                 return tol
@@ -153,7 +153,9 @@ def _bytes_difference(path: str, da: bytes, db: bytes) -> Difference:
     )
 
 
-def _compare_files(path: str, fa: TensorFile, fb: TensorFile, tol: Tolerance) -> list[Difference]:
+def _compare_files(
+    path: str, fa: TensorFile, fb: TensorFile, tol: NumericTolerance
+) -> list[Difference]:
     if set(fa.tensors) != set(fb.tensors):
         only_a = sorted(set(fa.tensors) - set(fb.tensors))
         only_b = sorted(set(fb.tensors) - set(fa.tensors))
@@ -169,7 +171,7 @@ def _compare_files(path: str, fa: TensorFile, fb: TensorFile, tol: Tolerance) ->
 
 
 def compare_tensors(
-    path: str, name: str, ta: Tensor, tb: Tensor, tol: Tolerance
+    path: str, name: str, ta: Tensor, tb: Tensor, tol: NumericTolerance
 ) -> Difference | None:
     """The difference between two tensors, or None when they agree."""
     a, b = ta.array, tb.array
@@ -207,7 +209,7 @@ def compare_tensors(
 
 
 def _float_mismatch(
-    a: np.ndarray, b: np.ndarray, tol: Tolerance
+    a: np.ndarray, b: np.ndarray, tol: NumericTolerance
 ) -> tuple[np.ndarray, float, float]:
     wide = np.complex128 if a.dtype.kind == "c" else np.float64
     x, y = a.astype(wide), b.astype(wide)

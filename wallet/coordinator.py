@@ -16,7 +16,7 @@ REQUEST_TIMEOUT_S = 10.0
 MAX_EVENT_LINE = 64 * 1024
 
 
-class CoordinatorError(GpuMarketError):
+class CoordinatorRequestError(GpuMarketError):
     """The coordinator could not be reached or refused a request."""
 
     def __init__(self, url: str, detail: str, status: int | None = None) -> None:
@@ -47,18 +47,18 @@ class CoordinatorClient:
         try:
             resp = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise CoordinatorError(self.base_url, f"unreachable ({exc})") from exc
+            raise CoordinatorRequestError(self.base_url, f"unreachable ({exc})") from exc
         if resp.status_code >= 400:
             try:
                 body = resp.json()
                 detail = body.get("detail") or body.get("error") or resp.text
             except ValueError:
                 detail = resp.text[:500]
-            raise CoordinatorError(self.base_url, str(detail), resp.status_code)
+            raise CoordinatorRequestError(self.base_url, str(detail), resp.status_code)
         try:
             return resp.json()
         except ValueError as exc:
-            raise CoordinatorError(
+            raise CoordinatorRequestError(
                 self.base_url, "answered with something that is not JSON"
             ) from exc
 
@@ -106,11 +106,11 @@ class CoordinatorClient:
             with self._http.stream("GET", path, timeout=stream_timeout) as resp:
                 if resp.status_code >= 400:
                     resp.read()
-                    raise CoordinatorError(self.base_url, resp.text[:500], resp.status_code)
+                    raise CoordinatorRequestError(self.base_url, resp.text[:500], resp.status_code)
                 for line in resp.iter_lines():
                     if len(line) > MAX_EVENT_LINE:
-                        raise CoordinatorError(self.base_url, "event line too long")
+                        raise CoordinatorRequestError(self.base_url, "event line too long")
                     if line.startswith("data:"):
                         yield json.loads(line[5:].strip())
         except httpx.TransportError as exc:
-            raise CoordinatorError(self.base_url, f"event stream failed ({exc})") from exc
+            raise CoordinatorRequestError(self.base_url, f"event stream failed ({exc})") from exc

@@ -25,7 +25,7 @@ from protocol.errors import GpuMarketError
 from protocol.ids import JobId, format_tokens, job_id_hex, parse_address
 from protocol.units import parse_duration
 from wallet import records
-from wallet.coordinator import CoordinatorClient, CoordinatorError
+from wallet.coordinator import CoordinatorClient, CoordinatorRequestError
 from wallet.settings import WalletSettings
 
 COST_EVENTS = (
@@ -280,7 +280,7 @@ def job_cost(settings: WalletSettings, job_id: JobId) -> JobCost:
         try:
             with CoordinatorClient(settings.need("coordinator_url")) as client:
                 cost = cost_from_view(client.job(job_id))
-        except CoordinatorError:
+        except CoordinatorRequestError:
             raise chain_error from None
     return _with_bytes(settings, job_id, cost)
 

@@ -39,7 +39,7 @@ Progress = Callable[[str, int, int], None]
 """``progress(what, done_bytes, total_bytes)``."""
 
 
-class InsufficientFunds(GpuMarketError):
+class InsufficientBalance(GpuMarketError):
     def __init__(self, address: str, needed: int, have: int) -> None:
         self.needed, self.have = needed, have
         super().__init__(
@@ -190,7 +190,7 @@ def submit(
     job_windows(chain.next_block_time(), spec.timeout, on_chain_redundancy(spec), phases)
     balance = chain.token_balance(identity.address)
     if balance < escrow:
-        raise InsufficientFunds(identity.address, escrow, balance)
+        raise InsufficientBalance(identity.address, escrow, balance)
     short_of_gas = chain.sender.gas_shortfall(CREATE_JOB_GAS)
     if short_of_gas is not None:
         raise short_of_gas

@@ -13,12 +13,12 @@ from fastapi.responses import StreamingResponse
 from coordinator.api import dashboard, errors, history
 from coordinator.api.bodies import SUBMIT_JOB_MAX_BYTES, body_schema, json_body
 from coordinator.api.models import (
-    Accepted,
     CandidateView,
     DeclineView,
     ErrorBody,
     Explanation,
     Health,
+    JobAccepted,
     JobList,
     JobView,
     LogLineView,
@@ -94,16 +94,16 @@ def create_app(backend: ApiBackend, *, stake_factor: int = DEFAULT_STAKE_FACTOR)
     @app.post(
         "/jobs",
         status_code=202,
-        response_model=Accepted,
+        response_model=JobAccepted,
         responses=BODY_ERRORS,
         openapi_extra=body_schema(SubmitJob, SUBMIT_JOB_MAX_BYTES),
     )
     async def submit(
         body: Annotated[SubmitJob, Depends(json_body(SubmitJob, SUBMIT_JOB_MAX_BYTES))],
-    ) -> Accepted:
+    ) -> JobAccepted:
         """Tell the coordinator about a job created on chain (everything else is read there)."""
         job = await backend.notice(_job_key(body.job_id))
-        return Accepted(job_id=job.job_id, state=str(job.state))
+        return JobAccepted(job_id=job.job_id, state=str(job.state))
 
     @app.get("/jobs", response_model=JobList, responses=ERRORS)
     async def list_jobs(

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from coordinator.matching.book import BookEntry
 from coordinator.matching.columns import DTYPE_INDEX, ProviderColumns
-from coordinator.store import Decline, JobRecord, ProviderSlot
+from coordinator.store import DeclineRecord, JobRecord, ProviderSlot
 from coordinator.verification.reputation import Standing
 from protocol.lifecycle import JobState
 
@@ -18,7 +18,7 @@ class SubmitJob(BaseModel):
     job_id: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$", description="the on-chain job id")
 
 
-class Accepted(BaseModel):
+class JobAccepted(BaseModel):
     job_id: str
     state: str
 
@@ -184,7 +184,7 @@ class DeclineView(BaseModel):
     at: float
 
     @classmethod
-    def of(cls, d: Decline) -> DeclineView:
+    def of(cls, d: DeclineRecord) -> DeclineView:
         return cls(seat=d.seat, address=d.address, reason=d.reason, at=d.at)
 
 

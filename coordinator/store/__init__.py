@@ -6,7 +6,7 @@ upgraded by Alembic (:func:`coordinator.store.migrate.upgrade`) when the store o
 """
 
 from coordinator.store.records import (
-    Decline,
+    DeclineRecord,
     EventRecord,
     JobRecord,
     LogLine,
@@ -18,7 +18,7 @@ from coordinator.store.store import AsyncStore, Store
 
 __all__ = [
     "AsyncStore",
-    "Decline",
+    "DeclineRecord",
     "EventRecord",
     "JobRecord",
     "LogLine",

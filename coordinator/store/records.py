@@ -262,7 +262,7 @@ class ReputationRecord:
 
 
 @dataclass(frozen=True)
-class Decline:
+class DeclineRecord:
     """A provider that declined a seat of a job (or whose answer could not be used)."""
 
     job_id: str

@@ -26,7 +26,7 @@ from coordinator.store import history as h
 from coordinator.store import tables as t
 from coordinator.store.migrate import upgrade
 from coordinator.store.records import (
-    Decline,
+    DeclineRecord,
     EventRecord,
     JobRecord,
     LogLine,
@@ -267,7 +267,7 @@ class Store:
             )
             return True
 
-    def declines(self, job_id: str) -> list[Decline]:
+    def declines(self, job_id: str) -> list[DeclineRecord]:
         query = (
             select(t.job_declines)
             .where(t.job_declines.c.job_id == job_id)
@@ -275,7 +275,8 @@ class Store:
         )
         with self._tx("read declines") as conn:
             return [
-                Decline(r.job_id, r.seat, r.address, r.reason, r.at) for r in conn.execute(query)
+                DeclineRecord(r.job_id, r.seat, r.address, r.reason, r.at)
+                for r in conn.execute(query)
             ]
 
     def slots(self, job_id: str) -> list[ProviderSlot]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import trio
 
-from proofs.compare import ComparePolicy, Loader, Tolerance, group_results
+from proofs.compare import ComparePolicy, Loader, NumericTolerance, group_results
 from protocol.ipfs.store import ContentStore
 
 
@@ -35,7 +35,7 @@ async def tolerance_groups(
     cids = dict(votes)
     if len(set(cids.values())) <= 1:
         return [sorted(cids)] if cids else []
-    policy = ComparePolicy(default=Tolerance(rtol=tolerance[0], atol=tolerance[1]))
+    policy = ComparePolicy(default=NumericTolerance(rtol=tolerance[0], atol=tolerance[1]))
     with tempfile.TemporaryDirectory(prefix="gpumarket-compare-") as tmp:
         roots: dict[str, Path] = {}
         for i, cid in enumerate(sorted(set(cids.values()))):

@@ -46,7 +46,7 @@ class Vote:
 
 
 @dataclass(frozen=True)
-class Tally:
+class ChainCount:
     """What the contract will count, seat by seat."""
 
     votes: dict[int, Vote]
@@ -106,7 +106,7 @@ def _reveal_of(slot: ProviderSlot) -> SignedEntry | None:
 
 def tally(
     slots: Sequence[ProviderSlot], terms: JobTerms, now: int, *, commits: bool = True
-) -> Tally:
+) -> ChainCount:
     """Count each on-chain seat the way ``settle`` will at time ``now``.
 
     ``commits=False`` leaves signed Commits out even after the reveal window (the
@@ -147,7 +147,7 @@ def tally(
         if early and slot.idx not in votes and (slot.onchain_commit is not None or now <= deadline):
             live.append(slot.idx)
         entries.append(entry)
-    return Tally(votes, frozenset(withheld), tuple(entries), tuple(live))
+    return ChainCount(votes, frozenset(withheld), tuple(entries), tuple(live))
 
 
 def exact_groups(votes: dict[int, Vote]) -> list[list[int]]:

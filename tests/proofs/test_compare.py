@@ -10,7 +10,7 @@ from hypothesis.extra import numpy as hnp
 
 from proofs.compare import (
     ComparePolicy,
-    Tolerance,
+    NumericTolerance,
     compare_outputs,
     exact_groups,
     group_results,
@@ -19,7 +19,7 @@ from proofs.compare import (
 from proofs.errors import ArtifactFormatError
 from proofs.tensorfiles import encode_safetensors, parse_safetensors
 
-TOL = ComparePolicy(Tolerance(rtol=1e-4, atol=1e-6))
+TOL = ComparePolicy(NumericTolerance(rtol=1e-4, atol=1e-6))
 
 
 def npy(a: np.ndarray) -> bytes:
@@ -101,7 +101,9 @@ def test_integers_and_text_compare_exactly() -> None:
 
 def test_per_file_override_and_exact_policy() -> None:
     a, b = {"x.npy": npy(np.array([1.0]))}, {"x.npy": npy(np.array([1.01]))}
-    loose = ComparePolicy(Tolerance(1e-9, 0), per_file=(("*.npy", Tolerance(0.1, 0)),))
+    loose = ComparePolicy(
+        NumericTolerance(1e-9, 0), per_file=(("*.npy", NumericTolerance(0.1, 0)),)
+    )
     assert compare_outputs(a, b, loose).agree
     assert not compare_outputs(a, b, ComparePolicy(default=None)).agree
 
@@ -188,7 +190,7 @@ def test_grouping_majority_and_lazy_loading() -> None:
 
 
 def test_grouping_needs_agreement_with_every_member() -> None:
-    tol = ComparePolicy(Tolerance(rtol=0, atol=1.0))
+    tol = ComparePolicy(NumericTolerance(rtol=0, atol=1.0))
     res = {k: {"o.npy": npy(np.array([v]))} for k, v in (("a", 0.0), ("b", 0.9), ("c", 1.8))}
     # a~b and b~c but not a~c: c must not join a's class.
     assert group_results(res, tol) == [["a", "b"], ["c"]]

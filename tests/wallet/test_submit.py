@@ -26,7 +26,7 @@ from protocol.ids import JobId, to_wei
 from protocol.ipfs import KuboContentStore
 from protocol.spec_io import spec_from_canonical
 from wallet import jobs
-from wallet.coordinator import CoordinatorError
+from wallet.coordinator import CoordinatorRequestError
 from wallet.settings import WalletSettings
 from wallet.windows import ASSIGN_WINDOW_S, job_windows
 
@@ -238,7 +238,7 @@ def test_insufficient_balance_says_how_much_is_missing(
     chain: AnvilNode, market: WalletSettings
 ) -> None:
     poor = Identity.from_private_key(bytes(Account.create().key))
-    with pytest.raises(jobs.InsufficientFunds, match=r"holds 0 tokens .* 10.1 missing"):
+    with pytest.raises(jobs.InsufficientBalance, match=r"holds 0 tokens .* 10.1 missing"):
         jobs.submit(market, poor, EXAMPLES / "matmul" / "job.yaml")
 
 
@@ -257,7 +257,9 @@ def test_unreachable_coordinator_is_named_and_nothing_is_paid(
     )
     client = Web3Chain(chain.rpc_url, deployment, chain.accounts[REQUESTER].private_key)
     before = client.token_balance(who.address)
-    with pytest.raises(CoordinatorError, match=r"coordinator at http://127.0.0.1:9: unreachable"):
+    with pytest.raises(
+        CoordinatorRequestError, match=r"coordinator at http://127.0.0.1:9: unreachable"
+    ):
         jobs.submit(dead, who, EXAMPLES / "matmul" / "job.yaml")
     assert client.token_balance(who.address) == before
 
