@@ -262,3 +262,17 @@ def test_host_checks_for_the_process_runtime_skip_what_it_cannot_need() -> None:
     assert [c.name for c in checks] == ["gpus", "driver"] and calls == []
     everything = doctor.host_checks(probes, runtime="process", cpu_only=True)
     assert [c.name for c in everything] == ["gpus", "driver", "bwrap", "cgroups", "container"]
+
+
+def test_job_cgroups_go_beside_the_daemons_leaf(tmp_path: Path) -> None:
+    from provider_node.runtimes import cgroups
+
+    service = tmp_path / "gpumarket-provider.service"
+    leaf = service / cgroups.DAEMON_LEAF
+    leaf.mkdir(parents=True)
+    assert cgroups._job_parent(leaf) == service  # the daemon already moved into its leaf
+    (service / "cgroup.subtree_control").write_text("memory pids\n")
+    assert cgroups._job_parent(service) == service  # controllers already handed down
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert cgroups._job_parent(plain) == plain  # not a cgroup: left for the caller to report
