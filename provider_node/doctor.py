@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -29,6 +30,8 @@ from protocol.errors import GpuMarketError
 if TYPE_CHECKING:
     from provider_node.settings import ProviderSettings
     from provider_node.staking import ProviderChain
+
+log = logging.getLogger(__name__)
 
 UNIT_FILE = "deploy/gpumarket-provider.service"
 """The systemd unit shipped with the project (it delegates the cgroup subtree)."""
@@ -257,6 +260,13 @@ def probe_container() -> ContainerFacts:
     return found or ContainerFacts(engine=None)
 
 
+def probe_container_runtime() -> str | None:
+    """Why the configured container runtime cannot run here (its own readiness probe)."""
+    from provider_node.runtimes import create_runtime
+
+    return create_runtime("docker").unavailable_reason()
+
+
 def probe_bwrap() -> str | None:
     """Run ``true`` in a real sandbox shaped like a job's (namespaces, binds, no cgroup);
     None when it ran, else why not."""
@@ -292,6 +302,7 @@ class HostProbes:
     cgroup_facts: Callable[[], CgroupFacts] = probe_cgroups
     cgroup_creation: Callable[[], str | None] = probe_cgroup_creation
     container: Callable[[], ContainerFacts] = probe_container
+    container_runtime: Callable[[], str | None] = probe_container_runtime
     clock: Callable[[], float] = time.time
 
 
@@ -470,10 +481,23 @@ def check_cgroups(reason: str | None, facts: CgroupFacts, *, runtime: str) -> Ch
     return Check("cgroups", verdict, must, f"{where}: {reason}", cgroup_fix(facts))
 
 
-def check_container(facts: ContainerFacts, *, runtime: str, gpus: int) -> Check:
+def check_container(
+    facts: ContainerFacts, *, runtime: str, gpus: int, runtime_reason: str | None = None
+) -> Check:
+    """``runtime_reason``: why the docker runtime itself cannot run (its own probe), which
+    decides for ``PROVIDER_RUNTIME=docker`` whatever other engine answers."""
     must = runtime == "docker"
     name = "container"
     bad = Verdict.FAIL if must else Verdict.WARN
+    if must and runtime_reason is not None:
+        return Check(
+            name,
+            Verdict.FAIL,
+            True,
+            f"PROVIDER_RUNTIME=docker cannot run here: {runtime_reason}",
+            "install docker (`apt-get install docker.io`) and start its engine "
+            "(`systemctl start docker`)",
+        )
     if facts.engine is None:
         if not must:
             return Check(
@@ -718,7 +742,10 @@ def host_checks(
             check_cgroups(probes.cgroup_creation(), probes.cgroup_facts(), runtime=runtime)
         )
     if runtime == "docker" or not required_only:
-        checks.append(check_container(probes.container(), runtime=runtime, gpus=gpus))
+        reason = probes.container_runtime() if runtime == "docker" else None
+        checks.append(
+            check_container(probes.container(), runtime=runtime, gpus=gpus, runtime_reason=reason)
+        )
     return checks
 
 
@@ -880,6 +907,9 @@ def preflight(settings: ProviderSettings, probes: HostProbes | None = None) -> R
     from protocol.errors import ConfigError
 
     report = run_doctor(settings, probes=probes, required_only=True)
+    for check in report.checks:
+        if check.verdict is not Verdict.OK and not check.blocking:
+            log.warning("%s", check.line())
     if report.blocking:
         lines = "; ".join(c.line() for c in report.blocking)
         raise ConfigError(f"not starting, `gpumarket provider doctor` found: {lines}")

@@ -150,6 +150,11 @@ def test_container_engine_is_judged_by_the_runtime_that_needs_it() -> None:
     assert no_gpu.blocking and no_gpu.fix is not None and "nvidia-ctk" in no_gpu.fix
     gpu = ContainerFacts("podman", answers=True, gpu_access=True)
     assert doctor.check_container(gpu, runtime="docker", gpus=1).verdict is Verdict.OK
+    # Another engine answering does not help when the docker runtime's own probe fails.
+    engine_down = doctor.check_container(
+        gpu, runtime="docker", gpus=1, runtime_reason="no docker engine answers"
+    )
+    assert engine_down.blocking and "no docker engine answers" in engine_down.found
 
 
 def test_cdi_spec_for_nvidia_counts_as_gpu_access(tmp_path: Path) -> None:
