@@ -701,7 +701,8 @@ def check_gas(fallback_warning: str | None, start_short: str | None) -> Check:
         "gas",
         Verdict.OK,
         False,
-        "enough native token to commit, reveal and finalize on chain if a coordinator vanishes",
+        "enough native token to commit and reveal running jobs on chain if their coordinator "
+        "vanishes",
     )
 
 

@@ -281,3 +281,33 @@ def test_job_cgroups_go_beside_the_daemons_leaf(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
     assert cgroups._job_parent(plain) == plain  # not a cgroup: left for the caller to report
+
+
+def test_a_daemon_sharing_its_cgroup_moves_into_the_leaf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cgroup v2 refuses (EBUSY) to hand controllers down from a cgroup holding processes;
+    the daemon then moves itself into its leaf. (A stand-in directory: this machine has no
+    cgroup v2 controllers to try it on.)"""
+    import errno
+    import os
+
+    from provider_node.runtimes import cgroups
+
+    service = tmp_path / "gpumarket-provider.service"
+    service.mkdir()
+    (service / "cgroup.subtree_control").write_text("")
+    real_write = Path.write_text
+    refused: list[Path] = []
+
+    def write_text(self: Path, data: str, *args: object, **kwargs: object) -> int:
+        if self.name == "cgroup.subtree_control" and not refused:
+            refused.append(self)
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    assert cgroups._job_parent(service) == service
+    assert refused == [service / "cgroup.subtree_control"]
+    moved = service / cgroups.DAEMON_LEAF / "cgroup.procs"
+    assert moved.read_text() == str(os.getpid())
