@@ -230,7 +230,9 @@ class ProviderNode:
             raise ConfigError("the chain id is unknown; pass chain_id with an injected chain")
         report = await trio.to_thread.run_sync(ensure_staked, chain, s.stake_wei)
         log.info("provider %s: stake %s, registered", identity.address, report.info.stake)
-        warning = await trio.to_thread.run_sync(fallback_gas_warning, chain, s.max_concurrent_jobs)
+        warning = await trio.to_thread.run_sync(
+            fallback_gas_warning, chain, s.max_concurrent_jobs
+        )
         if warning is not None:
             log.warning("%s", warning)
         if self.offer is None:

@@ -2,8 +2,8 @@
 
 Jobs are counted by outcome and timed; the daemon's capacity (running jobs, free GPUs,
 adverts, jobs by final phase, GPU health with the reason a GPU failed) is read at scrape
-time; GPU utilization is read through NVML
-at scrape time when ``pynvml`` imports and a driver answers, and is simply absent otherwise.
+time; GPU utilization is read through NVML at scrape time when ``pynvml`` imports and a
+driver answers, and is simply absent otherwise.
 """
 
 from __future__ import annotations
