@@ -115,9 +115,10 @@ class Metrics:
         self.providers = Gauge(
             "gpumarket_providers", "Providers live in the book", registry=self.registry
         )
-        self.utilization = Gauge(
-            "gpumarket_gpu_utilization",
-            "Mean GPU utilization reported by adverts",
+        self.slot_occupancy = Gauge(
+            "gpumarket_job_slot_occupancy",
+            "Mean job-slot occupancy (running / concurrent jobs) the adverts report, "
+            "weighted by GPU count",
             registry=self.registry,
         )
         self.match_latency = Histogram(
@@ -134,12 +135,12 @@ class Metrics:
         self.history = HistoryMetrics(self.registry)
 
     def render(
-        self, counts: dict[str, int], providers: int, utilization: float, settle_batches: int
+        self, counts: dict[str, int], providers: int, slot_occupancy: float, settle_batches: int
     ) -> bytes:
         for state in JobState:
             self.jobs.labels(state=str(state)).set(counts.get(str(state), 0))
         self.providers.set(providers)
-        self.utilization.set(utilization)
+        self.slot_occupancy.set(slot_occupancy)
         self.settlements.set(settle_batches)
         return generate_latest(self.registry)
 

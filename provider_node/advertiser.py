@@ -21,7 +21,7 @@ from protocol.errors import GpuMarketError
 from protocol.identity import Identity
 from protocol.ids import Wei
 from protocol.messages import Advert
-from protocol.messages.advert import RuntimeKind
+from protocol.messages.advert import GpuInfo, RuntimeKind
 from protocol.p2p.gossip import PacedPublisher
 from protocol.p2p.host import Node
 from protocol.packages import MAX_OFFERED, NAME_PATTERN, normal_name
@@ -76,10 +76,17 @@ def python_packages(
 
 @dataclass(frozen=True)
 class Capacity:
-    """Free GPUs and utilization at the moment an advert is built."""
+    """Free GPUs and load at the moment an advert is built."""
 
     free_gpus: int
     utilization: float
+    """Job-slot occupancy: running jobs / concurrent job slots."""
+    gpu_utilization: float | None = None
+    """The GPUs' mean busy fraction read from NVML (None where NVML is unavailable)."""
+
+
+class NothingToOffer(GpuMarketError):
+    """No GPU of a GPU provider is healthy: it stays silent, and drops out of the books."""
 
 
 class Advertiser:
@@ -96,6 +103,7 @@ class Advertiser:
         runtimes: Sequence[RuntimeKind],
         packages: Mapping[str, str] | None = None,
         capacity: Callable[[], Capacity],
+        usable_gpus: Callable[[], Sequence[int]] | None = None,
         sequence: SequenceFile,
         period_s: float = 5.0,
         ttl_s: int = 20,
@@ -109,6 +117,8 @@ class Advertiser:
         self.runtimes = tuple(runtimes)
         self.packages = dict(packages or {})
         self.capacity = capacity
+        self.usable_gpus = usable_gpus
+        """The GPU indices (of ``offer.gpu_indices``) healthy enough to offer; None: all."""
         self.sequence = sequence
         self.period_s = period_s
         self.ttl_s = ttl_s
@@ -117,19 +127,35 @@ class Advertiser:
         self.published = 0
         self.software = software_versions()
 
+    def offered_gpus(self) -> tuple[GpuInfo, ...]:
+        """The offer's GPUs less those the health checks took out."""
+        if self.usable_gpus is None:
+            return self.offer.gpus
+        usable = set(self.usable_gpus())
+        return tuple(
+            gpu
+            for index, gpu in zip(self.offer.gpu_indices, self.offer.gpus, strict=False)
+            if index in usable
+        )
+
     def build(self) -> Advert:
+        """The advert to publish now; :class:`NothingToOffer` when every GPU has failed."""
         capacity = self.capacity()
+        gpus = self.offered_gpus()
+        if self.offer.gpus and not gpus:
+            raise NothingToOffer("every GPU failed its health check: no advert is published")
         return Advert(
             provider=self.identity.address,
             peer_id=self.identity.peer_id,
             multiaddrs=tuple(self.node.addrs[:MAX_MULTIADDRS]),
-            gpus=self.offer.gpus,
+            gpus=gpus,
             benchmark=self.offer.benchmark,
             fingerprint=self.offer.fingerprint,
             price_per_gpu_hour=self.price,
             price_per_cpu_hour=self.cpu_price,
-            free_gpus=min(capacity.free_gpus, len(self.offer.gpus)),
+            free_gpus=min(capacity.free_gpus, len(gpus)),
             utilization=min(1.0, max(0.0, capacity.utilization)),
+            gpu_utilization=capacity.gpu_utilization,
             runtimes=self.runtimes,
             software=self.software,
             packages=self.packages,

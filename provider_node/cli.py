@@ -75,6 +75,24 @@ def benchmark(
     console.print(result_table(outcome.result, cached=outcome.cached))
 
 
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+    runtime: Annotated[
+        str | None, typer.Option(help="Check for this runtime instead of PROVIDER_RUNTIME.")
+    ] = None,
+) -> None:
+    """Check everything this host and account need before the provider can earn: GPUs
+    seen by torch and NVML, the driver against torch's CUDA, the bubblewrap sandbox, cgroup
+    delegation, docker or podman, disk for job directories, the listen ports, the chain RPC
+    and the IPFS API, registration, stake, gas money and the clock. Each check prints its
+    verdict (ok, warn or fail), whether it is a must-have and the exact fix; the exit status
+    is 1 when a must-have check fails, and `provider run` refuses to start then."""
+    from provider_node.doctor import doctor_command
+
+    raise typer.Exit(doctor_command(as_json, runtime))
+
+
 def _add_node_commands() -> None:
     # run, register, stake, unbond, withdraw and status live beside the daemon they drive.
     from provider_node.commands import register_commands

@@ -87,10 +87,12 @@ def register_commands(app: typer.Typer) -> None:
         ] = None,
         verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     ) -> None:
-        """Run the provider daemon until SIGTERM (settings from PROVIDER_* variables)."""
+        """Run the provider daemon until SIGTERM (settings from PROVIDER_* variables); it
+        refuses to start when a must-have check of `provider doctor` fails."""
         import trio
 
         from provider_node.daemon import run_provider
+        from provider_node.doctor import preflight
 
         logging.basicConfig(
             level=logging.DEBUG if verbose else logging.INFO,
@@ -105,6 +107,7 @@ def register_commands(app: typer.Typer) -> None:
                 metrics_port=metrics_port,
                 cpu_only=cpu_only,
             )
+            preflight(settings)
             trio.run(run_provider, settings)
         except GpuMarketError as exc:
             raise _exit(exc) from None

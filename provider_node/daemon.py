@@ -1,7 +1,8 @@
 """The provider daemon: ``async with ProviderNode(settings) as node: await node.serve()``.
 
 Entering: unlock the keystore, benchmark (or read the cache), make sure the account is
-registered and staked, start the libp2p host, serve ``JOB_PROTOCOL`` (offers answered
+registered and staked, start the GPU health checks (:mod:`provider_node.gpuhealth`), start
+the libp2p host, serve ``JOB_PROTOCOL`` (offers answered
 within the consent policy, :mod:`provider_node.policy`) and ``CHALLENGE_PROTOCOL``, dial
 the coordinator (and keep redialing it whenever the connection drops, e.g. across a
 coordinator restart), start advertising and the chain fallback (on-chain commits and
@@ -47,6 +48,7 @@ from provider_node.advertiser import (
 from provider_node.challenges import ChallengeServer
 from provider_node.coordinator_link import CoordinatorLink
 from provider_node.fallback import ChainFallback, wall_chain_time
+from provider_node.gpuhealth import GpuHealth, Probe, default_probe, nvml_utilization
 from provider_node.gpus import GpuPool
 from provider_node.jobstore import JobStore, SequenceFile
 from provider_node.metrics import NodeFigures, ProviderMetrics, serve_metrics
@@ -156,6 +158,7 @@ class ProviderNode:
         store: ContentStore | None = None,
         runtime: Runtime | None = None,
         offer: Offer | None = None,
+        gpu_probe: Probe | None = None,
     ) -> None:
         self.settings = settings
         self.identity = identity
@@ -182,6 +185,9 @@ class ProviderNode:
         self.gpus = GpuPool(())
         self.warm: WarmPool | None = None
         """The warm sandbox pool jobs run through (None: every job starts cold)."""
+        self.gpu_probe = gpu_probe
+        self.health: GpuHealth | None = None
+        """Periodic GPU health checks (None on a host without GPUs or with them off)."""
 
     @property
     def address(self) -> str:
@@ -233,6 +239,9 @@ class ProviderNode:
             )
         offer = self.offer
         self.gpus = GpuPool(offer.gpu_indices)
+        if self.gpus.devices and s.gpu_check_period_s > 0:
+            probe = self.gpu_probe or default_probe(self.metrics.nvml)
+            self.health = GpuHealth(self.gpus, probe, period_s=s.gpu_check_period_s)
         pool = self.warm = warm_pool(s, runtime, self.gpus)
         if pool is not None:
             # Jobs run through the pool; its slots are killed after running jobs finish.
@@ -299,6 +308,7 @@ class ProviderNode:
             runtimes=runtimes_offered(runtime),
             packages={} if installed is None else python_packages(installed),
             capacity=self._capacity,
+            usable_gpus=lambda: self.gpus.healthy_devices,
             sequence=SequenceFile(s.work_dir / "advert_seq.json"),
             period_s=s.advert_period_s,
             ttl_s=s.advert_ttl_s,
@@ -307,6 +317,8 @@ class ProviderNode:
         self._background = nursery.cancel_scope
         nursery.start_soon(self.advertiser.run, name="advertiser")
         nursery.start_soon(fallback.run, name="chain fallback")
+        if self.health is not None:
+            nursery.start_soon(self.health.run, name="gpu health")
         if self.link is not None:
             nursery.start_soon(self.link.run, name="coordinator link")
         await server.resume()
@@ -332,6 +344,7 @@ class ProviderNode:
         return Capacity(
             free_gpus=self.gpus.free if taking else 0,
             utilization=running / self.settings.max_concurrent_jobs,
+            gpu_utilization=nvml_utilization(self.metrics.nvml, self.gpus.healthy_devices),
         )
 
     def figures(self) -> NodeFigures:
@@ -345,6 +358,8 @@ class ProviderNode:
             finished_jobs=dict(server.completed) if server else {},
             warm_ready=len(self.warm.ready_gpu_sets()) if self.warm else 0,
             sandbox_starts=self.warm.figures.starts() if self.warm else {},
+            gpu_devices=self.gpus.devices,
+            gpu_failures=dict(self.health.failures) if self.health else {},
         )
 
     async def serve(self) -> None:

@@ -1,8 +1,9 @@
 """Prometheus metrics of a provider node, in a registry of its own.
 
 Jobs are counted by outcome and timed; the daemon's capacity (running jobs, free GPUs,
-adverts, jobs by final phase) is read at scrape time; GPU utilization is read through NVML
-at scrape time when ``pynvml`` imports and a driver answers, and is simply absent otherwise.
+adverts, jobs by final phase, GPU health with the reason a GPU failed) is read at scrape
+time; GPU utilization is read through NVML at scrape time when ``pynvml`` imports and a
+driver answers, and is simply absent otherwise.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ class NodeFigures:
     """Warm sandboxes waiting for a job."""
     sandbox_starts: dict[str, int] = field(default_factory=dict)
     """Jobs started in a warm sandbox and cold (only counted while a warm pool runs)."""
+    gpu_devices: tuple[int, ...] = ()
+    gpu_failures: dict[int, str] = field(default_factory=dict)
+    """GPUs that failed their last health check, with the reason (not offered)."""
 
 
 class NodeCollector(Collector):
@@ -107,6 +111,22 @@ class NodeCollector(Collector):
         for kind, count in sorted(f.sandbox_starts.items()):
             starts.add_metric([kind], count)
         yield starts
+        healthy = GaugeMetricFamily(
+            "gpumarket_provider_gpu_healthy",
+            "1 while the GPU passes its health checks and is offered, 0 after it failed",
+            labels=["gpu"],
+        )
+        failed = GaugeMetricFamily(
+            "gpumarket_provider_gpu_failure",
+            "A GPU that failed its last health check, with the reason",
+            labels=["gpu", "reason"],
+        )
+        for device in f.gpu_devices:
+            healthy.add_metric([str(device)], 0 if device in f.gpu_failures else 1)
+        for device, reason in sorted(f.gpu_failures.items()):
+            failed.add_metric([str(device), reason[:200]], 1)
+        yield healthy
+        yield failed
 
 
 def _nvml() -> Any | None:
@@ -149,6 +169,8 @@ class ProviderMetrics:
             registry=self.registry,
         )
         source = nvml if nvml is not None else (_nvml() if use_nvml else None)
+        self.nvml: Any | None = source
+        """The NVML module the metrics read (None where there is none)."""
         self.gpu_collector = NvmlCollector(source) if source is not None else None
         if self.gpu_collector is not None:
             self.registry.register(self.gpu_collector)

@@ -65,6 +65,8 @@ class ProviderSettings(ChainSettings):
     max_job_pids: int = Field(default=512, ge=2)
     max_job_timeout_s: float = Field(default=24 * 3600.0, gt=0)
     """Longest wall time granted to any job, whatever its spec asks."""
+    gpu_check_period_s: float = Field(default=60.0, ge=0, le=86400)
+    """Seconds between GPU health checks (NVML, a test kernel on idle GPUs); 0: none."""
     benchmark_cache: Path | None = None
     """Where the benchmark result is cached; defaults to ``<work_dir>/benchmark.json``."""
 

@@ -90,3 +90,22 @@ def test_the_dashboard_shows_every_history_figure_and_is_well_formed() -> None:
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
     assert {v["name"] for v in dashboard["templating"]["list"]} == {"datasource"}
+
+
+def test_slot_occupancy_and_nvml_utilization_are_kept_apart() -> None:
+    """The coordinator's advert-reported figure is job-slot occupancy and is shown as such;
+    GPU utilization on the dashboard is NVML's, from the providers."""
+    coordinator = exported(Metrics().registry)
+    assert "gpumarket_job_slot_occupancy" in coordinator
+    assert not any("gpu_utilization" in name for name in coordinator)
+    dashboard = json.loads(DASHBOARD.read_text())
+    shown: dict[str, list[str]] = {}
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            for name in METRIC.findall(target["expr"]):
+                shown.setdefault(name, []).append(f"{panel['title']} / {target['legendFormat']}")
+    assert shown["gpumarket_job_slot_occupancy"]
+    assert all("occupancy" in s for s in shown["gpumarket_job_slot_occupancy"])
+    assert all("NVML" in s for s in shown["gpumarket_gpu_utilization_ratio"])
+    for name in ("gpumarket_provider_gpu_healthy", "gpumarket_provider_gpu_failure"):
+        assert shown[name], f"{name} is not on the dashboard"

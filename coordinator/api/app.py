@@ -208,7 +208,7 @@ def create_app(backend: ApiBackend, *, stake_factor: int = DEFAULT_STAKE_FACTOR)
     async def metrics() -> Response:
         counts = await backend.store.count_by_state()
         body = backend.metrics.render(
-            counts, len(backend.book), backend.book.gpu_utilization(), backend.settle_batches()
+            counts, len(backend.book), backend.book.slot_occupancy(), backend.settle_batches()
         )
         return Response(body, media_type="text/plain; version=0.0.4")
 

@@ -238,8 +238,9 @@ class ProviderBook:
             )
         return out
 
-    def gpu_utilization(self) -> float:
-        """Mean utilization the adverts report, weighted by GPU count."""
+    def slot_occupancy(self) -> float:
+        """Mean job-slot occupancy the adverts report (their ``utilization``: running /
+        concurrent jobs), weighted by GPU count."""
         total = sum(max(len(e.advert.gpus), 1) for e in self.entries.values())
         if not total:
             return 0.0

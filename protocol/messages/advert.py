@@ -85,6 +85,11 @@ class Advert(WireMessage):
     """Base units per hour for a seat of a job asking for no GPU (``gpus: 0``)."""
     free_gpus: Annotated[StrictInt, Field(ge=0, le=MAX_GPUS_PER_NODE)]
     utilization: Annotated[FiniteFloat, Field(ge=0, le=1)]
+    """Job-slot occupancy: running jobs / concurrent job slots (coordinators learn a
+    provider's slot count from it)."""
+    gpu_utilization: Annotated[FiniteFloat, Field(ge=0, le=1)] | None = None
+    """The advertised GPUs' mean busy fraction as NVML reports it; None where the provider
+    cannot read NVML (or has no GPU)."""
     runtimes: Annotated[tuple[RuntimeKind, ...], Field(min_length=1, max_length=4)]
     software: Annotated[dict[NameStr, ShortText], Field(max_length=16)]
     """Component versions, e.g. ``{"gpumarket": "0.1.0", "python": "3.11.9"}``."""

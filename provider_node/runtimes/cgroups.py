@@ -5,11 +5,17 @@ breaks CUDA, so each run gets its own cgroup. cgroup v2 is used when its unified
 offers both ``memory`` and ``pids``; otherwise the v1 ``memory`` and ``pids`` hierarchies
 (what this project's machines expose). A job cgroup is created below the cgroup the
 provider itself runs in, so limits set on the provider still bind its jobs.
+
+cgroup v2 keeps processes only in leaves: a cgroup that holds the daemon cannot hand
+controllers to job groups. Where the daemon owns its cgroup (a systemd unit with
+``Delegate=yes``), it first moves itself into the leaf :data:`DAEMON_LEAF` of it, and job
+groups go beside that leaf.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import time
@@ -19,6 +25,8 @@ from pathlib import Path
 from protocol.errors import SandboxError
 
 _PARENT_NAME = "gpumarket"
+DAEMON_LEAF = "gpumarket-daemon"
+"""The cgroup v2 leaf the daemon moves into so that its own cgroup can hold job groups."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,32 @@ class JobCgroup:
                     time.sleep(0.02)
 
 
+def _job_parent(here: Path) -> Path:
+    """The cgroup v2 directory job groups go under, given the one this process is in.
+
+    Once the process sits in :data:`DAEMON_LEAF`, that leaf's parent. Otherwise its own
+    cgroup; when that cgroup cannot enable controllers for children because it holds
+    processes (EBUSY), this process moves into the leaf first, which succeeds where the
+    process owns the cgroup (``Delegate=yes``) and no other process shares it.
+    """
+    if here.name == DAEMON_LEAF:
+        return here.parent
+    control = here / "cgroup.subtree_control"
+    try:
+        if {"memory", "pids"} <= set(control.read_text().split()):
+            return here
+        control.write_text("+memory +pids")
+        return here
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            return here
+    leaf = here / DAEMON_LEAF
+    with contextlib.suppress(OSError):
+        leaf.mkdir(exist_ok=True)
+        (leaf / "cgroup.procs").write_text(str(os.getpid()))
+    return here
+
+
 def _make_dir(parent: Path, name: str) -> Path:
     base = parent / _PARENT_NAME
     try:
@@ -199,7 +233,7 @@ def create_job_cgroup(name: str) -> JobCgroup:
     mounts, own = _mounts(), _own_paths()
     for mount in mounts:
         if mount.fstype == "cgroup2" and {"memory", "pids"} <= mount.controllers:
-            parent = _inside(mount, own.get("", "/"))
+            parent = _job_parent(_inside(mount, own.get("", "/")))
             base = parent / _PARENT_NAME
             # The parent must hand the controllers down; fails harmlessly where already done.
             with contextlib.suppress(OSError):
