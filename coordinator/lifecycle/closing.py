@@ -81,7 +81,8 @@ class Closer:
             return slots
         async with trio.open_nursery() as nursery:
             for slot in asking:
-                nursery.start_soon(self._reveal_one, job, slot, slots)
+                name = f"reveal {job.job_id[:10]} seat {slot.idx}"
+                nursery.start_soon(self._reveal_one, job, slot, slots, name=name)
         return await self.d.store.slots(job.job_id)
 
     async def _reveal_one(

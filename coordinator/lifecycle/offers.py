@@ -129,7 +129,8 @@ class Offerer:
         terms = await self.terms(job)
         async with trio.open_nursery() as nursery:
             for slot in due:
-                nursery.start_soon(self._offer, job, slot, terms)
+                name = f"offer {job.job_id[:10]} seat {slot.idx}"
+                nursery.start_soon(self._offer, job, slot, terms, name=name)
 
     def _message(self, job: JobRecord, slot: ProviderSlot) -> JobOffer:
         return JobOffer(

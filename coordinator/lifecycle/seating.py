@@ -133,7 +133,8 @@ class Seating:
         if deliver:
             async with trio.open_nursery() as nursery:
                 for slot in deliver:
-                    nursery.start_soon(self._deliver, job, slot, slots)
+                    name = f"deliver {job.job_id[:10]} seat {slot.idx}"
+                    nursery.start_soon(self._deliver, job, slot, slots, name=name)
             slots = await self.d.store.slots(job.job_id)
         slots = await self._notice_failures(job, slots)
         if await self._replace_failed(job, slots):

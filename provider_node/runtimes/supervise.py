@@ -188,9 +188,9 @@ async def watch(launch: Launch, proc: ChildProcess, started: float) -> RunResult
 
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_log)
+            nursery.start_soon(read_log, name="job log reader")
             job_scope, watcher = trio.CancelScope(), trio.CancelScope()
-            nursery.start_soon(watch_outputs, job_scope, watcher)
+            nursery.start_soon(watch_outputs, job_scope, watcher, name="job output watcher")
             with job_scope:
                 with trio.move_on_after(limits.wall_time_s) as clock:
                     await proc.wait()

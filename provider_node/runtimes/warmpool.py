@@ -243,7 +243,7 @@ class WarmPool:
         free = set(self.free_gpus())
         taken = [s for s in self._slots if not set(s.gpus) <= free]
         if taken:  # a GPU went to a job some other way: it is the job's, not the slot's
-            self._nursery.start_soon(self._kill, taken)
+            self._nursery.start_soon(self._kill, taken, name="warm slot kill")
             return
         if self._pauses or time.monotonic() < self._retry_at:
             return
