@@ -12,10 +12,9 @@ from typing import Annotated
 
 import trio
 import typer
-from rich.console import Console
 
 from coordinator.settings import CoordinatorSettings, load_settings
-from protocol.errors import GpuMarketError
+from protocol.errors import exits_on_error
 
 app = typer.Typer(
     name="coordinator",
@@ -23,7 +22,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-err_console = Console(stderr=True)
 log = logging.getLogger("coordinator")
 
 
@@ -49,6 +47,7 @@ async def serve(settings: CoordinatorSettings) -> None:
 
 
 @app.command()
+@exits_on_error
 def run(
     network: Annotated[
         str | None, typer.Option(help="COORDINATOR_NETWORK: a network profile's name")
@@ -83,24 +82,20 @@ def run(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
-        settings = load_settings(
-            network=network,
-            rpc_url=rpc_url,
-            market_address=market_address,
-            registry_address=registry_address,
-            token_address=token_address,
-            keystore=keystore,
-            password_file=password_file,
-            ipfs_api=ipfs_api,
-            data_dir=data_dir,
-            db_url=db_url,
-            http_host=http_host,
-            http_port=http_port,
-            p2p_port=p2p_port,
-            reorg_margin=reorg_margin,
-        )
-        trio.run(serve, settings)
-    except GpuMarketError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=1) from None
+    settings = load_settings(
+        network=network,
+        rpc_url=rpc_url,
+        market_address=market_address,
+        registry_address=registry_address,
+        token_address=token_address,
+        keystore=keystore,
+        password_file=password_file,
+        ipfs_api=ipfs_api,
+        data_dir=data_dir,
+        db_url=db_url,
+        http_host=http_host,
+        http_port=http_port,
+        p2p_port=p2p_port,
+        reorg_margin=reorg_margin,
+    )
+    trio.run(serve, settings)

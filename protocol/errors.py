@@ -21,6 +21,14 @@ by subsystem. Foreign errors (web3, httpx, libp2p) are translated at the boundar
 
 from __future__ import annotations
 
+import functools
+import sys
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 class GpuMarketError(Exception):
     """Root of every error raised on purpose by gpumarket."""
@@ -86,3 +94,19 @@ def leaves(error: BaseException) -> list[BaseException]:
     if isinstance(error, BaseExceptionGroup):
         return [leaf for inner in error.exceptions for leaf in leaves(inner)]
     return [error]
+
+
+def exits_on_error(command: Callable[P, T]) -> Callable[P, T]:
+    """A command-line command that ends on a :class:`GpuMarketError` by printing
+    ``error: <message>`` to stderr and exiting with status 1. The message already says
+    what was wrong and what to do; any other exception is a bug and keeps its traceback."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return command(*args, **kwargs)
+        except GpuMarketError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    return run

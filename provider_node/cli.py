@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from protocol.errors import GpuMarketError
+from protocol.errors import exits_on_error
 
 app = typer.Typer(
     name="provider",
@@ -29,15 +29,10 @@ def provider() -> None:
 
 
 console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(exc: GpuMarketError) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(code=1)
 
 
 @app.command()
+@exits_on_error
 def benchmark(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     no_cache: Annotated[
@@ -54,19 +49,16 @@ def benchmark(
     """Measure matmul TFLOPS per dtype and memory bandwidths of this host's devices."""
     from provider_node.benchmark import result_table, run_benchmark
 
-    try:
-        if as_json:
-            outcome = run_benchmark(selection=device, cache_dir=cache_dir, use_cache=not no_cache)
-        else:
-            with console.status("benchmarking") as status:
-                outcome = run_benchmark(
-                    selection=device,
-                    cache_dir=cache_dir,
-                    use_cache=not no_cache,
-                    progress=lambda message: status.update(message),
-                )
-    except GpuMarketError as exc:
-        raise _fail(exc) from exc
+    if as_json:
+        outcome = run_benchmark(selection=device, cache_dir=cache_dir, use_cache=not no_cache)
+    else:
+        with console.status("benchmarking") as status:
+            outcome = run_benchmark(
+                selection=device,
+                cache_dir=cache_dir,
+                use_cache=not no_cache,
+                progress=lambda message: status.update(message),
+            )
     if as_json:
         payload = outcome.result.model_dump(mode="json")
         payload["cached"] = outcome.cached

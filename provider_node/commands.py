@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from protocol.errors import GpuMarketError
+from protocol.errors import exits_on_error
 from protocol.ids import from_wei, to_wei
 from provider_node import staking
 from provider_node.settings import ProviderSettings, load_settings
@@ -46,11 +46,6 @@ CoordinatorUrls = Annotated[
 ]
 
 
-def _exit(exc: GpuMarketError) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-    return typer.Exit(code=1)
-
-
 def _chain(settings: ProviderSettings) -> Web3Chain:
     from protocol.identity import load_keystore
     from provider_node.daemon import connect_chain
@@ -70,6 +65,7 @@ def register_commands(app: typer.Typer) -> None:
     """Add the daemon and staking commands to the provider group ``app``."""
 
     @app.command()
+    @exits_on_error
     def run(
         unsafe_process_runtime: Annotated[
             bool,
@@ -98,69 +94,56 @@ def register_commands(app: typer.Typer) -> None:
             level=logging.DEBUG if verbose else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-        try:
-            settings = load_settings(
-                unsafe_process_runtime=unsafe_process_runtime or None,
-                runtime=runtime,
-                work_dir=work_dir,
-                p2p_port=p2p_port,
-                metrics_port=metrics_port,
-                cpu_only=cpu_only,
-            )
-            preflight(settings)
-            trio.run(run_provider, settings)
-        except GpuMarketError as exc:
-            raise _exit(exc) from None
+        settings = load_settings(
+            unsafe_process_runtime=unsafe_process_runtime or None,
+            runtime=runtime,
+            work_dir=work_dir,
+            p2p_port=p2p_port,
+            metrics_port=metrics_port,
+            cpu_only=cpu_only,
+        )
+        preflight(settings)
+        trio.run(run_provider, settings)
 
     @app.command()
+    @exits_on_error
     def register(group: Annotated[int, typer.Option(help="Operator group.")] = 0,
                  as_json: AsJson = False) -> None:  # fmt: skip
         """Register this account as a provider."""
-        try:
-            _receipt(staking.register(_chain(load_settings()), group), as_json)
-        except GpuMarketError as exc:
-            raise _exit(exc) from None
+        _receipt(staking.register(_chain(load_settings()), group), as_json)
 
     @app.command()
+    @exits_on_error
     def stake(amount: Annotated[Decimal, typer.Argument(help="Token units to bond.")],
               as_json: AsJson = False) -> None:  # fmt: skip
         """Bond more stake (one transaction with a permit)."""
-        try:
-            _receipt(staking.stake(_chain(load_settings()), to_wei(amount)), as_json)
-        except GpuMarketError as exc:
-            raise _exit(exc) from None
+        _receipt(staking.stake(_chain(load_settings()), to_wei(amount)), as_json)
 
     @app.command()
+    @exits_on_error
     def unbond(amount: Annotated[Decimal, typer.Argument(help="Token units to unbond.")],
                as_json: AsJson = False) -> None:  # fmt: skip
         """Start unbonding free stake; withdraw it after the unbonding delay."""
-        try:
-            _receipt(staking.unbond(_chain(load_settings()), to_wei(amount)), as_json)
-        except GpuMarketError as exc:
-            raise _exit(exc) from None
+        _receipt(staking.unbond(_chain(load_settings()), to_wei(amount)), as_json)
 
     @app.command()
+    @exits_on_error
     def withdraw(as_json: AsJson = False) -> None:
         """Take back stake whose unbonding delay has passed."""
-        try:
-            _receipt(staking.withdraw(_chain(load_settings())), as_json)
-        except GpuMarketError as exc:
-            raise _exit(exc) from None
+        _receipt(staking.withdraw(_chain(load_settings())), as_json)
 
     @app.command()
+    @exits_on_error
     def status(as_json: AsJson = False, coordinator_url: CoordinatorUrls = None) -> None:
         """Show this provider's registration, stake, consent policy and its standing
         (reputation) at each coordinator given by --coordinator-url."""
         from provider_node.policy import consent_policy
 
-        try:
-            settings = load_settings()
-            policy = consent_policy(settings)
-            chain = _chain(settings)
-            info = staking.status(chain)
-            gas_warning = staking.fallback_gas_warning(chain, settings.max_concurrent_jobs)
-        except GpuMarketError as exc:
-            raise _exit(exc) from None
+        settings = load_settings()
+        policy = consent_policy(settings)
+        chain = _chain(settings)
+        info = staking.status(chain)
+        gas_warning = staking.fallback_gas_warning(chain, settings.max_concurrent_jobs)
         standings, problems = _standings(coordinator_url or [], info.address)
         view: dict[str, Any] = {
             "address": info.address,
@@ -199,6 +182,7 @@ def register_commands(app: typer.Typer) -> None:
             raise typer.Exit(code=1)
 
     @app.command()
+    @exits_on_error
     def earnings(
         account: Annotated[
             str | None,
@@ -234,19 +218,16 @@ def register_commands(app: typer.Typer) -> None:
             read_earnings,
         )
 
-        try:
-            settings = load_settings()
-            chain, address = _reader(settings, account)
-            report = read_earnings(
-                chain,
-                address,
-                market=settings.market,
-                from_block=from_block,
-                since=since,
-                gpus_of=ipfs_gpus_of(settings.ipfs_api),
-            )
-        except GpuMarketError as exc:
-            raise _exit(exc) from None
+        settings = load_settings()
+        chain, address = _reader(settings, account)
+        report = read_earnings(
+            chain,
+            address,
+            market=settings.market,
+            from_block=from_block,
+            since=since,
+            gpus_of=ipfs_gpus_of(settings.ipfs_api),
+        )
         if as_json:
             print(json.dumps(report.view()))
             return
