@@ -50,6 +50,7 @@ from provider_node.coordinator_link import CoordinatorLink
 from provider_node.fallback import ChainFallback, wall_chain_time
 from provider_node.gpuhealth import GpuHealth, Probe, default_probe, nvml_utilization
 from provider_node.gpus import GpuPool
+from provider_node.inputcache import InputCache
 from provider_node.jobstore import JobStore, SequenceFile
 from provider_node.metrics import NodeFigures, ProviderMetrics, serve_metrics
 from provider_node.offers import OfferDesk
@@ -261,8 +262,21 @@ class ProviderNode:
             max_timeout_s=s.max_job_timeout_s,
             packages=installed,
         )
+        cache = (
+            InputCache(s.work_dir / "input-cache", s.input_cache_bytes)
+            if s.input_cache_bytes > 0
+            else None
+        )
         worker = JobWorker(
-            identity, self.store, runtime, jobs, domain, self.gpus, config, metrics=self.metrics
+            identity,
+            self.store,
+            runtime,
+            jobs,
+            domain,
+            self.gpus,
+            config,
+            metrics=self.metrics,
+            input_cache=cache,
         )
 
         fallback = self.fallback = ChainFallback(chain, jobs, now=chain_time)

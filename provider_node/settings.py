@@ -59,6 +59,9 @@ class ProviderSettings(ChainSettings):
     shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600)
     """On SIGTERM, how long running jobs may finish before they are handed back."""
     max_input_bytes: int = Field(default=1 << 30, ge=1)
+    input_cache_bytes: int = Field(default=20 << 30, ge=0)
+    """Verified job inputs kept by CID for later jobs (``<work_dir>/input-cache``), at most
+    this many bytes; the least recently used go first. 0 keeps none."""
     max_input_entries: int = Field(default=100_000, ge=1)
     """Files and directories all of a job's inputs may hold together."""
     max_job_memory_bytes: int = Field(default=8 << 30, ge=16 << 20)

@@ -19,9 +19,11 @@ import trio
 
 from protocol.errors import ContentError, SpecError
 from protocol.ids import Cid
+from protocol.ipfs.errors import TooManyEntries
 from protocol.ipfs.fetch import MAX_ENTRIES
 from protocol.ipfs.local import path_ref
 from protocol.ipfs.store import ContentStore
+from provider_node.inputcache import InputCache
 from provider_node.jobplan import JobPlan
 from provider_node.runtimes.model import (
     INPUTS_DIR,
@@ -55,19 +57,22 @@ async def fetch_inputs(
     *,
     max_entries: int = MAX_ENTRIES,
     deadline_s: float | None = None,
+    cache: InputCache | None = None,
 ) -> int:
     """Fetch every input under ``run_dir/inputs``; returns the bytes fetched.
 
     ``max_bytes`` bounds all inputs' bytes together and ``max_entries`` all their files and
     directories together (a few blocks can name one subtree many times); ``deadline_s``
     (seconds from now) bounds the whole download. Raises ``ContentError`` for content that
-    is missing, too large, too many entries, too slow or does not match its CID.
+    is missing, too large, too many entries, too slow or does not match its CID. With a
+    ``cache``, an input cached earlier is taken from it (hashed again first) and one
+    fetched now is offered to it; the same limits apply either way.
     """
     inputs = run_dir / INPUTS_DIR
     inputs.mkdir(parents=True)
     (run_dir / OUTPUTS_DIR).mkdir()
     with trio.move_on_after(deadline_s if deadline_s is not None else math.inf) as scope:
-        used = await _fetch_all(store, input_cids, inputs, max_bytes, max_entries)
+        used = await _fetch_all(store, input_cids, inputs, max_bytes, max_entries, cache)
     if scope.cancelled_caught:
         raise ContentError(
             f"inputs did not arrive within {deadline_s:.0f} s, the time left before the "
@@ -77,16 +82,27 @@ async def fetch_inputs(
 
 
 async def _fetch_all(
-    store: ContentStore, input_cids: dict[str, Cid], inputs: Path, max_bytes: int, max_entries: int
+    store: ContentStore,
+    input_cids: dict[str, Cid],
+    inputs: Path,
+    max_bytes: int,
+    max_entries: int,
+    cache: InputCache | None,
 ) -> int:
     used = 0
     entries = 0
     for name, cid in sorted(input_cids.items()):
         staging = inputs / f".{name}.fetch"
-        await store.get(
-            cid, staging, max_size=max_bytes - used, max_entries=max(1, max_entries - entries)
-        )
-        entries += await trio.to_thread.run_sync(_count_entries, staging)
+        if cache is None or not await cache.take(cid, staging):
+            await store.get(
+                cid, staging, max_size=max_bytes - used, max_entries=max(1, max_entries - entries)
+            )
+            if cache is not None:
+                await cache.keep(cid, staging)
+        counted = await trio.to_thread.run_sync(_count_entries, staging)
+        if counted > max(1, max_entries - entries):  # a cached input counts as a fetched one
+            raise TooManyEntries(cid, max_entries)
+        entries += counted
         target = inputs / name
         if staging.is_dir():
             staging.rename(target)

@@ -47,6 +47,7 @@ from protocol.registry import MAX_SPEC_BYTES, MAX_TEXT_CHARS
 from provider_node.failure_output import ExitClass, exit_class_of, write_failure_output
 from provider_node.fallback import receipt_margin
 from provider_node.gpus import GpuPool
+from provider_node.inputcache import InputCache
 from provider_node.jobplan import JobPlan, parse_plan
 from provider_node.jobstore import JobRecord, JobStore, Phase
 from provider_node.logstream import LogLimits, open_log_stream
@@ -136,8 +137,10 @@ class JobWorker:
         config: WorkerConfig | None = None,
         clock: Clock = SYSTEM_CLOCK,
         metrics: ProviderMetrics | None = None,
+        input_cache: InputCache | None = None,
     ) -> None:
         self.identity = identity
+        self.input_cache = input_cache
         self.store = store
         self.runtime = runtime
         self.jobs = jobs
@@ -204,6 +207,7 @@ class JobWorker:
                 self.config.max_input_bytes,
                 max_entries=self.config.max_input_entries,
                 deadline_s=self._wall_time(plan, record),
+                cache=self.input_cache,
             )
             entrypoint = entrypoint_for(plan, run_dir)
         except (ContentError, SpecError) as exc:
