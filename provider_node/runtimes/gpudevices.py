@@ -7,12 +7,16 @@ other nodes do not exist in its ``/dev``, and it cannot create them (no capabili
 ``mknod`` in a user namespace).
 
 GPU index ``i`` (what the provider's :class:`~provider_node.gpus.GpuPool` hands out, in
-``CUDA_DEVICE_ORDER=PCI_BUS_ID`` order) is the ``i``-th GPU the driver lists under
+``CUDA_DEVICE_ORDER=PCI_BUS_ID`` order; the daemon's own benchmark numbers GPUs in CUDA's
+default order, which is the same on a host of one GPU model) is the ``i``-th GPU the driver
+lists under
 ``/proc/driver/nvidia/gpus/<PCI bus id>/information`` sorted by bus id; its node is
 ``nvidia<Device Minor>``, which need not be ``nvidia<i>``. Inside the sandbox CUDA lists
 only the GPUs whose nodes it can open, so ``CUDA_VISIBLE_DEVICES`` names them by UUID
 (true however CUDA numbers them), or by position among the assigned ones where the driver
-gives no UUIDs. Both directories are injectable, so tests use stand-in nodes.
+gives no UUIDs. Without a driver listing (no NVIDIA driver) index ``i`` is ``nvidia<i>``; a
+listing that cannot say which node a GPU is fails the run rather than guess. Both
+directories are injectable, so tests use stand-in nodes.
 
 AMD GPUs (``/dev/kfd``, ``/dev/dri``) are bound whole when any GPU is assigned: they are
 not isolated per GPU.
@@ -20,12 +24,11 @@ not isolated per GPU.
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from protocol.errors import SandboxError
 
 CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
 """NVIDIA nodes every CUDA process opens, whichever GPUs it uses."""
@@ -57,32 +60,48 @@ class GpuDevices:
         self.dev_dir = dev_dir
         self.driver_dir = driver_dir
         self._gpus: list[NvidiaGpu] | None = None
+        self._problem: str | None = None
 
     def nvidia_gpus(self) -> list[NvidiaGpu]:
         """The driver's GPUs in PCI bus order (read once; empty without the driver)."""
         if self._gpus is None:
             found: list[NvidiaGpu] = []
+            problem: str | None = None
             try:
                 entries = sorted(p for p in self.driver_dir.iterdir() if p.is_dir())
             except OSError:
                 entries = []
             for entry in entries:
+                info = entry / "information"
                 try:
-                    with open(entry / "information", encoding="utf-8", errors="replace") as fh:
+                    with open(info, encoding="utf-8", errors="replace") as fh:
                         text = fh.read(MAX_INFO_BYTES)
-                except OSError:
+                except OSError as exc:
+                    problem = problem or f"cannot read {info}: {exc}"
                     continue
                 minor, uuid = _MINOR.search(text), _UUID.search(text)
                 if minor is None:
-                    log.warning("no device minor in %s: GPU left out", entry / "information")
+                    problem = problem or f"{info} names no Device Minor"
                     continue
                 found.append(NvidiaGpu(entry.name, int(minor.group(1)), uuid and uuid.group(1)))
-            self._gpus = found
+            self._gpus, self._problem = found, problem
         return self._gpus
 
-    def _minor(self, index: int) -> int:
+    def _listed(self, index: int) -> NvidiaGpu | None:
+        """GPU ``index`` in the driver's listing; None without one. A listing that cannot
+        place it raises: a guess could hand the job another job's GPU."""
         gpus = self.nvidia_gpus()
-        return gpus[index].minor if index < len(gpus) else index
+        if self._problem is not None:
+            raise SandboxError(f"cannot tell which device node is GPU {index}: {self._problem}")
+        if not gpus:
+            return None
+        if not 0 <= index < len(gpus):
+            raise SandboxError(f"GPU {index} is not among the driver's {len(gpus)} GPUs")
+        return gpus[index]
+
+    def _minor(self, index: int) -> int:
+        listed = self._listed(index)
+        return index if listed is None else listed.minor
 
     def binds(self, indices: tuple[int, ...]) -> list[tuple[str, str]]:
         """(host node, node in the sandbox) for GPUs ``indices``: their own nodes and the
@@ -99,9 +118,9 @@ class GpuDevices:
 
     def visible(self, indices: tuple[int, ...]) -> str:
         """``CUDA_VISIBLE_DEVICES`` inside a sandbox holding only ``indices``' nodes."""
-        gpus = self.nvidia_gpus()
         ordered = sorted(set(indices))
-        uuids = [gpus[i].uuid if i < len(gpus) else None for i in ordered]
+        listed = [self._listed(i) for i in ordered]
+        uuids = [g.uuid if g is not None else None for g in listed]
         if ordered and all(uuids):
             return ",".join(u for u in uuids if u)
         return ",".join(str(position) for position in range(len(ordered)))

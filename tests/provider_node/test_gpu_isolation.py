@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from protocol.errors import SandboxError
 from provider_node.runtimes import BwrapRuntime, Limits, Outcome, PreparedJob
 from provider_node.runtimes.cgroups import create_job_cgroup
 from provider_node.runtimes.gpudevices import CONTROL_NODES, GpuDevices
@@ -182,5 +183,18 @@ async def test_the_cpu_quota_holds_the_job_back(make_job: MakeJob) -> None:
 
 
 def test_limits_refuse_a_nonsense_quota() -> None:
-    with pytest.raises(Exception, match="cpus must lie"):
+    with pytest.raises(SandboxError, match="cpus must lie"):
         Limits(wall_time_s=1, memory_bytes=1 << 30, max_pids=8, max_output_bytes=0, cpus=0)
+
+
+def test_a_listing_that_cannot_place_a_gpu_fails_the_run_rather_than_guess(
+    tmp_path: Path, devices: GpuDevices
+) -> None:
+    with pytest.raises(SandboxError, match="GPU 4 is not among the driver's 4 GPUs"):
+        devices.binds((4,))
+    broken = next(devices.driver_dir.iterdir()) / "information"
+    broken.write_text("Model: NVIDIA H200\n")  # no Device Minor
+    fresh = GpuDevices(dev_dir=devices.dev_dir, driver_dir=devices.driver_dir)
+    with pytest.raises(SandboxError, match="names no Device Minor"):
+        fresh.binds((1,))
+    assert fresh.binds(()) == []  # a job without GPUs is not concerned
