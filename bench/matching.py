@@ -12,15 +12,22 @@ job requirements, twice:
   chosen provider and the oldest reservations are released, as the coordinator's planning
   does. Applying the adverts counts in the wall time.
 
+A share of the jobs (``--requires-share``) carries a ``resources.requires`` (vendor, GPU
+model globs, compute capability, driver, CUDA), drawn from its own random stream so the rest
+of the mix is the same whatever the share; the book's providers advertise GPU platforms of
+their model (driver and CUDA versions varied with their fingerprint).
+
 Only successful matches count in ``matches_per_s``; latency percentiles are per match call.
 
-    python -m bench.matching [--providers 10000] [--matches 20000] [--json]
+    python -m bench.matching [--providers 10000] [--matches 20000] [--requires-share 0.25]
+                             [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import random
 import statistics
@@ -33,6 +40,7 @@ from coordinator.errors import NoCandidates
 from coordinator.matching.columns import DTYPE_INDEX, RUNTIME_BITS, Offer, ProviderColumns
 from coordinator.matching.matcher import Matcher
 from coordinator.matching.requirements import Requirements
+from protocol.compat import Platform, Requires
 
 GPU_MODELS = [
     ("H100", 80, {"fp32": 51.0, "tf32": 400.0, "fp16": 700.0, "bf16": 700.0}),
@@ -42,7 +50,30 @@ GPU_MODELS = [
     ("A10", 24, {"fp32": 30.0, "tf32": 60.0, "fp16": 120.0, "bf16": 120.0}),
     ("CPU", 0, {"fp32": 1.0, "tf32": 0.0, "fp16": 0.0, "bf16": 0.5}),
 ]
+CAPABILITY = {"H100": "9.0", "A100": "8.0", "L40S": "8.9", "RTX4090": "8.9", "A10": "8.6"}
+DRIVERS = ["535.104.05", "550.54.15", "560.35.03", "570.86.10"]
+REQUIRES = [
+    Requires(vendor="nvidia"),
+    Requires(vendor="nvidia", min_compute_capability="8.9"),
+    Requires(vendor="nvidia", gpu_model=("*H100*", "*A100*")),
+    Requires(vendor="nvidia", min_driver="550.54"),
+    Requires(vendor="nvidia", min_cuda="12.4", min_driver="560"),
+]
 UNIT = 1_000_000  # token units per token
+
+
+def platform_of(model: str, cuda_minor: int) -> Platform:
+    """The GPU platform a bench provider advertises (none for a CPU one)."""
+    if model == "CPU":
+        return Platform(vendor=None, models=())
+    return Platform(
+        vendor="nvidia",
+        models=(f"NVIDIA {model}",),
+        compute_capability=CAPABILITY[model],
+        driver=DRIVERS[cuda_minor - 1],
+        torch_cuda=f"12.{cuda_minor}",
+        driver_cuda=f"12.{cuda_minor + 2}",
+    )
 
 
 def build_book(n: int, rng: random.Random) -> ProviderColumns:
@@ -64,9 +95,11 @@ def build_book(n: int, rng: random.Random) -> ProviderColumns:
             rate_per_gpu_hour=int(rng.uniform(0.2, 4.0) * UNIT),
             rate_per_cpu_hour=int(rng.uniform(0.02, 0.4) * UNIT),
             runtimes=("torch", "container") if rng.random() < 0.7 else ("torch",),
-            fingerprint=f"{model}/cuda12.{rng.randint(1, 4)}/torch2.13",
+            # The draw stays where it always was, so the book is the same as without platforms.
+            fingerprint=f"{model}/cuda12.{(cuda_minor := rng.randint(1, 4))}/torch2.13",
             utilization=rng.random(),
             seen_at=now,
+            platform=platform_of(model, cuda_minor),
         )
         cols.upsert(offer)
         group = rng.randint(1, n // 4) if rng.random() < 0.3 else 0
@@ -78,7 +111,12 @@ def build_book(n: int, rng: random.Random) -> ProviderColumns:
     return cols
 
 
-def job_mix(rng: random.Random, count: int) -> list[Requirements]:
+def job_mix(
+    rng: random.Random, count: int, requires_share: float = 0.0, seed: int = 0
+) -> list[Requirements]:
+    """``count`` jobs; ``requires_share`` of the GPU jobs also carry a ``requires`` (drawn
+    from their own stream: the rest of the mix does not depend on the share)."""
+    own = random.Random(seed + 2)
     jobs = []
     for _ in range(count):
         gpus = rng.choice([0, 1, 1, 1, 2, 4])
@@ -97,6 +135,8 @@ def job_mix(rng: random.Random, count: int) -> list[Requirements]:
                 exact=rng.random() < 0.7,
             )
         )
+        if gpus and own.random() < requires_share:
+            jobs[-1] = dataclasses.replace(jobs[-1], requires=own.choice(REQUIRES))
     return jobs
 
 
@@ -124,19 +164,26 @@ def advert_updates(cols: ProviderColumns, rng: random.Random, count: int) -> lis
                 fingerprint=name,
                 utilization=rng.random(),
                 seen_at=time.time(),
+                platform=cols.platforms[int(cols.platform[slot])],
             )
         )
     return updates
 
 
 def run(
-    providers: int, matches: int, seed: int, *, adverts_per_s: float = 0.0, held: int = 500
+    providers: int,
+    matches: int,
+    seed: int,
+    *,
+    adverts_per_s: float = 0.0,
+    held: int = 500,
+    requires_share: float = 0.0,
 ) -> dict[str, float]:
     """Match ``matches`` jobs; with ``adverts_per_s`` > 0 the book is live (module doc)."""
     rng = random.Random(seed)
     cols = build_book(providers, rng)
     matcher = Matcher(cols, exploration_share=0.1, rng=random.Random(seed + 1))
-    jobs = job_mix(rng, 512)
+    jobs = job_mix(rng, 512, requires_share, seed)
     updates = advert_updates(cols, rng, 4096) if adverts_per_s > 0 else []
     for job in jobs[:64]:  # warm caches and numpy's dispatch
         try:
@@ -198,15 +245,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--adverts-per-s", type=float, default=1000.0, help="advert rate of the live run"
     )
+    parser.add_argument(
+        "--requires-share",
+        type=float,
+        default=0.25,
+        help="share of GPU jobs with a resources.requires",
+    )
     parser.add_argument("--json", action="store_true", help="end with one JSON line of figures")
     args = parser.parse_args(argv)
-    frozen = run(args.providers, args.matches, args.seed)
-    live = run(args.providers, args.matches, args.seed, adverts_per_s=args.adverts_per_s)
+    share = args.requires_share
+    frozen = run(args.providers, args.matches, args.seed, requires_share=share)
+    live = run(
+        args.providers,
+        args.matches,
+        args.seed,
+        adverts_per_s=args.adverts_per_s,
+        requires_share=share,
+    )
     print(f"{'figure':<16} {'frozen book':>14} {'live book':>14}")
     for key, value in frozen.items():
         print(f"{key:<16} {_shown(value):>14} {_shown(live[key]):>14}")
     print(f"{'adverts_per_s':<16} {'0':>14} {_shown(live['adverts_per_s']):>14}")
-    figures: dict[str, float] = {"providers": args.providers, "matches": args.matches}
+    figures: dict[str, float] = {
+        "providers": args.providers,
+        "matches": args.matches,
+        "requires_share": share,
+    }
     for key in ("matched_share", "matches_per_s", "match_p50_ms", "match_p99_ms", "match_max_ms"):
         figures[key] = frozen[key]
         figures[f"{key}_live"] = live[key]

@@ -18,7 +18,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from protocol.errors import GpuMarketError, MatchError
+
+if TYPE_CHECKING:
+    from coordinator.matching.matcher import Candidate
 
 
 class CoordinatorError(GpuMarketError):
@@ -66,9 +72,17 @@ class Unavailable(CoordinatorError):
 class NoCandidates(MatchError):
     """No set of providers satisfies the job; ``reasons`` counts why providers were left out."""
 
-    def __init__(self, needed: int, found: int, reasons: dict[str, int]) -> None:
+    def __init__(
+        self,
+        needed: int,
+        found: int,
+        reasons: dict[str, int],
+        filtered: Sequence[Candidate] = (),
+    ) -> None:
         self.needed = needed
         self.found = found
         self.reasons = reasons
+        self.filtered = list(filtered)
+        """A sample of the providers left out, each with its own reason."""
         why = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
         super().__init__(f"need {needed} providers, {found} eligible ({why or 'empty book'})")

@@ -8,7 +8,8 @@ Reading, error translation and the canonical form live in :mod:`protocol.spec_io
     inputs:
       - {name: code, path: ./examples/matmul/}
       - {name: data, cid: bafy...}
-    resources: {gpus: 1, gpu_memory_gb: 16, min_tflops: {bf16: 100}}
+    resources: {gpus: 1, gpu_memory_gb: 16, min_tflops: {bf16: 100}, cpus: 4,
+                requires: {vendor: nvidia, min_compute_capability: "8.0", min_driver: "550.54"}}
     verification: {redundancy: 2, compare: exact}
     price: {max_per_provider: "2.50"}
     timeout: 10m
@@ -20,6 +21,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    BeforeValidator,
     Discriminator,
     Field,
     PlainValidator,
@@ -30,6 +32,14 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from protocol.compat import (
+    MAX_MODEL_GLOBS,
+    Requires,
+    Vendor,
+    check_capability,
+    check_glob,
+    check_version,
+)
 from protocol.fields import ContentCidField, FiniteFloat, NameStr
 from protocol.ids import Cid
 from protocol.packages import MAX_REQUIRED, check_name, check_specifier, check_unique
@@ -48,6 +58,9 @@ MAX_ARGS = 64
 MAX_ARG_CHARS = 4096
 MAX_PATH_CHARS = 4096
 MAX_REDUNDANCY = 5
+MAX_CPUS = 256
+"""CPU cores one job may ask for (``resources.cpus``)."""
+DEFAULT_CPUS = 2.0
 
 
 def _package_name(value: Any) -> str:
@@ -153,17 +166,91 @@ class MinTflops(SpecModel):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+def _checked(check: Any, kind: str, example: str) -> Any:
+    def validate(value: Any) -> str:
+        if not isinstance(value, str):
+            # YAML reads 12.10 as the number 12.1: versions must be quoted.
+            raise PydanticCustomError(kind, f"must be text in quotes, e.g. {example}")
+        try:
+            result: str = check(value)
+        except ValueError as exc:
+            raise PydanticCustomError(kind, str(exc)) from None
+        return result
+
+    return validate
+
+
+VersionText = Annotated[str, PlainValidator(_checked(check_version, "version", '"550.54"'))]
+CapabilityText = Annotated[str, PlainValidator(_checked(check_capability, "capability", '"8.0"'))]
+ModelGlob = Annotated[str, PlainValidator(_checked(check_glob, "gpu_model", '"*H100*"'))]
+
+
+def _globs(value: Any) -> Any:
+    """One pattern may be written without a list."""
+    return [value] if isinstance(value, str) else value
+
+
+class RequiresSpec(SpecModel):
+    """What the GPUs and their software must be (``resources.requires``).
+
+    ``gpu_model`` patterns match the GPU's name as the driver reports it, case-insensitively
+    (``"*H100*"`` matches ``NVIDIA H100 80GB HBM3``); a provider qualifies when every one of
+    its GPUs matches one pattern. ``min_compute_capability`` and ``min_cuda`` are NVIDIA's;
+    ``min_driver`` is the NVIDIA driver's version unless ``vendor: amd``. ``min_cuda`` is the
+    CUDA of the provider's torch for torch jobs, and the newest CUDA its driver supports
+    for container jobs (the image brings its own CUDA runtime)."""
+
+    vendor: Vendor | None = None
+    gpu_model: Annotated[
+        tuple[ModelGlob, ...], BeforeValidator(_globs), Field(max_length=MAX_MODEL_GLOBS)
+    ] = ()
+    min_compute_capability: CapabilityText | None = None
+    min_driver: VersionText | None = None
+    min_cuda: VersionText | None = None
+
+    @model_validator(mode="after")
+    def _one_vendor(self) -> RequiresSpec:
+        for name in ("min_compute_capability", "min_cuda"):
+            if getattr(self, name) is not None and self.vendor not in (None, "nvidia"):
+                raise field_error(name, "is an NVIDIA notion; vendor is {vendor}",
+                                  vendor=str(self.vendor))  # fmt: skip
+        if self.min_driver is not None and self.vendor == "apple":
+            raise field_error("min_driver", "Apple GPUs have no separate driver version")
+        return self
+
+    def as_requires(self) -> Requires:
+        """The matcher's (hashable) form; ``min_driver`` alone implies an NVIDIA driver."""
+        vendor = self.vendor
+        if vendor is None and (self.min_compute_capability or self.min_cuda or self.min_driver):
+            vendor = "nvidia"
+        return Requires(
+            vendor=vendor,
+            gpu_model=self.gpu_model,
+            min_compute_capability=self.min_compute_capability,
+            min_driver=self.min_driver,
+            min_cuda=self.min_cuda,
+        )
+
+
 class Resources(SpecModel):
-    """GPUs on one node (0 = CPU only), memory per GPU, and measured speed floors."""
+    """GPUs on one node (0 = CPU only), memory per GPU, measured speed floors, CPU cores
+    and host memory for the job, and what the GPUs must be (``requires``)."""
 
     gpus: Annotated[StrictInt, Field(ge=0, le=MAX_GPUS_PER_NODE)] = 0
     gpu_memory_gb: Annotated[FiniteFloat, Field(gt=0, le=4096)] | None = None
     min_tflops: MinTflops = MinTflops()
+    cpus: Annotated[FiniteFloat, Field(ge=0.1, le=MAX_CPUS)] = DEFAULT_CPUS
+    """CPU cores the job may use at once (a quota: 0.5 is half of one core's time)."""
+    memory_gb: Annotated[FiniteFloat, Field(gt=0, le=4096)] | None = None
+    """Host memory (GiB) the job may use; None: the provider's per-job limit."""
+    requires: RequiresSpec | None = None
 
     @model_validator(mode="after")
     def _memory_needs_gpus(self) -> Resources:
         if self.gpus == 0 and self.gpu_memory_gb is not None:
             raise field_error("gpu_memory_gb", "needs gpus >= 1 (gpus: 0 means CPU only)")
+        if self.gpus == 0 and self.requires is not None and self.requires.as_requires():
+            raise field_error("requires", "needs gpus >= 1 (gpus: 0 means CPU only)")
         return self
 
 

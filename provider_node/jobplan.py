@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from protocol.errors import SpecError
 from protocol.ids import Cid
 from protocol.ipfs.cid import normalize_cid
-from protocol.spec import ContainerRuntime, JobSpec
+from protocol.spec import DEFAULT_CPUS, ContainerRuntime, JobSpec
 from protocol.spec_io import parse_spec
 
 
@@ -35,6 +35,10 @@ class JobPlan:
     max_output_bytes: int
     packages: tuple[tuple[str, str], ...] = ()
     """Python packages a torch job imports (name, PEP 440 specifier)."""
+    cpus: float = DEFAULT_CPUS
+    """CPUs' worth of time the job may use (its cgroup's quota)."""
+    memory_bytes: int | None = None
+    """Host memory the spec asks to be held to; None: the provider's per-job limit."""
 
 
 def plan_of(spec: JobSpec) -> JobPlan:
@@ -59,6 +63,10 @@ def plan_of(spec: JobSpec) -> JobPlan:
         timeout_s=float(spec.timeout),
         max_output_bytes=int(spec.max_output),
         packages=packages,
+        cpus=spec.resources.cpus,
+        memory_bytes=(
+            None if spec.resources.memory_gb is None else int(spec.resources.memory_gb * 2**30)
+        ),
     )
 
 

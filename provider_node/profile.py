@@ -7,6 +7,7 @@ when asked to (``PROVIDER_CPU_ONLY``); otherwise starting is refused with that a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,17 @@ class Offer:
     """Where challenges run: ``cuda:0``, ``mps`` or ``cpu``."""
 
 
-def offer_from_benchmark(result: BenchmarkResult, *, cpu_only: bool) -> Offer:
-    """The offer of a benchmarked host (GPUs are offered when present, else the CPU)."""
+def offer_from_benchmark(
+    result: BenchmarkResult,
+    *,
+    cpu_only: bool,
+    capabilities: Mapping[int, str] | None = None,
+    driver_cuda: str | None = None,
+) -> Offer:
+    """The offer of a benchmarked host (GPUs are offered when present, else the CPU).
+    ``capabilities`` (compute capability per CUDA index) and ``driver_cuda`` (the newest CUDA
+    the driver supports) are read live, not cached with the benchmark."""
+    capabilities = capabilities or {}
     gpu_results = [d for d in result.devices if d.backend != "cpu"]
     if not gpu_results and not cpu_only:
         raise ConfigError(
@@ -56,9 +66,17 @@ def offer_from_benchmark(result: BenchmarkResult, *, cpu_only: bool) -> Offer:
         cuda=fp.cuda,
         rocm=fp.rocm,
         torch=fp.torch[:64],
+        driver_cuda=driver_cuda if backend == "cuda" else None,
     )
-    gpus = tuple(GpuInfo(name=d.name[:128], memory_bytes=d.memory_bytes) for d in gpu_results)
     indices = tuple(_index(d.device) for d in gpu_results)
+    gpus = tuple(
+        GpuInfo(
+            name=d.name[:128],
+            memory_bytes=d.memory_bytes,
+            compute_capability=capabilities.get(i) if d.backend == "cuda" else None,
+        )
+        for d, i in zip(gpu_results, indices, strict=True)
+    )
     return Offer(
         gpus=gpus,
         gpu_indices=indices,
@@ -83,6 +101,13 @@ def measure_offer(cache_dir: Path, *, cpu_only: bool) -> Offer:
     Blocking: torch runs in the calling thread.
     """
     from provider_node.benchmark import run_benchmark
+    from provider_node.benchmark.devices import cuda_capabilities, nvidia_driver_cuda
 
     outcome = run_benchmark(cache_dir=cache_dir)
-    return offer_from_benchmark(outcome.result, cpu_only=cpu_only)
+    capabilities = cuda_capabilities()
+    return offer_from_benchmark(
+        outcome.result,
+        cpu_only=cpu_only,
+        capabilities=capabilities,
+        driver_cuda=nvidia_driver_cuda() if capabilities else None,
+    )

@@ -213,11 +213,15 @@ class JobWorker:
         except (ContentError, SpecError) as exc:
             raise _Failed(FailureKind.BAD_INPUT, f"inputs: {exc}") from exc
         wall = self._wall_time(plan, record)
+        memory = self.config.memory_bytes
+        if plan.memory_bytes is not None:  # the spec may ask for less, never for more
+            memory = max(16 << 20, min(memory, plan.memory_bytes))
         limits = Limits(
             wall_time_s=wall,
-            memory_bytes=self.config.memory_bytes,
+            memory_bytes=memory,
             max_pids=self.config.max_pids,
             max_output_bytes=min(plan.max_output_bytes, self.config.max_output_bytes),
+            cpus=plan.cpus,
         )
         address = self.identity.address
         async with open_log_stream(record.job_id, address, reporter, self.config.logs) as stream:

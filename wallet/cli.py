@@ -285,8 +285,18 @@ def job_submit(
             def progress(what: str, done: int, total: int) -> None:
                 bar.update(task, description=what, completed=done, total=total or None)
 
+            def warn(message: str) -> None:
+                if not json_out:
+                    err.print(f"[yellow]warning:[/yellow] {message}")
+
             submitted = jobs.submit(
-                settings, identity, spec, fee=fee, progress=progress, price_cap=price_cap
+                settings,
+                identity,
+                spec,
+                fee=fee,
+                progress=progress,
+                price_cap=price_cap,
+                warn=warn,
             )
         if not json_out:
             out.print(
@@ -319,6 +329,7 @@ def job_submit(
                 "escrow": str(format_tokens(submitted.escrow)),
                 "price_cap": None if price_cap is None else str(price_cap),
                 "tx": submitted.tx_hash,
+                "warnings": list(submitted.warnings),
                 "job": view,
             }
         )

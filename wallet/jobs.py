@@ -6,6 +6,7 @@ only renders it. Money is checked before anything is uploaded or sent.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from wallet import records
 from wallet.coordinator import CoordinatorClient
 from wallet.settings import WalletSettings
 from wallet.windows import DEFAULT_PHASES, job_windows
+
+log = logging.getLogger(__name__)
 
 DEFAULT_FEE = "0.10"
 MAX_INPUT_BYTES = 2 * 2**30
@@ -79,6 +82,7 @@ class Submitted:
     gas_used: int
     bytes_uploaded: int = 0
     """The spec and the local inputs this wallet added to IPFS."""
+    warnings: tuple[str, ...] = ()
 
 
 CREATE_JOB_GAS = 150_000
@@ -165,6 +169,23 @@ def job_request(
     )
 
 
+def no_capable_provider(quote: dict[str, Any]) -> str | None:
+    """A warning when no provider in the coordinator's book could ever run the spec quoted
+    in ``quote`` (``POST /quote``), naming why; None when one could."""
+    if quote.get("capable", 1) != 0:
+        return None
+    book = int(quote.get("providers_in_book", 0))
+    reasons = quote.get("incapable") or {}
+    why = "; ".join(f"{n} {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    if book == 0:
+        why = "the book is empty"
+    return (
+        f"none of the {book} providers the coordinator knows could run this job as "
+        f"specified ({why}); it will wait in matching until one that can joins, or its "
+        "assign deadline passes. `gpumarket job quote SPEC` shows each provider's reason"
+    )
+
+
 def submit(
     settings: WalletSettings,
     identity: Identity,
@@ -173,9 +194,12 @@ def submit(
     fee: str = DEFAULT_FEE,
     progress: Progress = lambda *_: None,
     price_cap: Wei | None = None,
+    warn: Callable[[str], None] = log.warning,
 ) -> Submitted:
     """Validate, check funds, upload, create the job on chain (one tx), notify.
-    ``price_cap`` replaces the spec's ``price.max_per_provider`` (``--cap auto``)."""
+    ``price_cap`` replaces the spec's ``price.max_per_provider`` (``--cap auto``). A spec
+    no provider in the coordinator's book could ever run is submitted all the same (one
+    may join), after ``warn`` was told why."""
     spec = load_spec(spec_path)
     if price_cap is not None:
         # Price reads token amounts ("2.5"), not units: validated like the spec's own.
@@ -198,8 +222,17 @@ def submit(
     if total > MAX_INPUT_BYTES:
         raise InputTooLarge(total)
     # Refuse before paying anything when the coordinator cannot take the job.
+    warnings: list[str] = []
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         coordinator.health()
+        try:
+            warning = no_capable_provider(coordinator.quote(spec_path.read_text()))
+        except GpuMarketError as exc:  # a quote is advice: its failure stops nothing
+            log.debug("no quote before submitting: %s", exc)
+            warning = None
+    if warning is not None:
+        warnings.append(warning)
+        warn(warning)
     input_cids, spec_cid, uploaded = trio.run(
         _upload, settings.need("ipfs_api"), spec, local, progress
     )
@@ -222,7 +255,14 @@ def submit(
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         coordinator.notify(job_id)
     return Submitted(
-        job_id, spec_cid, input_cids, escrow, receipt.tx_hash, receipt.gas_used, uploaded
+        job_id,
+        spec_cid,
+        input_cids,
+        escrow,
+        receipt.tx_hash,
+        receipt.gas_used,
+        uploaded,
+        tuple(warnings),
     )
 
 

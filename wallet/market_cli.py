@@ -135,6 +135,9 @@ def job_quote(
             ", ".join(f"{n} {r}" for r, n in o["filtered"].items()) or "-",
         )
     out.print(table)
+    warning = jobs.no_capable_provider(m)
+    if warning is not None:
+        out.print(f"[yellow]warning:[/yellow] {warning}")
     requested = result.requested()
     if requested["candidates"]:
         why = Table("provider", "why not chosen", title="the others (spec's redundancy)")

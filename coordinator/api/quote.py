@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from coordinator.api.models import CandidateView
 from coordinator.errors import NoCandidates
 from coordinator.matching.columns import MAX_JOB_SLOTS, ProviderColumns
-from coordinator.matching.matcher import Match, Matcher
+from coordinator.matching.matcher import Candidate, Match, Matcher
 from coordinator.matching.requirements import Requirements, requirements_for
 from protocol.registry import MAX_SPEC_BYTES
 from protocol.spec import JobSpec
@@ -70,6 +70,13 @@ class Quote(BaseModel):
     price_cap: str = Field(description="the spec's max_per_provider (token units)")
     exact: bool
     providers_in_book: int
+    capable: int = Field(
+        description="providers in the book that could ever run the spec, whatever their "
+        "load, price or stake (runtime, GPUs, memory, speed, packages, requires)"
+    )
+    incapable: dict[str, int] = Field(
+        description="providers that never could, counted by first reason"
+    )
     options: list[QuoteOption]
 
 
@@ -80,19 +87,21 @@ def _requirements(spec: JobSpec, seats: int) -> Requirements:
     return replace(req, checkable=seats == 1)
 
 
-def _match(matcher: Matcher, req: Requirements) -> tuple[Start, Match | None, dict[str, int]]:
+def _match(
+    matcher: Matcher, req: Requirements
+) -> tuple[Start, Match | None, dict[str, int], list[Candidate]]:
     try:
-        return "now", matcher.match(req), {}
+        return "now", matcher.match(req), {}, []
     except NoCandidates as now:
         reasons = now.reasons
     try:
-        return "queued", matcher.match(replace(req, queue=MAX_JOB_SLOTS)), reasons
-    except NoCandidates:
-        return "unmatched", None, reasons
+        return "queued", matcher.match(replace(req, queue=MAX_JOB_SLOTS)), reasons, []
+    except NoCandidates as queued:
+        return "unmatched", None, reasons, queued.filtered
 
 
 def _option(matcher: Matcher, spec: JobSpec, label: str, seats: int) -> QuoteOption:
-    start, match, reasons = _match(matcher, _requirements(spec, seats))
+    start, match, reasons, filtered = _match(matcher, _requirements(spec, seats))
     declared = str(spec.verification.redundancy)
     chosen = [] if match is None else match.chosen
     return QuoteOption(
@@ -113,17 +122,18 @@ def _option(matcher: Matcher, spec: JobSpec, label: str, seats: int) -> QuoteOpt
         total=str(sum(c.price for c in chosen)) if chosen else None,
         eligible=0 if match is None else match.eligible,
         filtered=reasons,
-        candidates=(
-            []
-            if match is None
-            else [CandidateView(**c.to_json()) for c in match.candidates if not c.chosen]
-        ),
+        candidates=[
+            CandidateView(**c.to_json())
+            for c in (filtered if match is None else match.candidates)
+            if not c.chosen
+        ],
     )
 
 
 def quote(spec: JobSpec, cols: ProviderColumns, stake_factor: int) -> Quote:
     """Match ``spec`` for every redundancy choice without touching the book."""
     matcher = Matcher(cols, stake_factor=stake_factor, exploration_share=0.0)
+    capable, incapable = matcher.capable(_requirements(spec, 1))
     return Quote(
         name=spec.name,
         gpus=spec.resources.gpus,
@@ -131,5 +141,7 @@ def quote(spec: JobSpec, cols: ProviderColumns, stake_factor: int) -> Quote:
         price_cap=str(spec.price.max_per_provider),
         exact=spec.verification.compare == "exact",
         providers_in_book=len(cols),
+        capable=capable,
+        incapable=incapable,
         options=[_option(matcher, spec, label, seats) for label, seats in REDUNDANCY_CHOICES],
     )

@@ -158,6 +158,7 @@ class Assigner:
                     if reason != entry.reason:
                         entry.reason = reason
                         await self.store.update_job(job_id, waiting=reason[:1000])
+                        await self._explain_waiting(job_id, exc)
                     continue
                 del self._waiting[job_id]
                 if job_id == job.job_id:
@@ -167,6 +168,14 @@ class Assigner:
                     if self.wake is not None:
                         self.wake(job_id)
             return result
+
+    async def _explain_waiting(self, job_id: str, exc: NoCandidates) -> None:
+        """Keep why each sampled provider is left out while the job waits (``job explain``
+        shows it), replacing the previous wait's sample."""
+        previous = await self.store.explanation(job_id) or []
+        kept = [c for c in previous if not c.get("waiting")]
+        waiting = [dict(c.to_json(), waiting=True) for c in exc.filtered]
+        await self.store.save_explanation(job_id, kept + waiting)
 
     async def _short_of_gas(self) -> str | None:
         """Why this coordinator cannot take another job now: its balance would not pay
@@ -240,7 +249,9 @@ class Assigner:
         # Held before the first await: no other plan can take these slots meanwhile.
         self.book.capacity.hold(job.job_id, [s.address for s in slots])
         try:
-            previous = await self.store.explanation(job.job_id) or []
+            previous = [
+                c for c in await self.store.explanation(job.job_id) or [] if not c.get("waiting")
+            ]
             explained = [dict(c.to_json(), seat_from=indices[0]) for c in match.candidates]
             await self.store.put_slots(slots)
             await self.store.save_explanation(job.job_id, previous + explained)

@@ -18,6 +18,7 @@ from typing import Any
 
 from coordinator.matching.capacity import CapacityLedger
 from coordinator.matching.columns import DTYPE_INDEX, Offer, ProviderColumns
+from protocol.compat import BACKEND_VENDOR, Platform, lowest_capability
 from protocol.errors import MessageError, SignatureError
 from protocol.ids import PeerId
 from protocol.messages import Advert
@@ -38,6 +39,21 @@ def fingerprint_key(advert: Advert) -> str:
     )
 
 
+def platform_of(advert: Advert) -> Platform:
+    """The advert's GPU facts, as ``resources.requires`` is matched against them."""
+    f = advert.fingerprint
+    if not advert.gpus:
+        return Platform(vendor=None, models=())
+    return Platform(
+        vendor=BACKEND_VENDOR.get(f.backend),
+        models=tuple(dict.fromkeys(g.name for g in advert.gpus)),
+        compute_capability=lowest_capability([g.compute_capability for g in advert.gpus]),
+        driver=f.driver,
+        torch_cuda=f.cuda,
+        driver_cuda=f.driver_cuda,
+    )
+
+
 def offer_of(advert: Advert, seen_at: float) -> Offer:
     memory = min((g.memory_bytes for g in advert.gpus), default=0)
     return Offer(
@@ -55,6 +71,7 @@ def offer_of(advert: Advert, seen_at: float) -> Offer:
         utilization=advert.utilization,
         seen_at=seen_at,
         packages=advert.packages,
+        platform=platform_of(advert),
     )
 
 

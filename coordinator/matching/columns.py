@@ -10,21 +10,28 @@ and writes happen on the trio thread only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
+
+from protocol.compat import Platform
 
 DTYPE_INDEX = {"fp32": 0, "tf32": 1, "fp16": 2, "bf16": 3}
 RUNTIME_BITS = {"torch": 1, "container": 2}
 MAX_JOB_SLOTS = 64
 CHANGE_LOG_MIN = 4096
 ENVIRONMENT_SLACK = 64
-"""Python environments kept beyond twice the live providers before unused ones are dropped."""
+"""Python environments (and GPU platforms) kept beyond twice the live providers before
+unused ones are dropped."""
 """The change log is forgotten once it holds this many entries (or twice the capacity, if
 more); a reader further behind than that starts over."""
 ADVERT_LAG_S = 1.0
 """How long after a change at a provider its adverts may still show the state before it."""
+
+
+NO_GPU = Platform(vendor=None, models=())
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,42 @@ class Offer:
     seen_at: float
     packages: Mapping[str, str] = field(default_factory=dict)
     """Python distributions the torch runtime offers, name to version."""
+    platform: Platform = field(default_factory=lambda: NO_GPU)
+    """Its GPUs' vendor, models, compute capability, driver and CUDA versions."""
+
+
+V = TypeVar("V")
+
+
+class CodeTable(Generic[V]):
+    """Distinct values many providers share (a Python environment, a GPU platform), each
+    numbered once, so a verdict on a value is reached once per value, not per provider.
+    ``epoch`` rises whenever codes are renumbered: verdicts kept by code are then stale."""
+
+    def __init__(self) -> None:
+        self.codes: dict[Hashable, int] = {}
+        self.values: list[V] = []
+        self.epoch = 0
+
+    def code(self, key: Hashable) -> int | None:
+        """``key``'s code, or None when it is new (then :meth:`add` it)."""
+        return self.codes.get(key)
+
+    def add(self, key: Hashable, value: V) -> int:
+        code = len(self.values)
+        self.codes[key] = code
+        self.values.append(value)
+        return code
+
+    def keep_only(self, used: Sequence[int], key_of: dict[int, Hashable]) -> dict[int, int]:
+        """Keep the values of codes ``used`` (keys from ``key_of``), renumbered; returns
+        old code -> new code."""
+        keep = sorted(set(used) - {-1})
+        renumber = {old: new for new, old in enumerate(keep)}
+        self.values = [self.values[old] for old in keep]
+        self.codes = {key_of[old]: renumber[old] for old in keep}
+        self.epoch += 1
+        return renumber
 
 
 class ProviderColumns:
@@ -65,11 +108,9 @@ class ProviderColumns:
         self.cpu_rates: list[int] = []
         self.fingerprint_codes: dict[str, int] = {}
         self.fingerprint_names: list[str] = []
-        # Python environments: providers with the same packages share a code.
-        self.environment_codes: dict[tuple[tuple[str, str], ...], int] = {}
-        self.environments: list[dict[str, str]] = []
-        self.environments_epoch = 0
-        """Bumped when environment codes are renumbered (what was judged by code is stale)."""
+        # Providers with the same Python packages (GPU platform) share one code.
+        self.environment_table: CodeTable[dict[str, str]] = CodeTable()
+        self.platform_table: CodeTable[Platform] = CodeTable()
         self._allocate(capacity)
 
     def _allocate(self, capacity: int) -> None:
@@ -96,6 +137,7 @@ class ProviderColumns:
         self.runtime_bits = grow(get("runtime_bits"), (capacity,), np.uint8, 0)
         self.fingerprint = grow(get("fingerprint"), (capacity,), np.int32, -1)
         self.environment = grow(get("environment"), (capacity,), np.int32, -1)
+        self.platform = grow(get("platform"), (capacity,), np.int32, -1)
         self.group = grow(get("group"), (capacity,), np.int64, 0)
         self.free_stake = grow(get("free_stake"), (capacity,), np.float64, -1)
         self.reputation = grow(get("reputation"), (capacity,), np.float64, 0)
@@ -146,32 +188,47 @@ class ProviderColumns:
             self.fingerprint_names.append(name)
         return code
 
+    @property
+    def environments(self) -> list[dict[str, str]]:
+        return self.environment_table.values
+
+    @property
+    def environments_epoch(self) -> int:
+        return self.environment_table.epoch
+
+    @property
+    def platforms(self) -> list[Platform]:
+        return self.platform_table.values
+
     def environment_code(self, packages: Mapping[str, str]) -> int:
         key = tuple(sorted(packages.items()))
-        code = self.environment_codes.get(key)
+        code = self.environment_table.code(key)
         if code is None:
-            if len(self.environments) >= 2 * len(self._slot_of) + ENVIRONMENT_SLACK:
-                self._drop_unused_environments()
-            code = len(self.environments)
-            self.environment_codes[key] = code
-            self.environments.append(dict(key))
+            code = self._add("environment", self.environment_table, key, dict(key))
         return code
 
-    def _drop_unused_environments(self) -> None:
-        """Keep only the environments live providers advertise, renumbered: a provider that
-        changes its package list with every advert cannot grow the table without bound."""
+    def platform_code(self, platform: Platform) -> int:
+        code = self.platform_table.code(platform)
+        if code is None:
+            code = self._add("platform", self.platform_table, platform, platform)
+        return code
+
+    def _add(self, column: str, table: CodeTable[V], key: Hashable, value: V) -> int:
+        if len(table.values) >= 2 * len(self._slot_of) + ENVIRONMENT_SLACK:
+            self._drop_unused(column, table)
+        return table.add(key, value)
+
+    def _drop_unused(self, column: str, table: CodeTable[V]) -> None:
+        """Keep only the codes live providers use, renumbered: a provider that changes its
+        package list (or platform) with every advert cannot grow a table without bound."""
         live = list(self._slot_of.values())
-        keep = sorted({int(self.environment[s]) for s in live} - {-1})
-        renumber = {old: new for new, old in enumerate(keep)}
-        self.environments = [self.environments[old] for old in keep]
-        self.environment_codes = {
-            tuple(sorted(e.items())): i for i, e in enumerate(self.environments)
-        }
+        old_codes: np.ndarray = getattr(self, column)
+        key_of = {code: key for key, code in table.codes.items()}
+        renumber = table.keep_only([int(old_codes[s]) for s in live], key_of)
         codes = np.full(self.capacity, -1, dtype=np.int32)
         for s in live:
-            codes[s] = renumber.get(int(self.environment[s]), -1)
-        self.environment = codes
-        self.environments_epoch += 1
+            codes[s] = renumber.get(int(old_codes[s]), -1)
+        setattr(self, column, codes)
 
     def upsert(self, offer: Offer) -> int:
         """Write ``offer`` into its provider's slot (allocating one for a newcomer)."""
@@ -199,6 +256,7 @@ class ProviderColumns:
         self.runtime_bits[slot] = bits
         self.fingerprint[slot] = self.fingerprint_code(offer.fingerprint)
         self.environment[slot] = self.environment_code(offer.packages)
+        self.platform[slot] = self.platform_code(offer.platform)
         self.utilization[slot] = offer.utilization
         self.seen_at[slot] = offer.seen_at
         self._read_job_slots(slot, offer.utilization, offer.seen_at)

@@ -24,6 +24,7 @@ import numpy as np
 from coordinator.errors import NoCandidates
 from coordinator.matching.columns import DTYPE_INDEX, RUNTIME_BITS, ProviderColumns
 from coordinator.matching.requirements import Requirements
+from protocol import compat
 from protocol.packages import unmet
 
 EXPLAIN_LOSERS = 12
@@ -31,7 +32,13 @@ EXPLAIN_FILTERED = 12
 SHORTLIST = 64
 EXPLORE_POOL = 8
 MAX_PACKAGE_SETS = 256
-"""Distinct ``runtime.packages`` requirements whose verdicts per environment are kept."""
+"""Distinct ``runtime.packages`` requirements whose verdicts per environment are kept (and
+distinct ``resources.requires`` whose verdicts per GPU platform are kept)."""
+
+Detail = Callable[[int], str]
+"""Says why one slot failed a filter, in its own terms (``driver 535.104 < 550.54``)."""
+Check = tuple[str, np.ndarray, Detail | None]
+"""(reason, passes per slot, per-slot detail of a failure or None)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +165,8 @@ class Matcher:
         self._scores: dict[tuple[int, bool], tuple[int, np.ndarray]] = {}
         self._environments_ok: dict[tuple[tuple[str, str], ...], list[bool]] = {}
         self._environments_epoch = 0
+        self._platforms_unmet: dict[tuple[compat.Requires, str], list[tuple[str, ...]]] = {}
+        self._platforms_epoch = 0
 
     def scores(self, dtype: int, cpu: bool = False) -> np.ndarray:
         """Every slot's score for jobs priced against ``dtype`` (on the CPU-hour rate with
@@ -196,48 +205,90 @@ class Matcher:
         order = np.lexsort((slots, scores[slots]))
         return slots[order][:k]
 
-    def _filters(self, req: Requirements) -> list[tuple[str, np.ndarray]]:
-        """(reason, passes) per filter over every slot, in the order reasons are reported."""
+    def _filters(self, req: Requirements) -> list[Check]:
+        """(reason, passes, detail) per filter over every slot, in the order reasons are
+        reported."""
         c, n = self.cols, self.cols.size
         hours = req.duration_s / 3600.0
         hourly = c.rate[:n] * req.gpus if req.gpus else c.cpu_rate[:n]
-        checks: list[tuple[str, np.ndarray]] = [
-            ("offline", c.alive[:n]),
-            (f"no {req.runtime} runtime", (c.runtime_bits[:n] & RUNTIME_BITS[req.runtime]) != 0),
-            ("busy (no free job slot)", c.free_jobs() >= 1 - req.queue),
+        checks: list[Check] = [
+            ("offline", c.alive[:n], None),
+            (
+                f"no {req.runtime} runtime",
+                (c.runtime_bits[:n] & RUNTIME_BITS[req.runtime]) != 0,
+                None,
+            ),
         ]
+        if req.requires:
+            # Before load, price and stake: a provider that can never run the job says so.
+            fits, detail = self._fits_platform(req.requires, req.runtime)
+            checks.append((f"does not meet requires: {req.requires.describe()}", fits, detail))
+        checks.append(("busy (no free job slot)", c.free_jobs() >= 1 - req.queue, None))
         if req.gpus > 0:
             free = c.free_gpus[:n] - c.inflight_gpus[:n]
-            checks.append((f"fewer than {req.gpus} free GPUs on one node", free >= req.gpus))
+            checks.append((f"fewer than {req.gpus} free GPUs on one node", free >= req.gpus, None))
             if req.gpu_memory_bytes:
-                checks.append(("too little GPU memory", c.gpu_memory[:n] >= req.gpu_memory_bytes))
+                memory_ok = c.gpu_memory[:n] >= req.gpu_memory_bytes
+                checks.append(("too little GPU memory", memory_ok, None))
         for dtype, minimum in req.min_tflops.items():
             column = c.tflops[:n, DTYPE_INDEX[dtype]]
-            checks.append((f"below {minimum:g} {dtype} TFLOPS", column >= minimum))
+            checks.append((f"below {minimum:g} {dtype} TFLOPS", column >= minimum, None))
         # price = floor(seat rate * hours) <= cap  <=>  seat rate * hours < cap + 1
-        checks.append(("price above the job's cap", hourly * hours < req.price_cap + 1))
+        checks.append(("price above the job's cap", hourly * hours < req.price_cap + 1, None))
         stake_needed = self.stake_factor * np.floor(hourly * hours)
-        checks.append(("not enough free stake", c.free_stake[:n] >= stake_needed))
+        checks.append(("not enough free stake", c.free_stake[:n] >= stake_needed, None))
         if req.packages:
             wanted = ", ".join(f"{name}{spec}" for name, spec in req.packages)
-            checks.append((f"its Python lacks {wanted}", self._has_packages(req.packages)))
+            has = self._has_packages(req.packages)
+            checks.append((f"its Python lacks {wanted}", has, None))
         if req.exclude_addresses:
             slots = [c.slot(a) for a in req.exclude_addresses]
             taken = np.zeros(n, dtype=bool)
             taken[[s for s in slots if s is not None]] = True
-            checks.append(("already assigned to this job", ~taken))
+            checks.append(("already assigned to this job", ~taken, None))
         if req.exclude_groups:
             groups = np.array(sorted(req.exclude_groups), dtype=np.int64)
             clash = np.isin(c.group[:n], groups) & (c.group[:n] != 0)
-            checks.append(("same operator group as an assigned provider", ~clash))
+            checks.append(("same operator group as an assigned provider", ~clash, None))
         if req.exact and req.fingerprint is not None:
             code = c.fingerprint_codes.get(req.fingerprint, -2)
             same = c.fingerprint[:n] == code
-            checks.append(("fingerprint differs from the assigned providers", same))
+            checks.append(("fingerprint differs from the assigned providers", same, None))
         if req.exact and req.checkable:
             unchecked = "no other operator shares its fingerprint to check it"
-            checks.append((unchecked, self._checkable()))
+            checks.append((unchecked, self._checkable(), None))
         return checks
+
+    def capable(self, req: Requirements) -> tuple[int, dict[str, int]]:
+        """How many live providers could ever run the job, whatever their load, price or
+        stake (runtime, GPUs on the node, GPU memory, speed, packages, requires), and how
+        many each of these left out (counting each provider by its first failure)."""
+        c, n = self.cols, self.cols.size
+        checks: list[Check] = [
+            ("offline", c.alive[:n], None),
+            (
+                f"no {req.runtime} runtime",
+                (c.runtime_bits[:n] & RUNTIME_BITS[req.runtime]) != 0,
+                None,
+            ),
+        ]
+        if req.requires:
+            fits, _ = self._fits_platform(req.requires, req.runtime)
+            checks.append((f"does not meet requires: {req.requires.describe()}", fits, None))
+        if req.gpus > 0:
+            checks.append((f"fewer than {req.gpus} GPUs", c.gpu_count[:n] >= req.gpus, None))
+            memory_ok = c.gpu_memory[:n] >= req.gpu_memory_bytes
+            checks.append(("too little GPU memory", memory_ok, None))
+        for dtype, minimum in req.min_tflops.items():
+            column = c.tflops[:n, DTYPE_INDEX[dtype]]
+            checks.append((f"below {minimum:g} {dtype} TFLOPS", column >= minimum, None))
+        if req.packages:
+            wanted = ", ".join(f"{name}{spec}" for name, spec in req.packages)
+            checks.append((f"its Python lacks {wanted}", self._has_packages(req.packages), None))
+        mask = checks[0][1].copy()
+        for _, passes, _ in checks[1:]:
+            mask &= passes
+        return int(mask.sum()), self._reasons(checks)
 
     def _has_packages(self, packages: tuple[tuple[str, str], ...]) -> np.ndarray:
         """Per slot: its torch runtime offers ``packages``. Judged once per distinct
@@ -255,6 +306,28 @@ class Matcher:
         result: np.ndarray = ok[c.environment[:n]]
         return result
 
+    def _fits_platform(self, requires: compat.Requires, runtime: str) -> tuple[np.ndarray, Detail]:
+        """Per slot: its GPU platform meets ``requires`` for a ``runtime`` job, and the
+        detail of a failure. Judged once per distinct platform, then looked up per slot."""
+        c, n = self.cols, self.cols.size
+        table = c.platform_table
+        if self._platforms_epoch != table.epoch or len(self._platforms_unmet) >= MAX_PACKAGE_SETS:
+            self._platforms_unmet.clear()
+            self._platforms_epoch = table.epoch
+        known = self._platforms_unmet.setdefault((requires, runtime), [])
+        for platform in table.values[len(known) :]:
+            known.append(tuple(compat.unmet(requires, platform, runtime)))
+        ok = np.array([not u for u in known] + [False], dtype=bool)  # -1 (none) reads False
+        result: np.ndarray = ok[c.platform[:n]]
+        codes = c.platform
+
+        def detail(slot: int) -> str:
+            code = int(codes[slot])
+            failed = known[code] if 0 <= code < len(known) else ()
+            return "; ".join(failed) or "does not meet requires"
+
+        return result, detail
+
     def _checkable(self) -> np.ndarray:
         """Per slot: another live operator shares its fingerprint (a spot check can be
         seated behind it on an exact job)."""
@@ -271,17 +344,18 @@ class Matcher:
         c = self.cols
         checks = self._filters(req)
         mask = checks[0][1].copy()
-        for _, passes in checks[1:]:
+        for _, passes, _ in checks[1:]:
             mask &= passes
         scores = self.scores(primary_dtype(req), cpu=req.gpus == 0)
         eligible = np.flatnonzero(mask)  # by slot; ordered only as far as needed
         shortlist = self.best(eligible, scores, SHORTLIST)
         picked = self._pick(eligible, shortlist, scores, req)
+        rejected = self.best(np.flatnonzero(~mask & c.alive[: c.size]), scores, EXPLAIN_FILTERED)
         if len(picked) < req.count:
-            raise NoCandidates(req.count, len(picked), self._reasons(checks))
+            filtered = self._filtered(rejected.tolist(), scores, checks)
+            raise NoCandidates(req.count, len(picked), self._reasons(checks), filtered)
         picked, explored = self._explore(eligible, scores, picked, req)
         choices = [self._choice(s, float(scores[s]), req, s == explored) for s in picked]
-        rejected = self.best(np.flatnonzero(~mask & c.alive[: c.size]), scores, EXPLAIN_FILTERED)
         shown = EXPLAIN_LOSERS + len(picked)
         top = shortlist if shown <= len(shortlist) else self.best(eligible, scores, shown)
         candidates = self._explain(
@@ -290,11 +364,11 @@ class Matcher:
         return Match(choices, candidates, len(eligible), {})
 
     @staticmethod
-    def _reasons(checks: list[tuple[str, np.ndarray]]) -> dict[str, int]:
+    def _reasons(checks: list[Check]) -> dict[str, int]:
         """How many providers each filter removed (counting each by its first failure)."""
         mask = checks[0][1].copy()
         counts: dict[str, int] = {}
-        for reason, passes in checks[1:]:
+        for reason, passes, _ in checks[1:]:
             failing = int((mask & ~passes).sum())
             if failing:
                 counts[reason] = failing
@@ -403,7 +477,7 @@ class Matcher:
         picked: list[int],
         explored: int | None,
         rejected: list[int],
-        checks: list[tuple[str, np.ndarray]],
+        checks: list[Check],
     ) -> list[Candidate]:
         """Why each of ``picked`` won, why the best others (``top``, of ``total`` eligible)
         and a sample of the filtered (``rejected``) lost."""
@@ -430,11 +504,22 @@ class Matcher:
             else:
                 why = f"eligible, outscored (rank {i + 1} of {total})"
             out.append(Candidate(c.addresses[slot], c.peer_ids[slot], top_scores[i], False, why))
+        out += self._filtered(rejected, scores, checks)
+        return out
+
+    def _filtered(
+        self, rejected: list[int], scores: np.ndarray, checks: list[Check]
+    ) -> list[Candidate]:
+        """Why each of ``rejected`` was filtered out: its first failed filter, in its own
+        terms where the filter can say (``driver 535.104 < 550.54``)."""
+        c = self.cols
+        out: list[Candidate] = []
         if rejected:
-            verdicts = [(reason, passes[rejected].tolist()) for reason, passes in checks]
+            verdicts = [(reason, passes[rejected].tolist(), d) for reason, passes, d in checks]
             rejected_scores = scores[rejected].tolist()
             for j, slot in enumerate(rejected):
-                reason = next((r for r, ok in verdicts if not ok[j]), "filtered")
+                failed = next(((r, d) for r, ok, d in verdicts if not ok[j]), ("filtered", None))
+                reason = failed[0] if failed[1] is None else failed[1](slot)
                 out.append(
                     Candidate(
                         c.addresses[slot],

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocol.compat import Requires
 from protocol.spec import JobSpec, ToleranceCompare, TorchRuntime
 from protocol.spec_io import parse_spec
 
@@ -32,6 +33,8 @@ class Requirements:
     """Jobs a chosen provider may already have waiting beyond its free job slots."""
     packages: tuple[tuple[str, str], ...] = ()
     """Python packages the job imports (name, PEP 440 specifier), torch runtime only."""
+    requires: Requires = field(default_factory=Requires)
+    """What the GPUs and their driver and CUDA must be (``resources.requires``)."""
     checkable: bool = False
     """A lone primary of an exact job: only a provider another operator could check (one
     sharing its fingerprint) qualifies, so no provider escapes spot checks."""
@@ -44,6 +47,7 @@ class Requirements:
             "runtime": self.runtime,
             "duration_s": self.duration_s,
             "packages": dict(self.packages),
+            "requires": self.requires.to_json() if self.requires else None,
         }
 
 
@@ -63,6 +67,7 @@ def requirements_for(spec: JobSpec, *, count: int, price_cap: int, exact: bool) 
         duration_s=spec.billed_duration_s,
         exact=exact,
         packages=tuple(sorted(packages.items())),
+        requires=resources.requires.as_requires() if resources.requires else Requires(),
     )
 
 

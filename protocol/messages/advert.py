@@ -8,10 +8,20 @@ advert from one provider and ``expires_at`` bounds how long it counts: silence m
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictInt,
+    StrictStr,
+    model_serializer,
+    model_validator,
+)
 
+from protocol.compat import CAPABILITY_PATTERN, VERSION_PATTERN
 from protocol.fields import (
     AddressField,
     FiniteFloat,
@@ -41,11 +51,36 @@ class _Part(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class GpuInfo(_Part):
+class _Optional(_Part):
+    """A part with fields added after adverts were first signed (:data:`LATER_FIELDS`):
+    left out of the encoding while unset, so an advert from a provider that does not know
+    them encodes (and verifies) exactly as it was signed."""
+
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self.LATER_FIELDS:
+                if data.get(name) is None:
+                    data.pop(name, None)
+        return data
+
+
+Capability = Annotated[StrictStr, Field(pattern=CAPABILITY_PATTERN)]
+Version = Annotated[StrictStr, Field(pattern=VERSION_PATTERN)]
+
+
+class GpuInfo(_Optional):
     """One GPU as the driver reports it."""
+
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"compute_capability"})
 
     name: Text128
     memory_bytes: Annotated[StrictInt, Field(ge=0, le=2**50)]
+    compute_capability: Capability | None = None
+    """NVIDIA's ``major.minor`` (``9.0`` for an H100); None elsewhere or unknown."""
 
 
 class Benchmark(_Part):
@@ -56,8 +91,11 @@ class Benchmark(_Part):
     host_to_device_gbps: Bandwidth | None = None
 
 
-class Fingerprint(_Part):
-    """What must match for two providers' ``exact`` results to be comparable."""
+class Fingerprint(_Optional):
+    """What must match for two providers' ``exact`` results to be comparable, and the
+    versions a spec's ``resources.requires`` is matched against."""
+
+    LATER_FIELDS: ClassVar[frozenset[str]] = frozenset({"driver_cuda"})
 
     backend: Backend
     gpu_model: Text128
@@ -65,6 +103,9 @@ class Fingerprint(_Part):
     cuda: ShortText | None = None
     rocm: ShortText | None = None
     torch: ShortText
+    driver_cuda: Version | None = None
+    """The newest CUDA version the NVIDIA driver supports (what a container's CUDA runtime
+    needs); ``cuda`` is the version torch was built with."""
 
 
 class Advert(WireMessage):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -80,6 +81,45 @@ def nvidia_driver_version() -> str | None:
         return None
     lines = done.stdout.strip().splitlines()
     return lines[0].strip() if done.returncode == 0 and lines else None
+
+
+def nvidia_driver_cuda() -> str | None:
+    """The newest CUDA version the NVIDIA driver supports (``13.0``), or None where there is
+    no NVIDIA driver. From NVML when ``pynvml`` imports, else ``nvidia-smi``'s header."""
+    try:
+        import pynvml
+    except ImportError:
+        pynvml = None
+    if pynvml is not None:
+        try:
+            pynvml.nvmlInit()
+            try:
+                number = int(pynvml.nvmlSystemGetCudaDriverVersion())
+                return f"{number // 1000}.{number % 1000 // 10}"
+            finally:
+                pynvml.nvmlShutdown()
+        except Exception:  # NVML raises its own error family; fall back to nvidia-smi
+            pass
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        done = subprocess.run([smi], capture_output=True, text=True, timeout=15, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"CUDA Version:\s*([0-9]+\.[0-9]+)", done.stdout)
+    return found.group(1) if done.returncode == 0 and found else None
+
+
+def cuda_capabilities() -> dict[int, str]:
+    """Compute capability (``major.minor``) per CUDA device index; empty without NVIDIA GPUs."""
+    if not torch.cuda.is_available() or getattr(torch.version, "hip", None):
+        return {}
+    found: dict[int, str] = {}
+    for i in range(torch.cuda.device_count()):
+        major, minor = torch.cuda.get_device_capability(i)
+        found[i] = f"{major}.{minor}"
+    return found
 
 
 def amdgpu_driver_version() -> str | None:

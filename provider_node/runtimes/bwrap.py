@@ -3,13 +3,14 @@
 Inside, a job sees a read-only system (``/usr`` and friends, a few files of ``/etc``, the
 Python installation that runs torch), its inputs read-only under ``/job/inputs``, a writable
 ``/job/outputs``, a private ``/tmp`` and home, a fresh ``/proc``, a minimal ``/dev`` and no
-network. GPU device nodes appear only when GPUs are assigned. It runs as an unprivileged uid
-with every capability dropped, in its own session, and dies with the provider.
+network. A job assigned GPUs sees only their device nodes and the shared control nodes
+(:mod:`provider_node.runtimes.gpudevices`), however it sets its environment. It runs as an
+unprivileged uid with every capability dropped, in its own session, and dies with the
+provider. Its cgroup bounds memory, processes and, where the host offers it, CPU time.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import subprocess
@@ -19,8 +20,13 @@ from pathlib import Path
 
 from protocol.errors import SandboxError
 from provider_node.runtimes.base import register_runtime
-from provider_node.runtimes.cgroups import cgroups_unavailable_reason, create_job_cgroup
+from provider_node.runtimes.cgroups import (
+    apply_cpu_quota,
+    cgroups_unavailable_reason,
+    create_job_cgroup,
+)
 from provider_node.runtimes.env import job_env, sandbox_env
+from provider_node.runtimes.gpudevices import GpuDevices
 from provider_node.runtimes.launcher import WARM_FLAG
 from provider_node.runtimes.model import (
     INPUTS_DIR,
@@ -48,7 +54,6 @@ _ETC_FILES = (
     "/etc/nsswitch.conf",
     "/etc/localtime",
 )
-_GPU_DEVICE_GLOBS = ("/dev/nvidia*", "/dev/dri", "/dev/kfd")
 
 
 def _python_prefixes() -> list[str]:
@@ -78,11 +83,13 @@ class BwrapRuntime:
         python: str = sys.executable,
         extra_ro_paths: tuple[str, ...] = (),
         term_grace_s: float = 2.0,
+        devices: GpuDevices | None = None,
     ) -> None:
         self.bwrap = bwrap or shutil.which("bwrap") or "bwrap"
         self.python = python
         self.extra_ro_paths = extra_ro_paths
         self.term_grace_s = term_grace_s
+        self.devices = devices or GpuDevices()
         self._probed: tuple[str | None] | None = None  # (reason,) once probed
 
     def unavailable_reason(self) -> str | None:
@@ -133,9 +140,8 @@ class BwrapRuntime:
         if not gpus:
             return []
         args: list[str] = []
-        for pattern in _GPU_DEVICE_GLOBS:
-            for node in sorted(glob.glob(pattern)):
-                args += ["--dev-bind", node, node]
+        for node, inside in self.devices.binds(gpus):
+            args += ["--dev-bind", node, inside]
         # CUDA and ROCm user-space libraries read PCI topology and driver facts from /sys.
         args += ["--ro-bind-try", "/sys", "/sys"]
         return args
@@ -199,11 +205,25 @@ class BwrapRuntime:
         return f"{os.path.dirname(self.python)}:/usr/local/bin:/usr/bin:/bin"
 
     def env(self, job: PreparedJob) -> dict[str, str]:
-        return job_env(job, root=JOB_ROOT, home=HOME_IN_SANDBOX, tmp="/tmp", path=self._path)
+        return job_env(
+            job,
+            root=JOB_ROOT,
+            home=HOME_IN_SANDBOX,
+            tmp="/tmp",
+            path=self._path,
+            cuda_visible=self.devices.visible(job.gpus),
+        )
 
     def warm_env(self, gpus: tuple[int, ...]) -> dict[str, str]:
         """The environment of a warm sandbox on ``gpus``: nothing of any job in it."""
-        return sandbox_env(gpus, root=JOB_ROOT, home=HOME_IN_SANDBOX, tmp="/tmp", path=self._path)
+        return sandbox_env(
+            gpus,
+            root=JOB_ROOT,
+            home=HOME_IN_SANDBOX,
+            tmp="/tmp",
+            path=self._path,
+            cuda_visible=self.devices.visible(gpus),
+        )
 
     async def run(self, job: PreparedJob) -> RunResult:
         check_work_dir(job)
@@ -211,6 +231,7 @@ class BwrapRuntime:
         group = create_job_cgroup(cgroup_name(job.job_id))
         try:
             group.set_limits(job.limits.memory_bytes, job.limits.max_pids)
+            apply_cpu_quota(group, job.limits.cpus)
             launch = Launch(
                 argv=argv,
                 env=env,

@@ -1,4 +1,4 @@
-"""Per-job control groups: the memory and process limits of a sandboxed run.
+"""Per-job control groups: the memory, process and CPU limits of a sandboxed run.
 
 rlimits alone do not do: ``RLIMIT_NPROC`` does not bind root and an address-space limit
 breaks CUDA, so each run gets its own cgroup. cgroup v2 is used when its unified hierarchy
@@ -10,12 +10,16 @@ cgroup v2 keeps processes only in leaves: a cgroup that holds the daemon cannot 
 controllers to job groups. Where the daemon owns its cgroup (a systemd unit with
 ``Delegate=yes``), it first moves itself into the leaf :data:`DAEMON_LEAF` of it, and job
 groups go beside that leaf.
+The CPU quota (the spec's ``resources.cpus``) uses the ``cpu`` controller where the host
+offers one (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``); where it does not, the job runs without
+one and :meth:`JobCgroup.set_cpu_quota` says why, so the runtime can say so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import signal
 import time
@@ -24,9 +28,14 @@ from pathlib import Path
 
 from protocol.errors import SandboxError
 
+log = logging.getLogger(__name__)
+
 _PARENT_NAME = "gpumarket"
 DAEMON_LEAF = "gpumarket-daemon"
 """The cgroup v2 leaf the daemon moves into so that its own cgroup can hold job groups."""
+CPU_PERIOD_US = 100_000
+"""The CFS period a CPU quota is expressed in (the kernel's default)."""
+MIN_CPU_QUOTA_US = 1_000
 
 
 @dataclass(frozen=True)
@@ -80,9 +89,13 @@ class JobCgroup:
     execs anything, then read the facts, then :meth:`close` (kills leftovers, removes dirs).
     """
 
-    def __init__(self, version: int, dirs: dict[str, Path]) -> None:
+    def __init__(
+        self, version: int, dirs: dict[str, Path], no_cpu: str | None = "no cpu controller"
+    ) -> None:
         self.version = version
-        self._dirs = dirs  # controller -> directory; both keys name one dir under v2
+        self._dirs = dirs  # controller -> directory; the keys name one dir under v2
+        self.no_cpu = no_cpu
+        """Why this group cannot hold a CPU quota; None when it can."""
 
     @property
     def procs_files(self) -> list[Path]:
@@ -121,6 +134,28 @@ class JobCgroup:
         with contextlib.suppress(SandboxError):
             self._write("memory", "memory.swappiness", "0")
         self._write("pids", "pids.max", str(max_pids))
+
+    def set_cpu_quota(self, cpus: float) -> str | None:
+        """Let the group use at most ``cpus`` CPUs' time per period; returns why it could
+        not (None: enforced)."""
+        if self.no_cpu is not None:
+            return self.no_cpu
+        quota = max(MIN_CPU_QUOTA_US, round(cpus * CPU_PERIOD_US))
+        try:
+            if self.version == 2:
+                self._write("cpu", "cpu.max", f"{quota} {CPU_PERIOD_US}")
+            else:
+                self._write("cpu", "cpu.cfs_period_us", str(CPU_PERIOD_US))
+                self._write("cpu", "cpu.cfs_quota_us", str(quota))
+        except SandboxError as exc:
+            return str(exc)
+        return None
+
+    def cpu_throttled(self) -> int | None:
+        """Periods in which the CPU quota stopped the group (None: no cpu controller)."""
+        if self.no_cpu is not None:
+            return None
+        return self._field(self._read("cpu", "cpu.stat"), "nr_throttled")
 
     @staticmethod
     def _field(text: str, key: str) -> int:
@@ -215,6 +250,22 @@ def _job_parent(here: Path) -> Path:
     return here
 
 
+_said_no_cpu_quota: set[str] = set()
+
+
+def apply_cpu_quota(group: JobCgroup, cpus: float | None) -> bool:
+    """Hold ``group`` to ``cpus`` (None: no quota). Where the host cannot, the job runs
+    without one and the log says so (once per reason) rather than pretend; returns whether
+    the quota holds."""
+    if cpus is None:
+        return False
+    reason = group.set_cpu_quota(cpus)
+    if reason is not None and reason not in _said_no_cpu_quota:
+        _said_no_cpu_quota.add(reason)
+        log.warning("jobs run without their CPU quota here: %s", reason)
+    return reason is None
+
+
 def _make_dir(parent: Path, name: str) -> Path:
     base = parent / _PARENT_NAME
     try:
@@ -244,7 +295,17 @@ def create_job_cgroup(name: str) -> JobCgroup:
             except OSError as exc:
                 job_dir.rmdir()
                 raise SandboxError(f"cgroup v2 controllers not delegated at {base}") from exc
-            return JobCgroup(2, {"memory": job_dir, "pids": job_dir})
+            unified = {"memory": job_dir, "pids": job_dir}
+            why: str | None = f"the cpu controller is not offered at {mount.path}"
+            if "cpu" in mount.controllers:
+                try:
+                    with contextlib.suppress(OSError):
+                        (parent / "cgroup.subtree_control").write_text("+cpu")
+                    (base / "cgroup.subtree_control").write_text("+cpu")
+                    unified["cpu"], why = job_dir, None
+                except OSError:
+                    why = f"the cpu controller is not delegated at {base}"
+            return JobCgroup(2, unified, why)
     dirs: dict[str, Path] = {}
     try:
         for controller in ("memory", "pids"):
@@ -258,7 +319,15 @@ def create_job_cgroup(name: str) -> JobCgroup:
     except SandboxError:
         JobCgroup(1, dirs).close()
         raise
-    return JobCgroup(1, dirs)
+    no_cpu: str | None = "no cgroup hierarchy offers the cpu controller"
+    v1_cpu = next((m for m in mounts if m.fstype == "cgroup" and "cpu" in m.controllers), None)
+    if v1_cpu is not None:
+        try:
+            dirs["cpu"] = _make_dir(_inside(v1_cpu, own.get("cpu", "/")), name)
+            no_cpu = None
+        except SandboxError as exc:
+            no_cpu = str(exc)
+    return JobCgroup(1, dirs, no_cpu)
 
 
 def cgroups_unavailable_reason() -> str | None:

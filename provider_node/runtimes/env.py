@@ -36,9 +36,17 @@ RESERVED = frozenset(
 
 
 def sandbox_env(
-    gpus: tuple[int, ...], *, root: str, home: str, tmp: str, path: str
+    gpus: tuple[int, ...],
+    *,
+    root: str,
+    home: str,
+    tmp: str,
+    path: str,
+    cuda_visible: str | None = None,
 ) -> dict[str, str]:
-    """What every sandbox on ``gpus`` starts with, whatever job it will run."""
+    """What every sandbox on ``gpus`` starts with, whatever job it will run.
+    ``cuda_visible`` names the GPUs for CUDA where a runtime shows the job only its own
+    (default: the host's indices)."""
     visible = ",".join(str(i) for i in gpus)
     return {
         "PATH": path,
@@ -58,12 +66,20 @@ def sandbox_env(
         "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
         # Index the GPUs the way nvidia-smi and NVML do, so assignment means one device.
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-        "CUDA_VISIBLE_DEVICES": visible,
+        "CUDA_VISIBLE_DEVICES": visible if cuda_visible is None else cuda_visible,
         "HIP_VISIBLE_DEVICES": visible,
     }
 
 
-def job_env(job: PreparedJob, *, root: str, home: str, tmp: str, path: str) -> dict[str, str]:
+def job_env(
+    job: PreparedJob,
+    *,
+    root: str,
+    home: str,
+    tmp: str,
+    path: str,
+    cuda_visible: str | None = None,
+) -> dict[str, str]:
     """Environment for ``job`` whose work dir appears at ``root`` inside its runtime."""
     clash = sorted(RESERVED & set(job.env))
     if clash:
@@ -73,7 +89,7 @@ def job_env(job: PreparedJob, *, root: str, home: str, tmp: str, path: str) -> d
             raise SandboxError(f"invalid environment variable name {key!r}")
     if job.seed < 0 or job.seed >= 2**64:
         raise SandboxError(f"seed out of range: {job.seed}")
-    env = sandbox_env(job.gpus, root=root, home=home, tmp=tmp, path=path)
+    env = sandbox_env(job.gpus, root=root, home=home, tmp=tmp, path=path, cuda_visible=cuda_visible)
     env.update(job.env)  # none of them reserved (checked above)
     env["GPUMARKET_SEED"] = str(job.seed)
     return env

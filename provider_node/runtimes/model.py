@@ -35,6 +35,9 @@ class Limits:
     max_pids: int
     max_output_bytes: int
     log_tail_bytes: int = 16 * 1024
+    cpus: float | None = None
+    """CPUs' worth of time per period (a cgroup quota); None: no quota. Enforced where the
+    host offers a cpu controller; elsewhere the run's ``cpu_throttled`` stays None."""
 
     def __post_init__(self) -> None:
         if self.wall_time_s <= 0:
@@ -45,6 +48,8 @@ class Limits:
             raise SandboxError(f"max_pids must be at least 2, got {self.max_pids}")
         if self.max_output_bytes < 0 or self.log_tail_bytes < 0:
             raise SandboxError("output and log bounds must not be negative")
+        if self.cpus is not None and not 0 < self.cpus <= 4096:
+            raise SandboxError(f"cpus must lie in (0, 4096], got {self.cpus}")
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,8 @@ class RunResult:
     log_tail: str
     output_bytes: int = 0
     detail: str = ""
+    cpu_throttled: int | None = None
+    """Periods the CPU quota held the job back; None when no quota was enforced."""
 
     @property
     def ok(self) -> bool:

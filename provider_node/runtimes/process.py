@@ -17,7 +17,7 @@ from pathlib import Path
 from protocol.errors import SandboxError
 from provider_node.runtimes.base import register_runtime
 from provider_node.runtimes.bwrap import LAUNCHER, cgroup_name
-from provider_node.runtimes.cgroups import JobCgroup, create_job_cgroup
+from provider_node.runtimes.cgroups import JobCgroup, apply_cpu_quota, create_job_cgroup
 from provider_node.runtimes.env import job_env
 from provider_node.runtimes.model import (
     CommandEntrypoint,
@@ -73,6 +73,7 @@ class ProcessRuntime:
             try:
                 if group is not None:
                     group.set_limits(job.limits.memory_bytes, job.limits.max_pids)
+                    apply_cpu_quota(group, job.limits.cpus)
                 launch = Launch(
                     argv=self.command(job),
                     env=env,

@@ -229,8 +229,12 @@ def _classify(
     if code is not None and code < 0:  # killed by a signal before bwrap could report it
         code = 128 - code
 
+    throttled = None
+    if group is not None and limits.cpus is not None:
+        throttled = group.cpu_throttled()
+
     def result(outcome: Outcome, detail: str = "") -> RunResult:
-        return RunResult(outcome, code, duration, tail.text(), scan.total_bytes, detail)
+        return RunResult(outcome, code, duration, tail.text(), scan.total_bytes, detail, throttled)
 
     if timed_out:
         return result(Outcome.TIMEOUT, f"wall time of {limits.wall_time_s:g} s exceeded")

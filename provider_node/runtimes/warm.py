@@ -29,7 +29,7 @@ import trio
 from protocol.errors import SandboxError
 from protocol.files import remove_tree
 from provider_node.runtimes.bwrap import BwrapRuntime, script_argv
-from provider_node.runtimes.cgroups import JobCgroup, create_job_cgroup
+from provider_node.runtimes.cgroups import JobCgroup, apply_cpu_quota, create_job_cgroup
 from provider_node.runtimes.child import ChildProcess
 from provider_node.runtimes.launcher import MAX_HANDOFF_BYTES, READY
 from provider_node.runtimes.model import (
@@ -182,6 +182,7 @@ class WarmSlot:
                 _rename(entry_path, target)
                 moved.append((entry_path, target))
             self.cgroup.set_limits(job.limits.memory_bytes, job.limits.max_pids)
+            apply_cpu_quota(self.cgroup, job.limits.cpus)
             started = time.monotonic()
             await stdin.send_all(message)
             await stdin.aclose()

@@ -12,10 +12,11 @@ from contracts.models import AcceptedSeat, JobStatus, Receipt
 from coordinator.chain.settlement import SettleResult
 from coordinator.lifecycle import closing
 from coordinator.store import JobRecord
-from devnet.harness import harness
+from devnet.harness import SPEC, harness
 from protocol.ids import JobId
 from protocol.lifecycle import JobState, Outcome, SeatState
 from protocol.messages import FailureKind
+from protocol.spec_io import canonical_spec, parse_spec
 
 S = JobState
 P = SeatState
@@ -282,3 +283,23 @@ async def test_the_verdicts_bills_match_what_the_market_paid(
             int(i): (b["billed_ms"], int(b["pay"])) for i, b in event.detail["billed"].items()
         } == expected
         assert "the market billed" not in caplog.text
+
+
+async def test_a_job_no_provider_meets_waits_and_explain_names_each_ones_lack(
+    tmp_path: Path,
+) -> None:
+    picky = SPEC.replace(
+        "resources: {gpus: 0}", 'resources: {gpus: 1, requires: {min_driver: "550.54"}}'
+    )
+    async with harness(tmp_path, 2) as h:
+        job_id = await h.create_job(2, spec=canonical_spec(parse_spec(picky)))
+        for _ in range(3):
+            await h.step(job_id)
+        job = await h.job(job_id)
+        assert job.state in (S.CREATED, S.MATCHING) and job.waiting is not None
+        assert "2 does not meet requires: vendor nvidia, driver >= 550.54" in job.waiting
+        explained = await h.store.explanation(job_id) or []
+        assert {c["address"]: c["reason"] for c in explained} == {
+            p.address: "filtered: vendor none (no GPU) is not nvidia; driver unknown < 550.54"
+            for p in h.providers
+        }

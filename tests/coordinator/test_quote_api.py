@@ -161,3 +161,22 @@ async def test_providers_table_is_bounded_and_cheapest_first(api) -> None:
     assert first["verified"] == ["fp32"] and first["tflops"]["fp32"] == 40.0
     assert first["free_slots"] == 1 and first["torch"] == "2.3.0" and first["cuda"] == "12.4"
     assert (await client.get("/providers", params={"limit": 0})).status_code == 422
+
+
+async def test_quote_says_who_could_never_run_the_spec_and_why(api) -> None:
+    client, _ = api
+    quote = (await client.post("/quote", json={"spec": SPEC})).json()
+    assert quote["capable"] == 4 and quote["incapable"] == {}
+    picky = SPEC.replace(
+        "resources: {gpus: 1}", 'resources: {gpus: 1, requires: {min_driver: "560"}}'
+    )
+    r = await client.post("/quote", json={"spec": picky})
+    assert r.status_code == 200, r.text
+    quote = r.json()
+    assert quote["capable"] == 0
+    assert quote["incapable"] == {"does not meet requires: vendor nvidia, driver >= 560": 4}
+    options = {o["redundancy"]: o for o in quote["options"]}
+    assert options["2"]["start"] == "unmatched"
+    # Each provider's own reason, even though nobody matched.
+    reasons = {c["address"]: c["reason"] for c in options["2"]["candidates"]}
+    assert reasons == {who.address: "filtered: driver 550.54 < 560" for who in PROVIDERS}

@@ -152,10 +152,10 @@ class Harness:
         )
 
     async def job(
-        self, code: str, *, timeout: str = "60s", packages: str = "{}"
+        self, code: str, *, timeout: str = "60s", packages: str = "{}", resources: str = "{}"
     ) -> tuple[Cid, Cid]:
-        """Upload ``code`` and a spec running it (importing ``packages``, a YAML mapping);
-        returns (spec CID, code CID)."""
+        """Upload ``code`` and a spec running it (importing ``packages``, a YAML mapping,
+        with ``resources``); returns (spec CID, code CID)."""
         self.counter += 1
         code_dir = self.tmp / f"code{self.counter}"
         code_dir.mkdir()
@@ -165,6 +165,7 @@ class Harness:
             f"name: unit-job-{self.counter}\n"
             f"runtime: {{kind: torch, entrypoint: main.py, packages: {packages}}}\n"
             f"inputs: [{{name: code, cid: {code_cid}}}]\n"
+            f"resources: {resources}\n"
             'price: {max_per_provider: "1"}\n'
             f"timeout: {timeout}\nmax_output: 1MiB\n"
         )
@@ -202,11 +203,19 @@ class Harness:
         )
 
     async def assignment(
-        self, code: str, *, on_chain: bool = True, timeout: str = "60s", packages: str = "{}"
+        self,
+        code: str,
+        *,
+        on_chain: bool = True,
+        timeout: str = "60s",
+        packages: str = "{}",
+        resources: str = "{}",
     ) -> Assignment:
         """A job created on chain for ``code`` (and this provider seated at seat 0 unless
         ``on_chain`` is false), and the coordinator's Assignment for it."""
-        spec_cid, code_cid = await self.job(code, timeout=timeout, packages=packages)
+        spec_cid, code_cid = await self.job(
+            code, timeout=timeout, packages=packages, resources=resources
+        )
         job_id = self.cw.create_job(spec_cid)
         if on_chain:
             self.seat(job_id)

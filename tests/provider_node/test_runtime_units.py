@@ -113,7 +113,10 @@ def test_bwrap_binds_gpu_nodes_only_when_assigned(make_job: MakeJob) -> None:
     with_gpu = BwrapRuntime().argv(_gpu_job(make_job, (1,)))
     without = BwrapRuntime().argv(_gpu_job(make_job, ()))
     assert "/sys" in with_gpu and "/sys" not in without
-    assert BwrapRuntime().env(_gpu_job(make_job, (1, 3)))["CUDA_VISIBLE_DEVICES"] == "1,3"
+    # The sandbox holds only GPUs 1 and 3's nodes: without the driver's UUIDs (no NVIDIA
+    # driver here) CUDA counts them from 0; HIP still reads the host's indices.
+    env = BwrapRuntime().env(_gpu_job(make_job, (1, 3)))
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,1" and env["HIP_VISIBLE_DEVICES"] == "1,3"
 
 
 def test_docker_argv(make_job: MakeJob) -> None:

@@ -34,9 +34,10 @@ from protocol.messages import (
     Message,
     Reveal,
 )
+from provider_node.gpus import GpuPool
 from provider_node.jobstore import Phase, SequenceFile
-from provider_node.runtimes import Outcome
-from provider_node.worker import _OUTCOME_KIND
+from provider_node.runtimes import Limits, Outcome, PreparedJob, ProcessRuntime, RunResult
+from provider_node.worker import _OUTCOME_KIND, JobWorker, WorkerConfig
 from tests.provider_node.chainworld import PRICE
 from tests.provider_node.jobharness import FakeReporter, Harness, wait_for
 from tests.provider_node.jobharness import ask as ask_as
@@ -377,3 +378,40 @@ async def test_a_job_needing_packages_this_python_lacks_is_handed_back_unrun(
     assert back.reason == "this provider's Python lacks numpy>=3 (has 2.1.0), tqdm (absent)"
     record = harness.jobs.load(lacking.job_id)
     assert record is not None and record.phase is Phase.HANDED_BACK
+
+
+class RecordingRuntime(ProcessRuntime):
+    """The process runtime, keeping the limits each job was run under."""
+
+    def __init__(self) -> None:
+        super().__init__(unsafe=True)
+        self.limits: list[Limits] = []
+
+    async def run(self, job: PreparedJob) -> RunResult:
+        self.limits.append(job.limits)
+        return await super().run(job)
+
+
+async def test_the_specs_cpus_and_memory_reach_the_runtimes_limits(harness: Harness) -> None:
+    small = await harness.assignment(GOOD_JOB, resources="{cpus: 0.5, memory_gb: 1}")
+    large = await harness.assignment(GOOD_JOB, resources="{memory_gb: 64}")
+    runtime = RecordingRuntime()
+    worker = JobWorker(
+        harness.provider,
+        harness.store,
+        runtime,
+        harness.jobs,
+        harness.domain,
+        GpuPool(()),
+        WorkerConfig(memory_bytes=2 << 30),
+        metrics=harness.metrics,
+    )
+    async with harness.server(worker=worker, max_concurrent=1) as server:
+        await ask_as(harness, server, small)
+        await wait_for(harness.reporter, Commitment, small.job_id)
+        await ask_as(harness, server, large)
+        await wait_for(harness.reporter, Commitment, large.job_id)
+    assert [(lim.cpus, lim.memory_bytes) for lim in runtime.limits] == [
+        (0.5, 1 << 30),
+        (2.0, 2 << 30),  # the default quota; never more memory than the provider allows
+    ]

@@ -36,12 +36,16 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 class StubCoordinator(BaseHTTPRequestHandler):
     notified: ClassVar[list[str]] = []
+    quote: ClassVar[dict[str, object]] = {"capable": 1, "providers_in_book": 1}
 
     def do_GET(self) -> None:
         self._reply(200, {"ok": True, "chain_block": 0, "providers": 0})
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path == "/quote":
+            self._reply(200, self.quote)
+            return
         self.notified.append(body["job_id"])
         self._reply(202, {"job_id": body["job_id"], "state": "created"})
 
@@ -276,3 +280,25 @@ def test_bad_spec_is_refused_before_anything_happens(
     spec.write_text("name: [unclosed\n")
     with pytest.raises(SpecError, match="malformed YAML at line 2"):
         jobs.submit(market, requester(chain), spec)
+
+
+def test_a_spec_no_provider_could_run_is_submitted_with_a_warning(
+    chain: AnvilNode, market: WalletSettings
+) -> None:
+    who = requester(chain)
+    warned: list[str] = []
+    plain = jobs.submit(market, who, EXAMPLES / "matmul" / "job.yaml", warn=warned.append)
+    assert plain.warnings == () and warned == []
+    reason = "does not meet requires: vendor nvidia, driver >= 560"
+    StubCoordinator.quote = {"capable": 0, "providers_in_book": 3, "incapable": {reason: 3}}
+    try:
+        submitted = jobs.submit(market, who, EXAMPLES / "matmul" / "job.yaml", warn=warned.append)
+    finally:
+        StubCoordinator.quote = {"capable": 1, "providers_in_book": 1}
+    assert warned == list(submitted.warnings) and len(warned) == 1
+    assert "none of the 3 providers" in warned[0] and f"3 {reason}" in warned[0]
+    assert "gpumarket job quote" in warned[0]
+    # A warning, not a refusal: the job is on chain and the coordinator was told.
+    assert StubCoordinator.notified[-1] == "0x" + submitted.job_id.hex()
+    client = jobs.chain_for(market, who)
+    assert client.get_job(submitted.job_id).status == JobStatus.OPEN
