@@ -34,7 +34,7 @@ PROFILE_FIELDS = {
 """Settings a network profile fills (settings field: profile attribute)."""
 DEFAULT_MAX_LOCK_S = 7 * 24 * 3600
 
-RuntimeName = Literal["bwrap", "docker", "process"]
+RuntimeName = Literal["bwrap", "docker", "podman", "process"]
 
 
 class ProviderSettings(BaseSettings):
@@ -62,6 +62,12 @@ class ProviderSettings(BaseSettings):
     p2p_port: int = Field(default=0, ge=0, le=65535)
     runtime: RuntimeName = "bwrap"
     unsafe_process_runtime: bool = False
+    container_torch_image: str | None = Field(default=None, max_length=256)
+    """docker/podman: the digest-pinned image (``repository@sha256:...``, with python3 and
+    torch) torch jobs run in; the readiness probe runs it too."""
+    container_oci_runtime: str | None = Field(default=None, max_length=64)
+    """docker/podman: the OCI runtime to start containers with (e.g. ``runc``); unset: the
+    engine's default."""
     stake: Decimal = Field(default=Decimal("100"), ge=0)
     """Token units to keep bonded; the daemon tops up to this at start."""
     price_per_gpu_hour: Decimal = Field(default=Decimal("1"), ge=0)

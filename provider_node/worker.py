@@ -52,7 +52,8 @@ from provider_node.jobstore import JobRecord, JobStore, Phase
 from provider_node.logstream import LogLimits, open_log_stream
 from provider_node.metrics import ProviderMetrics
 from provider_node.reporter import Reporter, deliver
-from provider_node.runtimes import Limits, Outcome, PreparedJob, Runtime
+from provider_node.runtimes import CONTAINER_RUNTIMES, Limits, Outcome, PreparedJob, Runtime
+from provider_node.runtimes.images import ImageRefused
 from provider_node.runtimes.model import OUTPUTS_DIR
 from provider_node.workdir import entrypoint_for, fetch_inputs, outputs_cid
 
@@ -235,6 +236,9 @@ class JobWorker:
                 started = time.monotonic()
                 try:
                     result = await self.runtime.run(job)
+                except ImageRefused as exc:  # before anything ran: no job, no provider fault
+                    kind = FailureKind.BAD_INPUT if exc.job_fault else None
+                    raise _Failed(kind, str(exc)) from exc
                 except SandboxError as exc:
                     raise _Failed(FailureKind.SANDBOX_ERROR, str(exc)) from exc
                 runtime_ms = _elapsed_ms(started)
@@ -267,9 +271,10 @@ class JobWorker:
             plan = parse_plan(data, assignment.input_cids)
         except (ContentError, SpecError) as exc:
             raise _Failed(FailureKind.BAD_INPUT, f"spec: {exc}") from exc
-        if plan.runtime == "container" and self.runtime.name != "docker":
+        if plan.runtime == "container" and self.runtime.name not in CONTAINER_RUNTIMES:
             raise _Failed(
-                None, f"container jobs need docker, this provider runs {self.runtime.name}"
+                None,
+                f"container jobs need docker or podman, this provider runs {self.runtime.name}",
             )
         if plan.packages and self.config.packages is not None:
             missing = unmet(dict(plan.packages), self.config.packages)

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import textwrap
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from provider_node.runtimes import CommandEntrypoint, Limits, PreparedJob, TorchEntrypoint
+from provider_node.runtimes import (
+    CommandEntrypoint,
+    ContainerRuntime,
+    Limits,
+    PreparedJob,
+    TorchEntrypoint,
+)
+from tests.provider_node.containerimage import import_image, write_python_rootfs
 
 DEFAULT_LIMITS = Limits(
     wall_time_s=30, memory_bytes=512 << 20, max_pids=64, max_output_bytes=1 << 20
@@ -56,3 +66,43 @@ def make_job(tmp_path: Path) -> MakeJob:
         )
 
     return build
+
+
+@dataclass(frozen=True)
+class ContainerImages:
+    """The container engine the tests drive and the images built for them this session."""
+
+    engine: str
+    oci_runtime: str | None
+    python: str
+    """Digest-pinned: this host's Python and /bin/sh."""
+    cuda: str
+    """The same files, declaring ``CUDA_VERSION=99.1.0`` (newer than any driver runs)."""
+
+    def runtime(self, **options: Any) -> ContainerRuntime:
+        defaults: dict[str, Any] = {
+            "engine": self.engine,
+            "oci_runtime": self.oci_runtime,
+            "probe_image": self.python,
+            "pull": False,
+        }
+        return ContainerRuntime(engine_name="podman", **{**defaults, **options})
+
+
+@pytest.fixture(scope="session")
+def container_images(tmp_path_factory: pytest.TempPathFactory) -> ContainerImages:
+    """Build the test images once per session (there is no registry to pull from)."""
+    engine = shutil.which("podman")
+    if engine is None:
+        pytest.fail("podman is not installed: `make bootstrap` installs it (Makefile APT_PACKAGES)")
+    # crun refuses hosts whose cgroup v2 hierarchy holds controllers beside v1 (hybrid mode);
+    # runc runs there, and everywhere else too.
+    oci_runtime = "runc" if shutil.which("runc") else None
+    tarball = tmp_path_factory.mktemp("image") / "rootfs.tar"
+    write_python_rootfs(tarball)
+    python = import_image([engine], tarball, "localhost/gpumarket-test-python")
+    cuda = import_image(
+        [engine], tarball, "localhost/gpumarket-test-cuda", {"CUDA_VERSION": "99.1.0"}
+    )
+    tarball.unlink()
+    return ContainerImages(engine, oci_runtime, python, cuda)

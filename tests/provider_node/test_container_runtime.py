@@ -1,0 +1,198 @@
+"""The podman runtime starting real containers from an image built for the session.
+
+Each test runs a container through :class:`ContainerRuntime` as the worker does and checks
+what the job could and could not do from inside it: write only its outputs, reach no
+network, see the granted ``/dev/shm``, be stopped at its limits; and that images are refused
+before anything runs when they are not pinned by digest or need a newer CUDA than the host's
+driver runs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from protocol.errors import SandboxError
+from provider_node.runtimes import CommandEntrypoint, Limits, Outcome, PreparedJob
+from provider_node.runtimes.container import shm_bytes
+from provider_node.runtimes.images import ImageRefused
+from tests.provider_node.conftest import ContainerImages
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+LIMITS = Limits(wall_time_s=60, memory_bytes=256 << 20, max_pids=64, max_output_bytes=1 << 20)
+
+PROBE_JOB = """
+import json, os, socket
+def attempt(action):
+    try:
+        action()
+    except OSError as exc:
+        return type(exc).__name__ + ": " + (exc.strerror or str(exc))
+    return "allowed"
+def write(path):
+    return lambda: open(path, "w").write("x")
+def connect():
+    with socket.create_connection(("10.0.0.1", 80), timeout=2):
+        pass
+shm = os.statvfs("/dev/shm")
+report = {
+    "uid": os.getuid(),
+    "cwd": os.getcwd(),
+    "root": attempt(write("/etc/gpumarket")),
+    "inputs": attempt(write("inputs/code/new")),
+    "outputs": attempt(write(os.environ["GPUMARKET_OUTPUT_DIR"] + "/written")),
+    "network": attempt(connect),
+    "interfaces": sorted(name for _, name in socket.if_nameindex()),
+    "shm_bytes": shm.f_blocks * shm.f_frsize,
+    "seed": os.environ["GPUMARKET_SEED"],
+}
+with open("outputs/report.json", "w") as out:
+    json.dump(report, out)
+print("probe done")
+"""
+
+
+def container_job(
+    tmp_path: Path,
+    code: str,
+    image: str,
+    *,
+    limits: Limits = LIMITS,
+    gpus: tuple[int, ...] = (),
+) -> PreparedJob:
+    work = tmp_path / f"work-{uuid.uuid4().hex[:8]}"
+    (work / "inputs" / "code").mkdir(parents=True)
+    (work / "outputs").mkdir()
+    (work / "inputs" / "code" / "main.py").write_text(textwrap.dedent(code))
+    return PreparedJob(
+        job_id=f"test-{uuid.uuid4().hex[:12]}",
+        work_dir=work,
+        entrypoint=CommandEntrypoint(("python3", "-s", "inputs/code/main.py")),
+        limits=limits,
+        seed=11,
+        gpus=gpus,
+        image=image,
+    )
+
+
+def containers_named(images: ContainerImages, prefix: str) -> list[str]:
+    listed = subprocess.run(
+        [images.engine, "ps", "--all", "--format", "{{.Names}}"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout.split()  # fmt: skip
+    return [name for name in listed if name.startswith(prefix)]
+
+
+def test_probe_runs_a_real_container(container_images: ContainerImages) -> None:
+    assert container_images.runtime().unavailable_reason() is None
+    broken = container_images.runtime(container_python="/no/such/python")
+    reason = broken.unavailable_reason()
+    assert reason is not None and "probe container" in reason
+    tagged = container_images.runtime(probe_image="localhost/gpumarket-test-python:latest")
+    assert "not pinned by digest" in (tagged.unavailable_reason() or "")
+    missing = container_images.runtime(
+        probe_image="localhost/gpumarket-test-absent@sha256:" + "0" * 64
+    )
+    assert "probe container" in (missing.unavailable_reason() or "")
+
+
+async def test_job_writes_only_its_outputs_and_reaches_no_network(
+    container_images: ContainerImages, tmp_path: Path
+) -> None:
+    job = container_job(tmp_path, PROBE_JOB, container_images.python)
+    result = await container_images.runtime().run(job)
+    assert result.outcome is Outcome.OK, result
+    assert "probe done" in result.log_tail
+    report = json.loads((job.outputs_dir / "report.json").read_text())
+    assert report["uid"] == 65534 and report["cwd"] == "/job" and report["seed"] == "11"
+    assert report["outputs"] == "allowed"
+    assert (job.outputs_dir / "written").read_text() == "x"
+    assert report["root"].startswith("OSError") and "Read-only" in report["root"]
+    assert "Read-only" in report["inputs"]
+    assert not (job.inputs_dir / "code" / "new").exists()
+    assert report["network"] != "allowed" and report["interfaces"] == ["lo"]
+    assert report["shm_bytes"] == shm_bytes(LIMITS) == LIMITS.memory_bytes // 2
+    assert containers_named(container_images, "gpumarket-") == []
+
+
+async def test_memory_limit_stops_the_job(
+    container_images: ContainerImages, tmp_path: Path
+) -> None:
+    code = (
+        "print('allocating', flush=True)\nblocks = [bytearray(16 << 20) for _ in range(16)]\n"
+        "open('outputs/survived', 'w').write('256 MiB')\n"
+    )
+    limits = Limits(wall_time_s=60, memory_bytes=64 << 20, max_pids=64, max_output_bytes=1 << 20)
+    job = container_job(tmp_path, code, container_images.python, limits=limits)
+    result = await container_images.runtime().run(job)
+    assert "allocating" in result.log_tail
+    assert not (job.outputs_dir / "survived").exists()
+    # The kernel's OOM killer ends the job. The engine says so (State.OOMKilled) where its
+    # monitor sees the memory cgroup's events; podman 4.3 on a host with cgroup v1 beside a
+    # v2 mount does not, and the job then ends as killed by SIGKILL.
+    assert (result.outcome, result.exit_code) in {(Outcome.OOM, 137), (Outcome.KILLED, 137)}
+
+
+async def test_timeout_stops_and_removes_the_container(
+    container_images: ContainerImages, tmp_path: Path
+) -> None:
+    code = "import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n"
+    limits = Limits(wall_time_s=3, memory_bytes=64 << 20, max_pids=64, max_output_bytes=1 << 20)
+    job = container_job(tmp_path, code, container_images.python, limits=limits)
+    result = await container_images.runtime(term_grace_s=1.0).run(job)
+    assert result.outcome is Outcome.TIMEOUT, result
+    assert containers_named(container_images, "gpumarket-") == []
+
+
+async def test_failing_job_keeps_its_exit_code(
+    container_images: ContainerImages, tmp_path: Path
+) -> None:
+    job = container_job(tmp_path, "import sys\nsys.exit(3)\n", container_images.python)
+    result = await container_images.runtime().run(job)
+    assert (result.outcome, result.exit_code) == (Outcome.NONZERO_EXIT, 3)
+
+
+async def test_tagged_image_is_refused_before_running(
+    container_images: ContainerImages, tmp_path: Path
+) -> None:
+    marker = "outputs/ran"
+    code = f"open({marker!r}, 'w').write('ran')\n"
+    job = container_job(tmp_path, code, "localhost/gpumarket-test-python:latest")
+    with pytest.raises(ImageRefused, match="not pinned by digest") as refused:
+        await container_images.runtime().run(job)
+    assert refused.value.job_fault
+    assert not (job.work_dir / marker).exists()
+
+
+async def test_image_needing_newer_cuda_is_refused_before_running(
+    container_images: ContainerImages, tmp_path: Path
+) -> None:
+    code = "open('outputs/ran', 'w').write('ran')\n"
+    driver_12_2 = container_images.runtime(driver=lambda: (12, 2))
+    job = container_job(tmp_path, code, container_images.cuda, gpus=(0,))
+    with pytest.raises(ImageRefused, match=r"CUDA 99\.1 .* CUDA 12\.2") as refused:
+        await driver_12_2.run(job)
+    assert not refused.value.job_fault
+    assert not (job.outputs_dir / "ran").exists()
+    no_driver = container_images.runtime(driver=lambda: None)
+    with pytest.raises(ImageRefused, match="no NVIDIA driver"):
+        await no_driver.run(job)
+    # Without GPUs the image's CUDA is never used, so it runs.
+    cpu_job = container_job(tmp_path, code, container_images.cuda)
+    assert (await driver_12_2.run(cpu_job)).ok
+    assert (cpu_job.outputs_dir / "ran").read_text() == "ran"
+
+
+async def test_unknown_image_is_a_sandbox_error(
+    container_images: ContainerImages, tmp_path: Path
+) -> None:
+    absent = "localhost/gpumarket-test-absent@sha256:" + "0" * 64
+    job = container_job(tmp_path, "print('x')\n", absent)
+    with pytest.raises(SandboxError, match="not on this host"):
+        await container_images.runtime().run(job)
