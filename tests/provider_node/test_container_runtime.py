@@ -18,10 +18,13 @@ from pathlib import Path
 import pytest
 
 from protocol.errors import SandboxError
+from protocol.messages import Commitment, HandBack
+from provider_node.jobstore import Phase
 from provider_node.runtimes import CommandEntrypoint, Limits, Outcome, PreparedJob
 from provider_node.runtimes.container import shm_bytes
 from provider_node.runtimes.images import ImageRefused
 from tests.provider_node.conftest import ContainerImages
+from tests.provider_node.jobharness import Harness, ask, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -81,12 +84,13 @@ def container_job(
     )
 
 
-def containers_named(images: ContainerImages, prefix: str) -> list[str]:
+def container_left(images: ContainerImages, job: PreparedJob) -> bool:
+    """Whether the engine still holds the job's container (running or stopped)."""
     listed = subprocess.run(
         [images.engine, "ps", "--all", "--format", "{{.Names}}"],
         capture_output=True, text=True, check=True, timeout=30,
     ).stdout.split()  # fmt: skip
-    return [name for name in listed if name.startswith(prefix)]
+    return any(name.startswith(f"gpumarket-job-{job.job_id}-") for name in listed)
 
 
 def test_probe_runs_a_real_container(container_images: ContainerImages) -> None:
@@ -118,7 +122,7 @@ async def test_job_writes_only_its_outputs_and_reaches_no_network(
     assert not (job.inputs_dir / "code" / "new").exists()
     assert report["network"] != "allowed" and report["interfaces"] == ["lo"]
     assert report["shm_bytes"] == shm_bytes(LIMITS) == LIMITS.memory_bytes // 2
-    assert containers_named(container_images, "gpumarket-") == []
+    assert not container_left(container_images, job)
 
 
 async def test_memory_limit_stops_the_job(
@@ -147,7 +151,7 @@ async def test_timeout_stops_and_removes_the_container(
     job = container_job(tmp_path, code, container_images.python, limits=limits)
     result = await container_images.runtime(term_grace_s=1.0).run(job)
     assert result.outcome is Outcome.TIMEOUT, result
-    assert containers_named(container_images, "gpumarket-") == []
+    assert not container_left(container_images, job)
 
 
 async def test_failing_job_keeps_its_exit_code(
@@ -196,3 +200,31 @@ async def test_unknown_image_is_a_sandbox_error(
     job = container_job(tmp_path, "print('x')\n", absent)
     with pytest.raises(SandboxError, match="not on this host"):
         await container_images.runtime().run(job)
+
+
+async def test_worker_hands_back_an_image_the_driver_cannot_run(
+    container_images: ContainerImages, tmp_path: Path
+) -> None:
+    """Through the worker: the GPU job is handed back unrun (not failed: another provider
+    with a newer driver can run it), while the same worker runs a CPU container job."""
+    harness = Harness.create(tmp_path, "container-worker")
+    code = "open('outputs/ran', 'w').write('ran')\n"
+    command = "command: [python3, inputs/code/main.py]}"
+    needs_cuda = await harness.assignment(
+        code, runtime=f"{{kind: container, image: '{container_images.cuda}', {command}", gpus=1
+    )
+    plain = await harness.assignment(
+        code, runtime=f"{{kind: container, image: '{container_images.python}', {command}"
+    )
+    runtime = container_images.runtime(driver=lambda: (12, 2))
+    worker = harness.worker(runtime=runtime, gpus=(0,))  # a stand-in GPU: refused before use
+    async with harness.server(worker=worker) as server:
+        await ask(harness, server, needs_cuda)
+        back = await wait_for(harness.reporter, HandBack, needs_cuda.job_id)
+        await ask(harness, server, plain)
+        await wait_for(harness.reporter, Commitment, plain.job_id)
+    assert isinstance(back, HandBack)
+    assert "built for CUDA 99.1" in back.reason and "CUDA 12.2 at most" in back.reason
+    record = harness.jobs.load(needs_cuda.job_id)
+    assert record is not None and record.phase is Phase.HANDED_BACK
+    assert worker.gpus.free == 1
