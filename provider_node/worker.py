@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import trio
 
@@ -52,7 +52,14 @@ from provider_node.jobstore import JobRecord, JobStore, Phase
 from provider_node.logstream import LogLimits, open_log_stream
 from provider_node.metrics import ProviderMetrics
 from provider_node.reporter import Reporter, deliver
-from provider_node.runtimes import CONTAINER_RUNTIMES, Limits, Outcome, PreparedJob, Runtime
+from provider_node.runtimes import (
+    CONTAINER_RUNTIMES,
+    ContainerRuntime,
+    Limits,
+    Outcome,
+    PreparedJob,
+    Runtime,
+)
 from provider_node.runtimes.images import ImageRefused
 from provider_node.runtimes.model import OUTPUTS_DIR
 from provider_node.workdir import entrypoint_for, fetch_inputs, outputs_cid
@@ -232,9 +239,12 @@ class JobWorker:
                     image=plan.image,
                     on_output=stream.feed,
                 )
-                log.info("job %s: running in %s", record.job_id.hex(), self.runtime.name)
-                started = time.monotonic()
                 try:
+                    if isinstance(self.runtime, ContainerRuntime):
+                        job = await self._fetch_image(job, plan, record)
+                        wall = job.limits.wall_time_s
+                    log.info("job %s: running in %s", record.job_id.hex(), self.runtime.name)
+                    started = time.monotonic()
                     result = await self.runtime.run(job)
                 except ImageRefused as exc:  # before anything ran: no job, no provider fault
                     kind = FailureKind.BAD_INPUT if exc.job_fault else None
@@ -281,6 +291,19 @@ class JobWorker:
             if missing:
                 raise _Failed(None, "this provider's Python lacks " + ", ".join(missing))
         return plan
+
+    async def _fetch_image(
+        self, job: PreparedJob, plan: JobPlan, record: JobRecord
+    ) -> PreparedJob:
+        """Pull and check a container job's image before its clock starts (a pull is not
+        the job's runtime); the wall time left for the commit is measured again after."""
+        assert isinstance(self.runtime, ContainerRuntime)
+        with trio.move_on_after(job.limits.wall_time_s) as fetching:
+            await self.runtime.check_image(job)
+        if fetching.cancelled_caught:
+            raise _Failed(None, "the job's image could not be fetched before the commit deadline")
+        limits = replace(job.limits, wall_time_s=self._wall_time(plan, record))
+        return replace(job, limits=limits)
 
     def _wall_time(self, plan: JobPlan, record: JobRecord) -> float:
         wanted = min(plan.timeout_s, self.config.max_timeout_s)

@@ -37,6 +37,7 @@ from provider_node.runtimes.bwrap import (
 from provider_node.runtimes.env import job_env
 from provider_node.runtimes.images import (
     CudaVersion,
+    ImageRefused,
     check_cuda,
     driver_cuda,
     image_cuda,
@@ -255,18 +256,21 @@ class ContainerRuntime:
         raise SandboxError(f"{self.name} {args[0]} did not answer within {timeout_s:.0f} s")
 
     async def image_config(self, image: str) -> Mapping[str, object]:
-        """The config of ``image`` (pulled first when absent and pulling is allowed)."""
+        """The config of ``image`` (pulled first, bounded, when absent and pulling is allowed).
+
+        An image that cannot be had is :class:`ImageRefused` (not the job's fault: another
+        provider may reach it)."""
         inspect = ("image", "inspect", "--format", "{{json .Config}}", image)
         done = await self._call(*inspect)
         if done.returncode != 0 and self.pull:
             pulled = await self._call("pull", image, timeout_s=self.pull_timeout_s)
-            if pulled.returncode != 0:
+            if pulled.returncode != 0:  # gone, private or unreachable: maybe not elsewhere
                 said = pulled.stderr.decode(errors="replace").strip()[-300:]
-                raise SandboxError(f"{self.name} could not pull {image}: {said}")
+                raise ImageRefused(f"{self.name} could not pull {image}: {said}", job_fault=False)
             done = await self._call(*inspect)
         if done.returncode != 0:
             said = done.stderr.decode(errors="replace").strip()[-300:]
-            raise SandboxError(f"image {image} is not on this host: {said}")
+            raise ImageRefused(f"image {image} is not on this host: {said}", job_fault=False)
         try:
             config = json.loads(done.stdout or b"null") or {}
         except ValueError as exc:

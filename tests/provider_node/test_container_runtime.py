@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from protocol.errors import SandboxError
 from protocol.messages import Commitment, HandBack
 from provider_node.jobstore import Phase
 from provider_node.runtimes import CommandEntrypoint, Limits, Outcome, PreparedJob
@@ -193,13 +192,18 @@ async def test_image_needing_newer_cuda_is_refused_before_running(
     assert (cpu_job.outputs_dir / "ran").read_text() == "ran"
 
 
-async def test_unknown_image_is_a_sandbox_error(
+async def test_an_image_that_cannot_be_had_is_refused(
     container_images: ContainerImages, tmp_path: Path
 ) -> None:
     absent = "localhost/gpumarket-test-absent@sha256:" + "0" * 64
     job = container_job(tmp_path, "print('x')\n", absent)
-    with pytest.raises(SandboxError, match="not on this host"):
+    with pytest.raises(ImageRefused, match="not on this host") as refused:
         await container_images.runtime().run(job)
+    assert not refused.value.job_fault
+    # Pulling is tried first where allowed; with no registry reachable it fails the same way.
+    with pytest.raises(ImageRefused, match="could not pull") as refused:
+        await container_images.runtime(pull=True).run(job)
+    assert not refused.value.job_fault
 
 
 async def test_worker_hands_back_an_image_the_driver_cannot_run(
@@ -216,11 +220,18 @@ async def test_worker_hands_back_an_image_the_driver_cannot_run(
     plain = await harness.assignment(
         code, runtime=f"{{kind: container, image: '{container_images.python}', {command}"
     )
+    absent = "localhost/gpumarket-test-absent@sha256:" + "0" * 64
+    unreachable = await harness.assignment(
+        code, runtime=f"{{kind: container, image: '{absent}', {command}"
+    )
     runtime = container_images.runtime(driver=lambda: (12, 2))
     worker = harness.worker(runtime=runtime, gpus=(0,))  # a stand-in GPU: refused before use
     async with harness.server(worker=worker) as server:
         await ask(harness, server, needs_cuda)
         back = await wait_for(harness.reporter, HandBack, needs_cuda.job_id)
+        await ask(harness, server, unreachable)
+        missing = await wait_for(harness.reporter, HandBack, unreachable.job_id)
+        assert isinstance(missing, HandBack) and "not on this host" in missing.reason
         await ask(harness, server, plain)
         await wait_for(harness.reporter, Commitment, plain.job_id)
     assert isinstance(back, HandBack)
