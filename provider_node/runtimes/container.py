@@ -143,7 +143,10 @@ class ContainerRuntime:
             return f"a probe container did not finish within {PROBE_TIMEOUT_S:.0f} s"
         if done.returncode != 0 or READY_MARK not in done.stdout.decode(errors="replace"):
             said = (done.stderr or done.stdout).decode(errors="replace").strip()[-400:]
-            return f"a probe container of {image} failed (exit {done.returncode}): {said}"
+            hint = ""
+            if "hybrid mode" in said and self.oci_runtime != "runc":
+                hint = " (runc runs there: install it, set PROVIDER_CONTAINER_OCI_RUNTIME=runc)"
+            return f"a probe container of {image} failed (exit {done.returncode}): {said}{hint}"
         return None
 
     # ------------------------------------------------------------------ command line

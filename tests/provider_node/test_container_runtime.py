@@ -103,6 +103,10 @@ def test_probe_runs_a_real_container(container_images: ContainerImages) -> None:
         probe_image="localhost/gpumarket-test-absent@sha256:" + "0" * 64
     )
     assert "probe container" in (missing.unavailable_reason() or "")
+    # The engine's default OCI runtime either runs, or its refusal names the fix (crun
+    # refuses hosts with cgroup v1 beside a v2 mount that holds controllers).
+    default = container_images.runtime(oci_runtime=None).unavailable_reason()
+    assert default is None or "PROVIDER_CONTAINER_OCI_RUNTIME=runc" in default
 
 
 async def test_job_writes_only_its_outputs_and_reaches_no_network(
