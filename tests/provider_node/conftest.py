@@ -20,7 +20,7 @@ from provider_node.runtimes import (
     PreparedJob,
     TorchEntrypoint,
 )
-from tests.provider_node.containerimage import import_image, write_python_rootfs
+from tests.provider_node.containerimage import derive_image, import_image, write_python_rootfs
 
 DEFAULT_LIMITS = Limits(
     wall_time_s=30, memory_bytes=512 << 20, max_pids=64, max_output_bytes=1 << 20
@@ -75,15 +75,15 @@ class ContainerImages:
     engine: str
     oci_runtime: str | None
     python: str
-    """Digest-pinned: this host's Python and /bin/sh."""
+    """Digest-pinned: this host's Python with torch and numpy, and /bin/sh."""
     cuda: str
-    """The same files, declaring ``CUDA_VERSION=99.1.0`` (newer than any driver runs)."""
+    """The same image declaring ``CUDA_VERSION=99.1.0`` (newer than any driver runs)."""
 
     def runtime(self, **options: Any) -> ContainerRuntime:
         defaults: dict[str, Any] = {
             "engine": self.engine,
             "oci_runtime": self.oci_runtime,
-            "probe_image": self.python,
+            "torch_image": self.python,
             "pull": False,
         }
         return ContainerRuntime(engine_name="podman", **{**defaults, **options})
@@ -91,18 +91,19 @@ class ContainerImages:
 
 @pytest.fixture(scope="session")
 def container_images(tmp_path_factory: pytest.TempPathFactory) -> ContainerImages:
-    """Build the test images once per session (there is no registry to pull from)."""
+    """Build the test image once per session (there is no registry to pull from)."""
     engine = shutil.which("podman")
     if engine is None:
         pytest.fail("podman is not installed: `make bootstrap` installs it (Makefile APT_PACKAGES)")
     # crun refuses hosts whose cgroup v2 hierarchy holds controllers beside v1 (hybrid mode);
     # runc runs there, and everywhere else too.
     oci_runtime = "runc" if shutil.which("runc") else None
-    tarball = tmp_path_factory.mktemp("image") / "rootfs.tar"
-    write_python_rootfs(tarball)
+    work = tmp_path_factory.mktemp("image")
+    tarball = work / "rootfs.tar"
+    write_python_rootfs(tarball, packages=("torch", "numpy"))
     python = import_image([engine], tarball, "localhost/gpumarket-test-python")
-    cuda = import_image(
-        [engine], tarball, "localhost/gpumarket-test-cuda", {"CUDA_VERSION": "99.1.0"}
-    )
     tarball.unlink()
+    cuda = derive_image(
+        [engine], python, "localhost/gpumarket-test-cuda", {"CUDA_VERSION": "99.1.0"}, work
+    )
     return ContainerImages(engine, oci_runtime, python, cuda)

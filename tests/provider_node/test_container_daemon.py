@@ -4,8 +4,9 @@ Real Anvil with the deployed contracts, a real IPFS daemon, libp2p on loopback, 
 image built for the session (no registry: it is imported locally and named by digest). The
 test plays the coordinator as in ``test_daemon_devnet``: it seats the provider on chain,
 sends the signed assignment of a ``kind: container`` job, and checks that the commitment and
-the reveal bind exactly the outputs the job must produce; then that a spec naming its image
-by tag is reported as bad input without running.
+the reveal bind exactly the outputs the job must produce; then the same for a torch job in
+the provider's torch image (the CID the bwrap daemon produces); then that a spec naming its
+image by tag is reported as bad input without running.
 """
 
 from __future__ import annotations
@@ -48,7 +49,14 @@ from provider_node.daemon import ProviderNode
 from provider_node.profile import offer_from_benchmark
 from provider_node.settings import ProviderSettings
 from tests.provider_node.conftest import ContainerImages
-from tests.provider_node.test_daemon_devnet import PASSWORD, PRICE, Coordinator
+from tests.provider_node.test_daemon_devnet import (
+    MATMUL_JOB,
+    PASSWORD,
+    PRICE,
+    Coordinator,
+    upload_job,
+)
+from tests.provider_node.test_daemon_devnet import expected_cid as matmul_cid
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -201,6 +209,30 @@ async def test_daemon_runs_a_container_job(
             assert reveal.matches(commitment) and reveal.result_cid == cid
             fetched = await store.get(cid, tmp_path / "fetched")
             assert (fetched / "who.txt").read_text() == "65534 5"
+
+            # A torch job runs in the provider's torch image through the launcher, and its
+            # outputs hash to the same CID the bwrap daemon test expects.
+            spec_cid, code_cid = await upload_job(store, tmp_path, "matmul", MATMUL_JOB)
+            job_id = await coordinator.seat(
+                coord_node, provider.peer_id, provider_address, spec_cid
+            )
+            torch_job = assignment.model_copy(
+                update={"job_id": job_id, "spec_cid": spec_cid, "input_cids": {"code": code_cid}}
+            )
+            payload = encode_signed(sign_message(torch_job, coordinator_id))
+            reply = await request(coord_node, provider.peer_id, JOB_PROTOCOL, payload)
+            assert isinstance(decode_signed(reply).body, Ack)
+            commitment = await coordinator.wait_report(Commitment, job_id)
+            reveal_request = reveal_request.model_copy(update={"job_id": job_id})
+            payload = encode_signed(sign_message(reveal_request, coordinator_id))
+            reply = await request(
+                coord_node, provider.peer_id, JOB_PROTOCOL, payload, Limits(timeout_s=60)
+            )
+            reveal = decode_signed(reply).body
+            assert isinstance(reveal, Reveal) and reveal.matches(commitment)
+            matmul_dir = tmp_path / "matmul-expected"
+            matmul_dir.mkdir()
+            assert reveal.result_cid == matmul_cid(matmul_dir, 5)
 
             # A spec naming its image by tag is bad input: reported, never run.
             tag = container_images.python.split("@")[0] + ":latest"

@@ -11,19 +11,31 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import textwrap
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from protocol.messages import Commitment, HandBack
 from provider_node.jobstore import Phase
-from provider_node.runtimes import CommandEntrypoint, Limits, Outcome, PreparedJob
+from provider_node.runtimes import (
+    CommandEntrypoint,
+    Limits,
+    Outcome,
+    PreparedJob,
+    TorchEntrypoint,
+)
 from provider_node.runtimes.container import shm_bytes
 from provider_node.runtimes.images import ImageRefused
 from tests.provider_node.conftest import ContainerImages
 from tests.provider_node.jobharness import Harness, ask, wait_for
+from tests.provider_node.test_bwrap_torch import LIMITS as TORCH_LIMITS
+from tests.provider_node.test_bwrap_torch import MATMUL_JOB
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -243,3 +255,26 @@ async def test_worker_hands_back_an_image_the_driver_cannot_run(
     record = harness.jobs.load(needs_cuda.job_id)
     assert record is not None and record.phase is Phase.HANDED_BACK
     assert worker.gpus.free == 1
+
+
+async def test_torch_job_runs_through_the_launcher_in_the_torch_image(
+    container_images: ContainerImages, tmp_path: Path
+) -> None:
+    """The torch entrypoint: the launcher mounted in, seeded with the job's seed, and the
+    product equal to the host's own torch seeded the same way (so to bwrap's)."""
+    job = container_job(tmp_path, MATMUL_JOB, container_images.python, limits=TORCH_LIMITS)
+    job = replace(job, entrypoint=TorchEntrypoint("inputs/code/main.py"), image=None)
+    result = await container_images.runtime().run(job)
+    assert result.outcome is Outcome.OK, result
+    assert "torch 2." in result.log_tail
+    torch.manual_seed(11)
+    a, b = torch.randn(128, 96), torch.randn(96, 64)
+    np.testing.assert_array_equal(
+        np.load(job.outputs_dir / "product.npy"), (a @ b).tanh().numpy()
+    )
+    # String hashing is the same fixed one as in every sandbox.
+    host_order = subprocess.run(
+        [sys.executable, "-c", "print(','.join(sorted({'alpha', 'beta', 'gamma'}, key=hash)))"],
+        env={"PYTHONHASHSEED": "0"}, capture_output=True, text=True, check=True, timeout=30,
+    ).stdout.strip()  # fmt: skip
+    assert (job.outputs_dir / "hash_order.txt").read_text() == host_order
