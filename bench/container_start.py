@@ -1,8 +1,9 @@
 """Container jobs: what building the test image and starting a job in podman cost.
 
-Builds the image the tests use (this host's Python in a rootfs tarball, ``podman import``;
-``tests/provider_node/containerimage.py``), then runs the same small job alternately through
-:class:`ContainerRuntime` (podman, the image by digest, every limit of a real run) and cold
+Builds the image the tests use (this host's Python with torch and numpy in a rootfs
+tarball, ``podman import``; ``tests/provider_node/containerimage.py``), then runs the same
+small job alternately through :class:`ContainerRuntime` (podman, the image by digest, every
+limit of a real run) and cold
 through :class:`BwrapRuntime` (the host's Python), as the worker calls them. The job's first
 line records the wall clock into its outputs; ``start_ms`` is that clock minus the clock
 just before ``run(job)`` (image inspection, outputs ownership, the engine, the OCI runtime,
@@ -78,7 +79,7 @@ async def measure(runs: int, root: Path) -> dict[str, Any]:
         raise SystemExit("podman is not installed: `make bootstrap` installs it")
     began = time.monotonic()
     tarball = root / "rootfs.tar"
-    write_python_rootfs(tarball)
+    write_python_rootfs(tarball, packages=("torch", "numpy"))
     image = import_image([engine], tarball, "localhost/gpumarket-test-python")
     build_s = time.monotonic() - began
     image_mb = tarball.stat().st_size / 1e6
@@ -109,6 +110,7 @@ async def measure(runs: int, root: Path) -> dict[str, Any]:
         ).stdout.strip(),
         "oci_runtime": oci_runtime or "default",
     }
+    subprocess.run([engine, "rmi", "--force", image], capture_output=True, check=False, timeout=120)
     for name, values in samples.items():
         figures[f"{name}_start_p50_ms"] = round(statistics.median(v[0] for v in values))
         figures[f"{name}_run_p50_ms"] = round(statistics.median(v[1] for v in values))

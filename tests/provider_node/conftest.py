@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ class ContainerImages:
 
 
 @pytest.fixture(scope="session")
-def container_images(tmp_path_factory: pytest.TempPathFactory) -> ContainerImages:
+def container_images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerImages]:
     """Build the test image once per session (there is no registry to pull from)."""
     engine = shutil.which("podman")
     if engine is None:
@@ -106,4 +107,8 @@ def container_images(tmp_path_factory: pytest.TempPathFactory) -> ContainerImage
     cuda = derive_image(
         [engine], python, "localhost/gpumarket-test-cuda", {"CUDA_VERSION": "99.1.0"}, work
     )
-    return ContainerImages(engine, oci_runtime, python, cuda)
+    yield ContainerImages(engine, oci_runtime, python, cuda)
+    # This session's images only (by digest): the layers stay while another image uses them.
+    subprocess.run(
+        [engine, "rmi", "--force", cuda, python], capture_output=True, check=False, timeout=120
+    )
