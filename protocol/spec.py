@@ -18,6 +18,7 @@ Reading, error translation and the canonical form live in :mod:`protocol.spec_io
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -28,6 +29,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     Tag,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -126,6 +128,18 @@ class ContainerRuntime(SpecModel):
         tuple[Annotated[StrictStr, Field(max_length=MAX_ARG_CHARS)], ...],
         Field(min_length=1, max_length=MAX_ARGS),
     ]
+
+    @field_validator("image")
+    @classmethod
+    def _pinned_by_digest(cls, image: str) -> str:
+        # A tag can be moved to other content after the job was priced; a digest cannot.
+        if re.search(r"@sha256:[0-9a-f]{64}$", image) is None:
+            raise PydanticCustomError(
+                "image_digest",
+                "must be pinned by digest: 'repository[:tag]@sha256:<64 hex digits>' "
+                "(`docker images --digests` or `podman images --digests` shows it)",
+            )
+        return image
 
 
 Runtime = Annotated[TorchRuntime | ContainerRuntime, Field(discriminator="kind")]

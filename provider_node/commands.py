@@ -74,7 +74,9 @@ def register_commands(app: typer.Typer) -> None:
                 help="Allow PROVIDER_RUNTIME=process (no isolation; development only).",
             ),
         ] = False,
-        runtime: Annotated[str | None, typer.Option(help="bwrap, docker or process.")] = None,
+        runtime: Annotated[
+            str | None, typer.Option(help="bwrap, docker, podman or process.")
+        ] = None,
         work_dir: WorkDir = None,
         p2p_port: Annotated[int | None, typer.Option(help="PROVIDER_P2P_PORT.")] = None,
         metrics_port: Annotated[int | None, typer.Option(help="PROVIDER_METRICS_PORT.")] = None,

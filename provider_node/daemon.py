@@ -57,7 +57,7 @@ from provider_node.offers import OfferDesk
 from provider_node.policy import consent_policy
 from provider_node.profile import Offer, measure_offer
 from provider_node.reporter import P2PReporter
-from provider_node.runtimes import BwrapRuntime, Runtime, create_runtime
+from provider_node.runtimes import CONTAINER_RUNTIMES, BwrapRuntime, Runtime, create_runtime
 from provider_node.runtimes.warm import SlotHold
 from provider_node.runtimes.warmpool import PoolConfig, WarmPool
 from provider_node.server import JobServer
@@ -81,6 +81,12 @@ def make_runtime(settings: ProviderSettings) -> Runtime:
                 "start with --unsafe-process-runtime to use it anyway"
             )
         runtime = create_runtime("process", unsafe=True)
+    elif settings.runtime in CONTAINER_RUNTIMES:
+        runtime = create_runtime(
+            settings.runtime,
+            torch_image=settings.container_torch_image,
+            oci_runtime=settings.container_oci_runtime,
+        )
     else:
         runtime = create_runtime(settings.runtime)
     reason = runtime.unavailable_reason()
@@ -123,7 +129,7 @@ def challenge_gpus(offer: Offer) -> tuple[int, ...]:
 
 
 def runtimes_offered(runtime: Runtime) -> tuple[RuntimeKind, ...]:
-    return ("torch", "container") if runtime.name == "docker" else ("torch",)
+    return ("torch", "container") if runtime.name in CONTAINER_RUNTIMES else ("torch",)
 
 
 def connect_chain(settings: ProviderSettings, identity: Identity) -> Web3Chain:

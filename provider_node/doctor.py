@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from protocol.errors import GpuMarketError
 from protocol.ids import format_tokens
+from provider_node.runtimes.container import CONTAINER_RUNTIMES
 
 if TYPE_CHECKING:
     from provider_node.settings import ProviderSettings
@@ -261,11 +262,16 @@ def probe_container() -> ContainerFacts:
     return found or ContainerFacts(engine=None)
 
 
-def probe_container_runtime() -> str | None:
-    """Why the configured container runtime cannot run here (its own readiness probe)."""
+def probe_container_runtime(runtime: str) -> str | None:
+    """Why the container runtime ``runtime`` (docker or podman, with the image and OCI
+    runtime the environment configures) cannot run here: its own readiness probe."""
     from provider_node.runtimes import create_runtime
 
-    return create_runtime("docker").unavailable_reason()
+    return create_runtime(
+        runtime,
+        torch_image=os.environ.get("PROVIDER_CONTAINER_TORCH_IMAGE") or None,
+        oci_runtime=os.environ.get("PROVIDER_CONTAINER_OCI_RUNTIME") or None,
+    ).unavailable_reason()
 
 
 def probe_bwrap() -> str | None:
@@ -303,7 +309,7 @@ class HostProbes:
     cgroup_facts: Callable[[], CgroupFacts] = probe_cgroups
     cgroup_creation: Callable[[], str | None] = probe_cgroup_creation
     container: Callable[[], ContainerFacts] = probe_container
-    container_runtime: Callable[[], str | None] = probe_container_runtime
+    container_runtime: Callable[[str], str | None] = probe_container_runtime
     clock: Callable[[], float] = time.time
 
 
@@ -485,9 +491,10 @@ def check_cgroups(reason: str | None, facts: CgroupFacts, *, runtime: str) -> Ch
 def check_container(
     facts: ContainerFacts, *, runtime: str, gpus: int, runtime_reason: str | None = None
 ) -> Check:
-    """``runtime_reason``: why the docker runtime itself cannot run (its own probe), which
-    decides for ``PROVIDER_RUNTIME=docker`` whatever other engine answers."""
-    must = runtime == "docker"
+    """``runtime_reason``: why the container runtime itself cannot run (its own probe),
+    which decides for ``PROVIDER_RUNTIME=docker`` or ``podman`` whatever other engine
+    answers."""
+    must = runtime in CONTAINER_RUNTIMES
     name = "container"
     bad = Verdict.FAIL if must else Verdict.WARN
     if must and runtime_reason is not None:
@@ -495,9 +502,10 @@ def check_container(
             name,
             Verdict.FAIL,
             True,
-            f"PROVIDER_RUNTIME=docker cannot run here: {runtime_reason}",
-            "install docker (`apt-get install docker.io`) and start its engine "
-            "(`systemctl start docker`)",
+            f"PROVIDER_RUNTIME={runtime} cannot run here: {runtime_reason}",
+            f"install {runtime} and make its engine run a container (what failed is named "
+            "above); podman needs `apt-get install podman runc catatonit`, docker a running "
+            "engine (`systemctl start docker`)",
         )
     if facts.engine is None:
         if not must:
@@ -744,8 +752,8 @@ def host_checks(
         checks.append(
             check_cgroups(probes.cgroup_creation(), probes.cgroup_facts(), runtime=runtime)
         )
-    if runtime == "docker" or not required_only:
-        reason = probes.container_runtime() if runtime == "docker" else None
+    if runtime in CONTAINER_RUNTIMES or not required_only:
+        reason = probes.container_runtime(runtime) if runtime in CONTAINER_RUNTIMES else None
         checks.append(
             check_container(probes.container(), runtime=runtime, gpus=gpus, runtime_reason=reason)
         )

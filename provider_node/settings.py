@@ -22,7 +22,7 @@ from protocol.ids import Address, Wei, parse_address_list, to_wei
 ENV_PREFIX = "PROVIDER_"
 DEFAULT_MAX_LOCK_S = 7 * 24 * 3600
 
-RuntimeName = Literal["bwrap", "docker", "process"]
+RuntimeName = Literal["bwrap", "docker", "podman", "process"]
 
 
 class ProviderSettings(ChainSettings):
@@ -36,6 +36,12 @@ class ProviderSettings(ChainSettings):
     work_dir: Path
     runtime: RuntimeName = "bwrap"
     unsafe_process_runtime: bool = False
+    container_torch_image: str | None = Field(default=None, max_length=256)
+    """docker/podman: the digest-pinned image (``repository@sha256:...``, with python3 and
+    torch) torch jobs run in; the readiness probe runs it too."""
+    container_oci_runtime: str | None = Field(default=None, max_length=64)
+    """docker/podman: the OCI runtime to start containers with (e.g. ``runc``); unset: the
+    engine's default."""
     stake: Decimal = Field(default=Decimal("100"), ge=0)
     """Token units to keep bonded; the daemon tops up to this at start."""
     price_per_gpu_hour: Decimal = Field(default=Decimal("1"), ge=0)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import trio
 
@@ -53,7 +53,15 @@ from provider_node.jobstore import JobRecord, JobStore, Phase
 from provider_node.logstream import LogLimits, open_log_stream
 from provider_node.metrics import ProviderMetrics
 from provider_node.reporter import Reporter, deliver
-from provider_node.runtimes import Limits, Outcome, PreparedJob, Runtime
+from provider_node.runtimes import (
+    CONTAINER_RUNTIMES,
+    ContainerRuntime,
+    Limits,
+    Outcome,
+    PreparedJob,
+    Runtime,
+)
+from provider_node.runtimes.images import ImageRefused
 from provider_node.runtimes.model import OUTPUTS_DIR
 from provider_node.workdir import entrypoint_for, fetch_inputs, outputs_cid
 
@@ -239,10 +247,16 @@ class JobWorker:
                     image=plan.image,
                     on_output=stream.feed,
                 )
-                log.info("job %s: running in %s", record.job_id.hex(), self.runtime.name)
-                started = time.monotonic()
                 try:
+                    if isinstance(self.runtime, ContainerRuntime):
+                        job = await self._fetch_image(job, plan, record)
+                        wall = job.limits.wall_time_s
+                    log.info("job %s: running in %s", record.job_id.hex(), self.runtime.name)
+                    started = time.monotonic()
                     result = await self.runtime.run(job)
+                except ImageRefused as exc:  # before anything ran: no job, no provider fault
+                    kind = FailureKind.BAD_INPUT if exc.job_fault else None
+                    raise _Failed(kind, str(exc)) from exc
                 except SandboxError as exc:
                     raise _Failed(FailureKind.SANDBOX_ERROR, str(exc)) from exc
                 runtime_ms = _elapsed_ms(started)
@@ -275,15 +289,29 @@ class JobWorker:
             plan = parse_plan(data, assignment.input_cids)
         except (ContentError, SpecError) as exc:
             raise _Failed(FailureKind.BAD_INPUT, f"spec: {exc}") from exc
-        if plan.runtime == "container" and self.runtime.name != "docker":
+        if plan.runtime == "container" and self.runtime.name not in CONTAINER_RUNTIMES:
             raise _Failed(
-                None, f"container jobs need docker, this provider runs {self.runtime.name}"
+                None,
+                f"container jobs need docker or podman, this provider runs {self.runtime.name}",
             )
         if plan.packages and self.config.packages is not None:
             missing = unmet(dict(plan.packages), self.config.packages)
             if missing:
                 raise _Failed(None, "this provider's Python lacks " + ", ".join(missing))
         return plan
+
+    async def _fetch_image(
+        self, job: PreparedJob, plan: JobPlan, record: JobRecord
+    ) -> PreparedJob:
+        """Pull and check a container job's image before its clock starts (a pull is not
+        the job's runtime); the wall time left for the commit is measured again after."""
+        assert isinstance(self.runtime, ContainerRuntime)
+        with trio.move_on_after(job.limits.wall_time_s) as fetching:
+            await self.runtime.check_image(job)
+        if fetching.cancelled_caught:
+            raise _Failed(None, "the job's image could not be fetched before the commit deadline")
+        limits = replace(job.limits, wall_time_s=self._wall_time(plan, record))
+        return replace(job, limits=limits)
 
     def _wall_time(self, plan: JobPlan, record: JobRecord) -> float:
         wanted = min(plan.timeout_s, self.config.max_timeout_s)

@@ -1,10 +1,10 @@
 """Sandbox runtimes: run a prepared job under limits and report how it ended.
 
-``create_runtime("bwrap")`` (the default where it works), ``"docker"``, or
+``create_runtime("bwrap")`` (the default where it works), ``"docker"`` or ``"podman"``, or
 ``"process"`` (no isolation; needs ``unsafe=True``).
 """
 
-from provider_node.runtimes import bwrap, docker, process
+from provider_node.runtimes import bwrap, container, process
 from provider_node.runtimes.base import (
     Runtime,
     create_runtime,
@@ -25,14 +25,16 @@ from provider_node.runtimes.model import (
 )
 
 BwrapRuntime = bwrap.BwrapRuntime
-DockerRuntime = docker.DockerRuntime
+ContainerRuntime = container.ContainerRuntime
+CONTAINER_RUNTIMES = container.CONTAINER_RUNTIMES
 ProcessRuntime = process.ProcessRuntime
 
 __all__ = [
+    "CONTAINER_RUNTIMES",
     "JOB_ROOT",
     "BwrapRuntime",
     "CommandEntrypoint",
-    "DockerRuntime",
+    "ContainerRuntime",
     "Entrypoint",
     "Limits",
     "Outcome",

@@ -78,7 +78,7 @@ def test_container_runtime_and_tolerance_compare() -> None:
         "name: train\n"
         "runtime:\n"
         "  kind: container\n"
-        "  image: ghcr.io/acme/train:1.2@sha256:abc\n"
+        "  image: ghcr.io/acme/train:1.2@sha256:" + "ab" * 32 + "\n"
         "  command: [python, train.py, --epochs, '3']\n"
         "verification: {redundancy: auto, compare: {tolerance: {rtol: 1e-5, atol: 1e-8}}}\n"
         "price: {max_per_provider: 0.25}\n"
@@ -142,10 +142,14 @@ INVALID = [
     (MINIMAL.replace("main.py", "../main.py"), "runtime.entrypoint", "'..'"),
     (MINIMAL.replace("main.py", "/main.py"), "runtime.entrypoint", "relative"),
     (MINIMAL.replace("main.py", "main.sh"), "runtime.entrypoint", ".py file"),
-    (MINIMAL.replace("entrypoint: main.py", "image: x, command: []").replace("torch", "container"),
-     "runtime.command", "at least 1 item"),
+    (MINIMAL.replace("entrypoint: main.py", f"image: 'x@sha256:{'1' * 64}', command: []")
+     .replace("torch", "container"), "runtime.command", "at least 1 item"),
     (MINIMAL.replace("entrypoint: main.py", "image: 'a b', command: [x]").replace(
         "torch", "container"), "runtime.image", "pattern"),
+    (MINIMAL.replace("entrypoint: main.py", "image: 'acme/train:1.2', command: [x]").replace(
+        "torch", "container"), "runtime.image", "pinned by digest"),
+    (MINIMAL.replace("entrypoint: main.py", f"image: 'acme/t@sha256:{'0' * 63}', command: [x]")
+     .replace("torch", "container"), "runtime.image", "pinned by digest"),
     (_with("inputs: [{name: a}]\n"), "inputs.0", "exactly one of 'path' or 'cid'"),
     (_with(f"inputs: [{{name: a, path: x, cid: {DATA_CID}}}]\n"), "inputs.0", "exactly one"),
     (_with("inputs: [{name: a, cid: nope}]\n"), "inputs.0.cid", "not a CID"),

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from provider_node.runtimes import CommandEntrypoint, Limits, PreparedJob, TorchEntrypoint
+from provider_node.runtimes import (
+    CommandEntrypoint,
+    ContainerRuntime,
+    Limits,
+    PreparedJob,
+    TorchEntrypoint,
+)
+from tests.provider_node.containerimage import derive_image, import_image, write_python_rootfs
 
 DEFAULT_LIMITS = Limits(
     wall_time_s=30, memory_bytes=512 << 20, max_pids=64, max_output_bytes=1 << 20
@@ -56,3 +67,48 @@ def make_job(tmp_path: Path) -> MakeJob:
         )
 
     return build
+
+
+@dataclass(frozen=True)
+class ContainerImages:
+    """The container engine the tests drive and the images built for them this session."""
+
+    engine: str
+    oci_runtime: str | None
+    python: str
+    """Digest-pinned: this host's Python with torch and numpy, and /bin/sh."""
+    cuda: str
+    """The same image declaring ``CUDA_VERSION=99.1.0`` (newer than any driver runs)."""
+
+    def runtime(self, **options: Any) -> ContainerRuntime:
+        defaults: dict[str, Any] = {
+            "engine": self.engine,
+            "oci_runtime": self.oci_runtime,
+            "torch_image": self.python,
+            "pull": False,
+        }
+        return ContainerRuntime(engine_name="podman", **{**defaults, **options})
+
+
+@pytest.fixture(scope="session")
+def container_images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerImages]:
+    """Build the test image once per session (there is no registry to pull from)."""
+    engine = shutil.which("podman")
+    if engine is None:
+        pytest.fail("podman is not installed: `make bootstrap` installs it (Makefile APT_PACKAGES)")
+    # crun refuses hosts whose cgroup v2 hierarchy holds controllers beside v1 (hybrid mode);
+    # runc runs there, and everywhere else too.
+    oci_runtime = "runc" if shutil.which("runc") else None
+    work = tmp_path_factory.mktemp("image")
+    tarball = work / "rootfs.tar"
+    write_python_rootfs(tarball, packages=("torch", "numpy"))
+    python = import_image([engine], tarball, "localhost/gpumarket-test-python")
+    tarball.unlink()
+    cuda = derive_image(
+        [engine], python, "localhost/gpumarket-test-cuda", {"CUDA_VERSION": "99.1.0"}, work
+    )
+    yield ContainerImages(engine, oci_runtime, python, cuda)
+    # This session's images only (by digest): the layers stay while another image uses them.
+    subprocess.run(
+        [engine, "rmi", "--force", cuda, python], capture_output=True, check=False, timeout=120
+    )

@@ -32,7 +32,7 @@ from provider_node.jobstore import JobStore
 from provider_node.metrics import ProviderMetrics
 from provider_node.offers import OfferDesk
 from provider_node.policy import ConsentPolicy
-from provider_node.runtimes import ProcessRuntime
+from provider_node.runtimes import ProcessRuntime, Runtime
 from provider_node.server import JobServer
 from provider_node.worker import JobWorker, WorkerConfig
 from tests.provider_node.chainworld import PRICE, RATE, ChainWorld
@@ -107,14 +107,16 @@ class Harness:
     def domain(self) -> eip712.Eip712Domain:
         return self.cw.world.deployment.domain
 
-    def worker(self, **config: object) -> JobWorker:
+    def worker(
+        self, *, runtime: Runtime | None = None, gpus: tuple[int, ...] = (), **config: object
+    ) -> JobWorker:
         return JobWorker(
             self.provider,
             self.store,
-            ProcessRuntime(unsafe=True),
+            runtime or ProcessRuntime(unsafe=True),
             self.jobs,
             self.domain,
-            GpuPool(()),
+            GpuPool(gpus),
             WorkerConfig(memory_bytes=2 << 30, **config),  # type: ignore[arg-type]
             metrics=self.metrics,
         )
@@ -152,10 +154,18 @@ class Harness:
         )
 
     async def job(
-        self, code: str, *, timeout: str = "60s", packages: str = "{}", resources: str = "{}"
+        self,
+        code: str,
+        *,
+        timeout: str = "60s",
+        packages: str = "{}",
+        resources: str | None = None,
+        runtime: str | None = None,
+        gpus: int = 0,
     ) -> tuple[Cid, Cid]:
-        """Upload ``code`` and a spec running it (importing ``packages``, a YAML mapping,
-        with ``resources``); returns (spec CID, code CID)."""
+        """Upload ``code`` and a spec running it (importing ``packages``, a YAML mapping;
+        or with ``runtime`` as the spec's runtime line; ``resources`` as a YAML mapping,
+        else ``gpus``); returns (spec CID, code CID)."""
         self.counter += 1
         code_dir = self.tmp / f"code{self.counter}"
         code_dir.mkdir()
@@ -163,9 +173,9 @@ class Harness:
         code_cid = await self.store.add_directory(code_dir)
         spec = (
             f"name: unit-job-{self.counter}\n"
-            f"runtime: {{kind: torch, entrypoint: main.py, packages: {packages}}}\n"
+            f"runtime: {runtime or f'{{kind: torch, entrypoint: main.py, packages: {packages}}}'}\n"
             f"inputs: [{{name: code, cid: {code_cid}}}]\n"
-            f"resources: {resources}\n"
+            f"resources: {resources if resources is not None else f'{{gpus: {gpus}}}'}\n"
             'price: {max_per_provider: "1"}\n'
             f"timeout: {timeout}\nmax_output: 1MiB\n"
         )
@@ -209,12 +219,19 @@ class Harness:
         on_chain: bool = True,
         timeout: str = "60s",
         packages: str = "{}",
-        resources: str = "{}",
+        resources: str | None = None,
+        runtime: str | None = None,
+        gpus: int = 0,
     ) -> Assignment:
         """A job created on chain for ``code`` (and this provider seated at seat 0 unless
         ``on_chain`` is false), and the coordinator's Assignment for it."""
         spec_cid, code_cid = await self.job(
-            code, timeout=timeout, packages=packages, resources=resources
+            code,
+            timeout=timeout,
+            packages=packages,
+            resources=resources,
+            runtime=runtime,
+            gpus=gpus,
         )
         job_id = self.cw.create_job(spec_cid)
         if on_chain:

@@ -155,6 +155,11 @@ def test_container_engine_is_judged_by_the_runtime_that_needs_it() -> None:
         gpu, runtime="docker", gpus=1, runtime_reason="no docker engine answers"
     )
     assert engine_down.blocking and "no docker engine answers" in engine_down.found
+    # podman is a container runtime of its own: its probe decides for PROVIDER_RUNTIME=podman.
+    crun = "crun: cgroups in hybrid mode not supported; set PROVIDER_CONTAINER_OCI_RUNTIME=runc"
+    refused = doctor.check_container(gpu, runtime="podman", gpus=0, runtime_reason=crun)
+    assert refused.blocking and refused.found.startswith("PROVIDER_RUNTIME=podman cannot run")
+    assert doctor.check_container(gpu, runtime="podman", gpus=0).verdict is Verdict.OK
 
 
 def test_cdi_spec_for_nvidia_counts_as_gpu_access(tmp_path: Path) -> None:

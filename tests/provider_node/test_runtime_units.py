@@ -13,7 +13,7 @@ from protocol.errors import SandboxError
 from provider_node.runtimes import (
     BwrapRuntime,
     CommandEntrypoint,
-    DockerRuntime,
+    ContainerRuntime,
     Limits,
     PreparedJob,
     ProcessRuntime,
@@ -23,6 +23,7 @@ from provider_node.runtimes import (
     runtime_names,
 )
 from provider_node.runtimes.env import job_env
+from provider_node.runtimes.images import ImageRefused, check_cuda, image_cuda, parse_reference
 from provider_node.runtimes.outputs import check_work_dir, scan_outputs
 from tests.provider_node.conftest import DEFAULT_LIMITS, MakeJob
 
@@ -36,9 +37,11 @@ def _gpu_job(make_job: MakeJob, gpus: tuple[int, ...]) -> PreparedJob:
     return PreparedJob(job.job_id, job.work_dir, job.entrypoint, job.limits, 3, {}, gpus)
 
 
-def test_registry_knows_three_runtimes() -> None:
-    assert {"bwrap", "docker", "process"} <= set(runtime_names())
+def test_registry_knows_the_runtimes() -> None:
+    assert {"bwrap", "docker", "podman", "process"} <= set(runtime_names())
     assert isinstance(create_runtime("bwrap"), BwrapRuntime)
+    podman = create_runtime("podman")
+    assert isinstance(podman, ContainerRuntime) and podman.name == "podman"
     with pytest.raises(SandboxError, match="unknown runtime"):
         create_runtime("chroot")
 
@@ -119,48 +122,133 @@ def test_bwrap_binds_gpu_nodes_only_when_assigned(make_job: MakeJob) -> None:
     assert env["CUDA_VISIBLE_DEVICES"] == "0,1" and env["HIP_VISIBLE_DEVICES"] == "1,3"
 
 
+IMAGE = "registry.example/torch@sha256:" + "a" * 64
+APP = "registry.example/app:2@sha256:" + "b" * 64
+
+
 def test_docker_argv(make_job: MakeJob) -> None:
     job = _gpu_job(make_job, (2, 5))
-    argv = DockerRuntime(docker="docker", torch_image="img:1").argv(job, "gpumarket-x")
+    runtime = ContainerRuntime(engine="docker", torch_image=IMAGE)
+    argv = runtime.argv(job, "gpumarket-x")
     assert argv[:2] == ["docker", "run"]
     assert _flag_values(argv, "--network") == ["none"]
+    assert _flag_values(argv, "--pull") == ["never"]
     assert "--read-only" in argv
     assert _flag_values(argv, "--memory") == [str(DEFAULT_LIMITS.memory_bytes)]
     assert _flag_values(argv, "--memory-swap") == [str(DEFAULT_LIMITS.memory_bytes)]
+    assert _flag_values(argv, "--shm-size") == [str(DEFAULT_LIMITS.memory_bytes // 2)]
     assert _flag_values(argv, "--pids-limit") == [str(DEFAULT_LIMITS.max_pids)]
     assert _flag_values(argv, "--user") == ["65534:65534"]
     assert _flag_values(argv, "--cap-drop") == ["ALL"]
     assert _flag_values(argv, "--gpus") == ['"device=2,5"']
+    assert "--device" not in argv
     assert [t.split(":")[0] for t in _flag_values(argv, "--tmpfs")] == ["/tmp", "/home/job"]
     volumes = _flag_values(argv, "--volume")
     assert f"{job.inputs_dir.resolve()}:/job/inputs:ro" in volumes
-    assert f"{job.outputs_dir.resolve()}:/job/outputs:rw" in volumes
+    assert [v for v in volumes if not v.endswith(":ro")] == [
+        f"{job.outputs_dir.resolve()}:/job/outputs:rw"
+    ]
     env = dict(v.split("=", 1) for v in _flag_values(argv, "--env"))
     assert env["CUDA_VISIBLE_DEVICES"] == "0,1"  # renumbered inside the container
     assert env["GPUMARKET_SEED"] == "3"
     sep = argv.index("--")
     assert argv[sep + 1 :] == [
-        "img:1", "python", "-s", "/gpumarket/launcher.py", "/job/inputs/code/main.py",
+        IMAGE, "python3", "-s", "/gpumarket/launcher.py", "/job/inputs/code/main.py",
     ]  # fmt: skip
+    with_runc = ContainerRuntime(engine="docker", torch_image=IMAGE, oci_runtime="runc")
+    assert with_runc.argv(job, "x")[:4] == ["docker", "run", "--runtime", "runc"]
 
 
-def test_docker_without_gpus_and_with_command(make_job: MakeJob) -> None:
+def test_podman_argv_passes_gpus_as_cdi_devices(make_job: MakeJob) -> None:
+    job = _gpu_job(make_job, (2, 5))
+    runtime = ContainerRuntime(
+        engine_name="podman", engine="podman", torch_image=IMAGE, oci_runtime="runc"
+    )
+    argv = runtime.argv(job, "gpumarket-x")
+    assert argv[:4] == ["podman", "--runtime", "runc", "run"]
+    assert _flag_values(argv, "--device") == ["nvidia.com/gpu=2", "nvidia.com/gpu=5"]
+    assert "--gpus" not in argv
+    assert "--device" not in runtime.argv(_gpu_job(make_job, ()), "y")
+
+
+def test_shm_grows_with_the_job_memory(make_job: MakeJob) -> None:
+    job = make_job("", limits=Limits(wall_time_s=1, memory_bytes=32 << 20, max_pids=8,
+                                      max_output_bytes=0))  # fmt: skip
+    argv = ContainerRuntime(torch_image=IMAGE).argv(_gpu_job(make_job, ()), "x")
+    small = ContainerRuntime(torch_image=IMAGE).argv(
+        PreparedJob(job.job_id, job.work_dir, TorchEntrypoint("main.py"), job.limits), "y"
+    )
+    assert _flag_values(argv, "--shm-size") == [str(256 << 20)]
+    assert _flag_values(small, "--shm-size") == [str(64 << 20)]  # never below the default
+
+
+def test_container_images_must_be_pinned_by_digest(make_job: MakeJob) -> None:
     job = make_job("")
     command_job = PreparedJob(
-        job.job_id, job.work_dir, CommandEntrypoint(("run.sh", "--fast")), job.limits,
-        image="registry.example/app:2",
+        job.job_id, job.work_dir, CommandEntrypoint(("run.sh", "--fast")), job.limits, image=APP,
     )  # fmt: skip
-    argv = DockerRuntime(docker="docker").argv(command_job, "c")
+    argv = ContainerRuntime(engine="docker").argv(command_job, "c")
     assert "--gpus" not in argv
-    assert argv[argv.index("--") + 1 :] == ["registry.example/app:2", "run.sh", "--fast"]
+    assert argv[argv.index("--") + 1 :] == [APP, "run.sh", "--fast"]
+    assert not any("launcher" in arg for arg in argv)  # only torch jobs get the launcher
+    tagged = PreparedJob(
+        job.job_id, job.work_dir, CommandEntrypoint(("x",)), job.limits, image="app:2"
+    )
+    with pytest.raises(ImageRefused, match="not pinned by digest") as refused:
+        ContainerRuntime().argv(tagged, "c")
+    assert refused.value.job_fault
+    with pytest.raises(ImageRefused, match="not pinned by digest"):
+        ContainerRuntime(torch_image="pytorch/pytorch:2.5.1").argv(_gpu_job(make_job, ()), "c")
+    with pytest.raises(SandboxError, match="PROVIDER_CONTAINER_TORCH_IMAGE"):
+        ContainerRuntime().argv(_gpu_job(make_job, ()), "c")
     no_image = PreparedJob(job.job_id, job.work_dir, CommandEntrypoint(("x",)), job.limits)
     with pytest.raises(SandboxError, match="image"):
-        DockerRuntime().argv(no_image, "c")
+        ContainerRuntime().argv(no_image, "c")
 
 
-def test_docker_missing_engine_is_reported() -> None:
-    reason = DockerRuntime(docker="/nonexistent/docker").unavailable_reason()
+def test_container_engine_missing_or_unconfigured_is_reported() -> None:
+    reason = ContainerRuntime(engine="/nonexistent/docker").unavailable_reason()
     assert reason is not None and "not installed" in reason
+    reason = ContainerRuntime(engine=sys.executable).unavailable_reason()
+    assert reason is not None and "PROVIDER_CONTAINER_TORCH_IMAGE" in reason
+
+
+@pytest.mark.parametrize(
+    ("env", "labels", "expected"),
+    [
+        (["PATH=/bin", "CUDA_VERSION=12.4.1"], None, (12, 4)),
+        (["NVIDIA_REQUIRE_CUDA=cuda>=12.6 brand=tesla,driver>=470", "CUDA_VERSION=12.4"],
+         None, (12, 6)),
+        (None, {"com.nvidia.cuda.version": "11.8.0"}, (11, 8)),
+        (["CUDA_VERSION=12.1"], {"com.nvidia.cuda.version": "11.8"}, (12, 1)),
+        (["CUDA_VERSION=bogus"], None, None),
+        (["PATH=/bin"], {"other": "1"}, None),
+        (None, None, None),
+    ],
+)  # fmt: skip
+def test_image_cuda_is_read_from_the_config(
+    env: list[str] | None, labels: dict[str, str] | None, expected: tuple[int, int] | None
+) -> None:
+    assert image_cuda(env, labels) == expected
+
+
+def test_cuda_beyond_the_driver_is_refused() -> None:
+    check_cuda("img", None, None)  # an image that declares no CUDA runs anywhere
+    check_cuda("img", (12, 4), (12, 4))
+    check_cuda("img", (11, 8), (13, 0))
+    with pytest.raises(ImageRefused, match=r"CUDA 12\.6 .* CUDA 12\.4") as refused:
+        check_cuda("img", (12, 6), (12, 4))
+    assert not refused.value.job_fault
+    with pytest.raises(ImageRefused, match="no NVIDIA driver"):
+        check_cuda("img", (12, 6), None)
+
+
+def test_references_parse_only_with_a_digest() -> None:
+    ref = parse_reference(APP)
+    assert (ref.name, ref.digest, str(ref)) == ("registry.example/app:2", "sha256:" + "b" * 64, APP)
+    for bad in ("app:2", "app@sha256:" + "b" * 63, "app@sha256:" + "B" * 64, "@sha256:" + "b" * 64):
+        with pytest.raises(ImageRefused):
+            parse_reference(bad)
 
 
 def test_scan_outputs(tmp_path: Path) -> None:
