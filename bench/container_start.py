@@ -32,8 +32,8 @@ from provider_node.runtimes import (
     BwrapRuntime,
     CommandEntrypoint,
     ContainerRuntime,
-    Limits,
     PreparedJob,
+    RunLimits,
     Runtime,
 )
 from tests.provider_node.containerimage import import_image, write_python_rootfs
@@ -46,7 +46,7 @@ out = os.environ["GPUMARKET_OUTPUT_DIR"]
 with open(os.path.join(out, "stamp.json"), "w") as f:
     json.dump({"started_at": stamp, "total": sum(i * i for i in range(100_000))}, f)
 """
-LIMITS = Limits(wall_time_s=120, memory_bytes=512 << 20, max_pids=64, max_output_bytes=1 << 20)
+LIMITS = RunLimits(wall_time_s=120, memory_bytes=512 << 20, max_pids=64, max_output_bytes=1 << 20)
 
 
 def make_job(root: Path, name: str, python: str, image: str | None) -> PreparedJob:

@@ -33,7 +33,7 @@ from typing import Any
 
 import trio
 
-from provider_node.runtimes import BwrapRuntime, Limits, PreparedJob, RunResult, TorchEntrypoint
+from provider_node.runtimes import BwrapRuntime, PreparedJob, RunLimits, RunResult, TorchEntrypoint
 from provider_node.runtimes.warmpool import PoolConfig, WarmPool
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "matmul" / "main.py"
@@ -42,7 +42,7 @@ FIRST_LINE = (
     '__import__("pathlib").Path(__import__("os").environ["GPUMARKET_OUTPUT_DIR"], '
     f'"{STAMP}").write_text(repr(__import__("time").time()))\n'
 )
-LIMITS = Limits(wall_time_s=300, memory_bytes=4 << 30, max_pids=512, max_output_bytes=64 << 20)
+LIMITS = RunLimits(wall_time_s=300, memory_bytes=4 << 30, max_pids=512, max_output_bytes=64 << 20)
 SEED = 2026
 TARGET_WARM_MS = 300.0
 

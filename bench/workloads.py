@@ -30,7 +30,7 @@ import trio
 
 from protocol.spec import TorchRuntime
 from protocol.spec_io import load_spec
-from provider_node.runtimes import Limits, PreparedJob, Runtime, create_runtime
+from provider_node.runtimes import PreparedJob, RunLimits, Runtime, create_runtime
 from provider_node.runtimes.model import TorchEntrypoint
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -59,7 +59,7 @@ def lay_out(example: Path, spec_file: str, work: Path) -> tuple[PreparedJob, flo
         assert item.path is not None
         shutil.copytree((example / item.path).resolve(), work / "inputs" / item.name)
     (work / "outputs").mkdir()
-    limits = Limits(
+    limits = RunLimits(
         wall_time_s=float(spec.timeout),
         memory_bytes=8 << 30,
         max_pids=512,

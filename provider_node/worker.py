@@ -56,9 +56,9 @@ from provider_node.reporter import Reporter, deliver
 from provider_node.runtimes import (
     CONTAINER_RUNTIMES,
     ContainerRuntime,
-    Limits,
-    Outcome,
     PreparedJob,
+    RunLimits,
+    RunOutcome,
     Runtime,
 )
 from provider_node.runtimes.images import ImageRefused
@@ -68,14 +68,14 @@ from provider_node.workdir import entrypoint_for, fetch_inputs, outputs_cid
 log = logging.getLogger(__name__)
 
 _OUTCOME_KIND = {
-    Outcome.NONZERO_EXIT: FailureKind.NONZERO_EXIT,
-    Outcome.TIMEOUT: FailureKind.TIMEOUT,
-    Outcome.OOM: FailureKind.OOM,
-    Outcome.OUTPUT_TOO_LARGE: FailureKind.OUTPUT_TOO_LARGE,
-    Outcome.SANDBOX_ERROR: FailureKind.SANDBOX_ERROR,
-    Outcome.PIDS_LIMIT: FailureKind.PIDS_LIMIT,
-    Outcome.OUTPUT_REFUSED: FailureKind.OUTPUT_REFUSED,
-    Outcome.KILLED: FailureKind.KILLED,
+    RunOutcome.NONZERO_EXIT: FailureKind.NONZERO_EXIT,
+    RunOutcome.TIMEOUT: FailureKind.TIMEOUT,
+    RunOutcome.OOM: FailureKind.OOM,
+    RunOutcome.OUTPUT_TOO_LARGE: FailureKind.OUTPUT_TOO_LARGE,
+    RunOutcome.SANDBOX_ERROR: FailureKind.SANDBOX_ERROR,
+    RunOutcome.PIDS_LIMIT: FailureKind.PIDS_LIMIT,
+    RunOutcome.OUTPUT_REFUSED: FailureKind.OUTPUT_REFUSED,
+    RunOutcome.KILLED: FailureKind.KILLED,
 }
 
 
@@ -224,7 +224,7 @@ class JobWorker:
         memory = self.config.memory_bytes
         if plan.memory_bytes is not None:  # the spec may ask for less, never for more
             memory = max(16 << 20, min(memory, plan.memory_bytes))
-        limits = Limits(
+        limits = RunLimits(
             wall_time_s=wall,
             memory_bytes=memory,
             max_pids=self.config.max_pids,
@@ -266,7 +266,7 @@ class JobWorker:
                 self.metrics.job_finished(result.outcome, result.duration_s)
             if stream.fed_bytes == 0:  # a runtime without the live hook: send its tail
                 stream.feed(result.log_tail.encode("utf-8", "replace"))
-        if result.outcome is not Outcome.OK:
+        if result.outcome is not RunOutcome.OK:
             kind = _OUTCOME_KIND.get(result.outcome, FailureKind.SANDBOX_ERROR)
             detail = f"{result.outcome}: {result.detail}".strip()
             exit_class = exit_class_of(kind, full_timeout=wall >= plan.timeout_s)
@@ -300,9 +300,7 @@ class JobWorker:
                 raise _Failed(None, "this provider's Python lacks " + ", ".join(missing))
         return plan
 
-    async def _fetch_image(
-        self, job: PreparedJob, plan: JobPlan, record: JobRecord
-    ) -> PreparedJob:
+    async def _fetch_image(self, job: PreparedJob, plan: JobPlan, record: JobRecord) -> PreparedJob:
         """Pull and check a container job's image before its clock starts (a pull is not
         the job's runtime); the wall time left for the commit is measured again after."""
         assert isinstance(self.runtime, ContainerRuntime)

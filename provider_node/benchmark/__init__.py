@@ -9,7 +9,7 @@ from provider_node.benchmark.model import (
     BenchmarkResult,
     BenchmarkSettings,
     DeviceResult,
-    Fingerprint,
+    HostFingerprint,
     MatmulFigure,
 )
 from provider_node.benchmark.render import result_table
@@ -21,7 +21,7 @@ __all__ = [
     "BenchmarkResult",
     "BenchmarkSettings",
     "DeviceResult",
-    "Fingerprint",
+    "HostFingerprint",
     "MatmulFigure",
     "result_table",
     "run_benchmark",

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from protocol.files import write_atomic
-from provider_node.benchmark.model import BenchmarkResult, BenchmarkSettings, Fingerprint
+from provider_node.benchmark.model import BenchmarkResult, BenchmarkSettings, HostFingerprint
 
 
 def default_cache_dir() -> Path:
@@ -16,12 +16,12 @@ def default_cache_dir() -> Path:
     return Path(base) / "gpumarket"
 
 
-def cache_path(cache_dir: Path, fingerprint: Fingerprint) -> Path:
+def cache_path(cache_dir: Path, fingerprint: HostFingerprint) -> Path:
     return cache_dir / f"benchmark-{fingerprint.key()}.json"
 
 
 def load_cached(
-    cache_dir: Path, fingerprint: Fingerprint, settings: BenchmarkSettings
+    cache_dir: Path, fingerprint: HostFingerprint, settings: BenchmarkSettings
 ) -> BenchmarkResult | None:
     """The cached result for exactly this fingerprint and these settings, if there is one."""
     path = cache_path(cache_dir, fingerprint)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from protocol.errors import ConfigError
-from provider_node.benchmark.model import Fingerprint
+from provider_node.benchmark.model import HostFingerprint
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ def select_devices(selection: Sequence[str] | None = None) -> list[DeviceInfo]:
     return chosen
 
 
-def fingerprint_of(devices: Sequence[DeviceInfo]) -> Fingerprint:
+def fingerprint_of(devices: Sequence[DeviceInfo]) -> HostFingerprint:
     """The fingerprint of a benchmark over ``devices`` on this host."""
     backends = {d.backend for d in devices}
     driver: str | None = None
@@ -187,7 +187,7 @@ def fingerprint_of(devices: Sequence[DeviceInfo]) -> Fingerprint:
         driver = amdgpu_driver_version()
     elif "mps" in backends:
         driver = f"macOS {platform.mac_ver()[0]}"
-    return Fingerprint(
+    return HostFingerprint(
         device_models=tuple(d.name for d in devices),
         driver=driver,
         cuda=torch.version.cuda if "cuda" in backends else None,

@@ -15,7 +15,7 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Fingerprint(_Frozen):
+class HostFingerprint(_Frozen):
     """What a result depends on; two hosts with equal fingerprints compute bit-equal results.
 
     ``exact`` jobs are only paired across providers whose fingerprints are equal.
@@ -116,7 +116,7 @@ class BenchmarkResult(_Frozen):
     """One benchmark run over the selected devices of a host."""
 
     schema_version: int = 1
-    fingerprint: Fingerprint
+    fingerprint: HostFingerprint
     settings: BenchmarkSettings
     devices: tuple[DeviceResult, ...]
     measured_at: datetime

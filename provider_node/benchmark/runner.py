@@ -20,7 +20,7 @@ from provider_node.benchmark.model import (
     BenchmarkResult,
     BenchmarkSettings,
     DeviceResult,
-    Fingerprint,
+    HostFingerprint,
     MatmulFigure,
 )
 from provider_node.benchmark.peaks import peak_model, share
@@ -88,7 +88,7 @@ def run_benchmark(
     settings: BenchmarkSettings | None = None,
     cache_dir: Path | None = None,
     use_cache: bool = True,
-    fingerprint: Fingerprint | None = None,
+    fingerprint: HostFingerprint | None = None,
     progress: Progress | None = None,
 ) -> BenchmarkOutcome:
     """Benchmark the selected devices (see :func:`select_devices`), through the cache.

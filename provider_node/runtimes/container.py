@@ -48,9 +48,9 @@ from provider_node.runtimes.model import (
     JOB_ROOT,
     OUTPUTS_DIR,
     CommandEntrypoint,
-    Limits,
-    Outcome,
     PreparedJob,
+    RunLimits,
+    RunOutcome,
     RunResult,
     TorchEntrypoint,
 )
@@ -69,7 +69,7 @@ MAX_NOFILE = 1 << 16
 MAX_NPROC = 1 << 14
 
 
-def shm_bytes(limits: Limits) -> int:
+def shm_bytes(limits: RunLimits) -> int:
     """``/dev/shm`` for a job: half its memory (it counts against it), at least 64 MiB.
 
     Engines default to 64 MiB, which PyTorch DataLoader workers outgrow at once.
@@ -159,7 +159,7 @@ class ContainerRuntime:
 
     @staticmethod
     def _ulimits() -> list[str]:
-        """Limits within the host's: engines' defaults can exceed them and then fail to start.
+        """RunLimits within the host's: engines' defaults can exceed them and then fail to start.
 
         The process count is bounded per job by ``--pids-limit``; ``nproc`` counts every
         process of the user across the host, so it is only kept from breaking the start.
@@ -320,10 +320,10 @@ class ContainerRuntime:
         try:
             result = await supervise(launch)
             inspect = await self._call("inspect", "--format", "{{.State.OOMKilled}}", name)
-            if inspect.stdout.strip() == b"true" and result.outcome is not Outcome.TIMEOUT:
+            if inspect.stdout.strip() == b"true" and result.outcome is not RunOutcome.TIMEOUT:
                 detail = f"memory limit of {job.limits.memory_bytes} bytes exceeded"
                 return RunResult(
-                    Outcome.OOM,
+                    RunOutcome.OOM,
                     result.exit_code,
                     result.duration_s,
                     result.log_tail,

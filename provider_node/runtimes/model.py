@@ -27,7 +27,7 @@ OUTPUTS_DIR = "outputs"
 
 
 @dataclass(frozen=True)
-class Limits:
+class RunLimits:
     """Resource bounds of one run. Every field is enforced, none is advisory."""
 
     wall_time_s: float
@@ -87,7 +87,7 @@ class PreparedJob:
     job_id: str
     work_dir: Path
     entrypoint: Entrypoint
-    limits: Limits
+    limits: RunLimits
     seed: int = 0
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     gpus: tuple[int, ...] = ()
@@ -105,7 +105,7 @@ class PreparedJob:
         return self.work_dir / OUTPUTS_DIR
 
 
-class Outcome(enum.StrEnum):
+class RunOutcome(enum.StrEnum):
     """How a run ended, from the provider's point of view."""
 
     OK = "ok"
@@ -128,7 +128,7 @@ class RunResult:
     by a signal the runtime cannot see through); ``detail`` says why for any outcome but ok.
     """
 
-    outcome: Outcome
+    outcome: RunOutcome
     exit_code: int | None
     duration_s: float
     log_tail: str
@@ -139,4 +139,4 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome is Outcome.OK
+        return self.outcome is RunOutcome.OK

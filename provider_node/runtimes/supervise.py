@@ -27,7 +27,7 @@ import trio
 from protocol.errors import SandboxError
 from provider_node.runtimes.cgroups import JobCgroup
 from provider_node.runtimes.child import ChildProcess, start_child
-from provider_node.runtimes.model import Limits, Outcome, OutputSink, RunResult
+from provider_node.runtimes.model import OutputSink, RunLimits, RunOutcome, RunResult
 from provider_node.runtimes.outputs import OutputScan, scan_outputs
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class Launch:
     env: Mapping[str, str]
     cwd: Path
     outputs_dir: Path
-    limits: Limits
+    limits: RunLimits
     cgroup: JobCgroup | None = None
     term_grace_s: float = 2.0
     poll_interval_s: float = 0.25
@@ -143,7 +143,7 @@ async def supervise(launch: Launch) -> RunResult:
     try:
         proc = await spawn_parked(_wrap(launch), launch.env, launch.cwd, launch.cgroup)
     except SandboxError as exc:
-        return RunResult(Outcome.SANDBOX_ERROR, None, 0.0, "", detail=str(exc))
+        return RunResult(RunOutcome.SANDBOX_ERROR, None, 0.0, "", detail=str(exc))
     return await watch(launch, proc, started)
 
 
@@ -233,23 +233,23 @@ def _classify(
     if group is not None and limits.cpus is not None:
         throttled = group.cpu_throttled()
 
-    def result(outcome: Outcome, detail: str = "") -> RunResult:
+    def result(outcome: RunOutcome, detail: str = "") -> RunResult:
         return RunResult(outcome, code, duration, tail.text(), scan.total_bytes, detail, throttled)
 
     if timed_out:
-        return result(Outcome.TIMEOUT, f"wall time of {limits.wall_time_s:g} s exceeded")
+        return result(RunOutcome.TIMEOUT, f"wall time of {limits.wall_time_s:g} s exceeded")
     if group is not None and group.oom_killed():
-        return result(Outcome.OOM, f"memory limit of {limits.memory_bytes} bytes exceeded")
+        return result(RunOutcome.OOM, f"memory limit of {limits.memory_bytes} bytes exceeded")
     if scan.too_large or code == 128 + signal.SIGXFSZ:
-        return result(Outcome.OUTPUT_TOO_LARGE, scan.problem or "a file hit the output bound")
+        return result(RunOutcome.OUTPUT_TOO_LARGE, scan.problem or "a file hit the output bound")
     if scan.problem is not None:
-        return result(Outcome.OUTPUT_REFUSED, scan.problem)
+        return result(RunOutcome.OUTPUT_REFUSED, scan.problem)
     if code != 0 and group is not None and group.pids_limit_hit():
-        return result(Outcome.PIDS_LIMIT, f"process limit of {limits.max_pids} reached")
+        return result(RunOutcome.PIDS_LIMIT, f"process limit of {limits.max_pids} reached")
     if code == 0:
-        return result(Outcome.OK)
+        return result(RunOutcome.OK)
     if code is not None and code > 128 and code - 128 in (signal.SIGKILL, signal.SIGTERM):
-        return result(Outcome.KILLED, f"killed by signal {code - 128}")
+        return result(RunOutcome.KILLED, f"killed by signal {code - 128}")
     if code is None:
         raise SandboxError("the job process has no exit status after it was reaped")
-    return result(Outcome.NONZERO_EXIT, f"exit status {code}")
+    return result(RunOutcome.NONZERO_EXIT, f"exit status {code}")

@@ -17,13 +17,13 @@ import pytest
 from provider_node.runtimes import (
     CommandEntrypoint,
     ContainerRuntime,
-    Limits,
     PreparedJob,
+    RunLimits,
     TorchEntrypoint,
 )
 from tests.provider_node.containerimage import derive_image, import_image, write_python_rootfs
 
-DEFAULT_LIMITS = Limits(
+DEFAULT_LIMITS = RunLimits(
     wall_time_s=30, memory_bytes=512 << 20, max_pids=64, max_output_bytes=1 << 20
 )
 
@@ -38,7 +38,7 @@ def make_job(tmp_path: Path) -> MakeJob:
     def build(
         code: str,
         *,
-        limits: Limits = DEFAULT_LIMITS,
+        limits: RunLimits = DEFAULT_LIMITS,
         torch: bool = False,
         seed: int = 7,
         args: tuple[str, ...] = (),

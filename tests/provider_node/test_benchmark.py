@@ -11,7 +11,12 @@ import torch
 from typer.testing import CliRunner
 
 from protocol.errors import ConfigError
-from provider_node.benchmark import BenchmarkResult, BenchmarkSettings, Fingerprint, run_benchmark
+from provider_node.benchmark import (
+    BenchmarkResult,
+    BenchmarkSettings,
+    HostFingerprint,
+    run_benchmark,
+)
 from provider_node.benchmark import runner as runner_module
 from provider_node.benchmark.cache import cache_path
 from provider_node.benchmark.devices import fingerprint_of, select_devices
@@ -79,7 +84,7 @@ def test_fingerprint_and_device_selection() -> None:
     fp = fingerprint_of(cpu)
     assert fp == fingerprint_of(cpu) and fp.key() == fingerprint_of(cpu).key()
     assert fp.cuda is None and fp.rocm is None and fp.device_models == (cpu[0].name,)
-    changed = Fingerprint(device_models=fp.device_models, torch=fp.torch, cuda="12.4")
+    changed = HostFingerprint(device_models=fp.device_models, torch=fp.torch, cuda="12.4")
     assert changed.key() != fp.key()
     if not torch.cuda.is_available():
         assert [d.device for d in select_devices(None)] == ["cpu"]

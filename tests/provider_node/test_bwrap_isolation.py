@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from provider_node.runtimes import BwrapRuntime, Limits, Outcome
+from provider_node.runtimes import BwrapRuntime, RunLimits, RunOutcome
 from tests.provider_node.conftest import MakeJob
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -50,7 +50,7 @@ async def test_no_network(listener: socket.socket, make_job: MakeJob) -> None:
         args=(str(port),),
     )
     result = await RUNTIME.run(job)
-    assert result.outcome is Outcome.OK, result
+    assert result.outcome is RunOutcome.OK, result
     assert "CONNECTED" not in result.log_tail
     assert result.log_tail.count("blocked") == 3
     listener.setblocking(False)
@@ -79,7 +79,7 @@ async def test_cannot_write_outside_outputs(tmp_path: Path, make_job: MakeJob) -
         args=(str(target), str(Path.home() / "escaped.txt")),
     )
     result = await RUNTIME.run(job)
-    assert result.outcome is Outcome.OK, result
+    assert result.outcome is RunOutcome.OK, result
     assert "WROTE" not in result.log_tail, result.log_tail
     assert result.log_tail.count("refused") == 8
     assert not target.exists()
@@ -112,7 +112,7 @@ async def test_cannot_read_provider_keystore_or_home(
         args=(str(keystore),),
     )
     result = await RUNTIME.run(job)
-    assert result.outcome is Outcome.OK, result
+    assert result.outcome is RunOutcome.OK, result
     assert "very-secret-provider-key" not in result.log_tail
     assert "READ /home ['job']" in result.log_tail  # only the job's own, empty home
     assert result.log_tail.count("READ") == 1
@@ -131,7 +131,7 @@ async def test_cannot_read_provider_keystore_or_home(
 
 
 async def test_fork_bomb_is_bounded_and_runtime_keeps_serving(make_job: MakeJob) -> None:
-    limits = Limits(wall_time_s=20, memory_bytes=512 << 20, max_pids=64, max_output_bytes=1024)
+    limits = RunLimits(wall_time_s=20, memory_bytes=512 << 20, max_pids=64, max_output_bytes=1024)
     job = make_job(
         """
         import os, sys, time
@@ -150,33 +150,37 @@ async def test_fork_bomb_is_bounded_and_runtime_keeps_serving(make_job: MakeJob)
         limits=limits,
     )
     result = await RUNTIME.run(job)
-    assert result.outcome is Outcome.PIDS_LIMIT, result
+    assert result.outcome is RunOutcome.PIDS_LIMIT, result
     assert "fork refused after" in result.log_tail
     made = int(result.log_tail.split("fork refused after")[1].split()[0])
     assert made < 64
     assert result.duration_s < 15  # the sleeping children were killed with the job
     assert subprocess.run(["true"], check=False).returncode == 0
     after = await RUNTIME.run(make_job("print('still serving')"))
-    assert after.outcome is Outcome.OK and "still serving" in after.log_tail
+    assert after.outcome is RunOutcome.OK and "still serving" in after.log_tail
 
 
 async def test_oom_then_timeout_then_normal_job(make_job: MakeJob) -> None:
     oom = await RUNTIME.run(
         make_job(
             "block = b'\\x01' * (1 << 30)",
-            limits=Limits(wall_time_s=60, memory_bytes=256 << 20, max_pids=64, max_output_bytes=1),
+            limits=RunLimits(
+                wall_time_s=60, memory_bytes=256 << 20, max_pids=64, max_output_bytes=1
+            ),
         )
     )
-    assert oom.outcome is Outcome.OOM
+    assert oom.outcome is RunOutcome.OOM
     slow = await RUNTIME.run(
         make_job(
             "import time\ntime.sleep(30)",
-            limits=Limits(wall_time_s=2, memory_bytes=256 << 20, max_pids=64, max_output_bytes=1),
+            limits=RunLimits(
+                wall_time_s=2, memory_bytes=256 << 20, max_pids=64, max_output_bytes=1
+            ),
         )
     )
-    assert slow.outcome is Outcome.TIMEOUT
+    assert slow.outcome is RunOutcome.TIMEOUT
     normal = await RUNTIME.run(make_job("open('outputs/ok', 'w').write('ok')"))
-    assert normal.outcome is Outcome.OK
+    assert normal.outcome is RunOutcome.OK
     assert normal.output_bytes == 2
 
 
@@ -192,7 +196,7 @@ async def test_sandbox_view_is_minimal(make_job: MakeJob) -> None:
         """
     )
     result = await RUNTIME.run(job)
-    assert result.outcome is Outcome.OK, result
+    assert result.outcome is RunOutcome.OK, result
     assert "uid 65534" in result.log_tail
     assert "nvidia" not in result.log_tail
     assert "pid True" in result.log_tail  # own pid namespace

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from provider_node.runtimes import BwrapRuntime, Limits, Outcome, PreparedJob
+from provider_node.runtimes import BwrapRuntime, PreparedJob, RunLimits, RunOutcome
 from tests.provider_node.conftest import MakeJob
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -28,7 +28,7 @@ np.save(out / "product.npy", c.numpy())
 print("torch", torch.__version__, "sum", float(c.sum()))
 """
 
-LIMITS = Limits(wall_time_s=120, memory_bytes=2 << 30, max_pids=256, max_output_bytes=1 << 20)
+LIMITS = RunLimits(wall_time_s=120, memory_bytes=2 << 30, max_pids=256, max_output_bytes=1 << 20)
 
 
 def _digest(job: PreparedJob) -> dict[str, str]:
@@ -43,7 +43,7 @@ async def test_seeded_matmul_is_byte_identical(make_job: MakeJob) -> None:
     first, second = (make_job(MATMUL_JOB, torch=True, limits=LIMITS, seed=11) for _ in range(2))
     for job in (first, second):
         result = await runtime.run(job)
-        assert result.outcome is Outcome.OK, result
+        assert result.outcome is RunOutcome.OK, result
         print(f"torch job took {result.duration_s:.1f} s")
     assert _digest(first) == _digest(second)
     # The launcher seeded torch with the job's seed: the host reproduces the product.

@@ -25,9 +25,9 @@ from protocol.messages import Commitment, HandBack
 from provider_node.jobstore import Phase
 from provider_node.runtimes import (
     CommandEntrypoint,
-    Limits,
-    Outcome,
     PreparedJob,
+    RunLimits,
+    RunOutcome,
     TorchEntrypoint,
 )
 from provider_node.runtimes.container import shm_bytes
@@ -39,7 +39,7 @@ from tests.provider_node.test_bwrap_torch import MATMUL_JOB
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-LIMITS = Limits(wall_time_s=60, memory_bytes=256 << 20, max_pids=64, max_output_bytes=1 << 20)
+LIMITS = RunLimits(wall_time_s=60, memory_bytes=256 << 20, max_pids=64, max_output_bytes=1 << 20)
 
 PROBE_JOB = """
 import json, os, socket
@@ -77,7 +77,7 @@ def container_job(
     code: str,
     image: str,
     *,
-    limits: Limits = LIMITS,
+    limits: RunLimits = LIMITS,
     gpus: tuple[int, ...] = (),
 ) -> PreparedJob:
     work = tmp_path / f"work-{uuid.uuid4().hex[:8]}"
@@ -126,7 +126,7 @@ async def test_job_writes_only_its_outputs_and_reaches_no_network(
 ) -> None:
     job = container_job(tmp_path, PROBE_JOB, container_images.python)
     result = await container_images.runtime().run(job)
-    assert result.outcome is Outcome.OK, result
+    assert result.outcome is RunOutcome.OK, result
     assert "probe done" in result.log_tail
     report = json.loads((job.outputs_dir / "report.json").read_text())
     assert report["uid"] == 65534 and report["cwd"] == "/job" and report["seed"] == "11"
@@ -147,7 +147,7 @@ async def test_memory_limit_stops_the_job(
         "print('allocating', flush=True)\nblocks = [bytearray(16 << 20) for _ in range(16)]\n"
         "open('outputs/survived', 'w').write('256 MiB')\n"
     )
-    limits = Limits(wall_time_s=60, memory_bytes=64 << 20, max_pids=64, max_output_bytes=1 << 20)
+    limits = RunLimits(wall_time_s=60, memory_bytes=64 << 20, max_pids=64, max_output_bytes=1 << 20)
     job = container_job(tmp_path, code, container_images.python, limits=limits)
     result = await container_images.runtime().run(job)
     assert "allocating" in result.log_tail
@@ -155,17 +155,17 @@ async def test_memory_limit_stops_the_job(
     # The kernel's OOM killer ends the job. The engine says so (State.OOMKilled) where its
     # monitor sees the memory cgroup's events; podman 4.3 on a host with cgroup v1 beside a
     # v2 mount does not, and the job then ends as killed by SIGKILL.
-    assert (result.outcome, result.exit_code) in {(Outcome.OOM, 137), (Outcome.KILLED, 137)}
+    assert (result.outcome, result.exit_code) in {(RunOutcome.OOM, 137), (RunOutcome.KILLED, 137)}
 
 
 async def test_timeout_stops_and_removes_the_container(
     container_images: ContainerImages, tmp_path: Path
 ) -> None:
     code = "import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n"
-    limits = Limits(wall_time_s=3, memory_bytes=64 << 20, max_pids=64, max_output_bytes=1 << 20)
+    limits = RunLimits(wall_time_s=3, memory_bytes=64 << 20, max_pids=64, max_output_bytes=1 << 20)
     job = container_job(tmp_path, code, container_images.python, limits=limits)
     result = await container_images.runtime(term_grace_s=1.0).run(job)
-    assert result.outcome is Outcome.TIMEOUT, result
+    assert result.outcome is RunOutcome.TIMEOUT, result
     assert not container_left(container_images, job)
 
 
@@ -174,7 +174,7 @@ async def test_failing_job_keeps_its_exit_code(
 ) -> None:
     job = container_job(tmp_path, "import sys\nsys.exit(3)\n", container_images.python)
     result = await container_images.runtime().run(job)
-    assert (result.outcome, result.exit_code) == (Outcome.NONZERO_EXIT, 3)
+    assert (result.outcome, result.exit_code) == (RunOutcome.NONZERO_EXIT, 3)
 
 
 async def test_tagged_image_is_refused_before_running(
@@ -265,13 +265,11 @@ async def test_torch_job_runs_through_the_launcher_in_the_torch_image(
     job = container_job(tmp_path, MATMUL_JOB, container_images.python, limits=TORCH_LIMITS)
     job = replace(job, entrypoint=TorchEntrypoint("inputs/code/main.py"), image=None)
     result = await container_images.runtime().run(job)
-    assert result.outcome is Outcome.OK, result
+    assert result.outcome is RunOutcome.OK, result
     assert "torch 2." in result.log_tail
     torch.manual_seed(11)
     a, b = torch.randn(128, 96), torch.randn(96, 64)
-    np.testing.assert_array_equal(
-        np.load(job.outputs_dir / "product.npy"), (a @ b).tanh().numpy()
-    )
+    np.testing.assert_array_equal(np.load(job.outputs_dir / "product.npy"), (a @ b).tanh().numpy())
     # String hashing is the same fixed one as in every sandbox.
     host_order = subprocess.run(
         [sys.executable, "-c", "print(','.join(sorted({'alpha', 'beta', 'gamma'}, key=hash)))"],

@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from protocol.errors import SandboxError
-from provider_node.runtimes import BwrapRuntime, Limits, Outcome, PreparedJob
+from provider_node.runtimes import BwrapRuntime, PreparedJob, RunLimits, RunOutcome
 from provider_node.runtimes.cgroups import create_job_cgroup
 from provider_node.runtimes.gpudevices import CONTROL_NODES, GpuDevices
 from tests.provider_node.conftest import DEFAULT_LIMITS, MakeJob
@@ -88,7 +88,7 @@ async def test_two_jobs_at_once_each_open_only_their_own_gpus(
         nursery.start_soon(run, "second", second)
     seen = {}
     for name, result in results.items():
-        assert result.outcome is Outcome.OK, result
+        assert result.outcome is RunOutcome.OK, result
         seen[name] = json.loads(result.log_tail.strip().splitlines()[-1])
     # GPU 0 is the driver's minor 2; GPUs 1 and 2 are minors 0 and 3.
     assert {
@@ -118,7 +118,7 @@ async def test_two_jobs_at_once_each_open_only_their_own_gpus(
 
 async def test_a_job_without_gpus_gets_no_gpu_node(make_job: MakeJob, devices: GpuDevices) -> None:
     result = await BwrapRuntime(term_grace_s=0.5, devices=devices).run(probe(make_job, ()))
-    assert result.outcome is Outcome.OK, result
+    assert result.outcome is RunOutcome.OK, result
     seen = json.loads(result.log_tail.strip().splitlines()[-1])
     assert {v for n, v in seen.items() if not n.startswith(("mknod", "visible"))} == {
         "FileNotFoundError"
@@ -172,19 +172,19 @@ async def test_the_cpu_quota_holds_the_job_back(make_job: MakeJob) -> None:
     runtime = BwrapRuntime(term_grace_s=0.5)
     limited = make_job(SPIN, limits=dataclasses.replace(DEFAULT_LIMITS, cpus=0.2))
     result = await runtime.run(limited)
-    assert result.outcome is Outcome.OK and "spun" in result.log_tail, result
+    assert result.outcome is RunOutcome.OK and "spun" in result.log_tail, result
     if _cpu_controller() is not None:
         assert result.cpu_throttled is None
         return
     assert result.cpu_throttled is not None and result.cpu_throttled > 0
     roomy = make_job(SPIN, limits=dataclasses.replace(DEFAULT_LIMITS, cpus=8.0))
     free = await runtime.run(roomy)
-    assert free.outcome is Outcome.OK and free.cpu_throttled == 0
+    assert free.outcome is RunOutcome.OK and free.cpu_throttled == 0
 
 
 def test_limits_refuse_a_nonsense_quota() -> None:
     with pytest.raises(SandboxError, match="cpus must lie"):
-        Limits(wall_time_s=1, memory_bytes=1 << 30, max_pids=8, max_output_bytes=0, cpus=0)
+        RunLimits(wall_time_s=1, memory_bytes=1 << 30, max_pids=8, max_output_bytes=0, cpus=0)
 
 
 def test_a_listing_that_cannot_place_a_gpu_fails_the_run_rather_than_guess(

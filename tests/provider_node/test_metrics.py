@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from provider_node.metrics import NodeFigures, ProviderMetrics, serve_metrics
-from provider_node.runtimes import Outcome
+from provider_node.runtimes import RunOutcome
 
 
 class FakeNvml:
@@ -29,9 +29,9 @@ class FakeNvml:
 
 def test_jobs_by_outcome_and_duration() -> None:
     metrics = ProviderMetrics(use_nvml=False)
-    metrics.job_finished(Outcome.OK, 3.0)
-    metrics.job_finished(Outcome.OK, 20.0)
-    metrics.job_finished(Outcome.TIMEOUT, 600.0)
+    metrics.job_finished(RunOutcome.OK, 3.0)
+    metrics.job_finished(RunOutcome.OK, 20.0)
+    metrics.job_finished(RunOutcome.TIMEOUT, 600.0)
     value = metrics.registry.get_sample_value
     assert value("gpumarket_provider_jobs_total", {"outcome": "ok"}) == 2
     assert value("gpumarket_provider_jobs_total", {"outcome": "timeout"}) == 1
@@ -55,7 +55,7 @@ def test_gpu_utilization_from_nvml() -> None:
 @pytest.mark.timeout(30)
 def test_served_on_loopback() -> None:
     metrics = ProviderMetrics(use_nvml=False)
-    metrics.job_finished(Outcome.OOM, 1.5)
+    metrics.job_finished(RunOutcome.OOM, 1.5)
     server = serve_metrics(metrics, port=0)
     try:
         assert server.url == f"http://127.0.0.1:{server.port}/metrics"

@@ -9,7 +9,7 @@ from provider_node.benchmark.model import (
     BenchmarkResult,
     BenchmarkSettings,
     DeviceResult,
-    Fingerprint,
+    HostFingerprint,
     MatmulFigure,
 )
 from provider_node.profile import offer_from_benchmark
@@ -29,7 +29,7 @@ def device(index: int, backend: str = "cuda") -> DeviceResult:
 
 def result(*devices: DeviceResult) -> BenchmarkResult:
     return BenchmarkResult(
-        fingerprint=Fingerprint(
+        fingerprint=HostFingerprint(
             device_models=tuple(d.name for d in devices),
             driver="580.159",
             cuda="13.0",

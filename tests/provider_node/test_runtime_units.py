@@ -14,9 +14,9 @@ from provider_node.runtimes import (
     BwrapRuntime,
     CommandEntrypoint,
     ContainerRuntime,
-    Limits,
     PreparedJob,
     ProcessRuntime,
+    RunLimits,
     TorchEntrypoint,
     create_runtime,
     default_runtime_name,
@@ -62,11 +62,11 @@ async def test_process_runtime_is_refused_unless_unsafe(make_job: MakeJob) -> No
 
 def test_limits_are_validated() -> None:
     with pytest.raises(SandboxError):
-        Limits(wall_time_s=0, memory_bytes=1 << 30, max_pids=8, max_output_bytes=0)
+        RunLimits(wall_time_s=0, memory_bytes=1 << 30, max_pids=8, max_output_bytes=0)
     with pytest.raises(SandboxError):
-        Limits(wall_time_s=1, memory_bytes=1024, max_pids=8, max_output_bytes=0)
+        RunLimits(wall_time_s=1, memory_bytes=1024, max_pids=8, max_output_bytes=0)
     with pytest.raises(SandboxError):
-        Limits(wall_time_s=1, memory_bytes=1 << 30, max_pids=1, max_output_bytes=0)
+        RunLimits(wall_time_s=1, memory_bytes=1 << 30, max_pids=1, max_output_bytes=0)
 
 
 def test_job_env_is_built_from_nothing(make_job: MakeJob, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -172,7 +172,7 @@ def test_podman_argv_passes_gpus_as_cdi_devices(make_job: MakeJob) -> None:
 
 
 def test_shm_grows_with_the_job_memory(make_job: MakeJob) -> None:
-    job = make_job("", limits=Limits(wall_time_s=1, memory_bytes=32 << 20, max_pids=8,
+    job = make_job("", limits=RunLimits(wall_time_s=1, memory_bytes=32 << 20, max_pids=8,
                                       max_output_bytes=0))  # fmt: skip
     argv = ContainerRuntime(torch_image=IMAGE).argv(_gpu_job(make_job, ()), "x")
     small = ContainerRuntime(torch_image=IMAGE).argv(

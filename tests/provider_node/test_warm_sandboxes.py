@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from provider_node.runtimes import BwrapRuntime, Limits, Outcome, PreparedJob, RunResult
+from provider_node.runtimes import BwrapRuntime, PreparedJob, RunLimits, RunOutcome, RunResult
 from provider_node.runtimes.warm import SlotHold, WarmSlot
 from provider_node.runtimes.warmpool import PoolConfig, WarmPool
 from tests.provider_node.conftest import MakeJob
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-LIMITS = Limits(wall_time_s=120, memory_bytes=2 << 30, max_pids=256, max_output_bytes=1 << 20)
+LIMITS = RunLimits(wall_time_s=120, memory_bytes=2 << 30, max_pids=256, max_output_bytes=1 << 20)
 
 # Everything a job could tell apart between a warm and a cold start, written to its outputs.
 PROBE_JOB = """
@@ -103,7 +103,7 @@ async def test_warm_start_gives_the_cold_result(pool: WarmPool, make_job: MakeJo
     )
     cold = await pool.runtime.run(cold_job)
     warm = await _warm_run(pool, warm_job)
-    assert cold.outcome is Outcome.OK and warm.outcome is Outcome.OK, (cold, warm)
+    assert cold.outcome is RunOutcome.OK and warm.outcome is RunOutcome.OK, (cold, warm)
     assert warm.log_tail == cold.log_tail
     assert _facts(warm_job) == _facts(cold_job)
     assert _digest(warm_job) == _digest(cold_job)
@@ -215,19 +215,19 @@ async def test_limits_and_wall_clock_apply_from_hand_off(pool: WarmPool, make_jo
     roomy = await _warm_run(
         pool, make_job("block = b'\\x01' * (1 << 30)\nprint(len(block))", torch=True, limits=LIMITS)
     )
-    assert roomy.outcome is Outcome.OK, roomy
-    small = Limits(wall_time_s=60, memory_bytes=768 << 20, max_pids=64, max_output_bytes=1000)
+    assert roomy.outcome is RunOutcome.OK, roomy
+    small = RunLimits(wall_time_s=60, memory_bytes=768 << 20, max_pids=64, max_output_bytes=1000)
     oom = await _warm_run(pool, make_job("block = b'\\x01' * (2 << 30)", torch=True, limits=small))
-    assert oom.outcome is Outcome.OOM, oom
+    assert oom.outcome is RunOutcome.OOM, oom
     big = await _warm_run(
         pool,
         make_job("open('/job/outputs/big', 'wb').write(b'x' * 5000)", torch=True, limits=small),
     )
-    assert big.outcome is Outcome.OUTPUT_TOO_LARGE, big
+    assert big.outcome is RunOutcome.OUTPUT_TOO_LARGE, big
     assert big.output_bytes == 1001  # cut by the file size bound the hand-off set
-    quick = Limits(wall_time_s=3, memory_bytes=768 << 20, max_pids=64, max_output_bytes=1000)
+    quick = RunLimits(wall_time_s=3, memory_bytes=768 << 20, max_pids=64, max_output_bytes=1000)
     slow = await _warm_run(pool, make_job("import time\ntime.sleep(30)", torch=True, limits=quick))
-    assert slow.outcome is Outcome.TIMEOUT, slow
+    assert slow.outcome is RunOutcome.TIMEOUT, slow
 
 
 async def _until_ready(pool: WarmPool, count: int) -> tuple[int, int]:

@@ -36,7 +36,7 @@ from protocol.messages import (
 )
 from provider_node.gpus import GpuPool
 from provider_node.jobstore import Phase, SequenceFile
-from provider_node.runtimes import Limits, Outcome, PreparedJob, ProcessRuntime, RunResult
+from provider_node.runtimes import PreparedJob, ProcessRuntime, RunLimits, RunOutcome, RunResult
 from provider_node.worker import _OUTCOME_KIND, JobWorker, WorkerConfig
 from tests.provider_node.chainworld import PRICE
 from tests.provider_node.jobharness import FakeReporter, Harness, wait_for
@@ -182,7 +182,7 @@ async def test_failing_job_reports_commits_its_failure_and_server_keeps_serving(
 
 
 def test_every_failed_outcome_has_its_own_failure_kind() -> None:
-    failed = [o for o in Outcome if o is not Outcome.OK]
+    failed = [o for o in RunOutcome if o is not RunOutcome.OK]
     assert sorted(_OUTCOME_KIND) == sorted(failed)
     assert all(_OUTCOME_KIND[o].value == o.value for o in failed)
 
@@ -385,7 +385,7 @@ class RecordingRuntime(ProcessRuntime):
 
     def __init__(self) -> None:
         super().__init__(unsafe=True)
-        self.limits: list[Limits] = []
+        self.limits: list[RunLimits] = []
 
     async def run(self, job: PreparedJob) -> RunResult:
         self.limits.append(job.limits)
