@@ -37,7 +37,7 @@ import time
 import numpy as np
 
 from coordinator.errors import NoCandidates
-from coordinator.matching.columns import DTYPE_INDEX, RUNTIME_BITS, Offer, ProviderColumns
+from coordinator.matching.columns import DTYPE_INDEX, RUNTIME_BITS, AdvertRow, ProviderColumns
 from coordinator.matching.matcher import Matcher
 from coordinator.matching.requirements import Requirements
 from protocol.compat import Platform, Requires
@@ -84,7 +84,7 @@ def build_book(n: int, rng: random.Random) -> ProviderColumns:
         count = 0 if model == "CPU" else rng.choice([1, 1, 2, 4, 8])
         speed = rng.uniform(0.6, 1.0)
         address = "0x" + f"{i:040x}"
-        offer = Offer(
+        offer = AdvertRow(
             address=address,
             peer_id=f"16Uiu2bench{i}",
             multiaddrs=(f"/ip4/127.0.0.1/tcp/{10000 + i % 50000}",),
@@ -140,7 +140,7 @@ def job_mix(
     return jobs
 
 
-def advert_updates(cols: ProviderColumns, rng: random.Random, count: int) -> list[Offer]:
+def advert_updates(cols: ProviderColumns, rng: random.Random, count: int) -> list[AdvertRow]:
     """Fresh adverts for random providers of ``cols``: new load, free GPUs and prices."""
     updates = []
     for _ in range(count):
@@ -150,7 +150,7 @@ def advert_updates(cols: ProviderColumns, rng: random.Random, count: int) -> lis
         tflops = {d: float(cols.tflops[slot, i]) for d, i in DTYPE_INDEX.items()}
         drift = rng.uniform(0.9, 1.1)
         updates.append(
-            Offer(
+            AdvertRow(
                 address=cols.addresses[slot],
                 peer_id=cols.peer_ids[slot],
                 multiaddrs=cols.multiaddrs[slot],

@@ -28,7 +28,7 @@ from protocol.packages import MAX_OFFERED, NAME_PATTERN, normal_name
 from protocol.registry import ADVERT_TOPIC, MAX_ADVERT_BYTES, MAX_MULTIADDRS
 from protocol.signing import encode_signed, sign_message
 from provider_node.jobstore import SequenceFile
-from provider_node.profile import Offer
+from provider_node.profile import HostOffer
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Advertiser:
         self,
         node: Node,
         identity: Identity,
-        offer: Offer,
+        offer: HostOffer,
         *,
         price_per_gpu_hour: Wei,
         price_per_cpu_hour: Wei,

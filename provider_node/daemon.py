@@ -55,7 +55,7 @@ from provider_node.jobstore import JobStore, SequenceFile
 from provider_node.metrics import NodeFigures, ProviderMetrics, serve_metrics
 from provider_node.offers import OfferDesk
 from provider_node.policy import consent_policy
-from provider_node.profile import Offer, measure_offer
+from provider_node.profile import HostOffer, measure_offer
 from provider_node.reporter import P2PReporter
 from provider_node.runtimes import CONTAINER_RUNTIMES, BwrapRuntime, Runtime, create_runtime
 from provider_node.runtimes.warm import SlotHold
@@ -120,7 +120,7 @@ def warm_pool(settings: ProviderSettings, runtime: Runtime, gpus: GpuPool) -> Wa
     )
 
 
-def challenge_gpus(offer: Offer) -> tuple[int, ...]:
+def challenge_gpus(offer: HostOffer) -> tuple[int, ...]:
     """The GPU a benchmark challenge runs on (``cuda:1`` -> (1,)); () for the CPU."""
     kind, _, number = offer.device.partition(":")
     if kind != "cuda" or not offer.gpu_indices:
@@ -164,7 +164,7 @@ class ProviderNode:
         chain_time: Callable[[], int] | None = None,
         store: ContentStore | None = None,
         runtime: Runtime | None = None,
-        offer: Offer | None = None,
+        offer: HostOffer | None = None,
         gpu_probe: Probe | None = None,
     ) -> None:
         self.settings = settings

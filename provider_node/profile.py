@@ -18,7 +18,7 @@ from provider_node.benchmark import BenchmarkResult
 
 
 @dataclass(frozen=True)
-class Offer:
+class HostOffer:
     """The fixed part of this provider's adverts."""
 
     gpus: tuple[GpuInfo, ...]
@@ -35,7 +35,7 @@ def offer_from_benchmark(
     cpu_only: bool,
     capabilities: Mapping[int, str] | None = None,
     driver_cuda: str | None = None,
-) -> Offer:
+) -> HostOffer:
     """The offer of a benchmarked host (GPUs are offered when present, else the CPU).
     ``capabilities`` (compute capability per CUDA index) and ``driver_cuda`` (the newest CUDA
     the driver supports) are read live, not cached with the benchmark."""
@@ -77,7 +77,7 @@ def offer_from_benchmark(
         )
         for d, i in zip(gpu_results, indices, strict=True)
     )
-    return Offer(
+    return HostOffer(
         gpus=gpus,
         gpu_indices=indices,
         benchmark=Benchmark(
@@ -95,7 +95,7 @@ def _index(device: str) -> int:
     return int(number) if number.isdigit() else 0
 
 
-def measure_offer(cache_dir: Path, *, cpu_only: bool) -> Offer:
+def measure_offer(cache_dir: Path, *, cpu_only: bool) -> HostOffer:
     """Benchmark (or read the cached result for this hardware) and build the offer.
 
     Blocking: torch runs in the calling thread.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coordinator.matching.capacity import CapacityLedger
-from coordinator.matching.columns import DTYPE_INDEX, Offer, ProviderColumns
+from coordinator.matching.columns import DTYPE_INDEX, AdvertRow, ProviderColumns
 from protocol.compat import BACKEND_VENDOR, Platform, lowest_capability
 from protocol.errors import MessageError, SignatureError
 from protocol.ids import PeerId
@@ -54,9 +54,9 @@ def platform_of(advert: Advert) -> Platform:
     )
 
 
-def offer_of(advert: Advert, seen_at: float) -> Offer:
+def offer_of(advert: Advert, seen_at: float) -> AdvertRow:
     memory = min((g.memory_bytes for g in advert.gpus), default=0)
-    return Offer(
+    return AdvertRow(
         address=advert.provider,
         peer_id=advert.peer_id,
         multiaddrs=tuple(advert.multiaddrs),

@@ -35,7 +35,7 @@ NO_GPU = Platform(vendor=None, models=())
 
 
 @dataclass(frozen=True)
-class Offer:
+class AdvertRow:
     """What one advert says, flattened for the columns (amounts in token units)."""
 
     address: str
@@ -230,7 +230,7 @@ class ProviderColumns:
             codes[s] = renumber.get(int(old_codes[s]), -1)
         setattr(self, column, codes)
 
-    def upsert(self, offer: Offer) -> int:
+    def upsert(self, offer: AdvertRow) -> int:
         """Write ``offer`` into its provider's slot (allocating one for a newcomer)."""
         slot = self._slot_of.get(offer.address)
         if slot is None:

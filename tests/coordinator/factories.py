@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from coordinator.matching.columns import Offer
+from coordinator.matching.columns import AdvertRow
 from coordinator.store import JobRecord
 from protocol.lifecycle import JobState
 
@@ -39,7 +39,7 @@ def job_record(n: int = 1, **overrides: Any) -> JobRecord:
     return JobRecord(**fields)
 
 
-def offer(i: int, **overrides: Any) -> Offer:
+def offer(i: int, **overrides: Any) -> AdvertRow:
     fields: dict[str, Any] = {
         "address": "0x" + f"{i + 1:040x}",
         "peer_id": f"peer{i}",
@@ -56,4 +56,4 @@ def offer(i: int, **overrides: Any) -> Offer:
         "seen_at": time.time(),
     }
     fields.update(overrides)
-    return Offer(**fields)
+    return AdvertRow(**fields)

@@ -8,7 +8,7 @@ import pytest
 
 from coordinator.errors import NoCandidates
 from coordinator.matching.book import ProviderBook
-from coordinator.matching.columns import Offer
+from coordinator.matching.columns import AdvertRow
 from coordinator.matching.matcher import Matcher
 from coordinator.matching.requirements import Requirements
 from coordinator.store import ProviderSlot
@@ -24,8 +24,8 @@ class Clock:
         return self.now
 
 
-def offer(i: int, now: float, utilization: float = 0.0) -> Offer:
-    return Offer(
+def offer(i: int, now: float, utilization: float = 0.0) -> AdvertRow:
+    return AdvertRow(
         address=f"0x{i:040x}",
         peer_id=f"peer{i}",
         multiaddrs=(f"/ip4/127.0.0.1/tcp/{4000 + i}",),

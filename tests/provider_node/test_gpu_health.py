@@ -26,7 +26,7 @@ from provider_node.daemon import ProviderNode
 from provider_node.gpuhealth import GpuHealth, kernel_check, nvml_check, nvml_utilization
 from provider_node.gpus import GpuPool
 from provider_node.metrics import NodeFigures, ProviderMetrics
-from provider_node.profile import Offer
+from provider_node.profile import HostOffer
 from provider_node.settings import ProviderSettings
 from tests.contracts.harness import Market
 
@@ -141,10 +141,10 @@ def test_health_is_exported_in_the_metrics() -> None:
     assert sample("gpumarket_provider_gpu_failure", {"gpu": "0", "reason": ""}) is None
 
 
-def two_gpu_offer() -> Offer:
+def two_gpu_offer() -> HostOffer:
     """What a benchmark of two H200s would yield (this machine has none: the jobs the
     daemon would accept are never sent here)."""
-    return Offer(
+    return HostOffer(
         gpus=(GpuInfo(name="NVIDIA H200", memory_bytes=141 << 30),) * 2,
         gpu_indices=(0, 1),
         benchmark=Benchmark(tflops={"bf16": 700.0}, memory_bandwidth_gbps=4000.0),

@@ -31,7 +31,7 @@ from protocol.p2p.testing import dev_private_key
 from protocol.signing import Verifier
 from provider_node.coordinator_link import Backoff, CoordinatorLink, coordinator_peer
 from provider_node.daemon import ProviderNode
-from provider_node.profile import Offer
+from provider_node.profile import HostOffer
 from provider_node.runtimes import create_runtime
 from provider_node.settings import ProviderSettings
 
@@ -41,7 +41,7 @@ PROVIDER = Identity.from_private_key(dev_private_key(1, "reconnect"))
 COORDINATOR = Identity.from_private_key(dev_private_key(2, "reconnect"))
 ADVERT_WAIT_S = 10.0
 """How long the restarted coordinator may wait for the provider's first advert."""
-OFFER = Offer(
+OFFER = HostOffer(
     gpus=(),
     gpu_indices=(),
     benchmark=Benchmark(tflops={"fp32": 0.5}, memory_bandwidth_gbps=10.0),

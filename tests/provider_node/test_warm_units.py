@@ -19,7 +19,7 @@ from protocol.signing import decode_signed, encode_signed, sign_message
 from provider_node.challenges import ChallengeServer
 from provider_node.daemon import challenge_gpus, warm_pool
 from provider_node.gpus import GpuPool
-from provider_node.profile import Offer
+from provider_node.profile import HostOffer
 from provider_node.runtimes import BwrapRuntime, CommandEntrypoint, ProcessRuntime
 from provider_node.runtimes.warmpool import PoolConfig, WarmPool, warm_eligible
 from provider_node.settings import ProviderSettings, load_settings
@@ -109,8 +109,8 @@ def test_pool_holds_within_the_job_bounds(tmp_path: Path) -> None:
 
 
 def test_challenge_gpus() -> None:
-    def offer(device: str, indices: tuple[int, ...]) -> Offer:
-        return Offer((), indices, None, None, device)  # type: ignore[arg-type]
+    def offer(device: str, indices: tuple[int, ...]) -> HostOffer:
+        return HostOffer((), indices, None, None, device)  # type: ignore[arg-type]
 
     assert challenge_gpus(offer("cuda:1", (0, 1))) == (1,)
     assert challenge_gpus(offer("cuda", (3,))) == (3,)
