@@ -1,7 +1,10 @@
 """A supervised IPFS daemon (Kubo if available, else the pinned js-ipfs) on loopback.
 
 The node is configured to stay on this machine: every address on 127.0.0.1, no bootstrap
-peers, no public routing, no mDNS. It serves the Kubo RPC API at ``/api/v0``.
+peers, no public routing, no mDNS. It serves the Kubo RPC API at ``/api/v0``, a read-only
+HTTP gateway (``/ipfs/<cid>``, what other participants may read content from directly) and
+a libp2p swarm address other nodes connect to (:func:`connect_nodes`). A restarted node
+(:meth:`IpfsNode.restart`) keeps its repo, peer id and ports.
 """
 
 from __future__ import annotations
@@ -31,9 +34,28 @@ class IpfsNode:
     repo: Path
     flavour: str
     process: ProcessRecord
+    gateway_url: str = ""
+    swarm_addr: str = ""
+    """The swarm multiaddr with ``/p2p/<peer id>``, what another node's ``swarm/connect`` takes."""
+    timeout: float = 60.0
 
     def stop(self) -> None:
         stop_ipfs(self.api_url, self.process, self.repo)
+
+    def restart(self) -> None:
+        """Stop the daemon and start it again on the same repo, identity and ports."""
+        self.stop()
+        flavour, binary = _binary()
+        workdir = self.repo.parent
+        env = dict(os.environ, IPFS_PATH=str(self.repo))
+        self.process = spawn(
+            f"ipfs ({flavour})",
+            [str(binary), "daemon"],
+            log=workdir / "ipfs.log",
+            workdir=workdir,
+            env=env,
+        )
+        _wait_api(self.process, self.api_url, self.repo, self.timeout, flavour)
 
 
 def _binary() -> tuple[str, Path]:
@@ -99,15 +121,51 @@ def start_ipfs(workdir: Path, *, api_port: int = 0, timeout: float = 60.0) -> Ip
     if api_port:
         require_free_port(api_port, "ipfs API")
     api_port = api_port or free_port()
-    _configure(repo, api_port, free_port(), free_port())
+    swarm_port, gateway_port = free_port(), free_port()
+    _configure(repo, api_port, swarm_port, gateway_port)
     record = spawn(f"ipfs ({flavour})", [str(binary), "daemon"], log=log, workdir=workdir, env=env)
     api_url = f"http://127.0.0.1:{api_port}"
+    _wait_api(record, api_url, repo, timeout, flavour)
+    peer_id = _peer_id(api_url)
+    return IpfsNode(
+        api_url=api_url,
+        repo=repo,
+        flavour=flavour,
+        process=record,
+        gateway_url=f"http://127.0.0.1:{gateway_port}",
+        swarm_addr=f"/ip4/127.0.0.1/tcp/{swarm_port}/p2p/{peer_id}",
+        timeout=timeout,
+    )
+
+
+def _wait_api(
+    record: ProcessRecord, api_url: str, repo: Path, timeout: float, flavour: str
+) -> None:
     try:
         wait_ready(record, lambda: _api_answers(api_url), timeout=timeout, what=f"{flavour} daemon")
     finally:
         if not _api_answers(api_url):
             _clean_lock(repo)
-    return IpfsNode(api_url=api_url, repo=repo, flavour=flavour, process=record)
+
+
+def _peer_id(api_url: str) -> str:
+    try:
+        resp = httpx.post(f"{api_url}/api/v0/id", timeout=5.0)
+        resp.raise_for_status()
+        return str(resp.json()["ID"])
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        raise DevnetError(f"IPFS API {api_url} did not tell its peer id: {exc}") from exc
+
+
+def connect_nodes(api_url: str, peers: list[str]) -> None:
+    """Have the node at ``api_url`` dial each swarm multiaddr in ``peers``."""
+    for addr in peers:
+        try:
+            resp = httpx.post(f"{api_url}/api/v0/swarm/connect", params={"arg": addr}, timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise DevnetError(f"IPFS node {api_url} could not dial {addr}: {exc}") from exc
+        if resp.status_code != 200:
+            raise DevnetError(f"IPFS node {api_url} could not dial {addr}: {resp.text[:300]}")
 
 
 def _clean_lock(repo: Path) -> None:
@@ -138,4 +196,4 @@ def check_ipfs(api_url: str) -> str:
         raise DevnetError(f"IPFS API {api_url} did not answer: {exc}") from exc
 
 
-__all__ = ["IpfsNode", "check_ipfs", "log_tail", "start_ipfs", "stop_ipfs"]
+__all__ = ["IpfsNode", "check_ipfs", "connect_nodes", "log_tail", "start_ipfs", "stop_ipfs"]
