@@ -137,7 +137,9 @@ class Coordinator:
         self.chain_id = client.deployment.chain_id
         self.domain = client.deployment.domain
         if self._content is None:
-            self._content = await self._stack.enter_async_context(KuboContentStore(s.ipfs_api))
+            self._content = await self._stack.enter_async_context(
+                KuboContentStore(s.ipfs_api, peers=s.ipfs_peers, gateways=s.ipfs_gateways)
+            )
         self.content: ContentStore = self._content
         self.reputation.load(await self.store.reputation_records())
 

@@ -20,6 +20,7 @@ from contracts.sender import SendPolicy
 from protocol.errors import ConfigError, MessageError
 from protocol.identity import Identity, load_keystore, read_password_file
 from protocol.ids import Address, parse_address, parse_address_list
+from protocol.ipfs.peers import parse_gateways, parse_peers
 
 ENV_PREFIX = "COORDINATOR_"
 READY_FILE = "coordinator.json"
@@ -56,6 +57,12 @@ class CoordinatorSettings(BaseSettings):
     password: SecretStr | None = None
     private_key: SecretStr | None = None
     ipfs_api: str
+    ipfs_peers: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated swarm multiaddrs (``.../p2p/<peer id>``) of other participants' IPFS
+    nodes for this node's daemon to dial, so bitswap reaches what they hold."""
+    ipfs_gateways: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated read-only HTTP gateways of nodes to stream files from directly
+    (every byte still verified against the CID); the daemon's bitswap is the fallback."""
     data_dir: Path
     db_url: str | None = None
     """SQLAlchemy URL; a SQLite file in the data dir when unset."""
@@ -97,6 +104,16 @@ class CoordinatorSettings(BaseSettings):
     trusted_coordinators: Annotated[tuple[Address, ...], NoDecode] = ()
     """Comma-separated coordinator addresses whose settlements seed the reputation of a
     provider this coordinator has no record of (its own always do)."""
+
+    @field_validator("ipfs_peers", mode="before")
+    @classmethod
+    def _ipfs_peers(cls, value: Any) -> Any:
+        return parse_peers(value)
+
+    @field_validator("ipfs_gateways", mode="before")
+    @classmethod
+    def _ipfs_gateways(cls, value: Any) -> Any:
+        return parse_gateways(value)
 
     @field_validator("trusted_coordinators", mode="before")
     @classmethod

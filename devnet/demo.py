@@ -189,10 +189,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="leave the devnet running at the end (stop it with `gpumarket devnet down`)",
     )
+    parser.add_argument(
+        "--shared-ipfs",
+        action="store_true",
+        help="one IPFS node for everyone instead of one per participant",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
-        report = network.up(args.state, progress=lambda m: console.print(f"[dim]{m}...[/dim]"))
+        report = network.up(
+            args.state,
+            shared_ipfs=args.shared_ipfs,
+            progress=lambda m: console.print(f"[dim]{m}...[/dim]"),
+        )
     except GpuMarketError as exc:
         console.print(f"[red]devnet up failed:[/red] {exc}")
         return 1

@@ -241,7 +241,9 @@ class ProviderNode:
             runtime = await self._stack.enter_async_context(pool)
             self.gpus.prefer = pool.ready_gpu_sets
         if self.store is None:
-            self.store = await self._stack.enter_async_context(KuboContentStore(s.ipfs_api))
+            self.store = await self._stack.enter_async_context(
+                KuboContentStore(s.ipfs_api, peers=s.ipfs_peers, gateways=s.ipfs_gateways)
+            )
         jobs = JobStore(s.work_dir)
         domain = eip712.Eip712Domain(chain_id=self.chain_id, verifying_contract=s.market)
         # Torch jobs of the host runtimes import this daemon's own environment.

@@ -21,6 +21,7 @@ from contracts.sender import SendPolicy
 from protocol.errors import ConfigError, MessageError
 from protocol.identity import read_password_file
 from protocol.ids import Address, Wei, parse_address, parse_address_list, to_wei
+from protocol.ipfs.peers import parse_gateways, parse_peers
 
 ENV_PREFIX = "PROVIDER_"
 PROFILE_FIELDS = {
@@ -56,6 +57,12 @@ class ProviderSettings(BaseSettings):
     password_file: Path | None = None
     password: SecretStr | None = None
     ipfs_api: str
+    ipfs_peers: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated swarm multiaddrs (``.../p2p/<peer id>``) of other participants' IPFS
+    nodes for this node's daemon to dial, so bitswap reaches what they hold."""
+    ipfs_gateways: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated read-only HTTP gateways of nodes to stream files from directly
+    (every byte still verified against the CID); the daemon's bitswap is the fallback."""
     coordinator_multiaddr: str | None = None
     work_dir: Path
     p2p_host: str = "127.0.0.1"
@@ -119,6 +126,16 @@ class ProviderSettings(BaseSettings):
     locked until then)."""
     max_locked_stake: int | None = Field(default=None, ge=0)
     """Most stake, in base units, locked in jobs at once; unset: all of it."""
+
+    @field_validator("ipfs_peers", mode="before")
+    @classmethod
+    def _ipfs_peers(cls, value: Any) -> Any:
+        return parse_peers(value)
+
+    @field_validator("ipfs_gateways", mode="before")
+    @classmethod
+    def _ipfs_gateways(cls, value: Any) -> Any:
+        return parse_gateways(value)
 
     @field_validator("coordinators", mode="before")
     @classmethod

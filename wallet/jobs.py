@@ -109,14 +109,14 @@ def _path_size(path: Path) -> int:
 
 
 async def _upload(
-    api: str, spec: JobSpec, local: dict[str, Path], progress: Progress
+    opened: KuboContentStore, spec: JobSpec, local: dict[str, Path], progress: Progress
 ) -> tuple[dict[str, Cid], Cid, int]:
     """Upload path inputs, then the spec with every input as a CID; return the CIDs and
     the bytes uploaded."""
     cids: dict[str, Cid] = {}
     total = sum(_path_size(p) for p in local.values())
     done = 0
-    async with KuboContentStore(api) as store:
+    async with opened as store:
         for name, path in local.items():
             progress(f"uploading {name}", done, total)
             if path.is_dir():
@@ -206,7 +206,7 @@ def submit(
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         coordinator.health()
     input_cids, spec_cid, uploaded = trio.run(
-        _upload, settings.need("ipfs_api"), spec, local, progress
+        _upload, settings.content_store(), spec, local, progress
     )
     coordinator_address = parse_address(settings.need("coordinator_address"))
     # Deadlines from the next block's time, not the latest's: after the chain sat idle the
@@ -296,7 +296,7 @@ def fetch_result(settings: WalletSettings, job_id: JobId, dest: Path) -> tuple[C
     check_not_a_failure(view)
 
     async def get() -> Path:
-        async with KuboContentStore(settings.need("ipfs_api")) as store:
+        async with settings.content_store() as store:
             return await store.get(cid, dest)
 
     path = trio.run(get)

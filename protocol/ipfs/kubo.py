@@ -47,6 +47,7 @@ from protocol.ipfs.multipart import (
     FileBody,
     UploadBody,
 )
+from protocol.ipfs.peers import MAX_GATEWAYS
 from protocol.ipfs.store import DEFAULT_MAX_SIZE
 
 ADD_PARAMS: Mapping[str, str] = {
@@ -68,7 +69,7 @@ MAX_RESUMES = 3
 """Rounds over all sources after a file stream broke off, before giving up."""
 RESUME_PAUSE_S = 2.0
 """Pause before the first resume round; doubled each round."""
-MAX_GATEWAYS = 16
+
 GATEWAY_TIMEOUT_S = 10.0
 """Longest silence from a peer's gateway before the next source is tried."""
 
