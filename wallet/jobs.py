@@ -19,11 +19,17 @@ from contracts.errors import MajorityExists
 from contracts.models import CompareMode, JobRequest, JobStatus, escrow_of
 from contracts.network import PhaseWindows
 from protocol import lifecycle
-from protocol.errors import GpuMarketError
+from protocol.errors import ContentError, GpuMarketError
 from protocol.failure_output import failure_class_of
 from protocol.identity import Identity
 from protocol.ids import Address, Cid, JobId, Wei, from_wei, parse_address, to_wei
-from protocol.ipfs import KuboContentStore, result_digest
+from protocol.ipfs import (
+    CidMismatch,
+    ContentTooLarge,
+    DestinationExists,
+    KuboContentStore,
+    result_digest,
+)
 from protocol.spec import JobSpec, Price
 from protocol.spec_io import canonical_spec, check_local_inputs, load_spec
 from wallet import records
@@ -284,7 +290,16 @@ def check_not_a_failure(view: dict[str, Any]) -> None:
     raise JobFailed(view["job_id"], reason, failure.get("provider"))
 
 
-def fetch_result(settings: WalletSettings, job_id: JobId, dest: Path) -> tuple[Cid, Path]:
+@dataclass(frozen=True)
+class FetchedResult:
+    cid: Cid
+    path: Path
+    source: str
+    """Where the bytes came from: a peer's gateway URL, or the wallet's own IPFS node (which
+    holds them or fetched them from its peers over bitswap)."""
+
+
+def fetch_result(settings: WalletSettings, job_id: JobId, dest: Path) -> FetchedResult:
     """Download the job's verified result into ``dest`` (checked against the CID)."""
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         view = coordinator.job(job_id)
@@ -294,14 +309,30 @@ def fetch_result(settings: WalletSettings, job_id: JobId, dest: Path) -> tuple[C
             f"job {view['job_id']} has no verified result yet (state {view['state']})"
         )
     check_not_a_failure(view)
+    fetched = trio.run(download_result, settings, Cid(cid), dest)
+    records.add_bytes(settings, job_id, "bytes_downloaded", _path_size(fetched.path))
+    return fetched
 
-    async def get() -> Path:
-        async with settings.content_store() as store:
-            return await store.get(cid, dest)
 
-    path = trio.run(get)
-    records.add_bytes(settings, job_id, "bytes_downloaded", _path_size(path))
-    return Cid(cid), path
+async def download_result(settings: WalletSettings, cid: Cid, dest: Path) -> FetchedResult:
+    """Fetch ``cid`` through the wallet's IPFS node (and its gateways); a result nobody
+    serves fails naming the CID and every node asked."""
+    async with settings.content_store() as store:
+        try:
+            path = await store.get(cid, dest)
+        except ContentError as exc:
+            if isinstance(exc, CidMismatch | ContentTooLarge | DestinationExists):
+                raise
+            asked = [f"IPFS node {store.api_url}"]
+            if store.peers:
+                asked.append("its peers " + ", ".join(store.peers))
+            if store.gateways:
+                asked.append("gateways " + ", ".join(store.gateways))
+            raise GpuMarketError(
+                f"result {cid} could not be fetched: nobody served it (asked {'; '.join(asked)}). "
+                f"The providers keep revealed outputs for a retention period only; {exc}"
+            ) from exc
+        return FetchedResult(Cid(cid), path, store.last_source or store.api_url)
 
 
 def cancel_or_reclaim(settings: WalletSettings, identity: Identity, job_id: JobId) -> str:

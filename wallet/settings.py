@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from contracts.models import Deployment
@@ -60,6 +60,8 @@ class WalletSettings(BaseSettings):
     (on the devnet: every other participant's node)."""
     ipfs_gateways: Annotated[tuple[str, ...], NoDecode] = ()
     """Comma-separated HTTP gateways to stream results from directly (verified)."""
+    ipfs_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """Longest silence from the IPFS node (or a gateway, at most 10 s) before giving up."""
     coordinator_url: str | None = None
     coordinator_address: str | None = None
     token_address: str | None = None
@@ -86,7 +88,10 @@ class WalletSettings(BaseSettings):
     def content_store(self) -> KuboContentStore:
         """A content store on the wallet's IPFS node, dialling its peers when opened."""
         return KuboContentStore(
-            self.need("ipfs_api"), peers=self.ipfs_peers, gateways=self.ipfs_gateways
+            self.need("ipfs_api"),
+            timeout=self.ipfs_timeout_s,
+            peers=self.ipfs_peers,
+            gateways=self.ipfs_gateways,
         )
 
     def with_devnet(self) -> WalletSettings:
