@@ -54,6 +54,7 @@ from provider_node.offers import OfferDesk
 from provider_node.policy import consent_policy
 from provider_node.profile import Offer, measure_offer
 from provider_node.reporter import P2PReporter
+from provider_node.retention import OutputRetention
 from provider_node.runtimes import BwrapRuntime, Runtime, create_runtime
 from provider_node.runtimes.warm import SlotHold
 from provider_node.runtimes.warmpool import PoolConfig, WarmPool
@@ -179,6 +180,7 @@ class ProviderNode:
         self.server: JobServer | None = None
         self.advertiser: Advertiser | None = None
         self.fallback: ChainFallback | None = None
+        self.retention: OutputRetention | None = None
         self.gpus = GpuPool(())
         self.warm: WarmPool | None = None
         """The warm sandbox pool jobs run through (None: every job starts cold)."""
@@ -259,6 +261,9 @@ class ProviderNode:
         worker = JobWorker(
             identity, self.store, runtime, jobs, domain, self.gpus, config, metrics=self.metrics
         )
+        worker.retention = self.retention = OutputRetention(
+            self.store, s.work_dir / "output-pins.json", s.output_retention_s
+        )
 
         fallback = self.fallback = ChainFallback(chain, jobs, now=chain_time)
         # Consent expiries are judged by block time, as the contract's assign will judge them
@@ -311,6 +316,7 @@ class ProviderNode:
         self._background = nursery.cancel_scope
         nursery.start_soon(self.advertiser.run, name="advertiser")
         nursery.start_soon(fallback.run, name="chain fallback")
+        nursery.start_soon(self.retention.run, name="output retention")
         if self.link is not None:
             nursery.start_soon(self.link.run, name="coordinator link")
         await server.resume()

@@ -52,6 +52,7 @@ from provider_node.jobstore import JobRecord, JobStore, Phase
 from provider_node.logstream import LogLimits, open_log_stream
 from provider_node.metrics import ProviderMetrics
 from provider_node.reporter import Reporter, deliver
+from provider_node.retention import OutputRetention
 from provider_node.runtimes import Limits, Outcome, PreparedJob, Runtime
 from provider_node.runtimes.model import OUTPUTS_DIR
 from provider_node.workdir import entrypoint_for, fetch_inputs, outputs_cid
@@ -137,6 +138,8 @@ class JobWorker:
         clock: Clock = SYSTEM_CLOCK,
         metrics: ProviderMetrics | None = None,
     ) -> None:
+        self.retention: OutputRetention | None = None
+        """Where revealed outputs are held pinned (unset: pinned with no expiry)."""
         self.identity = identity
         self.store = store
         self.runtime = runtime
@@ -459,6 +462,8 @@ class JobWorker:
             raise RevealError(
                 f"IPFS stored the outputs as {added}, not the committed {record.result_cid}"
             )
+        if self.retention is not None:
+            self.retention.hold(record.result_cid)
 
     def _signed_reveal(self, record: JobRecord) -> Reveal:
         assert record.result_cid is not None and record.salt is not None

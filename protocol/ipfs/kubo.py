@@ -290,6 +290,28 @@ class KuboContentStore:
             async for _ in _json_lines(resp, "pin/add"):
                 pass
 
+    async def unpin(self, cid: str) -> None:
+        text = parse_cid(cid).text
+        try:
+            async with self._request("pin/rm", {"arg": text, "recursive": "true"}) as resp:
+                async for _ in _json_lines(resp, "pin/rm"):
+                    pass
+        except (ContentNotFound, DaemonError) as exc:
+            if "not pinned" not in str(exc).lower():
+                raise
+
+    async def pins(self) -> set[str]:
+        """The CIDs pinned recursively on the node (canonical text)."""
+        found: set[str] = set()
+        async with self._request("pin/ls", {"type": "recursive"}) as resp:
+            async for entry in _json_lines(resp, "pin/ls"):
+                keys = entry.get("Keys")
+                if isinstance(keys, dict):  # Kubo and js-ipfs without streaming
+                    found.update(normalize_cid(k) for k in keys)
+                elif isinstance(entry.get("Cid"), str):  # js-ipfs streams one per line
+                    found.add(normalize_cid(entry["Cid"]))
+        return found
+
     async def has(self, cid: str) -> bool:
         """Kubo answers from its blockstore (``offline``); js-ipfs has no offline switch
         and is asked with a short timeout instead, which it reports as an error."""
