@@ -21,6 +21,7 @@ from protocol.errors import ConfigError, MessageError
 from protocol.identity import Identity, load_keystore, read_password_file
 from protocol.ids import Address, parse_address, parse_address_list
 from protocol.ipfs.peers import parse_gateways, parse_peers
+from protocol.p2p.addresses import check_listen, parse_announce
 
 ENV_PREFIX = "COORDINATOR_"
 READY_FILE = "coordinator.json"
@@ -70,6 +71,12 @@ class CoordinatorSettings(BaseSettings):
     http_port: int = Field(default=0, ge=0, le=65535)
     p2p_host: str = "127.0.0.1"
     p2p_port: int = Field(default=0, ge=0, le=65535)
+    listen: str | None = None
+    """The libp2p listen multiaddr (replaces ``p2p_host``/``p2p_port``), e.g.
+    ``/ip4/0.0.0.0/tcp/4001`` to accept connections on every interface."""
+    announce: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated multiaddrs others should dial (without ``/p2p/``), e.g. the public
+    address a NAT forwards to the listen port; empty: the listen addresses."""
     reorg_margin: int = Field(default=0, ge=0, le=1000)
     """Blocks behind the head the chain watcher stays (0 on an automining devnet)."""
     start_block: int = Field(default=0, ge=0)
@@ -104,6 +111,16 @@ class CoordinatorSettings(BaseSettings):
     trusted_coordinators: Annotated[tuple[Address, ...], NoDecode] = ()
     """Comma-separated coordinator addresses whose settlements seed the reputation of a
     provider this coordinator has no record of (its own always do)."""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        return None if value is None else check_listen(value)
+
+    @field_validator("announce", mode="before")
+    @classmethod
+    def _announce(cls, value: Any) -> Any:
+        return parse_announce(value)
 
     @field_validator("ipfs_peers", mode="before")
     @classmethod
@@ -152,7 +169,7 @@ class CoordinatorSettings(BaseSettings):
 
     @property
     def listen_multiaddr(self) -> str:
-        return f"/ip4/{self.p2p_host}/tcp/{self.p2p_port}"
+        return self.listen or f"/ip4/{self.p2p_host}/tcp/{self.p2p_port}"
 
     def send_policy(self) -> SendPolicy:
         """Fee caps, replacement and confirmations: the network profile's, else defaults."""

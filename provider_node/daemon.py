@@ -34,6 +34,7 @@ from protocol.ids import PeerId
 from protocol.ipfs.kubo import KuboContentStore
 from protocol.ipfs.store import ContentStore
 from protocol.messages.advert import RuntimeKind
+from protocol.p2p.addresses import announced, unspecified
 from protocol.p2p.host import Node, open_host
 from protocol.p2p.rpc_server import RequestHandlers
 from protocol.p2p.rpc_wire import Limits
@@ -311,7 +312,15 @@ class ProviderNode:
             sequence=SequenceFile(s.work_dir / "advert_seq.json"),
             period_s=s.advert_period_s,
             ttl_s=s.advert_ttl_s,
+            announce=announced(s.announce, identity.peer_id),
         )
+        if not s.announce and any(unspecified(a) for a in node.addrs):
+            log.warning(
+                "listening on every interface without PROVIDER_ANNOUNCE: adverts carry %s, "
+                "which no coordinator can dial; set PROVIDER_ANNOUNCE to the address others "
+                "reach this host at",
+                ", ".join(node.addrs),
+            )
         nursery = await self._stack.enter_async_context(trio.open_nursery())
         self._background = nursery.cancel_scope
         nursery.start_soon(self.advertiser.run, name="advertiser")

@@ -22,6 +22,7 @@ from protocol.errors import ConfigError, MessageError
 from protocol.identity import read_password_file
 from protocol.ids import Address, Wei, parse_address, parse_address_list, to_wei
 from protocol.ipfs.peers import parse_gateways, parse_peers
+from protocol.p2p.addresses import check_listen, parse_announce
 
 ENV_PREFIX = "PROVIDER_"
 PROFILE_FIELDS = {
@@ -67,6 +68,12 @@ class ProviderSettings(BaseSettings):
     work_dir: Path
     p2p_host: str = "127.0.0.1"
     p2p_port: int = Field(default=0, ge=0, le=65535)
+    listen: str | None = None
+    """The libp2p listen multiaddr (replaces ``p2p_host``/``p2p_port``), e.g.
+    ``/ip4/0.0.0.0/tcp/4001`` to accept connections on every interface."""
+    announce: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated multiaddrs others should dial (without ``/p2p/``), e.g. the public
+    address a NAT forwards to the listen port; empty: the listen addresses."""
     runtime: RuntimeName = "bwrap"
     unsafe_process_runtime: bool = False
     stake: Decimal = Field(default=Decimal("100"), ge=0)
@@ -130,6 +137,16 @@ class ProviderSettings(BaseSettings):
     max_locked_stake: int | None = Field(default=None, ge=0)
     """Most stake, in base units, locked in jobs at once; unset: all of it."""
 
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        return None if value is None else check_listen(value)
+
+    @field_validator("announce", mode="before")
+    @classmethod
+    def _announce(cls, value: Any) -> Any:
+        return parse_announce(value)
+
     @field_validator("ipfs_peers", mode="before")
     @classmethod
     def _ipfs_peers(cls, value: Any) -> Any:
@@ -188,7 +205,7 @@ class ProviderSettings(BaseSettings):
 
     @property
     def listen_multiaddr(self) -> str:
-        return f"/ip4/{self.p2p_host}/tcp/{self.p2p_port}"
+        return self.listen or f"/ip4/{self.p2p_host}/tcp/{self.p2p_port}"
 
     def send_policy(self) -> SendPolicy:
         """Fee caps, replacement and confirmations: the network profile's, else defaults."""
