@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,9 +126,15 @@ def _api_answers(api_url: str) -> bool:
 
 
 def start_ipfs(
-    workdir: Path, *, api_port: int = 0, timeout: float = 60.0, name: str = "ipfs"
+    workdir: Path,
+    *,
+    api_port: int = 0,
+    timeout: float = 60.0,
+    name: str = "ipfs",
+    on_spawn: Callable[[ProcessRecord], None] | None = None,
 ) -> IpfsNode:
-    """Initialise a fresh repo under ``workdir`` and start the daemon on loopback."""
+    """Initialise a fresh repo under ``workdir`` and start the daemon on loopback;
+    ``on_spawn`` is told the process as soon as it exists (before it is ready)."""
     flavour, binary = _binary()
     workdir.mkdir(parents=True, exist_ok=True)
     repo = workdir / "repo"
@@ -152,6 +159,8 @@ def start_ipfs(
         _init(binary, flavour, workdir, env)
         _configure(repo, overlay)
     record = spawn(f"{name} ({flavour})", command, log=log, workdir=workdir, env=env)
+    if on_spawn is not None:
+        on_spawn(record)
     api_url = f"http://127.0.0.1:{api_port}"
     _wait_api(record, api_url, repo, timeout, flavour)
     peer_id = _peer_id(api_url)
@@ -167,14 +176,25 @@ def start_ipfs(
 
 
 def start_nodes(
-    root: Path, names: list[str], *, api_port: int = 0, timeout: float = 60.0
+    root: Path,
+    names: list[str],
+    *,
+    api_port: int = 0,
+    timeout: float = 60.0,
+    on_spawn: Callable[[ProcessRecord], None] | None = None,
 ) -> dict[str, IpfsNode]:
     """One node per name (under ``root/ipfs-<name>``), started side by side, then every
-    pair connected as swarm peers. The first name gets ``api_port`` if given. If one fails,
-    those already started are stopped before the error propagates."""
+    pair connected as swarm peers. The first name gets ``api_port`` if given; ``on_spawn``
+    is called (under a lock, from the starting threads) with each process as it starts. If
+    one fails, those already started are stopped before the error propagates."""
     nodes: dict[str, IpfsNode] = {}
     errors: list[BaseException] = []
     lock = threading.Lock()
+
+    def spawned(record: ProcessRecord) -> None:
+        if on_spawn is not None:
+            with lock:
+                on_spawn(record)
 
     def one(index: int, name: str) -> None:
         try:
@@ -183,6 +203,7 @@ def start_nodes(
                 api_port=api_port if index == 0 else 0,
                 timeout=timeout,
                 name=f"ipfs-{name}",
+                on_spawn=spawned,
             )
         except BaseException as exc:  # handed to the caller below
             with lock:

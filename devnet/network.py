@@ -21,7 +21,13 @@ from devnet.anvil import check_anvil, rpc_call, start_anvil
 from devnet.ipfs import check_ipfs, start_ipfs, start_nodes, stop_ipfs
 from devnet.process import is_alive, stop
 from devnet.services import spawn_provider, start_coordinator, wait_provider
-from protocol.devnet_state import DevnetState, IpfsEndpoint, load_state, save_state
+from protocol.devnet_state import (
+    DevnetState,
+    IpfsEndpoint,
+    ProcessRecord,
+    load_state,
+    save_state,
+)
 from protocol.errors import DevnetError
 from protocol.ids import parse_address, to_wei
 
@@ -103,9 +109,13 @@ def up(
             names = ["requester", *(["coordinator"] if coordinator else [])]
             names += [f"provider-{i}" for i in range(providers)]
             progress(f"starting {len(names)} ipfs nodes")
-            nodes = start_nodes(root, names, api_port=ipfs_port)
+
+            def recorded(process: ProcessRecord) -> None:
+                state.processes.append(process)  # saved at once: `down` can stop it
+                save_state(state_file, state)
+
+            nodes = start_nodes(root, names, api_port=ipfs_port, on_spawn=recorded)
             for name, node in nodes.items():
-                state.processes.append(node.process)
                 state.ipfs_nodes[name] = IpfsEndpoint(
                     api=node.api_url,
                     gateway=node.gateway_url,

@@ -15,7 +15,7 @@ import pytest
 
 from devnet.ipfs import IpfsNode, start_nodes
 from devnet.services import ipfs_env
-from protocol.devnet_state import DevnetState, IpfsEndpoint, save_state
+from protocol.devnet_state import DevnetState, IpfsEndpoint, ProcessRecord, save_state
 from protocol.ipfs import KuboContentStore
 from wallet.settings import WalletSettings
 
@@ -26,14 +26,26 @@ def noise(size: int, seed: int) -> bytes:
     return hashlib.shake_256(f"nodes:{seed}:{size}".encode()).digest(size)
 
 
+SPAWNED: list[ProcessRecord] = []
+
+
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, IpfsNode]]:
-    started = start_nodes(tmp_path_factory.mktemp("ipfs"), ["requester", "provider-0"])
+    started = start_nodes(
+        tmp_path_factory.mktemp("ipfs"), ["requester", "provider-0"], on_spawn=SPAWNED.append
+    )
     try:
         yield started
     finally:
         for node in started.values():
             node.stop()
+
+
+def test_every_daemon_is_reported_as_it_starts(nodes: dict[str, IpfsNode]) -> None:
+    # `devnet up` records these in the state file at once, so `down` can stop them even
+    # if `up` dies before they are ready.
+    assert sorted(r.pid for r in SPAWNED) == sorted(n.process.pid for n in nodes.values())
+    assert {r.name.split(" ")[0] for r in SPAWNED} == {"ipfs-requester", "ipfs-provider-0"}
 
 
 def _state(nodes: dict[str, IpfsNode]) -> DevnetState:
