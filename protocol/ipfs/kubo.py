@@ -65,6 +65,8 @@ ADD_PARAMS: Mapping[str, str] = {
 MAX_REPLY_LINE = 1 << 20
 MAX_ERROR_BODY = 64 << 10
 HAS_TIMEOUT = "1s"
+CONNECT_TIMEOUT = "10s"
+"""Longest a daemon may spend dialling one peer (a dead host must not stall a store)."""
 MAX_RESUMES = 3
 """Rounds over all sources after a file stream broke off, before giving up."""
 RESUME_PAUSE_S = 2.0
@@ -142,7 +144,8 @@ class KuboContentStore:
         failed: dict[str, str] = {}
         for addr in self.peers:
             try:
-                async with self._request("swarm/connect", {"arg": addr}) as resp:
+                params = {"arg": addr, "timeout": CONNECT_TIMEOUT}
+                async with self._request("swarm/connect", params) as resp:
                     async for _ in _json_lines(resp, "swarm/connect"):
                         pass
             except (ContentUnavailable, ContentNotFound, DaemonError) as exc:

@@ -15,7 +15,9 @@ import httpx
 import pytest
 
 from devnet.ipfs import IpfsNode, connect_nodes, start_ipfs
+from protocol.identity import Identity
 from protocol.ipfs import CidMismatch, ContentUnavailable, KuboContentStore, hash_bytes
+from protocol.p2p.testing import dev_private_key
 
 CHUNK = 262_144
 
@@ -215,3 +217,20 @@ async def test_transfer_survives_a_restart_of_the_serving_node(
     assert restarted
     assert bytes(got) == data
     assert store.resumed >= 1
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+async def test_unreachable_peer_is_reported_not_fatal(pair: tuple[IpfsNode, IpfsNode]) -> None:
+    serving, fetching = pair
+    peer_id = Identity.from_private_key(dev_private_key(9, "absent-ipfs-peer")).peer_id
+    port = _closed_port_url().rsplit(":", 1)[1]
+    dead = f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id}"
+    async with KuboContentStore(
+        fetching.api_url, timeout=30, peers=[dead, serving.swarm_addr]
+    ) as store:
+        failed = await store.connect_peers()
+        assert list(failed) == [dead]
+        data = noise(CHUNK + 1, seed=5)
+        cid = await _add_at(serving, data)
+        assert await store.read_bytes(cid) == data  # the live peer still serves it
