@@ -6,6 +6,7 @@ only renders it. Money is checked before anything is uploaded or sent.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,16 @@ from protocol import lifecycle
 from protocol.errors import ContentError, GpuMarketError
 from protocol.failure_output import failure_class_of
 from protocol.identity import Identity
-from protocol.ids import Address, Cid, JobId, Wei, from_wei, parse_address, to_wei
+from protocol.ids import (
+    Address,
+    Cid,
+    JobId,
+    Wei,
+    from_wei,
+    job_id_hex,
+    parse_address,
+    to_wei,
+)
 from protocol.ipfs import (
     CidMismatch,
     ContentTooLarge,
@@ -36,6 +46,8 @@ from wallet import records
 from wallet.coordinator import CoordinatorClient
 from wallet.settings import WalletSettings
 from wallet.windows import DEFAULT_PHASES, job_windows
+
+log = logging.getLogger(__name__)
 
 DEFAULT_FEE = "0.10"
 MAX_INPUT_BYTES = 2 * 2**30
@@ -229,6 +241,7 @@ def submit(
         spec_cid=spec_cid,
         bytes_uploaded=uploaded,
         submitted_at=time.time(),
+        pinned=[spec_cid, *input_cids.values()],
     )
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         coordinator.notify(job_id)
@@ -311,7 +324,29 @@ def fetch_result(settings: WalletSettings, job_id: JobId, dest: Path) -> Fetched
     check_not_a_failure(view)
     fetched = trio.run(download_result, settings, Cid(cid), dest)
     records.add_bytes(settings, job_id, "bytes_downloaded", _path_size(fetched.path))
+    trio.run(release_uploads, settings, job_id)
     return fetched
+
+
+async def release_uploads(settings: WalletSettings, job_id: JobId) -> list[str]:
+    """The job has ended: unpin the spec and inputs its submit pinned on the wallet's node,
+    except those another unfinished job of this wallet uploaded too. Returns what was
+    unpinned; a node that cannot unpin leaves the pins (and the record) for the next try."""
+    record = records.read(settings, job_id)
+    if "released_at" in record:
+        return []
+    pinned = [str(c) for c in record.get("pinned", ()) if isinstance(c, str)]
+    keep = records.held_elsewhere(settings, job_id)
+    released = [cid for cid in pinned if cid not in keep]
+    try:
+        async with settings.content_store() as store:
+            for cid in released:
+                await store.unpin(cid)
+    except ContentError as exc:
+        log.warning("job %s: uploads stay pinned, unpin failed: %s", job_id_hex(job_id), exc)
+        return []
+    records.update(settings, job_id, released_at=time.time())
+    return released
 
 
 async def download_result(settings: WalletSettings, cid: Cid, dest: Path) -> FetchedResult:

@@ -10,9 +10,10 @@ import pytest
 
 from devnet.ipfs import IpfsNode
 from protocol.errors import GpuMarketError
-from protocol.ids import Cid
+from protocol.ids import Cid, JobId
 from protocol.ipfs import KuboContentStore, hash_bytes
-from wallet.jobs import download_result
+from wallet import records
+from wallet.jobs import download_result, release_uploads
 from wallet.settings import WalletSettings
 
 pytestmark = pytest.mark.integration
@@ -56,3 +57,25 @@ async def test_result_nobody_has_names_the_cid_and_who_was_asked(
     assert f"result {absent} could not be fetched" in message
     assert ipfs.api_url in message and gateway in message
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.timeout(60)
+async def test_uploads_are_released_when_the_job_ends(ipfs: IpfsNode, tmp_path: Path) -> None:
+    settings = WalletSettings(ipfs_api=ipfs.api_url, keystore_dir=tmp_path / "keystores")
+    async with KuboContentStore(ipfs.api_url) as store:
+        shared = await store.add_bytes(noise(1000, 3))  # both jobs' input
+        own = await store.add_bytes(noise(1000, 4))  # the first job's spec
+    first, second = JobId(b"\x01" * 32), JobId(b"\x02" * 32)
+    records.update(settings, first, pinned=[own, shared])
+    records.update(settings, second, pinned=[shared])
+
+    assert await release_uploads(settings, first) == [own]
+    async with KuboContentStore(ipfs.api_url) as store:
+        pins = await store.pins()
+    assert own not in pins and shared in pins  # the second job still needs it
+    assert "released_at" in records.read(settings, first)
+    assert await release_uploads(settings, first) == []  # once only
+
+    assert await release_uploads(settings, second) == [shared]
+    async with KuboContentStore(ipfs.api_url) as store:
+        assert shared not in await store.pins()
