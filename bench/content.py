@@ -7,10 +7,20 @@ check, cat and get with verification). Then, in a fresh child process, it moves 
 artifact through add + verified download and reports how much that process's peak RSS
 grew (target: under 100 MB, i.e. nothing held whole in memory).
 
-Starts its own js-ipfs/Kubo daemon on loopback unless ``--api`` names one. Big files live
-in a temporary directory that is removed at the end. MB is 10^6 bytes.
+Across nodes (``cross_node_*``): a second daemon B, connected to A as a swarm peer, fetches
+a 256 MiB artifact that only A holds. ``cross_node_bitswap_mb_s`` is the baseline (B's
+daemon fetches it over bitswap, ``KuboContentStore.get`` through B); ``cross_node_mb_s``
+is the path the market uses between participants: B's store streams the file from A's
+read-only gateway and verifies every byte against the CID, in a child process whose RSS
+growth is ``cross_node_rss_growth_mb``. ``restart_resume_ok``: A is restarted while B reads
+a fresh artifact from it, and the verified download still completes.
 
-    python -m bench.content [--json] [--api URL] [--size-mib 100] [--artifact-mib 1024]
+Starts its own js-ipfs/Kubo daemons on loopback unless ``--api`` names one (then the
+cross-node figures are skipped). Big files live in a temporary directory that is removed
+at the end. MB is 10^6 bytes.
+
+    python -m bench.content [--json] [--quick] [--api URL] [--size-mib 100]
+        [--artifact-mib 1024] [--cross-mib 256]
 """
 
 from __future__ import annotations
@@ -25,15 +35,19 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 import trio
 
+from protocol.errors import ContentError
 from protocol.ipfs import KuboContentStore, normalize_cid
 from protocol.ipfs.kubo import ADD_PARAMS
 from protocol.ipfs.local import file_ref
+
+if TYPE_CHECKING:
+    from devnet.ipfs import IpfsNode
 
 MIB = 1 << 20
 PIECE = MIB
@@ -235,6 +249,157 @@ def artifact(api: str, work: Path, size: int) -> dict[str, Any]:
     }
 
 
+# -- across nodes ---------------------------------------------------------------------
+
+
+def cross_probe(api: str, gateway: str, cid: str, dest: Path, size: int) -> None:
+    """Child process: verified get of ``cid`` through node ``api`` with ``gateway`` as the
+    direct source; prints MB/s, RSS growth and where the bytes came from."""
+
+    async def move() -> dict[str, Any]:
+        async with KuboContentStore(api, timeout=300, gateways=[gateway]) as store:
+            await store.version()
+            baseline = _rss_kb("VmRSS")
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                pass
+            peak = [baseline]
+            done = threading.Event()
+
+            def sample() -> None:
+                while not done.wait(0.02):
+                    peak[0] = max(peak[0], _rss_kb("VmRSS"))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            start = time.perf_counter()
+            await store.get(cid, dest, max_size=size)
+            seconds = time.perf_counter() - start
+            done.set()
+            sampler.join()
+            high = max(peak[0], _rss_kb("VmHWM"))
+            return {
+                "mb_s": mb_s(size, seconds),
+                "rss_growth_mb": round((high - baseline) / 1024, 1),
+                "source": store.last_source,
+            }
+
+    print(json.dumps(trio.run(move)))
+
+
+def _connected_pair(work: Path) -> tuple[IpfsNode, IpfsNode]:
+    from devnet.ipfs import connect_nodes, start_ipfs
+
+    serving = start_ipfs(work / "node-a")
+    try:
+        fetching = start_ipfs(work / "node-b")
+    except BaseException:
+        serving.stop()
+        raise
+    connect_nodes(fetching.api_url, [serving.swarm_addr])
+    return serving, fetching
+
+
+async def _add(api: str, path: Path) -> tuple[str, float]:
+    async with KuboContentStore(api, timeout=300) as store:
+        start = time.perf_counter()
+        cid = await store.add_file(path)
+        return cid, time.perf_counter() - start
+
+
+async def _bitswap_get(api: str, peer: str, cid: str, dest: Path, size: int) -> float:
+    async with KuboContentStore(api, timeout=300, peers=[peer]) as store:
+        start = time.perf_counter()
+        await store.get(cid, dest, max_size=size)
+        return time.perf_counter() - start
+
+
+async def _resume_through_restart(
+    serving: IpfsNode, fetching: IpfsNode, cid: str, size: int
+) -> dict[str, Any]:
+    """Read ``cid`` via ``fetching`` with ``serving``'s gateway first; restart ``serving``
+    a third of the way in. True when every byte arrived and verified."""
+    got = 0
+    restarted = False
+    start = time.perf_counter()
+    async with KuboContentStore(
+        fetching.api_url,
+        timeout=10,
+        peers=[serving.swarm_addr],
+        gateways=[serving.gateway_url],
+        resume_pause_s=1.0,
+    ) as store:
+        try:
+            async for piece in store.cat(cid, max_size=size):
+                got += len(piece)
+                if not restarted and got >= size // 3:
+                    restarted = True
+                    await trio.to_thread.run_sync(serving.restart)
+        except ContentError as exc:
+            print(f"restart resume failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return {"restart_resume_ok": False, "restart_resumed": store.resumed}
+        return {
+            "restart_resume_ok": restarted and got == size,
+            "restart_resumed": store.resumed,
+            "restart_transfer_s": round(time.perf_counter() - start, 1),
+        }
+
+
+def cross_node(work: Path, size: int) -> dict[str, Any]:
+    src = work / "cross.bin"
+    figures: dict[str, Any] = {"cross_node_mib": size // MIB}
+    serving, fetching = _connected_pair(work)
+    try:
+        write_random(src, size)
+        cid, add_s = trio.run(_add, serving.api_url, src)
+        figures["cross_node_local_add_mb_s"] = mb_s(size, add_s)
+        # The market's path first (in a child, for its RSS): B never stores the blocks.
+        dest = work / "cross.out"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.content",
+                "--cross-probe",
+                fetching.api_url,
+                serving.gateway_url,
+                cid,
+                str(dest),
+                str(size),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"cross-node probe failed: {done.stderr[-2000:]}")
+        probe = json.loads(done.stdout.strip().splitlines()[-1])
+        dest.unlink(missing_ok=True)
+        if probe["source"] != serving.gateway_url:
+            raise SystemExit(f"cross-node probe read from {probe['source']}, not A's gateway")
+        figures["cross_node_mb_s"] = probe["mb_s"]
+        figures["cross_node_rss_growth_mb"] = probe["rss_growth_mb"]
+        seconds = trio.run(_bitswap_get, fetching.api_url, serving.swarm_addr, cid, dest, size)
+        dest.unlink(missing_ok=True)
+        figures["cross_node_bitswap_mb_s"] = mb_s(size, seconds)
+        figures["cross_node_vs_local_add"] = round(
+            figures["cross_node_mb_s"] / figures["cross_node_local_add_mb_s"], 2
+        )
+        figures["cross_node_vs_bitswap"] = round(
+            figures["cross_node_mb_s"] / figures["cross_node_bitswap_mb_s"], 1
+        )
+        # Fresh content for the restart: B holds none of it.
+        write_random(src, size)
+        cid, _ = trio.run(_add, serving.api_url, src)
+        figures.update(trio.run(_resume_through_restart, serving, fetching, cid, size))
+    finally:
+        src.unlink(missing_ok=True)
+        fetching.stop()
+        serving.stop()
+    return figures
+
+
 def print_table(figures: dict[str, Any]) -> None:
     rows = [
         ("CID computation (pure Python)", "cid_mb_s", "MB/s"),
@@ -245,6 +410,11 @@ def print_table(figures: dict[str, Any]) -> None:
         ("client get (verified, to disk)", "client_get_mb_s", "MB/s"),
     ]
     rows += [(key.replace("_", " "), key, "") for key in figures if key.startswith("artifact_")]
+    rows += [
+        (key.replace("_", " "), key, "")
+        for key in figures
+        if key.startswith(("cross_node_", "restart_"))
+    ]
     print(f"content store on {figures.get('daemon', '?')}, {figures['size_mib']} MiB file")
     for label, key, unit in rows:
         print(f"  {label:<44} {figures[key]:>10} {unit}")
@@ -256,13 +426,22 @@ def main() -> None:
     ap.add_argument("--api", help="use this daemon (http://host:port) instead of starting one")
     ap.add_argument("--size-mib", type=int, default=100)
     ap.add_argument("--artifact-mib", type=int, default=1024)
+    ap.add_argument("--cross-mib", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="small sizes (16/64/32 MiB), one round")
     ap.add_argument("--rss-probe", nargs=3, metavar=("API", "SRC", "DEST"), help=argparse.SUPPRESS)
+    ap.add_argument("--cross-probe", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_probe:
         api, src, dest = args.rss_probe
         rss_probe(api, Path(src), Path(dest))
         return
+    if args.cross_probe:
+        api, gateway, cid, dest, size = args.cross_probe
+        cross_probe(api, gateway, cid, Path(dest), int(size))
+        return
+    if args.quick:
+        args.size_mib, args.artifact_mib, args.cross_mib, args.rounds = 16, 64, 32, 1
 
     with tempfile.TemporaryDirectory(prefix="bench-content-") as tmp:
         work = Path(tmp)
@@ -279,6 +458,8 @@ def main() -> None:
         finally:
             if node is not None:
                 node.stop()
+        if args.api is None:
+            figures.update(cross_node(work, args.cross_mib * MIB))
     print_table(figures)
     if args.json:
         print(json.dumps(figures))

@@ -11,20 +11,23 @@ environment variable to set.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, NoDecode
 
 from contracts.network import apply_profile, send_policy_for
 from contracts.sender import SendPolicy
 from protocol.errors import ConfigError, MessageError
 from protocol.identity import read_password_file
 from protocol.ids import Address, parse_address
+from protocol.ipfs.peers import parse_gateways, parse_peers
+from protocol.p2p.addresses import check_listen, parse_announce
 
 
 class ChainSettings(BaseSettings):
-    """The chain, IPFS, keystore password and libp2p settings the deployables share."""
+    """The chain, IPFS (own API, peers, gateways), keystore password and libp2p (listen,
+    announce) settings the deployables share."""
 
     PROFILE_FIELDS: ClassVar[dict[str, str]] = {
         "rpc_url": "rpc_url",
@@ -51,8 +54,20 @@ class ChainSettings(BaseSettings):
     password_file: Path | None = None
     password: SecretStr | None = None
     ipfs_api: str
+    ipfs_peers: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated swarm multiaddrs (``.../p2p/<peer id>``) of other participants' IPFS
+    nodes for this node's daemon to dial, so bitswap reaches what they hold."""
+    ipfs_gateways: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated read-only HTTP gateways of nodes to stream files from directly
+    (every byte still verified against the CID); the daemon's bitswap is the fallback."""
     p2p_host: str = "127.0.0.1"
     p2p_port: int = Field(default=0, ge=0, le=65535)
+    listen: str | None = None
+    """The libp2p listen multiaddr (replaces ``p2p_host``/``p2p_port``), e.g.
+    ``/ip4/0.0.0.0/tcp/4001`` to accept connections on every interface."""
+    announce: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated multiaddrs others should dial (without ``/p2p/``), e.g. the public
+    address a NAT forwards to the listen port; empty: the listen addresses."""
 
     @field_validator("market_address", "registry_address", "token_address")
     @classmethod
@@ -61,6 +76,26 @@ class ChainSettings(BaseSettings):
             return parse_address(value)
         except MessageError as exc:
             raise ValueError(str(exc)) from exc
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        return None if value is None else check_listen(value)
+
+    @field_validator("announce", mode="before")
+    @classmethod
+    def _announce(cls, value: Any) -> Any:
+        return parse_announce(value)
+
+    @field_validator("ipfs_peers", mode="before")
+    @classmethod
+    def _ipfs_peers(cls, value: Any) -> Any:
+        return parse_peers(value)
+
+    @field_validator("ipfs_gateways", mode="before")
+    @classmethod
+    def _ipfs_gateways(cls, value: Any) -> Any:
+        return parse_gateways(value)
 
     @classmethod
     def env_prefix(cls) -> str:
@@ -102,7 +137,7 @@ class ChainSettings(BaseSettings):
 
     @property
     def listen_multiaddr(self) -> str:
-        return f"/ip4/{self.p2p_host}/tcp/{self.p2p_port}"
+        return self.listen or f"/ip4/{self.p2p_host}/tcp/{self.p2p_port}"
 
     def send_policy(self) -> SendPolicy:
         """Fee caps, replacement and confirmations: the network profile's, else defaults."""

@@ -75,6 +75,14 @@ def run(
     reorg_margin: Annotated[
         int | None, typer.Option(help="COORDINATOR_REORG_MARGIN (0 on devnet)")
     ] = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(help="COORDINATOR_LISTEN: libp2p listen multiaddr (/ip4/0.0.0.0/tcp/4001)"),
+    ] = None,
+    announce: Annotated[
+        list[str] | None,
+        typer.Option(help="COORDINATOR_ANNOUNCE: a multiaddr providers dial (repeatable)"),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Run the coordinator until SIGTERM/SIGINT; writes <data_dir>/coordinator.json when ready."""
@@ -97,5 +105,7 @@ def run(
         http_port=http_port,
         p2p_port=p2p_port,
         reorg_margin=reorg_margin,
+        listen=listen,
+        announce=tuple(announce) if announce else None,
     )
     trio.run(serve, settings)

@@ -51,6 +51,7 @@ from protocol.ids import JobId, parse_address
 from protocol.ipfs.kubo import KuboContentStore
 from protocol.ipfs.store import ContentStore
 from protocol.messages import Advert
+from protocol.p2p.addresses import announced
 from protocol.p2p.adverts import subscribe_adverts
 from protocol.p2p.asgi import serve_asgi
 from protocol.p2p.host import Node, open_host
@@ -137,7 +138,9 @@ class Coordinator:
         self.chain_id = client.deployment.chain_id
         self.domain = client.deployment.domain
         if self._content is None:
-            self._content = await self._stack.enter_async_context(KuboContentStore(s.ipfs_api))
+            self._content = await self._stack.enter_async_context(
+                KuboContentStore(s.ipfs_api, peers=s.ipfs_peers, gateways=s.ipfs_gateways)
+            )
         self.content: ContentStore = self._content
         self.reputation.load(await self.store.reputation_records())
 
@@ -303,7 +306,10 @@ class Coordinator:
 
     @property
     def multiaddr(self) -> str:
+        """What providers dial: the first announce address, else the first listen one."""
         assert self.node is not None
+        if self.settings.announce:
+            return announced(self.settings.announce, self.identity.peer_id)[0]
         return self.node.addrs[0]
 
     def chain_block(self) -> int:

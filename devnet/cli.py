@@ -53,6 +53,9 @@ def _endpoints_table(state: DevnetState) -> Table:
     table.add_row("RPC URL", state.rpc_url or "-")
     table.add_row("chain id", str(state.chain_id or "-"))
     table.add_row("IPFS API", state.ipfs_api or "-")
+    for name, node in state.ipfs_nodes.items():
+        if name != "requester":
+            table.add_row(f"IPFS API ({name})", node.api)
     if state.coordinator_url:
         table.add_row("coordinator", state.coordinator_url)
         table.add_row("dashboard", dashboard_url(state))
@@ -75,6 +78,10 @@ def up(
         bool, typer.Option("--coordinator/--no-coordinator", help="Start the coordinator.")
     ] = True,
     runtime: Annotated[str, typer.Option(help="Providers' sandbox: bwrap or process.")] = "bwrap",
+    shared_ipfs: Annotated[
+        bool,
+        typer.Option(help="One IPFS node for everyone instead of one per participant."),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
 ) -> None:
     """Start the devnet in the background and write its endpoints to the state file."""
@@ -86,6 +93,7 @@ def up(
             coordinator=coordinator,
             providers=providers,
             runtime=runtime,
+            shared_ipfs=shared_ipfs,
             progress=lambda msg: err.print(f"[dim]{msg}...[/dim]"),
         )
     except GpuMarketError as exc:

@@ -124,6 +124,7 @@ def run_demo(state: DevnetState, workdir: Path) -> None:
         rpc_url=state.rpc_url,
         chain_id=state.chain_id,
         ipfs_api=state.ipfs_api,
+        ipfs_peers=tuple(n.swarm for name, n in state.ipfs_nodes.items() if name != "requester"),
         coordinator_url=state.coordinator_url,
         coordinator_address=next(a.address for a in state.accounts if a.role == "coordinator"),
         token_address=state.contracts["token"],
@@ -163,9 +164,12 @@ def run_demo(state: DevnetState, workdir: Path) -> None:
 
     result_dir = workdir / "demo-result"
     shutil.rmtree(result_dir, ignore_errors=True)  # the previous run's result
-    cid, path = jobs.fetch_result(settings, submitted.job_id, result_dir)
+    fetched = jobs.fetch_result(settings, submitted.job_id, result_dir)
+    cid, path = fetched.cid, fetched.path
     summary = json.loads((path / "summary.json").read_text())
-    console.print(f"verified result {cid}: every byte checked against the CID")
+    console.print(
+        f"verified result {cid} (from {fetched.source}): every byte checked against the CID"
+    )
     console.print(f"  {path}/summary.json: {summary}")
     after = _snapshot(state, chain)
     market = state.contracts["market"]
@@ -189,10 +193,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="leave the devnet running at the end (stop it with `gpumarket devnet down`)",
     )
+    parser.add_argument(
+        "--shared-ipfs",
+        action="store_true",
+        help="one IPFS node for everyone instead of one per participant",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
-        report = network.up(args.state, progress=lambda m: console.print(f"[dim]{m}...[/dim]"))
+        report = network.up(
+            args.state,
+            shared_ipfs=args.shared_ipfs,
+            progress=lambda m: console.print(f"[dim]{m}...[/dim]"),
+        )
     except GpuMarketError as exc:
         console.print(f"[red]devnet up failed:[/red] {exc}")
         return 1

@@ -1,7 +1,10 @@
 """A supervised IPFS daemon (Kubo if available, else the pinned js-ipfs) on loopback.
 
 The node is configured to stay on this machine: every address on 127.0.0.1, no bootstrap
-peers, no public routing, no mDNS. It serves the Kubo RPC API at ``/api/v0``.
+peers, no public routing, no mDNS. It serves the Kubo RPC API at ``/api/v0``, a read-only
+HTTP gateway (``/ipfs/<cid>``, what other participants may read content from directly) and
+a libp2p swarm address other nodes connect to (:func:`connect_nodes`). A restarted node
+(:meth:`IpfsNode.restart`) keeps its repo, peer id and ports.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import json
 import os
 import shutil
 import subprocess
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +36,28 @@ class IpfsNode:
     repo: Path
     flavour: str
     process: ProcessRecord
+    gateway_url: str = ""
+    swarm_addr: str = ""
+    """The swarm multiaddr with ``/p2p/<peer id>``, what another node's ``swarm/connect`` takes."""
+    timeout: float = 60.0
 
     def stop(self) -> None:
         stop_ipfs(self.api_url, self.process, self.repo)
+
+    def restart(self) -> None:
+        """Stop the daemon and start it again on the same repo, identity and ports."""
+        self.stop()
+        flavour, binary = _binary()
+        workdir = self.repo.parent
+        env = dict(os.environ, IPFS_PATH=str(self.repo))
+        self.process = spawn(
+            self.process.name,
+            [str(binary), "daemon"],
+            log=workdir / "ipfs.log",
+            workdir=workdir,
+            env=env,
+        )
+        _wait_api(self.process, self.api_url, self.repo, self.timeout, flavour)
 
 
 def _binary() -> tuple[str, Path]:
@@ -43,18 +67,30 @@ def _binary() -> tuple[str, Path]:
     return "js-ipfs", npm_tool("jsipfs")
 
 
-def _configure(repo: Path, api_port: int, swarm_port: int, gateway_port: int) -> None:
+def _overlay(api_port: int, swarm_port: int, gateway_port: int) -> dict[str, Any]:
+    """The settings that keep a node on loopback and to itself."""
+    return {
+        "Addresses": {
+            "API": f"/ip4/127.0.0.1/tcp/{api_port}",
+            "Gateway": f"/ip4/127.0.0.1/tcp/{gateway_port}",
+            "Swarm": [f"/ip4/127.0.0.1/tcp/{swarm_port}"],
+            "Announce": [],
+            "NoAnnounce": [],
+        },
+        "Bootstrap": [],
+        "Routing": {"Type": "none"},
+        "Discovery": {"MDNS": {"Enabled": False}, "webRTCStar": {"Enabled": False}},
+    }
+
+
+def _configure(repo: Path, overlay: dict[str, Any]) -> None:
     path = repo / "config"
     try:
         config: dict[str, Any] = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DevnetError(f"ipfs init left no readable config at {path}: {exc}") from exc
     addresses = config.setdefault("Addresses", {})
-    addresses["API"] = f"/ip4/127.0.0.1/tcp/{api_port}"
-    addresses["Gateway"] = f"/ip4/127.0.0.1/tcp/{gateway_port}"
-    addresses["Swarm"] = [f"/ip4/127.0.0.1/tcp/{swarm_port}"]
-    addresses["Announce"] = []
-    addresses["NoAnnounce"] = []
+    addresses.update(overlay["Addresses"])
     if "RPC" in addresses:
         addresses["RPC"] = f"/ip4/127.0.0.1/tcp/{free_port()}"
     config["Bootstrap"] = []
@@ -66,6 +102,22 @@ def _configure(repo: Path, api_port: int, swarm_port: int, gateway_port: int) ->
     path.write_text(json.dumps(config, indent=2))
 
 
+def _init(binary: Path, flavour: str, workdir: Path, env: dict[str, str]) -> None:
+    try:
+        init = subprocess.run(
+            [str(binary), "init", "--profile", "test"],
+            env=env,
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=INIT_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise DevnetError(f"{flavour} init did not finish within {INIT_TIMEOUT:.0f}s") from exc
+    if init.returncode != 0:
+        raise DevnetError(f"{flavour} init failed: {(init.stderr or init.stdout).strip()[-800:]}")
+
+
 def _api_answers(api_url: str) -> bool:
     try:
         return httpx.post(f"{api_url}/api/v0/id", timeout=1.0).status_code == 200
@@ -73,41 +125,140 @@ def _api_answers(api_url: str) -> bool:
         return False
 
 
-def start_ipfs(workdir: Path, *, api_port: int = 0, timeout: float = 60.0) -> IpfsNode:
-    """Initialise a fresh repo under ``workdir`` and start the daemon on loopback."""
+def start_ipfs(
+    workdir: Path,
+    *,
+    api_port: int = 0,
+    timeout: float = 60.0,
+    name: str = "ipfs",
+    on_spawn: Callable[[ProcessRecord], None] | None = None,
+) -> IpfsNode:
+    """Initialise a fresh repo under ``workdir`` and start the daemon on loopback;
+    ``on_spawn`` is told the process as soon as it exists (before it is ready)."""
     flavour, binary = _binary()
     workdir.mkdir(parents=True, exist_ok=True)
     repo = workdir / "repo"
     env = dict(os.environ, IPFS_PATH=str(repo))
     log = workdir / "ipfs.log"
-    if not (repo / "config").exists():
-        try:
-            init = subprocess.run(
-                [str(binary), "init", "--profile", "test"],
-                env=env,
-                cwd=workdir,
-                capture_output=True,
-                text=True,
-                timeout=INIT_TIMEOUT,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise DevnetError(f"{flavour} init did not finish within {INIT_TIMEOUT:.0f}s") from exc
-        if init.returncode != 0:
-            raise DevnetError(
-                f"{flavour} init failed: {(init.stderr or init.stdout).strip()[-800:]}"
-            )
     if api_port:
         require_free_port(api_port, "ipfs API")
     api_port = api_port or free_port()
-    _configure(repo, api_port, free_port(), free_port())
-    record = spawn(f"ipfs ({flavour})", [str(binary), "daemon"], log=log, workdir=workdir, env=env)
+    swarm_port, gateway_port = free_port(), free_port()
+    overlay = _overlay(api_port, swarm_port, gateway_port)
+    command = [str(binary), "daemon"]
+    if (repo / "config").exists():
+        _configure(repo, overlay)
+    elif flavour == "js-ipfs":
+        # One node.js start instead of two: the daemon initialises the repo itself,
+        # with the overlay merged into its default config.
+        overlay["Addresses"]["RPC"] = f"/ip4/127.0.0.1/tcp/{free_port()}"
+        init_config = workdir / "init-config.json"
+        init_config.write_text(json.dumps(overlay))
+        command += ["--init-profile", "test", "--init-config", str(init_config)]
+    else:
+        _init(binary, flavour, workdir, env)
+        _configure(repo, overlay)
+    record = spawn(f"{name} ({flavour})", command, log=log, workdir=workdir, env=env)
+    if on_spawn is not None:
+        on_spawn(record)
     api_url = f"http://127.0.0.1:{api_port}"
+    _wait_api(record, api_url, repo, timeout, flavour)
+    peer_id = _peer_id(api_url)
+    return IpfsNode(
+        api_url=api_url,
+        repo=repo,
+        flavour=flavour,
+        process=record,
+        gateway_url=f"http://127.0.0.1:{gateway_port}",
+        swarm_addr=f"/ip4/127.0.0.1/tcp/{swarm_port}/p2p/{peer_id}",
+        timeout=timeout,
+    )
+
+
+def start_nodes(
+    root: Path,
+    names: list[str],
+    *,
+    api_port: int = 0,
+    timeout: float = 60.0,
+    on_spawn: Callable[[ProcessRecord], None] | None = None,
+) -> dict[str, IpfsNode]:
+    """One node per name (under ``root/ipfs-<name>``), started side by side, then every
+    pair connected as swarm peers. The first name gets ``api_port`` if given; ``on_spawn``
+    is called (under a lock, from the starting threads) with each process as it starts. If
+    one fails, those already started are stopped before the error propagates."""
+    nodes: dict[str, IpfsNode] = {}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def spawned(record: ProcessRecord) -> None:
+        if on_spawn is not None:
+            with lock:
+                on_spawn(record)
+
+    def one(index: int, name: str) -> None:
+        try:
+            node = start_ipfs(
+                root / f"ipfs-{name}",
+                api_port=api_port if index == 0 else 0,
+                timeout=timeout,
+                name=f"ipfs-{name}",
+                on_spawn=spawned,
+            )
+        except BaseException as exc:  # handed to the caller below
+            with lock:
+                errors.append(exc)
+            return
+        with lock:
+            nodes[name] = node
+
+    threads = [threading.Thread(target=one, args=(i, n)) for i, n in enumerate(names)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        if errors:
+            raise errors[0]
+        ordered = [nodes[name] for name in names]
+        for i, node in enumerate(ordered):
+            connect_nodes(node.api_url, [other.swarm_addr for other in ordered[i + 1 :]])
+    except BaseException:
+        for node in nodes.values():
+            with contextlib.suppress(DevnetError):
+                node.stop()
+        raise
+    return {name: nodes[name] for name in names}
+
+
+def _wait_api(
+    record: ProcessRecord, api_url: str, repo: Path, timeout: float, flavour: str
+) -> None:
     try:
         wait_ready(record, lambda: _api_answers(api_url), timeout=timeout, what=f"{flavour} daemon")
     finally:
         if not _api_answers(api_url):
             _clean_lock(repo)
-    return IpfsNode(api_url=api_url, repo=repo, flavour=flavour, process=record)
+
+
+def _peer_id(api_url: str) -> str:
+    try:
+        resp = httpx.post(f"{api_url}/api/v0/id", timeout=5.0)
+        resp.raise_for_status()
+        return str(resp.json()["ID"])
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        raise DevnetError(f"IPFS API {api_url} did not tell its peer id: {exc}") from exc
+
+
+def connect_nodes(api_url: str, peers: list[str]) -> None:
+    """Have the node at ``api_url`` dial each swarm multiaddr in ``peers``."""
+    for addr in peers:
+        try:
+            resp = httpx.post(f"{api_url}/api/v0/swarm/connect", params={"arg": addr}, timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise DevnetError(f"IPFS node {api_url} could not dial {addr}: {exc}") from exc
+        if resp.status_code != 200:
+            raise DevnetError(f"IPFS node {api_url} could not dial {addr}: {resp.text[:300]}")
 
 
 def _clean_lock(repo: Path) -> None:
@@ -138,4 +289,12 @@ def check_ipfs(api_url: str) -> str:
         raise DevnetError(f"IPFS API {api_url} did not answer: {exc}") from exc
 
 
-__all__ = ["IpfsNode", "check_ipfs", "log_tail", "start_ipfs", "stop_ipfs"]
+__all__ = [
+    "IpfsNode",
+    "check_ipfs",
+    "connect_nodes",
+    "log_tail",
+    "start_ipfs",
+    "start_nodes",
+    "stop_ipfs",
+]

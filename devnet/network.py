@@ -18,10 +18,16 @@ from contracts.chain import Web3Chain
 from contracts.deploy import DEFAULT_MIN_COORDINATOR_BOND, deploy_all, fund_accounts
 from contracts.models import Deployment
 from devnet.anvil import check_anvil, rpc_call, start_anvil
-from devnet.ipfs import check_ipfs, start_ipfs, stop_ipfs
+from devnet.ipfs import check_ipfs, start_ipfs, start_nodes, stop_ipfs
 from devnet.process import is_alive, stop
 from devnet.services import spawn_provider, start_coordinator, wait_provider
-from protocol.devnet_state import DevnetState, load_state, save_state
+from protocol.devnet_state import (
+    DevnetState,
+    IpfsEndpoint,
+    ProcessRecord,
+    load_state,
+    save_state,
+)
 from protocol.errors import DevnetError
 from protocol.ids import parse_address, to_wei
 
@@ -56,8 +62,13 @@ def up(
     coordinator: bool = True,
     providers: int = 3,
     runtime: str = "bwrap",
+    shared_ipfs: bool = False,
 ) -> UpReport:
     """Start Anvil, IPFS, the contracts, the coordinator and ``providers`` provider daemons.
+
+    Every participant (the requester's wallet, the coordinator, each provider) gets an IPFS
+    node of its own, all connected as swarm peers; ``shared_ipfs`` starts one node that all
+    of them use instead (``ipfs_port`` is the requester's node's API port either way).
 
     The state file is rewritten after each process starts; on any failure everything
     started so far is stopped before the error propagates."""
@@ -89,10 +100,29 @@ def up(
         steps.append(("anvil", time.monotonic() - t0))
 
         t0 = time.monotonic()
-        progress("starting ipfs")
-        ipfs = start_ipfs(root / "ipfs", api_port=ipfs_port)
-        state.processes.append(ipfs.process)
-        state.ipfs_api = ipfs.api_url
+        if shared_ipfs:
+            progress("starting ipfs")
+            ipfs = start_ipfs(root / "ipfs", api_port=ipfs_port)
+            state.processes.append(ipfs.process)
+            state.ipfs_api = ipfs.api_url
+        else:
+            names = ["requester", *(["coordinator"] if coordinator else [])]
+            names += [f"provider-{i}" for i in range(providers)]
+            progress(f"starting {len(names)} ipfs nodes")
+
+            def recorded(process: ProcessRecord) -> None:
+                state.processes.append(process)  # saved at once: `down` can stop it
+                save_state(state_file, state)
+
+            nodes = start_nodes(root, names, api_port=ipfs_port, on_spawn=recorded)
+            for name, node in nodes.items():
+                state.ipfs_nodes[name] = IpfsEndpoint(
+                    api=node.api_url,
+                    gateway=node.gateway_url,
+                    swarm=node.swarm_addr,
+                    workdir=str(node.repo.parent),
+                )
+            state.ipfs_api = nodes["requester"].api_url
         save_state(state_file, state)
         steps.append(("ipfs", time.monotonic() - t0))
 
@@ -204,7 +234,11 @@ def down(state_file: Path, *, progress: Progress = _quiet) -> list[str]:
         try:
             if record.name.startswith("ipfs"):
                 repo = Path(record.workdir) / "repo"
-                stop_ipfs(state.ipfs_api, record, repo)
+                api = next(
+                    (n.api for n in state.ipfs_nodes.values() if n.workdir == record.workdir),
+                    state.ipfs_api,
+                )
+                stop_ipfs(api, record, repo)
             else:
                 stop(record)
             stopped.append(record.name)
@@ -231,13 +265,14 @@ def status(state_file: Path) -> list[EndpointCheck]:
             )
         except DevnetError as exc:
             checks.append(EndpointCheck("anvil", state.rpc_url, False, str(exc)))
-    if state.ipfs_api:
+    apis = {f"ipfs {name}": node.api for name, node in state.ipfs_nodes.items()}
+    if not apis and state.ipfs_api:
+        apis["ipfs"] = state.ipfs_api
+    for label, api in apis.items():
         try:
-            checks.append(
-                EndpointCheck("ipfs", state.ipfs_api, True, f"version {check_ipfs(state.ipfs_api)}")
-            )
+            checks.append(EndpointCheck(label, api, True, f"version {check_ipfs(api)}"))
         except DevnetError as exc:
-            checks.append(EndpointCheck("ipfs", state.ipfs_api, False, str(exc)))
+            checks.append(EndpointCheck(label, api, False, str(exc)))
     for record in state.processes:
         alive = is_alive(record.pid)
         checks.append(

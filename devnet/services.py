@@ -62,6 +62,25 @@ def _base_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def ipfs_env(state: DevnetState, participant: str, prefix: str) -> dict[str, str]:
+    """``<prefix>IPFS_*`` for a participant: its own node, every other node as a swarm peer
+    to dial, and (for providers, who read the requester's inputs) the requester's gateway.
+    On a devnet with one shared node, that node."""
+    node = state.ipfs_nodes.get(participant)
+    if node is None:
+        assert state.ipfs_api
+        return {f"{prefix}IPFS_API": state.ipfs_api}
+    others = [n for name, n in state.ipfs_nodes.items() if name != participant]
+    env = {
+        f"{prefix}IPFS_API": node.api,
+        f"{prefix}IPFS_PEERS": ",".join(n.swarm for n in others),
+    }
+    requester = state.ipfs_nodes.get("requester")
+    if participant.startswith("provider") and requester is not None:
+        env[f"{prefix}IPFS_GATEWAYS"] = requester.gateway
+    return env
+
+
 def start_coordinator(state: DevnetState, root: Path) -> tuple[ProcessRecord, dict[str, Any]]:
     """Start the coordinator with the devnet's coordinator account; wait for its ready file."""
     assert state.rpc_url and state.ipfs_api
@@ -77,7 +96,6 @@ def start_coordinator(state: DevnetState, root: Path) -> tuple[ProcessRecord, di
             "COORDINATOR_TOKEN_ADDRESS": state.contracts["token"],
             "COORDINATOR_KEYSTORE": str(keystore),
             "COORDINATOR_PASSWORD_FILE": str(password),
-            "COORDINATOR_IPFS_API": state.ipfs_api,
             "COORDINATOR_DATA_DIR": str(workdir),
             "COORDINATOR_HTTP_HOST": "127.0.0.1",
             "COORDINATOR_HTTP_PORT": "0",
@@ -86,6 +104,7 @@ def start_coordinator(state: DevnetState, root: Path) -> tuple[ProcessRecord, di
             # Devnet jobs last seconds: sample the book often enough for its hourly history.
             "COORDINATOR_HISTORY_SAMPLE_S": "2",
             "COORDINATOR_HISTORY_FLUSH_S": "2",
+            **ipfs_env(state, "coordinator", "COORDINATOR_"),
         }
     )
     ready_file = workdir / "coordinator.json"
@@ -123,7 +142,6 @@ def provider_env(
             "PROVIDER_TOKEN_ADDRESS": state.contracts["token"],
             "PROVIDER_KEYSTORE": str(keystore),
             "PROVIDER_PASSWORD_FILE": str(password),
-            "PROVIDER_IPFS_API": state.ipfs_api,
             "PROVIDER_WORK_DIR": str(workdir / "work"),
             "PROVIDER_RUNTIME": runtime,
             "PROVIDER_CPU_ONLY": "true",
@@ -134,6 +152,7 @@ def provider_env(
             "PROVIDER_ADVERT_TTL_S": "10",
             # Every devnet provider shares one benchmark: they run on the same CPU.
             "PROVIDER_BENCHMARK_CACHE": str(root / "benchmark.json"),
+            **ipfs_env(state, f"provider-{index}", "PROVIDER_"),
         }
     )
     if runtime == "process":

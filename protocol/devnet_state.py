@@ -40,12 +40,25 @@ class ProcessRecord(BaseModel):
     workdir: str
 
 
+class IpfsEndpoint(BaseModel):
+    """One participant's IPFS node: RPC API, read-only gateway, swarm multiaddr."""
+
+    model_config = ConfigDict(frozen=True)
+    api: str
+    gateway: str
+    swarm: str
+    workdir: str
+
+
 class DevnetState(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: int = STATE_VERSION
     rpc_url: str | None = None
     chain_id: int | None = None
     ipfs_api: str | None = None
+    """The requester's (wallet's) IPFS node; with ``ipfs_nodes`` empty, everyone's."""
+    ipfs_nodes: dict[str, IpfsEndpoint] = Field(default_factory=dict)
+    """One node per participant (``requester``, ``coordinator``, ``provider-<i>``)."""
     coordinator_url: str | None = None
     coordinator_multiaddr: str | None = None
     accounts: list[DevAccount] = Field(default_factory=list)

@@ -108,8 +108,11 @@ class Advertiser:
         period_s: float = 5.0,
         ttl_s: int = 20,
         clock: Clock = SYSTEM_CLOCK,
+        announce: Sequence[str] = (),
     ) -> None:
         self.node = node
+        self.announce = tuple(announce)
+        """Multiaddrs (with ``/p2p/``) adverts carry instead of the host's listen addresses."""
         self.identity = identity
         self.offer = offer
         self.price = price_per_gpu_hour
@@ -147,7 +150,7 @@ class Advertiser:
         return Advert(
             provider=self.identity.address,
             peer_id=self.identity.peer_id,
-            multiaddrs=tuple(self.node.addrs[:MAX_MULTIADDRS]),
+            multiaddrs=tuple((self.announce or tuple(self.node.addrs))[:MAX_MULTIADDRS]),
             gpus=gpus,
             benchmark=self.offer.benchmark,
             fingerprint=self.offer.fingerprint,

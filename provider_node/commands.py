@@ -79,6 +79,14 @@ def register_commands(app: typer.Typer) -> None:
         ] = None,
         work_dir: WorkDir = None,
         p2p_port: Annotated[int | None, typer.Option(help="PROVIDER_P2P_PORT.")] = None,
+        listen: Annotated[
+            str | None,
+            typer.Option(help="PROVIDER_LISTEN: libp2p listen multiaddr (/ip4/0.0.0.0/tcp/4001)."),
+        ] = None,
+        announce: Annotated[
+            list[str] | None,
+            typer.Option(help="PROVIDER_ANNOUNCE: a multiaddr coordinators dial (repeatable)."),
+        ] = None,
         metrics_port: Annotated[int | None, typer.Option(help="PROVIDER_METRICS_PORT.")] = None,
         cpu_only: Annotated[
             bool | None, typer.Option("--cpu-only/--gpus-only", help="PROVIDER_CPU_ONLY.")
@@ -101,6 +109,8 @@ def register_commands(app: typer.Typer) -> None:
             runtime=runtime,
             work_dir=work_dir,
             p2p_port=p2p_port,
+            listen=listen,
+            announce=tuple(announce) if announce else None,
             metrics_port=metrics_port,
             cpu_only=cpu_only,
         )

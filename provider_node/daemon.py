@@ -35,6 +35,7 @@ from protocol.ids import PeerId
 from protocol.ipfs.kubo import KuboContentStore
 from protocol.ipfs.store import ContentStore
 from protocol.messages.advert import RuntimeKind
+from protocol.p2p.addresses import announced, unspecified
 from protocol.p2p.host import Node, open_host
 from protocol.p2p.rpc_server import RequestHandlers
 from protocol.p2p.rpc_wire import Limits
@@ -57,6 +58,7 @@ from provider_node.offers import OfferDesk
 from provider_node.policy import consent_policy
 from provider_node.profile import HostOffer, measure_offer
 from provider_node.reporter import P2PReporter
+from provider_node.retention import OutputRetention
 from provider_node.runtimes import CONTAINER_RUNTIMES, BwrapRuntime, Runtime, create_runtime
 from provider_node.runtimes.warm import SlotHold
 from provider_node.runtimes.warmpool import PoolConfig, WarmPool
@@ -189,6 +191,7 @@ class ProviderNode:
         self.server: JobServer | None = None
         self.advertiser: Advertiser | None = None
         self.fallback: ChainFallback | None = None
+        self.retention: OutputRetention | None = None
         self.gpus = GpuPool(())
         self.warm: WarmPool | None = None
         """The warm sandbox pool jobs run through (None: every job starts cold)."""
@@ -255,7 +258,9 @@ class ProviderNode:
             runtime = await self._stack.enter_async_context(pool)
             self.gpus.prefer = pool.ready_gpu_sets
         if self.store is None:
-            self.store = await self._stack.enter_async_context(KuboContentStore(s.ipfs_api))
+            self.store = await self._stack.enter_async_context(
+                KuboContentStore(s.ipfs_api, peers=s.ipfs_peers, gateways=s.ipfs_gateways)
+            )
         jobs = JobStore(s.work_dir)
         domain = eip712.Eip712Domain(chain_id=self.chain_id, verifying_contract=s.market)
         # Torch jobs of the host runtimes import this daemon's own environment.
@@ -283,6 +288,9 @@ class ProviderNode:
             config,
             metrics=self.metrics,
             input_cache=cache,
+        )
+        worker.retention = self.retention = OutputRetention(
+            self.store, s.work_dir / "output-pins.json", s.output_retention_s
         )
 
         fallback = self.fallback = ChainFallback(chain, jobs, now=chain_time)
@@ -332,13 +340,22 @@ class ProviderNode:
             sequence=SequenceFile(s.work_dir / "advert_seq.json"),
             period_s=s.advert_period_s,
             ttl_s=s.advert_ttl_s,
+            announce=announced(s.announce, identity.peer_id),
         )
+        if not s.announce and any(unspecified(a) for a in node.addrs):
+            log.warning(
+                "listening on every interface without PROVIDER_ANNOUNCE: adverts carry %s, "
+                "which no coordinator can dial; set PROVIDER_ANNOUNCE to the address others "
+                "reach this host at",
+                ", ".join(node.addrs),
+            )
         nursery = await self._stack.enter_async_context(trio.open_nursery())
         self._background = nursery.cancel_scope
         nursery.start_soon(self.advertiser.run, name="advertiser")
         nursery.start_soon(fallback.run, name="chain fallback")
         if self.health is not None:
             nursery.start_soon(self.health.run, name="gpu health")
+        nursery.start_soon(self.retention.run, name="output retention")
         if self.link is not None:
             nursery.start_soon(self.link.run, name="coordinator link")
         await server.resume()

@@ -64,6 +64,9 @@ class ProviderSettings(ChainSettings):
     advert_ttl_s: int = Field(default=20, ge=5, le=3600)
     shutdown_grace_s: float = Field(default=30.0, ge=0, le=3600)
     """On SIGTERM, how long running jobs may finish before they are handed back."""
+    output_retention_s: float = Field(default=7 * 24 * 3600.0, ge=0, le=365 * 24 * 3600.0)
+    """How long revealed outputs stay pinned on this provider's IPFS node after the reveal
+    (what the requester downloads them from); then they are unpinned."""
     max_input_bytes: int = Field(default=1 << 30, ge=1)
     input_cache_bytes: int = Field(default=20 << 30, ge=0)
     """Verified job inputs kept by CID for later jobs (``<work_dir>/input-cache``), at most

@@ -53,6 +53,7 @@ from provider_node.jobstore import JobRecord, JobStore, Phase
 from provider_node.logstream import LogLimits, open_log_stream
 from provider_node.metrics import ProviderMetrics
 from provider_node.reporter import Reporter, deliver
+from provider_node.retention import OutputRetention
 from provider_node.runtimes import (
     CONTAINER_RUNTIMES,
     ContainerRuntime,
@@ -147,6 +148,8 @@ class JobWorker:
         metrics: ProviderMetrics | None = None,
         input_cache: InputCache | None = None,
     ) -> None:
+        self.retention: OutputRetention | None = None
+        """Where revealed outputs are held pinned (unset: pinned with no expiry)."""
         self.identity = identity
         self.input_cache = input_cache
         self.store = store
@@ -493,6 +496,8 @@ class JobWorker:
             raise RevealError(
                 f"IPFS stored the outputs as {added}, not the committed {record.result_cid}"
             )
+        if self.retention is not None:
+            self.retention.hold(record.result_cid)
 
     def _signed_reveal(self, record: JobRecord) -> Reveal:
         assert record.result_cid is not None and record.salt is not None

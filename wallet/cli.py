@@ -444,14 +444,16 @@ def job_result(
     try:
         if account is not None:
             _check_requester(settings, _job(job))
-        cid, path = jobs.fetch_result(settings, _job(job), output)
+        fetched = jobs.fetch_result(settings, _job(job), output)
     except GpuMarketError as exc:
         _fail(exc)
         return
     if json_out:
-        _emit({"result_cid": cid, "path": str(path)})
+        _emit({"result_cid": fetched.cid, "path": str(fetched.path), "source": fetched.source})
     else:
-        out.print(f"verified result {cid} written to {path}")
+        out.print(
+            f"verified result {fetched.cid} (from {fetched.source}) written to {fetched.path}"
+        )
 
 
 @job_app.command("explain")

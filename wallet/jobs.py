@@ -20,11 +20,26 @@ from contracts.errors import MajorityExists
 from contracts.models import CompareMode, JobRequest, JobStatus, escrow_of
 from contracts.network import PhaseWindows
 from protocol import lifecycle
-from protocol.errors import GpuMarketError
+from protocol.errors import ContentError, GpuMarketError
 from protocol.failure_output import failure_class_of
 from protocol.identity import Identity
-from protocol.ids import Address, Cid, JobId, Wei, format_tokens, parse_address, to_wei
-from protocol.ipfs import KuboContentStore, result_digest
+from protocol.ids import (
+    Address,
+    Cid,
+    JobId,
+    Wei,
+    format_tokens,
+    job_id_hex,
+    parse_address,
+    to_wei,
+)
+from protocol.ipfs import (
+    CidMismatch,
+    ContentTooLarge,
+    DestinationExists,
+    KuboContentStore,
+    result_digest,
+)
 from protocol.spec import JobSpec, Price
 from protocol.spec_io import canonical_spec, check_local_inputs, load_spec
 from wallet import records
@@ -108,14 +123,14 @@ def _path_size(path: Path) -> int:
 
 
 async def _upload(
-    api: str, spec: JobSpec, local: dict[str, Path], progress: Progress
+    opened: KuboContentStore, spec: JobSpec, local: dict[str, Path], progress: Progress
 ) -> tuple[dict[str, Cid], Cid, int]:
     """Upload path inputs, then the spec with every input as a CID; return the CIDs and
     the bytes uploaded."""
     cids: dict[str, Cid] = {}
     total = sum(_path_size(p) for p in local.values())
     done = 0
-    async with KuboContentStore(api) as store:
+    async with opened as store:
         for name, path in local.items():
             progress(f"uploading {name}", done, total)
             if path.is_dir():
@@ -234,7 +249,7 @@ def submit(
         warnings.append(warning)
         warn(warning)
     input_cids, spec_cid, uploaded = trio.run(
-        _upload, settings.need("ipfs_api"), spec, local, progress
+        _upload, settings.content_store(), spec, local, progress
     )
     coordinator_address = parse_address(settings.need("coordinator_address"))
     # Deadlines from the next block's time, not the latest's: after the chain sat idle the
@@ -251,6 +266,7 @@ def submit(
         spec_cid=spec_cid,
         bytes_uploaded=uploaded,
         submitted_at=time.time(),
+        pinned=[spec_cid, *input_cids.values()],
     )
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         coordinator.notify(job_id)
@@ -319,7 +335,16 @@ def check_not_a_failure(view: dict[str, Any]) -> None:
     raise JobFailed(view["job_id"], reason, failure.get("provider"))
 
 
-def fetch_result(settings: WalletSettings, job_id: JobId, dest: Path) -> tuple[Cid, Path]:
+@dataclass(frozen=True)
+class FetchedResult:
+    cid: Cid
+    path: Path
+    source: str
+    """Where the bytes came from: a peer's gateway URL, or the wallet's own IPFS node (which
+    holds them or fetched them from its peers over bitswap)."""
+
+
+def fetch_result(settings: WalletSettings, job_id: JobId, dest: Path) -> FetchedResult:
     """Download the job's verified result into ``dest`` (checked against the CID)."""
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         view = coordinator.job(job_id)
@@ -329,14 +354,52 @@ def fetch_result(settings: WalletSettings, job_id: JobId, dest: Path) -> tuple[C
             f"job {view['job_id']} has no verified result yet (state {view['state']})"
         )
     check_not_a_failure(view)
+    fetched = trio.run(download_result, settings, Cid(cid), dest)
+    records.add_bytes(settings, job_id, "bytes_downloaded", _path_size(fetched.path))
+    trio.run(release_uploads, settings, job_id)
+    return fetched
 
-    async def get() -> Path:
-        async with KuboContentStore(settings.need("ipfs_api")) as store:
-            return await store.get(cid, dest)
 
-    path = trio.run(get)
-    records.add_bytes(settings, job_id, "bytes_downloaded", _path_size(path))
-    return Cid(cid), path
+async def release_uploads(settings: WalletSettings, job_id: JobId) -> list[str]:
+    """The job has ended: unpin the spec and inputs its submit pinned on the wallet's node,
+    except those another unfinished job of this wallet uploaded too. Returns what was
+    unpinned; a node that cannot unpin leaves the pins (and the record) for the next try."""
+    record = records.read(settings, job_id)
+    if "released_at" in record:
+        return []
+    pinned = [str(c) for c in record.get("pinned", ()) if isinstance(c, str)]
+    keep = records.held_elsewhere(settings, job_id)
+    released = [cid for cid in pinned if cid not in keep]
+    try:
+        async with settings.content_store() as store:
+            for cid in released:
+                await store.unpin(cid)
+    except ContentError as exc:
+        log.warning("job %s: uploads stay pinned, unpin failed: %s", job_id_hex(job_id), exc)
+        return []
+    records.update(settings, job_id, released_at=time.time())
+    return released
+
+
+async def download_result(settings: WalletSettings, cid: Cid, dest: Path) -> FetchedResult:
+    """Fetch ``cid`` through the wallet's IPFS node (and its gateways); a result nobody
+    serves fails naming the CID and every node asked."""
+    async with settings.content_store() as store:
+        try:
+            path = await store.get(cid, dest)
+        except ContentError as exc:
+            if isinstance(exc, CidMismatch | ContentTooLarge | DestinationExists):
+                raise
+            asked = [f"IPFS node {store.api_url}"]
+            if store.peers:
+                asked.append("its peers " + ", ".join(store.peers))
+            if store.gateways:
+                asked.append("gateways " + ", ".join(store.gateways))
+            raise GpuMarketError(
+                f"result {cid} could not be fetched: nobody served it (asked {'; '.join(asked)}). "
+                f"The providers keep revealed outputs for a retention period only; {exc}"
+            ) from exc
+        return FetchedResult(Cid(cid), path, store.last_source or store.api_url)
 
 
 def cancel_or_reclaim(settings: WalletSettings, identity: Identity, job_id: JobId) -> str:

@@ -43,3 +43,21 @@ def update(settings: WalletSettings, job_id: JobId, **fields: Any) -> None:
 def add_bytes(settings: WalletSettings, job_id: JobId, field: str, amount: int) -> None:
     """Add ``amount`` to a byte counter of the job's record (results may be fetched twice)."""
     update(settings, job_id, **{field: int(read(settings, job_id).get(field, 0)) + amount})
+
+
+def held_elsewhere(settings: WalletSettings, job_id: JobId) -> set[str]:
+    """CIDs that another job of this wallet still holds pinned (uploaded, not released)."""
+    own = f"{job_id_hex(job_id)}.json"
+    held: set[str] = set()
+    try:
+        paths = [p for p in records_dir(settings).glob("*.json") if p.name != own]
+    except OSError:
+        return held
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and "released_at" not in data:
+            held.update(str(c) for c in data.get("pinned", ()) if isinstance(c, str))
+    return held

@@ -88,7 +88,11 @@ class Libp2pTransport:
             except TransportError as exc:
                 last = exc
         if last is not None:
-            raise last
+            raise TransportError(
+                f"provider {peer} is unreachable at every address it advertises "
+                f"({', '.join(multiaddrs)}): {last}; behind a NAT it must forward its port "
+                "and announce the public address (PROVIDER_ANNOUNCE)"
+            ) from last
         raise TransportError(f"no dialable address for {peer}")
 
 

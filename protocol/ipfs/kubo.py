@@ -5,18 +5,29 @@ downloads are hashed and written piece by piece, so no artifact is ever held who
 memory. Adds always pass the fixed layout parameters, and the CID the daemon reports is
 compared with the one computed locally from the same bytes. httpx errors are translated
 to :mod:`protocol.ipfs.errors` in :meth:`KuboContentStore._request` only.
+
+Content held by another participant's node moves in one of two ways. By default the
+daemon fetches it over bitswap from the peers it is connected to (``peers`` are dialled
+when the store opens and again before every resume). A store given ``gateways`` (other
+nodes' read-only HTTP gateways) first streams a file's bytes straight from them; nothing
+about the gateway is trusted, the bytes go through the same verification as the daemon's
+(:mod:`protocol.ipfs.fetch`). A stream that breaks off resumes at the byte it reached,
+from the next source (a ``Range`` request, or ``cat`` with an ``offset``), a bounded
+number of times, so a transfer survives the serving node's restart.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
+import trio
 
 from protocol.ids import Cid
 from protocol.ipfs import fetch
@@ -36,6 +47,7 @@ from protocol.ipfs.multipart import (
     FileBody,
     UploadBody,
 )
+from protocol.ipfs.peers import MAX_GATEWAYS
 from protocol.ipfs.store import DEFAULT_MAX_SIZE
 
 ADD_PARAMS: Mapping[str, str] = {
@@ -53,6 +65,17 @@ ADD_PARAMS: Mapping[str, str] = {
 MAX_REPLY_LINE = 1 << 20
 MAX_ERROR_BODY = 64 << 10
 HAS_TIMEOUT = "1s"
+CONNECT_TIMEOUT = "10s"
+"""Longest a daemon may spend dialling one peer (a dead host must not stall a store)."""
+MAX_RESUMES = 3
+"""Rounds over all sources after a file stream broke off, before giving up."""
+RESUME_PAUSE_S = 2.0
+"""Pause before the first resume round; doubled each round."""
+
+GATEWAY_TIMEOUT_S = 10.0
+"""Longest silence from a peer's gateway before the next source is tried."""
+
+log = logging.getLogger(__name__)
 
 
 class KuboContentStore:
@@ -70,7 +93,14 @@ class KuboContentStore:
         *,
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        peers: Sequence[str] = (),
+        gateways: Sequence[str] = (),
+        gateway_transport: httpx.AsyncBaseTransport | None = None,
+        resumes: int = MAX_RESUMES,
+        resume_pause_s: float = RESUME_PAUSE_S,
     ) -> None:
+        if len(gateways) > MAX_GATEWAYS:
+            raise ValueError(f"at most {MAX_GATEWAYS} gateways, got {len(gateways)}")
         self.api_url = api_url.rstrip("/")
         self._timeout = timeout
         self._client = httpx.AsyncClient(
@@ -78,8 +108,22 @@ class KuboContentStore:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             transport=transport,
         )
+        self.peers = tuple(peers)
+        self.gateways = tuple(g.rstrip("/") for g in gateways)
+        gateway_timeout = min(timeout, GATEWAY_TIMEOUT_S)
+        self._gateway_client = httpx.AsyncClient(
+            timeout=httpx.Timeout(gateway_timeout, connect=min(gateway_timeout, 5.0)),
+            transport=gateway_transport,
+        )
+        self._resumes = resumes
+        self._resume_pause_s = resume_pause_s
+        self.resumed = 0
+        """Sources asked to continue a file stream from a byte offset (over the store's life)."""
+        self.last_source = ""
+        """Where the last file stream that finished came from (a gateway URL or ``api_url``)."""
 
     async def __aenter__(self) -> KuboContentStore:
+        await self.connect_peers()
         return self
 
     async def __aexit__(
@@ -92,6 +136,22 @@ class KuboContentStore:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        await self._gateway_client.aclose()
+
+    async def connect_peers(self) -> dict[str, str]:
+        """Dial every peer multiaddr; returns the ones that failed, each with its reason
+        (also logged: an unreachable peer is not fatal while another source has the content)."""
+        failed: dict[str, str] = {}
+        for addr in self.peers:
+            try:
+                params = {"arg": addr, "timeout": CONNECT_TIMEOUT}
+                async with self._request("swarm/connect", params) as resp:
+                    async for _ in _json_lines(resp, "swarm/connect"):
+                        pass
+            except (ContentUnavailable, ContentNotFound, DaemonError) as exc:
+                failed[addr] = str(exc)
+                log.warning("IPFS node %s cannot reach peer %s: %s", self.api_url, addr, exc)
+        return failed
 
     # -- adding --------------------------------------------------------------------
 
@@ -127,18 +187,83 @@ class KuboContentStore:
     async def fetch_block(self, cid: Cid, *, max_size: int) -> bytes:
         """Raw bytes of one block, unverified (``fetch`` checks them)."""
         out = bytearray()
-        async with self._request("block/get", {"arg": cid}) as resp:
-            async for piece in resp.aiter_bytes():
-                out += piece
-                if len(out) > max_size:
-                    raise ContentTooLarge(cid, max_size)
+        try:
+            async with self._request("block/get", {"arg": cid}) as resp:
+                async for piece in resp.aiter_bytes():
+                    out += piece
+                    if len(out) > max_size:
+                        raise ContentTooLarge(cid, max_size)
+        except ContentUnavailable as exc:
+            if not (self.peers or self.gateways):
+                raise
+            peers = ", ".join(self.peers) or "none dialled"
+            raise ContentUnavailable(
+                self.api_url,
+                f"block {cid} not found by the node or its peers ({peers}): {exc.reason}",
+            ) from exc
         return bytes(out)
 
     async def fetch_file(self, cid: Cid) -> AsyncGenerator[bytes, None]:
-        """A file's bytes as the daemon sends them, unverified (``fetch`` checks them)."""
-        async with self._request("cat", {"arg": cid}) as resp:
-            async for piece in resp.aiter_bytes():
-                yield piece
+        """A file's bytes, unverified (``fetch`` checks them): from each peer gateway in
+        turn, then the daemon; a stream that breaks off resumes where it stopped."""
+        sources = [*self.gateways, self.api_url]
+        delivered = 0
+        failures: list[str] = []
+        # Resuming needs other nodes that may come back; a lone daemon's error is final.
+        others = bool(self.peers or self.gateways)
+        for round_ in range(self._resumes + 1):
+            if round_:
+                await trio.sleep(self._resume_pause_s * 2 ** (round_ - 1))
+                await self.connect_peers()
+            for source in sources:
+                if delivered:
+                    self.resumed += 1
+                try:
+                    async for piece in self._file_from(source, cid, delivered):
+                        delivered += len(piece)
+                        yield piece
+                except (ContentUnavailable, ContentNotFound, DaemonError) as exc:
+                    if not others:
+                        raise  # the daemon was the only source: its own error says it all
+                    failures.append(f"{source} at byte {delivered}: {exc}")
+                    log.info("file %s: %s failed at byte %d: %s", cid, source, delivered, exc)
+                    continue
+                self.last_source = source
+                return
+        asked = ", ".join(sources)
+        raise ContentUnavailable(
+            self.api_url,
+            f"{cid}: no source delivered it (asked {asked}; "
+            f"last: {failures[-1] if failures else '-'})",
+        )
+
+    async def _file_from(self, source: str, cid: Cid, offset: int) -> AsyncGenerator[bytes, None]:
+        if source == self.api_url:
+            params = {"arg": cid, "offset": str(offset)} if offset else {"arg": cid}
+            async with self._request("cat", params) as resp:
+                async for piece in resp.aiter_bytes():
+                    yield piece
+            return
+        # only-if-cached: a Kubo gateway answers 412 rather than search the network.
+        # A range is always asked for: js-ipfs's gateway streams a range several times
+        # faster than a whole file (which it first sniffs for a content type).
+        headers = {"Cache-Control": "only-if-cached", "Range": f"bytes={offset}-"}
+        url = f"{source}/ipfs/{cid}"
+        try:
+            async with self._gateway_client.stream("GET", url, headers=headers) as resp:
+                ranged = resp.status_code == 206 and resp.headers.get(
+                    "content-range", ""
+                ).startswith(f"bytes {offset}-")
+                if resp.status_code == 416 and offset == 0:
+                    return  # an empty file has no byte 0 (the CID check still applies)
+                if not ranged and not (resp.status_code == 200 and offset == 0):
+                    raise DaemonError(url, resp.status_code, "gateway did not serve the range")
+                async for piece in resp.aiter_bytes():
+                    yield piece
+        except httpx.TimeoutException as exc:
+            raise ContentUnavailable(source, "gateway went silent") from exc
+        except httpx.HTTPError as exc:
+            raise ContentUnavailable(source, str(exc) or type(exc).__name__) from exc
 
     async def cat(self, cid: str, *, max_size: int = DEFAULT_MAX_SIZE) -> AsyncIterator[bytes]:
         async for piece in fetch.verified_cat(self, cid, max_size):
@@ -167,6 +292,28 @@ class KuboContentStore:
         async with self._request("pin/add", {"arg": text, "recursive": "true"}) as resp:
             async for _ in _json_lines(resp, "pin/add"):
                 pass
+
+    async def unpin(self, cid: str) -> None:
+        text = parse_cid(cid).text
+        try:
+            async with self._request("pin/rm", {"arg": text, "recursive": "true"}) as resp:
+                async for _ in _json_lines(resp, "pin/rm"):
+                    pass
+        except (ContentNotFound, DaemonError) as exc:
+            if "not pinned" not in str(exc).lower():
+                raise
+
+    async def pins(self) -> set[str]:
+        """The CIDs pinned recursively on the node (canonical text)."""
+        found: set[str] = set()
+        async with self._request("pin/ls", {"type": "recursive"}) as resp:
+            async for entry in _json_lines(resp, "pin/ls"):
+                keys = entry.get("Keys")
+                if isinstance(keys, dict):  # Kubo and js-ipfs without streaming
+                    found.update(normalize_cid(k) for k in keys)
+                elif isinstance(entry.get("Cid"), str):  # js-ipfs streams one per line
+                    found.add(normalize_cid(entry["Cid"]))
+        return found
 
     async def has(self, cid: str) -> bool:
         """Kubo answers from its blockstore (``offline``); js-ipfs has no offline switch

@@ -117,5 +117,8 @@ class MemoryContentStore:
             raise ContentNotFound(cid)
         self.pins.add(key)
 
+    async def unpin(self, cid: str) -> None:
+        self.pins.discard(self._key(cid))
+
     async def has(self, cid: str) -> bool:
         return self._key(cid) in self.blocks

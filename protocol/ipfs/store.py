@@ -65,6 +65,10 @@ class ContentStore(Protocol):
         """Keep ``cid`` and everything under it from garbage collection."""
         ...
 
+    async def unpin(self, cid: str) -> None:
+        """Let ``cid`` be garbage-collected again (nothing happens if it was not pinned)."""
+        ...
+
     async def has(self, cid: str) -> bool:
         """Whether the root block of ``cid`` is held locally (never fetched)."""
         ...

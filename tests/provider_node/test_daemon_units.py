@@ -224,7 +224,7 @@ def test_cli_commands_are_registered() -> None:
     assert result.exit_code == 0
     for command in ("run", "register", "stake", "unbond", "withdraw", "status"):
         assert command in result.output
-    run_help = CliRunner().invoke(app, ["run", "--help"])
+    run_help = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
     assert "--unsafe-process-runtime" in run_help.output
 
 

@@ -1,0 +1,148 @@
+"""A provider behind a port forward: adverts carry the announced address, a coordinator
+reaches the provider through it, and an unreachable advertised address fails clearly.
+
+Real libp2p hosts on loopback; the "NAT" is a TCP forwarder from one loopback port to the
+provider's listen port, so the listen address itself is never dialled.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from coordinator.wire.transport import Libp2pTransport
+from protocol.errors import TransportError
+from protocol.identity import Identity
+from protocol.ids import PeerId, Wei
+from protocol.messages.advert import Benchmark, Fingerprint
+from protocol.p2p.addresses import announced, check_listen, parse_announce
+from protocol.p2p.host import open_host
+from protocol.p2p.testing import dev_private_key
+from protocol.registry import CHALLENGE_PROTOCOL
+from provider_node.advertiser import Advertiser, Capacity
+from provider_node.jobstore import SequenceFile
+from provider_node.profile import HostOffer
+
+PROVIDER_KEY = dev_private_key(1, "announce")
+COORDINATOR_KEY = dev_private_key(2, "announce")
+PEER = Identity.from_private_key(PROVIDER_KEY).peer_id
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def port_forward(target: int) -> AsyncIterator[tuple[int, list[int]]]:
+    """Forward a fresh loopback port to ``target``; yields it and a count of connections."""
+    accepted: list[int] = []
+
+    async def pipe(src: trio.SocketStream, dst: trio.SocketStream) -> None:
+        try:
+            while data := await src.receive_some(65536):
+                await dst.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await dst.aclose()
+
+    async def handle(inbound: trio.SocketStream) -> None:
+        accepted.append(1)
+        outbound = await trio.open_tcp_stream("127.0.0.1", target)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pipe, inbound, outbound)
+            nursery.start_soon(pipe, outbound, inbound)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        nursery.start_soon(trio.serve_listeners, handle, listeners)
+        yield listeners[0].socket.getsockname()[1], accepted
+        nursery.cancel_scope.cancel()
+
+
+def _advertiser(node: object, identity: Identity, announce: list[str], tmp: object) -> Advertiser:
+    from pathlib import Path
+
+    offer = HostOffer(
+        gpus=(),
+        gpu_indices=(),
+        benchmark=Benchmark(tflops={"fp32": 0.5}, memory_bandwidth_gbps=10.0),
+        fingerprint=Fingerprint(backend="cpu", gpu_model="cpu", torch="2.13.0"),
+        device="cpu",
+    )
+    return Advertiser(
+        node,  # type: ignore[arg-type]
+        identity,
+        offer,
+        price_per_gpu_hour=Wei(1),
+        price_per_cpu_hour=Wei(1),
+        runtimes=("torch",),
+        capacity=lambda: Capacity(free_gpus=0, utilization=0.0),
+        sequence=SequenceFile(Path(str(tmp)) / "seq.json"),
+        announce=announced(announce, identity.peer_id),
+    )
+
+
+@pytest.mark.timeout(60)
+async def test_coordinator_reaches_a_provider_through_its_announced_address(
+    tmp_path: object,
+) -> None:
+    identity = Identity.from_private_key(PROVIDER_KEY)
+    port = _free_port()
+    async with (
+        open_host(PROVIDER_KEY, listen=[f"/ip4/127.0.0.1/tcp/{port}"]) as provider,
+        open_host(COORDINATOR_KEY) as coordinator,
+        port_forward(port) as (public_port, accepted),
+    ):
+        announce = parse_announce(f"/ip4/127.0.0.1/tcp/{public_port}")
+        assert isinstance(announce, tuple)
+        advert = _advertiser(provider, identity, list(announce), tmp_path).build()
+        # The advert names only the announced address, never the listen one.
+        assert advert.multiaddrs == (f"/ip4/127.0.0.1/tcp/{public_port}/p2p/{identity.peer_id}",)
+        transport = Libp2pTransport(coordinator)
+        await transport._dial(PeerId(identity.peer_id), advert.multiaddrs)
+        assert coordinator.is_connected(PeerId(identity.peer_id))
+        assert accepted, "the connection did not go through the forwarded port"
+
+
+@pytest.mark.timeout(60)
+async def test_unreachable_advertised_address_is_named(tmp_path: object) -> None:
+    identity = Identity.from_private_key(PROVIDER_KEY)
+    closed = _free_port()
+    async with open_host(COORDINATOR_KEY) as coordinator:
+        transport = Libp2pTransport(coordinator)
+        addrs = announced([f"/ip4/127.0.0.1/tcp/{closed}"], identity.peer_id)
+        with pytest.raises(TransportError) as caught:
+            await transport.request(PeerId(identity.peer_id), addrs, CHALLENGE_PROTOCOL, b"x", 5)
+    message = str(caught.value)
+    assert f"/ip4/127.0.0.1/tcp/{closed}" in message
+    assert "unreachable at every address it advertises" in message
+    assert "PROVIDER_ANNOUNCE" in message
+
+
+def test_announce_and_listen_settings_are_checked() -> None:
+    assert parse_announce("/ip4/203.0.113.7/tcp/4001, /dns4/p.example.org/tcp/4001") == (
+        "/ip4/203.0.113.7/tcp/4001",
+        "/dns4/p.example.org/tcp/4001",
+    )
+    for bad, why in (
+        ("/ip4/0.0.0.0/tcp/4001", "unspecified"),
+        ("/ip4/203.0.113.7/tcp/0", "real port"),
+        ("/ip4/203.0.113.7/udp/4001", "TCP port"),
+        (
+            f"/ip4/203.0.113.7/tcp/4001/p2p/{Identity.from_private_key(PROVIDER_KEY).peer_id}",
+            "leave out /p2p/",
+        ),
+        ("provider.example.org:4001", "not a multiaddr"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            parse_announce(bad)
+    assert check_listen("/ip4/0.0.0.0/tcp/4001") == "/ip4/0.0.0.0/tcp/4001"
+    with pytest.raises(ValueError, match="must name an IP"):
+        check_listen("/dns4/p.example.org/tcp/4001")
