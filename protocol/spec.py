@@ -62,7 +62,7 @@ def _package_name(value: Any) -> str:
 def _specifier(value: Any) -> str:
     if not isinstance(value, str):
         raise PydanticCustomError(
-            "package", "a version specifier must be text: quote it, e.g. \">=2.3\""
+            "package", 'a version specifier must be text: quote it, e.g. ">=2.3"'
         )
     try:
         return check_specifier(value)
