@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from eth_account import Account
 
+from devnet.netns import Host
 from devnet.process import require_free_port, spawn, stop, wait_ready
 from devnet.tools import npm_tool
 from protocol.devnet_state import DevAccount, ProcessRecord
@@ -20,8 +21,10 @@ ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 CHAIN_ID = 31337
 HARDFORK = "cancun"
 """Pinned EVM version; solc's evmVersion is pinned to the same."""
+ISOLATED_PORT = 8545
+"""Anvil's port on an isolated devnet's chain host."""
 
-_LISTENING = re.compile(r"Listening on (?:127\.0\.0\.1|0\.0\.0\.0|localhost):(\d+)")
+_LISTENING = re.compile(r"Listening on (?:\d{1,3}(?:\.\d{1,3}){3}|localhost):(\d+)")
 
 
 def dev_accounts(count: int = 10) -> list[DevAccount]:
@@ -77,19 +80,25 @@ def start_anvil(
     timeout: float = 20.0,
     block_time: float | None = None,
     extra_args: Sequence[str] = (),
+    host: Host | None = None,
 ) -> AnvilNode:
     """Start Anvil on 127.0.0.1 (``port=0`` lets it pick) and wait for ``eth_chainId``.
 
     ``block_time`` mines a block every so many seconds instead of one per transaction;
-    ``extra_args`` go to Anvil as they are (``--no-mining``, ``--gas-limit N``, ...)."""
-    if port:
+    ``extra_args`` go to Anvil as they are (``--no-mining``, ``--gas-limit N``, ...).
+    With ``host``, Anvil runs in that host's namespace on its address (port 8545 unless
+    given: the namespace has every port to itself)."""
+    address = host.address if host is not None else "127.0.0.1"
+    if host is not None:
+        port = port or ISOLATED_PORT
+    elif port:
         require_free_port(port, "anvil")
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "anvil.log"
     argv = [
         str(npm_tool("anvil")),
         "--host",
-        "127.0.0.1",
+        address,
         "--port",
         str(port),
         "--chain-id",
@@ -104,7 +113,7 @@ def start_anvil(
     if block_time:
         argv += ["--block-time", str(block_time)]
     argv += list(extra_args)
-    record = spawn("anvil", argv, log=log, workdir=workdir)
+    record = spawn("anvil", argv, log=log, workdir=workdir, host=host)
     found: dict[str, str] = {}
 
     def ready() -> bool:
@@ -112,7 +121,7 @@ def start_anvil(
             match = _LISTENING.search(log.read_text(errors="replace"))
             if not match:
                 return False
-            found["url"] = f"http://127.0.0.1:{match.group(1)}"
+            found["url"] = f"http://{address}:{match.group(1)}"
         try:
             return int(rpc_call(found["url"], "eth_chainId", timeout=1.0), 16) == CHAIN_ID
         except DevnetError:

@@ -82,6 +82,13 @@ def up(
         bool,
         typer.Option(help="One IPFS node for everyone instead of one per participant."),
     ] = False,
+    isolated: Annotated[
+        bool,
+        typer.Option(
+            help="Every participant on a host of its own: network namespaces on a private "
+            "bridge, reached by address only (needs root; `devnet down` removes them)."
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
 ) -> None:
     """Start the devnet in the background and write its endpoints to the state file."""
@@ -94,6 +101,7 @@ def up(
             providers=providers,
             runtime=runtime,
             shared_ipfs=shared_ipfs,
+            isolated=isolated,
             progress=lambda msg: err.print(f"[dim]{msg}...[/dim]"),
         )
     except GpuMarketError as exc:

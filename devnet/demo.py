@@ -198,12 +198,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="one IPFS node for everyone instead of one per participant",
     )
+    parser.add_argument(
+        "--isolated",
+        action="store_true",
+        help="every participant on a network namespace of its own (needs root)",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
         report = network.up(
             args.state,
             shared_ipfs=args.shared_ipfs,
+            isolated=args.isolated,
             progress=lambda m: console.print(f"[dim]{m}...[/dim]"),
         )
     except GpuMarketError as exc:

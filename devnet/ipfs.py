@@ -15,13 +15,14 @@ import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from devnet.netns import Host
 from devnet.process import free_port, log_tail, require_free_port, spawn, stop, wait_ready
 from devnet.tools import kubo_binary, npm_tool
 from protocol.devnet_state import ProcessRecord
@@ -67,13 +68,19 @@ def _binary() -> tuple[str, Path]:
     return "js-ipfs", npm_tool("jsipfs")
 
 
-def _overlay(api_port: int, swarm_port: int, gateway_port: int) -> dict[str, Any]:
-    """The settings that keep a node on loopback and to itself."""
+ISOLATED_PORTS = (5001, 4001, 8080)
+"""API, swarm and gateway ports of a node on an isolated devnet host (its own namespace)."""
+
+
+def _overlay(
+    api_port: int, swarm_port: int, gateway_port: int, address: str = "127.0.0.1"
+) -> dict[str, Any]:
+    """The settings that keep a node on ``address`` (loopback) and to itself."""
     return {
         "Addresses": {
-            "API": f"/ip4/127.0.0.1/tcp/{api_port}",
-            "Gateway": f"/ip4/127.0.0.1/tcp/{gateway_port}",
-            "Swarm": [f"/ip4/127.0.0.1/tcp/{swarm_port}"],
+            "API": f"/ip4/{address}/tcp/{api_port}",
+            "Gateway": f"/ip4/{address}/tcp/{gateway_port}",
+            "Swarm": [f"/ip4/{address}/tcp/{swarm_port}"],
             "Announce": [],
             "NoAnnounce": [],
         },
@@ -132,36 +139,43 @@ def start_ipfs(
     timeout: float = 60.0,
     name: str = "ipfs",
     on_spawn: Callable[[ProcessRecord], None] | None = None,
+    host: Host | None = None,
 ) -> IpfsNode:
-    """Initialise a fresh repo under ``workdir`` and start the daemon on loopback;
-    ``on_spawn`` is told the process as soon as it exists (before it is ready)."""
+    """Initialise a fresh repo under ``workdir`` and start the daemon on loopback (with
+    ``host``, in that host's namespace on its address); ``on_spawn`` is told the process
+    as soon as it exists (before it is ready)."""
     flavour, binary = _binary()
     workdir.mkdir(parents=True, exist_ok=True)
     repo = workdir / "repo"
     env = dict(os.environ, IPFS_PATH=str(repo))
     log = workdir / "ipfs.log"
-    if api_port:
-        require_free_port(api_port, "ipfs API")
-    api_port = api_port or free_port()
-    swarm_port, gateway_port = free_port(), free_port()
-    overlay = _overlay(api_port, swarm_port, gateway_port)
+    address = host.address if host is not None else "127.0.0.1"
+    if host is not None:
+        api_port, swarm_port, gateway_port = ISOLATED_PORTS
+        rpc_port = ISOLATED_PORTS[0] + 1
+    else:
+        if api_port:
+            require_free_port(api_port, "ipfs API")
+        api_port = api_port or free_port()
+        swarm_port, gateway_port, rpc_port = free_port(), free_port(), free_port()
+    overlay = _overlay(api_port, swarm_port, gateway_port, address)
     command = [str(binary), "daemon"]
     if (repo / "config").exists():
         _configure(repo, overlay)
     elif flavour == "js-ipfs":
         # One node.js start instead of two: the daemon initialises the repo itself,
         # with the overlay merged into its default config.
-        overlay["Addresses"]["RPC"] = f"/ip4/127.0.0.1/tcp/{free_port()}"
+        overlay["Addresses"]["RPC"] = f"/ip4/{address}/tcp/{rpc_port}"
         init_config = workdir / "init-config.json"
         init_config.write_text(json.dumps(overlay))
         command += ["--init-profile", "test", "--init-config", str(init_config)]
     else:
         _init(binary, flavour, workdir, env)
         _configure(repo, overlay)
-    record = spawn(f"{name} ({flavour})", command, log=log, workdir=workdir, env=env)
+    record = spawn(f"{name} ({flavour})", command, log=log, workdir=workdir, env=env, host=host)
     if on_spawn is not None:
         on_spawn(record)
-    api_url = f"http://127.0.0.1:{api_port}"
+    api_url = f"http://{address}:{api_port}"
     _wait_api(record, api_url, repo, timeout, flavour)
     peer_id = _peer_id(api_url)
     return IpfsNode(
@@ -169,8 +183,8 @@ def start_ipfs(
         repo=repo,
         flavour=flavour,
         process=record,
-        gateway_url=f"http://127.0.0.1:{gateway_port}",
-        swarm_addr=f"/ip4/127.0.0.1/tcp/{swarm_port}/p2p/{peer_id}",
+        gateway_url=f"http://{address}:{gateway_port}",
+        swarm_addr=f"/ip4/{address}/tcp/{swarm_port}/p2p/{peer_id}",
         timeout=timeout,
     )
 
@@ -182,6 +196,7 @@ def start_nodes(
     api_port: int = 0,
     timeout: float = 60.0,
     on_spawn: Callable[[ProcessRecord], None] | None = None,
+    hosts: Mapping[str, Host] | None = None,
 ) -> dict[str, IpfsNode]:
     """One node per name (under ``root/ipfs-<name>``), started side by side, then every
     pair connected as swarm peers. The first name gets ``api_port`` if given; ``on_spawn``
@@ -204,6 +219,7 @@ def start_nodes(
                 timeout=timeout,
                 name=f"ipfs-{name}",
                 on_spawn=spawned,
+                host=(hosts or {}).get(name),
             )
         except BaseException as exc:  # handed to the caller below
             with lock:

@@ -8,7 +8,8 @@ and one virtual Ethernet link to a bridge; the bridge lives in a namespace of it
 namespace joins the bridge too, with the last address of the subnet, so a person (or a
 test) at the machine reaches every host by its address; hosts never reach beyond it.
 
-Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and ``ip`` from iproute2. Everything created
+Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN), ``ip`` from iproute2 and ``nsenter`` from
+util-linux. Everything created
 here is named ``gm<tag>...`` and removed by :meth:`Network.close`, which is idempotent and
 also works from a record of the names (:func:`remove`), so a crashed run can be cleaned up.
 """
@@ -37,6 +38,8 @@ def unavailable_reason() -> str | None:
     """Why namespaces cannot be made here (None when they can)."""
     if shutil.which("ip") is None:
         return "`ip` (iproute2) is not installed: install the iproute2 package"
+    if shutil.which("nsenter") is None:
+        return "`nsenter` (util-linux) is not installed: install the util-linux package"
     if os.geteuid() != 0:
         return "network namespaces need root (CAP_NET_ADMIN): run as root, or drop --isolated"
     return None
@@ -81,8 +84,10 @@ class Host:
     address: str
 
     def argv(self, command: Sequence[str]) -> list[str]:
-        """``command`` run inside this host's namespace."""
-        return ["ip", "netns", "exec", self.namespace, *command]
+        """``command`` run inside this host's network namespace, and only that: unlike
+        ``ip netns exec``, ``nsenter`` leaves the mounts alone, so ``/sys/fs/cgroup`` (the
+        sandbox's limits) stays as it is on the machine."""
+        return ["nsenter", f"--net=/run/netns/{self.namespace}", "--", *command]
 
 
 @dataclass
@@ -97,6 +102,11 @@ class Network:
     @property
     def hub(self) -> str:
         return f"gm{self.tag}-hub"
+
+    @property
+    def machine_link(self) -> str:
+        """The machine's end of its link to the bridge."""
+        return f"gm{self.tag}m"
 
     @property
     def machine_address(self) -> str:
@@ -116,7 +126,7 @@ class Network:
             _ip("netns", "add", self.hub)
             _ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
             _ip("-n", self.hub, "link", "set", "br0", "up")
-            outside, inside = f"gm{self.tag}m", f"gm{self.tag}mp"
+            outside, inside = self.machine_link, f"{self.machine_link}p"
             _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
             _ip("link", "set", inside, "netns", self.hub)
             _ip("-n", self.hub, "link", "set", inside, "master", "br0", "up")
@@ -168,7 +178,7 @@ class Network:
         if not self._open:
             return
         self._open = False
-        remove(self.namespaces(), machine_link=f"gm{self.tag}m")
+        remove(self.namespaces(), machine_link=self.machine_link)
 
     def __enter__(self) -> Network:
         return self.create()

@@ -17,6 +17,7 @@ from pathlib import Path
 from contracts.chain import Web3Chain
 from contracts.deploy import DEFAULT_MIN_COORDINATOR_BOND, deploy_all, fund_accounts
 from contracts.models import Deployment
+from devnet import netns
 from devnet.anvil import check_anvil, rpc_call, start_anvil
 from devnet.ipfs import check_ipfs, start_ipfs, start_nodes, stop_ipfs
 from devnet.process import is_alive, stop
@@ -63,12 +64,19 @@ def up(
     providers: int = 3,
     runtime: str = "bwrap",
     shared_ipfs: bool = False,
+    isolated: bool = False,
 ) -> UpReport:
     """Start Anvil, IPFS, the contracts, the coordinator and ``providers`` provider daemons.
 
     Every participant (the requester's wallet, the coordinator, each provider) gets an IPFS
     node of its own, all connected as swarm peers; ``shared_ipfs`` starts one node that all
     of them use instead (``ipfs_port`` is the requester's node's API port either way).
+
+    ``isolated`` puts Anvil, the coordinator, each provider and every IPFS node on hosts
+    of their own (network namespaces on a private bridge, :mod:`devnet.netns`; root needed):
+    they reach each other by address only, never over a shared loopback. The machine sits
+    on the bridge too, as the requester's side (the wallet runs here; its IPFS node on a
+    host of its own).
 
     The state file is rewritten after each process starts; on any failure everything
     started so far is stopped before the error propagates."""
@@ -86,10 +94,29 @@ def up(
     save_state(state_file, state)
     started = time.monotonic()
     steps: list[tuple[str, float]] = []
+    net: netns.Network | None = None
     try:
+        if isolated:
+            if shared_ipfs:
+                raise DevnetError(
+                    "--isolated gives every participant its own IPFS node: drop --shared-ipfs"
+                )
+            progress("creating the private network")
+            net = netns.Network().create()
+            state.machine_link = net.machine_link
+            save_state(state_file, state)
+
+        def host(name: str) -> netns.Host | None:
+            if net is None:
+                return None
+            made = net.add(name)
+            state.namespaces = net.namespaces()
+            save_state(state_file, state)
+            return made
+
         t0 = time.monotonic()
         progress("starting anvil")
-        anvil = start_anvil(root / "anvil", port=anvil_port)
+        anvil = start_anvil(root / "anvil", port=anvil_port, host=host("chain"))
         state.processes.append(anvil.process)
         state.rpc_url, state.chain_id, state.accounts = (
             anvil.rpc_url,
@@ -114,7 +141,8 @@ def up(
                 state.processes.append(process)  # saved at once: `down` can stop it
                 save_state(state_file, state)
 
-            nodes = start_nodes(root, names, api_port=ipfs_port, on_spawn=recorded)
+            hosts = {name: h for name in names if (h := host(name)) is not None}
+            nodes = start_nodes(root, names, api_port=ipfs_port, on_spawn=recorded, hosts=hosts)
             for name, node in nodes.items():
                 state.ipfs_nodes[name] = IpfsEndpoint(
                     api=node.api_url,
@@ -135,7 +163,7 @@ def up(
         if coordinator:
             t0 = time.monotonic()
             progress("starting the coordinator")
-            record, ready = start_coordinator(state, root)
+            record, ready = start_coordinator(state, root, host=host("coordinator"))
             state.processes.append(record)
             state.coordinator_url = ready["http_url"]
             state.coordinator_multiaddr = ready["multiaddr"]
@@ -147,7 +175,9 @@ def up(
             progress(f"starting {providers} providers")
             pending = []
             for index in range(providers):
-                record, ready_file = spawn_provider(state, root, index, runtime=runtime)
+                record, ready_file = spawn_provider(
+                    state, root, index, runtime=runtime, host=host(f"provider-{index}")
+                )
                 state.processes.append(record)
                 save_state(state_file, state)
                 pending.append((record, ready_file))
@@ -244,6 +274,9 @@ def down(state_file: Path, *, progress: Progress = _quiet) -> list[str]:
             stopped.append(record.name)
         except DevnetError as exc:
             errors.append(str(exc))
+    if state.namespaces or state.machine_link:
+        progress("removing the private network")
+        netns.remove(state.namespaces, machine_link=state.machine_link)
     if errors:
         raise DevnetError("; ".join(errors))
     if state.root:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from devnet.netns import Host
 from protocol.devnet_state import ProcessRecord
 from protocol.errors import DevnetError
 
@@ -49,8 +50,10 @@ def spawn(
     log: Path,
     workdir: Path,
     env: Mapping[str, str] | None = None,
+    host: Host | None = None,
 ) -> ProcessRecord:
-    """Start ``argv`` detached in its own session, logging to ``log``."""
+    """Start ``argv`` detached in its own session, logging to ``log``; with ``host``,
+    inside that host's network namespace (an isolated devnet)."""
     exe = Path(argv[0])
     if not exe.exists():
         raise DevnetError(
@@ -60,7 +63,7 @@ def spawn(
     with log.open("ab") as out:
         try:
             proc = subprocess.Popen(
-                list(argv),
+                host.argv(argv) if host is not None else list(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

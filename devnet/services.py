@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from devnet.netns import Host
 from devnet.process import spawn, wait_ready
 from protocol.devnet_state import DevAccount, DevnetState, ProcessRecord
 from protocol.errors import DevnetError
@@ -24,6 +25,9 @@ DEVNET_SCRYPT_N = 2**12
 """Devnet keys are Anvil's public test keys: a cheap KDF costs nothing in secrecy."""
 COORDINATOR_TIMEOUT_S = 90.0
 PROVIDER_TIMEOUT_S = 150.0
+ISOLATED_HTTP_PORT = 8000
+ISOLATED_P2P_PORT = 4100
+"""Ports on an isolated devnet's hosts (each namespace has every port to itself)."""
 
 
 def _keystore(root: Path, account: DevAccount, name: str) -> tuple[Path, Path]:
@@ -81,8 +85,11 @@ def ipfs_env(state: DevnetState, participant: str, prefix: str) -> dict[str, str
     return env
 
 
-def start_coordinator(state: DevnetState, root: Path) -> tuple[ProcessRecord, dict[str, Any]]:
-    """Start the coordinator with the devnet's coordinator account; wait for its ready file."""
+def start_coordinator(
+    state: DevnetState, root: Path, host: Host | None = None
+) -> tuple[ProcessRecord, dict[str, Any]]:
+    """Start the coordinator with the devnet's coordinator account (with ``host``, in that
+    host's namespace, serving on its address); wait for its ready file."""
     assert state.rpc_url and state.ipfs_api
     account = next(a for a in state.accounts if a.role == "coordinator")
     workdir = root / "coordinator"
@@ -97,9 +104,10 @@ def start_coordinator(state: DevnetState, root: Path) -> tuple[ProcessRecord, di
             "COORDINATOR_KEYSTORE": str(keystore),
             "COORDINATOR_PASSWORD_FILE": str(password),
             "COORDINATOR_DATA_DIR": str(workdir),
-            "COORDINATOR_HTTP_HOST": "127.0.0.1",
-            "COORDINATOR_HTTP_PORT": "0",
-            "COORDINATOR_P2P_PORT": "0",
+            "COORDINATOR_HTTP_HOST": host.address if host else "127.0.0.1",
+            "COORDINATOR_HTTP_PORT": str(ISOLATED_HTTP_PORT) if host else "0",
+            "COORDINATOR_P2P_HOST": host.address if host else "127.0.0.1",
+            "COORDINATOR_P2P_PORT": str(ISOLATED_P2P_PORT) if host else "0",
             "COORDINATOR_REORG_MARGIN": "0",
             # Devnet jobs last seconds: sample the book often enough for its hourly history.
             "COORDINATOR_HISTORY_SAMPLE_S": "2",
@@ -114,6 +122,7 @@ def start_coordinator(state: DevnetState, root: Path) -> tuple[ProcessRecord, di
         log=workdir / "coordinator.log",
         workdir=workdir,
         env=env,
+        host=host,
     )
     wait_ready(
         record,
@@ -167,19 +176,24 @@ def provider_env(
 
 
 def spawn_provider(
-    state: DevnetState, root: Path, index: int, *, runtime: str = "bwrap"
+    state: DevnetState, root: Path, index: int, *, runtime: str = "bwrap", host: Host | None = None
 ) -> tuple[ProcessRecord, Path]:
-    """Start provider ``index``; returns its record and the ready file to wait for."""
+    """Start provider ``index`` (with ``host``, in that host's namespace, listening on its
+    address); returns its record and the ready file to wait for."""
     providers = [a for a in state.accounts if a.role == "provider"]
     if index >= len(providers):
         raise DevnetError(f"the devnet has {len(providers)} provider accounts, not {index + 1}")
     workdir, env = provider_env(state, root, providers[index], index, runtime)
+    if host is not None:
+        env["PROVIDER_P2P_HOST"] = host.address
+        env["PROVIDER_P2P_PORT"] = str(ISOLATED_P2P_PORT)
     record = spawn(
         f"provider-{index}",
         _cli("provider", "run"),
         log=workdir / "provider.log",
         workdir=workdir,
         env=env,
+        host=host,
     )
     return record, Path(env["PROVIDER_WORK_DIR"]) / "provider.json"
 

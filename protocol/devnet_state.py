@@ -65,6 +65,10 @@ class DevnetState(BaseModel):
     contracts: dict[str, str] = Field(default_factory=dict)
     processes: list[ProcessRecord] = Field(default_factory=list)
     root: str | None = None
+    namespaces: list[str] = Field(default_factory=list)
+    """An isolated devnet's network namespaces (``devnet up --isolated``), removed by down."""
+    machine_link: str | None = None
+    """The machine's link to an isolated devnet's bridge, removed by down."""
 
 
 def load_state(path: Path) -> DevnetState:
