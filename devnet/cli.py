@@ -12,7 +12,7 @@ from rich.table import Table
 
 from devnet import network
 from protocol.devnet_state import DEFAULT_STATE_FILE, DevnetState
-from protocol.errors import GpuMarketError
+from protocol.errors import exits_on_error
 
 app = typer.Typer(
     help=(
@@ -34,11 +34,6 @@ StateOpt = Annotated[
         envvar="GPUMARKET_DEVNET_STATE",
     ),
 ]
-
-
-def _fail(exc: GpuMarketError) -> None:
-    err.print(f"[red]error:[/red] {exc}")
-    raise typer.Exit(1)
 
 
 def dashboard_url(state: DevnetState) -> str:
@@ -69,6 +64,7 @@ def _endpoints_table(state: DevnetState) -> Table:
 
 
 @app.command()
+@exits_on_error
 def up(
     state: StateOpt = DEFAULT_STATE_FILE,
     anvil_port: Annotated[int, typer.Option(help="Anvil port (0: any free port).")] = 0,
@@ -92,21 +88,17 @@ def up(
     json_out: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
 ) -> None:
     """Start the devnet in the background and write its endpoints to the state file."""
-    try:
-        report = network.up(
-            state,
-            anvil_port=anvil_port,
-            ipfs_port=ipfs_port,
-            coordinator=coordinator,
-            providers=providers,
-            runtime=runtime,
-            shared_ipfs=shared_ipfs,
-            isolated=isolated,
-            progress=lambda msg: err.print(f"[dim]{msg}...[/dim]"),
-        )
-    except GpuMarketError as exc:
-        _fail(exc)
-        return
+    report = network.up(
+        state,
+        anvil_port=anvil_port,
+        ipfs_port=ipfs_port,
+        coordinator=coordinator,
+        providers=providers,
+        runtime=runtime,
+        shared_ipfs=shared_ipfs,
+        isolated=isolated,
+        progress=lambda msg: err.print(f"[dim]{msg}...[/dim]"),
+    )
     if json_out:
         typer.echo(report.state.model_dump_json())
         return
@@ -115,16 +107,13 @@ def up(
 
 
 @app.command()
+@exits_on_error
 def status(
     state: StateOpt = DEFAULT_STATE_FILE,
     json_out: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
 ) -> None:
     """Check that every endpoint and process of the devnet answers (exit 1 if not)."""
-    try:
-        checks = network.status(state)
-    except GpuMarketError as exc:
-        _fail(exc)
-        return
+    checks = network.status(state)
     if json_out:
         typer.echo(json.dumps([c.__dict__ for c in checks]))
     else:
@@ -141,17 +130,15 @@ def status(
 
 
 @app.command()
+@exits_on_error
 def down(state: StateOpt = DEFAULT_STATE_FILE) -> None:
     """Stop every process the devnet started and remove its temporary files."""
-    try:
-        stopped = network.down(state, progress=lambda msg: err.print(f"[dim]{msg}[/dim]"))
-    except GpuMarketError as exc:
-        _fail(exc)
-        return
+    stopped = network.down(state, progress=lambda msg: err.print(f"[dim]{msg}[/dim]"))
     out.print(f"devnet down: stopped {', '.join(stopped) or 'nothing'}")
 
 
 @app.command()
+@exits_on_error
 def fund(
     address: Annotated[str, typer.Argument(help="Account to fund.")],
     tokens: Annotated[str, typer.Option(help="Test tokens to mint.")] = "1000",
@@ -159,9 +146,5 @@ def fund(
     state: StateOpt = DEFAULT_STATE_FILE,
 ) -> None:
     """Give ADDRESS test tokens and ETH for gas on the devnet."""
-    try:
-        network.fund(state, address, tokens=tokens, eth=eth)
-    except GpuMarketError as exc:
-        _fail(exc)
-        return
+    network.fund(state, address, tokens=tokens, eth=eth)
     out.print(f"funded {address}: {tokens} tokens, {eth} ETH")

@@ -22,7 +22,7 @@ from contracts.deploy import (
     DEFAULT_UNBONDING_DELAY_S,
     deploy_all,
 )
-from protocol.errors import GpuMarketError
+from protocol.errors import exits_on_error
 from protocol.identity import Identity
 from protocol.ids import from_wei, parse_address, to_wei
 
@@ -42,6 +42,7 @@ def _tokens(amount: int) -> str:
 
 
 @app.command()
+@exits_on_error
 def deploy(
     rpc_url: Annotated[
         str, typer.Option("--rpc-url", envvar="GPUMARKET_RPC_URL", help="JSON-RPC endpoint.")
@@ -86,22 +87,18 @@ def deploy(
     except OSError as exc:
         err.print(f"[red]error:[/red] cannot read {key_file}: {exc.strerror}")
         raise typer.Exit(1) from exc
-    try:
-        deployer = Identity.from_private_key(text)
-        addresses = deploy_all(
-            rpc_url,
-            "0x" + deployer.private_key.hex(),
-            unbonding_delay=unbonding_delay,
-            min_stake=to_wei(min_stake),
-            stake_factor=stake_factor,
-            min_price=to_wei(min_price),
-            min_coordinator_bond=to_wei(min_coordinator_bond),
-            coordinator_unbond_delay=coordinator_unbond_delay,
-            token=parse_address(token) if token is not None else None,
-        )
-    except GpuMarketError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    deployer = Identity.from_private_key(text)
+    addresses = deploy_all(
+        rpc_url,
+        "0x" + deployer.private_key.hex(),
+        unbonding_delay=unbonding_delay,
+        min_stake=to_wei(min_stake),
+        stake_factor=stake_factor,
+        min_price=to_wei(min_price),
+        min_coordinator_bond=to_wei(min_coordinator_bond),
+        coordinator_unbond_delay=coordinator_unbond_delay,
+        token=parse_address(token) if token is not None else None,
+    )
     if json_out:
         typer.echo(json.dumps(addresses))
         return

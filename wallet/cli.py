@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 from rich.table import Table
 
-from protocol.errors import GpuMarketError
+from protocol.errors import GpuMarketError, exits_on_error
 from protocol.ids import JobId, format_tokens, job_id_hex, parse_job_id
 from wallet import claims, costs, jobs, keys, quotes
 from wallet.coordinator import CoordinatorClient
@@ -68,28 +68,11 @@ def _settings(
         updates["account"] = account
     if password_file is not None:
         updates["password_file"] = password_file
-    try:
-        return base.model_copy(update=updates).with_devnet()
-    except GpuMarketError as exc:  # a missing or bad network profile or devnet state
-        _fail(exc)
-        raise
+    return base.model_copy(update=updates).with_devnet()
 
 
 def _prompt(label: str) -> str:
     return str(typer.prompt(label, hide_input=True))
-
-
-def _fail(exc: GpuMarketError) -> None:
-    err.print(f"[red]error:[/red] {exc}")
-    raise typer.Exit(1)
-
-
-def _job(value: str) -> JobId:
-    try:
-        return parse_job_id(value)
-    except GpuMarketError as exc:
-        _fail(exc)
-        raise
 
 
 def _emit(data: Any) -> None:
@@ -98,20 +81,18 @@ def _emit(data: Any) -> None:
 
 # ------------------------------------------------------------------------ wallet
 @wallet_app.command("new")
+@exits_on_error
 def wallet_new(name: str, password_file: PasswordFile = None) -> None:
     """Create a new account NAME in the keystore directory."""
     settings = _settings(password_file=password_file)
-    try:
-        entry = keys.new_key(
-            settings.keystore_dir, name, keys.read_password(settings, _prompt, confirm=True)
-        )
-    except GpuMarketError as exc:
-        _fail(exc)
-        return
+    entry = keys.new_key(
+        settings.keystore_dir, name, keys.read_password(settings, _prompt, confirm=True)
+    )
     out.print(f"created {entry.name}: {entry.address} ({entry.path})")
 
 
 @wallet_app.command("import")
+@exits_on_error
 def wallet_import(
     name: str,
     private_key_file: Annotated[
@@ -147,13 +128,11 @@ def wallet_import(
     except OSError as exc:
         err.print(f"[red]error:[/red] cannot read {private_key_file}: {exc.strerror}")
         raise typer.Exit(1) from exc
-    except GpuMarketError as exc:
-        _fail(exc)
-        return
     out.print(f"imported {entry.name}: {entry.address}")
 
 
 @wallet_app.command("list")
+@exits_on_error
 def wallet_list(json_out: JsonOpt = False) -> None:
     """List the accounts in the keystore directory and Foundry's (~/.foundry/keystores)."""
     entries = keys.all_keys(WalletSettings())
@@ -167,38 +146,32 @@ def wallet_list(json_out: JsonOpt = False) -> None:
 
 
 @wallet_app.command("address")
+@exits_on_error
 def wallet_address(
     account: AccountOpt = None, password_file: PasswordFile = None, json_out: JsonOpt = False
 ) -> None:
     """Print the address of the chosen account (no password needed, except for a cast
     keystore that does not record its address)."""
-    try:
-        address = keys.address_of(_settings(account=account, password_file=password_file), _prompt)
-    except GpuMarketError as exc:
-        _fail(exc)
-        return
+    address = keys.address_of(_settings(account=account, password_file=password_file), _prompt)
     _emit({"address": address}) if json_out else typer.echo(address)
 
 
 @wallet_app.command("balance")
+@exits_on_error
 def wallet_balance(
     devnet: Devnet = None, account: AccountOpt = None, json_out: JsonOpt = False
 ) -> None:
     """Token balance, what the market owes you (claimable) and ETH for gas."""
     settings = _settings(devnet, account)
-    try:
-        address = keys.address_of(settings, _prompt)
-        from contracts.chain import Web3Chain
+    address = keys.address_of(settings, _prompt)
+    from contracts.chain import Web3Chain
 
-        chain = Web3Chain(
-            settings.need("rpc_url"), settings.deployment(), claims.READ_ONLY_KEY
-        )  # read-only calls need no real key
-        token = chain.token_balance(address)
-        owed = claims.claimable(chain, address).total
-        eth = chain.w3.eth.get_balance(chain.w3.to_checksum_address(address))
-    except GpuMarketError as exc:
-        _fail(exc)
-        return
+    chain = Web3Chain(
+        settings.need("rpc_url"), settings.deployment(), claims.READ_ONLY_KEY
+    )  # read-only calls need no real key
+    token = chain.token_balance(address)
+    owed = claims.claimable(chain, address).total
+    eth = chain.w3.eth.get_balance(chain.w3.to_checksum_address(address))
     data = {
         "address": address,
         "token": str(format_tokens(token)),
@@ -213,6 +186,7 @@ def wallet_balance(
 
 
 @wallet_app.command("claim")
+@exits_on_error
 def wallet_claim(
     devnet: Devnet = None,
     account: AccountOpt = None,
@@ -223,11 +197,7 @@ def wallet_claim(
     one transaction. Works for requesters, providers and coordinators alike; with nothing
     claimable it says so and sends nothing."""
     settings = _settings(devnet, account, password_file)
-    try:
-        outcome = claims.claim_for(settings, _prompt)
-    except GpuMarketError as exc:
-        _fail(exc)
-        return
+    outcome = claims.claim_for(settings, _prompt)
     if json_out:
         _emit(outcome.as_json())
         return
@@ -248,6 +218,7 @@ def wallet_claim(
 
 # --------------------------------------------------------------------------- job
 @job_app.command("submit")
+@exits_on_error
 def job_submit(
     spec: Annotated[Path, typer.Argument(help="Job spec YAML.")],
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it ends.")] = False,
@@ -265,61 +236,57 @@ def job_submit(
     """Validate SPEC, upload its inputs, escrow payment in one transaction, notify the
     coordinator; with --wait follow the job live until it ends."""
     settings = _settings(devnet, account, password_file)
-    try:
-        price_cap = None
-        if cap is not None:
-            if cap != "auto":
-                raise GpuMarketError(f"--cap takes 'auto' (set a fixed cap in the spec): {cap!r}")
-            price_cap = quotes.auto_cap(quotes.quote(settings, spec, fee=fee), cap_margin)
-        identity = keys.unlock(settings, _prompt)
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            console=err,
-            transient=True,
-            disable=json_out,
-        ) as bar:
-            task = bar.add_task("uploading", total=None)
+    price_cap = None
+    if cap is not None:
+        if cap != "auto":
+            raise GpuMarketError(f"--cap takes 'auto' (set a fixed cap in the spec): {cap!r}")
+        price_cap = quotes.auto_cap(quotes.quote(settings, spec, fee=fee), cap_margin)
+    identity = keys.unlock(settings, _prompt)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        console=err,
+        transient=True,
+        disable=json_out,
+    ) as bar:
+        task = bar.add_task("uploading", total=None)
 
-            def progress(what: str, done: int, total: int) -> None:
-                bar.update(task, description=what, completed=done, total=total or None)
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total or None)
 
-            def warn(message: str) -> None:
-                if not json_out:
-                    err.print(f"[yellow]warning:[/yellow] {message}")
-
-            submitted = jobs.submit(
-                settings,
-                identity,
-                spec,
-                fee=fee,
-                progress=progress,
-                price_cap=price_cap,
-                warn=warn,
-            )
-        if not json_out:
-            out.print(
-                f"job {job_id_hex(submitted.job_id)} created "
-                f"(escrow {format_tokens(submitted.escrow)}, gas {submitted.gas_used}, "
-                f"spec {submitted.spec_cid})"
-            )
-        view: dict[str, Any] | None = None
-        if wait:
-
-            def show(event: dict[str, Any]) -> None:
-                if not json_out:
-                    at = event.get("at")
-                    stamp = time.strftime("%H:%M:%S", time.localtime(at)) if at else "--:--:--"
-                    detail = json.dumps(event.get("detail", ""), default=str)
-                    out.print(f"  {stamp} [bold]{event.get('state')}[/bold] {detail[:120]}")
-
-            view = jobs.follow(settings, submitted.job_id, show)
+        def warn(message: str) -> None:
             if not json_out:
-                out.print(f"job {view['state']}: result {view.get('result_cid')}")
-    except GpuMarketError as exc:
-        _fail(exc)
-        return
+                err.print(f"[yellow]warning:[/yellow] {message}")
+
+        submitted = jobs.submit(
+            settings,
+            identity,
+            spec,
+            fee=fee,
+            progress=progress,
+            price_cap=price_cap,
+            warn=warn,
+        )
+    if not json_out:
+        out.print(
+            f"job {job_id_hex(submitted.job_id)} created "
+            f"(escrow {format_tokens(submitted.escrow)}, gas {submitted.gas_used}, "
+            f"spec {submitted.spec_cid})"
+        )
+    view: dict[str, Any] | None = None
+    if wait:
+
+        def show(event: dict[str, Any]) -> None:
+            if not json_out:
+                at = event.get("at")
+                stamp = time.strftime("%H:%M:%S", time.localtime(at)) if at else "--:--:--"
+                detail = json.dumps(event.get("detail", ""), default=str)
+                out.print(f"  {stamp} [bold]{event.get('state')}[/bold] {detail[:120]}")
+
+        view = jobs.follow(settings, submitted.job_id, show)
+        if not json_out:
+            out.print(f"job {view['state']}: result {view.get('result_cid')}")
     if json_out:
         _emit(
             {
@@ -336,15 +303,12 @@ def job_submit(
 
 
 @job_app.command("status")
+@exits_on_error
 def job_status(job: JobArg, devnet: Devnet = None, json_out: JsonOpt = False) -> None:
     """The job's state, providers and result as the coordinator sees it."""
     settings = _settings(devnet)
-    try:
-        with CoordinatorClient(settings.need("coordinator_url")) as client:
-            view = client.job(_job(job))
-    except GpuMarketError as exc:
-        _fail(exc)
-        return
+    with CoordinatorClient(settings.need("coordinator_url")) as client:
+        view = client.job(parse_job_id(job))
     if json_out:
         _emit(view)
         return
@@ -366,21 +330,18 @@ def job_status(job: JobArg, devnet: Devnet = None, json_out: JsonOpt = False) ->
 
 
 @job_app.command("list")
+@exits_on_error
 def job_list(devnet: Devnet = None, account: AccountOpt = None, json_out: JsonOpt = False) -> None:
     """Jobs of the chosen account."""
     settings = _settings(devnet, account)
-    try:
-        address = keys.address_of(settings, _prompt)
-        with CoordinatorClient(settings.need("coordinator_url")) as client:
-            views = client.jobs(address)
-    except GpuMarketError as exc:
-        _fail(exc)
-        return
+    address = keys.address_of(settings, _prompt)
+    with CoordinatorClient(settings.need("coordinator_url")) as client:
+        views = client.jobs(address)
     if json_out:
         _emit(views)
         return
     try:
-        spent = costs.costs_of(settings, [_job(v["job_id"]) for v in views])
+        spent = costs.costs_of(settings, [parse_job_id(v["job_id"]) for v in views])
     except GpuMarketError:
         spent = {}  # the chain is out of reach: the list still shows
     table = Table("job", "state", "cost (tokens)", "result")
@@ -392,6 +353,7 @@ def job_list(devnet: Devnet = None, account: AccountOpt = None, json_out: JsonOp
 
 
 @job_app.command("logs")
+@exits_on_error
 def job_logs(
     job: JobArg,
     follow: Annotated[
@@ -406,26 +368,24 @@ def job_logs(
 
     settings = _settings(devnet, account, password_file)
     seen = 0
-    try:
-        identity = keys.unlock(settings, _prompt)
-        job_id = _job(job)
-        with CoordinatorClient(settings.need("coordinator_url")) as client:
-            while True:
-                lines = client.logs(job_id, identity.private_key)
-                for line in lines[seen:]:
-                    if json_out:
-                        _emit(line)
-                    else:
-                        out.print(f"[dim]{line['provider'][:10]}[/dim] {line['text']}")
-                seen = len(lines)
-                if not follow or client.job(job_id)["state"] in jobs.TERMINAL:
-                    break
-                time.sleep(1.0)
-    except GpuMarketError as exc:
-        _fail(exc)
+    identity = keys.unlock(settings, _prompt)
+    job_id = parse_job_id(job)
+    with CoordinatorClient(settings.need("coordinator_url")) as client:
+        while True:
+            lines = client.logs(job_id, identity.private_key)
+            for line in lines[seen:]:
+                if json_out:
+                    _emit(line)
+                else:
+                    out.print(f"[dim]{line['provider'][:10]}[/dim] {line['text']}")
+            seen = len(lines)
+            if not follow or client.job(job_id)["state"] in jobs.TERMINAL:
+                break
+            time.sleep(1.0)
 
 
 @job_app.command("result")
+@exits_on_error
 def job_result(
     job: JobArg,
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory to create.")],
@@ -441,13 +401,9 @@ def job_result(
 ) -> None:
     """Download the verified result; every byte is checked against the result CID."""
     settings = _settings(devnet, account, password_file)
-    try:
-        if account is not None:
-            _check_requester(settings, _job(job))
-        fetched = jobs.fetch_result(settings, _job(job), output)
-    except GpuMarketError as exc:
-        _fail(exc)
-        return
+    if account is not None:
+        _check_requester(settings, parse_job_id(job))
+    fetched = jobs.fetch_result(settings, parse_job_id(job), output)
     if json_out:
         _emit({"result_cid": fetched.cid, "path": str(fetched.path), "source": fetched.source})
     else:
@@ -457,17 +413,14 @@ def job_result(
 
 
 @job_app.command("explain")
+@exits_on_error
 def job_explain(job: JobArg, devnet: Devnet = None, json_out: JsonOpt = False) -> None:
     """Why each candidate provider won or lost the match, what each seat was billed and
     paid, and when the job reached each phase (queued, matched, assign transaction mined,
     delivered, all committed, all revealed, settle transaction mined)."""
     settings = _settings(devnet)
-    try:
-        with CoordinatorClient(settings.need("coordinator_url")) as client:
-            data = client.explain(_job(job))
-    except GpuMarketError as exc:
-        _fail(exc)
-        return
+    with CoordinatorClient(settings.need("coordinator_url")) as client:
+        data = client.explain(parse_job_id(job))
     if json_out:
         _emit(data)
         return
@@ -546,6 +499,7 @@ def _ms(value: int | None) -> str:
 
 
 @job_app.command("cancel")
+@exits_on_error
 def job_cancel(
     job: JobArg,
     devnet: Devnet = None,
@@ -555,12 +509,8 @@ def job_cancel(
     """Cancel a job nobody was seated on, or reclaim the escrow of one never decided by its
     settle deadline (works with the coordinator gone)."""
     settings = _settings(devnet, account, password_file)
-    try:
-        identity = keys.unlock(settings, _prompt)
-        outcome = jobs.cancel_or_reclaim(settings, identity, _job(job))
-    except GpuMarketError as exc:
-        _fail(exc)
-        return
+    identity = keys.unlock(settings, _prompt)
+    outcome = jobs.cancel_or_reclaim(settings, identity, parse_job_id(job))
     if outcome == "aborted":
         out.print(f"job {job}: aborted by its coordinator; the escrow is already credited back")
     else:

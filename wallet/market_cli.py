@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from protocol.errors import GpuMarketError
-from protocol.ids import format_tokens
+from protocol.errors import GpuMarketError, exits_on_error
+from protocol.ids import format_tokens, parse_job_id
 from wallet import costs, dashboard, jobs, keys, market, quotes
 from wallet.cli import (
     AccountOpt,
@@ -20,8 +20,6 @@ from wallet.cli import (
     JsonOpt,
     PasswordFile,
     _emit,
-    _fail,
-    _job,
     _ms,
     _prompt,
     _settings,
@@ -46,17 +44,14 @@ def _size(value: int | None) -> str:
 
 # ------------------------------------------------------------------------ market
 @market_app.command("providers")
+@exits_on_error
 def market_providers(
     limit: Annotated[int, typer.Option(help="At most this many rows.")] = market.DEFAULT_LIMIT,
     devnet: Devnet = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The coordinator's live book, cheapest GPU-hour first."""
-    try:
-        data = market.providers(_settings(devnet), limit=limit)
-    except GpuMarketError as exc:
-        _fail(exc)
-        return
+    data = market.providers(_settings(devnet), limit=limit)
     if json_out:
         _emit(data)
         return
@@ -93,6 +88,7 @@ def market_providers(
 
 # --------------------------------------------------------------------------- quote
 @job_app.command("quote")
+@exits_on_error
 def job_quote(
     spec: Annotated[Path, typer.Argument(help="Job spec YAML.")],
     fee: Annotated[str, typer.Option(help="Coordinator fee in tokens.")] = jobs.DEFAULT_FEE,
@@ -102,11 +98,7 @@ def job_quote(
 ) -> None:
     """What SPEC would get if submitted now, paying nothing: matching providers and why
     others do not, price per redundancy choice, escrow, expected start, affordability."""
-    try:
-        result = quotes.quote(_settings(devnet, account), spec, fee=fee)
-    except GpuMarketError as exc:
-        _fail(exc)
-        return
+    result = quotes.quote(_settings(devnet, account), spec, fee=fee)
     if json_out:
         _emit(result.to_json())
         return
@@ -157,6 +149,7 @@ def job_quote(
 
 # ---------------------------------------------------------------------------- cost
 @job_app.command("cost")
+@exits_on_error
 def job_cost(
     job: Annotated[str | None, typer.Argument(help="Job id; omit with --since.")] = None,
     since: Annotated[
@@ -169,22 +162,19 @@ def job_cost(
     """What a job cost (escrow, pay per provider, fee, refund, gas, bytes), read from the
     chain; with --since, totals over the account's jobs."""
     settings = _settings(devnet, account)
-    try:
-        if since is not None:
-            who = keys.address_of(settings, _prompt)
-            totals = costs.totals_since(settings, who, costs.parse_since(since))
-            _emit(totals.to_json()) if json_out else _show_totals(totals, since)
-            return
-        if job is None:
-            raise GpuMarketError("name a job, or pass --since 7d for totals")
-        cost = costs.job_cost(settings, _job(job))
-    except GpuMarketError as exc:
-        _fail(exc)
+    if since is not None:
+        who = keys.address_of(settings, _prompt)
+        totals = costs.totals_since(settings, who, costs.parse_since(since))
+        _emit(totals.to_json()) if json_out else _show_totals(totals, since)
         return
+    if job is None:
+        raise GpuMarketError("name a job, or pass --since 7d for totals")
+    cost = costs.job_cost(settings, parse_job_id(job))
     _emit(cost.to_json()) if json_out else _show_cost(cost)
 
 
 @job_app.command("costs-link")
+@exits_on_error
 def job_costs_link(
     hours: Annotated[int, typer.Option(help="How far back the page looks.", min=1)] = 24 * 7,
     devnet: Devnet = None,
@@ -195,14 +185,8 @@ def job_costs_link(
     """A link that opens your own costs on the coordinator's dashboard (it carries your
     request signature: anyone holding it can read those costs until it expires)."""
     settings = _settings(devnet, account, password_file)
-    try:
-        identity = keys.unlock(settings, _prompt)
-        link = dashboard.costs_link(
-            settings.need("coordinator_url"), identity.private_key, hours=hours
-        )
-    except GpuMarketError as exc:
-        _fail(exc)
-        return
+    identity = keys.unlock(settings, _prompt)
+    link = dashboard.costs_link(settings.need("coordinator_url"), identity.private_key, hours=hours)
     if json_out:
         _emit({"url": link, "valid_s": dashboard.VALID_S})
         return
