@@ -31,7 +31,7 @@ from contracts.models import JobStatus, JobTerms, OnChainEntry, Receipt, Seat
 from protocol.errors import GpuMarketError
 from protocol.ids import Address, JobId
 from protocol.ipfs.cid import result_digest
-from provider_node.jobstore import JobRecord, JobStore, Phase
+from provider_node.jobstore import JobStore, LocalJob, LocalPhase
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class ChainFallback:
         await self._maybe_reveal(record, terms, seats, now)
 
     async def _maybe_commit(
-        self, record: JobRecord, terms: JobTerms, deadline: int, now: int
+        self, record: LocalJob, terms: JobTerms, deadline: int, now: int
     ) -> None:
         if now < deadline - receipt_margin(terms.commit_window):
             return
@@ -188,7 +188,7 @@ class ChainFallback:
             self.committed += 1
 
     async def _maybe_reveal(
-        self, record: JobRecord, terms: JobTerms, seats: list[Seat], now: int
+        self, record: LocalJob, terms: JobTerms, seats: list[Seat], now: int
     ) -> None:
         opens, closes = terms.reveal_open(seats), terms.reveal_close(seats)
         if now <= opens:
@@ -196,7 +196,7 @@ class ChainFallback:
         if now >= closes:  # the next block would be past it
             self._done(record, "the reveal window closed unsettled")
             return
-        asked = record.phase is Phase.REVEALED
+        asked = record.phase is LocalPhase.REVEALED
         if asked and now < opens + terms.reveal_window * REVEAL_GRACE:
             return  # the coordinator has our reveal; give it time to settle
         entry = await self._call(self.chain.on_chain_entry, record.job_id, record.seat)
@@ -228,7 +228,7 @@ class ChainFallback:
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         return await trio.to_thread.run_sync(fn, *args)
 
-    async def _send(self, step: str, record: JobRecord, send: Callable[[], Receipt]) -> bool:
+    async def _send(self, step: str, record: LocalJob, send: Callable[[], Receipt]) -> bool:
         """One transaction; False (logged, counted) when it failed."""
         try:
             receipt = await self._call(send)
@@ -255,7 +255,7 @@ class ChainFallback:
             else:
                 self._forget(job_id)
 
-    def _done(self, record: JobRecord, reason: str) -> None:
+    def _done(self, record: LocalJob, reason: str) -> None:
         log.info("job 0x%s: nothing more to do on chain: %s", record.job_id.hex(), reason)
         self.jobs.update(record.job_id, chain_done=True)
         self._forget(record.job_id)
@@ -267,7 +267,7 @@ class ChainFallback:
             del self._failures[key]
 
 
-def _uncommitted_end(record: JobRecord) -> bool:
+def _uncommitted_end(record: LocalJob) -> bool:
     """A job that ended here without a commitment: the chain holds nothing of ours."""
     return record.commit_hash is None and record.phase.terminal
 

@@ -35,7 +35,7 @@ class StoreError(GpuMarketError):
     """A job record cannot be read or written."""
 
 
-class Phase(enum.StrEnum):
+class LocalPhase(enum.StrEnum):
     """Where a job stands on this provider; later phases never go back."""
 
     ASSIGNED = "assigned"
@@ -53,17 +53,22 @@ class Phase(enum.StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self in (Phase.REVEALED, Phase.FAILED, Phase.HANDED_BACK, Phase.CANCELLED)
+        return self in (
+            LocalPhase.REVEALED,
+            LocalPhase.FAILED,
+            LocalPhase.HANDED_BACK,
+            LocalPhase.CANCELLED,
+        )
 
 
-class JobRecord(BaseModel):
+class LocalJob(BaseModel):
     """Everything needed to resume a job after a restart, and to commit and reveal it on
     chain without the coordinator."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     job_id: JobIdField
-    phase: Phase
+    phase: LocalPhase
     assignment: SignedMessage
     """The coordinator's signed Assignment, exactly as received."""
     coordinator_peer: PeerId
@@ -101,7 +106,7 @@ class JobRecord(BaseModel):
     def coordinator(self) -> Address:
         return self.assignment_body.coordinator
 
-    def advance(self, phase: Phase, **changes: Any) -> JobRecord:
+    def advance(self, phase: LocalPhase, **changes: Any) -> LocalJob:
         return self.model_copy(update={"phase": phase, "updated_at": time.time(), **changes})
 
 
@@ -129,14 +134,14 @@ class JobStore:
     def _path(self, job_id: JobId) -> Path:
         return self.job_dir(job_id) / "record.json"
 
-    def save(self, record: JobRecord) -> None:
+    def save(self, record: LocalJob) -> None:
         data = record.model_dump_json().encode()
         try:
             write_atomic(self._path(record.job_id), data)
         except OSError as exc:
             raise StoreError(f"cannot save job record {record.job_id.hex()}: {exc}") from exc
 
-    def update(self, job_id: JobId, phase: Phase | None = None, **changes: Any) -> JobRecord:
+    def update(self, job_id: JobId, phase: LocalPhase | None = None, **changes: Any) -> LocalJob:
         """Apply ``changes`` (and ``phase``) to the stored record and save it; returns it.
 
         Synchronous, so no other task of the event loop writes between the read and the
@@ -152,7 +157,7 @@ class JobStore:
         self.save(record)
         return record
 
-    def load(self, job_id: JobId) -> JobRecord | None:
+    def load(self, job_id: JobId) -> LocalJob | None:
         path = self._path(job_id)
         try:
             data = path.read_bytes()[: MAX_RECORD_BYTES + 1]
@@ -163,11 +168,11 @@ class JobStore:
         if len(data) > MAX_RECORD_BYTES:
             raise StoreError(f"{path} is too large for a job record")
         try:
-            return JobRecord.model_validate_json(data)
+            return LocalJob.model_validate_json(data)
         except ValidationError as exc:
             raise StoreError(f"{path} is not a valid job record: {exc}") from exc
 
-    def all(self) -> list[JobRecord]:
+    def all(self) -> list[LocalJob]:
         """Every readable record (unreadable ones are skipped, not fatal)."""
         records = []
         for entry in sorted(self.root.iterdir()):

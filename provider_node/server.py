@@ -49,7 +49,7 @@ from protocol.replay import ReplayError
 from protocol.signing import ExpiredError, SignedMessage, Verifier, decode_signed, encode_signed
 from protocol.signing import sign_message as sign
 from provider_node.fallback import ChainFallback
-from provider_node.jobstore import JobRecord, JobStore, Phase
+from provider_node.jobstore import JobStore, LocalJob, LocalPhase
 from provider_node.offers import Load, OfferDesk
 from provider_node.reporter import Reporter, deliver
 from provider_node.staking import ProviderChain
@@ -240,9 +240,9 @@ class JobServer:
             raise Refused(ErrorCode.NOT_ASSIGNED, f"spec {body.spec_cid} is not the job's spec")
         if len(self._active) >= self.max_concurrent + self.max_queued:
             raise Refused(ErrorCode.BUSY, f"holding {len(self._active)} jobs already")
-        record = JobRecord(
+        record = LocalJob(
             job_id=job_id,
-            phase=Phase.ASSIGNED,
+            phase=LocalPhase.ASSIGNED,
             assignment=signed,
             coordinator_peer=peer,
             commit_deadline=job.terms.commit_deadline(seat),
@@ -261,7 +261,7 @@ class JobServer:
         if record is None:
             raise Refused(ErrorCode.UNKNOWN_JOB, f"no job 0x{body.job_id.hex()} here")
         self.verifier.open(signed, RevealRequest, signer=record.coordinator)
-        if record.phase not in (Phase.COMPUTED, Phase.COMMITTED, Phase.REVEALED):
+        if record.phase not in (LocalPhase.COMPUTED, LocalPhase.COMMITTED, LocalPhase.REVEALED):
             raise Refused(ErrorCode.WRONG_STATE, f"job is {record.phase}, nothing to reveal")
         try:
             _, reveal = await self.worker.reveal(record)
@@ -289,13 +289,13 @@ class JobServer:
         if waiting is not None:
             waiting.cancel()
         if not self.worker.cancel(body.job_id) and not record.phase.terminal:
-            cancelled = record.advance(Phase.CANCELLED, detail=body.reason[:1000])
+            cancelled = record.advance(LocalPhase.CANCELLED, detail=body.reason[:1000])
             self.jobs.save(cancelled)
             await self.worker.clean(cancelled)
         return self._ack(body, body.job_id)
 
     # -------------------------------------------------------------------- tasks
-    def start(self, record: JobRecord) -> None:
+    def start(self, record: LocalJob) -> None:
         """Run an accepted job in the background."""
         assert self._nursery is not None, "use the server inside `async with`"
         self._active.add(record.job_id)
@@ -316,7 +316,7 @@ class JobServer:
         except Exception:
             log.exception("%s: background task crashed", name)
 
-    async def _run_job(self, record: JobRecord) -> None:
+    async def _run_job(self, record: LocalJob) -> None:
         reporter = self.reporter_for(record.coordinator_peer)
         try:
             with trio.CancelScope() as waiting:
@@ -335,20 +335,20 @@ class JobServer:
             self._active.discard(record.job_id)
             self._handing_back.discard(record.job_id)
 
-    async def _never_ran(self, record: JobRecord, reporter: Reporter) -> None:
+    async def _never_ran(self, record: LocalJob, reporter: Reporter) -> None:
         """A queued job cancelled while it waited: handed back when the provider is shutting
         down (the Cancel path recorded a cancel itself)."""
         latest = self.jobs.load(record.job_id) or record
         if record.job_id in self._handing_back and not latest.phase.terminal:
             await self.worker.hand_back(latest, reporter, "the provider is shutting down")
 
-    async def _run_in_slot(self, record: JobRecord, reporter: Reporter) -> None:
+    async def _run_in_slot(self, record: LocalJob, reporter: Reporter) -> None:
         try:
             latest = self.jobs.load(record.job_id) or record
             if latest.phase.terminal:  # cancelled while it waited for the slot
                 return
             final = await self.worker.run(latest, reporter)
-            if final.phase is Phase.CANCELLED and record.job_id in self._handing_back:
+            if final.phase is LocalPhase.CANCELLED and record.job_id in self._handing_back:
                 final = await self.worker.hand_back(
                     final, reporter, "the provider is shutting down"
                 )
@@ -362,7 +362,7 @@ class JobServer:
                 kind=FailureKind.SANDBOX_ERROR,
                 detail=f"provider error: {type(exc).__name__}",
             )
-            failed = record.advance(Phase.FAILED, detail=report.detail)
+            failed = record.advance(LocalPhase.FAILED, detail=report.detail)
             self.jobs.save(failed)
             await self.worker.clean(failed)
             await deliver(reporter, report, attempts=3)
@@ -380,16 +380,16 @@ class JobServer:
         for record in self.jobs.all():
             reporter = self.reporter_for(record.coordinator_peer)
             unreceipted = (
-                record.phase is Phase.COMMITTED
+                record.phase is LocalPhase.COMMITTED
                 and record.receipt_signature is None
                 and not record.committed_on_chain
             )
             if record.phase.terminal:
                 await self.worker.clean(record)
-            elif record.phase is Phase.COMPUTED or unreceipted:
+            elif record.phase is LocalPhase.COMPUTED or unreceipted:
                 name = f"commit-{record.job_id.hex()[:12]}"
                 self._spawn(name, self.worker.send_commitment, record, reporter)
-            elif record.phase in (Phase.ASSIGNED, Phase.RUNNING):
+            elif record.phase in (LocalPhase.ASSIGNED, LocalPhase.RUNNING):
                 why = "the provider restarted mid-run"
                 name = f"hand-back-{record.job_id.hex()[:12]}"
                 self._spawn(name, self.worker.hand_back, record, reporter, why)

@@ -49,7 +49,7 @@ from provider_node.fallback import receipt_margin
 from provider_node.gpus import GpuPool
 from provider_node.inputcache import InputCache
 from provider_node.jobplan import JobPlan, parse_plan
-from provider_node.jobstore import JobRecord, JobStore, Phase
+from provider_node.jobstore import JobStore, LocalJob, LocalPhase
 from provider_node.logstream import LogLimits, open_log_stream
 from provider_node.metrics import ProviderMetrics
 from provider_node.reporter import Reporter, deliver
@@ -176,7 +176,7 @@ class JobWorker:
         scope.cancel()
         return True
 
-    async def run(self, record: JobRecord, reporter: Reporter) -> JobRecord:
+    async def run(self, record: LocalJob, reporter: Reporter) -> LocalJob:
         """Run an assigned job up to its commitment; returns the final record."""
         assignment = record.assignment.body
         assert isinstance(assignment, Assignment)
@@ -185,7 +185,7 @@ class JobWorker:
         self._scopes[job_id] = scope
         try:
             with scope:
-                record = self._save(record.advance(Phase.RUNNING))
+                record = self._save(record.advance(LocalPhase.RUNNING))
                 try:
                     result_cid, runtime_ms = await self._execute(record, assignment, reporter)
                 except _Failed as failed:
@@ -195,15 +195,15 @@ class JobWorker:
                 return await self._commit(record, result_cid, runtime_ms, reporter)
             # Cancelled (Cancel message or shutdown): the caller decides what to report.
             latest = self.jobs.load(job_id) or record
-            if latest.phase in (Phase.ASSIGNED, Phase.RUNNING):
-                latest = self._save(latest.advance(Phase.CANCELLED, detail="cancelled"))
+            if latest.phase in (LocalPhase.ASSIGNED, LocalPhase.RUNNING):
+                latest = self._save(latest.advance(LocalPhase.CANCELLED, detail="cancelled"))
             await self.clean(latest)
             return latest
         finally:
             del self._scopes[job_id]
 
     async def _execute(
-        self, record: JobRecord, assignment: Assignment, reporter: Reporter
+        self, record: LocalJob, assignment: Assignment, reporter: Reporter
     ) -> tuple[str, int]:
         """Run the job; returns its outputs' CID and its runtime in ms."""
         plan = await self._plan(assignment)
@@ -303,7 +303,7 @@ class JobWorker:
                 raise _Failed(None, "this provider's Python lacks " + ", ".join(missing))
         return plan
 
-    async def _fetch_image(self, job: PreparedJob, plan: JobPlan, record: JobRecord) -> PreparedJob:
+    async def _fetch_image(self, job: PreparedJob, plan: JobPlan, record: LocalJob) -> PreparedJob:
         """Pull and check a container job's image before its clock starts (a pull is not
         the job's runtime); the wall time left for the commit is measured again after."""
         assert isinstance(self.runtime, ContainerRuntime)
@@ -314,7 +314,7 @@ class JobWorker:
         limits = replace(job.limits, wall_time_s=self._wall_time(plan, record))
         return replace(job, limits=limits)
 
-    def _wall_time(self, plan: JobPlan, record: JobRecord) -> float:
+    def _wall_time(self, plan: JobPlan, record: LocalJob) -> float:
         wanted = min(plan.timeout_s, self.config.max_timeout_s)
         deadline = record.commit_deadline or record.assignment_body.commit_deadline
         reserve = self.config.commit_margin_s
@@ -325,23 +325,23 @@ class JobWorker:
             raise _Failed(None, "the commit deadline is too close to run the job")
         return min(wanted, left)
 
-    async def _fail(self, record: JobRecord, reporter: Reporter, failed: _Failed) -> JobRecord:
+    async def _fail(self, record: LocalJob, reporter: Reporter, failed: _Failed) -> LocalJob:
         detail = _text(failed.detail)
         if failed.kind is None:
             log.warning("job %s: handing back: %s", record.job_id.hex(), detail)
-            record = self._save(record.advance(Phase.HANDED_BACK, detail=detail))
+            record = self._save(record.advance(LocalPhase.HANDED_BACK, detail=detail))
             body: HandBack | FailureReport = HandBack(
                 job_id=record.job_id, provider=self.identity.address, reason=detail
             )
         else:
             log.warning("job %s: failed (%s): %s", record.job_id.hex(), failed.kind, detail)
-            record = self._save(record.advance(Phase.FAILED, detail=detail))
+            record = self._save(record.advance(LocalPhase.FAILED, detail=detail))
             body = self._failure_report(record, failed)
         await self.clean(record)
         await deliver(reporter, body)
         return record
 
-    def _failure_report(self, record: JobRecord, failed: _Failed) -> FailureReport:
+    def _failure_report(self, record: LocalJob, failed: _Failed) -> FailureReport:
         assert failed.kind is not None
         code = failed.exit_code
         return FailureReport(
@@ -353,8 +353,8 @@ class JobWorker:
         )
 
     async def _fail_canonically(
-        self, record: JobRecord, reporter: Reporter, failed: _Failed
-    ) -> JobRecord:
+        self, record: LocalJob, reporter: Reporter, failed: _Failed
+    ) -> LocalJob:
         """Commit the canonical failure output, then report the failure as well."""
         assert failed.exit_class is not None
         run_dir = self.jobs.run_dir(record.job_id)
@@ -384,12 +384,12 @@ class JobWorker:
     # ---------------------------------------------------------------- commitment
     async def _commit(
         self,
-        record: JobRecord,
+        record: LocalJob,
         result_cid: str,
         runtime_ms: int,
         reporter: Reporter,
         **extra: str,
-    ) -> JobRecord:
+    ) -> LocalJob:
         salt = new_salt()
         address = self.identity.address
         result = result_digest(result_cid)
@@ -400,7 +400,7 @@ class JobWorker:
         # Persisted before anything leaves this machine: a restart can still reveal.
         record = self._save(
             record.advance(
-                Phase.COMPUTED,
+                LocalPhase.COMPUTED,
                 result_cid=normalize_cid(result_cid),
                 runtime_ms=runtime_ms,
                 salt=salt,
@@ -411,7 +411,7 @@ class JobWorker:
         )
         return await self.send_commitment(record, reporter)
 
-    def commitment(self, record: JobRecord) -> Commitment:
+    def commitment(self, record: LocalJob) -> Commitment:
         assert record.commit_hash is not None and record.commit_signature is not None
         return Commitment(
             job_id=record.job_id,
@@ -420,7 +420,7 @@ class JobWorker:
             signature=record.commit_signature,
         )
 
-    async def send_commitment(self, record: JobRecord, reporter: Reporter) -> JobRecord:
+    async def send_commitment(self, record: LocalJob, reporter: Reporter) -> LocalJob:
         """(Re)send the persisted commitment; the record moves to COMMITTED once the
         coordinator took it, with its CommitReceipt when it gave a valid one."""
         delivered = await deliver(reporter, self.commitment(record))
@@ -433,7 +433,7 @@ class JobWorker:
         receipt = self.receipt_signature(record, delivered.reply)
         changes = {} if receipt is None else {"receipt_signature": receipt}
         latest = self.jobs.load(record.job_id) or record
-        phase = Phase.COMMITTED if latest.phase is Phase.COMPUTED else None
+        phase = LocalPhase.COMMITTED if latest.phase is LocalPhase.COMPUTED else None
         record = self.jobs.update(record.job_id, phase, **changes)
         log.info(
             "job %s: committed to %s (%s)",
@@ -443,7 +443,7 @@ class JobWorker:
         )
         return record
 
-    def receipt_signature(self, record: JobRecord, reply: Message | None) -> bytes | None:
+    def receipt_signature(self, record: LocalJob, reply: Message | None) -> bytes | None:
         """The coordinator's receipt signature for ``record``'s commitment, if ``reply``
         is a valid CommitReceipt for it; None (logged) otherwise."""
         job = record.job_id.hex()
@@ -471,7 +471,7 @@ class JobWorker:
         return reply.signature
 
     # -------------------------------------------------------------------- reveal
-    async def reveal(self, record: JobRecord) -> tuple[JobRecord, Reveal]:
+    async def reveal(self, record: LocalJob) -> tuple[LocalJob, Reveal]:
         """Add the outputs to IPFS, check they got the committed CID, sign the Reveal.
 
         Once revealed, the run dir is removed; asking again signs the same Reveal from the
@@ -479,14 +479,14 @@ class JobWorker:
         """
         async with self._reveal_lock:
             record = self.jobs.load(record.job_id) or record
-            if record.phase is not Phase.REVEALED:
+            if record.phase is not LocalPhase.REVEALED:
                 await self._publish(record)
-                record = self.jobs.update(record.job_id, Phase.REVEALED)
+                record = self.jobs.update(record.job_id, LocalPhase.REVEALED)
         await self.clean(record)
         return record, self._signed_reveal(record)
 
-    async def _publish(self, record: JobRecord) -> None:
-        if record.phase not in (Phase.COMPUTED, Phase.COMMITTED):
+    async def _publish(self, record: LocalJob) -> None:
+        if record.phase not in (LocalPhase.COMPUTED, LocalPhase.COMMITTED):
             raise RevealError(f"job {record.job_id.hex()} has no result to reveal ({record.phase})")
         outputs = self.jobs.run_dir(record.job_id) / OUTPUTS_DIR
         if not outputs.is_dir():
@@ -499,7 +499,7 @@ class JobWorker:
         if self.retention is not None:
             self.retention.hold(record.result_cid)
 
-    def _signed_reveal(self, record: JobRecord) -> Reveal:
+    def _signed_reveal(self, record: LocalJob) -> Reveal:
         assert record.result_cid is not None and record.salt is not None
         assert record.runtime_ms is not None
         result = result_digest(record.result_cid)
@@ -521,15 +521,15 @@ class JobWorker:
             signature=signature,
         )
 
-    async def hand_back(self, record: JobRecord, reporter: Reporter, reason: str) -> JobRecord:
+    async def hand_back(self, record: LocalJob, reporter: Reporter, reason: str) -> LocalJob:
         """Give an uncommitted job back to its coordinator."""
-        record = self._save(record.advance(Phase.HANDED_BACK, detail=_text(reason)))
+        record = self._save(record.advance(LocalPhase.HANDED_BACK, detail=_text(reason)))
         await self.clean(record)
         body = HandBack(job_id=record.job_id, provider=self.identity.address, reason=_text(reason))
         await deliver(reporter, body, attempts=3)
         return record
 
-    async def clean(self, record: JobRecord) -> None:
+    async def clean(self, record: LocalJob) -> None:
         """Remove the run dir of a job whose record is terminal (the record stays)."""
         if not record.phase.terminal:
             return
@@ -538,7 +538,7 @@ class JobWorker:
         if removed:
             log.info("job %s: run dir removed (%s)", record.job_id.hex(), record.phase)
 
-    def _save(self, record: JobRecord) -> JobRecord:
+    def _save(self, record: LocalJob) -> LocalJob:
         self.jobs.save(record)
         return record
 

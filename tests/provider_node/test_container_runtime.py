@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from protocol.messages import Commitment, HandBack
-from provider_node.jobstore import Phase
+from provider_node.jobstore import LocalPhase
 from provider_node.runtimes import (
     CommandEntrypoint,
     PreparedJob,
@@ -253,7 +253,7 @@ async def test_worker_hands_back_an_image_the_driver_cannot_run(
     assert isinstance(back, HandBack)
     assert "built for CUDA 99.1" in back.reason and "CUDA 12.2 at most" in back.reason
     record = harness.jobs.load(needs_cuda.job_id)
-    assert record is not None and record.phase is Phase.HANDED_BACK
+    assert record is not None and record.phase is LocalPhase.HANDED_BACK
     assert worker.gpus.free == 1
 
 

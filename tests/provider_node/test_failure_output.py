@@ -16,7 +16,7 @@ from provider_node.failure_output import (
     failure_bytes,
     write_failure_output,
 )
-from provider_node.jobstore import Phase
+from provider_node.jobstore import LocalPhase
 from provider_node.workdir import outputs_cid
 from tests.provider_node.jobharness import Harness, ask, wait_for
 
@@ -99,7 +99,7 @@ async def test_two_runs_of_a_failing_job_commit_the_same_result(harness: Harness
         records = [harness.jobs.load(a.job_id) for a in (first, second)]
         expected = write_failure_output(harness.tmp / "expected", ExitClass.ERROR)
         for record in records:
-            assert record is not None and record.phase is Phase.COMMITTED
+            assert record is not None and record.phase is LocalPhase.COMMITTED
             assert record.result_cid == expected and record.exit_class == "error"
             assert record.runtime_ms is not None and record.runtime_ms > 0
         # Revealed like a result: the failure output goes to IPFS under that CID.
@@ -120,8 +120,8 @@ async def test_own_timeout_is_committed_a_cut_one_is_not(harness: Harness) -> No
             assert isinstance(report, FailureReport) and report.kind is FailureKind.TIMEOUT
     timed_out = harness.jobs.load(own.job_id)
     assert timed_out is not None and timed_out.exit_class == "timeout"
-    assert timed_out.phase is Phase.COMMITTED
+    assert timed_out.phase is LocalPhase.COMMITTED
     commitments = [c for c in harness.reporter.sent if isinstance(c, Commitment)]
     assert [c.job_id for c in commitments] == [own.job_id]
     unfair = harness.jobs.load(cut.job_id)
-    assert unfair is not None and unfair.phase is Phase.FAILED and unfair.commit_hash is None
+    assert unfair is not None and unfair.phase is LocalPhase.FAILED and unfair.commit_hash is None

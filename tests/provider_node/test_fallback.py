@@ -19,7 +19,7 @@ from protocol.ids import JobId
 from protocol.ipfs.cid import result_digest
 from protocol.messages import Ack, Assignment, Commitment, CommitReceipt, Reveal
 from provider_node.fallback import ChainFallback, receipt_margin
-from provider_node.jobstore import JobRecord, Phase
+from provider_node.jobstore import LocalJob, LocalPhase
 from tests.provider_node.chainworld import COMMIT_WINDOW, PRICE, RATE, REVEAL_WINDOW
 from tests.provider_node.jobharness import Harness, ReceiptMode, ask, wait_for
 
@@ -38,7 +38,7 @@ def harness(tmp_path: Path) -> Harness:
 
 async def committed_job(
     harness: Harness, mode: ReceiptMode, fallback: ChainFallback | None = None
-) -> tuple[Assignment, JobRecord]:
+) -> tuple[Assignment, LocalJob]:
     """Run QUICK_JOB to its commitment, the coordinator answering as ``mode`` says."""
     harness.reporter.mode = mode
     assignment = await harness.assignment(QUICK_JOB)
@@ -46,7 +46,7 @@ async def committed_job(
         assert isinstance(await ask(harness, server, assignment), Ack)
         await wait_for(harness.reporter, Commitment, assignment.job_id)
         record = harness.jobs.load(assignment.job_id)
-        assert record is not None and record.phase is Phase.COMMITTED
+        assert record is not None and record.phase is LocalPhase.COMMITTED
     return assignment, record
 
 

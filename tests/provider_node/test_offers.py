@@ -24,7 +24,7 @@ from protocol.messages import (
     JobOffer,
 )
 from protocol.signing import decode_signed, encode_signed, sign_message
-from provider_node.jobstore import Phase
+from provider_node.jobstore import LocalPhase
 from tests.provider_node.chainworld import CAP, PRICE, RATE
 from tests.provider_node.jobharness import Harness, ask, wait_for
 
@@ -214,6 +214,6 @@ async def test_a_full_provider_queues_up_to_max_queued_jobs_and_runs_them_in_tur
             while server.active:
                 await trio.sleep(0.05)
     record = harness.jobs.load(dropped[0])
-    assert record is not None and record.phase is Phase.CANCELLED
+    assert record is not None and record.phase is LocalPhase.CANCELLED
     committed = [m for m in harness.reporter.sent if isinstance(m, Commitment)]
     assert [m.job_id for m in committed] == [first[0], queued[0]]

@@ -35,7 +35,7 @@ from protocol.messages import (
     Reveal,
 )
 from provider_node.gpus import GpuPool
-from provider_node.jobstore import Phase, SequenceFile
+from provider_node.jobstore import LocalPhase, SequenceFile
 from provider_node.runtimes import PreparedJob, ProcessRuntime, RunLimits, RunOutcome, RunResult
 from provider_node.worker import _OUTCOME_KIND, JobWorker, WorkerConfig
 from tests.provider_node.chainworld import PRICE
@@ -98,7 +98,7 @@ async def test_job_commits_then_reveals_the_independent_cid(harness: Harness) ->
         commitment.verify(harness.domain)
         expected = expected_outputs_cid(harness.tmp, 42)
         record = harness.jobs.load(assignment.job_id)
-        assert record is not None and record.phase is Phase.COMMITTED
+        assert record is not None and record.phase is LocalPhase.COMMITTED
         assert record.result_cid == expected and record.salt is not None
         # The runtime is measured around the sandbox run and bound into the commitment.
         assert record.runtime_ms is not None and 0 < record.runtime_ms < 60_000
@@ -124,7 +124,7 @@ async def test_job_commits_then_reveals_the_independent_cid(harness: Harness) ->
         fetched = await harness.store.get(expected, harness.tmp / "fetched")
         assert (fetched / "answer.txt").read_text() == "seed=42\n"
         loaded = harness.jobs.load(assignment.job_id)
-        assert loaded is not None and loaded.phase is Phase.REVEALED
+        assert loaded is not None and loaded.phase is LocalPhase.REVEALED
         # Revealed: the run dir is gone, the record stays, and asking again gets the same.
         assert not harness.jobs.run_dir(assignment.job_id).exists()
         again = await ask_as(harness, server, request)
@@ -171,7 +171,7 @@ async def test_failing_job_reports_commits_its_failure_and_server_keeps_serving(
         assert isinstance(await ask_as(harness, server, good), Ack)
         assert isinstance(await wait_for(harness.reporter, Commitment, good.job_id), Commitment)
     record = harness.jobs.load(failing.job_id)
-    assert record is not None and record.phase is Phase.COMMITTED
+    assert record is not None and record.phase is LocalPhase.COMMITTED
     assert record.exit_class == "error" and "exit" in record.detail
     assert (harness.jobs.run_dir(failing.job_id) / "outputs" / "failure.json").is_file()
     assert harness.jobs.run_dir(good.job_id).is_dir()  # committed, not yet revealed
@@ -208,7 +208,7 @@ async def test_bad_input_cid_is_a_failure_report_only(harness: Harness) -> None:
         assert isinstance(report, FailureReport) and report.kind is FailureKind.BAD_INPUT
     assert not harness.reporter.of(Commitment)
     record = harness.jobs.load(assignment.job_id)
-    assert record is not None and record.phase is Phase.FAILED and record.commit_hash is None
+    assert record is not None and record.phase is LocalPhase.FAILED and record.commit_hash is None
 
 
 async def test_refuses_assignments_the_chain_does_not_back(harness: Harness) -> None:
@@ -281,7 +281,7 @@ async def test_cancel_stops_a_running_job(harness: Harness) -> None:
     async with harness.server() as server:
         await ask_as(harness, server, slow)
         with trio.fail_after(30):
-            while harness.jobs.load(slow.job_id).phase is not Phase.RUNNING:  # type: ignore[union-attr]
+            while harness.jobs.load(slow.job_id).phase is not LocalPhase.RUNNING:  # type: ignore[union-attr]
                 await trio.sleep(0.05)
         await trio.sleep(0.5)
         cancel = Cancel(
@@ -295,7 +295,7 @@ async def test_cancel_stops_a_running_job(harness: Harness) -> None:
             while server.active:
                 await trio.sleep(0.05)
     record = harness.jobs.load(slow.job_id)
-    assert record is not None and record.phase is Phase.CANCELLED
+    assert record is not None and record.phase is LocalPhase.CANCELLED
     assert not harness.jobs.run_dir(slow.job_id).exists()
 
 
@@ -340,7 +340,7 @@ async def test_a_crash_in_a_restart_task_is_contained(
     # A stop after computing, before committing: the restart commits in the background.
     record = harness.jobs.load(first.job_id)
     assert record is not None
-    harness.jobs.save(record.model_copy(update={"phase": Phase.COMPUTED}))
+    harness.jobs.save(record.model_copy(update={"phase": LocalPhase.COMPUTED}))
     second = await harness.assignment(GOOD_JOB)
     async with harness.server() as restarted:
         real = restarted.worker.send_commitment
@@ -377,7 +377,7 @@ async def test_a_job_needing_packages_this_python_lacks_is_handed_back_unrun(
     assert isinstance(back, HandBack)
     assert back.reason == "this provider's Python lacks numpy>=3 (has 2.1.0), tqdm (absent)"
     record = harness.jobs.load(lacking.job_id)
-    assert record is not None and record.phase is Phase.HANDED_BACK
+    assert record is not None and record.phase is LocalPhase.HANDED_BACK
 
 
 class RecordingRuntime(ProcessRuntime):
