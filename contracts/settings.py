@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
 from contracts.network import apply_profile, send_policy_for
@@ -23,6 +23,11 @@ from protocol.identity import read_password_file
 from protocol.ids import Address, parse_address
 from protocol.ipfs.peers import parse_gateways, parse_peers
 from protocol.p2p.addresses import check_listen, parse_announce
+
+IpfsPeers = Annotated[tuple[str, ...], NoDecode, BeforeValidator(parse_peers)]
+"""A setting naming other IPFS nodes' swarm multiaddrs (comma-separated text or a list)."""
+IpfsGateways = Annotated[tuple[str, ...], NoDecode, BeforeValidator(parse_gateways)]
+"""A setting naming IPFS gateways' base URLs (comma-separated text or a list)."""
 
 
 class ChainSettings(BaseSettings):
@@ -54,10 +59,10 @@ class ChainSettings(BaseSettings):
     password_file: Path | None = None
     password: SecretStr | None = None
     ipfs_api: str
-    ipfs_peers: Annotated[tuple[str, ...], NoDecode] = ()
+    ipfs_peers: IpfsPeers = ()
     """Comma-separated swarm multiaddrs (``.../p2p/<peer id>``) of other participants' IPFS
     nodes for this node's daemon to dial, so bitswap reaches what they hold."""
-    ipfs_gateways: Annotated[tuple[str, ...], NoDecode] = ()
+    ipfs_gateways: IpfsGateways = ()
     """Comma-separated read-only HTTP gateways of nodes to stream files from directly
     (every byte still verified against the CID); the daemon's bitswap is the fallback."""
     p2p_host: str = "127.0.0.1"
@@ -86,16 +91,6 @@ class ChainSettings(BaseSettings):
     @classmethod
     def _announce(cls, value: Any) -> Any:
         return parse_announce(value)
-
-    @field_validator("ipfs_peers", mode="before")
-    @classmethod
-    def _ipfs_peers(cls, value: Any) -> Any:
-        return parse_peers(value)
-
-    @field_validator("ipfs_gateways", mode="before")
-    @classmethod
-    def _ipfs_gateways(cls, value: Any) -> Any:
-        return parse_gateways(value)
 
     @classmethod
     def env_prefix(cls) -> str:

@@ -11,18 +11,18 @@ any chain and adds its fee caps and confirmations.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.models import Deployment
 from contracts.network import PhaseWindows, apply_profile, phase_windows_for, send_policy_for
 from contracts.sender import SendPolicy
+from contracts.settings import IpfsGateways, IpfsPeers
 from protocol.devnet_state import load_state
 from protocol.errors import ConfigError
 from protocol.ipfs import KuboContentStore
-from protocol.ipfs.peers import parse_gateways, parse_peers
 
 DEFAULT_KEYSTORE_DIR = Path.home() / ".gpumarket" / "keystores"
 DEFAULT_JOURNAL_DIR = Path.home() / ".gpumarket" / "txs"
@@ -55,10 +55,10 @@ class WalletSettings(BaseSettings):
     rpc_url: str | None = None
     chain_id: int | None = None
     ipfs_api: str | None = None
-    ipfs_peers: Annotated[tuple[str, ...], NoDecode] = ()
+    ipfs_peers: IpfsPeers = ()
     """Comma-separated swarm multiaddrs of other IPFS nodes for the wallet's node to dial
     (on the devnet: every other participant's node)."""
-    ipfs_gateways: Annotated[tuple[str, ...], NoDecode] = ()
+    ipfs_gateways: IpfsGateways = ()
     """Comma-separated HTTP gateways to stream results from directly (verified)."""
     ipfs_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     """Longest silence from the IPFS node (or a gateway, at most 10 s) before giving up."""
@@ -74,16 +74,6 @@ class WalletSettings(BaseSettings):
     networks_file: Path | None = None
     journal_dir: Path = DEFAULT_JOURNAL_DIR
     """Where transactions in flight are recorded (with a network profile)."""
-
-    @field_validator("ipfs_peers", mode="before")
-    @classmethod
-    def _ipfs_peers(cls, value: Any) -> Any:
-        return parse_peers(value)
-
-    @field_validator("ipfs_gateways", mode="before")
-    @classmethod
-    def _ipfs_gateways(cls, value: Any) -> Any:
-        return parse_gateways(value)
 
     def content_store(self) -> KuboContentStore:
         """A content store on the wallet's IPFS node, dialling its peers when opened."""
