@@ -400,6 +400,33 @@ def cross_node(work: Path, size: int) -> dict[str, Any]:
     return figures
 
 
+async def input_cache(api: str, work: Path, size: int) -> dict[str, Any]:
+    """A provider's job input fetched twice through ``fetch_inputs`` with its CID cache:
+    the first time from IPFS (then kept), the second from the cache (hashed again first)."""
+    from provider_node.inputcache import InputCache
+    from provider_node.workdir import fetch_inputs
+
+    src = work / "input.bin"
+    write_random(src, size)
+    cache = InputCache(work / "input-cache", 4 * size)
+    async with KuboContentStore(api, timeout=300) as store:
+        cid = await store.add_file(src)
+        timings = []
+        for run in ("miss", "hit"):
+            start = time.perf_counter()
+            await fetch_inputs(store, {"data": cid}, work / f"run-{run}", 2 * size, cache=cache)
+            timings.append(time.perf_counter() - start)
+    assert (cache.stats.hits, cache.stats.misses) == (1, 1)
+    miss, hit = timings
+    return {
+        "input_cache_mib": size // MIB,
+        "input_fetch_s": round(miss, 3),
+        "input_cache_hit_s": round(hit, 3),
+        "input_cache_hit_mb_s": round(mb_s(size, hit), 1),
+        "input_cache_speedup": round(miss / hit, 2),
+    }
+
+
 def print_table(figures: dict[str, Any]) -> None:
     rows = [
         ("CID computation (pure Python)", "cid_mb_s", "MB/s"),
@@ -413,7 +440,7 @@ def print_table(figures: dict[str, Any]) -> None:
     rows += [
         (key.replace("_", " "), key, "")
         for key in figures
-        if key.startswith(("cross_node_", "restart_"))
+        if key.startswith(("cross_node_", "restart_", "input_"))
     ]
     print(f"content store on {figures.get('daemon', '?')}, {figures['size_mib']} MiB file")
     for label, key, unit in rows:
@@ -455,6 +482,7 @@ def main() -> None:
         try:
             figures = trio.run(throughput, api, work, args.size_mib * MIB, args.rounds)
             figures.update(artifact(api, work, args.artifact_mib * MIB))
+            figures.update(trio.run(input_cache, api, work, args.size_mib * MIB))
         finally:
             if node is not None:
                 node.stop()
