@@ -103,9 +103,12 @@ def test_capable_counts_who_could_ever_run_it_whatever_load_or_price() -> None:
     assert m.capable(req(gpus=2)) == (0, {"fewer than 2 GPUs": 3})
 
 
+IMAGE = "img@sha256:" + "a" * 64
+
+
 def test_requirements_take_requires_from_the_spec() -> None:
     spec = parse_spec(
-        "name: x\nruntime: {kind: container, image: img, command: [run]}\n"
+        f"name: x\nruntime: {{kind: container, image: {IMAGE}, command: [run]}}\n"
         'resources: {gpus: 1, requires: {gpu_model: "*H100*", min_driver: "550.54"}}\n'
         "price: {max_per_provider: 1}\n"
     )
