@@ -12,9 +12,10 @@ import platform
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -50,65 +51,54 @@ def _host_memory() -> int:
         return 0
 
 
-def nvidia_driver_version() -> str | None:
-    """The NVIDIA kernel driver version, or ``None`` where there is none."""
+def _nvml(query: Callable[[Any], object]) -> object | None:
+    """``query(pynvml)`` inside an NVML session; None where NVML is missing or fails (its
+    errors are a family of their own: the callers fall back to ``nvidia-smi``)."""
     try:
         import pynvml
     except ImportError:
-        pynvml = None
-    if pynvml is not None:
+        return None
+    try:
+        pynvml.nvmlInit()
         try:
-            pynvml.nvmlInit()
-            try:
-                version = pynvml.nvmlSystemGetDriverVersion()
-                return version.decode() if isinstance(version, bytes) else str(version)
-            finally:
-                pynvml.nvmlShutdown()
-        except Exception:  # NVML raises its own error family; fall back to nvidia-smi
-            pass
+            return query(pynvml)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return None
+
+
+def _smi(args: Sequence[str]) -> str | None:
+    """``nvidia-smi``'s output, or None where it is missing or fails."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return None
     try:
-        done = subprocess.run(
-            [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=15,
-            check=False,
-        )
+        done = subprocess.run([smi, *args], capture_output=True, text=True, timeout=15, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    lines = done.stdout.strip().splitlines()
-    return lines[0].strip() if done.returncode == 0 and lines else None
+    return done.stdout if done.returncode == 0 else None
+
+
+def nvidia_driver_version() -> str | None:
+    """The NVIDIA kernel driver version, or ``None`` where there is none."""
+    version = _nvml(lambda nvml: nvml.nvmlSystemGetDriverVersion())
+    if version is not None:
+        return version.decode() if isinstance(version, bytes) else str(version)
+    out = _smi(["--query-gpu=driver_version", "--format=csv,noheader"])
+    lines = out.strip().splitlines() if out else []
+    return lines[0].strip() if lines else None
 
 
 def nvidia_driver_cuda() -> str | None:
     """The newest CUDA version the NVIDIA driver supports (``13.0``), or None where there is
     no NVIDIA driver. From NVML when ``pynvml`` imports, else ``nvidia-smi``'s header."""
-    try:
-        import pynvml
-    except ImportError:
-        pynvml = None
-    if pynvml is not None:
-        try:
-            pynvml.nvmlInit()
-            try:
-                number = int(pynvml.nvmlSystemGetCudaDriverVersion())
-                return f"{number // 1000}.{number % 1000 // 10}"
-            finally:
-                pynvml.nvmlShutdown()
-        except Exception:  # NVML raises its own error family; fall back to nvidia-smi
-            pass
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        done = subprocess.run([smi], capture_output=True, text=True, timeout=15, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    found = re.search(r"CUDA Version:\s*([0-9]+\.[0-9]+)", done.stdout)
-    return found.group(1) if done.returncode == 0 and found else None
+    number = _nvml(lambda nvml: int(nvml.nvmlSystemGetCudaDriverVersion()))
+    if isinstance(number, int):
+        return f"{number // 1000}.{number % 1000 // 10}"
+    out = _smi([])
+    found = re.search(r"CUDA Version:\s*([0-9]+\.[0-9]+)", out or "")
+    return found.group(1) if found else None
 
 
 def cuda_capabilities() -> dict[int, str]:
