@@ -50,9 +50,6 @@ from wallet.windows import DEFAULT_PHASES, job_windows
 log = logging.getLogger(__name__)
 
 DEFAULT_FEE = "0.10"
-MAX_INPUT_BYTES = 2 * 2**30
-"""All path inputs of one job together; larger data belongs in IPFS beforehand (by CID)."""
-
 Progress = Callable[[str, int, int], None]
 """``progress(what, done_bytes, total_bytes)``."""
 
@@ -67,11 +64,11 @@ class InsufficientBalance(GpuMarketError):
 
 
 class InputTooLarge(GpuMarketError):
-    def __init__(self, total: int) -> None:
-        self.total = total
+    def __init__(self, total: int, limit: int) -> None:
+        self.total, self.limit = total, limit
         super().__init__(
-            f"the job's local inputs hold {total} bytes, more than the {MAX_INPUT_BYTES} allowed; "
-            "add large data to IPFS first and name it by cid"
+            f"the job's local inputs hold {total} bytes, more than the {limit} allowed "
+            "(WALLET_MAX_INPUT_BYTES); add large data to IPFS first and name it by cid"
         )
 
 
@@ -234,8 +231,8 @@ def submit(
     if short_of_gas is not None:
         raise short_of_gas
     total = sum(_path_size(p) for p in local.values())
-    if total > MAX_INPUT_BYTES:
-        raise InputTooLarge(total)
+    if total > settings.max_input_bytes:
+        raise InputTooLarge(total, settings.max_input_bytes)
     # Refuse before paying anything when the coordinator cannot take the job.
     warnings: list[str] = []
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:

@@ -43,6 +43,9 @@ PROFILE_FIELDS = {
 """Settings a network profile fills (settings field: profile attribute)."""
 
 
+DEFAULT_MAX_INPUT_BYTES = 64 << 30
+
+
 class WalletSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WALLET_", extra="ignore")
 
@@ -60,6 +63,9 @@ class WalletSettings(BaseSettings):
     (on the devnet: every other participant's node)."""
     ipfs_gateways: IpfsGateways = ()
     """Comma-separated HTTP gateways to stream results from directly (verified)."""
+    max_input_bytes: int = Field(default=DEFAULT_MAX_INPUT_BYTES, ge=1)
+    """All path inputs of one job together. Uploads stream from disk (memory stays flat
+    whatever the size); each provider bounds what it fetches (``PROVIDER_MAX_INPUT_BYTES``)."""
     ipfs_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     """Longest silence from the IPFS node (or a gateway, at most 10 s) before giving up."""
     coordinator_url: str | None = None

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.market import REPO, Market, Requester
-from wallet.jobs import MAX_INPUT_BYTES
+from wallet.settings import DEFAULT_MAX_INPUT_BYTES
 
 pytestmark = pytest.mark.integration
 
@@ -66,12 +66,12 @@ def test_oversized_inputs_are_refused_before_upload(
 ) -> None:
     spec = spec_dir(tmp_path, (MATMUL / "job.yaml").read_text())
     with (tmp_path / "huge.bin").open("wb") as fh:  # sparse: costs no disk
-        fh.truncate(MAX_INPUT_BYTES + 1)
+        fh.truncate(DEFAULT_MAX_INPUT_BYTES + 1)
     try:
         error = refused(market, requester, spec)
     finally:
         os.unlink(tmp_path / "huge.bin")
-    assert str(MAX_INPUT_BYTES) in error and "by cid" in error
+    assert str(DEFAULT_MAX_INPUT_BYTES) in error and "by cid" in error
 
 
 def test_a_spec_needing_more_than_the_requester_holds_is_refused(

@@ -268,6 +268,15 @@ def test_unreachable_coordinator_is_named_and_nothing_is_paid(
     assert client.token_balance(who.address) == before
 
 
+def test_inputs_over_the_wallets_limit_are_refused_naming_the_setting(
+    chain: AnvilNode, market: WalletSettings
+) -> None:
+    spec = EXAMPLES / "matmul" / "job.yaml"
+    small = market.model_copy(update={"max_input_bytes": 10})
+    with pytest.raises(jobs.InputTooLarge, match=r"more than the 10 allowed .WALLET_MAX_INPUT"):
+        jobs.submit(small, requester(chain), spec)
+
+
 def test_bad_spec_is_refused_before_anything_happens(
     tmp_path: Path, chain: AnvilNode, market: WalletSettings
 ) -> None:
