@@ -268,10 +268,11 @@ class ProviderColumns:
         Adverts carry ``utilization`` = running / max jobs. Once an advert is newer than
         this coordinator's last reservation there by :data:`ADVERT_LAG_S`, it runs at least
         the jobs held here, so max >= held / utilization; the estimate only grows (a
-        "busy" refusal marks the provider full instead of shrinking it).
+        "busy" refusal marks the provider full instead of shrinking it). A full provider
+        (utilization 1) teaches nothing: the jobs held there may wait in its queue.
         """
         held = int(self.reserved_jobs[slot])
-        if 0 < utilization and now - self.reserved_at[slot] > ADVERT_LAG_S:
+        if 0 < utilization < 1 and now - self.reserved_at[slot] > ADVERT_LAG_S:
             estimate = round(max(held, 1) / utilization)
             known = int(self.job_capacity[slot])
             self.job_capacity[slot] = min(MAX_JOB_SLOTS, max(known, estimate))
