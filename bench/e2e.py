@@ -203,7 +203,7 @@ def measure(state_file: Path, runs: int, total: int, requester_count: int) -> di
     phases = {
         f"phase_{name}_p50_ms": 1000 * statistics.median(m[b] - m[a] for m in marks)
         for name, a, b in PHASES
-        if all(a in m and b in m for m in marks)
+        if marks and all(a in m and b in m for m in marks)
     }
 
     started = time.time()
@@ -235,9 +235,9 @@ def measure(state_file: Path, runs: int, total: int, requester_count: int) -> di
     return {
         "providers": len(httpx.get(url + "/providers", timeout=10).json()["providers"]),
         "runs": runs,
-        "submit_to_result_p50_s": statistics.median(latencies),
-        "submit_to_result_min_s": min(latencies),
-        "submit_to_result_max_s": max(latencies),
+        "submit_to_result_p50_s": percentile(latencies, 50),
+        "submit_to_result_min_s": min(latencies, default=float("nan")),
+        "submit_to_result_max_s": max(latencies, default=float("nan")),
         **phases,
         "coordinator_time_p50_ms": 1000 * median_of(marks, COORDINATOR_PHASES),
         "queue_time_p50_ms": 1000 * median_of(marks, QUEUE_PHASES),
