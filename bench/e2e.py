@@ -43,6 +43,9 @@ from wallet.settings import WalletSettings
 SPEC = Path(__file__).resolve().parents[1] / "examples" / "matmul" / "job.yaml"
 DEVNET_PROVIDER_ROLES = 3
 SETTLE_TIMEOUT_S = 900.0
+SETTLE_S_PER_JOB = 30.0
+"""The concurrent run waits at least this long per job (two CPU providers per job on a
+shared 2-core machine get through about two jobs a minute at worst)."""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -208,7 +211,9 @@ def measure(state_file: Path, runs: int, total: int, requester_count: int) -> di
 
     started = time.time()
     submitted, errors = concurrent(settings, requesters, total)
-    final = wait_all(url, [j for j, _ in submitted], SETTLE_TIMEOUT_S)
+    final = wait_all(
+        url, [j for j, _ in submitted], max(SETTLE_TIMEOUT_S, SETTLE_S_PER_JOB * total)
+    )
     settled = {j: v for j, v in final.items() if v["state"] == "settled"}
     correct = {
         j

@@ -138,10 +138,18 @@ class Assigner:
             elif entry.req != req:  # more providers to leave out (they declined)
                 entry.req, entry.tried_at = req, -1
             result: list[ProviderSlot] | None = None
+            # Planning only takes capacity: what found nobody in this pass finds nobody for a
+            # younger job with the same requirements either (a long queue costs no matches).
+            failed: list[tuple[Requirements, NoCandidates]] = []
             for entry in self._order():
                 job_id = entry.job.job_id
                 key = self._try_key(entry)
                 if entry.tried_at == key:
+                    continue
+                same = next((exc for r, exc in failed if r == entry.req), None)
+                if same is not None:
+                    entry.tried_at = key
+                    await self._note_waiting(entry, same)
                     continue
                 if job_id != job.job_id:
                     current = await self.store.get_job(job_id)
@@ -151,12 +159,9 @@ class Assigner:
                 try:
                     slots = await self._plan_or_queue(entry.job, entry.req, [])
                 except NoCandidates as exc:
+                    failed.append((entry.req, exc))
                     entry.tried_at = key
-                    reason = f"waiting for providers: {exc}"
-                    if reason != entry.reason:
-                        entry.reason = reason
-                        await self.store.update_job(job_id, waiting=reason[:1000])
-                        await self._explain_waiting(job_id, exc)
+                    await self._note_waiting(entry, exc)
                     continue
                 del self._waiting[job_id]
                 if job_id == job.job_id:
@@ -166,6 +171,14 @@ class Assigner:
                     if self.wake is not None:
                         self.wake(job_id)
             return result
+
+    async def _note_waiting(self, entry: Waiting, exc: NoCandidates) -> None:
+        """Record why the job still waits (when the reason changed)."""
+        reason = f"waiting for providers: {exc}"
+        if reason != entry.reason:
+            entry.reason = reason
+            await self.store.update_job(entry.job.job_id, waiting=reason[:1000])
+            await self._explain_waiting(entry.job.job_id, exc)
 
     async def _plan_or_queue(
         self, job: JobRecord, req: Requirements, existing: list[ProviderSlot]
