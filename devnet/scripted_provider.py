@@ -171,6 +171,7 @@ class FakeProvider:
             software={"gpumarket": "test"},
             seq=self.seq,
             expires_at=int(time.time()) + 30,
+            max_queued=self.max_queued or None,
         )
 
     def _sign(self, body: Message) -> bytes:

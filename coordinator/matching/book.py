@@ -72,6 +72,7 @@ def offer_of(advert: Advert, seen_at: float) -> Offer:
         seen_at=seen_at,
         packages=advert.packages,
         platform=platform_of(advert),
+        max_queued=advert.max_queued or 0,
     )
 
 
@@ -124,14 +125,15 @@ class ProviderBook:
     def looks_free(self, address: str) -> bool:
         """Whether a provider that answered "busy" may be asked again: only once it
         advertised since refusing (or one of ours finished there) and fewer of our jobs
-        run or wait there than its job slots plus the queue it is asked to keep."""
+        run or wait there than its job slots plus the queue it announces (at most
+        ``QUEUE_DEPTH``)."""
         cols = self.columns
         slot = cols.slot(address)
         if slot is None:
             return True
         if cols.full_since[slot] >= cols.seen_at[slot]:
             return False  # refused since its last advert, and none of ours finished there
-        room = int(cols.job_capacity[slot]) + QUEUE_DEPTH
+        room = int(cols.job_capacity[slot]) + min(QUEUE_DEPTH, int(cols.max_queued[slot]))
         return self.capacity.running_at(address) < room
 
     # --------------------------------------------------------------- gossip

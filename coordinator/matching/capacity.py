@@ -17,8 +17,8 @@ from coordinator.store import ProviderSlot
 from protocol.lifecycle import SeatState
 
 QUEUE_DEPTH = 4
-"""Jobs a busy provider is asked to queue beyond the ones its job slots run: the providers'
-default ``PROVIDER_MAX_QUEUED_JOBS``, so planning stays within what they accept."""
+"""The most jobs a busy provider is asked to queue beyond the ones its job slots run (the
+providers' default ``PROVIDER_MAX_QUEUED_JOBS``; fewer where its advert says fewer)."""
 
 HOLDING = frozenset({SeatState.OFFERED, SeatState.ACCEPTED, SeatState.ASSIGNED, SeatState.RUNNING})
 
