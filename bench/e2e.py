@@ -178,19 +178,26 @@ def concurrent(
     return submitted, errors
 
 
+POLL_S = 2.0
+"""How often the concurrent run's states are read: one ``GET /jobs`` for all of them, so
+watching the run does not load the coordinator it measures."""
+
+
 def wait_all(url: str, ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+    """The full views (phases included) of the jobs in ``ids`` that ended in time."""
     deadline = time.monotonic() + timeout
-    final: dict[str, dict[str, Any]] = {}
-    with httpx.Client(timeout=10) as client:
-        while len(final) < len(ids) and time.monotonic() < deadline:
-            for job_id in ids:
-                if job_id in final:
-                    continue
-                view = client.get(f"{url}/jobs/{job_id}").json()
-                if view.get("state") in jobs.TERMINAL:
-                    final[job_id] = view
-            time.sleep(0.5)
-    return final
+    wanted = set(ids)
+    ended: set[str] = set()
+    with httpx.Client(timeout=60) as client:
+        while len(ended) < len(wanted) and time.monotonic() < deadline:
+            listed = client.get(f"{url}/jobs", params={"limit": 1000}).json()["jobs"]
+            ended |= {
+                v["job_id"]
+                for v in listed
+                if v["job_id"] in wanted and v.get("state") in jobs.TERMINAL
+            }
+            time.sleep(POLL_S)
+        return {job_id: client.get(f"{url}/jobs/{job_id}").json() for job_id in sorted(ended)}
 
 
 def measure(state_file: Path, runs: int, total: int, requester_count: int) -> dict[str, Any]:
