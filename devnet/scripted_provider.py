@@ -9,7 +9,10 @@ agree) and ``runtime_ms`` the runtime it reports; ``silent`` makes it ignore ass
 the way a hung provider would; ``fail_with`` makes it report a failed run instead of
 committing; ``decline`` declines every offer with that reason (``busy`` marks it busy);
 ``forge_accept`` signs its Accept with another key; ``withhold`` commits but never reveals.
-With ``max_jobs`` it runs at most that many jobs at once and declines more as busy.
+With ``max_jobs`` it runs at most that many jobs at once and declines more as busy; with
+``max_queued`` as well it holds up to that many more waiting for a slot, and counts each
+offer it accepted and was not assigned yet against them, as the real provider does. With
+``hold`` a run ends only when :meth:`FakeProvider.finish` lets it (the test moves time).
 
 A ``strategy`` decides per assignment (:class:`ScriptedJob`): the result digest and runtime to
 commit (or another commitment to copy), whether to answer reveal requests (always, never,
@@ -110,7 +113,15 @@ class FakeProvider:
     seq: int = 0
     commit_delay_s: float = 0.2
     max_jobs: int = 0  # 0: no limit
+    max_queued: int = 0
     running: set[bytes] = field(default_factory=set)
+    """Jobs assigned here and not committed yet: in a slot, or queued for one."""
+    accepted: dict[bytes, int] = field(default_factory=dict)
+    """Accepted offers not assigned yet, by job: their expiry (chain time)."""
+    hold: bool = False
+    finished: int = 0
+    _slots: trio.CapacityLimiter | None = None
+    _done: trio.Semaphore | None = None
     busy_refusals: int = 0
     fail_with: tuple[FailureKind, str] | None = None  # report this failure, not a result
     decline: str | None = None
@@ -160,6 +171,7 @@ class FakeProvider:
             software={"gpumarket": "test"},
             seq=self.seq,
             expires_at=int(time.time()) + 30,
+            max_queued=self.max_queued or None,
         )
 
     def _sign(self, body: Message) -> bytes:
@@ -167,7 +179,23 @@ class FakeProvider:
 
     def _full(self, job_id: bytes) -> bool:
         known = any(a.job_id == job_id for a in self.assignments)
-        return not known and self.max_jobs > 0 and len(self.running) >= self.max_jobs
+        if known or self.max_jobs <= 0:
+            return False
+        if self.chain is not None and self.accepted:
+            now = self.chain.now()
+            self.accepted = {j: e for j, e in self.accepted.items() if e >= now}
+        reserved = sum(1 for j in self.accepted if j != bytes(job_id))
+        return len(self.running) + reserved >= self.max_jobs + self.max_queued
+
+    def finish(self, runs: int = 1) -> None:
+        """Let ``runs`` more held runs end (``hold``)."""
+        for _ in range(runs):
+            self._semaphore().release()
+
+    def _semaphore(self) -> trio.Semaphore:
+        if self._done is None:
+            self._done = trio.Semaphore(0)
+        return self._done
 
     async def handle(self, data: bytes, peer: PeerId) -> bytes:
         body = decode_signed(data).body
@@ -189,6 +217,7 @@ class FakeProvider:
                 if self.strategy is not None:
                     self.plans[bytes(body.job_id)] = self.strategy(self, body)
                 self.running.add(bytes(body.job_id))
+                self.accepted.pop(bytes(body.job_id), None)
                 self.assignments.append(body)
                 self._start(self._commit, body, peer)
             reply = Ack(sender=self.identity.address, of=body.message_type, job_id=body.job_id)
@@ -231,6 +260,7 @@ class FakeProvider:
             terms.terms_hash(),
             offer.expiry,
         )
+        self.accepted[bytes(offer.job_id)] = offer.expiry
         return Accept(
             job_id=offer.job_id,
             provider=self.identity.address,
@@ -295,7 +325,19 @@ class FakeProvider:
         return await request(self.node, coordinator, REPORT_PROTOCOL, payload)
 
     async def _commit(self, assignment: Assignment, coordinator: PeerId) -> None:
+        if self.max_jobs > 0:
+            if self._slots is None:
+                self._slots = trio.CapacityLimiter(self.max_jobs)
+            async with self._slots:  # at most max_jobs run at once; the rest queue
+                await self._run(assignment, coordinator)
+        else:
+            await self._run(assignment, coordinator)
+
+    async def _run(self, assignment: Assignment, coordinator: PeerId) -> None:
         await trio.sleep(self.commit_delay_s)
+        if self.hold:
+            await self._semaphore().acquire()
+            self.finished += 1
         job_id = JobId(bytes(assignment.job_id))
         body: Commitment | FailureReport = self.commitment(job_id)
         if self.fail_with is not None:

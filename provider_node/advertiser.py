@@ -83,6 +83,8 @@ class Capacity:
     """Job-slot occupancy: running jobs / concurrent job slots."""
     gpu_utilization: float | None = None
     """The GPUs' mean busy fraction read from NVML (None where NVML is unavailable)."""
+    max_queued: int | None = None
+    """Jobs it accepts beyond its running ones, to wait for a slot (None: not announced)."""
 
 
 class NothingToOffer(GpuMarketError):
@@ -164,6 +166,7 @@ class Advertiser:
             packages=self.packages,
             seq=self.sequence.next(),
             expires_at=int(self.clock.now()) + self.ttl_s,
+            max_queued=capacity.max_queued,
         )
 
     async def publish_once(self) -> None:

@@ -382,6 +382,7 @@ class ProviderNode:
             free_gpus=self.gpus.free if taking else 0,
             utilization=running / self.settings.max_concurrent_jobs,
             gpu_utilization=nvml_utilization(self.metrics.nvml, self.gpus.healthy_devices),
+            max_queued=self.settings.max_queued_jobs,
         )
 
     def figures(self) -> NodeFigures:

@@ -9,10 +9,10 @@ seats nobody without its signed consent, is the authority after a restart). Reve
 requests and cancels must come from the same coordinator. Replies are signed too: an
 ``Ack``, ``Accept``/``Decline``, the ``Reveal``, or an ``ErrorReply`` whose code says why.
 Accepted jobs run as tasks in the server's nursery, at most ``max_concurrent`` at once; up to
-``max_queued`` more wait for a free slot (a coordinator offers those only to jobs close to
-their assign deadline; a queued job whose commit deadline comes too close is handed back by
-the worker, one cancelled or caught by a shutdown while it waits never runs). Every job is
-handed to the :class:`~provider_node.fallback.ChainFallback` to watch.
+``max_queued`` more wait for a free slot (a coordinator queues jobs at a busy provider as
+soon as no slot is free elsewhere; a queued job whose commit deadline comes too close is
+handed back by the worker, one cancelled or caught by a shutdown while it waits never
+runs). Every job is handed to the :class:`~provider_node.fallback.ChainFallback` to watch.
 """
 
 from __future__ import annotations

@@ -52,9 +52,9 @@ class ProviderSettings(ChainSettings):
     GPU-hour price."""
     max_concurrent_jobs: int = Field(default=1, ge=1, le=64)
     max_queued_jobs: int = Field(default=4, ge=0, le=64)
-    """Jobs accepted beyond ``max_concurrent_jobs`` that wait for a free slot. Coordinators
-    offer these only to jobs close to their assign deadline; one whose commit deadline comes
-    too close while it waits is handed back unrun."""
+    """Jobs accepted beyond ``max_concurrent_jobs`` that wait for a free slot (a coordinator
+    queues up to 4 at a busy provider, so every slot stays busy under load); one whose
+    commit deadline comes too close while it waits is handed back unrun."""
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Serve Prometheus metrics on this port (0 picks a free one); unset turns them off."""
     metrics_host: str = "127.0.0.1"

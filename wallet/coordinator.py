@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,10 @@ from protocol.ids import JobId, job_id_hex
 
 REQUEST_TIMEOUT_S = 10.0
 MAX_EVENT_LINE = 64 * 1024
+MAX_METRICS_BYTES = 1 << 20
+UNDER_WAY = ("created", "matching", "assigned", "running")
+"""Job states whose seats still wait for, or hold, a provider's job slot."""
+_JOBS_LINE = re.compile(r'^gpumarket_jobs\{state="([a-z]+)"\} ([0-9.e+]+)$', re.MULTILINE)
 
 
 class CoordinatorRequestError(GpuMarketError):
@@ -61,6 +66,21 @@ class CoordinatorClient:
             raise CoordinatorRequestError(
                 self.base_url, "answered with something that is not JSON"
             ) from exc
+
+    def jobs_under_way(self) -> int:
+        """Jobs this coordinator has not seen committed yet (waiting for providers, or
+        with them), from the job counts of ``GET /metrics``."""
+        try:
+            resp = self._http.get("/metrics")
+        except httpx.TransportError as exc:
+            raise CoordinatorRequestError(self.base_url, f"unreachable ({exc})") from exc
+        if resp.status_code >= 400:
+            raise CoordinatorRequestError(self.base_url, resp.text[:500], resp.status_code)
+        text = resp.text[:MAX_METRICS_BYTES]
+        counts = {state: float(n) for state, n in _JOBS_LINE.findall(text)}
+        if not counts:
+            raise CoordinatorRequestError(self.base_url, "its /metrics carry no gpumarket_jobs")
+        return int(sum(counts.get(state, 0.0) for state in UNDER_WAY))
 
     def health(self) -> dict[str, Any]:
         result: dict[str, Any] = self._request("GET", "/health")

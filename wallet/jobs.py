@@ -45,7 +45,7 @@ from protocol.spec_io import canonical_spec, check_local_inputs, load_spec
 from wallet import records
 from wallet.coordinator import CoordinatorClient
 from wallet.settings import WalletSettings
-from wallet.windows import DEFAULT_PHASES, job_windows
+from wallet.windows import DEFAULT_PHASES, job_windows, queue_wait
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +159,14 @@ def job_request(
     fee: Wei,
     now: int,
     phases: PhaseWindows = DEFAULT_PHASES,
+    *,
+    queue_wait_s: int = 0,
 ) -> JobRequest:
     """The createJob parameters for ``spec`` mined at block time ``now`` (use the next
-    block's time, ``Web3Chain.next_block_time``, not the latest block's)."""
+    block's time, ``Web3Chain.next_block_time``, not the latest block's), with
+    ``queue_wait_s`` more to be assigned in (the jobs queued ahead: :func:`backlog_wait`)."""
     redundancy = on_chain_redundancy(spec)
-    windows = job_windows(now, spec.timeout, redundancy, phases)
+    windows = job_windows(now, spec.timeout, redundancy, phases, queue_wait_s=queue_wait_s)
     return JobRequest(
         spec_digest=result_digest(spec_cid),
         spec_cid=spec_cid,
@@ -179,6 +182,15 @@ def job_request(
         settle_deadline=windows.settle_deadline,
         mode=CompareMode.EXACT if spec.verification.compare == "exact" else CompareMode.TOLERANCE,
     )
+
+
+def backlog_wait(spec: JobSpec, quote: dict[str, Any], jobs_under_way: int) -> int:
+    """Seconds the jobs already under way at the coordinator may hold the job slots this
+    spec could use: their seats (counted like this job's) over the providers able to run
+    it (``capable`` in the quote, one slot each at least), each seat its timeout at most."""
+    seats = on_chain_redundancy(spec)
+    slots = max(1, int(quote.get("capable", 0)))
+    return queue_wait(jobs_under_way * seats, slots, spec.timeout)
 
 
 def no_capable_provider(quote: dict[str, Any]) -> str | None:
@@ -235,13 +247,20 @@ def submit(
         raise InputTooLarge(total, settings.max_input_bytes)
     # Refuse before paying anything when the coordinator cannot take the job.
     warnings: list[str] = []
+    wait_s = 0
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         coordinator.health()
         try:
-            warning = no_capable_provider(coordinator.quote(spec_path.read_text()))
+            quote = coordinator.quote(spec_path.read_text())
         except GpuMarketError as exc:  # a quote is advice: its failure stops nothing
             log.debug("no quote before submitting: %s", exc)
-            warning = None
+            quote = None
+        warning = None if quote is None else no_capable_provider(quote)
+        if quote is not None:
+            try:  # the jobs ahead lengthen the assign window (advice too)
+                wait_s = backlog_wait(spec, quote, coordinator.jobs_under_way())
+            except GpuMarketError as exc:
+                log.debug("no job counts before submitting: %s", exc)
     if warning is not None:
         warnings.append(warning)
         warn(warning)
@@ -252,7 +271,13 @@ def submit(
     # Deadlines from the next block's time, not the latest's: after the chain sat idle the
     # latest block is old and a window sized from it can be past when createJob is mined.
     request = job_request(
-        spec, spec_cid, coordinator_address, request_fee, chain.next_block_time(), phases
+        spec,
+        spec_cid,
+        coordinator_address,
+        request_fee,
+        chain.next_block_time(),
+        phases,
+        queue_wait_s=wait_s,
     )
     job_id, receipt = chain.create_job(request)
     records.update(

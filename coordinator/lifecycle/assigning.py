@@ -11,9 +11,14 @@ allows up to ``redundancy + 2`` seats, appended in order). A seat given back (it
 declined) leaves a gap that the next plan fills, so seat indices stay contiguous.
 
 Planning holds the chosen providers' job slots (:mod:`coordinator.matching.capacity`) under one
-lock across jobs, so concurrent jobs never plan onto the same last free slot. New jobs
-that find no capacity wait in ``created``, in the order they were created: whenever a
-slot frees up, the oldest waiting jobs are matched first (:meth:`Assigner.admit`).
+lock across jobs, so concurrent jobs never plan onto the same last free slot. A new job is
+matched on free job slots first; when there are none it queues at once behind the running
+jobs of busy providers, at most :data:`~coordinator.matching.capacity.QUEUE_DEPTH` per
+provider (the chain only needs the job assigned by its assign deadline, and each seat then
+has its whole commit window; a provider hands back a queued job whose commit deadline
+comes too close). Jobs that find neither wait in ``matching``, in the order they were
+created: whenever a slot frees up, the oldest waiting jobs are matched first
+(:meth:`Assigner.admit`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from coordinator.chain.chain_io import AsyncChain
 from coordinator.errors import NoCandidates
 from coordinator.lifecycle.offers import Offerer, job_key
 from coordinator.matching.book import ProviderBook
+from coordinator.matching.capacity import QUEUE_DEPTH
 from coordinator.matching.matcher import Match, Matcher
 from coordinator.matching.requirements import Requirements
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot
@@ -45,9 +51,6 @@ PROMISED_GAS_PER_JOB = 300_000
 replacement seat, and its settle (about 110,000 alone)."""
 GAS_CHECK_S = 5.0
 """How long a gas-money check stands before the balance is read again."""
-QUEUE_MARGIN_S = 30.0
-"""Within this long of its assign deadline, a waiting job may queue at busy providers."""
-MAX_QUEUE = 16
 NOT_YET_PROMISED = frozenset({JobState.CREATED, JobState.MATCHING})
 
 
@@ -57,7 +60,7 @@ class Waiting:
 
     job: JobRecord
     req: Requirements
-    tried_at: tuple[int, int] = (-1, 0)  # (book version, queue) of its last failed match
+    tried_at: int = -1  # the book's version at its last failed match
     reason: str | None = None
 
 
@@ -95,14 +98,9 @@ class Assigner:
         entry = self._waiting.get(job_id)
         return entry is not None and entry.tried_at == self._try_key(entry)
 
-    def _try_key(self, entry: Waiting) -> tuple[int, int]:
-        """What a new match attempt would differ in: the book, or the queue allowance.
-
-        Close to its assign deadline a job may queue at busy providers: the chain only
-        needs it assigned by then; it runs when a slot frees, before its commit deadline.
-        """
-        near = self.chain_now() > entry.job.assign_deadline - QUEUE_MARGIN_S
-        return self.book.columns.version, MAX_QUEUE if near else 0
+    def _try_key(self, entry: Waiting) -> int:
+        """What a new match attempt would differ in: the book."""
+        return self.book.columns.version
 
     def forget(self, job_id: str) -> None:
         self._waiting.pop(job_id, None)
@@ -138,12 +136,20 @@ class Assigner:
             if entry is None:
                 self._waiting[job.job_id] = Waiting(job, req)
             elif entry.req != req:  # more providers to leave out (they declined)
-                entry.req, entry.tried_at = req, (-1, 0)
+                entry.req, entry.tried_at = req, -1
             result: list[ProviderSlot] | None = None
+            # Planning only takes capacity: what found nobody in this pass finds nobody for a
+            # younger job with the same requirements either (a long queue costs no matches).
+            failed: list[tuple[Requirements, NoCandidates]] = []
             for entry in self._order():
                 job_id = entry.job.job_id
                 key = self._try_key(entry)
                 if entry.tried_at == key:
+                    continue
+                same = next((exc for r, exc in failed if r == entry.req), None)
+                if same is not None:
+                    entry.tried_at = key
+                    await self._note_waiting(entry, same)
                     continue
                 if job_id != job.job_id:
                     current = await self.store.get_job(job_id)
@@ -151,14 +157,11 @@ class Assigner:
                         self.forget(job_id)
                         continue
                 try:
-                    slots = await self._plan(entry.job, replace(entry.req, queue=key[1]), [])
+                    slots = await self._plan_or_queue(entry.job, entry.req, [])
                 except NoCandidates as exc:
+                    failed.append((entry.req, exc))
                     entry.tried_at = key
-                    reason = f"waiting for providers: {exc}"
-                    if reason != entry.reason:
-                        entry.reason = reason
-                        await self.store.update_job(job_id, waiting=reason[:1000])
-                        await self._explain_waiting(job_id, exc)
+                    await self._note_waiting(entry, exc)
                     continue
                 del self._waiting[job_id]
                 if job_id == job.job_id:
@@ -168,6 +171,24 @@ class Assigner:
                     if self.wake is not None:
                         self.wake(job_id)
             return result
+
+    async def _note_waiting(self, entry: Waiting, exc: NoCandidates) -> None:
+        """Record why the job still waits (when the reason changed)."""
+        reason = f"waiting for providers: {exc}"
+        if reason != entry.reason:
+            entry.reason = reason
+            await self.store.update_job(entry.job.job_id, waiting=reason[:1000])
+            await self._explain_waiting(entry.job.job_id, exc)
+
+    async def _plan_or_queue(
+        self, job: JobRecord, req: Requirements, existing: list[ProviderSlot]
+    ) -> list[ProviderSlot]:
+        """Plan on free job slots, else queued behind busy providers' jobs (at most
+        ``QUEUE_DEPTH`` each); ``NoCandidates`` from the queued attempt when neither works."""
+        try:
+            return await self._plan(job, replace(req, queue=0), existing)
+        except NoCandidates:
+            return await self._plan(job, replace(req, queue=QUEUE_DEPTH), existing)
 
     async def _explain_waiting(self, job_id: str, exc: NoCandidates) -> None:
         """Keep why each sampled provider is left out while the job waits (``job explain``
@@ -206,6 +227,13 @@ class Assigner:
         finally:
             if self.observe is not None:
                 self.observe(time.perf_counter() - start)
+
+    async def plan_or_queue(
+        self, job: JobRecord, req: Requirements, existing: list[ProviderSlot]
+    ) -> list[ProviderSlot]:
+        """Like :meth:`plan`, queueing at busy providers when no job slot is free."""
+        async with self._lock:
+            return await self._plan_or_queue(job, req, existing)
 
     async def plan(
         self,

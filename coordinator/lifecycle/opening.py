@@ -99,7 +99,7 @@ class Matching:
         elif len(slots) < job.redundancy:  # seats given back by providers that declined
             more = await self.d.seating.more(job, slots, slots, job.redundancy - len(slots))
             try:
-                await self.d.assigner.plan(job, more, slots)
+                await self.d.assigner.plan_or_queue(job, more, slots)
             except MatchError as exc:
                 await self.d.store.update_job(job.job_id, waiting=str(exc)[:1000])
                 return
@@ -112,7 +112,11 @@ class Matching:
     async def _nobody_reason(self, job: JobRecord) -> str:
         """Why no provider took the job: who declined and why, else what the matcher said."""
         declines = await self.d.store.declines(job.job_id)
-        if declines:
+        busy = [s for s in await self.d.store.slots(job.job_id) if s.busy]
+        if busy:
+            said = "; ".join(f"{s.address}: {s.detail}" for s in busy[-8:])
+            reason = f"providers still busy at the assign deadline: {said}"
+        elif declines:
             said = "; ".join(f"{d.address}: {d.reason}" for d in declines[-8:])
             reason = f"no providers accepted before the assign deadline: {said}"
         else:

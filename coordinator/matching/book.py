@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator.matching.capacity import CapacityLedger
+from coordinator.matching.capacity import QUEUE_DEPTH, CapacityLedger
 from coordinator.matching.columns import DTYPE_INDEX, AdvertRow, ProviderColumns
 from protocol.compat import BACKEND_VENDOR, Platform, lowest_capability
 from protocol.errors import MessageError, SignatureError
@@ -72,6 +72,7 @@ def offer_of(advert: Advert, seen_at: float) -> AdvertRow:
         seen_at=seen_at,
         packages=advert.packages,
         platform=platform_of(advert),
+        max_queued=advert.max_queued or 0,
     )
 
 
@@ -123,14 +124,17 @@ class ProviderBook:
 
     def looks_free(self, address: str) -> bool:
         """Whether a provider that answered "busy" may be asked again: only once it
-        advertised since refusing and a job slot there looks free."""
+        advertised since refusing (or one of ours finished there) and fewer of our jobs
+        run or wait there than its job slots plus the queue it announces (at most
+        ``QUEUE_DEPTH``)."""
         cols = self.columns
         slot = cols.slot(address)
         if slot is None:
             return True
         if cols.full_since[slot] >= cols.seen_at[slot]:
             return False  # refused since its last advert, and none of ours finished there
-        return self.capacity.running_at(address) < int(cols.job_capacity[slot])
+        room = int(cols.job_capacity[slot]) + min(QUEUE_DEPTH, int(cols.max_queued[slot]))
+        return self.capacity.running_at(address) < room
 
     # --------------------------------------------------------------- gossip
     def validate(self, data: bytes, sender: PeerId) -> Advert:

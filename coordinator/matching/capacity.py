@@ -16,6 +16,10 @@ from coordinator.matching.columns import ProviderColumns
 from coordinator.store import ProviderSlot
 from protocol.lifecycle import SeatState
 
+QUEUE_DEPTH = 4
+"""The most jobs a busy provider is asked to queue beyond the ones its job slots run (the
+providers' default ``PROVIDER_MAX_QUEUED_JOBS``; fewer where its advert says fewer)."""
+
 HOLDING = frozenset({SeatState.OFFERED, SeatState.ACCEPTED, SeatState.ASSIGNED, SeatState.RUNNING})
 
 

@@ -56,6 +56,9 @@ class AdvertRow:
     """Python distributions the torch runtime offers, name to version."""
     platform: Platform = field(default_factory=lambda: NO_GPU)
     """Its GPUs' vendor, models, compute capability, driver and CUDA versions."""
+    max_queued: int = 0
+    """Jobs it accepts beyond its running ones, to wait for a slot (its advert's
+    ``max_queued``; 0 when the advert does not say)."""
 
 
 V = TypeVar("V")
@@ -151,6 +154,7 @@ class ProviderColumns:
         self.reserved_at = grow(get("reserved_at"), (capacity,), np.float64, 0)
         self.released_at = grow(get("released_at"), (capacity,), np.float64, 0)
         self.full_since = grow(get("full_since"), (capacity,), np.float64, 0)
+        self.max_queued = grow(get("max_queued"), (capacity,), np.int32, 0)
 
     def _touch(self, slot: int) -> None:
         if len(self._changes) >= max(CHANGE_LOG_MIN, 2 * self.capacity):
@@ -258,6 +262,7 @@ class ProviderColumns:
         self.environment[slot] = self.environment_code(offer.packages)
         self.platform[slot] = self.platform_code(offer.platform)
         self.utilization[slot] = offer.utilization
+        self.max_queued[slot] = max(0, min(MAX_JOB_SLOTS, offer.max_queued))
         self.seen_at[slot] = offer.seen_at
         self._read_job_slots(slot, offer.utilization, offer.seen_at)
         return slot
@@ -268,10 +273,11 @@ class ProviderColumns:
         Adverts carry ``utilization`` = running / max jobs. Once an advert is newer than
         this coordinator's last reservation there by :data:`ADVERT_LAG_S`, it runs at least
         the jobs held here, so max >= held / utilization; the estimate only grows (a
-        "busy" refusal marks the provider full instead of shrinking it).
+        "busy" refusal marks the provider full instead of shrinking it). A full provider
+        (utilization 1) teaches nothing: the jobs held there may wait in its queue.
         """
         held = int(self.reserved_jobs[slot])
-        if 0 < utilization and now - self.reserved_at[slot] > ADVERT_LAG_S:
+        if 0 < utilization < 1 and now - self.reserved_at[slot] > ADVERT_LAG_S:
             estimate = round(max(held, 1) / utilization)
             known = int(self.job_capacity[slot])
             self.job_capacity[slot] = min(MAX_JOB_SLOTS, max(known, estimate))

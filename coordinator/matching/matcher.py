@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from coordinator.errors import NoCandidates
-from coordinator.matching.columns import DTYPE_INDEX, RUNTIME_BITS, ProviderColumns
+from coordinator.matching.columns import DTYPE_INDEX, MAX_JOB_SLOTS, RUNTIME_BITS, ProviderColumns
 from coordinator.matching.requirements import Requirements
 from protocol import compat
 from protocol.packages import unmet
@@ -223,7 +223,15 @@ class Matcher:
             # Before load, price and stake: a provider that can never run the job says so.
             fits, detail = self._fits_platform(req.requires, req.runtime)
             checks.append((f"does not meet requires: {req.requires.describe()}", fits, detail))
-        checks.append(("busy (no free job slot)", c.free_jobs() >= 1 - req.queue, None))
+        if req.queue < MAX_JOB_SLOTS:
+            # A job to plan queues only where there is room: as many as the provider's
+            # advert says it queues, and none at one that refused as busy since its last
+            # advert (a quote's unbounded look still counts both).
+            queue = np.minimum(req.queue, c.max_queued[:n])
+            room = (c.free_jobs() >= 1 - queue) & (c.full_since[:n] < c.seen_at[:n])
+        else:
+            room = c.free_jobs() >= 1 - req.queue
+        checks.append(("busy (no free job slot)", room, None))
         if req.gpus > 0:
             free = c.free_gpus[:n] - c.inflight_gpus[:n]
             checks.append((f"fewer than {req.gpus} free GPUs on one node", free >= req.gpus, None))

@@ -108,6 +108,10 @@ class Fingerprint(_Optional):
     needs); ``cuda`` is the version torch was built with."""
 
 
+MAX_QUEUED = 64
+"""The most queued jobs an advert may announce (``PROVIDER_MAX_QUEUED_JOBS``'s bound)."""
+
+
 class Advert(WireMessage):
     """A provider's signed offer of compute."""
 
@@ -141,6 +145,18 @@ class Advert(WireMessage):
     ``runtime.packages`` is matched against); empty for a provider without one."""
     seq: Annotated[StrictInt, Field(ge=0, lt=2**63)]
     expires_at: Timestamp
+    max_queued: Annotated[StrictInt, Field(ge=0, le=MAX_QUEUED)] | None = None
+    """Jobs it accepts beyond its running ones, to wait for a job slot
+    (``PROVIDER_MAX_QUEUED_JOBS``); None: none, as far as a coordinator knows. Left out of the
+    encoding while unset, so an advert from a provider that does not send it encodes (and
+    verifies) exactly as it was signed."""
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("max_queued") is None:
+            data.pop("max_queued", None)
+        return data
 
     @model_validator(mode="after")
     def _free_gpus_exist(self) -> Advert:

@@ -8,6 +8,7 @@ import pytest
 
 from coordinator.errors import NoCandidates
 from coordinator.matching.book import ProviderBook
+from coordinator.matching.capacity import QUEUE_DEPTH
 from coordinator.matching.columns import AdvertRow
 from coordinator.matching.matcher import Matcher
 from coordinator.matching.requirements import Requirements
@@ -24,7 +25,7 @@ class Clock:
         return self.now
 
 
-def offer(i: int, now: float, utilization: float = 0.0) -> AdvertRow:
+def offer(i: int, now: float, utilization: float = 0.0, max_queued: int = 0) -> AdvertRow:
     return AdvertRow(
         address=f"0x{i:040x}",
         peer_id=f"peer{i}",
@@ -39,13 +40,14 @@ def offer(i: int, now: float, utilization: float = 0.0) -> AdvertRow:
         fingerprint="cpu",
         utilization=utilization,
         seen_at=now,
+        max_queued=max_queued,
     )
 
 
-def book_of(n: int, clock: Clock) -> tuple[ProviderBook, Matcher]:
+def book_of(n: int, clock: Clock, max_queued: int = 0) -> tuple[ProviderBook, Matcher]:
     book = ProviderBook(clock)
     for i in range(n):
-        book.columns.upsert(offer(i, clock.now))
+        book.columns.upsert(offer(i, clock.now, max_queued=max_queued))
         book.columns.set_stake(f"0x{i:040x}", 10**12, 0)
     return book, Matcher(book.columns, exploration_share=0.0)
 
@@ -119,11 +121,56 @@ def test_capacity_is_learned_from_utilization_and_busy_marks_full_until_next_adv
     assert book.columns.free_jobs()[0] == 3
 
 
-def test_a_job_near_its_assign_deadline_may_queue_at_busy_providers() -> None:
+def test_a_job_may_queue_at_busy_providers_that_announce_a_queue() -> None:
     clock = Clock()
-    book, matcher = book_of(2, clock)
+    book, matcher = book_of(2, clock, max_queued=1)
     book.capacity.hold("job-a", [c.address for c in matcher.match(REQ).chosen])
     with pytest.raises(NoCandidates):
         matcher.match(REQ)
     queued = matcher.match(dataclasses.replace(REQ, queue=1))
     assert len(queued.chosen) == 2
+
+
+def test_a_full_provider_holding_queued_jobs_does_not_look_bigger() -> None:
+    """Jobs queued behind a provider's one slot are held here while it reports itself full:
+    that is no evidence of more slots."""
+    clock = Clock()
+    book, _ = book_of(1, clock)
+    address = "0x" + "0" * 40
+    for job in ("job-a", "job-b", "job-c"):
+        book.capacity.hold(job, [address])
+    clock.now += 5
+    book.columns.upsert(offer(0, clock.now, utilization=1.0))  # one runs, two are queued
+    assert book.columns.job_capacity[0] == 1
+    assert book.columns.free_jobs()[0] == -2
+
+
+def test_a_provider_announcing_no_queue_gets_no_queued_job() -> None:
+    clock = Clock()
+    book, matcher = book_of(2, clock)
+    book.capacity.hold("job-a", [c.address for c in matcher.match(REQ).chosen])
+    with pytest.raises(NoCandidates):
+        matcher.match(dataclasses.replace(REQ, queue=QUEUE_DEPTH))
+
+
+def test_a_waiting_job_queues_at_busy_providers_up_to_the_queue_depth_only() -> None:
+    clock = Clock()
+    book, matcher = book_of(2, clock, max_queued=64)
+    queued = dataclasses.replace(REQ, queue=QUEUE_DEPTH)
+    for i in range(1 + QUEUE_DEPTH):  # one job in the slot, QUEUE_DEPTH behind it
+        book.capacity.hold(f"job-{i}", [c.address for c in matcher.match(queued).chosen])
+    with pytest.raises(NoCandidates):
+        matcher.match(queued)
+
+
+def test_a_provider_that_refused_as_busy_gets_no_queued_job_until_it_advertises() -> None:
+    clock = Clock()
+    book, matcher = book_of(2, clock, max_queued=QUEUE_DEPTH)
+    book.capacity.hold("job-a", [c.address for c in matcher.match(REQ).chosen])
+    queued = dataclasses.replace(REQ, queue=QUEUE_DEPTH)
+    book.columns.mark_full("0x" + "0" * 40, clock.now)
+    with pytest.raises(NoCandidates):
+        matcher.match(queued)
+    clock.now += 5
+    book.columns.upsert(offer(0, clock.now, utilization=1.0, max_queued=QUEUE_DEPTH))
+    assert len(matcher.match(queued).chosen) == 2

@@ -88,6 +88,22 @@ async def test_a_busy_provider_keeps_its_seat_and_is_asked_again_once_free(
         assert not await h.store.declines(job_id)
 
 
+async def test_a_job_still_waiting_for_a_busy_provider_at_its_deadline_says_so(
+    tmp_path: Path,
+) -> None:
+    async with harness(tmp_path, 2) as h:
+        h.providers[1].busy = True
+        job_id = await h.create_job(2)
+        for _ in range(3):
+            await h.step(job_id)
+        h.world.advance(400)  # past the assign deadline, the provider still busy
+        job = await h.run(job_id, lambda j: j.state is S.FAILED)
+        reason = job.failure_reason or ""
+        assert reason.startswith("providers still busy at the assign deadline"), reason
+        assert h.providers[1].address in reason
+        assert not await h.store.declines(job_id)
+
+
 async def test_a_split_under_redundancy_one_seats_a_tie_breaker_and_slashes_the_loser(
     tmp_path: Path,
 ) -> None:

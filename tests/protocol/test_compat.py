@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from protocol.clock import ManualClock
 from protocol.compat import Platform, Requires, lowest_capability, unmet, version_key
@@ -160,3 +161,17 @@ def test_adverts_without_the_new_facts_encode_as_they_always_did() -> None:
     assert forged != signed
     with pytest.raises(SignatureError):
         Verifier(ManualClock(NOW)).open_bytes(forged)
+
+
+def test_an_advert_announces_its_queue_only_when_it_has_one() -> None:
+    """``max_queued`` is left out while unset (older adverts verify as signed), signed like
+    the rest when set, and bounded."""
+    verifier = Verifier(ManualClock(NOW))
+    plain = encode_signed(sign_message(advert(expires_at=NOW + 30), PROVIDER))
+    assert b"max_queued" not in plain
+    queued = advert(seq=2, expires_at=NOW + 30, max_queued=4)
+    signed = encode_signed(sign_message(queued, PROVIDER))
+    assert b'"max_queued":4' in signed
+    assert verifier.open_bytes(signed, Advert).max_queued == 4
+    with pytest.raises(ValidationError):
+        advert(max_queued=65)

@@ -37,8 +37,18 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 class StubCoordinator(BaseHTTPRequestHandler):
     notified: ClassVar[list[str]] = []
     quote: ClassVar[dict[str, object]] = {"capable": 1, "providers_in_book": 1}
+    metrics: ClassVar[str | None] = None
+    """The body of ``GET /metrics`` (None: answered like every other GET)."""
 
     def do_GET(self) -> None:
+        if self.path == "/metrics" and self.metrics is not None:
+            raw = self.metrics.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+            return
         self._reply(200, {"ok": True, "chain_block": 0, "providers": 0})
 
     def do_POST(self) -> None:
@@ -311,3 +321,40 @@ def test_a_spec_no_provider_could_run_is_submitted_with_a_warning(
     assert StubCoordinator.notified[-1] == "0x" + submitted.job_id.hex()
     client = jobs.chain_for(market, who)
     assert client.get_job(submitted.job_id).status == JobStatus.OPEN
+
+
+def test_the_assign_window_grows_with_the_jobs_queued_ahead(
+    chain: AnvilNode, market: WalletSettings
+) -> None:
+    """Ten jobs under way (two seats each, like this one) over four providers able to run
+    the job: five rounds of the 2-minute timeout more to be assigned in."""
+    who = requester(chain)
+    client = jobs.chain_for(market, who)
+    StubCoordinator.quote = {"capable": 4, "providers_in_book": 5}
+    StubCoordinator.metrics = "\n".join(
+        [
+            "# TYPE gpumarket_jobs gauge",
+            'gpumarket_jobs{state="created"} 1.0',
+            'gpumarket_jobs{state="matching"} 5.0',
+            'gpumarket_jobs{state="assigned"} 1.0',
+            'gpumarket_jobs{state="running"} 3.0',
+            'gpumarket_jobs{state="committed"} 7.0',
+            'gpumarket_jobs{state="settled"} 40.0',
+            "",
+        ]
+    )
+    try:
+        start = client.now()
+        submitted = jobs.submit(market, who, EXAMPLES / "matmul" / "job.yaml")
+        end = client.now()
+    finally:
+        StubCoordinator.quote = {"capable": 1, "providers_in_book": 1}
+        StubCoordinator.metrics = None
+    terms = client.get_job(submitted.job_id).terms
+    created = terms.assign_deadline - ASSIGN_WINDOW_S - 5 * 120
+    assert start <= created <= end
+    expected = job_windows(created, 120, 2, queue_wait_s=600)
+    assert (terms.spare_deadline, terms.settle_deadline) == (
+        expected.spare_deadline,
+        expected.settle_deadline,
+    )

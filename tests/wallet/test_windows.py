@@ -16,8 +16,10 @@ from wallet import jobs
 from wallet.windows import (
     ASSIGN_WINDOW_S,
     COMMIT_MARGIN_S,
+    MAX_QUEUE_WAIT_S,
     JobWindows,
     job_windows,
+    queue_wait,
     runs_in_a_row,
 )
 
@@ -147,3 +149,29 @@ def test_job_request_carries_the_spec_its_windows_and_escrow() -> None:
 def test_disputed_is_not_terminal_but_every_end_state_is() -> None:
     assert "disputed" not in jobs.TERMINAL
     assert jobs.TERMINAL == {"settled", "finalized", "failed", "reclaimed", "cancelled"}
+
+
+def test_the_queue_ahead_waits_whole_rounds_of_the_timeout_within_a_bound() -> None:
+    assert queue_wait(0, 5, 120) == 0  # an idle market: the plain assign window
+    assert queue_wait(1, 5, 120) == 120
+    assert queue_wait(10, 5, 120) == 240
+    assert queue_wait(11, 5, 120) == 360
+    assert queue_wait(7, 0, 120) == 7 * 120  # no slot known: one at a time
+    assert queue_wait(10**6, 5, 3600) == MAX_QUEUE_WAIT_S
+
+
+@pytest.mark.parametrize("redundancy", [1, 2])
+@pytest.mark.parametrize("timeout_s", [1, 120, MAX_TIMEOUT_S])
+def test_a_queue_wait_moves_every_deadline_and_still_passes_the_markets_checks(
+    timeout_s: int, redundancy: int
+) -> None:
+    plain = job_windows(NOW, timeout_s, redundancy)
+    w = job_windows(NOW, timeout_s, redundancy, queue_wait_s=MAX_QUEUE_WAIT_S)
+    assert creation_errors(NOW, w) == []
+    assert w.assign_deadline == NOW + ASSIGN_WINDOW_S + MAX_QUEUE_WAIT_S
+    shift = w.assign_deadline - plain.assign_deadline
+    assert (w.spare_deadline, w.settle_deadline) == (
+        plain.spare_deadline + shift,
+        plain.settle_deadline + shift,
+    )
+    assert w.commit_window == plain.commit_window
