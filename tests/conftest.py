@@ -37,7 +37,10 @@ def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
 
 @pytest.fixture
 def chain(anvil: AnvilNode) -> Iterator[AnvilNode]:
-    """Anvil isolated per test: snapshot before, revert after."""
+    """Anvil isolated per test: snapshot before, revert after. Local nonce counters are
+    forgotten on both sides: a test that ran its own Anvil (a devnet) in this process left
+    counters for the same chain id and accounts behind."""
+    _forget_local_nonces()
     snapshot = anvil.snapshot()
     try:
         yield anvil

@@ -110,6 +110,27 @@ def test_the_dashboard_shows_the_market_as_the_api_reports_it(
                 what=f"history of {seat['address']} holds its pay",
             )
 
+        # ... and the market's hours hold every pay (flushed on their own timer), so the page
+        # and the API below read the same figures.
+        def market_earnings() -> int:
+            hours = market.api("/history/market?hours=24")["hours"]
+            return sum(int(h["earnings"]) for h in hours)
+
+        pays = sum(int(seat["pay"]) for seat in paid)
+        wait_until(
+            lambda: market_earnings() >= pays,
+            timeout=60,
+            what="the market's history holds the job's pay",
+        )
+        seen = [market_earnings()]
+
+        def settled_down() -> bool:  # unchanged across more than one flush (2 s on the devnet)
+            time.sleep(2.5)
+            seen.append(market_earnings())
+            return seen[-1] == seen[-2]
+
+        wait_until(settled_down, timeout=60, what="the market's history stopped changing")
+
         # -- the market page, loaded afresh
         assert browser.open(f"{base}/dashboard") == "overview"
         page = browser.dom()
