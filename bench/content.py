@@ -185,38 +185,53 @@ def _rss_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+class RssGrowth:
+    """This process's resident memory while the block runs: the baseline at entry and the
+    peak above it (sampled every 20 ms, and the kernel's high-water mark, reset at entry
+    so earlier imports do not count as growth)."""
+
+    def __enter__(self) -> RssGrowth:
+        self.baseline_kb = _rss_kb("VmRSS")
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+        self._peak_kb = self.baseline_kb
+        self._done = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.02):
+            self._peak_kb = max(self._peak_kb, _rss_kb("VmRSS"))
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._sampler.join()
+        self._peak_kb = max(self._peak_kb, _rss_kb("VmHWM"))
+
+    @property
+    def growth_mb(self) -> float:
+        return round((self._peak_kb - self.baseline_kb) / 1024, 1)
+
+
 def rss_probe(api: str, src: Path, dest: Path) -> None:
     """Child process: add + verified get of ``src``; prints baseline and peak RSS."""
 
     async def move() -> dict[str, float]:
         async with KuboContentStore(api, timeout=300) as store:
             await store.add_bytes(b"warm up imports and the connection pool")
-            baseline = _rss_kb("VmRSS")
-            try:  # reset the high-water mark so imports do not count as growth
-                Path("/proc/self/clear_refs").write_text("5")
-            except OSError:
-                pass
-            peak = [baseline]
-            done = threading.Event()
-
-            def sample() -> None:
-                while not done.wait(0.02):
-                    peak[0] = max(peak[0], _rss_kb("VmRSS"))
-
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
-            start = time.perf_counter()
-            cid = await store.add_file(src)
-            added = time.perf_counter()
-            await store.get(cid, dest, max_size=src.stat().st_size)
-            fetched = time.perf_counter()
-            done.set()
-            sampler.join()
-            high = max(peak[0], _rss_kb("VmHWM"))
+            with RssGrowth() as rss:
+                start = time.perf_counter()
+                cid = await store.add_file(src)
+                added = time.perf_counter()
+                await store.get(cid, dest, max_size=src.stat().st_size)
+                fetched = time.perf_counter()
             size = src.stat().st_size
             return {
-                "baseline_mb": round(baseline / 1024, 1),
-                "rss_growth_mb": round((high - baseline) / 1024, 1),
+                "baseline_mb": round(rss.baseline_kb / 1024, 1),
+                "rss_growth_mb": rss.growth_mb,
                 "add_mb_s": mb_s(size, added - start),
                 "get_mb_s": mb_s(size, fetched - added),
             }
@@ -259,29 +274,13 @@ def cross_probe(api: str, gateway: str, cid: str, dest: Path, size: int) -> None
     async def move() -> dict[str, Any]:
         async with KuboContentStore(api, timeout=300, gateways=[gateway]) as store:
             await store.version()
-            baseline = _rss_kb("VmRSS")
-            try:
-                Path("/proc/self/clear_refs").write_text("5")
-            except OSError:
-                pass
-            peak = [baseline]
-            done = threading.Event()
-
-            def sample() -> None:
-                while not done.wait(0.02):
-                    peak[0] = max(peak[0], _rss_kb("VmRSS"))
-
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
-            start = time.perf_counter()
-            await store.get(cid, dest, max_size=size)
-            seconds = time.perf_counter() - start
-            done.set()
-            sampler.join()
-            high = max(peak[0], _rss_kb("VmHWM"))
+            with RssGrowth() as rss:
+                start = time.perf_counter()
+                await store.get(cid, dest, max_size=size)
+                seconds = time.perf_counter() - start
             return {
                 "mb_s": mb_s(size, seconds),
-                "rss_growth_mb": round((high - baseline) / 1024, 1),
+                "rss_growth_mb": rss.growth_mb,
                 "source": store.last_source,
             }
 
