@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,8 +67,17 @@ class AnvilNode:
         return str(self.rpc("evm_snapshot"))
 
     def revert(self, snapshot_id: str) -> None:
+        """Roll the chain back to a snapshot, then set its clock to this host's time again.
+
+        Anvil rolls the clock back with the state, so without the second step every revert
+        leaves block time behind the wall clock by as long as the snapshot lived, and the lag
+        adds up over a session; a provider judging a commit deadline by its own clock would
+        then see every deadline as already past. A live chain's block time follows the wall
+        clock, and so does a reverted devnet's."""
         if not self.rpc("evm_revert", [snapshot_id]):
             raise DevnetError(f"evm_revert({snapshot_id}) was refused by {self.rpc_url}")
+        latest = int(self.rpc("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
+        self.rpc("evm_setTime", [max(latest, int(time.time()))])
 
     def stop(self) -> None:
         stop(self.process)

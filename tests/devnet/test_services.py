@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
 
-from devnet.anvil import dev_accounts
+from devnet.anvil import AnvilNode, dev_accounts
 from devnet.services import ipfs_env, provider_env
 from protocol.devnet_state import DevnetState, IpfsEndpoint, save_state
 from wallet.settings import WalletSettings
@@ -91,3 +92,18 @@ def test_bad_peer_and_gateway_settings_name_the_entry(monkeypatch: pytest.Monkey
     monkeypatch.setenv("WALLET_IPFS_GATEWAYS", "ftp://example.org")
     with pytest.raises(ValueError, match=re.escape("'ftp://example.org' is not an http")):
         WalletSettings()
+
+
+@pytest.mark.integration
+def test_a_revert_leaves_block_time_at_the_wall_clock(anvil: AnvilNode) -> None:
+    """Anvil rolls its clock back with a snapshot; the lag would add up over a session."""
+
+    def block_time() -> int:
+        anvil.rpc("evm_mine")
+        return int(anvil.rpc("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
+
+    snapshot = anvil.snapshot()
+    time.sleep(3)
+    block_time()
+    anvil.revert(snapshot)
+    assert block_time() >= int(time.time()) - 1
