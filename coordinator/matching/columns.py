@@ -104,6 +104,7 @@ class ProviderColumns:
         self.size = 0  # slots ever used (alive or not)
         self._changes: list[int] = []  # slots touched, oldest first
         self._changes_base = 0  # change number of _changes[0]
+        self._free_jobs: tuple[int, np.ndarray] | None = None  # (version, free_jobs())
         self.addresses: list[str] = []
         self.peer_ids: list[str] = []
         self.multiaddrs: list[tuple[str, ...]] = []
@@ -288,14 +289,32 @@ class ProviderColumns:
 
         An advert counts only when newer than this coordinator's last release there (by
         :data:`ADVERT_LAG_S`): an older one still shows the released job as running. A
-        provider that refused as busy after its last advert has no free slot.
+        provider that refused as busy after its last advert has no free slot. Kept between
+        calls and worked out again only for the slots changed since (read-only: share it).
         """
-        n = self.size
-        held = self.reserved_jobs[:n]
-        fresh = self.seen_at[:n] > self.released_at[:n] + ADVERT_LAG_S
-        running = np.where(fresh, np.maximum(held, self.advert_running[:n]), held)
-        free: np.ndarray = self.job_capacity[:n] - running
-        return np.where(self.full_since[:n] >= self.seen_at[:n], 0, free)
+        n, version = self.size, self.version
+        cached = self._free_jobs
+        if cached is not None and cached[0] == version and len(cached[1]) == n:
+            return cached[1]
+        changed = None if cached is None else self.changed_since(cached[0])
+        if cached is None or changed is None or len(changed) > max(n // 4, 64):
+            free = self._free_jobs_of(slice(0, n))
+        else:
+            free = cached[1]
+            if len(free) < n:  # new slots are among the changed ones
+                free = np.concatenate([free, np.zeros(n - len(free), dtype=free.dtype)])
+            slots = np.unique(np.array(changed, dtype=np.int64))
+            free[slots] = self._free_jobs_of(slots)
+        self._free_jobs = (version, free)
+        return free
+
+    def _free_jobs_of(self, at: slice | np.ndarray) -> np.ndarray:
+        held = self.reserved_jobs[at]
+        fresh = self.seen_at[at] > self.released_at[at] + ADVERT_LAG_S
+        running = np.where(fresh, np.maximum(held, self.advert_running[at]), held)
+        free = (self.job_capacity[at] - running).astype(np.int64)
+        result: np.ndarray = np.where(self.full_since[at] >= self.seen_at[at], 0, free)
+        return result
 
     def _new_slot(self, address: str) -> int:
         if self._free:

@@ -2,9 +2,10 @@
 
 Filtering and scoring run over the book's columns (:mod:`coordinator.matching.columns`) in numpy.
 The book is live (adverts, stakes, reputations and reservations change between matches), so
-scores are kept per slot and only the slots the book reports as changed are scored again;
-no global order is kept: a match filters every slot, then partially sorts the eligible ones
-to find the few best (ties go to the lower slot). The score is a plug point
+each score kind keeps a :class:`Ranking`: every slot's score and all slots in score order
+(ties go to the lower slot), brought up to date by rescoring and re-placing only the slots
+the book reports as changed. A match filters every slot, then walks the ranking from its
+best end until it has the few it needs. The score is a plug point
 (:class:`ScoreStrategy`, registry :data:`STRATEGIES`); lower is better. The default
 scores price per effective TFLOP, divided by a reputation factor and raised by current load.
 A bounded share of matches gives one seat to a promising newcomer (exploration), so
@@ -17,7 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -41,8 +42,9 @@ Check = tuple[str, np.ndarray, Detail | None]
 """(reason, passes per slot, per-slot detail of a failure or None)."""
 
 
-@dataclass(frozen=True)
-class Choice:
+class Choice(NamedTuple):
+    """A provider chosen for a seat, at its price."""
+
     address: str
     peer_id: str
     multiaddrs: tuple[str, ...]
@@ -56,9 +58,8 @@ class Choice:
     explored: bool = False
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One line of a job's explanation."""
+class Candidate(NamedTuple):
+    """One line of a job's explanation (a tuple: a match makes a few dozen)."""
 
     address: str
     peer_id: str
@@ -143,6 +144,97 @@ def exact_price(rate_per_hour: int, req: Requirements) -> int:
     return max(1, min(rate_per_hour * req.duration_s // 3600, req.price_cap))
 
 
+MOVED_LIMIT = 64
+"""Rescored slots a :class:`Ranking` leaves out of place before it places them all at once."""
+
+
+class Ranking:
+    """Every slot's score for one kind of job, and the slots in score order.
+
+    ``order`` holds the slots lowest score first, ties to the lower slot, ``keys`` their
+    scores in that order. A rescored slot (:meth:`rescore`) is marked moved and left where
+    it was: :meth:`first` skips it there and merges the moved slots in by their new scores.
+    Once :data:`MOVED_LIMIT` slots have moved they are all placed in one pass
+    (:meth:`settle`), so a live book pays neither a sort nor a pass over the book per match.
+    """
+
+    def __init__(self, version: int, scores: np.ndarray) -> None:
+        self.version = version
+        self.scores = scores
+        self.order = np.argsort(scores, kind="stable")  # stable: equal scores by slot
+        self.keys = scores[self.order]
+        self.moved = np.zeros(len(scores), dtype=bool)
+        self.moved_slots = np.zeros(0, dtype=np.int64)
+
+    def rescore(self, version: int, slots: np.ndarray, new: np.ndarray, size: int) -> None:
+        """Give ``slots`` (distinct, ascending) the scores ``new``, the book having grown to
+        ``size`` slots (every new slot is among ``slots``)."""
+        if len(self.scores) < size:
+            grown = size - len(self.scores)
+            self.scores = np.concatenate([self.scores, np.zeros(grown)])
+            self.moved = np.concatenate([self.moved, np.zeros(grown, dtype=bool)])
+        self.version = version
+        self.scores[slots] = new
+        self.moved[slots] = True
+        self.moved_slots = np.union1d(self.moved_slots, slots)
+        if len(self.moved_slots) > MOVED_LIMIT:
+            self.settle()
+
+    def settle(self) -> None:
+        """Place every moved slot by its new score."""
+        slots = self.moved_slots
+        if not len(slots):
+            return
+        kept = ~self.moved[self.order]  # slots new to the book are in no place yet
+        order, keys = self.order[kept], self.keys[kept]
+        new = self.scores[slots]
+        by_rank = np.lexsort((slots, new))
+        slots, new = slots[by_rank], new[by_rank]
+        at = np.searchsorted(keys, new, "left")
+        ends = np.searchsorted(keys, new, "right")
+        for i in np.flatnonzero(ends > at):  # equal scores already there: by slot among them
+            at[i] += np.searchsorted(order[at[i] : ends[i]], slots[i])
+        # ``at`` does not decrease, so the moved slots land, in the order sorted above, at
+        # ``at`` shifted by the moved slots placed before them.
+        placed = np.zeros(len(order) + len(slots), dtype=bool)
+        placed[at + np.arange(len(slots))] = True
+        stayed = ~placed
+        self.order = np.empty(len(placed), dtype=order.dtype)
+        self.order[placed], self.order[stayed] = slots, order
+        self.keys = np.empty(len(placed), dtype=keys.dtype)
+        self.keys[placed], self.keys[stayed] = new, keys
+        self.moved[:] = False
+        self.moved_slots = slots[:0]
+
+    def ordered(self) -> np.ndarray:
+        """Every slot, best first."""
+        self.settle()
+        return self.order
+
+    def first(self, wanted: np.ndarray, k: int) -> np.ndarray:
+        """The best ``k`` slots that ``wanted`` (per slot) holds, best first. Looks at growing
+        runs of ``order`` from the best end, so a common kind costs only the first run, and
+        merges in the moved slots it wants."""
+        if k <= 0:
+            return self.order[:0]
+        found: list[np.ndarray] = []
+        count, start, size = 0, 0, max(4 * k, 256)
+        moved = self.moved
+        while count < k and start < len(self.order):
+            run = self.order[start : start + size]
+            hits = run[wanted[run] & ~moved[run]]
+            found.append(hits)
+            count += len(hits)
+            start += size
+            size *= 4
+        best = np.concatenate(found)[:k] if found else self.order[:0]
+        extra = self.moved_slots[wanted[self.moved_slots]]
+        if not len(extra):
+            return best
+        merged = np.concatenate([best, extra])
+        return merged[np.lexsort((merged, self.scores[merged]))][:k]
+
+
 class Matcher:
     """Chooses providers for jobs from a book's columns."""
 
@@ -162,7 +254,7 @@ class Matcher:
         self.stake_factor = stake_factor
         self.exploration_share = exploration_share
         self.rng = rng or random.Random()
-        self._scores: dict[tuple[int, bool], tuple[int, np.ndarray]] = {}
+        self._rankings: dict[tuple[int, bool], Ranking] = {}
         self._environments_ok: dict[tuple[tuple[str, str], ...], list[bool]] = {}
         self._environments_epoch = 0
         self._platforms_unmet: dict[tuple[compat.Requires, str], list[tuple[str, ...]]] = {}
@@ -170,40 +262,27 @@ class Matcher:
 
     def scores(self, dtype: int, cpu: bool = False) -> np.ndarray:
         """Every slot's score for jobs priced against ``dtype`` (on the CPU-hour rate with
-        ``cpu``), current with the book: slots changed since the last call are scored
-        again, all of them when many changed or the change log was forgotten."""
+        ``cpu``), current with the book."""
+        return self.ranking(dtype, cpu).scores
+
+    def ranking(self, dtype: int, cpu: bool = False) -> Ranking:
+        """The :class:`Ranking` for jobs priced against ``dtype`` (on the CPU-hour rate with
+        ``cpu``), current with the book: slots changed since the last call are scored and
+        placed again, all of them when many changed or the change log was forgotten."""
         cols, key = self.cols, (dtype, cpu)
         n, version = cols.size, cols.version
-        cached = self._scores.get(key)
-        if cached is not None:
-            seen, scores = cached
-            if seen == version and len(scores) == n:
-                return scores
-            changed = cols.changed_since(seen)
-            if changed is not None and len(changed) <= max(n // 4, 64):
-                if len(scores) < n:  # new slots are among the changed ones
-                    scores = np.concatenate([scores, np.zeros(n - len(scores))])
-                if changed:
-                    slots = np.unique(np.array(changed, dtype=np.int64))
-                    scores[slots] = self.strategy.score(cols, dtype, cpu, slots)
-                self._scores[key] = (version, scores)
-                return scores
-        scores = self.strategy.score(cols, dtype, cpu)
-        self._scores[key] = (version, scores)
-        return scores
-
-    @staticmethod
-    def best(slots: np.ndarray, scores: np.ndarray, k: int | None = None) -> np.ndarray:
-        """The ``k`` (default: all) of ``slots`` (ascending) with the lowest scores, best
-        first, ties to the lower slot; sorts only what it must."""
-        if k is not None and len(slots) > k:
-            if k <= 0:
-                return slots[:0]
-            mine = scores[slots]
-            kth = np.partition(mine, k - 1)[k - 1]
-            slots = slots[mine <= kth]
-        order = np.lexsort((slots, scores[slots]))
-        return slots[order][:k]
+        cached = self._rankings.get(key)
+        if cached is not None and cached.version == version and len(cached.scores) == n:
+            return cached
+        changed = None if cached is None else cols.changed_since(cached.version)
+        if cached is not None and changed is not None and len(changed) <= max(n // 4, 64):
+            slots = np.unique(np.array(changed, dtype=np.int64))
+            new = self.strategy.score(cols, dtype, cpu, slots)
+            if not np.isnan(new).any():  # a NaN has no place in an order: rank afresh
+                cached.rescore(version, slots, new, n)
+                return cached
+        ranking = self._rankings[key] = Ranking(version, self.strategy.score(cols, dtype, cpu))
+        return ranking
 
     def _filters(self, req: Requirements) -> list[Check]:
         """(reason, passes, detail) per filter over every slot, in the order reasons are
@@ -223,7 +302,9 @@ class Matcher:
             # Before load, price and stake: a provider that can never run the job says so.
             fits, detail = self._fits_platform(req.requires, req.runtime)
             checks.append((f"does not meet requires: {req.requires.describe()}", fits, detail))
-        if req.queue < MAX_JOB_SLOTS:
+        if req.queue == 0:  # a refusal as busy since the last advert already left none free
+            room = c.free_jobs() >= 1
+        elif req.queue < MAX_JOB_SLOTS:
             # A job to plan queues only where there is room: as many as the provider's
             # advert says it queues, and none at one that refused as busy since its last
             # advert (a quote's unbounded look still counts both).
@@ -242,8 +323,9 @@ class Matcher:
             column = c.tflops[:n, DTYPE_INDEX[dtype]]
             checks.append((f"below {minimum:g} {dtype} TFLOPS", column >= minimum, None))
         # price = floor(seat rate * hours) <= cap  <=>  seat rate * hours < cap + 1
-        checks.append(("price above the job's cap", hourly * hours < req.price_cap + 1, None))
-        stake_needed = self.stake_factor * np.floor(hourly * hours)
+        cost = hourly * hours
+        checks.append(("price above the job's cap", cost < req.price_cap + 1, None))
+        stake_needed = self.stake_factor * np.floor(cost)
         checks.append(("not enough free stake", c.free_stake[:n] >= stake_needed, None))
         if req.packages:
             wanted = ", ".join(f"{name}{spec}" for name, spec in req.packages)
@@ -354,22 +436,23 @@ class Matcher:
         mask = checks[0][1].copy()
         for _, passes, _ in checks[1:]:
             mask &= passes
-        scores = self.scores(primary_dtype(req), cpu=req.gpus == 0)
-        eligible = np.flatnonzero(mask)  # by slot; ordered only as far as needed
-        shortlist = self.best(eligible, scores, SHORTLIST)
-        picked = self._pick(eligible, shortlist, scores, req)
-        rejected = self.best(np.flatnonzero(~mask & c.alive[: c.size]), scores, EXPLAIN_FILTERED)
+        ranking = self.ranking(primary_dtype(req), cpu=req.gpus == 0)
+        scores = ranking.scores
+        eligible = int(np.count_nonzero(mask))
+        shortlist = ranking.first(mask, SHORTLIST)
+        picked = self._pick(ranking, mask, eligible, shortlist, req)
+        rejected = ranking.first(~mask & c.alive[: c.size], EXPLAIN_FILTERED)
         if len(picked) < req.count:
             filtered = self._filtered(rejected.tolist(), scores, checks)
             raise NoCandidates(req.count, len(picked), self._reasons(checks), filtered)
-        picked, explored = self._explore(eligible, scores, picked, req)
+        picked, explored = self._explore(ranking, mask, picked, req)
         choices = [self._choice(s, float(scores[s]), req, s == explored) for s in picked]
         shown = EXPLAIN_LOSERS + len(picked)
-        top = shortlist if shown <= len(shortlist) else self.best(eligible, scores, shown)
+        top = shortlist if shown <= len(shortlist) else ranking.first(mask, shown)
         candidates = self._explain(
-            len(eligible), top[:shown].tolist(), scores, picked, explored, rejected.tolist(), checks
+            eligible, top[:shown].tolist(), scores, picked, explored, rejected.tolist(), checks
         )
-        return Match(choices, candidates, len(eligible), {})
+        return Match(choices, candidates, eligible, {})
 
     @staticmethod
     def _reasons(checks: list[Check]) -> dict[str, int]:
@@ -388,14 +471,20 @@ class Matcher:
         return group if group != 0 else -(slot + 1)
 
     def _pick(
-        self, eligible: np.ndarray, shortlist: np.ndarray, scores: np.ndarray, req: Requirements
+        self,
+        ranking: Ranking,
+        mask: np.ndarray,
+        eligible: int,
+        shortlist: np.ndarray,
+        req: Requirements,
     ) -> list[int]:
         """Best slots with distinct operators (one fingerprint for exact multi-provider jobs):
-        from the ``shortlist`` (the best eligible, in order) when it has them, else from all."""
+        from the ``shortlist`` (the best eligible, in order) when it has them, else from all
+        ``eligible`` (``mask``)."""
         one_fingerprint = req.exact and (req.count > 1 or req.fingerprint is not None)
         picked = self._greedy(shortlist.tolist(), req, one_fingerprint)
-        if len(picked) < req.count and len(eligible) > SHORTLIST:
-            ranked = self.best(eligible, scores)
+        if len(picked) < req.count and eligible > len(shortlist):
+            ranked = ranking.first(mask, eligible)
             if one_fingerprint:
                 picked = self._pick_per_fingerprint(ranked, req)
             else:
@@ -441,13 +530,13 @@ class Matcher:
         return max(by_fingerprint.values(), key=lambda v: len(v[0]))[0]
 
     def _explore(
-        self, eligible: np.ndarray, scores: np.ndarray, picked: list[int], req: Requirements
+        self, ranking: Ranking, mask: np.ndarray, picked: list[int], req: Requirements
     ) -> tuple[list[int], int | None]:
         """With probability ``exploration_share``, give the last seat to a newcomer."""
         if self.exploration_share <= 0 or self.rng.random() >= self.exploration_share:
             return picked, None
         c = self.cols
-        newcomers = self.best(eligible[c.newcomer[eligible]], scores, EXPLORE_POOL * 4).tolist()
+        newcomers = ranking.first(mask & c.newcomer[: c.size], EXPLORE_POOL * 4).tolist()
         keep = picked[:-1]
         operators = {self._operator(s) for s in keep}
         fingerprint = int(c.fingerprint[picked[0]]) if keep else None
@@ -491,7 +580,7 @@ class Matcher:
         and a sample of the filtered (``rejected``) lost."""
         c = self.cols
         rank = {slot: i + 1 for i, slot in enumerate(top)}
-        top_scores = scores[top].tolist()
+        top_scores = scores[np.asarray(top, dtype=np.int64)].tolist()
         out: list[Candidate] = []
         for slot in picked:
             if slot == explored:
@@ -523,11 +612,17 @@ class Matcher:
         c = self.cols
         out: list[Candidate] = []
         if rejected:
-            verdicts = [(reason, passes[rejected].tolist(), d) for reason, passes, d in checks]
-            rejected_scores = scores[rejected].tolist()
+            at = np.asarray(rejected, dtype=np.int64)
+            passed = np.stack([passes[at] for _, passes, _ in checks])
+            first: list[int] = np.argmin(passed, axis=0).tolist()  # its first failed filter
+            failing: list[bool] = np.logical_not(passed.all(axis=0)).tolist()
+            rejected_scores = scores[at].tolist()
             for j, slot in enumerate(rejected):
-                failed = next(((r, d) for r, ok, d in verdicts if not ok[j]), ("filtered", None))
-                reason = failed[0] if failed[1] is None else failed[1](slot)
+                reason = "filtered"
+                if failing[j]:
+                    reason, _, detail = checks[first[j]]
+                    if detail is not None:
+                        reason = detail(slot)
                 out.append(
                     Candidate(
                         c.addresses[slot],

@@ -14,7 +14,7 @@ import pytest
 from coordinator.errors import NoCandidates
 from coordinator.matching import columns as columns_module
 from coordinator.matching.columns import DTYPE_INDEX, ProviderColumns
-from coordinator.matching.matcher import Matcher, PricePerTflop
+from coordinator.matching.matcher import Matcher, PricePerTflop, Ranking
 from coordinator.matching.requirements import Requirements
 from tests.coordinator.factories import UNIT, offer
 
@@ -73,6 +73,15 @@ def chosen(matcher: Matcher, req: Requirements) -> list[str] | str:
         return f"none: {sorted(exc.reasons.items())}"
 
 
+def explained(matcher: Matcher, req: Requirements) -> list[tuple[str, str]]:
+    """The match's whole explanation: who was chosen, who lost and why."""
+    try:
+        candidates = matcher.match(req).candidates
+    except NoCandidates as exc:
+        candidates = exc.filtered
+    return [(c.address, c.reason) for c in candidates]
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_every_change_reaches_the_next_match_as_a_fresh_matcher_sees_it(seed: int) -> None:
     rng = random.Random(seed)
@@ -85,11 +94,17 @@ def test_every_change_reaches_the_next_match_as_a_fresh_matcher_sees_it(seed: in
     for _ in range(300):
         rng.choice(changes)(rng.randrange(48))  # some touch providers not (or no longer) there
         req = requirements(rng)
-        assert chosen(live, req) == chosen(Matcher(cols, exploration_share=0.0), req)
+        fresh = Matcher(cols, exploration_share=0.0)
+        assert chosen(live, req) == chosen(fresh, req)
+        assert explained(live, req) == explained(fresh, req)
+        assert cols.free_jobs().tolist() == cols._free_jobs_of(slice(0, cols.size)).tolist()
         for dtype in DTYPE_INDEX.values():
             for cpu in (False, True):
                 full = PricePerTflop().score(cols, dtype, cpu)
                 assert np.array_equal(live.scores(dtype, cpu), full)
+                assert live.ranking(dtype, cpu).ordered().tolist() == (
+                    np.argsort(full, kind="stable").tolist()
+                )
 
 
 def test_a_forgotten_change_log_rescores_everything(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,14 +142,54 @@ def test_a_new_cheaper_advert_wins_the_very_next_match() -> None:
     assert chosen(live, req) == [offer(9).address]
 
 
-def test_best_takes_the_lowest_scores_ties_to_the_lower_slot() -> None:
-    scores = np.array([3.0, 1.0, 2.0, 1.0, 5.0, 1.0])
-    slots = np.arange(6)
-    assert Matcher.best(slots, scores).tolist() == [1, 3, 5, 2, 0, 4]
-    assert Matcher.best(slots, scores, 2).tolist() == [1, 3]
-    assert Matcher.best(slots, scores, 4).tolist() == [1, 3, 5, 2]
-    assert Matcher.best(np.array([0, 2, 4]), scores, 10).tolist() == [2, 0, 4]
-    assert Matcher.best(slots, scores, 0).tolist() == []
+def test_a_ranking_takes_the_lowest_scores_ties_to_the_lower_slot() -> None:
+    ranking = Ranking(0, np.array([3.0, 1.0, 2.0, 1.0, 5.0, 1.0]))
+    everyone = np.ones(6, dtype=bool)
+    assert ranking.ordered().tolist() == [1, 3, 5, 2, 0, 4]
+    assert ranking.first(everyone, 2).tolist() == [1, 3]
+    assert ranking.first(everyone, 10).tolist() == [1, 3, 5, 2, 0, 4]
+    assert ranking.first(np.array([True, False, True, False, True, False]), 10).tolist() == [
+        2,
+        0,
+        4,
+    ]
+    assert ranking.first(everyone, 0).tolist() == []
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_rescored_ranking_is_the_ranking_made_afresh(seed: int) -> None:
+    """Moved slots merged in by :meth:`Ranking.first`, and placed by :meth:`Ranking.settle`
+    (now and then, and whenever too many moved), give what a ranking made afresh gives,
+    ties included (scores drawn from a few values, so most land among equal scores)."""
+    rng = np.random.default_rng(seed)
+    size = 50
+    ranking = Ranking(0, rng.integers(0, 6, size).astype(np.float64))
+    for version in range(1, 300):
+        grown = size + int(rng.integers(0, 3))
+        changed = np.unique(
+            np.concatenate(
+                [rng.integers(0, grown, int(rng.integers(1, 9))), np.arange(size, grown)]
+            )
+        )
+        new = rng.integers(0, 6, len(changed)).astype(np.float64)
+        ranking.rescore(version, changed, new, grown)
+        size = grown
+        fresh = Ranking(version, ranking.scores.copy())
+        for _ in range(3):
+            wanted = rng.random(size) < rng.choice([0.05, 0.5, 1.0])
+            k = int(rng.integers(0, 20))
+            assert ranking.first(wanted, k).tolist() == fresh.first(wanted, k).tolist()
+        if version % 25 == 0:
+            assert ranking.ordered().tolist() == fresh.ordered().tolist()
+            assert ranking.keys.tolist() == fresh.keys.tolist()
+
+
+def test_first_finds_a_rare_kind_far_down_the_ranking() -> None:
+    ranking = Ranking(0, np.arange(5000, dtype=np.float64))
+    wanted = np.zeros(5000, dtype=bool)
+    wanted[[4998, 17, 3000]] = True
+    assert ranking.first(wanted, 2).tolist() == [17, 3000]
+    assert ranking.first(wanted, 5).tolist() == [17, 3000, 4998]
 
 
 def test_a_provider_changing_its_packages_every_advert_cannot_grow_the_book() -> None:
