@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 from rich.table import Table
 
 from protocol.errors import GpuMarketError, exits_on_error
 from protocol.ids import JobId, format_tokens, job_id_hex, parse_job_id
+from protocol.views import JobEvent, JobView
 from wallet import claims, costs, jobs, keys, quotes
 from wallet.coordinator import CoordinatorClient
 from wallet.settings import WalletSettings
@@ -76,6 +78,11 @@ def _prompt(label: str) -> str:
 
 
 def _emit(data: Any) -> None:
+    """One JSON line; the coordinator's views are written as the coordinator sent them."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    elif isinstance(data, list):
+        data = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in data]
     typer.echo(json.dumps(data, default=str))
 
 
@@ -274,19 +281,19 @@ def job_submit(
             f"(escrow {format_tokens(submitted.escrow)}, gas {submitted.gas_used}, "
             f"spec {submitted.spec_cid})"
         )
-    view: dict[str, Any] | None = None
+    view: JobView | None = None
     if wait:
 
-        def show(event: dict[str, Any]) -> None:
+        def show(event: JobEvent) -> None:
             if not json_out:
-                at = event.get("at")
+                at = event.at
                 stamp = time.strftime("%H:%M:%S", time.localtime(at)) if at else "--:--:--"
-                detail = json.dumps(event.get("detail", ""), default=str)
-                out.print(f"  {stamp} [bold]{event.get('state')}[/bold] {detail[:120]}")
+                detail = json.dumps(event.detail, default=str)
+                out.print(f"  {stamp} [bold]{event.state}[/bold] {detail[:120]}")
 
         view = jobs.follow(settings, submitted.job_id, show)
         if not json_out:
-            out.print(f"job {view['state']}: result {view.get('result_cid')}")
+            out.print(f"job {view.state}: result {view.result_cid}")
     if json_out:
         _emit(
             {
@@ -297,7 +304,7 @@ def job_submit(
                 "price_cap": None if price_cap is None else str(price_cap),
                 "tx": submitted.tx_hash,
                 "warnings": list(submitted.warnings),
-                "job": view,
+                "job": None if view is None else view.model_dump(mode="json"),
             }
         )
 
@@ -312,21 +319,21 @@ def job_status(job: JobArg, devnet: Devnet = None, json_out: JsonOpt = False) ->
     if json_out:
         _emit(view)
         return
-    out.print(f"job {view['job_id']}: [bold]{view['state']}[/bold]")
+    out.print(f"job {view.job_id}: [bold]{view.state}[/bold]")
     table = Table("provider", "state", "price", "result", "outcome")
-    for p in view.get("providers", []):
+    for p in view.providers:
         table.add_row(
-            p["address"],
-            str(p.get("state")),
-            format_tokens(int(p["price"])) if p.get("price") is not None else "-",
-            str(p.get("result_cid")),
-            str(p.get("outcome")),
+            p.address,
+            p.state,
+            format_tokens(int(p.price)),
+            str(p.result_cid),
+            str(p.outcome),
         )
     out.print(table)
-    if view.get("result_cid"):
-        out.print(f"result: {view['result_cid']}")
-    if view.get("failure"):
-        out.print(f"[red]failure:[/red] {view['failure']}")
+    if view.result_cid:
+        out.print(f"result: {view.result_cid}")
+    if view.failure is not None:
+        out.print(f"[red]failure:[/red] {view.failure.model_dump()}")
 
 
 @job_app.command("list")
@@ -341,14 +348,14 @@ def job_list(devnet: Devnet = None, account: AccountOpt = None, json_out: JsonOp
         _emit(views)
         return
     try:
-        spent = costs.costs_of(settings, [parse_job_id(v["job_id"]) for v in views])
+        spent = costs.costs_of(settings, [parse_job_id(v.job_id) for v in views])
     except GpuMarketError:
         spent = {}  # the chain is out of reach: the list still shows
     table = Table("job", "state", "cost (tokens)", "result")
     for v in views:
-        c = spent.get(v["job_id"])
+        c = spent.get(v.job_id)
         cost = "-" if c is None else costs.cost_cell(c)
-        table.add_row(v["job_id"], v["state"], cost, str(v.get("result_cid")))
+        table.add_row(v.job_id, v.state, cost, str(v.result_cid))
     out.print(table)
 
 
@@ -377,9 +384,9 @@ def job_logs(
                 if json_out:
                     _emit(line)
                 else:
-                    out.print(f"[dim]{line['provider'][:10]}[/dim] {line['text']}")
+                    out.print(f"[dim]{line.provider[:10]}[/dim] {line.text}")
             seen = len(lines)
-            if not follow or client.job(job_id)["state"] in jobs.TERMINAL:
+            if not follow or client.job(job_id).state in jobs.TERMINAL:
                 break
             time.sleep(1.0)
 
@@ -425,15 +432,15 @@ def job_explain(job: JobArg, devnet: Devnet = None, json_out: JsonOpt = False) -
         _emit(data)
         return
     table = Table("provider", "score", "chosen", "reason")
-    for c in data.get("candidates", []):
+    for c in data.candidates:
         table.add_row(
-            c["address"],
-            f"{c.get('score', 0):.4g}" if c.get("score") is not None else "-",
-            "yes" if c.get("chosen") else "",
-            str(c.get("reason")),
+            c.address,
+            f"{c.score:.4g}" if c.score is not None else "-",
+            "yes" if c.chosen else "",
+            c.reason,
         )
     out.print(table)
-    seats = data.get("seats") or []
+    seats = data.seats
     if seats:
         bills = Table(
             "seat",
@@ -448,20 +455,20 @@ def job_explain(job: JobArg, devnet: Devnet = None, json_out: JsonOpt = False) -
         )
         for s in seats:
             bills.add_row(
-                str(s["seat"]),
-                s["address"],
-                format_tokens(int(s["price"])),
-                format_tokens(int(s["rate_per_hour"])),
-                _ms(s.get("runtime_ms")),
-                _ms(s.get("billed_ms")),
-                format_tokens(int(s["pay"])) if s.get("pay") is not None else "-",
-                (s.get("outcome") or "-")
-                + (f" (burned {format_tokens(int(s['slashed']))})" if s.get("slashed") else ""),
+                str(s.seat),
+                s.address,
+                format_tokens(int(s.price)),
+                format_tokens(int(s.rate_per_hour)),
+                _ms(s.runtime_ms),
+                _ms(s.billed_ms),
+                format_tokens(int(s.pay)) if s.pay is not None else "-",
+                (s.outcome or "-")
+                + (f" (burned {format_tokens(int(s.slashed))})" if s.slashed else ""),
             )
         out.print(bills)
-    for d in data.get("declines") or []:
-        out.print(f"seat {d['seat']} declined by {d['address']}: {d['reason']}")
-    timeline = phase_lines(data.get("phases") or {})
+    for d in data.declines:
+        out.print(f"seat {d.seat} declined by {d.address}: {d.reason}")
+    timeline = phase_lines(data.phases)
     if timeline:
         out.print("phases (the coordinator's clock; seconds since it learned of the job):")
         for line in timeline:
@@ -486,7 +493,7 @@ def _check_requester(settings: WalletSettings, job_id: JobId) -> None:
     """Refuse a job the chosen account did not submit (``job result -a NAME``)."""
     address = keys.address_of(settings, _prompt)
     with CoordinatorClient(settings.need("coordinator_url")) as client:
-        requester = str(client.job(job_id).get("requester", ""))
+        requester = client.job(job_id).requester
     if requester.lower() != address.lower():
         raise GpuMarketError(
             f"job {job_id_hex(job_id)} was submitted by {requester}, not by {address}; "

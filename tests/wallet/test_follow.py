@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import pytest
 
 from protocol.ids import JobId
+from tests.wallet.views import job_json
 from wallet import jobs
 from wallet.settings import WalletSettings
 
@@ -29,7 +30,8 @@ class StubCoordinator(BaseHTTPRequestHandler):
         if self.path.endswith("/events"):
             view = cls.script[min(cls.served, len(cls.script) - 1)]
             cls.served += 1
-            body = f"data: {json.dumps({'state': view['state'], 'at': 0})}\n\n".encode()
+            event = {"state": view["state"], "at": 0, "detail": {}}
+            body = f"data: {json.dumps(event)}\n\n".encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Content-Length", str(len(body)))
@@ -37,7 +39,7 @@ class StubCoordinator(BaseHTTPRequestHandler):
             self.wfile.write(body)
             return
         view = cls.script[min(cls.served, len(cls.script)) - 1]
-        raw = json.dumps({"job_id": JOB_HEX, **view}).encode()
+        raw = json.dumps(job_json(job_id=JOB_HEX, **view)).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(raw)))
@@ -64,7 +66,7 @@ def play(settings: WalletSettings, *states: dict[str, Any]) -> list[str]:
     StubCoordinator.script = list(states)
     StubCoordinator.served = 0
     seen: list[str] = []
-    jobs.follow(settings, JOB, lambda e: seen.append(e["state"]), timeout=20)
+    jobs.follow(settings, JOB, lambda e: seen.append(e.state), timeout=20)
     return seen
 
 
@@ -90,7 +92,7 @@ def test_failed_raises_with_the_reason(coordinator: WalletSettings) -> None:
 
 
 def test_aborted_raises_and_says_so(coordinator: WalletSettings) -> None:
-    failure = {"reason": "no provider accepted"}
+    failure = {"reason": "no provider accepted", "provider": None}
     with pytest.raises(jobs.JobFailed, match=r"was aborted by its coordinator: no provider"):
         play(coordinator, {"state": "failed", "abort_tx": "0x" + "ab" * 32, "failure": failure})
 

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import trio
@@ -25,6 +25,7 @@ from protocol.identity import Identity
 from protocol.ids import JobId, to_wei
 from protocol.ipfs import KuboContentStore
 from protocol.spec_io import spec_from_canonical
+from tests.wallet.views import quote_json
 from wallet import jobs
 from wallet.coordinator import CoordinatorRequestError
 from wallet.settings import WalletSettings
@@ -36,7 +37,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 class StubCoordinator(BaseHTTPRequestHandler):
     notified: ClassVar[list[str]] = []
-    quote: ClassVar[dict[str, object]] = {"capable": 1, "providers_in_book": 1}
+    quote: ClassVar[dict[str, Any]] = {"capable": 1, "providers_in_book": 1}
     metrics: ClassVar[str | None] = None
     """The body of ``GET /metrics`` (None: answered like every other GET)."""
 
@@ -53,8 +54,8 @@ class StubCoordinator(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if self.path == "/quote":
-            self._reply(200, self.quote)
+        if self.path == "/quote":  # a whole quote with the test's figures
+            self._reply(200, quote_json([], **self.quote))
             return
         self.notified.append(body["job_id"])
         self._reply(202, {"job_id": body["job_id"], "state": "created"})
