@@ -1,6 +1,6 @@
 """``gpumarket provider doctor``: everything a provider needs before it can earn, checked.
 
-Each :class:`Check` carries a :class:`Verdict` (ok, warn, fail), whether it is a must-have
+Each :class:`Check` carries a :class:`CheckStatus` (ok, warn, fail), whether it is a must-have
 (the daemon cannot serve jobs without it: ``provider run`` refuses to start) and, when it is
 not ok, the exact fix. Checks work by doing where they can: a real bubblewrap sandbox runs
 ``true``, a job cgroup is created and removed, the listen port is bound, the RPC node and the
@@ -43,7 +43,7 @@ CLOCK_OK_S = 10
 """Skew between this host's clock and the chain's up to which deadlines and adverts agree."""
 
 
-class Verdict(StrEnum):
+class CheckStatus(StrEnum):
     OK = "ok"
     WARN = "warn"
     FAIL = "fail"
@@ -54,7 +54,7 @@ class Check:
     """One finding: what was checked, what was found, and how to fix it when not ok."""
 
     name: str
-    verdict: Verdict
+    verdict: CheckStatus
     must_have: bool
     found: str
     fix: str | None = None
@@ -62,13 +62,15 @@ class Check:
     @property
     def blocking(self) -> bool:
         """A must-have that failed: the daemon must not start."""
-        return self.must_have and self.verdict is Verdict.FAIL
+        return self.must_have and self.verdict is CheckStatus.FAIL
 
     def line(self) -> str:
         """The check as one line of text, with its fix."""
         need = "must-have" if self.must_have else "optional"
         text = f"{self.verdict.value.upper():4} {self.name} ({need}): {self.found}"
-        return f"{text}; fix: {self.fix}" if self.fix and self.verdict is not Verdict.OK else text
+        return (
+            f"{text}; fix: {self.fix}" if self.fix and self.verdict is not CheckStatus.OK else text
+        )
 
     def view(self) -> dict[str, Any]:
         return {
@@ -328,7 +330,7 @@ def check_gpus(torch: TorchFacts, nvml: NvmlFacts, *, cpu_only: bool) -> Check:
     if torch.version is None:
         return Check(
             name,
-            Verdict.FAIL,
+            CheckStatus.FAIL,
             True,
             f"torch does not import: {torch.error}",
             "install the project's dependencies: `pip install -e .`",
@@ -341,10 +343,12 @@ def check_gpus(torch: TorchFacts, nvml: NvmlFacts, *, cpu_only: bool) -> Check:
         if torch.error:
             found += f" ({torch.error})"
         if cpu_only:
-            return Check(name, Verdict.OK, True, found + "; offering the CPU (PROVIDER_CPU_ONLY)")
+            return Check(
+                name, CheckStatus.OK, True, found + "; offering the CPU (PROVIDER_CPU_ONLY)"
+            )
         return Check(
             name,
-            Verdict.FAIL,
+            CheckStatus.FAIL,
             True,
             found,
             "set PROVIDER_CPU_ONLY=true to offer the CPU, or install the GPU driver",
@@ -355,7 +359,7 @@ def check_gpus(torch: TorchFacts, nvml: NvmlFacts, *, cpu_only: bool) -> Check:
         )
         return Check(
             name,
-            Verdict.FAIL,
+            CheckStatus.FAIL,
             True,
             f"NVML lists {listed} GPU(s) ({', '.join(nvml.devices)}) but torch sees none: {why}",
             TORCH_CUDA_FIX,
@@ -363,12 +367,12 @@ def check_gpus(torch: TorchFacts, nvml: NvmlFacts, *, cpu_only: bool) -> Check:
     found = f"torch sees {seen} GPU(s): {', '.join(torch.devices)}"
     if not nvml.available:
         return Check(
-            name, Verdict.WARN, False, f"{found}; NVML unavailable ({nvml.error})", NVML_FIX
+            name, CheckStatus.WARN, False, f"{found}; NVML unavailable ({nvml.error})", NVML_FIX
         )
     if nvml.error:
         return Check(
             name,
-            Verdict.WARN,
+            CheckStatus.WARN,
             False,
             f"{found}; {nvml.error}",
             "check the driver with `nvidia-smi`",
@@ -376,12 +380,12 @@ def check_gpus(torch: TorchFacts, nvml: NvmlFacts, *, cpu_only: bool) -> Check:
     if listed != seen:
         return Check(
             name,
-            Verdict.WARN,
+            CheckStatus.WARN,
             False,
             f"{found}, NVML lists {listed}: some GPUs are hidden (CUDA_VISIBLE_DEVICES) or failing",
             "unset CUDA_VISIBLE_DEVICES, or check `nvidia-smi -q` for the missing GPUs",
         )
-    return Check(name, Verdict.OK, True, f"{found}; NVML lists the same {listed}")
+    return Check(name, CheckStatus.OK, True, f"{found}; NVML lists the same {listed}")
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -400,14 +404,14 @@ def check_driver(torch: TorchFacts, nvml: NvmlFacts) -> Check:
         if torch.devices:
             return Check(
                 name,
-                Verdict.OK,
+                CheckStatus.OK,
                 True,
                 f"torch {torch.version} (CUDA {torch.cuda or torch.hip}) runs on "
                 "this driver (NVML not available to read its version)",
             )
         return Check(
             name,
-            Verdict.OK,
+            CheckStatus.OK,
             False,
             f"NVML unavailable ({nvml.error}) and no GPU visible to torch: "
             "no driver to match against torch",
@@ -415,26 +419,30 @@ def check_driver(torch: TorchFacts, nvml: NvmlFacts) -> Check:
     found = f"driver {nvml.driver} supports CUDA up to {nvml.cuda_driver}"
     if torch.cuda is None:
         if not nvml.devices:
-            return Check(name, Verdict.OK, False, found + "; no GPU to drive")
+            return Check(name, CheckStatus.OK, False, found + "; no GPU to drive")
         return Check(
-            name, Verdict.FAIL, True, found + f"; torch {torch.version} has no CUDA", TORCH_CUDA_FIX
+            name,
+            CheckStatus.FAIL,
+            True,
+            found + f"; torch {torch.version} has no CUDA",
+            TORCH_CUDA_FIX,
         )
     if _version(torch.cuda)[:2] > _version(nvml.cuda_driver)[:2]:
         return Check(
             name,
-            Verdict.FAIL,
+            CheckStatus.FAIL,
             True,
             f"{found}, older than torch's CUDA {torch.cuda}",
             f"upgrade the NVIDIA driver to one supporting CUDA {torch.cuda}, or "
             f"install a torch built for CUDA {nvml.cuda_driver} or older",
         )
-    return Check(name, Verdict.OK, True, f"{found}; torch is built for CUDA {torch.cuda}")
+    return Check(name, CheckStatus.OK, True, f"{found}; torch is built for CUDA {torch.cuda}")
 
 
 def check_bwrap(reason: str | None, *, runtime: str) -> Check:
     must = runtime == "bwrap"
     if reason is None:
-        return Check("bwrap", Verdict.OK, must, "a bubblewrap sandbox started and ran `true`")
+        return Check("bwrap", CheckStatus.OK, must, "a bubblewrap sandbox started and ran `true`")
     if "not installed" in reason:
         fix = "`apt-get install bubblewrap` (or your distribution's bubblewrap package)"
     else:
@@ -444,7 +452,7 @@ def check_bwrap(reason: str | None, *, runtime: str) -> Check:
             "inside a container, start it with `--security-opt seccomp=unconfined` or run the "
             "provider on the host"
         )
-    verdict = Verdict.FAIL if must else Verdict.WARN
+    verdict = CheckStatus.FAIL if must else CheckStatus.WARN
     return Check("bwrap", verdict, must, reason, fix)
 
 
@@ -480,11 +488,11 @@ def check_cgroups(reason: str | None, facts: CgroupFacts, *, runtime: str) -> Ch
     if reason is None:
         return Check(
             "cgroups",
-            Verdict.OK,
+            CheckStatus.OK,
             must,
             f"{where}: a job cgroup with memory and pids limits was created at {facts.own_path}",
         )
-    verdict = Verdict.FAIL if must else Verdict.WARN
+    verdict = CheckStatus.FAIL if must else CheckStatus.WARN
     return Check("cgroups", verdict, must, f"{where}: {reason}", cgroup_fix(facts))
 
 
@@ -496,11 +504,11 @@ def check_container(
     answers."""
     must = runtime in CONTAINER_RUNTIMES
     name = "container"
-    bad = Verdict.FAIL if must else Verdict.WARN
+    bad = CheckStatus.FAIL if must else CheckStatus.WARN
     if must and runtime_reason is not None:
         return Check(
             name,
-            Verdict.FAIL,
+            CheckStatus.FAIL,
             True,
             f"PROVIDER_RUNTIME={runtime} cannot run here: {runtime_reason}",
             f"install {runtime} and make its engine run a container (what failed is named "
@@ -511,13 +519,13 @@ def check_container(
         if not must:
             return Check(
                 name,
-                Verdict.OK,
+                CheckStatus.OK,
                 False,
                 f"no docker or podman (not used: PROVIDER_RUNTIME={runtime})",
             )
         return Check(
             name,
-            Verdict.FAIL,
+            CheckStatus.FAIL,
             True,
             "neither docker nor podman is installed",
             "`apt-get install docker.io` (or podman)",
@@ -541,7 +549,7 @@ def check_container(
             "--output=/etc/cdi/nvidia.yaml`)",
         )
     gpu = " with GPU access" if gpus else ""
-    return Check(name, Verdict.OK, must, f"{facts.engine} answers{gpu}")
+    return Check(name, CheckStatus.OK, must, f"{facts.engine} answers{gpu}")
 
 
 def disk_needed(settings: ProviderSettings) -> tuple[int, int]:
@@ -558,7 +566,7 @@ def check_disk(
     if free is None:
         return Check(
             "disk",
-            Verdict.FAIL,
+            CheckStatus.FAIL,
             True,
             f"cannot use {work_dir}: {error}",
             f"create {work_dir} writable by the provider, or set PROVIDER_WORK_DIR",
@@ -569,12 +577,12 @@ def check_disk(
         f"all slots and queue {every / gib:.1f} GiB"
     )
     if free >= every:
-        return Check("disk", Verdict.OK, True, found)
+        return Check("disk", CheckStatus.OK, True, found)
     fix = (
         "free space there, move PROVIDER_WORK_DIR, or lower PROVIDER_MAX_INPUT_BYTES, "
         "PROVIDER_MAX_CONCURRENT_JOBS or PROVIDER_MAX_QUEUED_JOBS"
     )
-    return Check("disk", Verdict.FAIL if free < one else Verdict.WARN, True, found, fix)
+    return Check("disk", CheckStatus.FAIL if free < one else CheckStatus.WARN, True, found, fix)
 
 
 def probe_disk(work_dir: Path) -> tuple[int | None, str | None]:
@@ -594,7 +602,7 @@ def check_port(host: str, port: int, variable: str, error: str | None) -> Check:
     if error is not None:
         return Check(
             name,
-            Verdict.FAIL,
+            CheckStatus.FAIL,
             True,
             f"cannot listen on {where}: {error}",
             f"stop what holds the port (`ss -ltnp 'sport = :{port}'`) or set {variable}",
@@ -602,12 +610,12 @@ def check_port(host: str, port: int, variable: str, error: str | None) -> Check:
     if host.startswith("127.") and variable == "PROVIDER_P2P_PORT":
         return Check(
             name,
-            Verdict.WARN,
+            CheckStatus.WARN,
             False,
             f"{where} is bindable but loopback only: coordinators on other hosts cannot dial it",
             "set PROVIDER_P2P_HOST=0.0.0.0 and open the port",
         )
-    return Check(name, Verdict.OK, True, f"{where} is bindable")
+    return Check(name, CheckStatus.OK, True, f"{where} is bindable")
 
 
 def probe_port(host: str, port: int) -> str | None:
@@ -625,13 +633,13 @@ def check_ipfs(api: str, version: str | None, error: str | None) -> Check:
     if version is None:
         return Check(
             "ipfs",
-            Verdict.FAIL,
+            CheckStatus.FAIL,
             True,
             f"the IPFS API at {api} does not answer: {error}",
             "start the IPFS daemon (`ipfs daemon`) or set PROVIDER_IPFS_API to its "
             "RPC address, e.g. http://127.0.0.1:5001",
         )
-    return Check("ipfs", Verdict.OK, True, f"the IPFS API at {api} answers (version {version})")
+    return Check("ipfs", CheckStatus.OK, True, f"the IPFS API at {api} answers (version {version})")
 
 
 def probe_ipfs(api: str) -> tuple[str | None, str | None]:
@@ -647,18 +655,18 @@ def probe_ipfs(api: str) -> tuple[str | None, str | None]:
 
 def check_registration(registered: bool, *, gas_short: str | None) -> Check:
     if registered:
-        return Check("registration", Verdict.OK, False, "registered as a provider on chain")
+        return Check("registration", CheckStatus.OK, False, "registered as a provider on chain")
     if gas_short:
         return Check(
             "registration",
-            Verdict.FAIL,
+            CheckStatus.FAIL,
             True,
             f"not registered, and the account cannot pay the gas: {gas_short}",
             "send the account some of the chain's native token",
         )
     return Check(
         "registration",
-        Verdict.WARN,
+        CheckStatus.WARN,
         False,
         "not registered yet",
         "nothing to do: the daemon registers at start (or run `gpumarket provider register`)",
@@ -671,18 +679,18 @@ def check_stake(bonded: int, balance: int, target: int) -> Check:
     )
     missing = max(0, target - bonded)
     if not missing:
-        return Check("stake", Verdict.OK, True, found)
+        return Check("stake", CheckStatus.OK, True, found)
     if balance >= missing:
         return Check(
             "stake",
-            Verdict.OK,
+            CheckStatus.OK,
             True,
             f"{found}; the daemon bonds the missing {format_tokens(missing)} at start "
             f"from the {format_tokens(balance)} held",
         )
     return Check(
         "stake",
-        Verdict.FAIL,
+        CheckStatus.FAIL,
         True,
         f"{found}; {format_tokens(missing)} more are needed but the account holds "
         f"{format_tokens(balance)}",
@@ -694,7 +702,7 @@ def check_gas(fallback_warning: str | None, start_short: str | None) -> Check:
     if start_short is not None:
         return Check(
             "gas",
-            Verdict.FAIL,
+            CheckStatus.FAIL,
             True,
             f"cannot pay the gas to register or bond at start: {start_short}",
             "send the account some of the chain's native token",
@@ -702,14 +710,14 @@ def check_gas(fallback_warning: str | None, start_short: str | None) -> Check:
     if fallback_warning is not None:
         return Check(
             "gas",
-            Verdict.WARN,
+            CheckStatus.WARN,
             False,
             fallback_warning,
             "send the account enough native token for on-chain commits and reveals",
         )
     return Check(
         "gas",
-        Verdict.OK,
+        CheckStatus.OK,
         False,
         "enough native token to commit and reveal running jobs on chain if their coordinator "
         "vanishes",
@@ -723,17 +731,17 @@ def check_clock(local: float, chain_time: int, ttl_s: int) -> Check:
         "the chain's newest block"
     )
     if abs(skew) <= CLOCK_OK_S:
-        return Check("clock", Verdict.OK, False, found)
+        return Check("clock", CheckStatus.OK, False, found)
     fix = "synchronise the clock (`timedatectl set-ntp true`, chrony or systemd-timesyncd)"
     if abs(skew) > ttl_s:
         return Check(
             "clock",
-            Verdict.FAIL,
+            CheckStatus.FAIL,
             False,
             f"{found}: adverts (valid {ttl_s} s) arrive already expired or too long-lived",
             fix,
         )
-    return Check("clock", Verdict.WARN, False, found, fix)
+    return Check("clock", CheckStatus.WARN, False, found, fix)
 
 
 # ---------------------------------------------------------------------------------------
@@ -777,7 +785,7 @@ def chain_checks(
             checks.append(
                 Check(
                     "keystore",
-                    Verdict.FAIL,
+                    CheckStatus.FAIL,
                     True,
                     str(exc),
                     "set PROVIDER_KEYSTORE and PROVIDER_PASSWORD_FILE to the "
@@ -785,14 +793,14 @@ def chain_checks(
                 )
             )
             return checks
-        checks.append(Check("keystore", Verdict.OK, True, f"unlocked {identity.address}"))
+        checks.append(Check("keystore", CheckStatus.OK, True, f"unlocked {identity.address}"))
         try:
             chain = connect_chain(settings, identity)
         except GpuMarketError as exc:
             checks.append(
                 Check(
                     "rpc",
-                    Verdict.FAIL,
+                    CheckStatus.FAIL,
                     True,
                     str(exc),
                     "start the chain node or set PROVIDER_RPC_URL (and "
@@ -805,7 +813,7 @@ def chain_checks(
             checks.append(
                 Check(
                     "rpc",
-                    Verdict.FAIL,
+                    CheckStatus.FAIL,
                     True,
                     f"no contract at PROVIDER_MARKET_ADDRESS {settings.market} "
                     f"on chain {chain.deployment.chain_id}",
@@ -817,7 +825,7 @@ def chain_checks(
         checks.append(
             Check(
                 "rpc",
-                Verdict.OK,
+                CheckStatus.OK,
                 True,
                 f"{settings.rpc_url} serves chain {chain.deployment.chain_id} "
                 "with the market deployed",
@@ -838,7 +846,7 @@ def chain_checks(
         checks.append(
             Check(
                 "chain",
-                Verdict.FAIL,
+                CheckStatus.FAIL,
                 True,
                 f"reading the chain failed: {exc}",
                 "check PROVIDER_RPC_URL and the contract addresses",
@@ -895,7 +903,7 @@ def run_doctor(
 def settings_failure(exc: GpuMarketError) -> Check:
     return Check(
         "settings",
-        Verdict.FAIL,
+        CheckStatus.FAIL,
         True,
         str(exc),
         "set the named PROVIDER_* variables (see deploy/provider.env)",
@@ -919,7 +927,7 @@ def preflight(settings: ProviderSettings, probes: HostProbes | None = None) -> R
 
     report = run_doctor(settings, probes=probes, required_only=True)
     for check in report.checks:
-        if check.verdict is not Verdict.OK and not check.blocking:
+        if check.verdict is not CheckStatus.OK and not check.blocking:
             log.warning("%s", check.line())
     if report.blocking:
         lines = "; ".join(c.line() for c in report.blocking)

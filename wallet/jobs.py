@@ -54,7 +54,10 @@ Progress = Callable[[str, int, int], None]
 """``progress(what, done_bytes, total_bytes)``."""
 
 
-class InsufficientBalance(GpuMarketError):
+class BalanceTooLow(GpuMarketError):
+    """The account's tokens do not cover the job's escrow, found before anything is sent
+    (the token's own revert for this is :class:`contracts.errors.InsufficientBalance`)."""
+
     def __init__(self, address: str, needed: int, have: int) -> None:
         self.needed, self.have = needed, have
         super().__init__(
@@ -238,7 +241,7 @@ def submit(
     job_windows(chain.next_block_time(), spec.timeout, on_chain_redundancy(spec), phases)
     balance = chain.token_balance(identity.address)
     if balance < escrow:
-        raise InsufficientBalance(identity.address, escrow, balance)
+        raise BalanceTooLow(identity.address, escrow, balance)
     short_of_gas = chain.sender.gas_shortfall(CREATE_JOB_GAS)
     if short_of_gas is not None:
         raise short_of_gas

@@ -63,7 +63,7 @@ class ApiBackend(Protocol):
     metrics: Metrics
 
     async def notice(self, job_id: str) -> JobRecord:
-        """Learn of an on-chain job now (idempotent); raises JobNotFound / NotOurJob."""
+        """Learn of an on-chain job now (idempotent); raises UnknownJob / NotOurJob."""
         ...
 
     def chain_block(self) -> int: ...

@@ -9,10 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from pydantic import BaseModel
 
 from coordinator.api import create_app
 from coordinator.chain.billing import record_settlement, record_slash
-from coordinator.errors import JobNotFound, NotOurJob
+from coordinator.errors import NotOurJob, UnknownJob
 from coordinator.matching.book import ProviderBook
 from coordinator.metrics import Metrics
 from coordinator.signals import Signals
@@ -44,7 +45,7 @@ class Backend:
             raise NotOurJob(job_id, OTHER.address)
         job = await self.store.find_job(job_id)
         if job is None:
-            raise JobNotFound(job_id)
+            raise UnknownJob(job_id)
         self.noticed.append(job_id)
         return job
 
@@ -270,7 +271,7 @@ async def test_the_wallets_view_models_read_back_exactly_what_the_api_sent(api) 
     backend.book.accept(advert(expires_at=int(time.time()) + 30))
     path = f"/jobs/{KNOWN}/logs"
     signed = sign_request(REQUESTER.private_key, "GET", path)
-    replies = [
+    replies: list[tuple[type[BaseModel], httpx.Response]] = [
         (JobView, await client.get(f"/jobs/{KNOWN}")),
         (JobList, await client.get("/jobs")),
         (Explanation, await client.get(f"/jobs/{KNOWN}/explain")),

@@ -253,7 +253,7 @@ def test_insufficient_balance_says_how_much_is_missing(
     chain: AnvilNode, market: WalletSettings
 ) -> None:
     poor = Identity.from_private_key(bytes(Account.create().key))
-    with pytest.raises(jobs.InsufficientBalance, match=r"holds 0 tokens .* 10.1 missing"):
+    with pytest.raises(jobs.BalanceTooLow, match=r"holds 0 tokens .* 10.1 missing"):
         jobs.submit(market, poor, EXAMPLES / "matmul" / "job.yaml")
 
 
