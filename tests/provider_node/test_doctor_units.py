@@ -163,9 +163,9 @@ def test_container_engine_is_judged_by_the_runtime_that_needs_it() -> None:
 
 
 def test_cdi_spec_for_nvidia_counts_as_gpu_access(tmp_path: Path) -> None:
-    assert not doctor._cdi_has_nvidia([tmp_path])
+    assert not doctor.cdi_has_nvidia([tmp_path])
     (tmp_path / "nvidia.yaml").write_text("cdiVersion: 0.5.0\nkind: nvidia.com/gpu\n")
-    assert doctor._cdi_has_nvidia([tmp_path])
+    assert doctor.cdi_has_nvidia([tmp_path])
 
 
 def test_disk_fails_below_one_job_and_warns_below_every_slot() -> None:
