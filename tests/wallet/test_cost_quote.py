@@ -181,7 +181,7 @@ def test_escrow_and_affordability_per_redundancy_choice() -> None:
 
 
 def test_phase_lines_show_each_phase_since_the_first_and_the_one_before() -> None:
-    from wallet.cli import phase_lines
+    from wallet.job_cli import phase_lines
 
     lines = phase_lines({"matched": 100.5, "queued": 100.0, "settle_tx_mined": 103.25})
     assert [line.split()[0] for line in lines] == ["queued", "matched", "settle_tx_mined"]
