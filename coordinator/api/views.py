@@ -77,18 +77,9 @@ def job_view(job: JobRecord, slots: list[ProviderSlot]) -> JobView:
 
 
 def seat_bill(s: ProviderSlot) -> SeatBill:
-    """An on-chain seat's terms and what it earned."""
-    return SeatBill(
-        seat=s.idx,
-        address=s.address,
-        price=str(s.price),
-        rate_per_hour=str(s.rate_per_hour),
-        runtime_ms=s.runtime_ms,
-        billed_ms=s.billed_ms,
-        pay=_text(s.pay),
-        outcome=None if s.outcome is None else str(s.outcome),
-        slashed=_text(s.slashed),
-    )
+    """An on-chain seat's terms and what it earned: the billing fields of its seat view."""
+    seat = provider_view(s).model_dump(include=set(SeatBill.model_fields))
+    return SeatBill.model_validate(seat)
 
 
 def decline_view(d: DeclineRecord) -> DeclineView:

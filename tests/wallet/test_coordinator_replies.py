@@ -11,15 +11,15 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
 from protocol.ids import JobId
+from tests.wallet.stub import serving
 from tests.wallet.views import JOB_HEX, job_json, option_json, quote_json, seat_json
 from wallet.coordinator import CoordinatorClient, CoordinatorRequestError
 
@@ -59,15 +59,9 @@ class FixedReplies(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def coordinator() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FixedReplies)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        FixedReplies.replies = {}
+    with serving(FixedReplies) as url:
+        yield url
+    FixedReplies.replies = {}
 
 
 def serve(**replies: Any) -> None:

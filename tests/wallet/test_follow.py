@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
 import pytest
 
 from protocol.ids import JobId
+from tests.wallet.stub import serving
 from tests.wallet.views import job_json
 from wallet import jobs
 from wallet.settings import WalletSettings
@@ -52,14 +52,8 @@ class StubCoordinator(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def coordinator() -> Iterator[WalletSettings]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StubCoordinator)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield WalletSettings(coordinator_url=f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(StubCoordinator) as url:
+        yield WalletSettings(coordinator_url=url)
 
 
 def play(settings: WalletSettings, *states: dict[str, Any]) -> list[str]:

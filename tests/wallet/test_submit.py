@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,6 +24,7 @@ from protocol.identity import Identity
 from protocol.ids import JobId, to_wei
 from protocol.ipfs import KuboContentStore
 from protocol.spec_io import spec_from_canonical
+from tests.wallet.stub import serving
 from tests.wallet.views import quote_json
 from wallet import jobs
 from wallet.coordinator import CoordinatorRequestError
@@ -74,14 +74,8 @@ class StubCoordinator(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def coordinator_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StubCoordinator)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(StubCoordinator) as url:
+        yield url
 
 
 COORDINATOR, REQUESTER, PROVIDERS = 1, 5, (2, 3)
