@@ -18,7 +18,8 @@ from typing import Any
 
 import trio
 
-from contracts.chain import ChainClient, Web3Chain
+from contracts.chain import Web3Chain
+from contracts.client import ChainClient
 from contracts.deploy import connect
 from contracts.errors import JobNotFound
 from contracts.models import Deployment
