@@ -19,7 +19,8 @@ from devnet.cli import app as devnet_app
 from devnet.contracts_cli import app as contracts_app
 from protocol.encoding import restore_recursion_limit
 from provider_node.cli import app as provider_app
-from wallet.cli import job_app, wallet_app
+from wallet.cli import wallet_app
+from wallet.job_cli import job_app
 from wallet.market_cli import market_app
 
 

@@ -2,7 +2,7 @@
 
 Builds the image the tests use (this host's Python with torch and numpy in a rootfs
 tarball, ``podman import``; ``tests/provider_node/containerimage.py``), then runs the same
-small job alternately through :class:`ContainerRuntime` (podman, the image by digest, every
+small job alternately through :class:`EngineRuntime` (podman, the image by digest, every
 limit of a real run) and cold
 through :class:`BwrapRuntime` (the host's Python), as the worker calls them. The job's first
 line records the wall clock into its outputs; ``start_ms`` is that clock minus the clock
@@ -31,7 +31,7 @@ import trio
 from provider_node.runtimes import (
     BwrapRuntime,
     CommandEntrypoint,
-    ContainerRuntime,
+    EngineRuntime,
     PreparedJob,
     RunLimits,
     Runtime,
@@ -84,7 +84,7 @@ async def measure(runs: int, root: Path) -> dict[str, Any]:
     build_s = time.monotonic() - began
     image_mb = tarball.stat().st_size / 1e6
     oci_runtime = "runc" if shutil.which("runc") else None
-    container = ContainerRuntime(
+    container = EngineRuntime(
         engine_name="podman", engine=engine, oci_runtime=oci_runtime, probe_image=image
     )
     began = time.monotonic()

@@ -132,8 +132,8 @@ def one_job(settings: WalletSettings, identity: Identity, out: Path) -> dict[str
     marks = {"start": time.time()}
     submitted = jobs.submit(settings, identity, SPEC)
     view = jobs.follow(settings, submitted.job_id, lambda _: None, timeout=SETTLE_TIMEOUT_S)
-    if view["state"] != "settled":
-        raise RuntimeError(f"job {view['job_id']} ended {view['state']}")
+    if view.state != "settled":
+        raise RuntimeError(f"job {view.job_id} ended {view.state}")
     jobs.fetch_result(settings, submitted.job_id, out)
     marks["fetched"] = time.time()
     view = httpx.get(

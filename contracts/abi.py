@@ -119,6 +119,7 @@ class CreatedJob:
 
     @classmethod
     def from_event(cls, e: ChainEvent) -> CreatedJob:
+        """The job a decoded ``JobCreated`` event opened: its terms, spec and block."""
         a = e.args
         terms = JobTerms(
             requester=parse_address(a["requester"]),

@@ -37,6 +37,7 @@ SETTINGS: dict[str, Any] = {
 
 
 def source_files() -> list[Path]:
+    """The Solidity sources compiled, in name order."""
     return sorted(SRC_DIR.glob("*.sol"))
 
 
@@ -74,6 +75,7 @@ def compile_sources() -> dict[str, Any]:
 
 
 def solc_version() -> str:
+    """The version the pinned ``solc`` binary reports (recorded in each artifact)."""
     proc = subprocess.run(
         [str(SOLC), "--version"], capture_output=True, text=True, timeout=60, check=True
     )
@@ -145,6 +147,7 @@ def stale_artifacts() -> list[str]:
 
 
 def main() -> int:
+    """Build every artifact and print each one's deployed size; the exit status."""
     for path in build():
         size = (len(json.loads(path.read_text())["deployedBytecode"]) - 2) // 2
         print(f"wrote {path.relative_to(CONTRACTS_DIR.parent)} ({size} bytes deployed)")

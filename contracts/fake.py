@@ -2,7 +2,7 @@
 
 ``FakeWorld`` (``contracts.fake_world``) holds the state and implements the contracts'
 functions; ``world.client(key)`` returns a :class:`FakeChain` acting for one account and
-implementing :class:`contracts.chain.ChainClient` exactly as ``Web3Chain`` does: the same
+implementing :class:`contracts.client.ChainClient` exactly as ``Web3Chain`` does: the same
 methods, the same ``contracts.errors`` classes with the same fields, the same events.
 Signatures (Accept, Commit, Reveal, CommitReceipt) are checked with real EIP-712 recovery.
 Each write mines one block one second after the previous one; ``world.advance(seconds)``
@@ -16,7 +16,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
 from contracts import errors as E
-from contracts.chain import MarketParams
+from contracts.client import MarketParams
 from contracts.fake_world import FAKE_MARKET, FAKE_TOKEN, FakeWorld
 from contracts.models import (
     AcceptedSeat,
@@ -43,7 +43,7 @@ __all__ = ["FAKE_MARKET", "FAKE_TOKEN", "FakeChain", "FakeWorld"]
 
 
 class FakeChain:
-    """:class:`contracts.chain.ChainClient` over a :class:`FakeWorld`."""
+    """:class:`contracts.client.ChainClient` over a :class:`FakeWorld`."""
 
     def __init__(self, world: FakeWorld, account: LocalAccount | str) -> None:
         self.world = world

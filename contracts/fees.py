@@ -48,11 +48,13 @@ class Fees:
     gas_price: int | None = None
 
     def fields(self) -> dict[str, int]:
+        """The transaction fields these fees set (``gasPrice``, or the two EIP-1559 caps)."""
         if self.gas_price is not None:
             return {"gasPrice": self.gas_price}
         return {"maxFeePerGas": self.max_fee, "maxPriorityFeePerGas": self.priority_fee}
 
     def to_json(self) -> dict[str, int | None]:
+        """The fees as the transaction journal stores them."""
         return {
             "max_fee": self.max_fee,
             "priority_fee": self.priority_fee,
@@ -61,6 +63,7 @@ class Fees:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fees:
+        """Fees read back from the transaction journal."""
         price = data.get("gas_price")
         return cls(
             int(data["max_fee"]), int(data["priority_fee"]), None if price is None else int(price)

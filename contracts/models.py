@@ -45,6 +45,7 @@ MS_PER_HOUR = 3_600_000
 
 
 def max_seats(redundancy: int) -> int:
+    """Seats a job may ever have: its primaries plus a spot-checker and a tie-breaker."""
     return redundancy + EXTRA_SEATS
 
 
@@ -64,6 +65,7 @@ class Deployment:
 
     @classmethod
     def from_addresses(cls, chain_id: int, addresses: dict[str, str]) -> Deployment:
+        """A deployment from ``{"token", "registry", "market"}`` address text."""
         return cls(
             chain_id=chain_id,
             token=parse_address(addresses["token"]),
@@ -99,6 +101,7 @@ class JobRequest:
 
     @property
     def escrow(self) -> Wei:
+        """What ``createJob`` takes from the requester (:func:`escrow_of`)."""
         return escrow_of(self.redundancy, self.price_cap, self.fee)
 
 
@@ -112,6 +115,7 @@ class Seat:
     assigned_at: int
 
     def as_tuple(self) -> tuple[Any, ...]:
+        """The Solidity ``Seat`` struct, in field order."""
         return (parse_address(self.provider), self.price, self.rate_per_hour, self.assigned_at)
 
 
@@ -126,6 +130,7 @@ class AcceptedSeat:
     signature: Signature
 
     def as_tuple(self) -> tuple[Any, ...]:
+        """The Solidity ``AcceptedSeat`` struct, in field order (signature as v, r, s)."""
         sig = self.signature
         return (
             parse_address(self.provider),
@@ -153,17 +158,21 @@ class SignedEntry:
     def reveal(
         cls, result: bytes, runtime_ms: int, salt: bytes, signature: Signature
     ) -> SignedEntry:
+        """A revealed result: the result hash, runtime and salt, signed by the provider."""
         return cls(EntryKind.REVEAL, result, runtime_ms, salt, signature)
 
     @classmethod
     def commit(cls, commit_hash: bytes, signature: Signature) -> SignedEntry:
+        """A commitment that was never opened, signed by the provider."""
         return cls(EntryKind.COMMIT, commit_hash, 0, b"\0" * 32, signature)
 
     @classmethod
     def none(cls) -> SignedEntry:
+        """A seat that sent nothing usable."""
         return cls(EntryKind.NONE)
 
     def as_tuple(self) -> tuple[Any, ...]:
+        """The Solidity ``SignedEntry`` struct (an unsigned entry carries a zero signature)."""
         sig = self.signature
         v, r, s = (sig.v, sig.r, sig.s) if sig is not None else (0, b"\0" * 32, b"\0" * 32)
         return (int(self.kind), self.value, self.runtime_ms, self.salt, v, r, s)
@@ -200,10 +209,12 @@ class JobTerms:
 
     @property
     def escrow(self) -> Wei:
+        """What the requester escrowed for these terms (:func:`escrow_of`)."""
         return escrow_of(self.redundancy, self.price_cap, self.fee)
 
     @property
     def max_seats(self) -> int:
+        """Seats the job may ever have (:func:`max_seats`)."""
         return max_seats(self.redundancy)
 
     def as_tuple(self) -> tuple[Any, ...]:
@@ -228,6 +239,7 @@ class JobTerms:
         return keccak(encode([TERMS_ABI], [self.as_tuple()]))
 
     def commit_deadline(self, seat: Seat) -> int:
+        """When ``seat`` must have committed: its assignment plus the commit window."""
         return seat.assigned_at + self.commit_window
 
     def reveal_open(self, seats: list[Seat] | tuple[Seat, ...]) -> int:
@@ -235,6 +247,7 @@ class JobTerms:
         return max((self.commit_deadline(s) for s in seats), default=0)
 
     def reveal_close(self, seats: list[Seat] | tuple[Seat, ...]) -> int:
+        """On-chain reveals are refused after this: reveal open plus the reveal window."""
         return self.reveal_open(seats) + self.reveal_window
 
 
@@ -258,14 +271,17 @@ class JobInfo:
 
     @property
     def requester(self) -> Address:
+        """Who created and paid for the job."""
         return self.terms.requester
 
     @property
     def coordinator(self) -> Address:
+        """The coordinator the job names."""
         return self.terms.coordinator
 
     @property
     def escrow(self) -> Wei:
+        """What the requester escrowed."""
         return self.terms.escrow
 
 
@@ -339,4 +355,5 @@ class Receipt:
     events: tuple[ChainEvent, ...] = field(default=())
 
     def named(self, name: str) -> list[ChainEvent]:
+        """The receipt's decoded events called ``name``, in log order."""
         return [e for e in self.events if e.name == name]

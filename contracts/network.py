@@ -117,6 +117,7 @@ class NetworkProfile(BaseModel):
 
     @property
     def phase_windows(self) -> PhaseWindows:
+        """The profile's phase windows, else ones suited to its block time and confirmations."""
         return self.phases or PhaseWindows.suited(self.block_time_s, self.confirmations)
 
     @field_validator("market", "token", "registry", "coordinator_address")
@@ -131,9 +132,11 @@ class NetworkProfile(BaseModel):
 
     @property
     def registry_address(self) -> Address:
+        """The registry: its own address when set, else the market (one contract today)."""
         return Address(self.registry or self.market)
 
     def deployment(self) -> Deployment:
+        """The profile's contracts as a :class:`Deployment` on its chain."""
         return Deployment(
             chain_id=self.chain_id,
             token=Address(self.token),
@@ -172,6 +175,8 @@ def _wei(gwei: Decimal) -> int:
 
 
 def networks_file(given: Path | None = None) -> Path:
+    """The network profiles file: ``given``, else ``$GPUMARKET_NETWORKS_FILE``, else
+    ``~/.gpumarket/networks.toml``."""
     if given is not None:
         return given
     env = os.environ.get(NETWORKS_FILE_ENV)

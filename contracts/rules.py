@@ -60,13 +60,16 @@ class Tally:
 
     @classmethod
     def empty(cls, seats: int) -> Tally:
+        """A tally of ``seats`` seats with nothing received yet."""
         return cls([b"\0" * 32] * seats, [0] * seats)
 
     def vote(self, seat: int, result: bytes, runtime_ms: int) -> None:
+        """Record ``seat``'s revealed result and runtime as its vote."""
         self.results[seat], self.runtimes[seat] = result, runtime_ms
         self.votes |= 1 << seat
 
     def withhold(self, seat: int) -> None:
+        """Record that ``seat`` committed but never revealed."""
         self.withheld |= 1 << seat
 
 
@@ -79,6 +82,7 @@ class Decision:
 
 
 def popcount(mask: int) -> int:
+    """The number of seats set in the bit mask ``mask``."""
     return bin(mask).count("1")
 
 

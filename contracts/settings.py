@@ -94,6 +94,7 @@ class ChainSettings(BaseSettings):
 
     @classmethod
     def env_prefix(cls) -> str:
+        """The prefix of this deployable's environment variables (``PROVIDER_``, ...)."""
         return str(cls.model_config.get("env_prefix", ""))
 
     @classmethod
@@ -120,18 +121,22 @@ class ChainSettings(BaseSettings):
 
     @property
     def market(self) -> Address:
+        """The market contract's address."""
         return Address(self.market_address)
 
     @property
     def registry(self) -> Address:
+        """The registry contract's address."""
         return Address(self.registry_address)
 
     @property
     def token(self) -> Address:
+        """The payment token's address."""
         return Address(self.token_address)
 
     @property
     def listen_multiaddr(self) -> str:
+        """The libp2p address to listen on: the ``listen`` setting, else host and port."""
         return self.listen or f"/ip4/{self.p2p_host}/tcp/{self.p2p_port}"
 
     def send_policy(self) -> SendPolicy:

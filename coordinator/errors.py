@@ -8,7 +8,8 @@
     ├── MatchError
     │   └── NoCandidates            no provider satisfies a job (409)
     └── CoordinatorError            base of the coordinator's own failures
-        ├── JobNotFound             the store (and the chain) know no such job (404)
+        ├── UnknownJob              the store (and the chain) know no such job (404,
+        │                           "JobNotFound" in the body, as the contract names it)
         ├── PageNotFound            no such dashboard file (404)
         ├── NotOurJob               the job names another coordinator (409)
         ├── InvalidTransition       a job state change the lifecycle forbids (409)
@@ -19,7 +20,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from protocol.errors import GpuMarketError, MatchError
 
@@ -31,7 +32,12 @@ class CoordinatorError(GpuMarketError):
     """Base of the coordinator's own errors."""
 
 
-class JobNotFound(CoordinatorError):
+class UnknownJob(CoordinatorError):
+    """Neither this coordinator's store nor the chain knows the job. (The chain's own
+    revert is :class:`contracts.errors.JobNotFound`, the name API error bodies use.)"""
+
+    error_name: ClassVar[str] = "JobNotFound"
+
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         super().__init__(f"no job {job_id}")

@@ -18,15 +18,16 @@ from typing import Any
 
 import trio
 
-from contracts.chain import ChainClient, Web3Chain
+from contracts.chain import Web3Chain
+from contracts.client import ChainClient
 from contracts.deploy import connect
-from contracts.errors import JobNotFound as ContractJobNotFound
+from contracts.errors import JobNotFound
 from contracts.models import Deployment
 from coordinator.api import create_app
 from coordinator.chain.chain_io import AsyncChain
 from coordinator.chain.settlement import Settler
 from coordinator.chain.watcher import CURSOR, ChainWatcher
-from coordinator.errors import JobNotFound, NotOurJob, Unavailable
+from coordinator.errors import NotOurJob, Unavailable, UnknownJob
 from coordinator.history import HistoryConfig, HistoryRecorder
 from coordinator.lifecycle.assigning import Assigner
 from coordinator.lifecycle.driver import DriverConfig, JobDriver
@@ -339,8 +340,8 @@ class Coordinator:
         if job is None:
             try:
                 info = await self.chain.get_job(JobId(bytes.fromhex(job_id[2:])))
-            except ContractJobNotFound as exc:
-                raise JobNotFound(job_id) from exc
+            except JobNotFound as exc:
+                raise UnknownJob(job_id) from exc
             if info.coordinator != self.address:
                 raise NotOurJob(job_id, info.coordinator)
             self.watcher.poke()

@@ -30,6 +30,7 @@ from protocol.devnet_state import DevnetState
 from protocol.errors import GpuMarketError
 from protocol.identity import Identity
 from protocol.ids import format_tokens, job_id_hex
+from protocol.views import JobEvent
 from wallet import claims, jobs
 from wallet.coordinator import CoordinatorClient
 from wallet.settings import WalletSettings
@@ -42,7 +43,7 @@ def _snapshot(state: DevnetState, chain: Web3Chain) -> dict[str, dict[str, Any]]
     """Per account: lifetime market credit; for providers also stake, counters, reputation."""
     assert state.coordinator_url is not None
     with CoordinatorClient(state.coordinator_url) as client:
-        reputation = {p["address"]: p.get("reputation") for p in client.providers()}
+        reputation = {p.address: p.reputation for p in client.providers()}
     rows: dict[str, dict[str, Any]] = {}
     for account in state.accounts[1:6]:
         row: dict[str, Any] = {
@@ -152,15 +153,15 @@ def run_demo(state: DevnetState, workdir: Path) -> None:
         f"({submitted.gas_used} gas)"
     )
 
-    def show(event: dict[str, Any]) -> None:
+    def show(event: JobEvent) -> None:
         console.print(
-            f"  {time.monotonic() - started:6.2f}s  [bold]{event.get('state')}[/bold]"
-            f"  {json.dumps(event.get('detail'), default=str)[:110]}"
+            f"  {time.monotonic() - started:6.2f}s  [bold]{event.state}[/bold]"
+            f"  {json.dumps(event.detail, default=str)[:110]}"
         )
 
     view = jobs.follow(settings, submitted.job_id, show, timeout=300)
     elapsed = time.monotonic() - started
-    console.print(f"{view['state']} after {elapsed:.1f}s: {view.get('detail', '')}")
+    console.print(f"{view.state} after {elapsed:.1f}s (result {view.result_cid})")
 
     result_dir = workdir / "demo-result"
     shutil.rmtree(result_dir, ignore_errors=True)  # the previous run's result

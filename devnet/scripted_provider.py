@@ -34,7 +34,7 @@ from typing import Literal
 
 import trio
 
-from contracts.chain import ChainClient
+from contracts.client import ChainClient
 from contracts.models import JobStatus
 from protocol import eip712
 from protocol.identity import Identity

@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from protocol.errors import exits_on_error
 from protocol.ids import from_wei, to_wei
+from protocol.views import StandingView
 from provider_node import staking
 from provider_node.settings import ProviderSettings, load_settings
 from provider_node.standing import StandingUnavailable, fetch_standing, standing_lines
@@ -172,7 +173,7 @@ def register_commands(app: typer.Typer) -> None:
             "gas_warning": gas_warning,
         }
         if coordinator_url:
-            view["standing"] = standings
+            view["standing"] = {url: s.model_dump(mode="json") for url, s in standings.items()}
         if as_json:
             console.print_json(json.dumps(view))
         else:
@@ -268,9 +269,9 @@ def _reader(settings: ProviderSettings, account: str | None) -> tuple[EarningsCh
 
 def _standings(
     urls: list[str], address: str
-) -> tuple[dict[str, dict[str, Any]], list[StandingUnavailable]]:
+) -> tuple[dict[str, StandingView], list[StandingUnavailable]]:
     """The provider's standing at each coordinator, and the ones that could not be read."""
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, StandingView] = {}
     problems: list[StandingUnavailable] = []
     for url in urls:
         try:

@@ -1,7 +1,7 @@
 """A provider's standing on chain: registration and stake, and the commands that change it.
 
 Every function takes a :class:`ProviderChain` (the part of
-:class:`contracts.chain.ChainClient` a provider uses) acting for the provider's own
+:class:`contracts.client.ChainClient` a provider uses) acting for the provider's own
 account, so the CLI, the daemon and tests share one code path. Calls are synchronous;
 async callers run them in a worker thread.
 """
@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from contracts.chain import MarketParams
+from contracts.client import MarketParams
 from contracts.errors import InsufficientGasMoney
 from contracts.models import JobInfo, ProviderInfo, Receipt
 from protocol.errors import ChainError

@@ -1,23 +1,21 @@
 """A provider's standing with a coordinator: its reputation there, read over the HTTP API.
 
-``GET {coordinator}/providers/{address}/standing`` answers plain JSON (the coordinator's
-``StandingView``): ``alpha``, ``beta``, ``mean``, ``lower_bound``, ``evidence``,
-``established``, ``newcomer``, ``updated_at`` and ``outcomes`` (``successes``, ``slashes``,
-``faults``, ``timeouts``, ``withheld``). The provider reads the JSON, never the
-coordinator's code. Every failure is a :class:`StandingUnavailable` whose message is one
-line.
+``GET {coordinator}/providers/{address}/standing`` answers a
+:class:`protocol.views.StandingView`: ``alpha``, ``beta``, ``mean``, ``lower_bound``,
+``evidence``, ``established``, ``newcomer``, ``updated_at`` and ``outcomes``
+(``successes``, ``slashes``, ``faults``, ``timeouts``, ``withheld``). The provider parses
+the shared view model, never the coordinator's code. Every failure is a
+:class:`StandingUnavailable` whose message is one line.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 
 from protocol.errors import GpuMarketError
+from protocol.views import StandingView, ViewMismatch, parse_view
 
 TIMEOUT_S = 10.0
-NUMBERS = ("alpha", "beta", "mean", "lower_bound", "evidence")
 COUNTS = ("successes", "slashes", "faults", "timeouts", "withheld")
 
 
@@ -38,7 +36,7 @@ def fetch_standing(
     *,
     timeout: float = TIMEOUT_S,
     transport: httpx.BaseTransport | None = None,
-) -> dict[str, Any]:
+) -> StandingView:
     """The standing of ``address`` at the coordinator at ``url``."""
     base = url.rstrip("/")
     try:
@@ -55,12 +53,15 @@ def fetch_standing(
             base, f"answered {resp.status_code}: {_detail(resp)}", resp.status_code
         )
     try:
-        body = resp.json()
-        _check(body)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise StandingUnavailable(base, "answered with something that is not a standing") from exc
-    result: dict[str, Any] = body
-    return result
+        return parse_view(StandingView, resp.json())
+    except ViewMismatch as exc:
+        raise StandingUnavailable(
+            base, f"answered with something that is not a standing: {exc.problems}"
+        ) from exc
+    except ValueError as exc:
+        raise StandingUnavailable(
+            base, "answered with something that is not a standing (not JSON)"
+        ) from exc
 
 
 def _detail(resp: httpx.Response) -> str:
@@ -70,22 +71,13 @@ def _detail(resp: httpx.Response) -> str:
         return resp.text[:300].replace("\n", " ")
 
 
-def _check(body: Any) -> None:
-    for name in NUMBERS:
-        float(body[name])
-    for name in COUNTS:
-        int(body["outcomes"][name])
-    if not isinstance(body["established"], bool):
-        raise TypeError("established is not a boolean")
-
-
-def standing_lines(standing: dict[str, Any]) -> list[str]:
+def standing_lines(standing: StandingView) -> list[str]:
     """A standing as ``provider status`` prints it."""
-    counts = standing["outcomes"]
-    kind = "established" if standing["established"] else "newcomer (spot-checked more often)"
+    counts = standing.outcomes.model_dump()
+    kind = "established" if standing.established else "newcomer (spot-checked more often)"
     return [
-        f"reputation:   {standing['lower_bound']:.3f} lower bound, {standing['mean']:.3f} mean",
-        f"posterior:    alpha {standing['alpha']:.2f}, beta {standing['beta']:.2f}",
-        f"evidence:     {standing['evidence']:.1f} outcomes in force, {kind}",
+        f"reputation:   {standing.lower_bound:.3f} lower bound, {standing.mean:.3f} mean",
+        f"posterior:    alpha {standing.alpha:.2f}, beta {standing.beta:.2f}",
+        f"evidence:     {standing.evidence:.1f} outcomes in force, {kind}",
         "outcomes:     " + ", ".join(f"{counts[name]} {name}" for name in COUNTS),
     ]

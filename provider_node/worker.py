@@ -56,7 +56,7 @@ from provider_node.reporter import Reporter, deliver
 from provider_node.retention import OutputRetention
 from provider_node.runtimes import (
     CONTAINER_RUNTIMES,
-    ContainerRuntime,
+    EngineRuntime,
     PreparedJob,
     RunLimits,
     RunOutcome,
@@ -251,7 +251,7 @@ class JobWorker:
                     on_output=stream.feed,
                 )
                 try:
-                    if isinstance(self.runtime, ContainerRuntime):
+                    if isinstance(self.runtime, EngineRuntime):
                         job = await self._fetch_image(job, plan, record)
                         wall = job.limits.wall_time_s
                     log.info("job %s: running in %s", record.job_id.hex(), self.runtime.name)
@@ -306,7 +306,7 @@ class JobWorker:
     async def _fetch_image(self, job: PreparedJob, plan: JobPlan, record: LocalJob) -> PreparedJob:
         """Pull and check a container job's image before its clock starts (a pull is not
         the job's runtime); the wall time left for the commit is measured again after."""
-        assert isinstance(self.runtime, ContainerRuntime)
+        assert isinstance(self.runtime, EngineRuntime)
         with trio.move_on_after(job.limits.wall_time_s) as fetching:
             await self.runtime.check_image(job)
         if fetching.cancelled_caught:

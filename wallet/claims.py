@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from contracts.chain import ChainClient, Web3Chain
+from contracts.chain import Web3Chain
+from contracts.client import ChainClient
 from contracts.errors import RpcError
 from contracts.models import Receipt
 from protocol.ids import Address, Wei, format_tokens

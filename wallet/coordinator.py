@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel
 
 from protocol.api_auth import sign_request
-from protocol.errors import GpuMarketError
+from protocol.encoding import decode_json
+from protocol.errors import GpuMarketError, MessageError
 from protocol.ids import JobId, job_id_hex
+from protocol.views import (
+    Explanation,
+    Health,
+    JobAccepted,
+    JobEvent,
+    JobList,
+    JobView,
+    LogLineView,
+    Logs,
+    ProviderRow,
+    Providers,
+    Quote,
+    parse_view,
+)
 
 REQUEST_TIMEOUT_S = 10.0
 MAX_EVENT_LINE = 64 * 1024
 MAX_METRICS_BYTES = 1 << 20
 UNDER_WAY = ("created", "matching", "assigned", "running")
 """Job states whose seats still wait for, or hold, a provider's job slot."""
+V = TypeVar("V", bound=BaseModel)
 _JOBS_LINE = re.compile(r'^gpumarket_jobs\{state="([a-z]+)"\} ([0-9.e+]+)$', re.MULTILINE)
 
 
@@ -67,6 +83,17 @@ class CoordinatorClient:
                 self.base_url, "answered with something that is not JSON"
             ) from exc
 
+    def _view(self, model: type[V], method: str, path: str, **kwargs: Any) -> V:
+        """``method path`` answered as ``model``; a reply that does not fit is a
+        :class:`CoordinatorRequestError` naming the request and the fields at fault."""
+        data = self._request(method, path, **kwargs)
+        try:
+            return parse_view(model, data)
+        except MessageError as exc:
+            raise CoordinatorRequestError(
+                self.base_url, f"answered {method} {path} with {exc}"
+            ) from exc
+
     def jobs_under_way(self) -> int:
         """Jobs this coordinator has not seen committed yet (waiting for providers, or
         with them), from the job counts of ``GET /metrics``."""
@@ -82,43 +109,37 @@ class CoordinatorClient:
             raise CoordinatorRequestError(self.base_url, "its /metrics carry no gpumarket_jobs")
         return int(sum(counts.get(state, 0.0) for state in UNDER_WAY))
 
-    def health(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", "/health")
-        return result
+    def health(self) -> Health:
+        return self._view(Health, "GET", "/health")
 
-    def notify(self, job_id: JobId) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("POST", "/jobs", json={"job_id": job_id_hex(job_id)})
-        return result
+    def notify(self, job_id: JobId) -> JobAccepted:
+        return self._view(JobAccepted, "POST", "/jobs", json={"job_id": job_id_hex(job_id)})
 
-    def job(self, job_id: JobId) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", f"/jobs/{job_id_hex(job_id)}")
-        return result
+    def job(self, job_id: JobId) -> JobView:
+        return self._view(JobView, "GET", f"/jobs/{job_id_hex(job_id)}")
 
-    def jobs(self, requester: str | None = None) -> list[dict[str, Any]]:
+    def jobs(self, requester: str | None = None) -> list[JobView]:
         params = {"requester": requester} if requester else {}
-        return list(self._request("GET", "/jobs", params=params)["jobs"])
+        return self._view(JobList, "GET", "/jobs", params=params).jobs
 
-    def explain(self, job_id: JobId) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", f"/jobs/{job_id_hex(job_id)}/explain")
-        return result
+    def explain(self, job_id: JobId) -> Explanation:
+        return self._view(Explanation, "GET", f"/jobs/{job_id_hex(job_id)}/explain")
 
-    def providers(self) -> list[dict[str, Any]]:
-        return list(self._request("GET", "/providers")["providers"])
+    def providers(self) -> list[ProviderRow]:
+        return self._view(Providers, "GET", "/providers").providers
 
-    def provider_table(self, limit: int) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", "/providers", params={"limit": limit})
-        return result
+    def provider_table(self, limit: int) -> Providers:
+        return self._view(Providers, "GET", "/providers", params={"limit": limit})
 
-    def quote(self, spec_text: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("POST", "/quote", json={"spec": spec_text})
-        return result
+    def quote(self, spec_text: str) -> Quote:
+        return self._view(Quote, "POST", "/quote", json={"spec": spec_text})
 
-    def logs(self, job_id: JobId, private_key: bytes) -> list[dict[str, Any]]:
+    def logs(self, job_id: JobId, private_key: bytes) -> list[LogLineView]:
         path = f"/jobs/{job_id_hex(job_id)}/logs"
         headers = sign_request(private_key, "GET", path)
-        return list(self._request("GET", path, headers=headers)["lines"])
+        return self._view(Logs, "GET", path, headers=headers).lines
 
-    def events(self, job_id: JobId, *, timeout: float) -> Iterator[dict[str, Any]]:
+    def events(self, job_id: JobId, *, timeout: float) -> Iterator[JobEvent]:
         """Follow the job's server-sent events until the stream ends or ``timeout``."""
         path = f"/jobs/{job_id_hex(job_id)}/events"
         stream_timeout = httpx.Timeout(REQUEST_TIMEOUT_S, read=timeout)
@@ -131,6 +152,14 @@ class CoordinatorClient:
                     if len(line) > MAX_EVENT_LINE:
                         raise CoordinatorRequestError(self.base_url, "event line too long")
                     if line.startswith("data:"):
-                        yield json.loads(line[5:].strip())
+                        yield self._event(path, line[5:].strip())
         except httpx.TransportError as exc:
             raise CoordinatorRequestError(self.base_url, f"event stream failed ({exc})") from exc
+
+    def _event(self, path: str, data: str) -> JobEvent:
+        try:
+            return parse_view(JobEvent, decode_json(data.encode()))
+        except MessageError as exc:
+            raise CoordinatorRequestError(
+                self.base_url, f"sent an event on {path} that is not one: {exc}"
+            ) from exc

@@ -24,6 +24,7 @@ from contracts.rules import unpack_paid_and_billed
 from protocol.errors import GpuMarketError
 from protocol.ids import JobId, format_tokens, job_id_hex, parse_address
 from protocol.units import parse_duration
+from protocol.views import JobView
 from wallet import records
 from wallet.coordinator import CoordinatorClient, CoordinatorRequestError
 from wallet.settings import WalletSettings
@@ -183,28 +184,28 @@ def cost_from_events(job_id: str, events: Iterable[ChainEvent]) -> JobCost:
     return cost
 
 
-def cost_from_view(view: dict[str, Any]) -> JobCost:
+def cost_from_view(view: JobView) -> JobCost:
     """The coordinator's figures, for when the chain cannot be read."""
     seats = [
         SeatCost(
-            int(p["seat"]),
-            str(p["address"]),
-            int(p["price"]),
-            int(p["rate_per_hour"]),
-            billed_ms=p.get("billed_ms"),
-            paid=None if p.get("pay") is None else int(p["pay"]),
-            outcome=str(p.get("outcome") or p.get("state")),
+            p.seat,
+            p.address,
+            int(p.price),
+            int(p.rate_per_hour),
+            billed_ms=p.billed_ms,
+            paid=None if p.pay is None else int(p.pay),
+            outcome=p.outcome or p.state,
         )
-        for p in view.get("providers", [])
-        if p.get("assigned_at") is not None  # seats that went on chain
+        for p in view.providers
+        if p.assigned_at is not None  # seats that went on chain
     ]
-    refund = None if view.get("refund") is None else int(view["refund"])
-    fee = int(view["fee"])
+    refund = None if view.refund is None else int(view.refund)
+    fee = int(view.fee)
     paid = sum(s.paid or 0 for s in seats)
     return JobCost(
-        job_id=str(view["job_id"]),
-        requester=str(view["requester"]),
-        state=str(view["state"]),
+        job_id=view.job_id,
+        requester=view.requester,
+        state=view.state,
         escrow=None if refund is None else paid + fee + refund,
         fee=fee,
         refund=refund,

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -42,6 +41,7 @@ from protocol.ipfs import (
 )
 from protocol.spec import JobSpec, Price
 from protocol.spec_io import canonical_spec, check_local_inputs, load_spec
+from protocol.views import JobEvent, JobView, Quote
 from wallet import records
 from wallet.coordinator import CoordinatorClient
 from wallet.settings import WalletSettings
@@ -54,7 +54,10 @@ Progress = Callable[[str, int, int], None]
 """``progress(what, done_bytes, total_bytes)``."""
 
 
-class InsufficientBalance(GpuMarketError):
+class BalanceTooLow(GpuMarketError):
+    """The account's tokens do not cover the job's escrow, found before anything is sent
+    (the token's own revert for this is :class:`contracts.errors.InsufficientBalance`)."""
+
     def __init__(self, address: str, needed: int, have: int) -> None:
         self.needed, self.have = needed, have
         super().__init__(
@@ -184,22 +187,22 @@ def job_request(
     )
 
 
-def backlog_wait(spec: JobSpec, quote: dict[str, Any], jobs_under_way: int) -> int:
+def backlog_wait(spec: JobSpec, quote: Quote, jobs_under_way: int) -> int:
     """Seconds the jobs already under way at the coordinator may hold the job slots this
     spec could use: their seats (counted like this job's) over the providers able to run
     it (``capable`` in the quote, one slot each at least), each seat its timeout at most."""
     seats = on_chain_redundancy(spec)
-    slots = max(1, int(quote.get("capable", 0)))
+    slots = max(1, quote.capable)
     return queue_wait(jobs_under_way * seats, slots, spec.timeout)
 
 
-def no_capable_provider(quote: dict[str, Any]) -> str | None:
+def no_capable_provider(quote: Quote) -> str | None:
     """A warning when no provider in the coordinator's book could ever run the spec quoted
     in ``quote`` (``POST /quote``), naming why; None when one could."""
-    if quote.get("capable", 1) != 0:
+    if quote.capable != 0:
         return None
-    book = int(quote.get("providers_in_book", 0))
-    reasons = quote.get("incapable") or {}
+    book = quote.providers_in_book
+    reasons = quote.incapable
     why = "; ".join(f"{n} {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
     if book == 0:
         why = "the book is empty"
@@ -238,7 +241,7 @@ def submit(
     job_windows(chain.next_block_time(), spec.timeout, on_chain_redundancy(spec), phases)
     balance = chain.token_balance(identity.address)
     if balance < escrow:
-        raise InsufficientBalance(identity.address, escrow, balance)
+        raise BalanceTooLow(identity.address, escrow, balance)
     short_of_gas = chain.sender.gas_shortfall(CREATE_JOB_GAS)
     if short_of_gas is not None:
         raise short_of_gas
@@ -313,10 +316,10 @@ FAILED = str(lifecycle.JobState.FAILED)
 def follow(
     settings: WalletSettings,
     job_id: JobId,
-    on_event: Callable[[dict[str, Any]], None],
+    on_event: Callable[[JobEvent], None],
     *,
     timeout: float = 900.0,
-) -> dict[str, Any]:
+) -> JobView:
     """Stream the job's events until it ends; return the final job view. A job that
     failed or was aborted raises JobFailed."""
     deadline = time.monotonic() + timeout
@@ -324,37 +327,35 @@ def follow(
         while time.monotonic() < deadline:
             for event in coordinator.events(job_id, timeout=max(1.0, deadline - time.monotonic())):
                 on_event(event)
-                if event.get("state") in TERMINAL:
+                if event.state in TERMINAL:
                     break
             view = coordinator.job(job_id)
-            state = view["state"]
-            if state == FAILED:
-                failure = view.get("failure") or {}
+            if view.state == FAILED:
+                failure = view.failure
                 raise JobFailed(
-                    view["job_id"],
-                    failure.get("reason", "no reason given"),
-                    failure.get("provider"),
-                    what="was aborted by its coordinator" if view.get("abort_tx") else "failed",
+                    view.job_id,
+                    "no reason given" if failure is None else failure.reason,
+                    None if failure is None else failure.provider,
+                    what="was aborted by its coordinator" if view.abort_tx else "failed",
                 )
-            if state in TERMINAL:
+            if view.state in TERMINAL:
                 check_not_a_failure(view)
                 return view
         raise GpuMarketError(f"job did not finish within {timeout:.0f}s")
 
 
-def check_not_a_failure(view: dict[str, Any]) -> None:
+def check_not_a_failure(view: JobView) -> None:
     """Raise JobFailed when the verified result is the canonical failure output: the job's own
     code failed the same way on every provider, which were paid for the time it ran."""
-    exit_class = failure_class_of(view.get("result_cid"))
+    exit_class = failure_class_of(view.result_cid)
     if exit_class is None:
         return
-    failure = view.get("failure") or {}
-    detail = failure.get("reason")
+    failure = view.failure
     reason = f"the job {exit_class.describe()} on every provider that ran it"
-    if detail:
-        reason += f" ({detail})"
+    if failure is not None and failure.reason:
+        reason += f" ({failure.reason})"
     reason += "; the providers were paid for the time it ran (see `gpumarket job status`)"
-    raise JobFailed(view["job_id"], reason, failure.get("provider"))
+    raise JobFailed(view.job_id, reason, None if failure is None else failure.provider)
 
 
 @dataclass(frozen=True)
@@ -370,11 +371,9 @@ def fetch_result(settings: WalletSettings, job_id: JobId, dest: Path) -> Fetched
     """Download the job's verified result into ``dest`` (checked against the CID)."""
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         view = coordinator.job(job_id)
-    cid = view.get("result_cid")
-    if not cid or view.get("state") not in ("settled", "finalized"):
-        raise GpuMarketError(
-            f"job {view['job_id']} has no verified result yet (state {view['state']})"
-        )
+    cid = view.result_cid
+    if not cid or view.state not in ("settled", "finalized"):
+        raise GpuMarketError(f"job {view.job_id} has no verified result yet (state {view.state})")
     check_not_a_failure(view)
     fetched = trio.run(download_result, settings, Cid(cid), dest)
     records.add_bytes(settings, job_id, "bytes_downloaded", _path_size(fetched.path))

@@ -55,7 +55,7 @@ def market_providers(
     if json_out:
         _emit(data)
         return
-    rows = data["providers"]
+    rows = data.providers
     table = Table(
         "provider",
         "GPUs",
@@ -67,21 +67,21 @@ def market_providers(
         "free slots",
         "driver / CUDA / torch",
         "last seen",
-        title=f"{len(rows)} of {data['total']} providers ({UNITS})",
+        title=f"{len(rows)} of {data.total} providers ({UNITS})",
     )
     now = time.time()
     for r in rows:
         table.add_row(
-            r["address"],
-            f"{r['gpu_count']} x {r['gpu_model']}",
+            r.address,
+            f"{r.gpu_count} x {r.gpu_model}",
             market.tflops(r),
-            market.gib(int(r["memory_bytes"])),
-            f"{format_tokens(int(r['price_per_gpu_hour']))} tokens",
-            f"{format_tokens(int(r['price_per_cpu_hour']))} tokens",
-            f"{r['reputation']:.3f}",
-            str(r["free_slots"]),
+            market.gib(r.memory_bytes),
+            f"{format_tokens(int(r.price_per_gpu_hour))} tokens",
+            f"{format_tokens(int(r.price_per_cpu_hour))} tokens",
+            f"{r.reputation:.3f}",
+            str(r.free_slots),
             market.software(r),
-            market.ago(float(r["last_seen"]), now),
+            market.ago(r.last_seen, now),
         )
     out.print(table)
 
@@ -104,37 +104,35 @@ def job_quote(
         return
     m = result.market
     out.print(
-        f"[bold]{m['name']}[/bold]: {m['gpus']} GPU(s) for {m['duration_s']} s, cap "
-        f"{costs.amount(int(m['price_cap']))} per provider, fee {costs.amount(result.fee)}; "
-        f"{m['providers_in_book']} providers in the book"
+        f"[bold]{m.name}[/bold]: {m.gpus} GPU(s) for {m.duration_s} s, cap "
+        f"{costs.amount(int(m.price_cap))} per provider, fee {costs.amount(result.fee)}; "
+        f"{m.providers_in_book} providers in the book"
     )
     table = Table(
         "redundancy", "start", "providers (price)", "total", "escrow", "affordable", "left out"
     )
-    for o in m["options"]:
-        label = o["redundancy"] + (" *" if o["requested"] else "")
-        chosen = "\n".join(
-            f"{p['address']} ({costs.amount(int(p['price']))})" for p in o["providers"]
-        )
-        can = result.affordable(o["redundancy"])
+    for o in m.options:
+        label = o.redundancy + (" *" if o.requested else "")
+        chosen = "\n".join(f"{p.address} ({costs.amount(int(p.price))})" for p in o.providers)
+        can = result.affordable(o.redundancy)
         table.add_row(
             label,
-            o["start"],
+            o.start,
             chosen or "-",
-            costs.amount(None if o["total"] is None else int(o["total"])),
-            costs.amount(result.escrow[o["redundancy"]]),
+            costs.amount(None if o.total is None else int(o.total)),
+            costs.amount(result.escrow[o.redundancy]),
             "?" if can is None else "yes" if can else "[red]no[/red]",
-            ", ".join(f"{n} {r}" for r, n in o["filtered"].items()) or "-",
+            ", ".join(f"{n} {r}" for r, n in o.filtered.items()) or "-",
         )
     out.print(table)
     warning = jobs.no_capable_provider(m)
     if warning is not None:
         out.print(f"[yellow]warning:[/yellow] {warning}")
     requested = result.requested()
-    if requested["candidates"]:
+    if requested.candidates:
         why = Table("provider", "why not chosen", title="the others (spec's redundancy)")
-        for c in requested["candidates"]:
-            why.add_row(c["address"], c["reason"])
+        for c in requested.candidates:
+            why.add_row(c.address, c.reason)
         out.print(why)
     if result.funds is not None:
         f = result.funds

@@ -18,6 +18,7 @@ from contracts.models import escrow_of
 from protocol.errors import GpuMarketError
 from protocol.ids import Wei, to_wei
 from protocol.spec_io import load_spec
+from protocol.views import Quote, QuoteOption
 from wallet import keys
 from wallet.coordinator import CoordinatorClient
 from wallet.costs import read_only_chain
@@ -30,7 +31,7 @@ SEATS = {"auto": 1, "2": 2, "3": 3}
 class NoQuote(GpuMarketError):
     """``--cap auto`` found no provider to size the cap from."""
 
-    def __init__(self, redundancy: str, reasons: dict[str, Any]) -> None:
+    def __init__(self, redundancy: str, reasons: dict[str, int]) -> None:
         self.redundancy, self.reasons = redundancy, reasons
         why = ", ".join(f"{n} {r}" for r, n in reasons.items()) or "empty book"
         super().__init__(f"no provider would take the job now (redundancy {redundancy}: {why})")
@@ -50,15 +51,15 @@ class QuoteResult:
 
     spec: Path
     fee: int
-    market: dict[str, Any]
+    market: Quote
     funds: Funds | None = None
     escrow: dict[str, int] = field(default_factory=dict)
 
-    def option(self, redundancy: str) -> dict[str, Any]:
-        return next(o for o in self.market["options"] if o["redundancy"] == redundancy)
+    def option(self, redundancy: str) -> QuoteOption:
+        return next(o for o in self.market.options if o.redundancy == redundancy)
 
-    def requested(self) -> dict[str, Any]:
-        return next(o for o in self.market["options"] if o["requested"])
+    def requested(self) -> QuoteOption:
+        return next(o for o in self.market.options if o.requested)
 
     def affordable(self, redundancy: str) -> bool | None:
         if self.funds is None:
@@ -66,8 +67,9 @@ class QuoteResult:
         return self.funds.balance >= self.escrow[redundancy]
 
     def to_json(self) -> dict[str, Any]:
+        market = self.market.model_dump(mode="json")
         options = []
-        for o in self.market["options"]:
+        for o in market["options"]:
             label = o["redundancy"]
             options.append(
                 {**o, "escrow": str(self.escrow[label]), "affordable": self.affordable(label)}
@@ -82,7 +84,7 @@ class QuoteResult:
                 "eth_wei": str(f.eth_wei),
             }
         return {
-            **{k: v for k, v in self.market.items() if k != "options"},
+            **{k: v for k, v in market.items() if k != "options"},
             "spec": str(self.spec),
             "fee": str(self.fee),
             "options": options,
@@ -124,7 +126,7 @@ def auto_cap(result: QuoteResult, margin: float) -> Wei:
     if margin < 0:
         raise GpuMarketError(f"--cap-margin must not be negative: {margin}")
     option = result.requested()
-    prices = [int(p["price"]) for p in option["providers"]]
+    prices = [int(p.price) for p in option.providers]
     if not prices:
-        raise NoQuote(option["redundancy"], option["filtered"])
-    return Wei(min(math.ceil(max(prices) * (1 + margin)), int(result.market["price_cap"])))
+        raise NoQuote(option.redundancy, option.filtered)
+    return Wei(min(math.ceil(max(prices) * (1 + margin)), int(result.market.price_cap)))

@@ -11,25 +11,9 @@ from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from coordinator.api import dashboard, errors, history
-from coordinator.api.bodies import SUBMIT_JOB_MAX_BYTES, body_schema, json_body
-from coordinator.api.models import (
-    CandidateView,
-    DeclineView,
-    ErrorBody,
-    Explanation,
-    Health,
-    JobAccepted,
-    JobList,
-    JobView,
-    LogLineView,
-    Logs,
-    ProviderRow,
-    Providers,
-    SeatBill,
-    StandingView,
-    SubmitJob,
-)
-from coordinator.api.quote import QUOTE_MAX_BYTES, Quote, QuoteRequest, quote
+from coordinator.api.bodies import SUBMIT_JOB_MAX_BYTES, SubmitJob, body_schema, json_body
+from coordinator.api.quote import QUOTE_MAX_BYTES, QuoteRequest, quote
+from coordinator.api.views import decline_view, job_view, provider_row, seat_bill, standing_view
 from coordinator.errors import NotAuthorized
 from coordinator.history import phases
 from coordinator.matching.book import ProviderBook
@@ -42,6 +26,21 @@ from protocol.errors import MessageError
 from protocol.ids import job_id_hex, parse_address, parse_job_id
 from protocol.lifecycle import JobState
 from protocol.spec_io import parse_spec
+from protocol.views import (
+    CandidateView,
+    ErrorBody,
+    Explanation,
+    Health,
+    JobAccepted,
+    JobEvent,
+    JobList,
+    JobView,
+    LogLineView,
+    Logs,
+    Providers,
+    Quote,
+    StandingView,
+)
 
 KEEPALIVE_S = 15.0
 DEFAULT_STAKE_FACTOR = 5
@@ -64,7 +63,7 @@ class ApiBackend(Protocol):
     metrics: Metrics
 
     async def notice(self, job_id: str) -> JobRecord:
-        """Learn of an on-chain job now (idempotent); raises JobNotFound / NotOurJob."""
+        """Learn of an on-chain job now (idempotent); raises UnknownJob / NotOurJob."""
         ...
 
     def chain_block(self) -> int: ...
@@ -86,7 +85,7 @@ def create_app(backend: ApiBackend, *, stake_factor: int = DEFAULT_STAKE_FACTOR)
 
     async def view(key: str) -> JobView:
         job = await backend.store.get_job(key)
-        out = JobView.of(job, await backend.store.slots(key))
+        out = job_view(job, await backend.store.slots(key))
         when = phases(job, await backend.store.events(key))
         out.phases = {str(phase): at for phase, at in when.items()}
         return out
@@ -113,7 +112,7 @@ def create_app(backend: ApiBackend, *, stake_factor: int = DEFAULT_STAKE_FACTOR)
     ) -> JobList:
         who = parse_address(requester) if requester is not None else None
         jobs = await backend.store.list_jobs(requester=who, state=state, limit=limit)
-        return JobList(jobs=[JobView.of(j, await backend.store.slots(j.job_id)) for j in jobs])
+        return JobList(jobs=[job_view(j, await backend.store.slots(j.job_id)) for j in jobs])
 
     @app.get("/jobs/{job_id}", response_model=JobView, responses=ERRORS)
     async def get_job(job_id: str) -> JobView:
@@ -133,8 +132,8 @@ def create_app(backend: ApiBackend, *, stake_factor: int = DEFAULT_STAKE_FACTOR)
             candidates=[
                 CandidateView(**{k: c[k] for k in CandidateView.model_fields}) for c in found
             ],
-            seats=[SeatBill.of(s) for s in slots if s.state.on_chain],
-            declines=[DeclineView.of(d) for d in await backend.store.declines(key)],
+            seats=[seat_bill(s) for s in slots if s.state.on_chain],
+            declines=[decline_view(d) for d in await backend.store.declines(key)],
             phases={str(phase): at for phase, at in when.items()},
         )
 
@@ -177,7 +176,7 @@ def create_app(backend: ApiBackend, *, stake_factor: int = DEFAULT_STAKE_FACTOR)
             ),
         )[:limit]
         free = book.columns.free_jobs().tolist()
-        rows = [ProviderRow.of(e, book.columns, free) for e in entries]
+        rows = [provider_row(e, book.columns, free) for e in entries]
         return Providers(providers=rows, total=len(book))
 
     @app.post(
@@ -198,7 +197,7 @@ def create_app(backend: ApiBackend, *, stake_factor: int = DEFAULT_STAKE_FACTOR)
         """A provider's reputation here: its posterior, bound, evidence and the verified
         outcomes counted (404 when this coordinator knows no outcome of it)."""
         who = parse_address(address[:64])
-        return StandingView.of(await standing(backend.store, who, time.time()))
+        return standing_view(await standing(backend.store, who, time.time()))
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
@@ -224,8 +223,8 @@ async def _event_stream(backend: ApiBackend, key: str) -> AsyncIterator[bytes]:
         events = await backend.store.events(key, after=last)
         for event in events:
             last = event.id
-            payload = {"state": str(event.state), "at": event.at, "detail": event.detail}
-            yield f"data: {json.dumps(payload, default=str)}\n\n".encode()
+            payload = JobEvent(state=str(event.state), at=event.at, detail=event.detail)
+            yield f"data: {json.dumps(payload.model_dump(), default=str)}\n\n".encode()
             if event.state.ends_stream:
                 return
         if not await backend.signals.wait(key, KEEPALIVE_S, since=seen):

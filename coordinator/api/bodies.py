@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from coordinator.api.errors import BodyTooLarge, InvalidBody, UnsupportedMediaType
 from protocol.encoding import decode_json
@@ -29,6 +29,10 @@ M = TypeVar("M", bound=BaseModel)
 SUBMIT_JOB_MAX_BYTES = 4 * 1024
 """``POST /jobs`` carries one 66-character job id; 4 KiB leaves room for whitespace and
 clients that add fields, and nothing for an attacker."""
+
+
+class SubmitJob(BaseModel):
+    job_id: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$", description="the on-chain job id")
 
 
 def _declared_length(request: Request, max_bytes: int) -> None:

@@ -1,4 +1,4 @@
-"""The one place domain errors become HTTP responses: ``{"error": <class>, "detail": ...}``.
+"""The one place domain errors become HTTP responses: ``{"error": <name>, "detail": ...}``.
 
 Request bodies the API refuses before any route sees them (see :mod:`coordinator.api.bodies`)::
 
@@ -17,11 +17,11 @@ from fastapi.responses import JSONResponse
 
 from coordinator.errors import (
     InvalidTransition,
-    JobNotFound,
     NotAuthorized,
     NotOurJob,
     PageNotFound,
     Unavailable,
+    UnknownJob,
 )
 from coordinator.verification.reputation import UnknownProvider
 from protocol.errors import (
@@ -63,7 +63,7 @@ class InvalidBody(BodyRefused):
 STATUS: tuple[tuple[type[GpuMarketError], int], ...] = (
     (BodyTooLarge, 413),
     (UnsupportedMediaType, 415),
-    (JobNotFound, 404),
+    (UnknownJob, 404),
     (PageNotFound, 404),
     (UnknownProvider, 404),
     (NotAuthorized, 401),
@@ -89,9 +89,9 @@ def status_of(exc: GpuMarketError) -> int:
 def install(app: FastAPI) -> None:
     @app.exception_handler(GpuMarketError)
     async def domain_error(request: Request, exc: GpuMarketError) -> JSONResponse:
-        return JSONResponse(
-            {"error": type(exc).__name__, "detail": str(exc)}, status_code=status_of(exc)
-        )
+        # An error may carry the name clients know it by (contract errors, UnknownJob).
+        name = getattr(exc, "error_name", "") or type(exc).__name__
+        return JSONResponse({"error": name, "detail": str(exc)}, status_code=status_of(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

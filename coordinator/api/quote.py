@@ -10,17 +10,16 @@ free job slots ("now"), then allowing a queue at busy providers ("queued").
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from coordinator.api.models import CandidateView
 from coordinator.errors import NoCandidates
 from coordinator.matching.columns import MAX_JOB_SLOTS, ProviderColumns
 from coordinator.matching.matcher import Candidate, Match, Matcher
 from coordinator.matching.requirements import Requirements, requirements_for
 from protocol.registry import MAX_SPEC_BYTES
 from protocol.spec import JobSpec
+from protocol.views import CandidateView, Quote, QuotedProvider, QuoteOption, Start
 
 QUOTE_MAX_BYTES = 2 * MAX_SPEC_BYTES + 1024
 """A spec of at most ``MAX_SPEC_BYTES`` as a JSON string: escaping (newlines, quotes) may
@@ -29,55 +28,12 @@ double it; the spec's own size is checked again by the spec parser."""
 REDUNDANCY_CHOICES: tuple[tuple[str, int], ...] = (("auto", 1), ("2", 2), ("3", 3))
 """(label, providers seated on chain): ``auto`` seats one primary."""
 
-Start = Literal["now", "queued", "unmatched"]
-
 
 class QuoteRequest(BaseModel):
     spec: str = Field(
         max_length=QUOTE_MAX_BYTES,
         description=f"the job spec as YAML or JSON text (at most {MAX_SPEC_BYTES} bytes)",
     )
-
-
-class QuotedProvider(BaseModel):
-    address: str
-    peer_id: str
-    price: str = Field(description="the most the seat earns (token units): rate x duration, capped")
-    rate_per_hour: str = Field(description="what the seat is billed per hour of runtime")
-    score: float
-
-
-class QuoteOption(BaseModel):
-    """One redundancy choice: who would be seated, at what price, and when."""
-
-    redundancy: str = Field(description='"auto" (one primary), "2" or "3"')
-    seats: int = Field(description="providers seated on chain")
-    requested: bool = Field(description="the spec's own choice")
-    start: Start = Field(
-        description="now: free job slots; queued: only behind running jobs; unmatched: none"
-    )
-    providers: list[QuotedProvider]
-    total: str | None = Field(description="sum of the seats' prices (token units)")
-    eligible: int
-    filtered: dict[str, int] = Field(description="providers left out, counted by first reason")
-    candidates: list[CandidateView]
-
-
-class Quote(BaseModel):
-    name: str
-    gpus: int
-    duration_s: int = Field(description="the billed duration prices are sized for")
-    price_cap: str = Field(description="the spec's max_per_provider (token units)")
-    exact: bool
-    providers_in_book: int
-    capable: int = Field(
-        description="providers in the book that could ever run the spec, whatever their "
-        "load, price or stake (runtime, GPUs, memory, speed, packages, requires)"
-    )
-    incapable: dict[str, int] = Field(
-        description="providers that never could, counted by first reason"
-    )
-    options: list[QuoteOption]
 
 
 def _requirements(spec: JobSpec, seats: int) -> Requirements:

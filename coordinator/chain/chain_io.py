@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from contracts.chain import ChainClient
+from contracts.client import ChainClient
 from contracts.errors import InsufficientGasMoney
 from contracts.models import (
     AcceptedSeat,

@@ -21,7 +21,7 @@ import trio
 from sqlalchemy import Connection, Engine, create_engine, false, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from coordinator.errors import InvalidTransition, JobNotFound, Unavailable
+from coordinator.errors import InvalidTransition, Unavailable, UnknownJob
 from coordinator.store import history as h
 from coordinator.store import tables as t
 from coordinator.store.migrate import upgrade
@@ -175,7 +175,7 @@ class Store:
             query = query.with_for_update()
         row = conn.execute(query).first()
         if row is None:
-            raise JobNotFound(job_id)
+            raise UnknownJob(job_id)
         return JobRecord.from_row(row)
 
     def _event(
@@ -235,7 +235,7 @@ class Store:
             key = (t.job_providers.c.job_id == job_id) & (t.job_providers.c.idx == idx)
             row = conn.execute(select(t.job_providers).where(key).with_for_update()).first()
             if row is None:
-                raise JobNotFound(f"{job_id} slot {idx}")
+                raise UnknownJob(f"{job_id} slot {idx}")
             current = ProviderSlot.from_row(row)
             if only_if is not None and current.state not in only_if:
                 return current

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from coordinator.errors import JobNotFound
+from coordinator.errors import UnknownJob
 from coordinator.signals import Signals
 from coordinator.store import AsyncStore, JobRecord, ProviderSlot, SeatFailure
 from protocol import eip712
@@ -92,7 +92,7 @@ class ReportHandler:
         key = job_id_hex(JobId(job_id))
         try:
             job = await self.store.get_job(key)
-        except JobNotFound as exc:
+        except UnknownJob as exc:
             raise NotAssigned(f"unknown job {key}") from exc
         for slot in await self.store.slots(key):
             if slot.address == provider and slot.state.on_chain:

@@ -25,7 +25,7 @@ from provider_node.runtimes.model import (
 )
 
 BwrapRuntime = bwrap.BwrapRuntime
-ContainerRuntime = container.ContainerRuntime
+EngineRuntime = container.EngineRuntime
 CONTAINER_RUNTIMES = container.CONTAINER_RUNTIMES
 ProcessRuntime = process.ProcessRuntime
 
@@ -34,7 +34,7 @@ __all__ = [
     "JOB_ROOT",
     "BwrapRuntime",
     "CommandEntrypoint",
-    "ContainerRuntime",
+    "EngineRuntime",
     "Entrypoint",
     "OutputSink",
     "PreparedJob",

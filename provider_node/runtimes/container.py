@@ -82,8 +82,9 @@ def _hard_limit(which: int) -> int | None:
     return None if hard == resource.RLIM_INFINITY else hard
 
 
-class ContainerRuntime:
-    """Runs jobs with ``docker run`` or ``podman run``; limits are the engine's own."""
+class EngineRuntime:
+    """Runs jobs with ``docker run`` or ``podman run``; limits are the engine's own. (What a
+    spec asks to run in a container is :class:`protocol.spec.ContainerRuntime`.)"""
 
     def __init__(
         self,
@@ -337,9 +338,9 @@ class ContainerRuntime:
                 await self._call("rm", "--force", name)
 
 
-def _factory(engine_name: str) -> Callable[..., ContainerRuntime]:
-    def create(**options: object) -> ContainerRuntime:
-        return ContainerRuntime(engine_name=engine_name, **options)  # type: ignore[arg-type]
+def _factory(engine_name: str) -> Callable[..., EngineRuntime]:
+    def create(**options: object) -> EngineRuntime:
+        return EngineRuntime(engine_name=engine_name, **options)  # type: ignore[arg-type]
 
     return create
 

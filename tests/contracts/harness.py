@@ -15,7 +15,8 @@ from typing import Any
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from contracts.chain import ChainClient, Web3Chain
+from contracts.chain import Web3Chain
+from contracts.client import ChainClient
 from contracts.deploy import deploy_all, fund_accounts
 from contracts.fake import FakeWorld
 from contracts.models import (

@@ -14,7 +14,8 @@ import pytest
 from eth_utils import keccak
 
 from contracts import errors as E
-from contracts.chain import ChainClient, job_id_for
+from contracts.chain import job_id_for
+from contracts.client import ChainClient
 from contracts.models import AcceptedSeat, CompareMode, JobStatus, Settlement, SignedEntry
 from protocol import eip712
 from protocol.eip712 import Signature

@@ -12,7 +12,7 @@ import pytest
 from eth_utils import keccak
 
 from contracts import errors as E
-from contracts.chain import ChainClient
+from contracts.client import ChainClient
 from contracts.models import JobStatus, OnChainEntry, Receipt, Settlement
 from protocol.ids import JobId
 from tests.contracts.harness import (

@@ -9,10 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from pydantic import BaseModel
 
 from coordinator.api import create_app
 from coordinator.chain.billing import record_settlement, record_slash
-from coordinator.errors import JobNotFound, NotOurJob
+from coordinator.errors import NotOurJob, UnknownJob
 from coordinator.matching.book import ProviderBook
 from coordinator.metrics import Metrics
 from coordinator.signals import Signals
@@ -21,6 +22,7 @@ from protocol.api_auth import sign_request
 from protocol.identity import Identity
 from protocol.ids import Wei
 from protocol.lifecycle import JobState, SeatState
+from protocol.views import Explanation, Health, JobAccepted, JobList, JobView, Logs, Providers
 from tests.coordinator.factories import job_record
 from tests.protocol.factories import PROVIDER, advert
 
@@ -43,7 +45,7 @@ class Backend:
             raise NotOurJob(job_id, OTHER.address)
         job = await self.store.find_job(job_id)
         if job is None:
-            raise JobNotFound(job_id)
+            raise UnknownJob(job_id)
         self.noticed.append(job_id)
         return job
 
@@ -260,3 +262,27 @@ async def test_event_stream_replays_history_and_ends_at_a_final_state(api) -> No
         json.loads(line[6:])["state"] for line in r.text.splitlines() if line.startswith("data: ")
     ]
     assert states == ["created", "assigned", "cancelled"]
+
+
+async def test_the_wallets_view_models_read_back_exactly_what_the_api_sent(api) -> None:
+    """The wallet parses replies with ``protocol.views`` and prints them with ``--json``:
+    parsing and dumping again must give back the coordinator's JSON, field for field."""
+    client, backend = api
+    backend.book.accept(advert(expires_at=int(time.time()) + 30))
+    path = f"/jobs/{KNOWN}/logs"
+    signed = sign_request(REQUESTER.private_key, "GET", path)
+    replies: list[tuple[type[BaseModel], httpx.Response]] = [
+        (JobView, await client.get(f"/jobs/{KNOWN}")),
+        (JobList, await client.get("/jobs")),
+        (Explanation, await client.get(f"/jobs/{KNOWN}/explain")),
+        (Providers, await client.get("/providers")),
+        (Health, await client.get("/health")),
+        (Logs, await client.get(path, headers=signed)),
+        (JobAccepted, await client.post("/jobs", json={"job_id": KNOWN})),
+    ]
+    for model, r in replies:
+        assert r.status_code < 300, (model.__name__, r.text)
+        sent = r.json()
+        assert model.model_validate(sent).model_dump(mode="json") == sent, model.__name__
+    assert replies[0][1].json()["providers"], "a seat is shown"
+    assert replies[3][1].json()["providers"], "a provider is shown"

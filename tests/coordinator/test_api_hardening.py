@@ -22,9 +22,8 @@ import trio
 from fastapi import Depends, FastAPI
 
 from coordinator.api import create_app
-from coordinator.api.bodies import SUBMIT_JOB_MAX_BYTES, json_body
+from coordinator.api.bodies import SUBMIT_JOB_MAX_BYTES, SubmitJob, json_body
 from coordinator.api.errors import install
-from coordinator.api.models import SubmitJob
 from coordinator.store import AsyncStore, Store
 from protocol.encoding import restore_recursion_limit
 from protocol.p2p.asgi import serve_asgi

@@ -11,7 +11,7 @@ import pytest
 
 from coordinator.api import create_app
 from coordinator.api.quote import QUOTE_MAX_BYTES
-from coordinator.errors import JobNotFound
+from coordinator.errors import UnknownJob
 from coordinator.matching.book import ProviderBook
 from coordinator.matching.matcher import exact_price, seat_rate
 from coordinator.matching.requirements import requirements_for
@@ -46,7 +46,7 @@ class Backend:
         self.metrics = Metrics()
 
     async def notice(self, job_id: str) -> JobRecord:
-        raise JobNotFound(job_id)
+        raise UnknownJob(job_id)
 
     def chain_block(self) -> int:
         return 1

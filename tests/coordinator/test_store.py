@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect
 
-from coordinator.errors import InvalidTransition, JobNotFound
+from coordinator.errors import InvalidTransition, UnknownJob
 from coordinator.store import AsyncStore, ProviderSlot, Store
 from protocol.ids import Address, Wei
 from protocol.lifecycle import JobState, Outcome, SeatState
@@ -77,7 +77,7 @@ def test_final_states_stay_final(store: Store) -> None:
 
 
 def test_unknown_job_raises_not_found(store: Store) -> None:
-    with pytest.raises(JobNotFound):
+    with pytest.raises(UnknownJob):
         store.get_job("0x" + "00" * 32)
     assert store.find_job("0x" + "00" * 32) is None
 

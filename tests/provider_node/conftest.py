@@ -16,7 +16,7 @@ import pytest
 
 from provider_node.runtimes import (
     CommandEntrypoint,
-    ContainerRuntime,
+    EngineRuntime,
     PreparedJob,
     RunLimits,
     TorchEntrypoint,
@@ -80,14 +80,14 @@ class ContainerImages:
     cuda: str
     """The same image declaring ``CUDA_VERSION=99.1.0`` (newer than any driver runs)."""
 
-    def runtime(self, **options: Any) -> ContainerRuntime:
+    def runtime(self, **options: Any) -> EngineRuntime:
         defaults: dict[str, Any] = {
             "engine": self.engine,
             "oci_runtime": self.oci_runtime,
             "torch_image": self.python,
             "pull": False,
         }
-        return ContainerRuntime(engine_name="podman", **{**defaults, **options})
+        return EngineRuntime(engine_name="podman", **{**defaults, **options})
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """The podman runtime starting real containers from an image built for the session.
 
-Each test runs a container through :class:`ContainerRuntime` as the worker does and checks
+Each test runs a container through :class:`EngineRuntime` as the worker does and checks
 what the job could and could not do from inside it: write only its outputs, reach no
 network, see the granted ``/dev/shm``, be stopped at its limits; and that images are refused
 before anything runs when they are not pinned by digest or need a newer CUDA than the host's

@@ -21,7 +21,7 @@ from devnet.ipfs import IpfsNode
 from protocol.identity import import_private_key
 from protocol.ids import to_wei
 from provider_node import doctor
-from provider_node.doctor import Report, Verdict, run_doctor
+from provider_node.doctor import CheckStatus, Report, run_doctor
 from provider_node.runtimes.bwrap import BwrapRuntime
 from provider_node.settings import ProviderSettings
 from tests.contracts.harness import Market
@@ -70,20 +70,20 @@ def test_doctor_prints_true_verdicts_on_this_machine_and_devnet(
     verdict = {c.name: c.verdict for c in report.checks}
     # This machine, measured by other means than the doctor's.
     gpu_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    assert verdict["gpus"] is (Verdict.OK if gpu_count == 0 else verdict["gpus"])
+    assert verdict["gpus"] is (CheckStatus.OK if gpu_count == 0 else verdict["gpus"])
     bwrap_ok = shutil.which("bwrap") is not None and BwrapRuntime().unavailable_reason() is None
-    assert (verdict["bwrap"] is Verdict.OK and verdict["cgroups"] is Verdict.OK) == bwrap_ok
-    assert verdict["keystore"] is Verdict.OK
-    assert verdict["rpc"] is Verdict.OK and verdict["ipfs"] is Verdict.OK
-    assert verdict["disk"] is not Verdict.FAIL
+    assert (verdict["bwrap"] is CheckStatus.OK and verdict["cgroups"] is CheckStatus.OK) == bwrap_ok
+    assert verdict["keystore"] is CheckStatus.OK
+    assert verdict["rpc"] is CheckStatus.OK and verdict["ipfs"] is CheckStatus.OK
+    assert verdict["disk"] is not CheckStatus.FAIL
     info = real.providers[0].provider_info(real.providers[0].address)
-    assert info.registered and verdict["registration"] is Verdict.OK
-    assert (verdict["stake"] is Verdict.OK) == (
+    assert info.registered and verdict["registration"] is CheckStatus.OK
+    assert (verdict["stake"] is CheckStatus.OK) == (
         info.stake + real.providers[0].token_balance(real.providers[0].address)
         >= settings.stake_wei
     )
-    assert verdict["gas"] is Verdict.OK  # Anvil's accounts hold 10,000 ETH
-    assert report.get("port PROVIDER_P2P_PORT").verdict is Verdict.WARN  # loopback only
+    assert verdict["gas"] is CheckStatus.OK  # Anvil's accounts hold 10,000 ETH
+    assert report.get("port PROVIDER_P2P_PORT").verdict is CheckStatus.WARN  # loopback only
 
 
 def test_doctor_sees_a_new_account_without_tokens_gas_or_a_right_clock(
@@ -94,7 +94,7 @@ def test_doctor_sees_a_new_account_without_tokens_gas_or_a_right_clock(
     address = new.address
     report = run_doctor(settings)
     show(report)
-    assert report.get("registration").verdict is Verdict.WARN  # the daemon registers at start
+    assert report.get("registration").verdict is CheckStatus.WARN  # the daemon registers at start
     stake = report.get("stake")
     assert stake.blocking and "send the account 100 tokens" in (stake.fix or "")
 
@@ -105,7 +105,7 @@ def test_doctor_sees_a_new_account_without_tokens_gas_or_a_right_clock(
         [address],
         to_wei("150"),
     )
-    assert run_doctor(settings).get("stake").verdict is Verdict.OK
+    assert run_doctor(settings).get("stake").verdict is CheckStatus.OK
 
     real.rpc("anvil_setBalance", [address, hex(10**6)])  # no gas for register and stake
     poor = run_doctor(settings)
@@ -116,7 +116,7 @@ def test_doctor_sees_a_new_account_without_tokens_gas_or_a_right_clock(
     real.rpc("evm_mine", [])
     clock = run_doctor(settings).get("clock")
     print(clock.line())
-    assert clock.verdict is Verdict.FAIL and "behind" in clock.found
+    assert clock.verdict is CheckStatus.FAIL and "behind" in clock.found
 
 
 def test_cli_doctor_json_and_run_refusing_to_start(

@@ -14,12 +14,12 @@ from provider_node import doctor
 from provider_node.doctor import (
     CgroupFacts,
     Check,
+    CheckStatus,
     ContainerFacts,
     HostProbes,
     NvmlFacts,
     Report,
     TorchFacts,
-    Verdict,
 )
 
 CPU_TORCH = TorchFacts(version="2.11.0+cpu")
@@ -57,7 +57,7 @@ def test_nvml_facts_are_read_from_the_library() -> None:
 
 def test_a_cpu_only_host_passes_only_when_it_offers_the_cpu() -> None:
     offered = doctor.check_gpus(CPU_TORCH, NO_NVML, cpu_only=True)
-    assert offered.verdict is Verdict.OK and offered.must_have
+    assert offered.verdict is CheckStatus.OK and offered.must_have
     refused = doctor.check_gpus(CPU_TORCH, NO_NVML, cpu_only=False)
     assert refused.blocking
     assert refused.fix is not None and "PROVIDER_CPU_ONLY=true" in refused.fix
@@ -71,13 +71,13 @@ def test_gpus_nvml_sees_but_torch_does_not_fail_with_the_torch_fix() -> None:
 
 
 def test_gpus_seen_by_both_are_ok_and_without_nvml_a_warning() -> None:
-    assert doctor.check_gpus(GPU_TORCH, GPU_NVML, cpu_only=False).verdict is Verdict.OK
+    assert doctor.check_gpus(GPU_TORCH, GPU_NVML, cpu_only=False).verdict is CheckStatus.OK
     alone = doctor.check_gpus(GPU_TORCH, NO_NVML, cpu_only=False)
-    assert alone.verdict is Verdict.WARN and not alone.must_have
+    assert alone.verdict is CheckStatus.WARN and not alone.must_have
     assert alone.fix == doctor.NVML_FIX
     hidden = NvmlFacts(available=True, driver="580", cuda_driver="13.0", devices=(H200, H200))
     partial = doctor.check_gpus(GPU_TORCH, hidden, cpu_only=False)
-    assert partial.verdict is Verdict.WARN and "CUDA_VISIBLE_DEVICES" in partial.found
+    assert partial.verdict is CheckStatus.WARN and "CUDA_VISIBLE_DEVICES" in partial.found
 
 
 def test_gpus_without_torch_fail() -> None:
@@ -93,10 +93,10 @@ def test_driver_older_than_torchs_cuda_fails_and_names_both_versions() -> None:
     assert check.blocking
     assert "12.2" in check.found and "12.8" in check.found
     assert check.fix is not None and "CUDA 12.8" in check.fix
-    assert doctor.check_driver(GPU_TORCH, GPU_NVML).verdict is Verdict.OK
+    assert doctor.check_driver(GPU_TORCH, GPU_NVML).verdict is CheckStatus.OK
     newer = TorchFacts(version="2.12", cuda="13.1", devices=(H200,))
     assert doctor.check_driver(newer, GPU_NVML).blocking  # 13.1 > 13.0
-    assert doctor.check_driver(CPU_TORCH, NO_NVML).verdict is Verdict.OK
+    assert doctor.check_driver(CPU_TORCH, NO_NVML).verdict is CheckStatus.OK
 
 
 def test_bwrap_is_a_must_have_only_for_the_bwrap_runtime() -> None:
@@ -104,10 +104,10 @@ def test_bwrap_is_a_must_have_only_for_the_bwrap_runtime() -> None:
     failed = doctor.check_bwrap(reason, runtime="bwrap")
     assert failed.blocking and failed.fix is not None and "userns" in failed.fix
     other = doctor.check_bwrap(reason, runtime="docker")
-    assert other.verdict is Verdict.WARN and not other.blocking
+    assert other.verdict is CheckStatus.WARN and not other.blocking
     missing = doctor.check_bwrap("bubblewrap (bwrap) is not installed", runtime="bwrap")
     assert missing.fix is not None and "apt-get install bubblewrap" in missing.fix
-    assert doctor.check_bwrap(None, runtime="bwrap").verdict is Verdict.OK
+    assert doctor.check_bwrap(None, runtime="bwrap").verdict is CheckStatus.OK
 
 
 def test_cgroup_v2_without_delegation_names_the_systemd_setting() -> None:
@@ -133,15 +133,15 @@ def test_cgroup_v2_without_delegation_names_the_systemd_setting() -> None:
     )
     assert v1.fix is not None and "unified_cgroup_hierarchy" in v1.fix
     fine = doctor.check_cgroups(None, CgroupFacts(version=1, own_path="/"), runtime="bwrap")
-    assert fine.verdict is Verdict.OK
+    assert fine.verdict is CheckStatus.OK
 
 
 def test_container_engine_is_judged_by_the_runtime_that_needs_it() -> None:
     absent = ContainerFacts(engine=None)
-    assert doctor.check_container(absent, runtime="bwrap", gpus=0).verdict is Verdict.OK
+    assert doctor.check_container(absent, runtime="bwrap", gpus=0).verdict is CheckStatus.OK
     assert doctor.check_container(absent, runtime="docker", gpus=0).blocking
     silent = ContainerFacts("docker", answers=False, detail="Cannot connect to the Docker daemon")
-    assert doctor.check_container(silent, runtime="bwrap", gpus=0).verdict is Verdict.WARN
+    assert doctor.check_container(silent, runtime="bwrap", gpus=0).verdict is CheckStatus.WARN
     down = doctor.check_container(silent, runtime="docker", gpus=0)
     assert down.blocking and down.fix == "start it: `systemctl start docker`"
     no_gpu = doctor.check_container(
@@ -149,7 +149,7 @@ def test_container_engine_is_judged_by_the_runtime_that_needs_it() -> None:
     )
     assert no_gpu.blocking and no_gpu.fix is not None and "nvidia-ctk" in no_gpu.fix
     gpu = ContainerFacts("podman", answers=True, gpu_access=True)
-    assert doctor.check_container(gpu, runtime="docker", gpus=1).verdict is Verdict.OK
+    assert doctor.check_container(gpu, runtime="docker", gpus=1).verdict is CheckStatus.OK
     # Another engine answering does not help when the docker runtime's own probe fails.
     engine_down = doctor.check_container(
         gpu, runtime="docker", gpus=1, runtime_reason="no docker engine answers"
@@ -159,21 +159,21 @@ def test_container_engine_is_judged_by_the_runtime_that_needs_it() -> None:
     crun = "crun: cgroups in hybrid mode not supported; set PROVIDER_CONTAINER_OCI_RUNTIME=runc"
     refused = doctor.check_container(gpu, runtime="podman", gpus=0, runtime_reason=crun)
     assert refused.blocking and refused.found.startswith("PROVIDER_RUNTIME=podman cannot run")
-    assert doctor.check_container(gpu, runtime="podman", gpus=0).verdict is Verdict.OK
+    assert doctor.check_container(gpu, runtime="podman", gpus=0).verdict is CheckStatus.OK
 
 
 def test_cdi_spec_for_nvidia_counts_as_gpu_access(tmp_path: Path) -> None:
-    assert not doctor._cdi_has_nvidia([tmp_path])
+    assert not doctor.cdi_has_nvidia([tmp_path])
     (tmp_path / "nvidia.yaml").write_text("cdiVersion: 0.5.0\nkind: nvidia.com/gpu\n")
-    assert doctor._cdi_has_nvidia([tmp_path])
+    assert doctor.cdi_has_nvidia([tmp_path])
 
 
 def test_disk_fails_below_one_job_and_warns_below_every_slot() -> None:
     gib = 1 << 30
     need = (2 * gib, 10 * gib)
-    assert doctor.check_disk(Path("/w"), 11 * gib, need).verdict is Verdict.OK
+    assert doctor.check_disk(Path("/w"), 11 * gib, need).verdict is CheckStatus.OK
     short = doctor.check_disk(Path("/w"), 5 * gib, need)
-    assert short.verdict is Verdict.WARN and not short.blocking
+    assert short.verdict is CheckStatus.WARN and not short.blocking
     full = doctor.check_disk(Path("/w"), gib, need)
     assert full.blocking and full.fix is not None and "PROVIDER_WORK_DIR" in full.fix
     broken = doctor.check_disk(Path("/w"), None, need, "Permission denied")
@@ -200,8 +200,8 @@ def test_a_held_port_fails_and_names_the_variable() -> None:
         assert check.blocking and check.fix is not None and "PROVIDER_METRICS_PORT" in check.fix
     assert doctor.probe_port("127.0.0.1", port) is None
     loopback = doctor.check_port("127.0.0.1", 0, "PROVIDER_P2P_PORT", None)
-    assert loopback.verdict is Verdict.WARN and "PROVIDER_P2P_HOST" in (loopback.fix or "")
-    assert doctor.check_port("0.0.0.0", 4001, "PROVIDER_P2P_PORT", None).verdict is Verdict.OK
+    assert loopback.verdict is CheckStatus.WARN and "PROVIDER_P2P_HOST" in (loopback.fix or "")
+    assert doctor.check_port("0.0.0.0", 4001, "PROVIDER_P2P_PORT", None).verdict is CheckStatus.OK
 
 
 def test_ipfs_that_does_not_answer_fails() -> None:
@@ -217,24 +217,24 @@ def test_ipfs_that_does_not_answer_fails() -> None:
 
 def test_stake_registration_and_gas_verdicts() -> None:
     ten = to_wei("10")
-    assert doctor.check_stake(ten, 0, ten).verdict is Verdict.OK
+    assert doctor.check_stake(ten, 0, ten).verdict is CheckStatus.OK
     topped = doctor.check_stake(0, ten, ten)
-    assert topped.verdict is Verdict.OK and "bonds the missing 10 " in topped.found
+    assert topped.verdict is CheckStatus.OK and "bonds the missing 10 " in topped.found
     short = doctor.check_stake(to_wei("4"), to_wei("1"), ten)
     assert short.blocking and short.fix == "send the account 5 tokens, or lower PROVIDER_STAKE"
-    assert doctor.check_registration(True, gas_short=None).verdict is Verdict.OK
-    assert doctor.check_registration(False, gas_short=None).verdict is Verdict.WARN
+    assert doctor.check_registration(True, gas_short=None).verdict is CheckStatus.OK
+    assert doctor.check_registration(False, gas_short=None).verdict is CheckStatus.WARN
     assert doctor.check_registration(False, gas_short="0x1 holds 0 ETH").blocking
-    assert doctor.check_gas(None, None).verdict is Verdict.OK
-    assert doctor.check_gas("too little for 2 jobs", None).verdict is Verdict.WARN
+    assert doctor.check_gas(None, None).verdict is CheckStatus.OK
+    assert doctor.check_gas("too little for 2 jobs", None).verdict is CheckStatus.WARN
     assert doctor.check_gas(None, "0x1 holds 0 ETH").blocking
 
 
 @pytest.mark.parametrize(
     ("skew", "verdict"),
-    [(0, Verdict.OK), (-8, Verdict.OK), (15, Verdict.WARN), (-60, Verdict.FAIL)],
+    [(0, CheckStatus.OK), (-8, CheckStatus.OK), (15, CheckStatus.WARN), (-60, CheckStatus.FAIL)],
 )
-def test_clock_skew(skew: int, verdict: Verdict) -> None:
+def test_clock_skew(skew: int, verdict: CheckStatus) -> None:
     check = doctor.check_clock(1_000_000.0 + skew, 1_000_000, ttl_s=20)
     assert check.verdict is verdict and not check.must_have
     assert ("behind" if skew < 0 else "ahead of") in check.found
@@ -243,9 +243,9 @@ def test_clock_skew(skew: int, verdict: Verdict) -> None:
 def test_report_lines_name_the_blocking_checks() -> None:
     report = Report(
         (
-            Check("gpus", Verdict.OK, True, "fine"),
-            Check("stake", Verdict.FAIL, True, "too little", "send tokens"),
-            Check("clock", Verdict.WARN, False, "skewed", "sync it"),
+            Check("gpus", CheckStatus.OK, True, "fine"),
+            Check("stake", CheckStatus.FAIL, True, "too little", "send tokens"),
+            Check("clock", CheckStatus.WARN, False, "skewed", "sync it"),
         )
     )
     assert [c.name for c in report.blocking] == ["stake"]

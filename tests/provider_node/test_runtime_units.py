@@ -13,7 +13,7 @@ from protocol.errors import SandboxError
 from provider_node.runtimes import (
     BwrapRuntime,
     CommandEntrypoint,
-    ContainerRuntime,
+    EngineRuntime,
     PreparedJob,
     ProcessRuntime,
     RunLimits,
@@ -41,7 +41,7 @@ def test_registry_knows_the_runtimes() -> None:
     assert {"bwrap", "docker", "podman", "process"} <= set(runtime_names())
     assert isinstance(create_runtime("bwrap"), BwrapRuntime)
     podman = create_runtime("podman")
-    assert isinstance(podman, ContainerRuntime) and podman.name == "podman"
+    assert isinstance(podman, EngineRuntime) and podman.name == "podman"
     with pytest.raises(SandboxError, match="unknown runtime"):
         create_runtime("chroot")
 
@@ -128,7 +128,7 @@ APP = "registry.example/app:2@sha256:" + "b" * 64
 
 def test_docker_argv(make_job: MakeJob) -> None:
     job = _gpu_job(make_job, (2, 5))
-    runtime = ContainerRuntime(engine="docker", torch_image=IMAGE)
+    runtime = EngineRuntime(engine="docker", torch_image=IMAGE)
     argv = runtime.argv(job, "gpumarket-x")
     assert argv[:2] == ["docker", "run"]
     assert _flag_values(argv, "--network") == ["none"]
@@ -155,13 +155,13 @@ def test_docker_argv(make_job: MakeJob) -> None:
     assert argv[sep + 1 :] == [
         IMAGE, "python3", "-s", "/gpumarket/launcher.py", "/job/inputs/code/main.py",
     ]  # fmt: skip
-    with_runc = ContainerRuntime(engine="docker", torch_image=IMAGE, oci_runtime="runc")
+    with_runc = EngineRuntime(engine="docker", torch_image=IMAGE, oci_runtime="runc")
     assert with_runc.argv(job, "x")[:4] == ["docker", "run", "--runtime", "runc"]
 
 
 def test_podman_argv_passes_gpus_as_cdi_devices(make_job: MakeJob) -> None:
     job = _gpu_job(make_job, (2, 5))
-    runtime = ContainerRuntime(
+    runtime = EngineRuntime(
         engine_name="podman", engine="podman", torch_image=IMAGE, oci_runtime="runc"
     )
     argv = runtime.argv(job, "gpumarket-x")
@@ -174,8 +174,8 @@ def test_podman_argv_passes_gpus_as_cdi_devices(make_job: MakeJob) -> None:
 def test_shm_grows_with_the_job_memory(make_job: MakeJob) -> None:
     job = make_job("", limits=RunLimits(wall_time_s=1, memory_bytes=32 << 20, max_pids=8,
                                       max_output_bytes=0))  # fmt: skip
-    argv = ContainerRuntime(torch_image=IMAGE).argv(_gpu_job(make_job, ()), "x")
-    small = ContainerRuntime(torch_image=IMAGE).argv(
+    argv = EngineRuntime(torch_image=IMAGE).argv(_gpu_job(make_job, ()), "x")
+    small = EngineRuntime(torch_image=IMAGE).argv(
         PreparedJob(job.job_id, job.work_dir, TorchEntrypoint("main.py"), job.limits), "y"
     )
     assert _flag_values(argv, "--shm-size") == [str(256 << 20)]
@@ -187,7 +187,7 @@ def test_container_images_must_be_pinned_by_digest(make_job: MakeJob) -> None:
     command_job = PreparedJob(
         job.job_id, job.work_dir, CommandEntrypoint(("run.sh", "--fast")), job.limits, image=APP,
     )  # fmt: skip
-    argv = ContainerRuntime(engine="docker").argv(command_job, "c")
+    argv = EngineRuntime(engine="docker").argv(command_job, "c")
     assert "--gpus" not in argv
     assert argv[argv.index("--") + 1 :] == [APP, "run.sh", "--fast"]
     assert not any("launcher" in arg for arg in argv)  # only torch jobs get the launcher
@@ -195,21 +195,21 @@ def test_container_images_must_be_pinned_by_digest(make_job: MakeJob) -> None:
         job.job_id, job.work_dir, CommandEntrypoint(("x",)), job.limits, image="app:2"
     )
     with pytest.raises(ImageRefused, match="not pinned by digest") as refused:
-        ContainerRuntime().argv(tagged, "c")
+        EngineRuntime().argv(tagged, "c")
     assert refused.value.job_fault
     with pytest.raises(ImageRefused, match="not pinned by digest"):
-        ContainerRuntime(torch_image="pytorch/pytorch:2.5.1").argv(_gpu_job(make_job, ()), "c")
+        EngineRuntime(torch_image="pytorch/pytorch:2.5.1").argv(_gpu_job(make_job, ()), "c")
     with pytest.raises(SandboxError, match="PROVIDER_CONTAINER_TORCH_IMAGE"):
-        ContainerRuntime().argv(_gpu_job(make_job, ()), "c")
+        EngineRuntime().argv(_gpu_job(make_job, ()), "c")
     no_image = PreparedJob(job.job_id, job.work_dir, CommandEntrypoint(("x",)), job.limits)
     with pytest.raises(SandboxError, match="image"):
-        ContainerRuntime().argv(no_image, "c")
+        EngineRuntime().argv(no_image, "c")
 
 
 def test_container_engine_missing_or_unconfigured_is_reported() -> None:
-    reason = ContainerRuntime(engine="/nonexistent/docker").unavailable_reason()
+    reason = EngineRuntime(engine="/nonexistent/docker").unavailable_reason()
     assert reason is not None and "not installed" in reason
-    reason = ContainerRuntime(engine=sys.executable).unavailable_reason()
+    reason = EngineRuntime(engine=sys.executable).unavailable_reason()
     assert reason is not None and "PROVIDER_CONTAINER_TORCH_IMAGE" in reason
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from contracts.chain import ChainClient
+from contracts.client import ChainClient
 from contracts.errors import RpcError
 from devnet.anvil import dev_accounts
 from protocol.identity import Identity, save_keystore

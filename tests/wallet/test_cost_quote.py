@@ -11,6 +11,8 @@ from contracts.models import ChainEvent, escrow_of
 from contracts.rules import pack_paid_and_billed, pay_for
 from protocol.errors import GpuMarketError
 from protocol.ids import format_tokens, parse_job_id
+from protocol.views import JobView, Quote
+from tests.wallet.views import job_json, option_json, quote_json, seat_json
 from wallet import costs, records
 from wallet.quotes import SEATS, Funds, NoQuote, QuoteResult, auto_cap
 from wallet.settings import WalletSettings
@@ -86,20 +88,20 @@ def test_a_cancelled_job_refunds_everything_and_an_open_one_holds_its_escrow() -
 
 
 def test_the_coordinator_view_stands_in_for_the_chain() -> None:
-    view = {
-        "job_id": JOB,
-        "requester": REQUESTER,
-        "state": "settled",
-        "fee": str(FEE),
-        "refund": "1000",
-        "providers": [
-            {"seat": 0, "address": P0, "price": "9", "rate_per_hour": "5", "assigned_at": 1,
-             "billed_ms": 10, "pay": "7", "outcome": "paid"},
-            {"seat": 1, "address": P1, "price": "9", "rate_per_hour": "5", "assigned_at": None,
-             "billed_ms": None, "pay": None, "state": "declined"},
+    view = job_json(
+        job_id=JOB,
+        requester=REQUESTER,
+        state="settled",
+        fee=str(FEE),
+        refund="1000",
+        providers=[
+            seat_json(0, address=P0, price="9", rate_per_hour="5", assigned_at=1,
+                      billed_ms=10, pay="7", outcome="paid"),
+            seat_json(1, address=P1, price="9", rate_per_hour="5", assigned_at=None,
+                      billed_ms=None, pay=None, state="declined"),
         ],
-    }  # fmt: skip
-    cost = costs.cost_from_view(view)
+    )  # fmt: skip
+    cost = costs.cost_from_view(JobView.model_validate(view))
     assert cost.source == "coordinator" and [s.provider for s in cost.seats] == [P0]
     assert cost.escrow == 7 + FEE + 1000 and cost.paid == 7
 
@@ -140,21 +142,15 @@ def test_since_periods() -> None:
 
 
 def quote_result(prices: list[int], *, balance: int | None = None) -> QuoteResult:
-    market = {
-        "name": "q",
-        "price_cap": str(CAP),
-        "options": [
-            {"redundancy": "auto", "requested": False, "providers": [], "filtered": {}},
-            {
-                "redundancy": "2",
-                "requested": True,
-                "providers": [{"price": str(p)} for p in prices],
-                "filtered": {"busy (no free job slot)": 3},
-            },
-            {"redundancy": "3", "requested": False, "providers": [], "filtered": {}},
+    market = quote_json(
+        [
+            option_json("auto", 1, []),
+            option_json("2", 2, prices, requested=True, filtered={"busy (no free job slot)": 3}),
+            option_json("3", 3, []),
         ],
-    }
-    result = QuoteResult(Path("job.yaml"), FEE, market)
+        price_cap=str(CAP),
+    )
+    result = QuoteResult(Path("job.yaml"), FEE, Quote.model_validate(market))
     result.escrow = {label: escrow_of(n, CAP, FEE) for label, n in SEATS.items()}
     if balance is not None:
         result.funds = Funds(REQUESTER, balance, 0, 10**18)
@@ -185,7 +181,7 @@ def test_escrow_and_affordability_per_redundancy_choice() -> None:
 
 
 def test_phase_lines_show_each_phase_since_the_first_and_the_one_before() -> None:
-    from wallet.cli import phase_lines
+    from wallet.job_cli import phase_lines
 
     lines = phase_lines({"matched": 100.5, "queued": 100.0, "settle_tx_mined": 103.25})
     assert [line.split()[0] for line in lines] == ["queued", "matched", "settle_tx_mined"]

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
 import pytest
 
 from protocol.ids import JobId
+from tests.wallet.stub import serving
+from tests.wallet.views import job_json
 from wallet import jobs
 from wallet.settings import WalletSettings
 
@@ -29,7 +30,8 @@ class StubCoordinator(BaseHTTPRequestHandler):
         if self.path.endswith("/events"):
             view = cls.script[min(cls.served, len(cls.script) - 1)]
             cls.served += 1
-            body = f"data: {json.dumps({'state': view['state'], 'at': 0})}\n\n".encode()
+            event = {"state": view["state"], "at": 0, "detail": {}}
+            body = f"data: {json.dumps(event)}\n\n".encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Content-Length", str(len(body)))
@@ -37,7 +39,7 @@ class StubCoordinator(BaseHTTPRequestHandler):
             self.wfile.write(body)
             return
         view = cls.script[min(cls.served, len(cls.script)) - 1]
-        raw = json.dumps({"job_id": JOB_HEX, **view}).encode()
+        raw = json.dumps(job_json(job_id=JOB_HEX, **view)).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(raw)))
@@ -50,21 +52,15 @@ class StubCoordinator(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def coordinator() -> Iterator[WalletSettings]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StubCoordinator)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield WalletSettings(coordinator_url=f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(StubCoordinator) as url:
+        yield WalletSettings(coordinator_url=url)
 
 
 def play(settings: WalletSettings, *states: dict[str, Any]) -> list[str]:
     StubCoordinator.script = list(states)
     StubCoordinator.served = 0
     seen: list[str] = []
-    jobs.follow(settings, JOB, lambda e: seen.append(e["state"]), timeout=20)
+    jobs.follow(settings, JOB, lambda e: seen.append(e.state), timeout=20)
     return seen
 
 
@@ -90,7 +86,7 @@ def test_failed_raises_with_the_reason(coordinator: WalletSettings) -> None:
 
 
 def test_aborted_raises_and_says_so(coordinator: WalletSettings) -> None:
-    failure = {"reason": "no provider accepted"}
+    failure = {"reason": "no provider accepted", "provider": None}
     with pytest.raises(jobs.JobFailed, match=r"was aborted by its coordinator: no provider"):
         play(coordinator, {"state": "failed", "abort_tx": "0x" + "ab" * 32, "failure": failure})
 

@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import trio
@@ -25,6 +24,8 @@ from protocol.identity import Identity
 from protocol.ids import JobId, to_wei
 from protocol.ipfs import KuboContentStore
 from protocol.spec_io import spec_from_canonical
+from tests.wallet.stub import serving
+from tests.wallet.views import quote_json
 from wallet import jobs
 from wallet.coordinator import CoordinatorRequestError
 from wallet.settings import WalletSettings
@@ -36,7 +37,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 class StubCoordinator(BaseHTTPRequestHandler):
     notified: ClassVar[list[str]] = []
-    quote: ClassVar[dict[str, object]] = {"capable": 1, "providers_in_book": 1}
+    quote: ClassVar[dict[str, Any]] = {"capable": 1, "providers_in_book": 1}
     metrics: ClassVar[str | None] = None
     """The body of ``GET /metrics`` (None: answered like every other GET)."""
 
@@ -53,8 +54,8 @@ class StubCoordinator(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if self.path == "/quote":
-            self._reply(200, self.quote)
+        if self.path == "/quote":  # a whole quote with the test's figures
+            self._reply(200, quote_json([], **self.quote))
             return
         self.notified.append(body["job_id"])
         self._reply(202, {"job_id": body["job_id"], "state": "created"})
@@ -73,14 +74,8 @@ class StubCoordinator(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def coordinator_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StubCoordinator)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(StubCoordinator) as url:
+        yield url
 
 
 COORDINATOR, REQUESTER, PROVIDERS = 1, 5, (2, 3)
@@ -252,7 +247,7 @@ def test_insufficient_balance_says_how_much_is_missing(
     chain: AnvilNode, market: WalletSettings
 ) -> None:
     poor = Identity.from_private_key(bytes(Account.create().key))
-    with pytest.raises(jobs.InsufficientBalance, match=r"holds 0 tokens .* 10.1 missing"):
+    with pytest.raises(jobs.BalanceTooLow, match=r"holds 0 tokens .* 10.1 missing"):
         jobs.submit(market, poor, EXAMPLES / "matmul" / "job.yaml")
 
 

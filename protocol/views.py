@@ -1,21 +1,24 @@
-"""Response and request bodies of the HTTP API (shapes fixed by the phase 2 contract)."""
+"""What the coordinator's HTTP API answers: the view models both sides of the wire share.
+
+The coordinator builds these from its records (``coordinator/api/views.py``) and FastAPI
+renders them; the wallet and the provider node parse the same models from the JSON they
+receive (:func:`parse_view`), so every field either side reads is typed and checked, and a
+reply that does not fit fails once, at the boundary, naming the field. Amounts are decimal
+strings of base units (10^-6 token, ``protocol.units``); times are unix seconds.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from coordinator.matching.book import BookEntry
-from coordinator.matching.columns import DTYPE_INDEX, ProviderColumns
-from coordinator.store import DeclineRecord, JobRecord, ProviderSlot
-from coordinator.verification.reputation import Standing
-from protocol.lifecycle import JobState
+from protocol.errors import MessageError
 
+V = TypeVar("V", bound=BaseModel)
 
-class SubmitJob(BaseModel):
-    job_id: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$", description="the on-chain job id")
+Start = Literal["now", "queued", "unmatched"]
+"""When a quoted option would start: on free job slots, behind running jobs, or never."""
 
 
 class JobAccepted(BaseModel):
@@ -26,10 +29,6 @@ class JobAccepted(BaseModel):
 class Failure(BaseModel):
     reason: str
     provider: str | None
-
-
-def _text(amount: int | None) -> str | None:
-    return None if amount is None else str(amount)
 
 
 class ProviderView(BaseModel):
@@ -50,26 +49,6 @@ class ProviderView(BaseModel):
     billed_ms: int | None = Field(description="the runtime the market billed (JobSettled)")
     pay: str | None = Field(description="what the market paid the seat (JobSettled)")
     slashed: str | None = Field(description="stake burned by the market (ProviderSlashed)")
-
-    @classmethod
-    def of(cls, s: ProviderSlot) -> ProviderView:
-        return cls(
-            address=s.address,
-            peer_id=s.peer_id,
-            price=str(s.price),
-            state=str(s.state),
-            commit_hash=s.commit_hash,
-            result_cid=s.result_cid,
-            outcome=None if s.outcome is None else str(s.outcome),
-            detail=s.detail,
-            seat=s.idx,
-            rate_per_hour=str(s.rate_per_hour),
-            assigned_at=s.assigned_at,
-            runtime_ms=s.runtime_ms,
-            billed_ms=s.billed_ms,
-            pay=_text(s.pay),
-            slashed=_text(s.slashed),
-        )
 
 
 class JobView(BaseModel):
@@ -99,34 +78,17 @@ class JobView(BaseModel):
         "seconds; only in GET /jobs/{id}",
     )
 
-    @classmethod
-    def of(cls, job: JobRecord, slots: list[ProviderSlot]) -> JobView:
-        failure = None
-        if job.failure_reason and (
-            job.state in (JobState.FAILED, JobState.RECLAIMED) or job.failure_provider
-        ):
-            failure = Failure(reason=job.failure_reason, provider=job.failure_provider)
-        return cls(
-            job_id=job.job_id,
-            state=str(job.state),
-            requester=job.requester,
-            spec_cid=job.spec_cid,
-            redundancy=job.redundancy,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
-            result_cid=job.result_cid,
-            failure=failure,
-            providers=[ProviderView.of(s) for s in slots],
-            settle_tx=job.settle_tx,
-            fee=str(job.fee),
-            refund=_text(job.refund),
-            abort_tx=job.abort_tx,
-            price_cap=str(job.price_cap),
-        )
-
 
 class JobList(BaseModel):
     jobs: list[JobView]
+
+
+class JobEvent(BaseModel):
+    """One server-sent event of ``GET /jobs/{id}/events``: the job reached ``state``."""
+
+    state: str
+    at: float
+    detail: dict[str, Any] = Field(description="what the coordinator recorded with the change")
 
 
 class LogLineView(BaseModel):
@@ -160,20 +122,6 @@ class SeatBill(BaseModel):
     outcome: str | None
     slashed: str | None
 
-    @classmethod
-    def of(cls, s: ProviderSlot) -> SeatBill:
-        return cls(
-            seat=s.idx,
-            address=s.address,
-            price=str(s.price),
-            rate_per_hour=str(s.rate_per_hour),
-            runtime_ms=s.runtime_ms,
-            billed_ms=s.billed_ms,
-            pay=_text(s.pay),
-            outcome=None if s.outcome is None else str(s.outcome),
-            slashed=_text(s.slashed),
-        )
-
 
 class DeclineView(BaseModel):
     """A provider that declined a seat (or whose answer could not be used), and why."""
@@ -182,10 +130,6 @@ class DeclineView(BaseModel):
     address: str
     reason: str
     at: float
-
-    @classmethod
-    def of(cls, d: DeclineRecord) -> DeclineView:
-        return cls(seat=d.seat, address=d.address, reason=d.reason, at=d.at)
 
 
 class Explanation(BaseModel):
@@ -231,45 +175,6 @@ class ProviderRow(BaseModel):
     torch: str
     last_seen: float
 
-    @classmethod
-    def of(cls, entry: BookEntry, cols: ProviderColumns, free_jobs: Sequence[int]) -> ProviderRow:
-        """``free_jobs``: :meth:`ProviderColumns.free_jobs`, computed once for every row."""
-        a = entry.advert
-        slot = cols.slot(a.provider)
-        tflops = {str(k): float(v) for k, v in a.benchmark.tflops.items()}
-        verified: list[str] = []
-        free_slots = 0
-        if slot is not None:
-            free_slots = max(0, int(free_jobs[slot]))
-            for dtype, i in DTYPE_INDEX.items():
-                if cols.measured[slot, i]:
-                    tflops[dtype] = float(cols.tflops[slot, i])
-                    verified.append(dtype)
-        return cls(
-            address=a.provider,
-            peer_id=a.peer_id,
-            multiaddrs=list(a.multiaddrs),
-            gpus=[g.model_dump() for g in a.gpus],
-            gpu_model=a.fingerprint.gpu_model,
-            gpu_count=len(a.gpus),
-            memory_bytes=min((g.memory_bytes for g in a.gpus), default=0),
-            tflops={k: v for k, v in tflops.items() if v > 0},
-            verified=verified,
-            verified_at=entry.verified_at,
-            price_per_gpu_hour=str(a.price_per_gpu_hour),
-            price_per_cpu_hour=str(a.price_per_cpu_hour),
-            reputation=entry.reputation,
-            free_gpus=a.free_gpus,
-            free_slots=free_slots,
-            utilization=a.utilization,
-            registered=entry.registered,
-            free_stake=str(entry.free_stake),
-            driver=a.fingerprint.driver,
-            cuda=a.fingerprint.cuda,
-            torch=a.fingerprint.torch,
-            last_seen=entry.seen_at,
-        )
-
 
 class Providers(BaseModel):
     providers: list[ProviderRow]
@@ -300,27 +205,46 @@ class StandingView(BaseModel):
     outcomes: OutcomeCounts
     updated_at: float = Field(description="when the last outcome was counted (unix seconds)")
 
-    @classmethod
-    def of(cls, s: Standing) -> StandingView:
-        r = s.record
-        return cls(
-            address=r.address,
-            alpha=s.alpha,
-            beta=s.beta,
-            mean=s.mean,
-            lower_bound=s.lower_bound,
-            evidence=s.evidence,
-            established=s.established,
-            newcomer=not s.established,
-            outcomes=OutcomeCounts(
-                successes=r.successes,
-                slashes=r.slashes,
-                faults=r.faults,
-                timeouts=r.timeouts,
-                withheld=r.withheld,
-            ),
-            updated_at=r.updated_at,
-        )
+
+class QuotedProvider(BaseModel):
+    address: str
+    peer_id: str
+    price: str = Field(description="the most the seat earns (token units): rate x duration, capped")
+    rate_per_hour: str = Field(description="what the seat is billed per hour of runtime")
+    score: float
+
+
+class QuoteOption(BaseModel):
+    """One redundancy choice: who would be seated, at what price, and when."""
+
+    redundancy: str = Field(description='"auto" (one primary), "2" or "3"')
+    seats: int = Field(description="providers seated on chain")
+    requested: bool = Field(description="the spec's own choice")
+    start: Start = Field(
+        description="now: free job slots; queued: only behind running jobs; unmatched: none"
+    )
+    providers: list[QuotedProvider]
+    total: str | None = Field(description="sum of the seats' prices (token units)")
+    eligible: int
+    filtered: dict[str, int] = Field(description="providers left out, counted by first reason")
+    candidates: list[CandidateView]
+
+
+class Quote(BaseModel):
+    name: str
+    gpus: int
+    duration_s: int = Field(description="the billed duration prices are sized for")
+    price_cap: str = Field(description="the spec's max_per_provider (token units)")
+    exact: bool
+    providers_in_book: int
+    capable: int = Field(
+        description="providers in the book that could ever run the spec, whatever their "
+        "load, price or stake (runtime, GPUs, memory, speed, packages, requires)"
+    )
+    incapable: dict[str, int] = Field(
+        description="providers that never could, counted by first reason"
+    )
+    options: list[QuoteOption]
 
 
 class Health(BaseModel):
@@ -332,3 +256,33 @@ class Health(BaseModel):
 class ErrorBody(BaseModel):
     error: str
     detail: str
+
+
+class ViewMismatch(MessageError):
+    """A reply that does not fit the view model it should be: names the model and the
+    first fields that do not fit (the caller adds which server and request)."""
+
+    def __init__(self, model: str, problems: str) -> None:
+        self.model, self.problems = model, problems
+        super().__init__(f"a reply that is not a {model} ({problems})")
+
+
+def view_problems(exc: ValidationError, *, limit: int = 3) -> str:
+    """``providers.0.price: Field required; state: Input should be a valid string``: the
+    first ``limit`` problems of a reply, each with the path of the field it concerns."""
+    problems = []
+    for err in exc.errors()[:limit]:
+        where = ".".join(str(part) for part in err["loc"]) or "the reply"
+        problems.append(f"{where}: {err['msg']}")
+    more = exc.error_count() - limit
+    if more > 0:
+        problems.append(f"and {more} more")
+    return "; ".join(problems)
+
+
+def parse_view(model: type[V], data: Any) -> V:
+    """``data`` (decoded JSON) as ``model``; raises :class:`ViewMismatch` when it does not fit."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ViewMismatch(model.__name__, view_problems(exc)) from exc
