@@ -100,7 +100,7 @@ class Assigner:
 
     def _try_key(self, entry: Waiting) -> int:
         """What a new match attempt would differ in: the book."""
-        return self.book.columns.version
+        return self.book.version
 
     def forget(self, job_id: str) -> None:
         self._waiting.pop(job_id, None)
@@ -324,7 +324,7 @@ class Assigner:
         gpus = int((job.requirements or {}).get("gpus", 0))
         if gpus > 0:
             for s in pending:
-                self.book.columns.add_inflight(s.address, gpus, time.time())
+                self.book.add_inflight(s.address, gpus)
         return receipt.tx_hash
 
     async def _refused(

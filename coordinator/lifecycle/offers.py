@@ -174,7 +174,7 @@ class Offerer:
             await self.decline(job, slot, f"offer not answered: {_refusal(answer)}")
 
     async def _busy(self, job: JobRecord, slot: ProviderSlot, reason: str) -> None:
-        self.book.columns.mark_full(slot.address, self.book.clock())
+        self.book.mark_busy(slot.address)
         await self.store.update_slot(
             job.job_id,
             slot.idx,

@@ -69,12 +69,7 @@ class Seating:
             advert = self.d.book.find(active[0].address)
             if advert is not None:
                 fingerprint = fingerprint_key(advert)
-        cols = self.d.book.columns
-        groups = set()
-        for s in slots:
-            slot = cols.slot(s.address)
-            if slot is not None and int(cols.group[slot]) != 0:
-                groups.add(int(cols.group[slot]))
+        groups = self.d.book.groups_of(s.address for s in slots)
         declined = {d.address for d in await self.d.store.declines(job.job_id)}
         return replace(
             base,
@@ -236,7 +231,7 @@ class Seating:
         if refusal is not None and refusal.busy:
             # Still running another job (ours or someone else's): not a failure. The job
             # keeps its seat and is delivered again once a slot there looks free.
-            self.d.book.columns.mark_full(slot.address, self.d.book.clock())
+            self.d.book.mark_busy(slot.address)
             detail = f"waiting: provider busy: {refusal.message}"[:MAX_DETAIL_CHARS]
             await store.update_slot(
                 job.job_id, slot.idx, only_if=frozenset({P.ASSIGNED}), busy=True, detail=detail

@@ -12,7 +12,8 @@ that is refused (and counted in ``refused``) while those already in keep being u
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,6 +225,31 @@ class ProviderBook:
         entry = self.entries.get(address)
         if entry is not None:
             entry.verified_at = self.clock()
+
+    def mark_busy(self, address: str) -> None:
+        """The provider refused a job as busy: no free slot there until it advertises again
+        (or one of ours finishes there)."""
+        self.columns.mark_full(address, self.clock())
+
+    def add_inflight(self, address: str, gpus: int) -> None:
+        """``gpus`` more of the provider's GPUs are taken by a job seated on chain, until an
+        advert newer than this shows them."""
+        self.columns.add_inflight(address, gpus, time.time())
+
+    @property
+    def version(self) -> int:
+        """Changes to the book so far: equal versions mean a match would see the same book."""
+        return self.columns.version
+
+    def groups_of(self, addresses: Iterable[str]) -> set[int]:
+        """The operator groups (non-zero) the providers at ``addresses`` belong to."""
+        cols = self.columns
+        groups = set()
+        for address in addresses:
+            slot = cols.slot(address)
+            if slot is not None and int(cols.group[slot]) != 0:
+                groups.add(int(cols.group[slot]))
+        return groups
 
     # ------------------------------------------------------------------ views
     def find(self, address: str) -> Advert | None:
