@@ -51,8 +51,10 @@ class CoordinatorSettings(ChainSettings):
     provider_ttl_s: float = Field(default=30.0, gt=0, le=3600)
     """A provider silent for this long leaves the book."""
     stake_refresh_s: float = Field(default=15.0, gt=0, le=3600)
-    settle_window_s: float = Field(default=0.1, ge=0, le=60)
-    """Jobs ready to settle within this window go into one settleBatch."""
+    settle_window_s: float = Field(default=0.0, ge=0, le=60)
+    """How long a settlement waits for others to share its settleBatch. Settlements that
+    arrive while a batch is being mined go into the next one anyway, so 0 (send at once)
+    still batches under load; a longer window saves gas when jobs end a few at a time."""
     request_timeout_s: float = Field(default=10.0, gt=0, le=300)
     reveal_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     exploration_share: float = Field(default=0.1, ge=0, le=0.5)

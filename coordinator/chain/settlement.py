@@ -49,7 +49,7 @@ class _Pending:
 
 
 class Settler:
-    def __init__(self, chain: AsyncChain, window_s: float = 0.5) -> None:
+    def __init__(self, chain: AsyncChain, window_s: float = 0.0) -> None:
         self.chain = chain
         self.window_s = window_s
         self.batches_sent = 0
@@ -68,6 +68,8 @@ class Settler:
         while True:
             first = await self._receive.receive()
             batch = [first]
+            # Settlements that arrive while a batch is being mined wait for the next one, so
+            # batches form under load without a window; an idle market sends at once.
             await trio.sleep(self.window_s)
             while len(batch) < MAX_BATCH:
                 try:
