@@ -1,4 +1,5 @@
-"""Submitting settlements: jobs ready within a short window go into one ``settleBatch``.
+"""Submitting settlements: one at once when none is being mined, and those that become ready
+meanwhile together in the next ``settleBatch`` (plus an optional window to wait for more).
 
 Before every submission (first try or retry) the chain is asked whether each job is still
 ``ASSIGNED``; a job already settled is never sent again, so a retry after a lost receipt or
