@@ -25,10 +25,19 @@ LIMITS = RunLimits(wall_time_s=120, memory_bytes=2 << 30, max_pids=256, max_outp
 
 # Everything a job could tell apart between a warm and a cold start, written to its outputs.
 PROBE_JOB = """
-import hashlib, json, os, pathlib, random, sys
+import gc, hashlib, json, os, pathlib, random, sys
 import numpy as np
 import torch
 
+frozen = gc.get_freeze_count()
+finalized = []
+class Node:
+    def __del__(self):
+        finalized.append(True)
+node = Node()
+node.cycle = [node]  # the job's own cyclic garbage: still collected and finalized
+del node
+gc.collect()
 out = pathlib.Path(os.environ["GPUMARKET_OUTPUT_DIR"])
 a = torch.randn(128, 96)
 b = torch.randn(96, 64)
@@ -50,6 +59,8 @@ facts = {
     "uid": os.getuid(),
     "pid": os.getpid(),
     "threads": torch.get_num_threads(),
+    "imports_frozen": frozen > 0,
+    "own_cycle_finalized": finalized == [True],
 }
 (out / "facts.json").write_text(json.dumps(facts, sort_keys=True, indent=1))
 print("sum", float((a @ b).sum()), "args", sys.argv[1:])
@@ -109,6 +120,8 @@ async def test_warm_start_gives_the_cold_result(pool: WarmPool, make_job: MakeJo
     assert _digest(warm_job) == _digest(cold_job)
     facts = _facts(warm_job)
     assert facts["argv"] == ["/job/inputs/code/main.py", "a", "b c"]
+    # The imports are out of the collector's way (a fast exit); the job's objects are not.
+    assert facts["imports_frozen"] is True and facts["own_cycle_finalized"] is True
     assert facts["stdin"] == ""
     environ = facts["environ"]
     assert isinstance(environ, dict) and environ["GPUMARKET_SEED"] == str(2**40 + 11)
