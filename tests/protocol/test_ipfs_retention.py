@@ -8,7 +8,7 @@ import pytest
 
 from devnet.ipfs import IpfsNode
 from protocol.ipfs import KuboContentStore, MemoryContentStore
-from provider_node.retention import OutputRetention
+from protocol.ipfs.retention import PinRetention
 
 
 class Clock:
@@ -24,7 +24,7 @@ async def test_outputs_are_unpinned_only_after_their_retention(tmp_path: Path) -
     first = await store.add_bytes(b"first output")
     second = await store.add_bytes(b"second output")
     clock = Clock()
-    retention = OutputRetention(store, tmp_path / "pins.json", 3600, clock=clock)
+    retention = PinRetention(store, tmp_path / "pins.json", 3600, clock=clock)
     retention.hold(first)
     clock.now += 1800
     retention.hold(second)
@@ -36,7 +36,7 @@ async def test_outputs_are_unpinned_only_after_their_retention(tmp_path: Path) -
     assert store.pins == {store._key(second)}
 
     # The holds outlive the process: a restarted provider still releases the second.
-    again = OutputRetention(store, tmp_path / "pins.json", 3600, clock=clock)
+    again = PinRetention(store, tmp_path / "pins.json", 3600, clock=clock)
     assert again.holds.keys() == {second}
     clock.now += 1800
     assert await again.sweep() == [second]
@@ -45,7 +45,7 @@ async def test_outputs_are_unpinned_only_after_their_retention(tmp_path: Path) -
 
 async def test_a_corrupt_pins_file_starts_empty(tmp_path: Path) -> None:
     (tmp_path / "pins.json").write_text("{not json")
-    retention = OutputRetention(MemoryContentStore(), tmp_path / "pins.json", 60)
+    retention = PinRetention(MemoryContentStore(), tmp_path / "pins.json", 60)
     assert retention.holds == {}
 
 
