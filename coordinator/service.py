@@ -49,6 +49,7 @@ from coordinator.wire.transport import Libp2pTransport, PeerTransport
 from protocol.files import write_atomic
 from protocol.ids import JobId, parse_address
 from protocol.ipfs.kubo import KuboContentStore
+from protocol.ipfs.retention import PinRetention, pin_verified
 from protocol.ipfs.store import ContentStore
 from protocol.messages import Advert
 from protocol.p2p.addresses import announced
@@ -63,6 +64,8 @@ log = logging.getLogger(__name__)
 
 NOTICE_WAIT_S = 2.0
 STAKE_BATCH = 50
+RESULT_SWEEP_S = 60.0
+"""How often expired result pins are released and failed result pins retried."""
 REPORT_LIMITS = Limits(
     max_request_bytes=MAX_MESSAGE_BYTES, max_response_bytes=64 * 1024, timeout_s=10.0
 )
@@ -95,6 +98,8 @@ class Coordinator:
         self.reputation = ReputationBook(time.time)
         self.http_url = ""
         self.node: Node | None = None
+        self.results: PinRetention | None = None
+        """Settled jobs' results pinned on this coordinator's IPFS node for a while."""
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Coordinator:
@@ -203,6 +208,16 @@ class Coordinator:
             content=self.content,
         )
         self.driver.history = self.history
+        if s.result_retention_s > 0:
+            content = self.content
+            scratch = s.data_dir / "result-fetch"
+
+            async def fetch(cid: str) -> None:
+                await pin_verified(content, cid, scratch, s.result_max_bytes)
+
+            self.driver.results = self.results = PinRetention(
+                content, s.data_dir / "result-pins.json", s.result_retention_s, fetch=fetch
+            )
         self.runner = JobRunner(
             self.driver, self.signals, self.nursery, poll_s=max(0.2, s.poll_interval_s * 2)
         )
@@ -247,6 +262,8 @@ class Coordinator:
         self.nursery.start_soon(self._adverts, name="advert subscription")
         self.nursery.start_soon(self._maintain_book, name="book maintenance")
         self.nursery.start_soon(self.history.run, name="history recorder")
+        if self.results is not None:
+            self.nursery.start_soon(self._keep_results, self.results, name="result retention")
         if s.challenges:
             self.nursery.start_soon(self.challenger.run, name="benchmark challenger")
         server = await self._stack.enter_async_context(
@@ -264,6 +281,13 @@ class Coordinator:
             self.http_url,
             self.multiaddr,
         )
+
+    async def _keep_results(self, results: PinRetention) -> None:
+        """Pin settled jobs' results on this coordinator's node, release expired ones."""
+        while True:
+            with contained(log, "result retention"):
+                await results.run(RESULT_SWEEP_S)
+            await trio.sleep(RESULT_SWEEP_S)
 
     async def _trusted_history(self) -> TrustedHistory:
         """Trusted settlements, where providers without a stored reputation start: replayed

@@ -74,6 +74,13 @@ class CoordinatorSettings(ChainSettings):
     """How often the live book is sampled into the hourly history (offered seconds, prices)."""
     history_flush_s: float = Field(default=60.0, ge=0.5, le=3600)
     """How often those samples are written to the store (a crash loses at most this much)."""
+    result_retention_s: float = Field(default=7 * 24 * 3600.0, ge=0, le=365 * 24 * 3600.0)
+    """How long this coordinator's IPFS node keeps each settled job's result pinned (fetched
+    from the providers' nodes), so the requester finds it after the providers dropped it;
+    0: never pinned here."""
+    result_max_bytes: int = Field(default=1 << 30, ge=1, le=1 << 40)
+    """The largest result this coordinator's node fetches and pins; a larger one is left to
+    the providers (and logged)."""
     trusted_coordinators: Annotated[tuple[Address, ...], NoDecode] = ()
     """Comma-separated coordinator addresses whose settlements seed the reputation of a
     provider this coordinator has no record of (its own always do)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from protocol.ipfs import (
     ContentTooLarge,
     DestinationExists,
     KuboContentStore,
+    normalize_cid,
     result_digest,
 )
 from protocol.spec import JobSpec, Price
@@ -364,6 +365,8 @@ class FetchedResult:
     source: str
     """Where the bytes came from: a peer's gateway URL, or the wallet's own IPFS node (which
     holds them or fetched them from its peers over bitswap)."""
+    pinned_at: str | None = None
+    """The pinning node (``WALLET_PIN_TO``, ``job result --pin-to``) now holding the result."""
 
 
 def fetch_result(settings: WalletSettings, job_id: JobId, dest: Path) -> FetchedResult:
@@ -419,9 +422,31 @@ async def download_result(settings: WalletSettings, cid: Cid, dest: Path) -> Fet
                 asked.append("gateways " + ", ".join(store.gateways))
             raise GpuMarketError(
                 f"result {cid} could not be fetched: nobody served it (asked {'; '.join(asked)}). "
-                f"The providers keep revealed outputs for a retention period only; {exc}"
+                "The providers and the coordinator keep results for a retention period only; "
+                f"{exc}"
             ) from exc
-        return FetchedResult(Cid(cid), path, store.last_source or store.api_url)
+        fetched = FetchedResult(Cid(cid), path, store.last_source or store.api_url)
+    if settings.pin_to is None:
+        return fetched
+    await pin_result(settings.pin_to, fetched.cid, fetched.path, settings.ipfs_timeout_s)
+    return replace(fetched, pinned_at=settings.pin_to)
+
+
+async def pin_result(api_url: str, cid: Cid, path: Path, timeout_s: float) -> None:
+    """Pin the verified result at ``path`` on the pinning node ``api_url`` (its Kubo RPC API):
+    the bytes are uploaded (the wallet's own node may never have held them: gateways stream
+    past it) and the CID the upload computes must be ``cid``."""
+    try:
+        async with KuboContentStore(api_url, timeout=timeout_s) as node:
+            added = await (node.add_directory(path) if path.is_dir() else node.add_file(path))
+    except ContentError as exc:
+        raise GpuMarketError(
+            f"result {cid} is verified and written to {path}, but pinning it at {api_url} "
+            f"failed: {exc}; check the pinning node (WALLET_PIN_TO or --pin-to) and run "
+            "`job result` again to retry"
+        ) from exc
+    if normalize_cid(added) != normalize_cid(cid):
+        raise CidMismatch(normalize_cid(cid), normalize_cid(added))
 
 
 def cancel_or_reclaim(settings: WalletSettings, identity: Identity, job_id: JobId) -> str:

@@ -1,4 +1,5 @@
-"""Revealed outputs stay pinned for the retention period, then are released."""
+"""Pins held for a retention period (a provider's revealed outputs, a coordinator's kept
+results), fetched first when they are kept, then released."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from devnet.ipfs import IpfsNode
-from protocol.ipfs import KuboContentStore, MemoryContentStore
+from protocol.ipfs import ContentUnavailable, KuboContentStore, MemoryContentStore
 from protocol.ipfs.retention import PinRetention
 
 
@@ -58,3 +59,42 @@ async def test_unpin_on_a_real_node(ipfs: IpfsNode) -> None:
         await store.unpin(cid)
         assert cid not in await store.pins()
         await store.unpin(cid)  # already released: nothing to do, no error
+
+
+async def test_a_kept_cid_stays_pending_until_fetched_even_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    store = MemoryContentStore()
+    cid = await store.add_bytes(b"a settled result", pin=False)
+    serving = False
+
+    async def fetch(wanted: str) -> None:
+        if not serving:
+            raise ContentUnavailable("http://provider.test", f"{wanted}: nobody serves it")
+        await store.pin(wanted)
+
+    clock = Clock()
+    kept = PinRetention(store, tmp_path / "pins.json", 3600, fetch=fetch, clock=clock)
+    assert kept.keep(cid)
+    assert not kept.keep(cid)  # held already: the deadline does not move
+    assert await kept.pin_pending() == []  # nobody serves it yet: tried again later
+    assert kept.pending == {cid}
+
+    again = PinRetention(store, tmp_path / "pins.json", 3600, fetch=fetch, clock=clock)
+    assert again.pending == {cid} and again.holds == {cid: 1_000.0 + 3600}
+    serving = True
+    assert await again.pin_pending() == [cid]
+    assert store.pins == {store._key(cid)}
+    assert PinRetention(store, tmp_path / "pins.json", 3600, clock=clock).pending == set()
+
+
+def test_retention_zero_keeps_nothing_and_the_flat_file_form_still_loads(tmp_path: Path) -> None:
+    async def fetch(wanted: str) -> None:
+        raise AssertionError("never fetched")
+
+    off = PinRetention(MemoryContentStore(), tmp_path / "off.json", 0, fetch=fetch)
+    assert not off.keep("bafkreib")
+    assert off.holds == {}
+    (tmp_path / "old.json").write_text('{"bafkreia": 5.0}')  # what a provider wrote before
+    old = PinRetention(MemoryContentStore(), tmp_path / "old.json", 60)
+    assert old.holds == {"bafkreia": 5.0} and old.pending == set()
