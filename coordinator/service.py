@@ -44,6 +44,7 @@ from coordinator.verification.challenger import Challenger
 from coordinator.verification.reputation import ReputationBook
 from coordinator.verification.reputation_seed import TrustedHistory
 from coordinator.wire.dispatcher import Dispatcher
+from coordinator.wire.reachability import Reachability
 from coordinator.wire.reports import ReportHandler
 from coordinator.wire.transport import Libp2pTransport, PeerTransport
 from protocol.files import write_atomic
@@ -66,6 +67,8 @@ NOTICE_WAIT_S = 2.0
 STAKE_BATCH = 50
 RESULT_SWEEP_S = 60.0
 """How often expired result pins are released and failed result pins retried."""
+REACHABILITY_PERIOD_S = 2.0
+"""How often the book is looked over for providers whose addresses are due a probe."""
 REPORT_LIMITS = Limits(
     max_request_bytes=MAX_MESSAGE_BYTES, max_response_bytes=64 * 1024, timeout_s=10.0
 )
@@ -261,6 +264,7 @@ class Coordinator:
         self.nursery.start_soon(self.settler.run, name="settlement batcher")
         self.nursery.start_soon(self._adverts, name="advert subscription")
         self.nursery.start_soon(self._maintain_book, name="book maintenance")
+        self.nursery.start_soon(self._probe_providers, name="provider reachability")
         self.nursery.start_soon(self.history.run, name="history recorder")
         if self.results is not None:
             self.nursery.start_soon(self._keep_results, self.results, name="result retention")
@@ -281,6 +285,14 @@ class Coordinator:
             self.http_url,
             self.multiaddr,
         )
+
+    async def _probe_providers(self) -> None:
+        """Probe providers' advertised addresses; an unreachable one is logged and marked."""
+        reachability = Reachability(self.book)
+        while True:
+            with contained(log, "probing providers' addresses"):
+                await reachability.check_once()
+            await trio.sleep(REACHABILITY_PERIOD_S)
 
     async def _keep_results(self, results: PinRetention) -> None:
         """Pin settled jobs' results on this coordinator's node, release expired ones."""

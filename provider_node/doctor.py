@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from protocol.errors import GpuMarketError
 from protocol.ids import format_tokens
+from protocol.p2p.addresses import host_port, probe_sync, unspecified
 from provider_node.runtimes.container import CONTAINER_RUNTIMES
 
 if TYPE_CHECKING:
@@ -599,15 +600,55 @@ def check_port(host: str, port: int, variable: str, error: str | None) -> Check:
             f"cannot listen on {where}: {error}",
             f"stop what holds the port (`ss -ltnp 'sport = :{port}'`) or set {variable}",
         )
-    if host.startswith("127.") and variable == "PROVIDER_P2P_PORT":
+    if host.startswith("127.") and variable in ("PROVIDER_P2P_PORT", "PROVIDER_LISTEN"):
         return Check(
             name,
             Verdict.WARN,
             False,
             f"{where} is bindable but loopback only: coordinators on other hosts cannot dial it",
-            "set PROVIDER_P2P_HOST=0.0.0.0 and open the port",
+            "set PROVIDER_LISTEN=/ip4/0.0.0.0/tcp/PORT, announce the address others reach "
+            "(PROVIDER_ANNOUNCE) and open the port",
         )
     return Check(name, Verdict.OK, True, f"{where} is bindable")
+
+
+def check_announce(listen: str, announce: tuple[str, ...]) -> Check:
+    """Whether adverts carry an address others can dial."""
+    if announce:
+        return Check(
+            "announce",
+            Verdict.OK,
+            False,
+            f"adverts carry {', '.join(announce)} (listening on {listen})",
+        )
+    if unspecified(listen):
+        return Check(
+            "announce",
+            Verdict.WARN,
+            False,
+            f"listening on {listen} (every interface) without an announce address: adverts "
+            "carry addresses no coordinator on another host can dial",
+            "set PROVIDER_ANNOUNCE (or `provider run --announce`) to the public or "
+            "port-forwarded multiaddr, e.g. /ip4/203.0.113.7/tcp/4001",
+        )
+    return Check("announce", Verdict.OK, False, f"adverts carry the listen address {listen}")
+
+
+def check_coordinator(addr: str, error: str | None) -> Check:
+    """Whether the coordinator's multiaddr accepts a connection from this host."""
+    peer = addr.rsplit("/p2p/", 1)[-1] if "/p2p/" in addr else "?"
+    if error is None:
+        return Check("coordinator", Verdict.OK, False, f"{addr} accepts connections")
+    return Check(
+        "coordinator",
+        Verdict.FAIL,
+        False,
+        f"coordinator {peer} does not answer at {addr}: {error}",
+        "set PROVIDER_COORDINATOR_MULTIADDR to the address the coordinator announces (its "
+        "ready file and start-up log give it); a coordinator behind a NAT must announce its "
+        "public address (COORDINATOR_ANNOUNCE / `coordinator run --announce`), forward that "
+        "port and open it in its firewall",
+    )
 
 
 def probe_port(host: str, port: int) -> str | None:
@@ -869,14 +910,22 @@ def run_doctor(
     )
     free, error = probe_disk(settings.work_dir)
     checks.append(check_disk(settings.work_dir, free, disk_needed(settings), error))
-    checks.append(
-        check_port(
-            settings.p2p_host,
-            settings.p2p_port,
-            "PROVIDER_P2P_PORT",
-            probe_port(settings.p2p_host, settings.p2p_port),
+    if settings.listen is not None:
+        host, port = host_port(settings.listen)
+        checks.append(check_port(host, port, "PROVIDER_LISTEN", probe_port(host, port)))
+    else:
+        checks.append(
+            check_port(
+                settings.p2p_host,
+                settings.p2p_port,
+                "PROVIDER_P2P_PORT",
+                probe_port(settings.p2p_host, settings.p2p_port),
+            )
         )
-    )
+    checks.append(check_announce(settings.listen_multiaddr, settings.announce))
+    if settings.coordinator_multiaddr and not required_only:
+        addr = settings.coordinator_multiaddr
+        checks.append(check_coordinator(addr, probe_sync(addr.split("/p2p/")[0])))
     if settings.metrics_port is not None:
         checks.append(
             check_port(

@@ -84,6 +84,9 @@ def market_providers(
             market.ago(float(r["last_seen"]), now),
         )
     out.print(table)
+    for r in rows:
+        if r.get("unreachable"):
+            out.print(f"[yellow]unreachable[/yellow] {r['address']}: {r['unreachable']}")
 
 
 # --------------------------------------------------------------------------- quote

@@ -230,6 +230,11 @@ class ProviderRow(BaseModel):
     cuda: str | None
     torch: str
     last_seen: float
+    unreachable: str | None = Field(
+        default=None,
+        description="why none of its advertised addresses answered this coordinator's last "
+        "probe, naming each address and what the provider must configure; null: one answered",
+    )
 
     @classmethod
     def of(cls, entry: BookEntry, cols: ProviderColumns, free_jobs: Sequence[int]) -> ProviderRow:
@@ -268,6 +273,7 @@ class ProviderRow(BaseModel):
             cuda=a.fingerprint.cuda,
             torch=a.fingerprint.torch,
             last_seen=entry.seen_at,
+            unreachable=entry.unreachable,
         )
 
 
