@@ -26,7 +26,14 @@ import trio
 from protocol.errors import ContentError
 from protocol.files import remove_tree, write_atomic
 from protocol.ipfs.cid import normalize_cid
-from protocol.ipfs.errors import CidMismatch
+from protocol.ipfs.errors import (
+    CidMismatch,
+    ContentTooLarge,
+    InvalidCid,
+    LayoutError,
+    MalformedBlock,
+    TooManyEntries,
+)
 from protocol.ipfs.store import ContentStore
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,9 @@ MAX_HOLDS = 100_000
 class Unpinner(Protocol):
     async def unpin(self, cid: str) -> None: ...
 
+
+PERMANENT = (CidMismatch, ContentTooLarge, TooManyEntries, LayoutError, MalformedBlock, InvalidCid)
+"""Fetch failures that the same content would always meet: the hold is dropped."""
 
 Fetch = Callable[[str], Awaitable[None]]
 """Brings a CID onto the node and pins it (raising ContentError when nobody serves it)."""
@@ -154,6 +164,13 @@ class PinRetention:
             try:
                 assert self.fetch is not None
                 await self.fetch(cid)
+            except PERMANENT as exc:
+                # Fetching it again would fail the same way after the same download.
+                log.warning("not keeping %s: %s", cid, exc)
+                self.pending.discard(cid)
+                del self.holds[cid]
+                self._save()
+                continue
             except ContentError as exc:
                 log.warning("could not pin %s yet (tried again later): %s", cid, exc)
                 continue

@@ -9,7 +9,7 @@ import pytest
 
 from devnet.ipfs import IpfsNode
 from protocol.ipfs import ContentUnavailable, KuboContentStore, MemoryContentStore
-from protocol.ipfs.retention import PinRetention
+from protocol.ipfs.retention import PinRetention, pin_verified
 
 
 class Clock:
@@ -98,3 +98,20 @@ def test_retention_zero_keeps_nothing_and_the_flat_file_form_still_loads(tmp_pat
     (tmp_path / "old.json").write_text('{"bafkreia": 5.0}')  # what a provider wrote before
     old = PinRetention(MemoryContentStore(), tmp_path / "old.json", 60)
     assert old.holds == {"bafkreia": 5.0} and old.pending == set()
+
+
+async def test_a_kept_cid_too_large_to_pin_is_dropped_not_retried(tmp_path: Path) -> None:
+    store = MemoryContentStore()
+    big = await store.add_bytes(b"x" * 5000, pin=False)
+    small = await store.add_bytes(b"a small result", pin=False)
+    scratch = tmp_path / "scratch"
+
+    async def fetch(wanted: str) -> None:
+        await pin_verified(store, wanted, scratch, 1000)
+
+    kept = PinRetention(store, tmp_path / "pins.json", 3600, fetch=fetch)
+    assert kept.keep(big) and kept.keep(small)
+    assert await kept.pin_pending() == [small]
+    assert kept.pending == set() and kept.holds.keys() == {small}  # big: dropped for good
+    assert store.pins == {store._key(small)}
+    assert list(scratch.iterdir()) == []  # no copy left behind either way
