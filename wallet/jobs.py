@@ -442,8 +442,8 @@ async def pin_result(api_url: str, cid: Cid, path: Path, timeout_s: float) -> No
     except ContentError as exc:
         raise GpuMarketError(
             f"result {cid} is verified and written to {path}, but pinning it at {api_url} "
-            f"failed: {exc}; check the pinning node (WALLET_PIN_TO or --pin-to) and run "
-            "`job result` again to retry"
+            f"failed: {exc}; check the pinning node (WALLET_PIN_TO or --pin-to), then run "
+            "`job result` again with a new --output to retry"
         ) from exc
     if normalize_cid(added) != normalize_cid(cid):
         raise CidMismatch(normalize_cid(cid), normalize_cid(added))
