@@ -147,3 +147,11 @@ async def test_redundancy_two_job_on_real_provider_daemons(
             np.arange(8, dtype=np.float32).reshape(4, 2) - 3
         )
         assert json.loads((fetched / "product.json").read_text()) == product.tolist()
+        # The coordinator's node fetched the result, verified it and holds it pinned.
+        results = coord.results
+        assert results is not None
+        with trio.fail_after(60):
+            while view["result_cid"] not in results.holds or results.pending:
+                await trio.sleep(0.2)
+        assert view["result_cid"] in await store.pins()
+        assert list((tmp_path / "coordinator" / "result-fetch").iterdir()) == []
