@@ -47,9 +47,11 @@ from coordinator.wire.dispatcher import Dispatcher
 from coordinator.wire.reachability import Reachability
 from coordinator.wire.reports import ReportHandler
 from coordinator.wire.transport import Libp2pTransport, PeerTransport
+from protocol.errors import ContentError
 from protocol.files import write_atomic
 from protocol.ids import JobId, parse_address
 from protocol.ipfs.kubo import KuboContentStore
+from protocol.ipfs.peers import MAX_PEERS
 from protocol.ipfs.retention import PinRetention, pin_verified
 from protocol.ipfs.store import ContentStore
 from protocol.messages import Advert
@@ -272,7 +274,12 @@ class Coordinator:
             self.nursery.start_soon(self.challenger.run, name="benchmark challenger")
         server = await self._stack.enter_async_context(
             serve_asgi(
-                create_app(self, stake_factor=self.matcher.stake_factor),
+                create_app(
+                    self,
+                    stake_factor=self.matcher.stake_factor,
+                    ipfs_peers=await self._ipfs_peers() if self.results is not None else (),
+                    result_retention_s=s.result_retention_s,
+                ),
                 host=s.http_host,
                 port=s.http_port,
             )
@@ -285,6 +292,22 @@ class Coordinator:
             self.http_url,
             self.multiaddr,
         )
+
+    async def _ipfs_peers(self) -> tuple[str, ...]:
+        """Where requesters' nodes dial this coordinator's node: the announced addresses,
+        else those the node reports (none when it does not answer now)."""
+        s = self.settings
+        if s.ipfs_announce:
+            return s.ipfs_announce
+        try:
+            async with KuboContentStore(s.ipfs_api, timeout=5.0) as node:
+                reported = (await node.node_id()).get("Addresses")
+        except ContentError as exc:
+            log.warning("IPFS node %s did not say its addresses: %s", s.ipfs_api, exc)
+            return ()
+        if not isinstance(reported, list):
+            return ()
+        return tuple(str(a) for a in reported if isinstance(a, str) and "/p2p/" in a)[:MAX_PEERS]
 
     async def _probe_providers(self) -> None:
         """Probe providers' advertised addresses; an unreachable one is logged and marked."""

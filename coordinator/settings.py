@@ -16,7 +16,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from contracts.settings import ChainSettings
+from contracts.settings import ChainSettings, IpfsPeers
 from protocol.errors import ConfigError
 from protocol.identity import Identity, load_keystore
 from protocol.ids import Address, parse_address_list
@@ -78,6 +78,10 @@ class CoordinatorSettings(ChainSettings):
     """How long this coordinator's IPFS node keeps each settled job's result pinned (fetched
     from the providers' nodes), so the requester finds it after the providers dropped it;
     0: never pinned here."""
+    ipfs_announce: IpfsPeers = ()
+    """Comma-separated swarm multiaddrs (``.../p2p/<peer id>``) of this coordinator's IPFS
+    node that requesters' nodes can dial (its public, port-forwarded address); empty: the
+    addresses the node itself reports. ``GET /health`` gives them to wallets."""
     result_max_bytes: int = Field(default=1 << 30, ge=1, le=1 << 40)
     """The largest result this coordinator's node fetches and pins; a larger one is left to
     the providers (and logged)."""

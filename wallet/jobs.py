@@ -41,6 +41,7 @@ from protocol.ipfs import (
     normalize_cid,
     result_digest,
 )
+from protocol.ipfs.peers import MAX_PEERS, parse_peers
 from protocol.spec import JobSpec, Price
 from protocol.spec_io import canonical_spec, check_local_inputs, load_spec
 from wallet import records
@@ -373,16 +374,39 @@ def fetch_result(settings: WalletSettings, job_id: JobId, dest: Path) -> Fetched
     """Download the job's verified result into ``dest`` (checked against the CID)."""
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         view = coordinator.job(job_id)
+        try:
+            health = coordinator.health()
+        except GpuMarketError as exc:
+            log.info("coordinator health unavailable, its IPFS node not dialled: %s", exc)
+            health = {}
     cid = view.get("result_cid")
     if not cid or view.get("state") not in ("settled", "finalized"):
         raise GpuMarketError(
             f"job {view['job_id']} has no verified result yet (state {view['state']})"
         )
     check_not_a_failure(view)
+    settings = with_result_holders(settings, health)
     fetched = trio.run(download_result, settings, Cid(cid), dest)
     records.add_bytes(settings, job_id, "bytes_downloaded", _path_size(fetched.path))
     trio.run(release_uploads, settings, job_id)
     return fetched
+
+
+def with_result_holders(settings: WalletSettings, health: dict[str, Any]) -> WalletSettings:
+    """``settings`` whose IPFS peers also name the coordinator's node (``GET /health``
+    ``ipfs_peers``), which keeps settled results after the providers dropped theirs; a
+    coordinator that names none, or names them wrongly, adds nothing."""
+    if not health.get("result_retention_s"):
+        return settings
+    try:
+        holders = parse_peers(health.get("ipfs_peers") or [])
+    except ValueError as exc:
+        log.warning("ignoring the coordinator's IPFS peers: %s", exc)
+        return settings
+    if not isinstance(holders, tuple):
+        return settings
+    peers = tuple(dict.fromkeys((*settings.ipfs_peers, *holders)))[:MAX_PEERS]
+    return settings.model_copy(update={"ipfs_peers": peers})
 
 
 async def release_uploads(settings: WalletSettings, job_id: JobId) -> list[str]:

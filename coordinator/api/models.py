@@ -333,6 +333,14 @@ class Health(BaseModel):
     ok: bool
     chain_block: int
     providers: int
+    ipfs_peers: list[str] = Field(
+        default=[],
+        description="swarm multiaddrs of this coordinator's IPFS node, which keeps settled "
+        "results for result_retention_s: a requester's node dials them to fetch a result",
+    )
+    result_retention_s: float = Field(
+        default=0.0, description="how long settled results stay pinned there (0: not kept)"
+    )
 
 
 class ErrorBody(BaseModel):

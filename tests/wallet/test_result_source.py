@@ -16,7 +16,7 @@ from protocol.ids import Cid, JobId
 from protocol.ipfs import KuboContentStore, hash_bytes
 from protocol.ipfs.retention import PinRetention, pin_verified
 from wallet import records
-from wallet.jobs import download_result, release_uploads
+from wallet.jobs import download_result, release_uploads, with_result_holders
 from wallet.settings import WalletSettings
 
 pytestmark = pytest.mark.integration
@@ -136,11 +136,13 @@ async def test_result_outlives_its_providers_at_the_coordinators_node(tmp_path: 
             assert list((tmp_path / "coordinator" / "scratch").iterdir()) == []
 
         provider.stop()  # every provider's copy is gone with its node
-        settings = WalletSettings(
-            ipfs_api=requester.api_url,
-            ipfs_peers=(provider.swarm_addr, coordinator.swarm_addr),
-            ipfs_timeout_s=5.0,
+        # The wallet knows the provider's node; the coordinator's comes from its /health.
+        plain = WalletSettings(
+            ipfs_api=requester.api_url, ipfs_peers=(provider.swarm_addr,), ipfs_timeout_s=5.0
         )
+        health = {"ipfs_peers": [coordinator.swarm_addr], "result_retention_s": 3600.0}
+        settings = with_result_holders(plain, health)
+        assert settings.ipfs_peers == (provider.swarm_addr, coordinator.swarm_addr)
         fetched = await download_result(settings, cid, tmp_path / "result")
         assert (fetched.path / "model.bin").read_bytes() == noise(700_000, 5)
         assert (fetched.path / "sub" / "metrics.json").read_bytes() == b'{"loss": 0.25}'
@@ -203,3 +205,15 @@ async def test_result_is_pinned_at_the_node_the_requester_names(
 def test_a_pinning_node_must_be_an_http_url() -> None:
     with pytest.raises(ValueError, match="must be the http\\(s\\) URL of a Kubo RPC API"):
         WalletSettings(pin_to="127.0.0.1:5001")
+
+
+def test_the_coordinators_node_is_added_only_when_it_keeps_results() -> None:
+    peer = "/ip4/127.0.0.1/tcp/4002/p2p/12D3KooWJCcwLdLaQPbaDSmQjvXKVrFXnsKkujKUn1kikEpCNTqw"
+    own = "/ip4/127.0.0.1/tcp/4003/p2p/12D3KooWJCcwLdLaQPbaDSmQjvXKVrFXnsKkujKUn1kikEpCNTqw"
+    settings = WalletSettings(ipfs_api="http://127.0.0.1:5001", ipfs_peers=(own,))
+    kept = {"ipfs_peers": [peer, own], "result_retention_s": 600.0}
+    assert with_result_holders(settings, kept).ipfs_peers == (own, peer)  # once each
+    assert with_result_holders(settings, {**kept, "result_retention_s": 0}) == settings
+    assert with_result_holders(settings, {}) == settings  # an older coordinator says nothing
+    bad = {"ipfs_peers": ["not a multiaddr"], "result_retention_s": 600.0}
+    assert with_result_holders(settings, bad) == settings
