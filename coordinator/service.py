@@ -45,11 +45,15 @@ from coordinator.verification.challenger import Challenger
 from coordinator.verification.reputation import ReputationBook
 from coordinator.verification.reputation_seed import TrustedHistory
 from coordinator.wire.dispatcher import Dispatcher
+from coordinator.wire.reachability import Reachability
 from coordinator.wire.reports import ReportHandler
 from coordinator.wire.transport import Libp2pTransport, PeerTransport
+from protocol.errors import ContentError
 from protocol.files import write_atomic
 from protocol.ids import JobId, parse_address
 from protocol.ipfs.kubo import KuboContentStore
+from protocol.ipfs.peers import MAX_PEERS
+from protocol.ipfs.retention import PinRetention, pin_verified
 from protocol.ipfs.store import ContentStore
 from protocol.messages import Advert
 from protocol.p2p.addresses import announced
@@ -64,6 +68,10 @@ log = logging.getLogger(__name__)
 
 NOTICE_WAIT_S = 2.0
 STAKE_BATCH = 50
+RESULT_SWEEP_S = 60.0
+"""How often expired result pins are released and failed result pins retried."""
+REACHABILITY_PERIOD_S = 2.0
+"""How often the book is looked over for providers whose addresses are due a probe."""
 REPORT_LIMITS = Limits(
     max_request_bytes=MAX_MESSAGE_BYTES, max_response_bytes=64 * 1024, timeout_s=10.0
 )
@@ -96,6 +104,8 @@ class Coordinator:
         self.reputation = ReputationBook(time.time)
         self.http_url = ""
         self.node: Node | None = None
+        self.results: PinRetention | None = None
+        """Settled jobs' results pinned on this coordinator's IPFS node for a while."""
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Coordinator:
@@ -204,6 +214,16 @@ class Coordinator:
             content=self.content,
         )
         self.driver.history = self.history
+        if s.result_retention_s > 0:
+            content = self.content
+            scratch = s.data_dir / "result-fetch"
+
+            async def fetch(cid: str) -> None:
+                await pin_verified(content, cid, scratch, s.result_max_bytes)
+
+            self.driver.results = self.results = PinRetention(
+                content, s.data_dir / "result-pins.json", s.result_retention_s, fetch=fetch
+            )
         self.runner = JobRunner(
             self.driver, self.signals, self.nursery, poll_s=max(0.2, s.poll_interval_s * 2)
         )
@@ -247,12 +267,20 @@ class Coordinator:
         self.nursery.start_soon(self.settler.run, name="settlement batcher")
         self.nursery.start_soon(self._adverts, name="advert subscription")
         self.nursery.start_soon(self._maintain_book, name="book maintenance")
+        self.nursery.start_soon(self._probe_providers, name="provider reachability")
         self.nursery.start_soon(self.history.run, name="history recorder")
+        if self.results is not None:
+            self.nursery.start_soon(self._keep_results, self.results, name="result retention")
         if s.challenges:
             self.nursery.start_soon(self.challenger.run, name="benchmark challenger")
         server = await self._stack.enter_async_context(
             serve_asgi(
-                create_app(self, stake_factor=self.matcher.stake_factor),
+                create_app(
+                    self,
+                    stake_factor=self.matcher.stake_factor,
+                    ipfs_peers=await self._ipfs_peers() if self.results is not None else (),
+                    result_retention_s=s.result_retention_s,
+                ),
                 host=s.http_host,
                 port=s.http_port,
             )
@@ -265,6 +293,37 @@ class Coordinator:
             self.http_url,
             self.multiaddr,
         )
+
+    async def _ipfs_peers(self) -> tuple[str, ...]:
+        """Where requesters' nodes dial this coordinator's node: the announced addresses,
+        else those the node reports (none when it does not answer now)."""
+        s = self.settings
+        if s.ipfs_announce:
+            return s.ipfs_announce
+        try:
+            async with KuboContentStore(s.ipfs_api, timeout=5.0) as node:
+                reported = (await node.node_id()).get("Addresses")
+        except ContentError as exc:
+            log.warning("IPFS node %s did not say its addresses: %s", s.ipfs_api, exc)
+            return ()
+        if not isinstance(reported, list):
+            return ()
+        return tuple(str(a) for a in reported if isinstance(a, str) and "/p2p/" in a)[:MAX_PEERS]
+
+    async def _probe_providers(self) -> None:
+        """Probe providers' advertised addresses; an unreachable one is logged and marked."""
+        reachability = Reachability(self.book)
+        while True:
+            with contained(log, "probing providers' addresses"):
+                await reachability.check_once()
+            await trio.sleep(REACHABILITY_PERIOD_S)
+
+    async def _keep_results(self, results: PinRetention) -> None:
+        """Pin settled jobs' results on this coordinator's node, release expired ones."""
+        while True:
+            with contained(log, "result retention"):
+                await results.run(RESULT_SWEEP_S)
+            await trio.sleep(RESULT_SWEEP_S)
 
     async def _trusted_history(self) -> TrustedHistory:
         """Trusted settlements, where providers without a stored reputation start: replayed

@@ -16,7 +16,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from contracts.settings import ChainSettings
+from contracts.settings import ChainSettings, IpfsPeers
 from protocol.errors import ConfigError
 from protocol.identity import Identity, load_keystore
 from protocol.ids import Address, parse_address_list
@@ -76,6 +76,17 @@ class CoordinatorSettings(ChainSettings):
     """How often the live book is sampled into the hourly history (offered seconds, prices)."""
     history_flush_s: float = Field(default=60.0, ge=0.5, le=3600)
     """How often those samples are written to the store (a crash loses at most this much)."""
+    result_retention_s: float = Field(default=7 * 24 * 3600.0, ge=0, le=365 * 24 * 3600.0)
+    """How long this coordinator's IPFS node keeps each settled job's result pinned (fetched
+    from the providers' nodes), so the requester finds it after the providers dropped it;
+    0: never pinned here."""
+    ipfs_announce: IpfsPeers = ()
+    """Comma-separated swarm multiaddrs (``.../p2p/<peer id>``) of this coordinator's IPFS
+    node that requesters' nodes can dial (its public, port-forwarded address); empty: the
+    addresses the node itself reports. ``GET /health`` gives them to wallets."""
+    result_max_bytes: int = Field(default=1 << 30, ge=1, le=1 << 40)
+    """The largest result this coordinator's node fetches and pins; a larger one is left to
+    the providers (and logged)."""
     trusted_coordinators: Annotated[tuple[Address, ...], NoDecode] = ()
     """Comma-separated coordinator addresses whose settlements seed the reputation of a
     provider this coordinator has no record of (its own always do)."""

@@ -174,6 +174,11 @@ class ProviderRow(BaseModel):
     cuda: str | None
     torch: str
     last_seen: float
+    unreachable: str | None = Field(
+        default=None,
+        description="why none of its advertised addresses answered this coordinator's last "
+        "probe, naming each address and what the provider must configure; null: one answered",
+    )
 
 
 class Providers(BaseModel):
@@ -251,6 +256,14 @@ class Health(BaseModel):
     ok: bool
     chain_block: int
     providers: int
+    ipfs_peers: list[str] = Field(
+        default=[],
+        description="swarm multiaddrs of this coordinator's IPFS node, which keeps settled "
+        "results for result_retention_s: a requester's node dials them to fetch a result",
+    )
+    result_retention_s: float = Field(
+        default=0.0, description="how long settled results stay pinned there (0: not kept)"
+    )
 
 
 class ErrorBody(BaseModel):

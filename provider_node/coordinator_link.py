@@ -20,6 +20,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from protocol.errors import ConfigError, GpuMarketError
 from protocol.ids import PeerId
+from protocol.p2p.errors import DialError
 from protocol.p2p.host import Node
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,15 @@ class CoordinatorLink:
             except GpuMarketError as exc:
                 log.warning("dialing the coordinator (try %d of %d): %s", attempt, attempts, exc)
                 if attempt == attempts:
-                    raise
+                    raise DialError(
+                        self.peer,
+                        f"the coordinator does not answer at {self.addr} after {attempts} "
+                        f"tries (last: {exc}); set PROVIDER_COORDINATOR_MULTIADDR to the "
+                        "address the coordinator announces (its ready file and start-up log "
+                        "give it); a coordinator behind a NAT must announce its public "
+                        "address (COORDINATOR_ANNOUNCE / `coordinator run --announce`), "
+                        "forward that port and open it in its firewall",
+                    ) from exc
             await trio.sleep(self.backoff.next())
 
     async def run(self) -> None:

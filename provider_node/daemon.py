@@ -33,6 +33,7 @@ from protocol.files import write_atomic
 from protocol.identity import Identity, load_keystore
 from protocol.ids import PeerId
 from protocol.ipfs.kubo import KuboContentStore
+from protocol.ipfs.retention import PinRetention
 from protocol.ipfs.store import ContentStore
 from protocol.messages.advert import RuntimeKind
 from protocol.p2p.addresses import announced, unspecified
@@ -58,7 +59,6 @@ from provider_node.offers import OfferDesk
 from provider_node.policy import consent_policy
 from provider_node.profile import HostOffer, measure_offer
 from provider_node.reporter import P2PReporter
-from provider_node.retention import OutputRetention
 from provider_node.runtimes import CONTAINER_RUNTIMES, BwrapRuntime, Runtime, create_runtime
 from provider_node.runtimes.warm import SlotHold
 from provider_node.runtimes.warmpool import PoolConfig, WarmPool
@@ -191,7 +191,7 @@ class ProviderNode:
         self.server: JobServer | None = None
         self.advertiser: Advertiser | None = None
         self.fallback: ChainFallback | None = None
-        self.retention: OutputRetention | None = None
+        self.retention: PinRetention | None = None
         self.gpus = GpuPool(())
         self.warm: WarmPool | None = None
         """The warm sandbox pool jobs run through (None: every job starts cold)."""
@@ -289,7 +289,7 @@ class ProviderNode:
             metrics=self.metrics,
             input_cache=cache,
         )
-        worker.retention = self.retention = OutputRetention(
+        worker.retention = self.retention = PinRetention(
             self.store, s.work_dir / "output-pins.json", s.output_retention_s
         )
 

@@ -31,6 +31,7 @@ from protocol.identity import Identity
 from protocol.ids import JobId
 from protocol.ipfs.cid import normalize_cid, result_digest
 from protocol.ipfs.fetch import MAX_ENTRIES
+from protocol.ipfs.retention import PinRetention
 from protocol.ipfs.store import ContentStore
 from protocol.messages import (
     Assignment,
@@ -53,7 +54,6 @@ from provider_node.jobstore import JobStore, LocalJob, LocalPhase
 from provider_node.logstream import LogLimits, open_log_stream
 from provider_node.metrics import ProviderMetrics
 from provider_node.reporter import Reporter, deliver
-from provider_node.retention import OutputRetention
 from provider_node.runtimes import (
     CONTAINER_RUNTIMES,
     EngineRuntime,
@@ -148,7 +148,7 @@ class JobWorker:
         metrics: ProviderMetrics | None = None,
         input_cache: InputCache | None = None,
     ) -> None:
-        self.retention: OutputRetention | None = None
+        self.retention: PinRetention | None = None
         """Where revealed outputs are held pinned (unset: pinned with no expiry)."""
         self.identity = identity
         self.input_cache = input_cache

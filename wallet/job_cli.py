@@ -13,7 +13,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 from rich.table import Table
 
-from protocol.errors import GpuMarketError, exits_on_error
+from protocol.errors import ConfigError, GpuMarketError, exits_on_error
 from protocol.ids import JobId, format_tokens, job_id_hex, parse_job_id
 from protocol.views import JobEvent, JobView
 from wallet import costs, jobs, keys, quotes
@@ -32,7 +32,7 @@ from wallet.cli import (
     out,
 )
 from wallet.coordinator import CoordinatorClient
-from wallet.settings import WalletSettings
+from wallet.settings import WalletSettings, check_pin_to
 
 __all__ = ["job_app", "phase_lines"]
 
@@ -218,19 +218,41 @@ def job_result(
         ),
     ] = None,
     password_file: PasswordFile = None,
+    pin_to: Annotated[
+        str | None,
+        typer.Option(
+            "--pin-to",
+            help="Also pin the verified result on this IPFS node (its Kubo RPC API URL; "
+            "default $WALLET_PIN_TO).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Download the verified result; every byte is checked against the result CID."""
     settings = _settings(devnet, account, password_file)
+    if pin_to is not None:
+        try:
+            settings = settings.model_copy(update={"pin_to": check_pin_to(pin_to)})
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if account is not None:
         _check_requester(settings, parse_job_id(job))
     fetched = jobs.fetch_result(settings, parse_job_id(job), output)
     if json_out:
-        _emit({"result_cid": fetched.cid, "path": str(fetched.path), "source": fetched.source})
+        _emit(
+            {
+                "result_cid": fetched.cid,
+                "path": str(fetched.path),
+                "source": fetched.source,
+                "pinned_at": fetched.pinned_at,
+            }
+        )
     else:
         out.print(
             f"verified result {fetched.cid} (from {fetched.source}) written to {fetched.path}"
         )
+        if fetched.pinned_at is not None:
+            out.print(f"pinned at {fetched.pinned_at}")
 
 
 @job_app.command("explain")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import trio
@@ -37,11 +37,13 @@ from protocol.ipfs import (
     ContentTooLarge,
     DestinationExists,
     KuboContentStore,
+    normalize_cid,
     result_digest,
 )
+from protocol.ipfs.peers import MAX_PEERS, parse_peers
 from protocol.spec import JobSpec, Price
 from protocol.spec_io import canonical_spec, check_local_inputs, load_spec
-from protocol.views import JobEvent, JobView, Quote
+from protocol.views import Health, JobEvent, JobView, Quote
 from wallet import records
 from wallet.coordinator import CoordinatorClient
 from wallet.settings import WalletSettings
@@ -365,20 +367,46 @@ class FetchedResult:
     source: str
     """Where the bytes came from: a peer's gateway URL, or the wallet's own IPFS node (which
     holds them or fetched them from its peers over bitswap)."""
+    pinned_at: str | None = None
+    """The pinning node (``WALLET_PIN_TO``, ``job result --pin-to``) now holding the result."""
 
 
 def fetch_result(settings: WalletSettings, job_id: JobId, dest: Path) -> FetchedResult:
     """Download the job's verified result into ``dest`` (checked against the CID)."""
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         view = coordinator.job(job_id)
+        health: Health | None
+        try:
+            health = coordinator.health()
+        except GpuMarketError as exc:
+            log.info("coordinator health unavailable, its IPFS node not dialled: %s", exc)
+            health = None
     cid = view.result_cid
     if not cid or view.state not in ("settled", "finalized"):
         raise GpuMarketError(f"job {view.job_id} has no verified result yet (state {view.state})")
     check_not_a_failure(view)
+    settings = with_result_holders(settings, health)
     fetched = trio.run(download_result, settings, Cid(cid), dest)
     records.add_bytes(settings, job_id, "bytes_downloaded", _path_size(fetched.path))
     trio.run(release_uploads, settings, job_id)
     return fetched
+
+
+def with_result_holders(settings: WalletSettings, health: Health | None) -> WalletSettings:
+    """``settings`` whose IPFS peers also name the coordinator's node (``GET /health``
+    ``ipfs_peers``), which keeps settled results after the providers dropped theirs; a
+    coordinator that names none, or names them wrongly, adds nothing."""
+    if health is None or not health.result_retention_s:
+        return settings
+    try:
+        holders = parse_peers(health.ipfs_peers)
+    except ValueError as exc:
+        log.warning("ignoring the coordinator's IPFS peers: %s", exc)
+        return settings
+    if not isinstance(holders, tuple):
+        return settings
+    peers = tuple(dict.fromkeys((*settings.ipfs_peers, *holders)))[:MAX_PEERS]
+    return settings.model_copy(update={"ipfs_peers": peers})
 
 
 async def release_uploads(settings: WalletSettings, job_id: JobId) -> list[str]:
@@ -418,9 +446,31 @@ async def download_result(settings: WalletSettings, cid: Cid, dest: Path) -> Fet
                 asked.append("gateways " + ", ".join(store.gateways))
             raise GpuMarketError(
                 f"result {cid} could not be fetched: nobody served it (asked {'; '.join(asked)}). "
-                f"The providers keep revealed outputs for a retention period only; {exc}"
+                "The providers and the coordinator keep results for a retention period only; "
+                f"{exc}"
             ) from exc
-        return FetchedResult(Cid(cid), path, store.last_source or store.api_url)
+        fetched = FetchedResult(Cid(cid), path, store.last_source or store.api_url)
+    if settings.pin_to is None:
+        return fetched
+    await pin_result(settings.pin_to, fetched.cid, fetched.path, settings.ipfs_timeout_s)
+    return replace(fetched, pinned_at=settings.pin_to)
+
+
+async def pin_result(api_url: str, cid: Cid, path: Path, timeout_s: float) -> None:
+    """Pin the verified result at ``path`` on the pinning node ``api_url`` (its Kubo RPC API):
+    the bytes are uploaded (the wallet's own node may never have held them: gateways stream
+    past it) and the CID the upload computes must be ``cid``."""
+    try:
+        async with KuboContentStore(api_url, timeout=timeout_s) as node:
+            added = await (node.add_directory(path) if path.is_dir() else node.add_file(path))
+    except ContentError as exc:
+        raise GpuMarketError(
+            f"result {cid} is verified and written to {path}, but pinning it at {api_url} "
+            f"failed: {exc}; check the pinning node (WALLET_PIN_TO or --pin-to), then run "
+            "`job result` again with a new --output to retry"
+        ) from exc
+    if normalize_cid(added) != normalize_cid(cid):
+        raise CidMismatch(normalize_cid(cid), normalize_cid(added))
 
 
 def cancel_or_reclaim(settings: WalletSettings, identity: Identity, job_id: JobId) -> str:

@@ -84,6 +84,9 @@ def market_providers(
             market.ago(r.last_seen, now),
         )
     out.print(table)
+    for r in rows:
+        if r.unreachable:
+            out.print(f"[yellow]unreachable[/yellow] {r.address}: {r.unreachable}")
 
 
 # --------------------------------------------------------------------------- quote

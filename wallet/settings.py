@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.models import Deployment
@@ -46,6 +46,17 @@ PROFILE_FIELDS = {
 DEFAULT_MAX_INPUT_BYTES = 64 << 30
 
 
+def check_pin_to(value: str) -> str:
+    """A pinning node's RPC API URL, without a trailing slash; ValueError when it is none."""
+    url = value.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")) or len(url) > 2000 or " " in url:
+        raise ValueError(
+            f"pinning node {value!r} must be the http(s) URL of a Kubo RPC API "
+            "(WALLET_PIN_TO or --pin-to), e.g. http://127.0.0.1:5001"
+        )
+    return url
+
+
 class WalletSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WALLET_", extra="ignore")
 
@@ -63,6 +74,9 @@ class WalletSettings(BaseSettings):
     (on the devnet: every other participant's node)."""
     ipfs_gateways: IpfsGateways = ()
     """Comma-separated HTTP gateways to stream results from directly (verified)."""
+    pin_to: str | None = None
+    """A pinning node's Kubo RPC API URL (one you run or rent): `job result` uploads each
+    verified result there, pinned, so it outlives the providers' and coordinator's copies."""
     max_input_bytes: int = Field(default=DEFAULT_MAX_INPUT_BYTES, ge=1)
     """All path inputs of one job together. Uploads stream from disk (memory stays flat
     whatever the size); each provider bounds what it fetches (``PROVIDER_MAX_INPUT_BYTES``)."""
@@ -80,6 +94,11 @@ class WalletSettings(BaseSettings):
     networks_file: Path | None = None
     journal_dir: Path = DEFAULT_JOURNAL_DIR
     """Where transactions in flight are recorded (with a network profile)."""
+
+    @field_validator("pin_to")
+    @classmethod
+    def _pin_to(cls, value: str | None) -> str | None:
+        return None if value is None else check_pin_to(value)
 
     def content_store(self) -> KuboContentStore:
         """A content store on the wallet's IPFS node, dialling its peers when opened."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -75,7 +75,15 @@ def _job_key(job_id: str) -> str:
     return job_id_hex(parse_job_id(job_id))
 
 
-def create_app(backend: ApiBackend, *, stake_factor: int = DEFAULT_STAKE_FACTOR) -> FastAPI:
+def create_app(
+    backend: ApiBackend,
+    *,
+    stake_factor: int = DEFAULT_STAKE_FACTOR,
+    ipfs_peers: Sequence[str] = (),
+    result_retention_s: float = 0.0,
+) -> FastAPI:
+    """The HTTP API over ``backend``; ``ipfs_peers`` and ``result_retention_s`` say where
+    and how long this coordinator's node keeps settled results (``GET /health``)."""
     app = FastAPI(
         title="gpumarket coordinator",
         version="1",
@@ -201,7 +209,13 @@ def create_app(backend: ApiBackend, *, stake_factor: int = DEFAULT_STAKE_FACTOR)
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
-        return Health(ok=True, chain_block=backend.chain_block(), providers=len(backend.book))
+        return Health(
+            ok=True,
+            chain_block=backend.chain_block(),
+            providers=len(backend.book),
+            ipfs_peers=list(ipfs_peers),
+            result_retention_s=result_retention_s,
+        )
 
     @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:

@@ -123,6 +123,7 @@ def provider_row(entry: BookEntry, cols: ProviderColumns, free_jobs: Sequence[in
         cuda=a.fingerprint.cuda,
         torch=a.fingerprint.torch,
         last_seen=entry.seen_at,
+        unreachable=entry.unreachable,
     )
 
 

@@ -41,6 +41,7 @@ from coordinator.verification.reputation import ReputationBook
 from coordinator.wire.dispatcher import Dispatcher
 from protocol import eip712
 from protocol.identity import Identity
+from protocol.ipfs.retention import PinRetention
 from protocol.ipfs.store import ContentStore
 from protocol.lifecycle import JobState
 from protocol.messages import Reveal
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 
 S = JobState
 MAX_REASON_CHARS = 4000
+KEPT = frozenset({S.SETTLED, S.FINALIZED})
+"""Ended states whose result this coordinator's node keeps pinned for a while."""
 
 __all__ = ["DriverConfig", "JobDriver", "every_provider_failed", "new_seed"]
 
@@ -90,6 +93,8 @@ class JobDriver:
         """Jobs looked at since this process started (the chain may be ahead of the store)."""
         self.history: HistoryRecorder | None = None
         """Where ended jobs' figures go (hour by hour), when the coordinator keeps history."""
+        self.results: PinRetention | None = None
+        """Where settled jobs' results are kept pinned (None: ``result_retention_s`` is 0)."""
         self.matching = Matching(self)
         self.seating = Seating(self)
         self.closer = Closer(self, settler, reputation)
@@ -140,6 +145,10 @@ class JobDriver:
             if job.state is S.FAILED and self.now() <= job.settle_deadline:
                 await self.closer.abort(job)  # a failure recorded before a crash or restart
                 job = await self.store.get_job(job_id)
+            if self.results is not None and job.state in KEPT and job.result_cid:
+                # Before the seats are counted: a job is stepped again after a restart only
+                # until they are, so the result is kept (persisted) before that.
+                self.results.keep(job.result_cid)  # idempotent: held once
             # Each seat's verified outcome, once its job ended (idempotent: counted once).
             await self.closer.reputation.record_job(self.store, self.book, job)
             if self.history is not None:

@@ -87,6 +87,9 @@ class BookEntry:
     reputation: float = 0.0
     verified_at: float | None = None
     """When a benchmark challenge last measured its speed (this coordinator's clock)."""
+    unreachable: str | None = None
+    """Why none of its advertised addresses answered the last probe, and the fix
+    (``coordinator/wire/reachability.py``); None: one answered, or not probed yet."""
 
 
 class ProviderBook:

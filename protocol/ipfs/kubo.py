@@ -49,6 +49,7 @@ from protocol.ipfs.multipart import (
 )
 from protocol.ipfs.peers import MAX_GATEWAYS
 from protocol.ipfs.store import DEFAULT_MAX_SIZE
+from protocol.ipfs.wide import wide_transport
 
 ADD_PARAMS: Mapping[str, str] = {
     "cid-version": "1",
@@ -106,14 +107,14 @@ class KuboContentStore:
         self._client = httpx.AsyncClient(
             base_url=f"{self.api_url}/api/v0/",
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            transport=transport,
+            transport=transport or wide_transport(),
         )
         self.peers = tuple(peers)
         self.gateways = tuple(g.rstrip("/") for g in gateways)
         gateway_timeout = min(timeout, GATEWAY_TIMEOUT_S)
         self._gateway_client = httpx.AsyncClient(
             timeout=httpx.Timeout(gateway_timeout, connect=min(gateway_timeout, 5.0)),
-            transport=gateway_transport,
+            transport=gateway_transport or wide_transport(),
         )
         self._resumes = resumes
         self._resume_pause_s = resume_pause_s

@@ -9,11 +9,16 @@ address must be dialable: never an unspecified address (``0.0.0.0``, ``::``).
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
 from collections.abc import Sequence
 
+import trio
 from multiaddr import Multiaddr
 
 MAX_ANNOUNCE = 8
+PROBE_TIMEOUT_S = 3.0
+"""Longest a reachability probe waits for one address to accept a TCP connection."""
 HOST_PROTOCOLS = ("ip4", "ip6", "dns", "dns4", "dns6")
 
 
@@ -76,3 +81,49 @@ def announced(addrs: Sequence[str], peer_id: str) -> list[str]:
 def unspecified(addr: str) -> bool:
     """Whether a listen address binds every interface (and so cannot be dialled as is)."""
     return addr.startswith(("/ip4/0.0.0.0/", "/ip6/::/"))
+
+
+def host_port(addr: str) -> tuple[str, int]:
+    """The host (IP or DNS name) and TCP port a multiaddr names; ValueError if none."""
+    parsed = _parse(addr, "address")
+    first = parsed.protocols()[0].name
+    return parsed.value_for_protocol(first), int(parsed.value_for_protocol("tcp"))
+
+
+async def probe(addr: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """Whether something accepts a TCP connection at ``addr``: None if so, else why not.
+    Only the transport is tried (no libp2p handshake): enough to tell a closed port, a
+    missing port forward or a firewall from a listening host."""
+    try:
+        host, port = host_port(addr)
+    except ValueError as exc:
+        return str(exc)
+    with trio.move_on_after(timeout_s):
+        try:
+            stream = await trio.open_tcp_stream(host, port)
+        except OSError as exc:
+            # trio wraps each attempt's error in a group: the first one says it best.
+            group = exc.__cause__
+            if isinstance(group, BaseExceptionGroup):
+                first = group.exceptions[0]
+                if isinstance(first, OSError) and first.errno:
+                    return os.strerror(first.errno).lower()
+            return str(exc) or type(exc).__name__
+        await stream.aclose()
+        return None
+    return f"no answer within {timeout_s:g}s (a firewall or a missing port forward drops it)"
+
+
+def probe_sync(addr: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """:func:`probe` for code outside trio (``provider doctor``)."""
+    try:
+        host, port = host_port(addr)
+    except ValueError as exc:
+        return str(exc)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except TimeoutError:
+        return f"no answer within {timeout_s:g}s (a firewall or a missing port forward drops it)"
+    except OSError as exc:
+        return (exc.strerror or str(exc) or type(exc).__name__).lower()

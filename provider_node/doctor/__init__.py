@@ -44,6 +44,8 @@ from provider_node.doctor.gpu import (
 from provider_node.doctor.probes import PROBE_TIMEOUT_S
 from provider_node.doctor.report import Check, CheckStatus, Report, report_lines
 from provider_node.doctor.resources import (
+    check_announce,
+    check_coordinator,
     check_disk,
     check_ipfs,
     check_port,
@@ -82,10 +84,12 @@ __all__ = [
     "cdi_has_nvidia",
     "cgroup_fix",
     "chain_checks",
+    "check_announce",
     "check_bwrap",
     "check_cgroups",
     "check_clock",
     "check_container",
+    "check_coordinator",
     "check_disk",
     "check_driver",
     "check_gas",

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from protocol.p2p.addresses import unspecified
 from provider_node.doctor.probes import PROBE_TIMEOUT_S
 from provider_node.doctor.report import Check, CheckStatus
 
@@ -71,15 +72,55 @@ def check_port(host: str, port: int, variable: str, error: str | None) -> Check:
             f"cannot listen on {where}: {error}",
             f"stop what holds the port (`ss -ltnp 'sport = :{port}'`) or set {variable}",
         )
-    if host.startswith("127.") and variable == "PROVIDER_P2P_PORT":
+    if host.startswith("127.") and variable in ("PROVIDER_P2P_PORT", "PROVIDER_LISTEN"):
         return Check(
             name,
             CheckStatus.WARN,
             False,
             f"{where} is bindable but loopback only: coordinators on other hosts cannot dial it",
-            "set PROVIDER_P2P_HOST=0.0.0.0 and open the port",
+            "set PROVIDER_LISTEN=/ip4/0.0.0.0/tcp/PORT, announce the address others reach "
+            "(PROVIDER_ANNOUNCE) and open the port",
         )
     return Check(name, CheckStatus.OK, True, f"{where} is bindable")
+
+
+def check_announce(listen: str, announce: tuple[str, ...]) -> Check:
+    """Whether adverts carry an address others can dial."""
+    if announce:
+        return Check(
+            "announce",
+            CheckStatus.OK,
+            False,
+            f"adverts carry {', '.join(announce)} (listening on {listen})",
+        )
+    if unspecified(listen):
+        return Check(
+            "announce",
+            CheckStatus.WARN,
+            False,
+            f"listening on {listen} (every interface) without an announce address: adverts "
+            "carry addresses no coordinator on another host can dial",
+            "set PROVIDER_ANNOUNCE (or `provider run --announce`) to the public or "
+            "port-forwarded multiaddr, e.g. /ip4/203.0.113.7/tcp/4001",
+        )
+    return Check("announce", CheckStatus.OK, False, f"adverts carry the listen address {listen}")
+
+
+def check_coordinator(addr: str, error: str | None) -> Check:
+    """Whether the coordinator's multiaddr accepts a connection from this host."""
+    peer = addr.rsplit("/p2p/", 1)[-1] if "/p2p/" in addr else "?"
+    if error is None:
+        return Check("coordinator", CheckStatus.OK, False, f"{addr} accepts connections")
+    return Check(
+        "coordinator",
+        CheckStatus.FAIL,
+        False,
+        f"coordinator {peer} does not answer at {addr}: {error}",
+        "set PROVIDER_COORDINATOR_MULTIADDR to the address the coordinator announces (its "
+        "ready file and start-up log give it); a coordinator behind a NAT must announce its "
+        "public address (COORDINATOR_ANNOUNCE / `coordinator run --announce`), forward that "
+        "port and open it in its firewall",
+    )
 
 
 def probe_port(host: str, port: int) -> str | None:

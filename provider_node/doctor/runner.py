@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from protocol.p2p.addresses import host_port, probe_sync
 from provider_node.doctor.chain import chain_checks
 from provider_node.doctor.container import (
     ContainerFacts,
@@ -26,6 +27,8 @@ from provider_node.doctor.gpu import (
 )
 from provider_node.doctor.report import Check, CheckStatus, Report
 from provider_node.doctor.resources import (
+    check_announce,
+    check_coordinator,
     check_disk,
     check_ipfs,
     check_port,
@@ -101,14 +104,22 @@ def run_doctor(
     )
     free, error = probe_disk(settings.work_dir)
     checks.append(check_disk(settings.work_dir, free, disk_needed(settings), error))
-    checks.append(
-        check_port(
-            settings.p2p_host,
-            settings.p2p_port,
-            "PROVIDER_P2P_PORT",
-            probe_port(settings.p2p_host, settings.p2p_port),
+    if settings.listen is not None:
+        host, port = host_port(settings.listen)
+        checks.append(check_port(host, port, "PROVIDER_LISTEN", probe_port(host, port)))
+    else:
+        checks.append(
+            check_port(
+                settings.p2p_host,
+                settings.p2p_port,
+                "PROVIDER_P2P_PORT",
+                probe_port(settings.p2p_host, settings.p2p_port),
+            )
         )
-    )
+    checks.append(check_announce(settings.listen_multiaddr, settings.announce))
+    if settings.coordinator_multiaddr and not required_only:
+        addr = settings.coordinator_multiaddr
+        checks.append(check_coordinator(addr, probe_sync(addr.split("/p2p/")[0])))
     if settings.metrics_port is not None:
         checks.append(
             check_port(

@@ -235,7 +235,13 @@ async def test_explain_providers_health_metrics(api) -> None:
         "free_gpus",
         "last_seen",
     } <= set(providers[0])
-    assert (await client.get("/health")).json() == {"ok": True, "chain_block": 42, "providers": 1}
+    assert (await client.get("/health")).json() == {
+        "ok": True,
+        "chain_block": 42,
+        "providers": 1,
+        "ipfs_peers": [],
+        "result_retention_s": 0.0,
+    }
     text = (await client.get("/metrics")).text
     assert 'gpumarket_jobs{state="created"} 1.0' in text and "gpumarket_providers 1.0" in text
     assert "gpumarket_match_latency_seconds_bucket" in text

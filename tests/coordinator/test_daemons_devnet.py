@@ -147,3 +147,17 @@ async def test_redundancy_two_job_on_real_provider_daemons(
             np.arange(8, dtype=np.float32).reshape(4, 2) - 3
         )
         assert json.loads((fetched / "product.json").read_text()) == product.tolist()
+        # The coordinator's node fetched the result, verified it and holds it pinned.
+        results = coord.results
+        assert results is not None
+        with trio.fail_after(60):
+            while view["result_cid"] not in results.holds or results.pending:
+                await trio.sleep(0.2)
+        assert view["result_cid"] in await store.pins()
+        assert list((tmp_path / "coordinator" / "result-fetch").iterdir()) == []
+        # Wallets learn where: its node's own swarm address, and for how long.
+        async with httpx.AsyncClient(base_url=coord.http_url, timeout=10) as http:
+            health = (await http.get("/health")).json()
+        own = (await store.node_id())["ID"]
+        assert health["ipfs_peers"] and all(a.endswith(f"/p2p/{own}") for a in health["ipfs_peers"])
+        assert health["result_retention_s"] == 7 * 24 * 3600

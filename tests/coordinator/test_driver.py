@@ -14,6 +14,7 @@ from coordinator.lifecycle import closing
 from coordinator.store import JobRecord
 from devnet.harness import SPEC, harness
 from protocol.ids import JobId
+from protocol.ipfs.retention import PinRetention
 from protocol.lifecycle import JobState, Outcome, SeatState
 from protocol.messages import FailureKind
 from protocol.spec_io import canonical_spec, parse_spec
@@ -319,3 +320,25 @@ async def test_a_job_no_provider_meets_waits_and_explain_names_each_ones_lack(
             p.address: "filtered: vendor none (no GPU) is not nvidia; driver unknown < 550.54"
             for p in h.providers
         }
+
+
+async def test_a_settled_jobs_result_is_kept_once_by_the_coordinators_node(
+    tmp_path: Path,
+) -> None:
+    fetched: list[str] = []
+
+    async def fetch(cid: str) -> None:
+        fetched.append(cid)
+
+    async with harness(tmp_path, 3) as h:
+        results = PinRetention(h.content, tmp_path / "result-pins.json", 3600, fetch=fetch)
+        h.driver.results = results
+        job_id = await h.create_job(2)
+        job = await h.run(job_id, settled)
+        assert job.result_cid is not None
+        assert await h.driver.step(job_id)  # the ended job's last step keeps its result
+        assert await h.driver.step(job_id)  # stepped again: still held once
+        assert results.pending == {job.result_cid}
+        assert list(results.holds) == [job.result_cid]
+        assert await results.pin_pending() == [job.result_cid]
+        assert fetched == [job.result_cid] and results.pending == set()

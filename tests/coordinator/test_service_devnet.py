@@ -103,6 +103,14 @@ async def test_redundancy_two_job_is_matched_assigned_settled_and_paid(
         view = await wait_state(http, hex_id(job_id), {"settled", "failed"})
         assert view["state"] == "settled", view
         assert view["settle_tx"] and view["result_cid"]
+        results = coord.results
+        assert results is not None  # COORDINATOR_RESULT_RETENTION_S is on by default
+
+        async def kept() -> bool:
+            return view["result_cid"] in results.holds
+
+        await wait_for(kept, 10, "the result kept by the coordinator's node")
+        assert (tmp_path / "result-pins.json").exists()
         paid = [p for p in view["providers"] if p["outcome"] == "paid"]
         assert len(paid) == 2
         client = market.client(market.requester)
@@ -137,8 +145,9 @@ async def test_redundancy_two_job_is_matched_assigned_settled_and_paid(
 async def test_two_one_split_pays_two_and_slashes_one(market: Market, tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         coord = await stack.enter_async_context(
-            Coordinator(market.settings(tmp_path), content=market.content)
+            Coordinator(market.settings(tmp_path, result_retention_s=0), content=market.content)
         )
+        assert coord.results is None  # no retention: results are left to the providers
         http = await stack.enter_async_context(
             httpx.AsyncClient(base_url=coord.http_url, timeout=10)
         )

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
 from devnet.ipfs import IpfsNode, connect_nodes, start_ipfs
 from protocol.identity import Identity
+from protocol.ids import Cid
 from protocol.ipfs import CidMismatch, ContentUnavailable, KuboContentStore, hash_bytes
 from protocol.p2p.testing import dev_private_key
 
@@ -234,3 +236,22 @@ async def test_unreachable_peer_is_reported_not_fatal(pair: tuple[IpfsNode, Ipfs
         data = noise(CHUNK + 1, seed=5)
         cid = await _add_at(serving, data)
         assert await store.read_bytes(cid) == data  # the live peer still serves it
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+async def test_gateway_reads_are_wide(pair: tuple[IpfsNode, IpfsNode]) -> None:
+    """A gateway stream arrives in reads of more than httpcore's 64 KiB (the per-read cost
+    is what limited a verified download): the widened transport is in force."""
+    serving, fetching = pair
+    data = noise(32 * CHUNK, seed=6)  # 8 MiB
+    cid = await _add_at(serving, data)
+    async with KuboContentStore(
+        fetching.api_url, timeout=30, peers=[serving.swarm_addr], gateways=[serving.gateway_url]
+    ) as store:
+        sizes = []
+        async for piece in store.fetch_file(Cid(cid)):
+            sizes.append(len(piece))
+            await trio.sleep(0.005)  # a slow consumer: the socket fills between reads
+    assert sum(sizes) == len(data)
+    assert max(sizes) > 64 << 10

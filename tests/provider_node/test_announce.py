@@ -1,5 +1,6 @@
 """A provider behind a port forward: adverts carry the announced address, a coordinator
-reaches the provider through it, and an unreachable advertised address fails clearly.
+reaches the provider through it, and an unreachable advertised address (the provider's, or
+the coordinator's a provider is given) is named with what to configure.
 
 Real libp2p hosts on loopback; the "NAT" is a TCP forwarder from one loopback port to the
 provider's listen port, so the listen address itself is never dialled.
@@ -8,22 +9,28 @@ provider's listen port, so the listen address itself is never dialled.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
 import trio
 
+from coordinator.api.views import provider_row
+from coordinator.matching.book import ProviderBook
+from coordinator.wire.reachability import Reachability
 from coordinator.wire.transport import Libp2pTransport
 from protocol.errors import TransportError
 from protocol.identity import Identity
 from protocol.ids import PeerId, Wei
 from protocol.messages.advert import Benchmark, Fingerprint
 from protocol.p2p.addresses import announced, check_listen, parse_announce
+from protocol.p2p.errors import DialError
 from protocol.p2p.host import open_host
 from protocol.p2p.testing import dev_private_key
 from protocol.registry import CHALLENGE_PROTOCOL
 from provider_node.advertiser import Advertiser, Capacity
+from provider_node.coordinator_link import CoordinatorLink
 from provider_node.jobstore import SequenceFile
 from provider_node.profile import HostOffer
 
@@ -146,3 +153,59 @@ def test_announce_and_listen_settings_are_checked() -> None:
     assert check_listen("/ip4/0.0.0.0/tcp/4001") == "/ip4/0.0.0.0/tcp/4001"
     with pytest.raises(ValueError, match="must name an IP"):
         check_listen("/dns4/p.example.org/tcp/4001")
+
+
+@pytest.mark.timeout(60)
+async def test_a_provider_announcing_an_address_where_nothing_listens_is_named(
+    tmp_path: object,
+) -> None:
+    """The provider dials the coordinator itself (as for gossip), so the coordinator is
+    connected while the announced address leads nowhere: the probe still finds it out,
+    names the peer, the address and the fix, and clears once a reachable one is announced."""
+    identity = Identity.from_private_key(PROVIDER_KEY)
+    port, closed = _free_port(), _free_port()
+    async with (
+        open_host(PROVIDER_KEY, listen=[f"/ip4/127.0.0.1/tcp/{port}"]) as provider,
+        open_host(COORDINATOR_KEY) as coordinator,
+        port_forward(port) as (public_port, _accepted),
+    ):
+        coordinator_id = Identity.from_private_key(COORDINATOR_KEY).peer_id
+        await provider.connect(f"{coordinator.addrs[0]}/p2p/{coordinator_id}")
+        assert coordinator.is_connected(PeerId(identity.peer_id))
+
+        book = ProviderBook(time.time)
+        wrong = _advertiser(provider, identity, [f"/ip4/127.0.0.1/tcp/{closed}"], tmp_path)
+        assert book.accept(wrong.build())
+        reachability = Reachability(book)
+        await reachability.check_once()
+        entry = book.entries[identity.address]
+        assert entry.unreachable is not None
+        assert identity.peer_id in entry.unreachable
+        assert f"/ip4/127.0.0.1/tcp/{closed}/p2p/{identity.peer_id}" in entry.unreachable
+        assert "connection refused" in entry.unreachable
+        assert "PROVIDER_ANNOUNCE" in entry.unreachable
+        row = provider_row(entry, book.columns, book.columns.free_jobs().tolist())
+        assert row.unreachable == entry.unreachable  # what GET /providers shows
+
+        await reachability.check_once()  # nothing changed, not due again: kept as it was
+        assert entry.unreachable is not None
+
+        right = _advertiser(provider, identity, [f"/ip4/127.0.0.1/tcp/{public_port}"], tmp_path)
+        assert book.accept(right.build())
+        await reachability.check_once()  # the addresses changed: probed again at once
+        assert entry.unreachable is None
+
+
+@pytest.mark.timeout(60)
+async def test_a_coordinator_address_where_nothing_listens_fails_the_start_clearly() -> None:
+    coordinator_id = Identity.from_private_key(COORDINATOR_KEY).peer_id
+    closed = _free_port()
+    addr = f"/ip4/127.0.0.1/tcp/{closed}/p2p/{coordinator_id}"
+    async with open_host(PROVIDER_KEY) as provider:
+        link = CoordinatorLink(provider, addr, first_delay_s=0.05, max_delay_s=0.1)
+        with pytest.raises(DialError) as caught:
+            await link.connect(attempts=2)
+    message = str(caught.value)
+    assert f"the coordinator does not answer at {addr} after 2 tries" in message
+    assert coordinator_id in message
+    assert "PROVIDER_COORDINATOR_MULTIADDR" in message and "COORDINATOR_ANNOUNCE" in message

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from protocol.ids import to_wei
+from protocol.p2p.addresses import probe_sync
 from provider_node import doctor
 from provider_node.doctor import (
     CgroupFacts,
@@ -200,8 +201,33 @@ def test_a_held_port_fails_and_names_the_variable() -> None:
         assert check.blocking and check.fix is not None and "PROVIDER_METRICS_PORT" in check.fix
     assert doctor.probe_port("127.0.0.1", port) is None
     loopback = doctor.check_port("127.0.0.1", 0, "PROVIDER_P2P_PORT", None)
-    assert loopback.verdict is CheckStatus.WARN and "PROVIDER_P2P_HOST" in (loopback.fix or "")
+    assert loopback.verdict is CheckStatus.WARN and "PROVIDER_LISTEN" in (loopback.fix or "")
     assert doctor.check_port("0.0.0.0", 4001, "PROVIDER_P2P_PORT", None).verdict is CheckStatus.OK
+
+
+def test_listening_everywhere_without_an_announce_address_is_warned() -> None:
+    bare = doctor.check_announce("/ip4/0.0.0.0/tcp/4001", ())
+    assert bare.verdict is CheckStatus.WARN and "PROVIDER_ANNOUNCE" in (bare.fix or "")
+    announced = doctor.check_announce("/ip4/0.0.0.0/tcp/4001", ("/ip4/203.0.113.7/tcp/4001",))
+    assert announced.verdict is CheckStatus.OK and "203.0.113.7" in announced.found
+
+
+def test_a_coordinator_address_where_nothing_listens_is_named_with_the_fix() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: the connection is refused
+        peer = "16Uiu2HAmCoordinatorPeerIdForTheDoctorTest"
+        addr = f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer}"
+        check = doctor.check_coordinator(addr, probe_sync(addr.split("/p2p/")[0]))
+    assert check.verdict is CheckStatus.FAIL
+    assert f"coordinator {peer} does not answer at {addr}: connection refused" in check.found
+    assert "PROVIDER_COORDINATOR_MULTIADDR" in (check.fix or "")
+    assert "COORDINATOR_ANNOUNCE" in (check.fix or "")
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        addr = f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer}"
+        ok = doctor.check_coordinator(addr, probe_sync(addr.split("/p2p/")[0]))
+    assert ok.verdict is CheckStatus.OK
 
 
 def test_ipfs_that_does_not_answer_fails() -> None:
