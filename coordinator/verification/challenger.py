@@ -1,13 +1,14 @@
 """Benchmark challenges: checking what providers claim about their speed.
 
 For each provider that joins the book (one at a time, in the background), the challenger
-sends a seeded matmul :class:`~protocol.messages.Challenge` on ``CHALLENGE_PROTOCOL``,
-times the round trip itself (the provider's own figure is not trusted), picks rows to open
-only after the Merkle root is in, and judges the openings with
-:func:`proofs.challenge_check.judge`. Correct rows replace the advertised TFLOPS of that
-dtype with the speed measured (a pass when within the advert's time bound); wrong rows set
-it to zero, which keeps the provider out of every job that names a TFLOPS floor and last in
-every ranking.
+sends, for every dtype its advert claims, a seeded matmul
+:class:`~protocol.messages.Challenge` on ``CHALLENGE_PROTOCOL``, times the round trip
+itself (the provider's own figure is not trusted), picks rows to open only after the Merkle
+root is in, and judges the openings with :func:`proofs.challenge_check.judge`. A pass
+(correct rows within the claim's time bound) keeps the advertised figure of that dtype and
+marks it verified, with its time; a wrong or missing row, or an answer later than the bound,
+fails the dtype: its figure becomes zero until a later pass, which keeps the provider out of
+every job that names a floor for it and last in every ranking.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import math
 import os
 import secrets
 import time
+from collections.abc import Callable
 from typing import cast
 
 import trio
@@ -24,9 +26,8 @@ import trio
 from coordinator.matching.book import ProviderBook
 from coordinator.tasks import contained
 from coordinator.wire.transport import PeerTransport
-from proofs import challenge as proof
 from proofs.challenge_check import TimingTerms, judge, pick_rows
-from proofs.merkle import MerkleProof
+from proofs.challenge_wire import challenge_from_wire, from_opened_row, rows_to_open
 from protocol.errors import MessageError
 from protocol.identity import Identity
 from protocol.ids import Address
@@ -38,14 +39,13 @@ from protocol.messages import (
     Message,
     WireMessage,
 )
-from protocol.messages.advert import Dtype
+from protocol.messages.advert import DTYPES, Dtype
 from protocol.messages.challenge import MAX_OPENED_ROWS, MAX_REPEATS
 from protocol.registry import CHALLENGE_PROTOCOL, MAX_MESSAGE_BYTES
 from protocol.signing import Verifier, decode_signed, encode_signed, sign_message
 
 log = logging.getLogger(__name__)
 
-DTYPE: Dtype = "fp32"
 TARGET_S = 2.0
 """Aim for this much compute at the advertised speed, so compute dominates the overheads."""
 ALLOWANCE_S = 1.5
@@ -66,14 +66,19 @@ class Challenger:
         *,
         n: int = 256,
         max_queued: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.identity = identity
         self.transport = transport
         self.book = book
         self.n = n
+        self.clock = clock
+        """Times each challenge, seed sent to root received."""
         self.terms = TimingTerms(allowance_s=ALLOWANCE_S)
         self.verifier = Verifier()
         self.results: dict[str, bool] = {}
+        """Per provider: whether every dtype it claims passed its latest challenge."""
+        self.dtype_results: dict[tuple[str, Dtype], bool] = {}
         self.refused = 0
         """Challenges not queued because the queue was full."""
         self.pending: set[str] = set()
@@ -115,13 +120,23 @@ class Challenger:
         )
 
     async def challenge(self, address: str) -> bool | None:
-        """Challenge one provider; True/False for a verdict, None when it could not be run."""
+        """Challenge one provider on every dtype its advert claims; True when all pass,
+        False when any fails, None when there was nothing to challenge."""
         advert = self.book.find(address)
         if advert is None:
             return None
-        advertised = float(advert.benchmark.tflops.get(DTYPE, 0.0))
-        if advertised <= 0:
+        claims = {d: float(advert.benchmark.tflops.get(d, 0.0)) for d in DTYPES}
+        outcomes = []
+        for dtype, advertised in claims.items():
+            if advertised > 0:
+                outcomes.append(await self.challenge_dtype(address, dtype, advertised))
+        if not outcomes:
             return None
+        self.results[address] = all(outcomes)
+        return self.results[address]
+
+    async def challenge_dtype(self, address: str, dtype: Dtype, advertised: float) -> bool:
+        """One timed challenge of the ``advertised`` TFLOPS on ``dtype``; the verdict."""
         per_rep = 2 * self.n**3
         reps = max(
             1,
@@ -137,21 +152,19 @@ class Challenger:
             provider=Address(address),
             seed=secrets.randbelow(2**64),
             n=self.n,
-            dtype=DTYPE,
+            dtype=dtype,
             repeats=reps,
             deadline=int(time.time() + TIMEOUT_S),
         )
-        ch = proof.MatmulChallenge(
-            seed=message.seed.to_bytes(32, "big"), m=self.n, k=self.n, reps=reps, dtype="float32"
-        )
-        started = time.monotonic()
+        ch = challenge_from_wire(message)
+        started = self.clock()
         response = await self._call(address, message)
-        elapsed = time.monotonic() - started
+        elapsed = self.clock() - started
         if (
             not isinstance(response, ChallengeResponse)
             or response.challenge_id != message.challenge_id
         ):
-            return await self._verdict(address, False, 0.0, "no challenge response")
+            return await self._verdict(address, dtype, advertised, False, "no challenge response")
         picks = pick_rows(ch, response.merkle_root, os.urandom(32), MAX_OPENED_ROWS)
         opened = await self._call(
             address,
@@ -160,42 +173,32 @@ class Challenger:
                 ChallengeOpen(
                     challenge_id=message.challenge_id,
                     coordinator=self.identity.address,
-                    rows=tuple(rep * self.n + row for rep, row in picks),
+                    rows=rows_to_open(ch, picks),
                 ),
             ),
         )
         if not isinstance(opened, ChallengeRows):
-            return await self._verdict(address, False, 0.0, "rows not opened")
-        leaves = ch.reps * ch.m
-        openings = [
-            proof.RowOpening(
-                rep=r.index // self.n,
-                row=r.index % self.n,
-                encoded=r.values,
-                proof=MerkleProof(index=r.index, leaf_count=leaves, siblings=tuple(r.proof)),
-            )
-            for r in opened.rows
-        ]
+            return await self._verdict(address, dtype, advertised, False, "rows not opened")
+        openings = [from_opened_row(ch, r) for r in opened.rows]
         verdict = await trio.to_thread.run_sync(
             lambda: judge(
                 ch, advertised, response.merkle_root, elapsed, picks, openings, self.terms
             )
         )
-        if verdict.failed_rows:  # wrong products: the speed claim is worthless
-            return await self._verdict(address, False, 0.0, "; ".join(verdict.reasons))
-        # Correct rows: what was measured replaces the claim, even when it missed the bound
-        # (a busy host is slow, not dishonest).
         return await self._verdict(
-            address, verdict.passed, verdict.implied_tflops, "; ".join(verdict.reasons)
+            address, dtype, advertised, verdict.passed, "; ".join(verdict.reasons)
         )
 
-    async def _verdict(self, address: str, passed: bool, tflops: float, why: str) -> bool:
-        self.results[address] = passed
-        self.book.set_measured(address, DTYPE, tflops)
+    async def _verdict(
+        self, address: str, dtype: Dtype, advertised: float, passed: bool, why: str
+    ) -> bool:
+        self.dtype_results[(address, dtype)] = passed
+        # A pass keeps the claim and marks it verified now; a fail zeroes it until a pass.
+        self.book.set_measured(address, dtype, advertised if passed else 0.0)
         if passed:
             log.info(
-                "provider %s passed its challenge: %.3g %s TFLOPS measured", address, tflops, DTYPE
+                "provider %s passed its %s challenge at %.3g TFLOPS", address, dtype, advertised
             )
         else:
-            log.warning("provider %s failed its challenge: %s", address, why)
+            log.warning("provider %s failed its %s challenge: %s", address, dtype, why)
         return passed

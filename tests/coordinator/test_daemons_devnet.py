@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from contracts.models import JobStatus
+from coordinator.matching.columns import DTYPE_INDEX
 from coordinator.service import Coordinator
 from devnet.anvil import AnvilNode
 from devnet.ipfs import IpfsNode
@@ -103,12 +104,21 @@ async def test_redundancy_two_job_on_real_provider_daemons(
                 await trio.sleep(0.2)
             while len(coord.challenger.results) < 2:
                 await trio.sleep(0.2)
-        # Each provider was challenged; a pass replaces its fp32 figure with the measured
-        # one, a failure (a loaded test host can miss the time bound) zeroes it.
+        # Each provider was challenged on every dtype it claims; a pass keeps the claimed
+        # figure, a failure (a loaded test host can miss the time bound) zeroes it.
         for address, passed in coord.challenger.results.items():
             slot = coord.book.columns.slot(address)
-            assert slot is not None and coord.book.columns.measured[slot, 0]
-            assert (coord.book.columns.tflops[slot, 0] > 0) == passed
+            assert slot is not None
+            claimed = {d: v for d, v in offer.benchmark.tflops.items() if v > 0}
+            outcomes = {
+                d: ok for (a, d), ok in coord.challenger.dtype_results.items() if a == address
+            }
+            assert set(outcomes) == set(claimed) and passed == all(outcomes.values())
+            for dtype, ok in outcomes.items():
+                i = DTYPE_INDEX[dtype]
+                assert coord.book.columns.measured[slot, i]
+                got = float(coord.book.columns.tflops[slot, i])
+                assert got == (pytest.approx(claimed[dtype]) if ok else 0.0)
 
         code = tmp_path / "code"
         code.mkdir()

@@ -1,0 +1,43 @@
+"""bench/challenge.py's responders on tiny shapes: the spoofer commits junk for the
+products it skips, which opening them exposes; the honest one verifies."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bench import challenge as bench
+from proofs.challenge import ExactChallenge
+from proofs.challenge_check import ExactTiming, judge_exact
+
+
+@pytest.fixture(autouse=True)
+def tiny_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "SHAPES", {d: (16, 64) for d in bench.SHAPES})
+
+
+def test_a_spoofer_skipping_products_fails_when_they_are_opened() -> None:
+    # True speed such that only 2 of 8 products fit the bound: it skips 6.
+    ch = ExactChallenge(os.urandom(32), "bf16", m=16, k=64, reps=8)
+    per_rep = ch.flops / ch.reps
+    cal = bench.Calibration(
+        tflops=per_rep / 1e12, terms=ExactTiming(slack=1.0, allowance_s=0.0), overhead_s=0.0
+    )
+    work = bench.spoofer(ch, cal, factor=8 / 2.2)
+    everything = [(i, r) for i in range(ch.reps) for r in range(ch.m)]
+    verdict = judge_exact(
+        ch, 1.0, work.root, 0.0, everything, work.open(everything), ExactTiming(allowance_s=1)
+    )
+    assert verdict.wrong_rows
+    failed = {int(r.split(",")[0].removeprefix("row (")) for r in verdict.reasons}
+    assert failed == set(range(2, 8))
+
+
+def test_an_honest_trial_verifies_with_a_generous_bound() -> None:
+    cal = bench.Calibration(
+        tflops=1e-3, terms=ExactTiming(slack=1.0, allowance_s=600.0), overhead_s=0.0
+    )
+    row_times: list[float] = []
+    assert bench.trial("fp32", cal, 1.0, 2, row_times)
+    assert len(row_times) == 1
