@@ -247,7 +247,12 @@ class Coordinator:
         handlers = RequestHandlers(self.node)
         handlers.register(REPORT_PROTOCOL, reports.handle, REPORT_LIMITS)
         self.challenger = Challenger(
-            self.identity, transport, self.book, n=s.challenge_n, max_queued=s.challenge_queue
+            self.identity,
+            transport,
+            self.book,
+            n=s.challenge_n,
+            target_s=s.challenge_target_s,
+            max_queued=s.challenge_queue,
         )
 
         self.assigner.wake = self.runner.wake

@@ -59,7 +59,10 @@ class CoordinatorSettings(ChainSettings):
     reveal_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     exploration_share: float = Field(default=0.1, ge=0, le=0.5)
     default_duration_s: int = Field(default=600, ge=1)
-    challenge_n: int = Field(default=256, ge=16, le=4096)
+    challenge_n: int = Field(default=4096, ge=16, le=16384)
+    """m of every benchmark challenge (k is min(m, 4096)); above 64 a multiple of 64."""
+    challenge_target_s: float = Field(default=1.5, gt=0, le=10)
+    """Compute per benchmark challenge at the claimed speed."""
     challenges: bool = True
     """Send benchmark challenges to newly seen providers."""
     challenge_queue: int = Field(default=1000, ge=1, le=1_000_000)
@@ -95,6 +98,13 @@ class CoordinatorSettings(ChainSettings):
     @classmethod
     def _address_list(cls, value: Any) -> Any:
         return parse_address_list(value)
+
+    @field_validator("challenge_n")
+    @classmethod
+    def _whole_leaves(cls, value: int) -> int:
+        if value > 64 and value % 64:
+            raise ValueError(f"challenge_n={value}: above 64 it must be a multiple of 64")
+        return value
 
     @property
     def database_url(self) -> str:

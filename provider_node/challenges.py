@@ -1,21 +1,27 @@
-"""The provider's side of ``CHALLENGE_PROTOCOL``: timed matmul challenges and row openings.
+"""The provider's side of ``CHALLENGE_PROTOCOL``: exact per-dtype challenges and openings.
 
-A :class:`Challenge` message is mapped onto :class:`proofs.challenge.MatmulChallenge` by
-:mod:`proofs.challenge_wire` (the mapping the coordinator uses too), computed with torch on
-the advertised device, and answered with the Merkle root and the elapsed time. The work is
-kept (bounded, briefly) for the :class:`ChallengeOpen` that follows.
+A :class:`Challenge` message is mapped onto :class:`proofs.challenge.ExactChallenge` by
+:mod:`proofs.challenge_wire` (the mapping the coordinator uses too) and computed with
+:func:`proofs.challenge.device_row_digests` on the advertised device: every product and its
+row digests stay on the device and only 8 bytes a row reach the host, which builds the
+Merkle tree; the answer is the root and the elapsed time. The work is kept (bounded,
+briefly) for the :class:`ChallengeOpen` that follows, whose rows are recomputed on the
+device.
+
+Bounds: a challenge may ask for about :data:`WORK_S` seconds of work at this provider's
+own claim for the dtype (at least ``min_flops``); a dtype it does not claim is refused;
+each coordinator gets at most ``rate_max`` challenges per ``rate_window_s``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, cast
 
-import numpy as np
 import trio
 
 from proofs import challenge as proof
@@ -33,31 +39,26 @@ from protocol.messages import (
     ErrorReply,
     Message,
 )
+from protocol.messages.advert import Dtype
 from protocol.signing import Verifier, decode_signed, encode_signed, sign_message
 
 log = logging.getLogger(__name__)
 
 KEPT_CHALLENGES = 4
 KEEP_S = 300.0
-DEFAULT_MAX_FLOPS = 2e12
-"""Work bound of one challenge on this provider (a CPU manages this in tens of seconds)."""
+WORK_S = 3.0
+"""A challenge may take about this long at this provider's own claimed speed."""
+MIN_FLOPS = 2e11
+"""Always accepted (one product of a large shape at a CPU-sized claim)."""
+UNCLAIMED_MAX_FLOPS = 2e12
+"""The bound on every dtype when the server is given no claims (a CPU manages this in tens
+of seconds)."""
+RATE_MAX = 8
+RATE_WINDOW_S = 60.0
+MAX_TRACKED_COORDINATORS = 1024
 
-
-def torch_products(device: str, dtype: str) -> proof.ProductsFn:
-    """A products backend that keeps A and B on ``device`` and gathers B's rows there."""
-    import torch
-
-    torch_dtype = getattr(torch, dtype)
-
-    def products(a: np.ndarray, b: np.ndarray, perms: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
-        ta = torch.from_numpy(a).to(device=device, dtype=torch_dtype)
-        tb = torch.from_numpy(b).to(device=device, dtype=torch_dtype)
-        for perm in perms:
-            index = torch.from_numpy(np.asarray(perm, dtype=np.int64)).to(device)
-            product = ta @ tb.index_select(0, index)
-            yield product.float().cpu().numpy()
-
-    return products
+Respond = Callable[[proof.ExactChallenge, str], proof.ExactWork]
+"""``respond(challenge, device)``: the timed work (:func:`proofs.challenge.device_row_digests`)."""
 
 
 class ChallengeServer:
@@ -68,10 +69,15 @@ class ChallengeServer:
         identity: Identity,
         *,
         device: str = "cpu",
-        max_flops: float = DEFAULT_MAX_FLOPS,
-        products: Callable[[str], proof.ProductsFn] | None = None,
+        claims: Mapping[Dtype, float] | None = None,
+        work_s: float = WORK_S,
+        min_flops: float = MIN_FLOPS,
+        rate_max: int = RATE_MAX,
+        rate_window_s: float = RATE_WINDOW_S,
+        respond: Respond | None = None,
         verifier: Verifier | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        monotonic: Callable[[], float] = time.monotonic,
         exclusive: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
     ) -> None:
         self.identity = identity
@@ -79,12 +85,32 @@ class ChallengeServer:
         self.exclusive = exclusive or nullcontext
         """Entered around each timed challenge: gives the device to the challenge alone
         (the warm sandbox pool kills its slots on it and stops warming meanwhile)."""
-        self.max_flops = max_flops
-        self._products = products or (lambda dtype: torch_products(self.device, dtype))
+        self.claims: dict[str, float] | None = (
+            None if claims is None else {str(d): float(v) for d, v in claims.items()}
+        )
+        """Advertised TFLOPS per dtype; None bounds every dtype by :data:`UNCLAIMED_MAX_FLOPS`."""
+        self.work_s = work_s
+        self.min_flops = min_flops
+        self.rate_max = rate_max
+        self.rate_window_s = rate_window_s
+        self._respond: Respond = respond or (
+            lambda ch, device: proof.device_row_digests(ch, device)
+        )
         self.verifier = verifier or Verifier(clock)
         self.clock = clock
+        self.monotonic = monotonic
         self._lock = trio.Lock()
-        self._kept: OrderedDict[bytes, tuple[float, proof.ChallengeWork, str]] = OrderedDict()
+        self._kept: OrderedDict[bytes, tuple[float, proof.ExactWork, str]] = OrderedDict()
+        self._recent: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def max_flops(self, dtype: str) -> float:
+        """The most work one challenge of ``dtype`` may ask of this provider (0: refused)."""
+        if self.claims is None:
+            return UNCLAIMED_MAX_FLOPS
+        claim = float(self.claims.get(dtype, 0.0))
+        if claim <= 0:
+            return 0.0
+        return max(self.min_flops, self.work_s * claim * 1e12)
 
     async def handle(self, request: bytes, peer: PeerId) -> bytes:
         """The ``CHALLENGE_PROTOCOL`` handler."""
@@ -100,7 +126,7 @@ class ChallengeServer:
                 reply: Any = await self._on_challenge(body)
             elif isinstance(body, ChallengeOpen):
                 self.verifier.open(signed, ChallengeOpen, signer=signer)
-                reply = self._on_open(body)
+                reply = await self._on_open(body)
             else:
                 raise MessageError(f"{of} is not a challenge request")
         except GpuMarketError as exc:
@@ -111,21 +137,42 @@ class ChallengeServer:
             )
         return encode_signed(sign_message(cast(Message, reply), self.identity))
 
+    def _admit(self, coordinator: str) -> None:
+        """Count a challenge from ``coordinator``; refuse past ``rate_max`` a window."""
+        now = self.monotonic()
+        times = self._recent.pop(coordinator, None) or deque()
+        while times and now - times[0] > self.rate_window_s:
+            times.popleft()
+        if len(times) >= self.rate_max:
+            self._recent[coordinator] = times
+            raise MessageError(
+                f"busy: {coordinator} sent {len(times)} challenges in "
+                f"{self.rate_window_s:.0f}s (at most {self.rate_max}); retry later"
+            )
+        times.append(now)
+        self._recent[coordinator] = times
+        while len(self._recent) > MAX_TRACKED_COORDINATORS:
+            self._recent.popitem(last=False)
+
     async def _on_challenge(self, msg: Challenge) -> ChallengeResponse:
         if msg.provider != self.identity.address:
             raise MessageError(f"challenge is for {msg.provider}")
         if msg.deadline < self.clock.now():
             raise MessageError("challenge deadline has passed")
         ch = challenge_from_wire(msg)
-        if ch.flops > self.max_flops:
-            raise MessageError(f"challenge of {ch.flops:.3g} flops exceeds {self.max_flops:.3g}")
+        bound = self.max_flops(ch.dtype)
+        if bound <= 0:
+            raise MessageError(f"this provider claims no {ch.dtype} speed to challenge")
+        if ch.flops > bound:
+            raise MessageError(
+                f"challenge of {ch.flops:.3g} {ch.dtype} flops exceeds this provider's "
+                f"bound of {bound:.3g} (about {self.work_s:g}s at its claim)"
+            )
         if self._lock.locked():
             raise MessageError("busy with another challenge")
+        self._admit(msg.coordinator)
         async with self._lock, self.exclusive():
-            backend = self._products(ch.dtype)
-            work = await trio.to_thread.run_sync(
-                lambda: proof.respond(ch, products=backend, clock=time.perf_counter)
-            )
+            work = await trio.to_thread.run_sync(lambda: self._respond(ch, self.device))
         self._keep(msg.challenge_id, work, msg.coordinator)
         return ChallengeResponse(
             challenge_id=msg.challenge_id,
@@ -134,7 +181,7 @@ class ChallengeServer:
             elapsed_s=max(work.elapsed_s, 1e-9),
         )
 
-    def _keep(self, challenge_id: bytes, work: proof.ChallengeWork, coordinator: str) -> None:
+    def _keep(self, challenge_id: bytes, work: proof.ExactWork, coordinator: str) -> None:
         now = time.monotonic()
         self._kept[challenge_id] = (now, work, coordinator)
         while len(self._kept) > KEPT_CHALLENGES:
@@ -142,12 +189,16 @@ class ChallengeServer:
         for key in [k for k, (at, _, _) in self._kept.items() if now - at > KEEP_S]:
             del self._kept[key]
 
-    def _on_open(self, msg: ChallengeOpen) -> ChallengeRows:
+    async def _on_open(self, msg: ChallengeOpen) -> ChallengeRows:
         kept = self._kept.get(msg.challenge_id)
         if kept is None or kept[2] != msg.coordinator:
             raise MessageError("no such challenge here (expired or never answered)")
-        ch = kept[1].challenge
-        openings = kept[1].open([rep_row(ch, index) for index in msg.rows])
+        work = kept[1]
+        ch = work.challenge
+        picks = [rep_row(ch, index) for index in msg.rows]
+        # Opened rows are recomputed on the device: hold it as for the timed part.
+        async with self._lock, self.exclusive():
+            openings = await trio.to_thread.run_sync(lambda: work.open(picks))
         rows = tuple(to_opened_row(ch, o) for o in openings)
         return ChallengeRows(
             challenge_id=msg.challenge_id, provider=self.identity.address, rows=rows

@@ -319,7 +319,9 @@ class ProviderNode:
         exclusive = None
         if pool is not None:
             exclusive = functools.partial(pool.paused, challenge_gpus(offer))
-        challenges = ChallengeServer(identity, device=offer.device, exclusive=exclusive)
+        challenges = ChallengeServer(
+            identity, device=offer.device, claims=offer.benchmark.tflops, exclusive=exclusive
+        )
         handlers = RequestHandlers(node)
         handlers.register(JOB_PROTOCOL, server.handle, JOB_LIMITS)
         handlers.register(CHALLENGE_PROTOCOL, challenges.handle, CHALLENGE_LIMITS)

@@ -1,10 +1,13 @@
 """Benchmark challenges: checking what providers claim about their speed.
 
 For each provider that joins the book (one at a time, in the background), the challenger
-sends, for every dtype its advert claims, a seeded matmul
-:class:`~protocol.messages.Challenge` on ``CHALLENGE_PROTOCOL``, times the round trip
-itself (the provider's own figure is not trusted), picks rows to open only after the Merkle
-root is in, and judges the openings with :func:`proofs.challenge_check.judge`. A pass
+sends, for every dtype its advert claims, an exact per-dtype
+:class:`~protocol.messages.Challenge` (``proofs.challenge.ExactChallenge``, sized by
+:func:`proofs.challenge_check.size_exact_challenge` to about :data:`TARGET_S` of compute at
+the claimed speed) on ``CHALLENGE_PROTOCOL``, times the round trip itself (the provider's
+own figure is not trusted), picks rows to open only after the Merkle root is in, and judges
+the openings with :func:`proofs.challenge_check.judge_exact` against
+:func:`~proofs.challenge_check.exact_time_bound`. A pass
 (correct rows within the claim's time bound) keeps the advertised figure of that dtype and
 marks it verified, with its time; a wrong or missing row, or an answer later than the bound,
 fails the dtype: its figure becomes zero until a later pass, which keeps the provider out of
@@ -14,9 +17,7 @@ every job that names a floor for it and last in every ranking.
 from __future__ import annotations
 
 import logging
-import math
 import os
-import secrets
 import time
 from collections.abc import Callable
 from typing import cast
@@ -26,8 +27,14 @@ import trio
 from coordinator.matching.book import ProviderBook
 from coordinator.tasks import contained
 from coordinator.wire.transport import PeerTransport
-from proofs.challenge_check import TimingTerms, judge, pick_rows
-from proofs.challenge_wire import challenge_from_wire, from_opened_row, rows_to_open
+from proofs.challenge import EXACT_MAX_FLOPS, ExactChallenge
+from proofs.challenge_check import (
+    ExactTiming,
+    judge_exact,
+    pick_exact_rows,
+    size_exact_challenge,
+)
+from proofs.challenge_wire import from_opened_row, rows_to_open
 from protocol.errors import MessageError
 from protocol.identity import Identity
 from protocol.ids import Address
@@ -40,18 +47,21 @@ from protocol.messages import (
     WireMessage,
 )
 from protocol.messages.advert import DTYPES, Dtype
-from protocol.messages.challenge import MAX_OPENED_ROWS, MAX_REPEATS
+from protocol.messages.challenge import MAX_INNER, MAX_OPENED_ROWS
 from protocol.registry import CHALLENGE_PROTOCOL, MAX_MESSAGE_BYTES
 from protocol.signing import Verifier, decode_signed, encode_signed, sign_message
 
 log = logging.getLogger(__name__)
 
-TARGET_S = 2.0
-"""Aim for this much compute at the advertised speed, so compute dominates the overheads."""
-ALLOWANCE_S = 1.5
-"""Round trip, signing and thread hand-offs on a busy host, on top of the compute."""
-MAX_FLOPS = 2e12
-"""Providers refuse bigger challenges (the provider daemon's default bound)."""
+TARGET_S = 1.5
+"""Aim for this much compute at the advertised speed, so compute dominates the overheads
+(providers accept about 3 s at their own claim)."""
+SLACK = 1.4
+"""The bound's factor on the compute time at the claim: below 2, so a 2x spoofer misses it."""
+ALLOWANCE_S = 0.5
+"""Round trip, signing, input generation and thread hand-offs, on top of the compute."""
+DEFAULT_SIDE = 4096
+"""m of a challenge (k is the same, capped at the exactness limit of 4096): GPU-sized."""
 TIMEOUT_S = 120.0
 
 
@@ -64,7 +74,10 @@ class Challenger:
         transport: PeerTransport,
         book: ProviderBook,
         *,
-        n: int = 256,
+        n: int = DEFAULT_SIDE,
+        max_flops: float = EXACT_MAX_FLOPS,
+        target_s: float = TARGET_S,
+        allowance_s: float = ALLOWANCE_S,
         max_queued: int = 1000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -72,9 +85,14 @@ class Challenger:
         self.transport = transport
         self.book = book
         self.n = n
+        """m of every challenge; k is ``min(n, 4096)``. Tests and devnets set it small."""
+        self.max_flops = max_flops
+        self.target_s = target_s
+        """Compute per challenge at the claimed speed (tests and devnets set it small)."""
+        """Challenges never ask for more (fewer reps) whatever the claim."""
         self.clock = clock
         """Times each challenge, seed sent to root received."""
-        self.terms = TimingTerms(allowance_s=ALLOWANCE_S)
+        self.terms = ExactTiming(slack=SLACK, allowance_s=allowance_s)
         self.verifier = Verifier()
         self.results: dict[str, bool] = {}
         """Per provider: whether every dtype it claims passed its latest challenge."""
@@ -135,28 +153,29 @@ class Challenger:
         self.results[address] = all(outcomes)
         return self.results[address]
 
+    def size(self, dtype: Dtype, advertised: float) -> ExactChallenge:
+        """A fresh challenge of about ``target_s`` at the ``advertised`` TFLOPS."""
+        m, k = self.n, min(self.n, MAX_INNER)
+        ch = size_exact_challenge(os.urandom(32), dtype, advertised, self.target_s, m=m, k=k)
+        if ch.flops > self.max_flops:
+            reps = max(1, int(self.max_flops // (2 * m * m * k)))
+            ch = ExactChallenge(ch.seed, dtype, m=m, k=k, reps=reps)
+        return ch
+
     async def challenge_dtype(self, address: str, dtype: Dtype, advertised: float) -> bool:
         """One timed challenge of the ``advertised`` TFLOPS on ``dtype``; the verdict."""
-        per_rep = 2 * self.n**3
-        reps = max(
-            1,
-            min(
-                MAX_REPEATS,
-                int(MAX_FLOPS // per_rep),
-                math.ceil(TARGET_S * advertised * 1e12 / per_rep),
-            ),
-        )
+        ch = self.size(dtype, advertised)
         message = Challenge(
             challenge_id=os.urandom(16),
             coordinator=self.identity.address,
             provider=Address(address),
-            seed=secrets.randbelow(2**64),
-            n=self.n,
+            seed=ch.seed,
             dtype=dtype,
-            repeats=reps,
+            m=ch.m,
+            k=ch.k,
+            reps=ch.reps,
             deadline=int(time.time() + TIMEOUT_S),
         )
-        ch = challenge_from_wire(message)
         started = self.clock()
         response = await self._call(address, message)
         elapsed = self.clock() - started
@@ -165,7 +184,7 @@ class Challenger:
             or response.challenge_id != message.challenge_id
         ):
             return await self._verdict(address, dtype, advertised, False, "no challenge response")
-        picks = pick_rows(ch, response.merkle_root, os.urandom(32), MAX_OPENED_ROWS)
+        picks = pick_exact_rows(ch, response.merkle_root, os.urandom(32), MAX_OPENED_ROWS)
         opened = await self._call(
             address,
             cast(
@@ -181,7 +200,7 @@ class Challenger:
             return await self._verdict(address, dtype, advertised, False, "rows not opened")
         openings = [from_opened_row(ch, r) for r in opened.rows]
         verdict = await trio.to_thread.run_sync(
-            lambda: judge(
+            lambda: judge_exact(
                 ch, advertised, response.merkle_root, elapsed, picks, openings, self.terms
             )
         )

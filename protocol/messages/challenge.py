@@ -1,10 +1,12 @@
-"""Benchmark challenges: a timed, seeded matmul whose product rows are opened afterwards.
+"""Benchmark challenges: a timed, seeded exact matmul whose output rows are opened afterwards.
 
-Flow: the coordinator sends :class:`Challenge`; the provider computes, commits to the
-Merkle root over its row digests and reports the elapsed time in
-:class:`ChallengeResponse`; only then does the coordinator pick rows to open
-(:class:`ChallengeOpen`) and the provider sends them with Merkle proofs
-(:class:`ChallengeRows`). The tree and row digest are defined in ``proofs``.
+Flow: the coordinator sends :class:`Challenge` (the parameters of
+``proofs.challenge.ExactChallenge``); the provider computes every product and its row
+digests on its device, commits to the Merkle root over leaves of row digests and reports
+the elapsed time in :class:`ChallengeResponse`; only then does the coordinator pick rows to
+open (:class:`ChallengeOpen`) and the provider sends each row's values, the digests under
+its leaf and the leaf's Merkle proof (:class:`ChallengeRows`). The inputs, row digest and
+tree are defined in ``proofs.challenge``; these bounds mirror its limits.
 """
 
 from __future__ import annotations
@@ -17,21 +19,26 @@ from protocol.fields import AddressField, Bytes16, Bytes32, NonNegFloat, RowByte
 from protocol.messages.advert import Dtype
 from protocol.messages.base import WireMessage
 
-MIN_N = 16
-MAX_N = 16384
-MAX_REPEATS = 1024
+MAX_SIDE = 1 << 14
+"""Largest m (output rows and columns of a product)."""
+MAX_INNER = 4096
+"""Largest k: beyond it bf16/fp16/tf32 partial sums are no longer exact in fp32."""
+MAX_REPS = 4096
+LEAF_ROWS = 64
+"""Row digests per Merkle leaf (all m rows when m is smaller)."""
+DIGEST_BYTES = 8
 MAX_OPENED_ROWS = 16
-MAX_LEAVES = MAX_N * MAX_REPEATS
-"""Rows of all repeated products together: the Merkle tree commits to every one."""
-MAX_PROOF_DEPTH = 25
-"""log2(MAX_LEAVES) + 1: enough siblings for any tree over at most MAX_LEAVES rows."""
+MAX_ROWS = MAX_SIDE * MAX_REPS
+"""Rows of all products together; a row on the wire is ``rep * m + row``."""
+MAX_PROOF_DEPTH = 27
+"""log2(MAX_ROWS) + 1: enough siblings for any tree over at most MAX_ROWS leaves."""
 
-RowIndex = Annotated[StrictInt, Field(ge=0, lt=MAX_LEAVES)]
-"""A leaf of the product tree: ``repeat * n + row``."""
+RowIndex = Annotated[StrictInt, Field(ge=0, lt=MAX_ROWS)]
+"""A row of the challenge: ``rep * m + row``."""
 
 
 class Challenge(WireMessage):
-    """Multiply seeded random n x n matrices in ``dtype``, ``repeats`` times, by ``deadline``."""
+    """Compute ``reps`` seeded products (m x k times k x m) in ``dtype`` by ``deadline``."""
 
     AUTHOR_FIELD: ClassVar[str | None] = "coordinator"
 
@@ -39,15 +46,22 @@ class Challenge(WireMessage):
     challenge_id: Bytes16
     coordinator: AddressField
     provider: AddressField
-    seed: Annotated[StrictInt, Field(ge=0, lt=2**64)]
-    n: Annotated[StrictInt, Field(ge=MIN_N, le=MAX_N)]
+    seed: Bytes32
     dtype: Dtype
-    repeats: Annotated[StrictInt, Field(ge=1, le=MAX_REPEATS)] = 1
+    m: Annotated[StrictInt, Field(ge=1, le=MAX_SIDE)]
+    k: Annotated[StrictInt, Field(ge=1, le=MAX_INNER)]
+    reps: Annotated[StrictInt, Field(ge=1, le=MAX_REPS)]
     deadline: Timestamp
+
+    @model_validator(mode="after")
+    def _whole_leaves(self) -> Challenge:
+        if self.m > LEAF_ROWS and self.m % LEAF_ROWS:
+            raise ValueError(f"m={self.m} must be a multiple of {LEAF_ROWS} (or at most it)")
+        return self
 
 
 class ChallengeResponse(WireMessage):
-    """The provider's commitment to its product and how long the timed part took."""
+    """The provider's commitment to its row digests and how long the timed part took."""
 
     AUTHOR_FIELD: ClassVar[str | None] = "provider"
 
@@ -76,12 +90,16 @@ class ChallengeOpen(WireMessage):
 
 
 class OpenedRow(BaseModel):
-    """One product row, raw little-endian values, and its Merkle authentication path."""
+    """One output row (little-endian values of the output dtype), the row digests of its
+    Merkle leaf, and that leaf's authentication path."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     index: RowIndex
     values: RowBytes
+    digests: Annotated[
+        RowBytes, Field(min_length=DIGEST_BYTES, max_length=DIGEST_BYTES * LEAF_ROWS)
+    ]
     proof: Annotated[tuple[Bytes32, ...], Field(max_length=MAX_PROOF_DEPTH)]
 
 

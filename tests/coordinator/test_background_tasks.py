@@ -88,7 +88,12 @@ class GarbageProvider:
         else:
             assert isinstance(body, ChallengeOpen)
             rows = tuple(
-                OpenedRow(index=10**6 + i, values=b"\x01" * 64, proof=(b"\x02" * 32,) * 20)
+                OpenedRow(
+                    index=10**6 + i,
+                    values=b"\x01" * 64,
+                    digests=b"\x03" * 128,
+                    proof=(b"\x02" * 32,) * 20,
+                )
                 for i in body.rows
             )
             reply = ChallengeRows(challenge_id=body.challenge_id, provider=who.address, rows=rows)
@@ -114,7 +119,7 @@ async def test_garbage_answers_fail_the_challenge_and_the_challenger_goes_on() -
     for who in providers.values():
         book.accept(advert(who))
     transport = GarbageProvider(providers, crashing=providers["crashing"].address)
-    challenger = Challenger(identity(), transport, book, n=16)
+    challenger = Challenger(identity(), transport, book, n=16, target_s=0.01)
     for name in ("garbage", "crashing", "last"):
         challenger.enqueue(providers[name].address)
     logged = Recorder()

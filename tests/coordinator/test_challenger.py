@@ -15,7 +15,7 @@ from eth_account import Account
 from coordinator.matching.book import ProviderBook
 from coordinator.matching.columns import DTYPE_INDEX
 from coordinator.verification.challenger import Challenger
-from proofs.challenge import ChallengeWork, numpy_products, respond
+from proofs.challenge import ExactWork, device_row_digests
 from proofs.challenge_wire import challenge_from_wire, rep_row, to_opened_row
 from protocol.identity import Identity
 from protocol.ids import PeerId, Wei
@@ -75,7 +75,7 @@ class HonestResponder:
         self.delay_s = 0.0
         self.corrupt = False
         self.dtypes: list[str] = []
-        self.kept: dict[bytes, ChallengeWork] = {}
+        self.kept: dict[bytes, ExactWork] = {}
 
     async def request(
         self,
@@ -90,7 +90,7 @@ class HonestResponder:
         if isinstance(body, Challenge):
             self.dtypes.append(body.dtype)
             ch = challenge_from_wire(body)
-            work = respond(ch, products=numpy_products)
+            work = device_row_digests(ch, "cpu")
             self.kept[body.challenge_id] = work
             self.clock.now += self.delay_s
             reply = ChallengeResponse(
@@ -123,7 +123,7 @@ def setup() -> tuple[Challenger, HonestResponder, ProviderBook, Clock, str]:
     book = ProviderBook(time.time)
     assert book.accept(advert(who, CLAIMS))
     responder = HonestResponder(who, clock)
-    challenger = Challenger(identity(), responder, book, n=16, clock=clock)
+    challenger = Challenger(identity(), responder, book, n=16, target_s=0.01, clock=clock)
     return challenger, responder, book, clock, who.address
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from proofs.challenge import numpy_products, respond
-from proofs.challenge_check import RowChecker, pick_rows
+from proofs.challenge import device_row_digests
+from proofs.challenge_check import ExactChecker, pick_exact_rows
 from proofs.challenge_wire import (
     challenge_from_wire,
     from_opened_row,
-    leaf_index,
     rep_row,
+    row_index,
     rows_to_open,
     to_opened_row,
 )
@@ -20,44 +21,50 @@ from protocol.messages.advert import Dtype
 
 COORDINATOR = Address("0x" + "aa" * 20)
 PROVIDER = Address("0x" + "bb" * 20)
+SEED = bytes(range(32))
 
 
-def wire(
-    seed: int = 0x0102030405060708, n: int = 16, repeats: int = 3, dtype: Dtype = "bf16"
-) -> Challenge:
+def wire(m: int = 16, k: int = 32, reps: int = 3, dtype: Dtype = "bf16") -> Challenge:
     return Challenge(
         challenge_id=b"\x05" * 16,
         coordinator=COORDINATOR,
         provider=PROVIDER,
-        seed=seed,
-        n=n,
+        seed=SEED,
         dtype=dtype,
-        repeats=repeats,
+        m=m,
+        k=k,
+        reps=reps,
         deadline=2_000_000_000,
     )
 
 
-def test_wire_challenge_is_square_with_a_widened_seed() -> None:
-    ch = challenge_from_wire(wire())
-    assert ch.seed == bytes(24) + bytes([1, 2, 3, 4, 5, 6, 7, 8])
-    assert (ch.m, ch.k, ch.reps, ch.dtype) == (16, 16, 3, "bfloat16")
-    assert challenge_from_wire(wire(dtype="tf32")).dtype == "float32"
-    assert challenge_from_wire(wire(dtype="fp16")).dtype == "float16"
+def test_wire_challenge_names_the_exact_challenge() -> None:
+    ch = challenge_from_wire(wire(m=128, k=64, reps=3, dtype="fp16"))
+    assert (ch.seed, ch.dtype, ch.m, ch.k, ch.reps) == (SEED, "fp16", 128, 64, 3)
 
 
-def test_row_index_is_rep_times_n_plus_row() -> None:
-    ch = challenge_from_wire(wire(n=16, repeats=3))
-    assert leaf_index(ch, 2, 5) == 37
+def test_wire_challenge_sizes_are_bounded() -> None:
+    with pytest.raises(ValidationError, match="multiple of 64"):
+        wire(m=100)
+    with pytest.raises(ValidationError):
+        wire(k=4097)  # past the exactness limit of fp32 accumulation
+    with pytest.raises(ValidationError):
+        wire(reps=0)
+
+
+def test_row_index_is_rep_times_m_plus_row() -> None:
+    ch = challenge_from_wire(wire(m=16, reps=3))
+    assert row_index(ch, 2, 5) == 37
     assert rep_row(ch, 37) == (2, 5)
-    assert all(rep_row(ch, leaf_index(ch, r, i)) == (r, i) for r in range(3) for i in range(16))
+    assert all(rep_row(ch, row_index(ch, r, i)) == (r, i) for r in range(3) for i in range(16))
     assert rows_to_open(ch, [(0, 3), (1, 0)]) == (3, 16)
 
 
-@pytest.mark.parametrize("repeats", [1, 3])
-def test_opened_rows_travel_and_verify(repeats: int) -> None:
-    ch = challenge_from_wire(wire(n=16, repeats=repeats, dtype="fp32"))
-    work = respond(ch, products=numpy_products)
-    picks = pick_rows(ch, work.root, b"\x09" * 32, 5)
+@pytest.mark.parametrize(("dtype", "m"), [("bf16", 16), ("fp32", 128), ("fp16", 64)])
+def test_opened_rows_travel_and_verify(dtype: Dtype, m: int) -> None:
+    ch = challenge_from_wire(wire(m=m, k=32, reps=3, dtype=dtype))
+    work = device_row_digests(ch, "cpu")
+    picks = pick_exact_rows(ch, work.root, b"\x09" * 32, 5)
     request = ChallengeOpen(
         challenge_id=b"\x05" * 16, coordinator=COORDINATOR, rows=rows_to_open(ch, picks)
     )
@@ -67,10 +74,11 @@ def test_opened_rows_travel_and_verify(repeats: int) -> None:
         rows=tuple(to_opened_row(ch, o) for o in work.open([rep_row(ch, i) for i in request.rows])),
     )
     received = ChallengeRows.model_validate_json(sent.model_dump_json())
-    checker = RowChecker(ch)
+    checker = ExactChecker(ch)
     openings = [from_opened_row(ch, row) for row in received.rows]
     assert [(o.rep, o.row) for o in openings] == picks
     assert all(checker.check(work.root, o) is None for o in openings)
     # A row sent under another index does not verify.
-    moved = received.rows[0].model_copy(update={"index": (received.rows[0].index + 1) % 16})
+    first = received.rows[0]
+    moved = first.model_copy(update={"index": (first.index + 1) % ch.row_count})
     assert checker.check(work.root, from_opened_row(ch, moved)) is not None

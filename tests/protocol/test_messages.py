@@ -119,8 +119,8 @@ def every_message() -> list[WireMessage]:
             job_id=JOB_ID, provider=P, kind=FailureKind.NONZERO_EXIT, detail="exit 3", exit_code=3
         ),
         Challenge(
-            challenge_id=challenge_id, coordinator=C, provider=P, seed=7, n=1024, dtype="bf16",
-            repeats=8, deadline=NOW + 60,
+            challenge_id=challenge_id, coordinator=C, provider=P, seed=b"\x07" * 32,
+            dtype="bf16", m=1024, k=4096, reps=8, deadline=NOW + 60,
         ),
         ChallengeResponse(
             challenge_id=challenge_id, provider=P, merkle_root=b"\x02" * 32, elapsed_s=0.25
@@ -128,7 +128,12 @@ def every_message() -> list[WireMessage]:
         ChallengeOpen(challenge_id=challenge_id, coordinator=C, rows=(3, 17)),
         ChallengeRows(
             challenge_id=challenge_id, provider=P,
-            rows=(OpenedRow(index=3, values=b"\x00" * 64, proof=(b"\x03" * 32,)),),
+            rows=(
+                OpenedRow(
+                    index=3, values=b"\x00" * 64, digests=b"\x04" * 512,
+                    proof=(b"\x03" * 32,),
+                ),
+            ),
         ),
         Ack(sender=P, of="job.assignment", job_id=JOB_ID),
         ErrorReply(sender=P, code=ErrorCode.BUSY, message="no free GPU", of="job.assignment"),
@@ -235,7 +240,7 @@ def test_challenge_rows_must_be_distinct_and_in_range() -> None:
     with pytest.raises(MessageError, match="rows must be distinct"):
         decode_message(_mutated(opened, rows=[4, 4]))
     with pytest.raises(MessageError, match=r"rows\.0"):
-        decode_message(_mutated(opened, rows=[1 << 24]))
+        decode_message(_mutated(opened, rows=[1 << 26]))
 
 
 def test_reveal_opens_its_commitment_and_verifies() -> None:

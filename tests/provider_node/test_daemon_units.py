@@ -15,10 +15,8 @@ from typer.testing import CliRunner
 
 from contracts.errors import InsufficientGasMoney
 from contracts.models import ProviderInfo, Receipt
-from proofs.challenge import RowOpening
-from proofs.challenge_check import RowChecker
-from proofs.challenge_wire import challenge_from_wire
-from proofs.merkle import MerkleProof
+from proofs.challenge_check import ExactChecker
+from proofs.challenge_wire import challenge_from_wire, from_opened_row
 from protocol.errors import ConfigError
 from protocol.identity import Identity
 from protocol.ids import Address, Wei, to_wei
@@ -33,7 +31,7 @@ from protocol.messages import (
 from protocol.p2p.testing import dev_private_key
 from protocol.signing import decode_signed, encode_signed, sign_message
 from provider_node import staking
-from provider_node.challenges import ChallengeServer, torch_products
+from provider_node.challenges import ChallengeServer
 from provider_node.commands import register_commands
 from provider_node.settings import load_settings
 from provider_node.staking import (
@@ -173,18 +171,23 @@ async def _ask(server: ChallengeServer, body: Message) -> Message:
     return decode_signed(await server.handle(data, COORDINATOR.peer_id)).body
 
 
-async def test_challenge_round_trip_verifies() -> None:
-    server = ChallengeServer(PROVIDER, products=lambda dtype: torch_products("cpu", dtype))
-    challenge = Challenge(
-        challenge_id=b"\x01" * 16,
+def _challenge(cid: int, dtype: str = "fp32", m: int = 64, k: int = 64, reps: int = 2) -> Challenge:
+    return Challenge(
+        challenge_id=bytes([cid]) * 16,
         coordinator=COORDINATOR.address,
         provider=PROVIDER.address,
-        seed=12345,
-        n=64,
-        dtype="fp32",
-        repeats=2,
+        seed=bytes([cid]) * 32,
+        dtype=dtype,  # type: ignore[arg-type]
+        m=m,
+        k=k,
+        reps=reps,
         deadline=int(time.time()) + 60,
     )
+
+
+async def test_challenge_round_trip_verifies() -> None:
+    server = ChallengeServer(PROVIDER)
+    challenge = _challenge(1, "fp32", m=64, k=64, reps=2)
     response = await _ask(server, challenge)
     assert isinstance(response, ChallengeResponse) and response.elapsed_s > 0
     opened = ChallengeOpen(
@@ -192,27 +195,39 @@ async def test_challenge_round_trip_verifies() -> None:
     )
     rows = await _ask(server, opened)
     assert isinstance(rows, ChallengeRows)
-    checker = RowChecker(challenge_from_wire(challenge))
-    ch = checker.challenge
+    ch = challenge_from_wire(challenge)
+    checker = ExactChecker(ch)
     for row in rows.rows:
-        rep, r = divmod(row.index, ch.m)
-        proof = MerkleProof(row.index, ch.leaf_count, row.proof)
-        opening = RowOpening(rep, r, row.values, proof)
-        assert checker.check(response.merkle_root, opening) is None
+        assert checker.check(response.merkle_root, from_opened_row(ch, row)) is None
+
+
+async def test_challenge_work_is_bounded_by_the_providers_own_claim() -> None:
+    # 3 s at 1e-6 TFLOPS is 3e6 flops: one 64 x 64 x 64 product (524,288) fits, 8 do not.
+    server = ChallengeServer(PROVIDER, claims={"bf16": 1e-6}, min_flops=0.0)
+    assert server.max_flops("bf16") == pytest.approx(3e6)
+    small = await _ask(server, _challenge(3, "bf16", reps=1))
+    assert isinstance(small, ChallengeResponse)
+    big = await _ask(server, _challenge(4, "bf16", reps=8))
+    assert isinstance(big, ErrorReply) and "exceeds" in big.message
+    unclaimed = await _ask(server, _challenge(5, "fp16", reps=1))
+    assert isinstance(unclaimed, ErrorReply) and "claims no fp16" in unclaimed.message
+
+
+async def test_challenges_are_rate_limited_per_coordinator() -> None:
+    now = [0.0]
+    server = ChallengeServer(PROVIDER, rate_max=2, rate_window_s=60.0, monotonic=lambda: now[0])
+    for cid in (6, 7):
+        assert isinstance(await _ask(server, _challenge(cid, m=16, k=16)), ChallengeResponse)
+    third = await _ask(server, _challenge(8, m=16, k=16))
+    assert isinstance(third, ErrorReply) and "retry later" in third.message
+    assert third.code.name == "BUSY"
+    now[0] = 61.0  # the window has passed
+    assert isinstance(await _ask(server, _challenge(9, m=16, k=16)), ChallengeResponse)
 
 
 async def test_challenge_from_another_peer_is_refused() -> None:
     server = ChallengeServer(PROVIDER)
-    challenge = Challenge(
-        challenge_id=b"\x02" * 16,
-        coordinator=COORDINATOR.address,
-        provider=PROVIDER.address,
-        seed=1,
-        n=16,
-        dtype="fp32",
-        deadline=int(time.time()) + 60,
-    )
-    data = encode_signed(sign_message(challenge, COORDINATOR))
+    data = encode_signed(sign_message(_challenge(2, m=16, k=16), COORDINATOR))
     reply = decode_signed(await server.handle(data, PROVIDER.peer_id)).body
     assert isinstance(reply, ErrorReply)
 

@@ -4,13 +4,13 @@ gets, what the daemon builds from its settings, and challenges holding their dev
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from proofs.challenge import ExactChallenge, ExactWork, device_row_digests
 from protocol.errors import SandboxError
 from protocol.identity import Identity
 from protocol.messages import Challenge, ChallengeResponse
@@ -129,19 +129,20 @@ async def test_a_challenge_runs_inside_the_exclusive_hold() -> None:
         finally:
             events.append("released")
 
-    def products(a: np.ndarray, b: np.ndarray, perms: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
+    def respond(ch: ExactChallenge, device: str) -> ExactWork:
         events.append("computing")
-        for perm in perms:
-            yield a @ b[perm]
+        return device_row_digests(ch, device)
 
-    server = ChallengeServer(PROVIDER, products=lambda dtype: products, exclusive=exclusive)
+    server = ChallengeServer(PROVIDER, respond=respond, exclusive=exclusive)
     challenge = Challenge(
         challenge_id=b"\x03" * 16,
         coordinator=COORDINATOR.address,
         provider=PROVIDER.address,
-        seed=5,
-        n=16,
+        seed=b"\x05" * 32,
         dtype="fp32",
+        m=16,
+        k=16,
+        reps=1,
         deadline=int(time.time()) + 60,
     )
     data = encode_signed(sign_message(challenge, COORDINATOR))
