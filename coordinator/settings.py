@@ -60,7 +60,7 @@ class CoordinatorSettings(ChainSettings):
     exploration_share: float = Field(default=0.1, ge=0, le=0.5)
     default_duration_s: int = Field(default=600, ge=1)
     challenge_n: int = Field(default=4096, ge=16, le=16384)
-    """m of every benchmark challenge (k is min(m, 4096)); above 64 a multiple of 64."""
+    """m of every benchmark challenge (k is 4096); above 64 a multiple of 64."""
     challenge_target_s: float = Field(default=1.5, gt=0, le=10)
     """Compute per benchmark challenge at the claimed speed."""
     challenges: bool = True

@@ -61,7 +61,9 @@ SLACK = 1.4
 ALLOWANCE_S = 0.5
 """Round trip, signing, input generation and thread hand-offs, on top of the compute."""
 DEFAULT_SIDE = 4096
-"""m of a challenge (k is the same, capped at the exactness limit of 4096): GPU-sized."""
+"""m of a challenge: GPU-sized. k is always the exactness limit of 4096, so compute (2 k
+flops an output entry) outweighs the device's digest (a few dozen integer operations an
+entry) even on a CPU with a small m."""
 TIMEOUT_S = 120.0
 
 
@@ -85,7 +87,7 @@ class Challenger:
         self.transport = transport
         self.book = book
         self.n = n
-        """m of every challenge; k is ``min(n, 4096)``. Tests and devnets set it small."""
+        """m of every challenge (k is 4096). Tests and devnets set it small."""
         self.max_flops = max_flops
         self.target_s = target_s
         """Compute per challenge at the claimed speed (tests and devnets set it small)."""
@@ -155,7 +157,7 @@ class Challenger:
 
     def size(self, dtype: Dtype, advertised: float) -> ExactChallenge:
         """A fresh challenge of about ``target_s`` at the ``advertised`` TFLOPS."""
-        m, k = self.n, min(self.n, MAX_INNER)
+        m, k = self.n, MAX_INNER
         ch = size_exact_challenge(os.urandom(32), dtype, advertised, self.target_s, m=m, k=k)
         if ch.flops > self.max_flops:
             reps = max(1, int(self.max_flops // (2 * m * m * k)))

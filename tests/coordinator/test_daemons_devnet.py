@@ -91,7 +91,7 @@ async def test_redundancy_two_job_on_real_provider_daemons(
         cpu_only=True,
     )
     settings = market.settings(
-        tmp_path / "coordinator", ipfs_api=ipfs.api_url, challenges=True, challenge_n=512
+        tmp_path / "coordinator", ipfs_api=ipfs.api_url, challenges=True, challenge_n=64
     )
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(KuboContentStore(ipfs.api_url))
