@@ -16,21 +16,31 @@ spoofer computes as many products as fit in the bound at its true speed (with a 
 margin) and commits random digests for the rest: it fails when it misses the bound or
 when an opened row (16 a challenge) is one it skipped.
 
-    python -m bench.challenge [--json] [--trials 50]
+With ``--libp2p`` the same providers also answer over real libp2p hosts on loopback: the
+coordinator's ``Challenger`` (sizing, timing on its own clock, row picks, ``judge_exact``)
+against the provider's ``ChallengeServer``, at m from the table and k = 4096 (the
+challenger's). The allowance grows by 1.5 x the largest round-trip overhead (request wall
+time minus the provider's timed part) of three warm-up challenges; the spoofer is told the
+same bound.
+
+    python -m bench.challenge [--json] [--trials 50] [--libp2p]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
+import trio
 
 from proofs.challenge import (
     CHALLENGE_DTYPES,
@@ -139,6 +149,114 @@ def trial(dtype: str, cal: Calibration, factor: float, reps: int, row_times: lis
     return verdict.passed
 
 
+class _Timed:
+    """A transport that records the wall time of each challenge request."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.walls: list[float] = []
+
+    async def request(
+        self, peer: Any, multiaddrs: Any, protocol_id: str, payload: bytes, timeout_s: float
+    ) -> bytes:
+        start = time.perf_counter()
+        raw: bytes = await self.inner.request(peer, multiaddrs, protocol_id, payload, timeout_s)
+        self.walls.append(time.perf_counter() - start)
+        return raw
+
+
+def _advert(who: Any, addrs: tuple[str, ...], dtype: Any, tflops: float) -> Any:
+    from protocol.ids import Wei
+    from protocol.messages import Advert, Benchmark, Fingerprint
+
+    return Advert(
+        provider=who.address,
+        peer_id=who.peer_id,
+        multiaddrs=addrs,
+        gpus=(),
+        benchmark=Benchmark(tflops={dtype: tflops}, memory_bandwidth_gbps=10.0),
+        fingerprint=Fingerprint(backend="cpu", gpu_model="cpu", torch="bench"),
+        price_per_gpu_hour=Wei(1),
+        price_per_cpu_hour=Wei(1),
+        free_gpus=0,
+        utilization=0.0,
+        runtimes=("torch",),
+        software={"gpumarket": "bench"},
+        seq=1,
+        expires_at=int(time.time()) + 3600,
+    )
+
+
+async def _libp2p_rates(dtype: str, cal: Calibration, trials: int) -> dict[str, float]:
+    from coordinator.matching.book import ProviderBook
+    from coordinator.verification.challenger import Challenger
+    from coordinator.wire.transport import Libp2pTransport
+    from protocol.identity import Identity
+    from protocol.messages.advert import Dtype
+    from protocol.p2p.host import open_host
+    from protocol.p2p.rpc_server import RequestHandlers
+    from protocol.registry import CHALLENGE_PROTOCOL
+    from provider_node.challenges import ChallengeServer
+    from provider_node.daemon import CHALLENGE_LIMITS
+
+    logging.getLogger("coordinator.verification.challenger").setLevel(logging.ERROR)
+    m = SHAPES[dtype][0]
+    d = cast(Dtype, dtype)
+    timed: list[float] = []
+    spoof_cal = Calibration(cal.tflops, cal.terms, cal.overhead_s)
+
+    def honest(ch: ExactChallenge, device: str) -> ExactWork:
+        work = device_row_digests(ch, device)
+        timed.append(work.elapsed_s)
+        return work
+
+    def spoof(ch: ExactChallenge, device: str) -> ExactWork:
+        return spoofer(ch, spoof_cal, 2.0)
+
+    coordinator = Identity.generate()
+    async with open_host(coordinator.private_key) as coordinator_host:
+        transport = _Timed(Libp2pTransport(coordinator_host))
+        book = ProviderBook(time.time)
+        challenger = Challenger(coordinator, transport, book, n=m, target_s=TARGET_S)
+        challenger.terms = ExactTiming(slack=cal.terms.slack, allowance_s=600.0)
+        out: dict[str, float] = {}
+        for name, factor, respond in (("honest", 1.0, honest), ("spoof2x", 2.0, spoof)):
+            who = Identity.generate()
+            claim = cal.tflops * factor
+            server = ChallengeServer(
+                who,
+                claims={d: claim},
+                rate_max=10**6,
+                respond=respond,
+            )
+            async with open_host(who.private_key) as host:
+                RequestHandlers(host).register(CHALLENGE_PROTOCOL, server.handle, CHALLENGE_LIMITS)
+                assert book.accept(_advert(who, tuple(host.addrs), dtype, claim))
+                if factor == 1.0:  # warm-up: the round trip's overhead sets the allowance
+                    for _ in range(3):
+                        transport.walls.clear()
+                        timed.clear()
+                        await challenger.challenge_dtype(who.address, d, claim)
+                        out.setdefault("rtt_overhead_s", 0.0)
+                        out["rtt_overhead_s"] = max(
+                            out["rtt_overhead_s"], transport.walls[0] - timed[0]
+                        )
+                    allowance = 1.5 * out["rtt_overhead_s"]
+                    challenger.terms = ExactTiming(slack=cal.terms.slack, allowance_s=allowance)
+                    spoof_cal.terms = challenger.terms
+                    spoof_cal.overhead_s = out["rtt_overhead_s"]
+                passed = [
+                    await challenger.challenge_dtype(who.address, d, claim) for _ in range(trials)
+                ]
+            rate = sum(passed) / len(passed)
+            out[f"libp2p_{name}_{'pass_rate' if factor == 1.0 else 'detect'}"] = round(
+                rate if factor == 1.0 else 1.0 - rate, 4
+            )
+        out["libp2p_allowance_s"] = round(challenger.terms.allowance_s, 4)
+        out["rtt_overhead_s"] = round(out["rtt_overhead_s"], 4)
+        return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
@@ -146,6 +264,7 @@ def main() -> None:
     ap.add_argument("--calibrate", type=int, default=24)
     ap.add_argument("--dtypes", default=",".join(CHALLENGE_DTYPES))
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier)")
+    ap.add_argument("--libp2p", action="store_true", help="also challenge over loopback libp2p")
     args = ap.parse_args()
     import torch
 
@@ -181,6 +300,8 @@ def main() -> None:
             "allowance_s": round(cal.terms.allowance_s, 4),
             "verify_cpu_ms_per_row": round(1e3 * statistics.median(row_times), 3),
         }
+        if args.libp2p:
+            figures[dtype].update(trio.run(_libp2p_rates, dtype, cal, args.trials))
         f = figures[dtype]
         print(
             f"{dtype:<5} m={m:<4} k={k:<5} claim {f['claimed_gflops']:>8.1f} GFLOPS  "
@@ -190,6 +311,14 @@ def main() -> None:
             f"verify {f['verify_cpu_ms_per_row']:.2f} ms/row",
             flush=True,
         )
+        if args.libp2p:
+            print(
+                f"      over libp2p: honest pass {f['libp2p_honest_pass_rate']:.2f}  "
+                f"2x detect {f['libp2p_spoof2x_detect']:.2f}  "
+                f"round-trip overhead {f['rtt_overhead_s']:.3f}s  "
+                f"allowance {f['libp2p_allowance_s']:.3f}s",
+                flush=True,
+            )
     wall = time.perf_counter() - started
     print(f"run time {wall:.1f}s")
     if args.json:
@@ -198,6 +327,7 @@ def main() -> None:
                 {
                     "bench": "challenge",
                     "in_process": True,
+                    "libp2p": args.libp2p,
                     "dtypes": figures,
                     "wall_s": round(wall, 1),
                 }

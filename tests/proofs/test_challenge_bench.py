@@ -41,3 +41,15 @@ def test_an_honest_trial_verifies_with_a_generous_bound() -> None:
     row_times: list[float] = []
     assert bench.trial("fp32", cal, 1.0, 2, row_times)
     assert len(row_times) == 1
+
+
+@pytest.mark.timeout(120)
+async def test_over_libp2p_a_spoofer_that_computes_nothing_in_time_is_always_caught() -> None:
+    # A true speed of 1 MFLOPS fits no product of 16 x 4096 x 16 in the bound: every
+    # digest the spoofer commits is junk, and every challenge fails on its opened rows.
+    cal = bench.Calibration(
+        tflops=1e-6, terms=ExactTiming(slack=1.0, allowance_s=0.0), overhead_s=0.0
+    )
+    rates = await bench._libp2p_rates("bf16", cal, trials=2)
+    assert rates["libp2p_spoof2x_detect"] == 1.0
+    assert 0.0 <= rates["libp2p_honest_pass_rate"] <= 1.0
