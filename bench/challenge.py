@@ -199,7 +199,6 @@ async def _libp2p_rates(dtype: str, cal: Calibration, trials: int) -> dict[str, 
     from provider_node.challenges import ChallengeServer
     from provider_node.daemon import CHALLENGE_LIMITS
 
-    logging.getLogger("coordinator.verification.challenger").setLevel(logging.ERROR)
     m = SHAPES[dtype][0]
     d = cast(Dtype, dtype)
     timed: list[float] = []
@@ -266,6 +265,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier)")
     ap.add_argument("--libp2p", action="store_true", help="also challenge over loopback libp2p")
     args = ap.parse_args()
+    # The bench's own process: the challenger's line per failed spoof would drown the table.
+    logging.getLogger("coordinator.verification.challenger").setLevel(logging.ERROR)
     import torch
 
     torch.set_num_threads(args.threads)

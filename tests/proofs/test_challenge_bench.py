@@ -3,6 +3,7 @@ products it skips, which opening them exposes; the honest one verifies."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -53,3 +54,9 @@ async def test_over_libp2p_a_spoofer_that_computes_nothing_in_time_is_always_cau
     rates = await bench._libp2p_rates("bf16", cal, trials=2)
     assert rates["libp2p_spoof2x_detect"] == 1.0
     assert 0.0 <= rates["libp2p_honest_pass_rate"] <= 1.0
+
+
+def test_the_bench_leaves_the_challengers_log_level_alone() -> None:
+    """Run inside a test session, the bench must not quiet the challenger for later tests
+    (they read its warnings)."""
+    assert logging.getLogger("coordinator.verification.challenger").level == logging.NOTSET
