@@ -10,7 +10,7 @@ import contextlib
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +65,7 @@ def up(
     runtime: str = "bwrap",
     shared_ipfs: bool = False,
     isolated: bool = False,
+    provider_settings: Mapping[str, str] | None = None,
 ) -> UpReport:
     """Start Anvil, IPFS, the contracts, the coordinator and ``providers`` provider daemons.
 
@@ -77,6 +78,8 @@ def up(
     they reach each other by address only, never over a shared loopback. The machine sits
     on the bridge too, as the requester's side (the wallet runs here; its IPFS node on a
     host of its own).
+
+    ``provider_settings`` are extra ``PROVIDER_*`` variables every provider starts with.
 
     The state file is rewritten after each process starts; on any failure everything
     started so far is stopped before the error propagates."""
@@ -176,7 +179,12 @@ def up(
             pending = []
             for index in range(providers):
                 record, ready_file = spawn_provider(
-                    state, root, index, runtime=runtime, host=host(f"provider-{index}")
+                    state,
+                    root,
+                    index,
+                    runtime=runtime,
+                    host=host(f"provider-{index}"),
+                    settings=provider_settings,
                 )
                 state.processes.append(record)
                 save_state(state_file, state)

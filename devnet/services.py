@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -176,14 +177,22 @@ def provider_env(
 
 
 def spawn_provider(
-    state: DevnetState, root: Path, index: int, *, runtime: str = "bwrap", host: Host | None = None
+    state: DevnetState,
+    root: Path,
+    index: int,
+    *,
+    runtime: str = "bwrap",
+    host: Host | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> tuple[ProcessRecord, Path]:
     """Start provider ``index`` (with ``host``, in that host's namespace, listening on its
-    address); returns its record and the ready file to wait for."""
+    address); returns its record and the ready file to wait for. ``settings`` are extra
+    ``PROVIDER_*`` variables (e.g. ``PROVIDER_MAX_INPUT_BYTES``) over the devnet's own."""
     providers = [a for a in state.accounts if a.role == "provider"]
     if index >= len(providers):
         raise DevnetError(f"the devnet has {len(providers)} provider accounts, not {index + 1}")
     workdir, env = provider_env(state, root, providers[index], index, runtime)
+    env.update(settings or {})
     if host is not None:
         env["PROVIDER_P2P_HOST"] = host.address
         env["PROVIDER_P2P_PORT"] = str(ISOLATED_P2P_PORT)

@@ -11,8 +11,10 @@ a directory and a job finds ``inputs/<name>/`` whatever was uploaded.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import time
 from pathlib import Path
 
 import trio
@@ -33,6 +35,8 @@ from provider_node.runtimes.model import (
     TorchEntrypoint,
 )
 
+log = logging.getLogger(__name__)
+
 
 def _du(path: Path) -> int:
     if path.is_file():
@@ -47,6 +51,14 @@ def _make_read_only(path: Path) -> None:
         for name in dirs:
             os.chmod(os.path.join(root, name), 0o555)
     os.chmod(path, 0o555)
+
+
+INPUT_FROM_CACHE = "cache"
+INPUT_FETCHED = "fetched"
+INPUT_LOG = "input %s %s: %s, %d bytes in %.3f s"
+"""Logged once per input of a job: its name, CID, where it came from (``cache`` when the
+provider's input cache held it, ``fetched`` when it was downloaded), its size and the
+seconds it took to place (the download, or the cache's re-hash and link)."""
 
 
 async def fetch_inputs(
@@ -93,12 +105,16 @@ async def _fetch_all(
     entries = 0
     for name, cid in sorted(input_cids.items()):
         staging = inputs / f".{name}.fetch"
+        started = time.monotonic()
+        source = INPUT_FROM_CACHE
         if cache is None or not await cache.take(cid, staging):
+            source = INPUT_FETCHED
             await store.get(
                 cid, staging, max_size=max_bytes - used, max_entries=max(1, max_entries - entries)
             )
-            if cache is not None:
-                await cache.keep(cid, staging)
+        placed = time.monotonic() - started
+        if cache is not None and source == INPUT_FETCHED:
+            await cache.keep(cid, staging)
         counted = await trio.to_thread.run_sync(_count_entries, staging)
         if counted > max(1, max_entries - entries):  # a cached input counts as a fetched one
             raise TooManyEntries(cid, max_entries)
@@ -109,7 +125,9 @@ async def _fetch_all(
         else:
             target.mkdir()
             staging.rename(target / name)
-        used += await trio.to_thread.run_sync(_du, target)
+        size = await trio.to_thread.run_sync(_du, target)
+        used += size
+        log.info(INPUT_LOG, name, cid, source, size, placed)
         if used > max_bytes:
             raise ContentError(f"inputs exceed the provider's limit of {max_bytes} bytes")
         await trio.to_thread.run_sync(_make_read_only, target)

@@ -75,6 +75,9 @@ RESUME_PAUSE_S = 2.0
 
 GATEWAY_TIMEOUT_S = 10.0
 """Longest silence from a peer's gateway before the next source is tried."""
+GATEWAY_RANGE_BYTES = 256 << 20
+"""The longest range asked of a gateway in one request; a file streams as consecutive
+ranges of this size."""
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +102,10 @@ class KuboContentStore:
         gateway_transport: httpx.AsyncBaseTransport | None = None,
         resumes: int = MAX_RESUMES,
         resume_pause_s: float = RESUME_PAUSE_S,
+        gateway_range_bytes: int = GATEWAY_RANGE_BYTES,
     ) -> None:
+        if gateway_range_bytes < 1:
+            raise ValueError(f"gateway_range_bytes must be at least 1, got {gateway_range_bytes}")
         if len(gateways) > MAX_GATEWAYS:
             raise ValueError(f"at most {MAX_GATEWAYS} gateways, got {len(gateways)}")
         self.api_url = api_url.rstrip("/")
@@ -116,6 +122,7 @@ class KuboContentStore:
             timeout=httpx.Timeout(gateway_timeout, connect=min(gateway_timeout, 5.0)),
             transport=gateway_transport or wide_transport(),
         )
+        self._gateway_range_bytes = gateway_range_bytes
         self._resumes = resumes
         self._resume_pause_s = resume_pause_s
         self.resumed = 0
@@ -247,20 +254,36 @@ class KuboContentStore:
             return
         # only-if-cached: a Kubo gateway answers 412 rather than search the network.
         # A range is always asked for: js-ipfs's gateway streams a range several times
-        # faster than a whole file (which it first sniffs for a content type).
-        headers = {"Cache-Control": "only-if-cached", "Range": f"bytes={offset}-"}
+        # faster than a whole file (which it first sniffs for a content type). Ranges are
+        # bounded (``gateway_range_bytes``), one after another: js-ipfs's gateway sends
+        # the first byte of a range only after a delay that grows with the range's length
+        # (11 s for an open range over 2 GiB), longer than the silence a gateway is allowed.
         url = f"{source}/ipfs/{cid}"
+        start = offset
         try:
-            async with self._gateway_client.stream("GET", url, headers=headers) as resp:
-                ranged = resp.status_code == 206 and resp.headers.get(
-                    "content-range", ""
-                ).startswith(f"bytes {offset}-")
-                if resp.status_code == 416 and offset == 0:
-                    return  # an empty file has no byte 0 (the CID check still applies)
-                if not ranged and not (resp.status_code == 200 and offset == 0):
-                    raise DaemonError(url, resp.status_code, "gateway did not serve the range")
-                async for piece in resp.aiter_bytes():
-                    yield piece
+            while True:
+                end = start + self._gateway_range_bytes - 1
+                headers = {"Cache-Control": "only-if-cached", "Range": f"bytes={start}-{end}"}
+                async with self._gateway_client.stream("GET", url, headers=headers) as resp:
+                    served = resp.headers.get("content-range", "")
+                    ranged = resp.status_code == 206 and served.startswith(f"bytes {start}-")
+                    if resp.status_code == 416 and start == 0:
+                        return  # an empty file has no byte 0 (the CID check still applies)
+                    if not ranged and not (resp.status_code == 200 and start == 0):
+                        raise DaemonError(url, resp.status_code, "gateway did not serve the range")
+                    began = start
+                    async for piece in resp.aiter_bytes():
+                        start += len(piece)
+                        yield piece
+                if start == began and resp.status_code == 206:  # asking again would loop
+                    raise DaemonError(url, resp.status_code, "gateway sent an empty range")
+                total = served.rpartition("/")[2]
+                if resp.status_code == 200 or (
+                    start >= int(total)
+                    if total.isdigit()
+                    else start - began < self._gateway_range_bytes
+                ):
+                    return  # the whole file, or its last range
         except httpx.TimeoutException as exc:
             raise ContentUnavailable(source, "gateway went silent") from exc
         except httpx.HTTPError as exc:

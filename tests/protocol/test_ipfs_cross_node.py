@@ -49,6 +49,39 @@ def _closed_port_url() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
+def _asked(header: str) -> tuple[int, int]:
+    """(first, last) byte of a bounded ``Range: bytes=first-last``."""
+    first, _, last = header.removeprefix("bytes=").partition("-")
+    assert last, f"an open range was asked: {header}"
+    return int(first), int(last)
+
+
+async def test_a_file_is_asked_of_a_gateway_in_bounded_ranges(tmp_path: Path) -> None:
+    data = noise(CHUNK, seed=12)  # one raw block: no root block to ask the daemon for
+    cid = hash_bytes(data).text
+    window = 100_000
+    ranges: list[tuple[int, int]] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        start, end = _asked(request.headers["range"])
+        ranges.append((start, end))
+        end = min(end, len(data) - 1)
+        headers = {"content-range": f"bytes {start}-{end}/{len(data)}"}
+        return httpx.Response(206, headers=headers, content=data[start : end + 1])
+
+    async with KuboContentStore(
+        _closed_port_url(),
+        timeout=2.0,
+        gateways=["http://gw.test"],
+        gateway_transport=httpx.MockTransport(gateway),
+        gateway_range_bytes=window,
+    ) as store:
+        got = await store.get(cid, tmp_path / "out", max_size=len(data))
+    assert got.read_bytes() == data
+    assert ranges == [(0, 99_999), (100_000, 199_999), (200_000, 299_999)]
+    assert store.last_source == "http://gw.test" and store.resumed == 0
+
+
 async def test_gateway_stream_resumes_at_the_byte_it_reached(tmp_path: Path) -> None:
     data = noise(CHUNK, seed=10)  # one raw block: no root block to ask the daemon for
     cid = hash_bytes(data).text
@@ -58,11 +91,11 @@ async def test_gateway_stream_resumes_at_the_byte_it_reached(tmp_path: Path) -> 
     def gateway(request: httpx.Request) -> httpx.Response:
         wanted = request.headers["range"]
         ranges.append(wanted)
-        start = int(wanted.removeprefix("bytes=").rstrip("-"))
+        start, end = _asked(wanted)
         headers = {"content-range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
         if start == 0:
             return httpx.Response(206, headers=headers, stream=_Broken(data[:cut]))
-        return httpx.Response(206, headers=headers, content=data[start:])
+        return httpx.Response(206, headers=headers, content=data[start : end + 1])
 
     async with KuboContentStore(
         _closed_port_url(),
@@ -73,7 +106,7 @@ async def test_gateway_stream_resumes_at_the_byte_it_reached(tmp_path: Path) -> 
     ) as store:
         got = await store.get(cid, tmp_path / "out", max_size=len(data))
     assert got.read_bytes() == data
-    assert ranges == ["bytes=0-", f"bytes={cut}-"]
+    assert [_asked(r)[0] for r in ranges] == [0, cut]
     assert store.resumed >= 1
     assert store.last_source == "http://gw.test"
 

@@ -4,6 +4,7 @@ afresh), the cache stays within its size, and a crash leaves nothing half-writte
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 
 from protocol.ipfs import MemoryContentStore, TooManyEntries
 from provider_node.inputcache import CONTENT, TEMP_PREFIX, InputCache
-from provider_node.workdir import fetch_inputs
+from provider_node.workdir import INPUT_FETCHED, INPUT_FROM_CACHE, INPUT_LOG, fetch_inputs
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -104,3 +105,20 @@ def test_a_crash_mid_write_leaves_nothing_at_the_next_start(tmp_path: Path) -> N
     os.chmod(leftover / CONTENT, 0o555)
     cache = InputCache(tmp_path / "cache", 1 << 20)
     assert not leftover.exists() and cache.entries() == []
+
+
+async def test_each_input_logs_whether_it_came_from_the_cache(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = CountingStore()
+    async with store:
+        cid = await store.add_bytes(b"d" * 3000)
+        cache = InputCache(tmp_path / "cache", 1 << 20)
+        caplog.set_level(logging.INFO, logger="provider_node.workdir")
+        for run in ("one", "two"):
+            await fetch_inputs(store, {"data": cid}, tmp_path / run, 1 << 20, cache=cache)
+        placed = [r.args for r in caplog.records if r.msg == INPUT_LOG]
+        assert [(a[0], a[1], a[2], a[3]) for a in placed] == [  # type: ignore[index]
+            ("data", cid, INPUT_FETCHED, 3000),
+            ("data", cid, INPUT_FROM_CACHE, 3000),
+        ]
