@@ -1,4 +1,4 @@
-"""The verifier's side of the benchmark challenge: row picks, openings, timing, verdict.
+"""The verifier's side of the exact benchmark challenge: row picks, openings, timing, verdict.
 
 Cost to the verifier: generating ``B`` (k x m) once and O(k m) per opened row, against the
 provider's O(m^2 k reps). See :mod:`proofs.challenge` for the construction.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,198 +18,18 @@ from proofs.challenge import (
     EXACT_MAX_INNER,
     EXACT_MAX_REPS,
     FP32_REL_TOL,
-    MAX_REPS,
     ExactChallenge,
     ExactOpening,
-    MatmulChallenge,
-    RowOpening,
     decode_row,
     digest_keys,
     digests_from_words,
     exact_inputs,
     exact_leaf,
     exact_permutation,
-    generate_inputs,
-    permutation,
-    row_leaf,
     row_words,
 )
 from proofs.errors import ChallengeError, MerkleProofError
 from proofs.merkle import leaf_hash, root_from_proof
-
-_CHUNK = 4096
-
-
-@dataclass(frozen=True)
-class TimingTerms:
-    """How much longer than ``flops / advertised`` an honest provider may take.
-
-    ``slack`` multiplies the compute time (kernel efficiency, clocks); it must stay below
-    the speed factor to be caught (2 for a 2x spoofer). ``allowance_s`` covers network and
-    setup; ``digest_bytes_per_s`` prices hashing the encoded rows.
-    """
-
-    slack: float = 1.4
-    allowance_s: float = 0.5
-    digest_bytes_per_s: float = 200e6
-
-
-def time_bound(ch: MatmulChallenge, advertised_tflops: float, terms: TimingTerms) -> float:
-    """Longest wall time, seed sent to root received, that still honours the advert."""
-    if advertised_tflops <= 0:
-        raise ChallengeError("advertised TFLOPS must be positive")
-    compute = ch.flops / (advertised_tflops * 1e12)
-    digest = ch.leaf_count * (8 + 2 * ch.m) / terms.digest_bytes_per_s
-    return compute * terms.slack + digest + terms.allowance_s
-
-
-def size_challenge(
-    seed: bytes, advertised_tflops: float, compute_s: float, m: int = 4096, k: int = 8192
-) -> MatmulChallenge:
-    """A challenge whose products take about ``compute_s`` at the advertised speed: long
-    enough that compute, not hashing or the network, dominates the measured time."""
-    per_rep = 2 * m * m * k / (advertised_tflops * 1e12)
-    reps = max(1, min(MAX_REPS, math.ceil(compute_s / per_rep)))
-    return MatmulChallenge(seed, m=m, k=k, reps=reps)
-
-
-def implied_tflops(ch: MatmulChallenge, elapsed_s: float) -> float:
-    return ch.flops / max(elapsed_s, 1e-12) / 1e12
-
-
-def openings_needed(detect: float, slack: float, speed_factor: float = 2.0) -> int:
-    """Rows to open so a provider ``speed_factor`` slower than advertised, skipping just
-    enough rows to meet the time bound, is caught with probability >= ``detect``."""
-    skip = 1 - slack / speed_factor
-    if skip <= 0:
-        raise ChallengeError(f"slack {slack} hides a {speed_factor}x spoofer from the clock")
-    return max(1, math.ceil(math.log(1 - detect) / math.log(1 - skip)))
-
-
-def pick_rows(
-    ch: MatmulChallenge, root: bytes, entropy: bytes, count: int
-) -> list[tuple[int, int]]:
-    """Distinct (rep, row) pairs drawn from the verifier's secret ``entropy`` and the root,
-    only after the root is committed, so the provider cannot know them while computing."""
-    count = min(count, ch.leaf_count)
-    key = int.from_bytes(hashlib.sha256(b"pick" + ch.seed + root + entropy).digest()[:16], "little")
-    gen = np.random.Generator(np.random.Philox(key=key))
-    leaves = gen.choice(ch.leaf_count, size=count, replace=False)
-    return [(int(i) // ch.m, int(i) % ch.m) for i in sorted(leaves)]
-
-
-class RowChecker:
-    """Recomputes challenge rows in float64; holds B once for many openings."""
-
-    def __init__(self, ch: MatmulChallenge) -> None:
-        self.challenge = ch
-        self._a, self._b = generate_inputs(ch)  # float32: B is the big one, k x m
-
-    def expected_row(self, rep: int, row: int) -> np.ndarray:
-        # Row r of A @ B[p] is sum_j A[r, j] B[p[j]]: scatter A's row instead of gathering B.
-        y = np.zeros(self.challenge.k)
-        y[permutation(self.challenge, rep)] = self._a[row]
-        out = np.zeros(self.challenge.m)
-        for lo in range(0, self.challenge.k, _CHUNK):  # float64 without a float64 copy of B
-            out += y[lo : lo + _CHUNK] @ self._b[lo : lo + _CHUNK].astype(np.float64)
-        return out
-
-    def check(self, root: bytes, opening: RowOpening) -> str | None:
-        """None when the opening is good, else why it is not."""
-        ch = self.challenge
-        if not (0 <= opening.rep < ch.reps and 0 <= opening.row < ch.m):
-            return "row out of range"
-        if len(opening.encoded) != 2 * ch.m:
-            return "row has the wrong length"
-        index = opening.rep * ch.m + opening.row
-        if opening.proof.index != index or opening.proof.leaf_count != ch.leaf_count:
-            return "proof is for another leaf"
-        try:
-            leaf = leaf_hash(row_leaf(opening.rep, opening.row, opening.encoded))
-            if root_from_proof(leaf, opening.proof) != root:
-                return "Merkle proof does not reach the committed root"
-        except MerkleProofError as exc:
-            return f"bad Merkle proof: {exc}"
-        got = np.frombuffer(opening.encoded, dtype="<f2").astype(np.float64)
-        want = self.expected_row(opening.rep, opening.row)
-        scale = max(float(np.sqrt(np.mean(want**2))), 1e-30)
-        err = np.abs(got - want)
-        if not np.all(np.isfinite(got)) or float(err.max()) > ch.rel_tol * scale:
-            return f"row values off by {float(np.nanmax(err)) / scale:.3g} of the row RMS"
-        return None
-
-
-@dataclass(frozen=True)
-class ChallengeVerdict:
-    passed: bool
-    implied_tflops: float
-    bound_s: float
-    elapsed_s: float
-    failed_rows: tuple[tuple[int, int], ...] = ()
-    reasons: tuple[str, ...] = field(default_factory=tuple)
-
-
-def judge(
-    ch: MatmulChallenge,
-    advertised_tflops: float,
-    root: bytes,
-    elapsed_s: float,
-    picks: Sequence[tuple[int, int]],
-    openings: Sequence[RowOpening],
-    terms: TimingTerms,
-    checker: RowChecker | None = None,
-) -> ChallengeVerdict:
-    """Pass only if the root came within the time bound and every picked row opens true."""
-    checker = checker or RowChecker(ch)
-    bound = time_bound(ch, advertised_tflops, terms)
-    reasons: list[str] = []
-    if elapsed_s > bound:
-        reasons.append(f"took {elapsed_s:.3f}s, bound {bound:.3f}s")
-    by_pick = {(o.rep, o.row): o for o in openings}
-    failed: list[tuple[int, int]] = []
-    for pick in picks:
-        o = by_pick.get(pick)
-        why = "not opened" if o is None else checker.check(root, o)
-        if why is not None:
-            failed.append(pick)
-            reasons.append(f"row {pick}: {why}")
-    return ChallengeVerdict(
-        passed=not reasons,
-        implied_tflops=implied_tflops(ch, elapsed_s),
-        bound_s=bound,
-        elapsed_s=elapsed_s,
-        failed_rows=tuple(failed),
-        reasons=tuple(reasons),
-    )
-
-
-def freivalds(
-    a: np.ndarray,
-    b: np.ndarray,
-    c: np.ndarray,
-    rounds: int,
-    gen: np.random.Generator,
-    rel_tol: float,
-) -> bool:
-    """Probabilistic check of ``c == a @ b`` in O(rounds * n^2), within ``rel_tol``.
-
-    For when the verifier holds the whole product; each round with a random +-1 vector
-    misses a wrong ``c`` with probability at most 1/2.
-    """
-    if a.shape[1] != b.shape[0] or c.shape != (a.shape[0], b.shape[1]):
-        return False
-    a64, b64, c64 = (np.asarray(x, dtype=np.float64) for x in (a, b, c))
-    for _ in range(rounds):
-        x = gen.choice(np.array([-1.0, 1.0]), size=b.shape[1])
-        lhs = a64 @ (b64 @ x)
-        rhs = c64 @ x
-        scale = np.abs(a64) @ (np.abs(b64) @ np.abs(x)) + 1e-30
-        if not np.all(np.abs(lhs - rhs) <= rel_tol * scale):
-            return False
-    return True
-
-
-# --- The exact per-dtype challenge (see proofs.challenge) ------------------------------
 
 
 def round_to_bits(units: np.ndarray, bits: int) -> np.ndarray:
