@@ -82,3 +82,16 @@ def test_opened_rows_travel_and_verify(dtype: Dtype, m: int) -> None:
     first = received.rows[0]
     moved = first.model_copy(update={"index": (first.index + 1) % ch.row_count})
     assert checker.check(work.root, from_opened_row(ch, moved)) is not None
+
+
+def test_the_wire_bounds_are_the_challenges_own_limits() -> None:
+    """The messages bound what the proofs module accepts; neither may drift alone."""
+    from proofs import challenge as exact
+    from protocol.messages import challenge as wire
+
+    assert (wire.MAX_SIDE, wire.MAX_INNER, wire.MAX_REPS) == (
+        exact.EXACT_MAX_SIDE,
+        exact.EXACT_MAX_INNER,
+        exact.EXACT_MAX_REPS,
+    )
+    assert (wire.LEAF_ROWS, wire.DIGEST_BYTES) == (exact.LEAF_ROWS, exact.DIGEST_BYTES)
