@@ -7,7 +7,6 @@ provider's O(m^2 k reps). See :mod:`proofs.challenge` for the construction.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -79,15 +78,14 @@ def size_exact_challenge(
     m: int = 8192,
     k: int = EXACT_MAX_INNER,
 ) -> ExactChallenge:
-    """A challenge taking about ``compute_s`` at the claimed speed, within the bounds."""
+    """A challenge taking about ``compute_s`` at the claimed speed (the nearest whole number
+    of products, at least one), within the bounds."""
     if claimed_tflops <= 0:
         raise ChallengeError("claimed TFLOPS must be positive")
     per_rep = 2 * m * m * k / (claimed_tflops * 1e12)
     reps = max(
         1,
-        min(
-            EXACT_MAX_REPS, int(EXACT_MAX_FLOPS // (2 * m * m * k)), math.ceil(compute_s / per_rep)
-        ),
+        min(EXACT_MAX_REPS, int(EXACT_MAX_FLOPS // (2 * m * m * k)), round(compute_s / per_rep)),
     )
     return ExactChallenge(seed, dtype, m=m, k=k, reps=reps)
 

@@ -17,6 +17,7 @@ every job that names a floor for it and last in every ranking.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -47,7 +48,7 @@ from protocol.messages import (
     WireMessage,
 )
 from protocol.messages.advert import DTYPES, Dtype
-from protocol.messages.challenge import MAX_INNER, MAX_OPENED_ROWS
+from protocol.messages.challenge import LEAF_ROWS, MAX_INNER, MAX_OPENED_ROWS
 from protocol.registry import CHALLENGE_PROTOCOL, MAX_MESSAGE_BYTES
 from protocol.signing import Verifier, decode_signed, encode_signed, sign_message
 
@@ -156,8 +157,13 @@ class Challenger:
         return self.results[address]
 
     def size(self, dtype: Dtype, advertised: float) -> ExactChallenge:
-        """A fresh challenge of about ``target_s`` at the ``advertised`` TFLOPS."""
+        """A fresh challenge of about ``target_s`` at the ``advertised`` TFLOPS. A claim too
+        slow for one product of ``n`` rows in that time gets narrower products (whole
+        leaves of rows), so a small CPU claim is not asked for many times its target."""
         m, k = self.n, MAX_INNER
+        if m > LEAF_ROWS:
+            fit = math.sqrt(self.target_s * advertised * 1e12 / (2 * k))
+            m = max(LEAF_ROWS, min(m, int(fit) // LEAF_ROWS * LEAF_ROWS))
         ch = size_exact_challenge(os.urandom(32), dtype, advertised, self.target_s, m=m, k=k)
         if ch.flops > self.max_flops:
             reps = max(1, int(self.max_flops // (2 * m * m * k)))

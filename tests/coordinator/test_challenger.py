@@ -174,3 +174,17 @@ async def test_wrong_rows_fail_whatever_the_time() -> None:
     slot = book.columns.slot(address)
     assert slot is not None and bool(book.columns.measured[slot, DTYPE_INDEX["fp32"]])
     assert np.count_nonzero(book.columns.tflops[slot]) == 0
+
+
+def test_a_slow_claim_gets_narrower_products_not_many_times_its_target() -> None:
+    """One product of the configured width may exceed the target at a CPU's claim; the
+    width shrinks (in whole leaves) so the work stays near the target, and a fast claim
+    keeps the full width."""
+    book = ProviderBook(time.time)
+    challenger = Challenger(identity(), None, book, n=4096, target_s=1.5)  # type: ignore[arg-type]
+    slow = challenger.size("fp32", 0.05)  # 50 GFLOPS
+    assert slow.m % 64 == 0 and 64 <= slow.m < 4096
+    assert slow.flops / 0.05e12 <= 1.5 * 1.01
+    fast = challenger.size("bf16", 100.0)
+    assert fast.m == 4096
+    assert fast.flops / 100e12 == pytest.approx(1.5, rel=0.05)
