@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from coordinator.matching.columns import AdvertRow
 from coordinator.store import JobRecord
+from protocol.identity import Identity
+from protocol.ids import Wei
 from protocol.lifecycle import JobState
+from protocol.messages import Advert
+from protocol.messages.advert import Benchmark, Fingerprint
 
 UNIT = 1_000_000
 
@@ -57,3 +62,28 @@ def offer(i: int, **overrides: Any) -> AdvertRow:
     }
     fields.update(overrides)
     return AdvertRow(**fields)
+
+
+def cpu_advert(
+    who: Identity,
+    tflops: Mapping[Any, float],
+    multiaddrs: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/1",),
+    ttl_s: int = 60,
+) -> Advert:
+    """A signed-advert body of a CPU provider claiming ``tflops``, valid for ``ttl_s``."""
+    return Advert(
+        provider=who.address,
+        peer_id=who.peer_id,
+        multiaddrs=multiaddrs,
+        gpus=(),
+        benchmark=Benchmark(tflops=dict(tflops), memory_bandwidth_gbps=10.0),
+        fingerprint=Fingerprint(backend="cpu", gpu_model="cpu", torch="2.13.0"),
+        price_per_gpu_hour=Wei(1),
+        price_per_cpu_hour=Wei(1),
+        free_gpus=0,
+        utilization=0.0,
+        runtimes=("torch",),
+        software={"gpumarket": "test"},
+        seq=1,
+        expires_at=int(time.time()) + ttl_s,
+    )

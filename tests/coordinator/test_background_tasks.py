@@ -17,42 +17,21 @@ from coordinator.chain.settlement import Settler
 from coordinator.matching.book import ProviderBook
 from coordinator.verification.challenger import Challenger
 from protocol.identity import Identity
-from protocol.ids import JobId, PeerId, Wei
+from protocol.ids import JobId, PeerId
 from protocol.messages import (
-    Advert,
-    Benchmark,
     Challenge,
     ChallengeOpen,
     ChallengeResponse,
     ChallengeRows,
-    Fingerprint,
     Message,
 )
 from protocol.messages.challenge import OpenedRow
 from protocol.signing import decode_signed, encode_signed, sign_message
+from tests.coordinator.factories import cpu_advert
 
 
 def identity() -> Identity:
     return Identity.from_private_key(bytes(Account.create().key))
-
-
-def advert(who: Identity) -> Advert:
-    return Advert(
-        provider=who.address,
-        peer_id=who.peer_id,
-        multiaddrs=("/ip4/127.0.0.1/tcp/1",),
-        gpus=(),
-        benchmark=Benchmark(tflops={"fp32": 0.01}, memory_bandwidth_gbps=10.0),
-        fingerprint=Fingerprint(backend="cpu", gpu_model="cpu", torch="2.13.0"),
-        price_per_gpu_hour=Wei(1),
-        price_per_cpu_hour=Wei(1),
-        free_gpus=0,
-        utilization=0.0,
-        runtimes=("torch",),
-        software={"gpumarket": "test"},
-        seq=1,
-        expires_at=int(time.time()) + 60,
-    )
 
 
 class GarbageProvider:
@@ -117,7 +96,7 @@ async def test_garbage_answers_fail_the_challenge_and_the_challenger_goes_on() -
     providers = {name: identity() for name in ("garbage", "crashing", "last")}
     book = ProviderBook(time.time)
     for who in providers.values():
-        book.accept(advert(who))
+        book.accept(cpu_advert(who, {"fp32": 0.01}))
     transport = GarbageProvider(providers, crashing=providers["crashing"].address)
     challenger = Challenger(identity(), transport, book, n=16, target_s=0.01)
     for name in ("garbage", "crashing", "last"):

@@ -20,37 +20,17 @@ from coordinator.verification.challenger import Challenger
 from coordinator.wire.transport import Libp2pTransport
 from proofs.challenge import device_row_digests
 from protocol.identity import Identity
-from protocol.ids import Wei
-from protocol.messages import Advert, Benchmark, Fingerprint
 from protocol.messages.advert import Dtype
 from protocol.p2p.host import open_host
 from protocol.p2p.rpc_server import RequestHandlers
 from protocol.registry import CHALLENGE_PROTOCOL
 from provider_node.challenges import ChallengeServer
 from provider_node.daemon import CHALLENGE_LIMITS
+from tests.coordinator.factories import cpu_advert
 
 pytestmark = pytest.mark.integration
 
 CLAIMS: dict[Dtype, float] = {"bf16": 1e-4, "fp32": 1e-4}
-
-
-def advert(who: Identity, addrs: tuple[str, ...]) -> Advert:
-    return Advert(
-        provider=who.address,
-        peer_id=who.peer_id,
-        multiaddrs=addrs,
-        gpus=(),
-        benchmark=Benchmark(tflops=CLAIMS, memory_bandwidth_gbps=10.0),
-        fingerprint=Fingerprint(backend="cpu", gpu_model="cpu", torch="2.13.0"),
-        price_per_gpu_hour=Wei(1),
-        price_per_cpu_hour=Wei(1),
-        free_gpus=0,
-        utilization=0.0,
-        runtimes=("torch",),
-        software={"gpumarket": "test"},
-        seq=1,
-        expires_at=int(time.time()) + 120,
-    )
 
 
 def off_by_one(a: Any, b: Any) -> tuple[Any, Any]:
@@ -72,7 +52,7 @@ async def challenge_over_libp2p(tamper: Any) -> tuple[bool | None, dict[Dtype, f
     ):
         RequestHandlers(provider_host).register(CHALLENGE_PROTOCOL, server.handle, CHALLENGE_LIMITS)
         book = ProviderBook(time.time)
-        assert book.accept(advert(who, tuple(provider_host.addrs)))
+        assert book.accept(cpu_advert(who, CLAIMS, tuple(provider_host.addrs), ttl_s=120))
         challenger = Challenger(
             coordinator,
             Libp2pTransport(coordinator_host),

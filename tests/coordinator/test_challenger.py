@@ -18,43 +18,22 @@ from coordinator.verification.challenger import Challenger
 from proofs.challenge import ExactWork, device_row_digests
 from proofs.challenge_wire import challenge_from_wire, rep_row, to_opened_row
 from protocol.identity import Identity
-from protocol.ids import PeerId, Wei
+from protocol.ids import PeerId
 from protocol.messages import (
-    Advert,
-    Benchmark,
     Challenge,
     ChallengeOpen,
     ChallengeResponse,
     ChallengeRows,
-    Fingerprint,
     Message,
 )
 from protocol.signing import decode_signed, encode_signed, sign_message
+from tests.coordinator.factories import cpu_advert
 
 CLAIMS = {"fp32": 0.01, "bf16": 0.02}
 
 
 def identity() -> Identity:
     return Identity.from_private_key(bytes(Account.create().key))
-
-
-def advert(who: Identity, tflops: dict[str, float]) -> Advert:
-    return Advert(
-        provider=who.address,
-        peer_id=who.peer_id,
-        multiaddrs=("/ip4/127.0.0.1/tcp/1",),
-        gpus=(),
-        benchmark=Benchmark(tflops=tflops, memory_bandwidth_gbps=10.0),  # type: ignore[arg-type]
-        fingerprint=Fingerprint(backend="cpu", gpu_model="cpu", torch="2.13.0"),
-        price_per_gpu_hour=Wei(1),
-        price_per_cpu_hour=Wei(1),
-        free_gpus=0,
-        utilization=0.0,
-        runtimes=("torch",),
-        software={"gpumarket": "test"},
-        seq=1,
-        expires_at=int(time.time()) + 60,
-    )
 
 
 class Clock:
@@ -121,7 +100,7 @@ def setup() -> tuple[Challenger, HonestResponder, ProviderBook, Clock, str]:
     who = identity()
     clock = Clock()
     book = ProviderBook(time.time)
-    assert book.accept(advert(who, CLAIMS))
+    assert book.accept(cpu_advert(who, CLAIMS))
     responder = HonestResponder(who, clock)
     challenger = Challenger(identity(), responder, book, n=16, target_s=0.01, clock=clock)
     return challenger, responder, book, clock, who.address
