@@ -35,7 +35,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -204,12 +204,12 @@ async def _libp2p_rates(dtype: str, cal: Calibration, trials: int) -> dict[str, 
     timed: list[float] = []
     spoof_cal = Calibration(cal.tflops, cal.terms, cal.overhead_s)
 
-    def honest(ch: ExactChallenge, device: str) -> ExactWork:
-        work = device_row_digests(ch, device)
+    def honest(ch: ExactChallenge, devices: Sequence[str]) -> ExactWork:
+        work = device_row_digests(ch, devices)
         timed.append(work.elapsed_s)
         return work
 
-    def spoof(ch: ExactChallenge, device: str) -> ExactWork:
+    def spoof(ch: ExactChallenge, devices: Sequence[str]) -> ExactWork:
         return spoofer(ch, spoof_cal, 2.0)
 
     coordinator = Identity.generate()

@@ -59,7 +59,14 @@ def fill_book(book: ProviderBook, n: int, rng: random.Random) -> None:
         book.accept(advert)
         book.set_chain_facts(address, registered=True, free_stake=10**9, group=i % 7)
         if i % 2 == 0:
-            book.set_measured(address, "fp32", fp32 * rng.uniform(0.8, 1.0))
+            book.record_check(
+                address,
+                "fp32",
+                passed=True,
+                tflops=fp32 * rng.uniform(0.8, 1.0),
+                devices=1,
+                reason="",
+            )
 
 
 async def measure(providers: int, samples: int, root: Path) -> dict[str, float]:

@@ -253,6 +253,7 @@ class Coordinator:
             n=s.challenge_n,
             target_s=s.challenge_target_s,
             max_queued=s.challenge_queue,
+            interval_s=s.challenge_interval_s,
         )
 
         self.assigner.wake = self.runner.wake
@@ -278,6 +279,7 @@ class Coordinator:
             self.nursery.start_soon(self._keep_results, self.results, name="result retention")
         if s.challenges:
             self.nursery.start_soon(self.challenger.run, name="benchmark challenger")
+            self.nursery.start_soon(self.challenger.schedule, name="challenge schedule")
         server = await self._stack.enter_async_context(
             serve_asgi(
                 create_app(
@@ -436,8 +438,8 @@ class Coordinator:
                     advert = delivery.value.body
                     if isinstance(advert, Advert):
                         new = self.book.find(advert.provider) is None
-                        if self.book.accept(advert) and new:
-                            self.challenger.enqueue(advert.provider)
+                        if self.book.accept(advert):
+                            self.challenger.observe(advert, new)
 
     async def _maintain_book(self) -> None:
         while True:

@@ -64,7 +64,10 @@ class CoordinatorSettings(ChainSettings):
     challenge_target_s: float = Field(default=1.5, gt=0, le=10)
     """Compute per benchmark challenge at the claimed speed."""
     challenges: bool = True
-    """Send benchmark challenges to newly seen providers."""
+    """Send benchmark challenges to providers (when they join, change their claims, and at
+    random times)."""
+    challenge_interval_s: float = Field(default=6 * 3600.0, ge=0, le=30 * 86400)
+    """Mean gap between a provider's random re-challenges (exponential); 0: none."""
     challenge_queue: int = Field(default=1000, ge=1, le=1_000_000)
     """Providers waiting for a benchmark challenge, at most (one entry each)."""
     max_providers: int = Field(default=10_000, ge=1, le=1_000_000)

@@ -15,6 +15,7 @@ comment below gives the ranges, scales, flags and the digest bit for bit.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -92,10 +93,13 @@ EXACT_MAX_INNER = 4096
 FP32_REL_TOL = 2.0**-14
 EXACT_MAX_SIDE = 1 << 14
 EXACT_MAX_REPS = 4096
+"""Most products one device computes."""
 LEAF_ROWS = 64
 """Row digests per Merkle leaf (all rows when m is smaller)."""
 EXACT_MAX_FLOPS = 5e16
-"""About 60 s of bf16 on an H200: no honest claim sizes a challenge past this."""
+"""About 60 s of bf16 on an H200: no honest claim sizes one device's share past this."""
+EXACT_MAX_DEVICES = 16
+"""Most devices one challenge runs on at once (the GPUs of one host)."""
 
 
 @dataclass(frozen=True)
@@ -129,13 +133,19 @@ CHALLENGE_DTYPES = tuple(SPECS)
 
 @dataclass(frozen=True)
 class ExactChallenge:
-    """``reps`` products ``A @ B[p_i]`` in ``dtype`` (one of :data:`CHALLENGE_DTYPES`)."""
+    """``reps`` products ``A @ B[p_i]`` in ``dtype`` (one of :data:`CHALLENGE_DTYPES`),
+    split over ``devices`` devices that compute at once: device ``d`` computes the
+    ``reps / devices`` consecutive products from ``d * reps / devices``. A host that has
+    fewer devices than it claims computes several shares one after another, and misses the
+    time bound, which is a single share's (:func:`proofs.challenge_check.exact_time_bound`).
+    """
 
     seed: bytes
     dtype: str
     m: int
     k: int
     reps: int
+    devices: int = 1
 
     def __post_init__(self) -> None:
         if len(self.seed) != 32:
@@ -147,17 +157,23 @@ class ExactChallenge:
         if not (
             1 <= self.m <= EXACT_MAX_SIDE
             and 1 <= self.k <= EXACT_MAX_INNER
-            and 1 <= self.reps <= EXACT_MAX_REPS
+            and 1 <= self.reps <= EXACT_MAX_REPS * max(1, self.devices)
         ):
             raise ChallengeError(
                 f"challenge size out of range: m={self.m} (max {EXACT_MAX_SIDE}) "
-                f"k={self.k} (max {EXACT_MAX_INNER}) reps={self.reps} (max {EXACT_MAX_REPS})"
+                f"k={self.k} (max {EXACT_MAX_INNER}) reps={self.reps} (max {EXACT_MAX_REPS} "
+                "a device)"
             )
         if self.m % self.rows_per_leaf:
             raise ChallengeError(f"m={self.m} must be a multiple of {LEAF_ROWS} (or below it)")
-        if self.flops > EXACT_MAX_FLOPS:
+        if not 1 <= self.devices <= EXACT_MAX_DEVICES or self.reps % self.devices:
             raise ChallengeError(
-                f"challenge of {self.flops:.3g} flops exceeds {EXACT_MAX_FLOPS:.3g}"
+                f"devices={self.devices} must be 1 to {EXACT_MAX_DEVICES} and divide "
+                f"reps={self.reps}"
+            )
+        if self.device_flops > EXACT_MAX_FLOPS:
+            raise ChallengeError(
+                f"challenge of {self.device_flops:.3g} flops a device exceeds {EXACT_MAX_FLOPS:.3g}"
             )
 
     @property
@@ -167,6 +183,20 @@ class ExactChallenge:
     @property
     def flops(self) -> int:
         return 2 * self.m * self.m * self.k * self.reps
+
+    @property
+    def device_reps(self) -> int:
+        """Products each device computes."""
+        return self.reps // self.devices
+
+    @property
+    def device_flops(self) -> int:
+        """One device's share of the work: what the time bound is set by."""
+        return self.flops // self.devices
+
+    def device_of(self, rep: int) -> int:
+        """The device (0-based) that computes product ``rep``."""
+        return rep // self.device_reps
 
     @property
     def row_count(self) -> int:
@@ -325,13 +355,18 @@ _RUN_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "tf32": "float32", "fp32": 
 
 def device_row_digests(
     ch: ExactChallenge,
-    device: str,
+    device: str | Sequence[str],
     *,
     clock: Callable[[], float] = time.perf_counter,
     tamper: Callable[[Any, Any], tuple[Any, Any]] | None = None,
 ) -> ExactWork:
-    """The provider's timed work on ``device`` with torch: every product and its row
-    digests on the device; only digests (8 bytes a row) are copied to the host.
+    """The provider's timed work with torch: every product and its row digests on the
+    device(s); only digests (8 bytes a row) are copied to the host.
+
+    ``device`` names one device per share of the challenge (``ch.devices`` of them; a
+    single name for a one-device challenge). The shares run at once, one thread each, from
+    a common start once every device holds its inputs; the elapsed time runs from that
+    start to the last share's digests on the host.
 
     Sets, for the duration, reduced-precision reductions off, and tf32 on exactly when the
     challenge is tf32. ``tamper(a, b) -> (a, b)`` rewrites the device inputs (tests and
@@ -339,50 +374,123 @@ def device_row_digests(
     """
     import torch
 
-    spec = ch.spec
-    dtype = getattr(torch, _RUN_DTYPE[ch.dtype])
+    devices = [device] if isinstance(device, str) else list(device)
+    if len(devices) != ch.devices:
+        raise ChallengeError(f"challenge is for {ch.devices} devices, given {len(devices)}")
     ia, ib = exact_inputs(ch)  # below 2^21: exact in float32, which every backend has
-    keys = torch.from_numpy(digest_keys(ch)).to(device)
-    a = (torch.from_numpy(ia).to(torch.float32).to(device) * 2.0**-spec.a_shift).to(dtype)
-    b = (torch.from_numpy(ib).to(torch.float32).to(device) * 2.0**-spec.b_shift).to(dtype)
-    if tamper is not None:
-        a, b = tamper(a, b)
-    perms = [torch.from_numpy(exact_permutation(ch, i)).to(device) for i in range(ch.reps)]
-    unit = float(2**spec.unit_shift)
-    p = DIGEST_P
+    keys = digest_keys(ch)
+    shares = [
+        _Share(torch, ch, name, d * ch.device_reps, ia, ib, keys, tamper)
+        for d, name in enumerate(devices)
+    ]
+    with _precision(torch, ch.dtype):
+        if len(shares) == 1:
+            shares[0].sync()
+            start = clock()
+            digests = shares[0].digests()
+            elapsed = clock() - start
+        else:
+            digests, elapsed = _at_once(shares, clock)
 
-    def product(rep: int) -> Any:
-        return a @ b.index_select(0, perms[rep])
+    def reopen(rep: int) -> np.ndarray:
+        return shares[ch.device_of(rep)].reopen(rep)
 
-    def digest(c: Any) -> Any:
+    return ExactWork(ch, digests, elapsed, reopen)
+
+
+class _Share:
+    """One device's part of a challenge: its inputs on the device, its products' digests."""
+
+    def __init__(
+        self,
+        torch: Any,
+        ch: ExactChallenge,
+        device: str,
+        first: int,
+        ia: np.ndarray,
+        ib: np.ndarray,
+        keys: np.ndarray,
+        tamper: Callable[[Any, Any], tuple[Any, Any]] | None,
+    ) -> None:
+        spec = ch.spec
+        dtype = getattr(torch, _RUN_DTYPE[ch.dtype])
+        self.torch, self.ch, self.device = torch, ch, device
+        self.reps = range(first, first + ch.device_reps)
+        self.keys = torch.from_numpy(keys).to(device)
+        a = (torch.from_numpy(ia).to(torch.float32).to(device) * 2.0**-spec.a_shift).to(dtype)
+        b = (torch.from_numpy(ib).to(torch.float32).to(device) * 2.0**-spec.b_shift).to(dtype)
+        if tamper is not None:
+            a, b = tamper(a, b)
+        self.a, self.b = a, b
+        self.perms = {i: torch.from_numpy(exact_permutation(ch, i)).to(device) for i in self.reps}
+
+    def sync(self) -> None:
+        if self.device.startswith("cuda"):
+            self.torch.cuda.synchronize(self.device)
+
+    def product(self, rep: int) -> Any:
+        return self.a @ self.b.index_select(0, self.perms[rep])
+
+    def digest(self, c: Any) -> Any:
+        torch, spec, p = self.torch, self.ch.spec, DIGEST_P
         if spec.exact:
+            unit = float(2**spec.unit_shift)
             w = torch.remainder((c.to(torch.float32) * unit).to(torch.int64), 1 << 32)
         else:
             w = c.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
         w = torch.remainder(w, p)
         out = torch.zeros(c.shape[0], dtype=torch.int64, device=c.device)
         for lane in (0, 1):
-            t = (w * keys[2 * lane] + keys[2 * lane + 1]) % p
+            t = (w * self.keys[2 * lane] + self.keys[2 * lane + 1]) % p
             cube = (t * t % p) * t % p
             out += (cube.sum(dim=1) % p) << (32 * (1 - lane))
         return out
 
-    def reopen(rep: int) -> np.ndarray:
+    def digests(self) -> np.ndarray:
+        """This share's row digests, in product order, on the host."""
+        parts = [self.digest(self.product(i)) for i in self.reps]
+        return np.asarray(self.torch.cat(parts).cpu().numpy().view(np.uint64).copy())
+
+    def reopen(self, rep: int) -> np.ndarray:
+        torch, ch = self.torch, self.ch
         with _precision(torch, ch.dtype):
-            c = product(rep)
-            host = c.cpu()
+            host = self.product(rep).cpu()
         if ch.dtype == "bf16":
             return np.asarray(host.view(torch.int16).numpy().view("<u2"))
         return np.asarray(host.numpy(), dtype="<f2" if ch.dtype == "fp16" else "<f4")
 
-    with _precision(torch, ch.dtype):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize(device)
-        start = clock()
-        parts = [digest(product(i)) for i in range(ch.reps)]
-        digests = torch.cat(parts).cpu().numpy().view(np.uint64).copy()
-        elapsed = clock() - start
-    return ExactWork(ch, digests, elapsed, reopen)
+
+def _at_once(shares: list[_Share], clock: Callable[[], float]) -> tuple[np.ndarray, float]:
+    """Every share on its own thread from one start; (digests in order, start to last end)."""
+    gate = threading.Barrier(len(shares))
+    results: list[np.ndarray | None] = [None] * len(shares)
+    starts = [0.0] * len(shares)
+    ends = [0.0] * len(shares)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        share = shares[i]
+        try:
+            share.sync()
+        except BaseException as exc:  # re-raised on the calling thread below
+            errors.append(exc)
+        gate.wait()
+        starts[i] = clock()
+        try:
+            results[i] = share.digests()
+        except BaseException as exc:  # re-raised on the calling thread below
+            errors.append(exc)
+        ends[i] = clock()
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(len(shares))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    digests = np.concatenate([r for r in results if r is not None])
+    return digests, max(ends) - min(starts)
 
 
 class _precision:

@@ -65,8 +65,9 @@ class ExactTiming:
 def exact_time_bound(ch: ExactChallenge, claimed_tflops: float, terms: ExactTiming) -> float:
     if claimed_tflops <= 0:
         raise ChallengeError("claimed TFLOPS must be positive")
-    compute = ch.flops / (claimed_tflops * 1e12)
-    digest = ch.leaf_count * ch.m * terms.digest_s_per_entry
+    # The devices work at once: the bound is one device's share at the per-device claim.
+    compute = ch.device_flops / (claimed_tflops * 1e12)
+    digest = ch.row_count // ch.devices * ch.m * terms.digest_s_per_entry
     return compute * terms.slack + digest + terms.allowance_s
 
 
@@ -77,17 +78,23 @@ def size_exact_challenge(
     compute_s: float = 1.5,
     m: int = 8192,
     k: int = EXACT_MAX_INNER,
+    devices: int = 1,
 ) -> ExactChallenge:
-    """A challenge taking about ``compute_s`` at the claimed speed (the nearest whole number
-    of products, at least one), within the bounds."""
+    """A challenge taking about ``compute_s`` at the claimed speed per device on each of
+    ``devices`` devices at once (the nearest whole number of products a device, at least
+    one), within the bounds."""
     if claimed_tflops <= 0:
         raise ChallengeError("claimed TFLOPS must be positive")
     per_rep = 2 * m * m * k / (claimed_tflops * 1e12)
     reps = max(
         1,
-        min(EXACT_MAX_REPS, int(EXACT_MAX_FLOPS // (2 * m * m * k)), round(compute_s / per_rep)),
+        min(
+            EXACT_MAX_REPS,
+            int(EXACT_MAX_FLOPS // (2 * m * m * k)),
+            round(compute_s / per_rep),
+        ),
     )
-    return ExactChallenge(seed, dtype, m=m, k=k, reps=reps)
+    return ExactChallenge(seed, dtype, m=m, k=k, reps=reps * devices, devices=devices)
 
 
 def pick_exact_rows(

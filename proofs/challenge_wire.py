@@ -3,7 +3,7 @@
 Both sides of ``CHALLENGE_PROTOCOL`` must agree on this mapping, so it lives here, pure:
 
 * a wire :class:`~protocol.messages.Challenge` is an :class:`ExactChallenge` with the same
-  seed, dtype, m, k and reps;
+  seed, dtype, m, k, reps and devices;
 * a row on the wire (:class:`~protocol.messages.ChallengeOpen` rows and
   :attr:`OpenedRow.index`) is ``rep * m + row``; its Merkle leaf is that index divided by
   the challenge's rows per leaf, which the receiver derives (never the sender's figure).
@@ -21,7 +21,9 @@ from protocol.messages import Challenge, OpenedRow
 def challenge_from_wire(msg: Challenge) -> ExactChallenge:
     """The :mod:`proofs` challenge that a wire challenge describes (raises
     ``ChallengeError`` when it is outside the proofs' limits)."""
-    return ExactChallenge(seed=msg.seed, dtype=msg.dtype, m=msg.m, k=msg.k, reps=msg.reps)
+    return ExactChallenge(
+        seed=msg.seed, dtype=msg.dtype, m=msg.m, k=msg.k, reps=msg.reps, devices=msg.devices
+    )
 
 
 def row_index(ch: ExactChallenge, rep: int, row: int) -> int:

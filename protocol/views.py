@@ -101,12 +101,26 @@ class Logs(BaseModel):
     lines: list[LogLineView]
 
 
+class SpeedCheckView(BaseModel):
+    """The latest benchmark challenge of one dtype a provider claims."""
+
+    passed: bool
+    tflops: float = Field(description="the per-GPU figure challenged")
+    devices: int = Field(description="devices that answered at once")
+    at: float = Field(description="when it was judged (unix seconds)")
+    reason: str = Field(default="", description="why it failed; empty for a pass")
+
+
 class CandidateView(BaseModel):
     address: str
     peer_id: str
     score: float | None
     chosen: bool
     reason: str
+    checks: dict[str, SpeedCheckView] = Field(
+        default_factory=dict,
+        description="per dtype, the provider's latest speed challenge (the live book's)",
+    )
 
 
 class SeatBill(BaseModel):
@@ -155,8 +169,8 @@ class ProviderRow(BaseModel):
     memory_bytes: int = Field(description="memory of its smallest GPU")
     tflops: dict[str, float] = Field(description="per dtype: verified when listed in verified")
     verified: list[str] = Field(description="dtypes whose TFLOPS a challenge measured")
-    verified_at: float | None = Field(
-        default=None, description="when a challenge last measured it (unix seconds)"
+    checks: dict[str, SpeedCheckView] = Field(
+        default_factory=dict, description="per dtype, its latest speed challenge"
     )
     price_per_gpu_hour: str = Field(
         description="base units per GPU-hour: a seat of g GPUs is billed g times this"

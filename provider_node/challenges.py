@@ -2,15 +2,18 @@
 
 A :class:`Challenge` message is mapped onto :class:`proofs.challenge.ExactChallenge` by
 :mod:`proofs.challenge_wire` (the mapping the coordinator uses too) and computed with
-:func:`proofs.challenge.device_row_digests` on the advertised device: every product and its
-row digests stay on the device and only 8 bytes a row reach the host, which builds the
-Merkle tree; the answer is the root and the elapsed time. The work is kept (bounded,
-briefly) for the :class:`ChallengeOpen` that follows, whose rows are recomputed on the
-device.
+:func:`proofs.challenge.device_row_digests` on as many devices as it names, at once: the
+GPUs this provider advertises free (a CPU provider: its one device). The devices are held
+for the timed part (:func:`device_hold`: no job starts on them, no warm sandbox stays on
+them); when fewer are free than asked, because jobs took them since the last advert, the
+answer is "busy", and the coordinator asks again later. Every product and its row digests
+stay on the device and only 8 bytes a row reach the host, which builds the Merkle tree;
+the answer is the root and the elapsed time. The work is kept (bounded, briefly) for the
+:class:`ChallengeOpen` that follows, whose rows are recomputed on the device that made them.
 
-Bounds: a challenge may ask for about :data:`WORK_S` seconds of work at this provider's
-own claim for the dtype (at least ``min_flops``); a dtype it does not claim is refused;
-each coordinator gets at most ``rate_max`` challenges per ``rate_window_s``.
+Bounds: a challenge may ask each device for about :data:`WORK_S` seconds of work at this
+provider's own claim for the dtype (at least ``min_flops``); a dtype it does not claim is
+refused; each coordinator gets at most ``rate_max`` challenges per ``rate_window_s``.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager, nullcontext
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any, cast
 
 import trio
@@ -41,6 +44,7 @@ from protocol.messages import (
 )
 from protocol.messages.advert import Dtype
 from protocol.signing import Verifier, decode_signed, encode_signed, sign_message
+from provider_node.gpus import GpuPool
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +61,43 @@ RATE_MAX = 8
 RATE_WINDOW_S = 60.0
 MAX_TRACKED_COORDINATORS = 1024
 
-Respond = Callable[[proof.ExactChallenge, str], proof.ExactWork]
-"""``respond(challenge, device)``: the timed work (:func:`proofs.challenge.device_row_digests`)."""
+Respond = Callable[[proof.ExactChallenge, Sequence[str]], proof.ExactWork]
+"""``respond(challenge, devices)``: the timed work
+(:func:`proofs.challenge.device_row_digests`), one device per share."""
+DeviceHold = Callable[[int], AbstractAsyncContextManager[Sequence[str]]]
+"""``hold(count)``: ``count`` devices (torch names) held for a timed challenge while
+inside; raises ``MessageError`` ("busy: ...") when fewer are free."""
+Pause = Callable[[Sequence[int]], AbstractAsyncContextManager[None]]
+"""``pause(gpus)``: no warm sandbox on ``gpus`` and no warming while inside."""
+
+
+def device_hold(gpus: GpuPool, cpu_device: str = "cpu", pause: Pause | None = None) -> DeviceHold:
+    """Challenge devices from ``gpus``: that many free GPUs, taken from the pool (so no job
+    starts on them) and paused in the warm pool for the timed part. A host without GPUs
+    has one device, ``cpu_device``."""
+
+    @asynccontextmanager
+    async def hold(count: int) -> AsyncIterator[Sequence[str]]:
+        paused = pause or (lambda _: nullcontext())
+        if not gpus.devices:
+            if count != 1:
+                raise MessageError(f"challenge asks for {count} devices; this host has one")
+            async with paused(()):
+                yield (cpu_device,)
+            return
+        taken = gpus.acquire(count)
+        if taken is None:
+            raise MessageError(
+                f"busy: the challenge asks for {count} GPUs and {gpus.free} are free "
+                "(jobs hold the others); retry later"
+            )
+        try:
+            async with paused(taken):
+                yield tuple(f"cuda:{i}" for i in taken)
+        finally:
+            gpus.release(taken)
+
+    return hold
 
 
 class ChallengeServer:
@@ -68,7 +107,7 @@ class ChallengeServer:
         self,
         identity: Identity,
         *,
-        device: str = "cpu",
+        hold: DeviceHold | None = None,
         claims: Mapping[Dtype, float] | None = None,
         work_s: float = WORK_S,
         min_flops: float = MIN_FLOPS,
@@ -78,13 +117,10 @@ class ChallengeServer:
         verifier: Verifier | None = None,
         clock: Clock = SYSTEM_CLOCK,
         monotonic: Callable[[], float] = time.monotonic,
-        exclusive: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
     ) -> None:
         self.identity = identity
-        self.device = device
-        self.exclusive = exclusive or nullcontext
-        """Entered around each timed challenge: gives the device to the challenge alone
-        (the warm sandbox pool kills its slots on it and stops warming meanwhile)."""
+        self.hold = hold or device_hold(GpuPool(()))
+        """Entered around each timed challenge: its devices, for the challenge alone."""
         self.claims: dict[str, float] | None = (
             None if claims is None else {str(d): float(v) for d, v in claims.items()}
         )
@@ -94,7 +130,7 @@ class ChallengeServer:
         self.rate_max = rate_max
         self.rate_window_s = rate_window_s
         self._respond: Respond = respond or (
-            lambda ch, device: proof.device_row_digests(ch, device)
+            lambda ch, devices: proof.device_row_digests(ch, devices)
         )
         self.verifier = verifier or Verifier(clock)
         self.clock = clock
@@ -104,7 +140,7 @@ class ChallengeServer:
         self._recent: OrderedDict[str, deque[float]] = OrderedDict()
 
     def max_flops(self, dtype: str) -> float:
-        """The most work one challenge of ``dtype`` may ask of this provider (0: refused)."""
+        """The most work one challenge of ``dtype`` may ask of each device (0: refused)."""
         if self.claims is None:
             return UNCLAIMED_MAX_FLOPS
         claim = float(self.claims.get(dtype, 0.0))
@@ -163,16 +199,16 @@ class ChallengeServer:
         bound = self.max_flops(ch.dtype)
         if bound <= 0:
             raise MessageError(f"this provider claims no {ch.dtype} speed to challenge")
-        if ch.flops > bound:
+        if ch.device_flops > bound:
             raise MessageError(
-                f"challenge of {ch.flops:.3g} {ch.dtype} flops exceeds this provider's "
-                f"bound of {bound:.3g} (about {self.work_s:g}s at its claim)"
+                f"challenge of {ch.device_flops:.3g} {ch.dtype} flops a device exceeds this "
+                f"provider's bound of {bound:.3g} (about {self.work_s:g}s at its claim)"
             )
         if self._lock.locked():
             raise MessageError("busy with another challenge")
         self._admit(msg.coordinator)
-        async with self._lock, self.exclusive():
-            work = await trio.to_thread.run_sync(lambda: self._respond(ch, self.device))
+        async with self._lock, self.hold(ch.devices) as devices:
+            work = await trio.to_thread.run_sync(lambda: self._respond(ch, devices))
         self._keep(msg.challenge_id, work, msg.coordinator)
         return ChallengeResponse(
             challenge_id=msg.challenge_id,
@@ -196,8 +232,9 @@ class ChallengeServer:
         work = kept[1]
         ch = work.challenge
         picks = [rep_row(ch, index) for index in msg.rows]
-        # Opened rows are recomputed on the device: hold it as for the timed part.
-        async with self._lock, self.exclusive():
+        # Opened rows are recomputed on the devices that made them (untimed: a job may
+        # hold them by now, which changes no bit of a product).
+        async with self._lock:
             openings = await trio.to_thread.run_sync(lambda: work.open(picks))
         rows = tuple(to_opened_row(ch, o) for o in openings)
         return ChallengeRows(

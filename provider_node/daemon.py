@@ -14,7 +14,6 @@ jobs finish within the grace period and hand back the rest, then close everythin
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import signal
@@ -47,7 +46,7 @@ from provider_node.advertiser import (
     installed_packages,
     python_packages,
 )
-from provider_node.challenges import ChallengeServer
+from provider_node.challenges import ChallengeServer, device_hold
 from provider_node.coordinator_link import CoordinatorLink
 from provider_node.fallback import ChainFallback, wall_chain_time
 from provider_node.gpuhealth import GpuHealth, Probe, default_probe, nvml_utilization
@@ -120,14 +119,6 @@ def warm_pool(settings: ProviderSettings, runtime: Runtime, gpus: GpuPool) -> Wa
         devices=gpus.devices,
         free_gpus=lambda: gpus.free_devices,
     )
-
-
-def challenge_gpus(offer: HostOffer) -> tuple[int, ...]:
-    """The GPU a benchmark challenge runs on (``cuda:1`` -> (1,)); () for the CPU."""
-    kind, _, number = offer.device.partition(":")
-    if kind != "cuda" or not offer.gpu_indices:
-        return ()
-    return (int(number),) if number.isdigit() else (offer.gpu_indices[0],)
 
 
 def runtimes_offered(runtime: Runtime) -> tuple[RuntimeKind, ...]:
@@ -316,12 +307,12 @@ class ProviderNode:
                 fallback=fallback,
             )
         )
-        exclusive = None
-        if pool is not None:
-            exclusive = functools.partial(pool.paused, challenge_gpus(offer))
-        challenges = ChallengeServer(
-            identity, device=offer.device, claims=offer.benchmark.tflops, exclusive=exclusive
+        hold = device_hold(
+            self.gpus,
+            cpu_device=offer.device,
+            pause=None if pool is None else pool.paused,
         )
+        challenges = ChallengeServer(identity, hold=hold, claims=offer.benchmark.tflops)
         handlers = RequestHandlers(node)
         handlers.register(JOB_PROTOCOL, server.handle, JOB_LIMITS)
         handlers.register(CHALLENGE_PROTOCOL, challenges.handle, CHALLENGE_LIMITS)

@@ -16,7 +16,7 @@ from rich.table import Table
 from protocol.errors import ConfigError, GpuMarketError, exits_on_error
 from protocol.ids import JobId, format_tokens, job_id_hex, parse_job_id
 from protocol.views import JobEvent, JobView
-from wallet import costs, jobs, keys, quotes
+from wallet import costs, jobs, keys, market, quotes
 from wallet.cli import (
     AccountOpt,
     Devnet,
@@ -267,13 +267,15 @@ def job_explain(job: JobArg, devnet: Devnet = None, json_out: JsonOpt = False) -
     if json_out:
         _emit(data)
         return
-    table = Table("provider", "score", "chosen", "reason")
+    table = Table("provider", "score", "chosen", "reason", "speed (latest challenges)")
+    now = time.time()
     for c in data.candidates:
         table.add_row(
             c.address,
             f"{c.score:.4g}" if c.score is not None else "-",
             "yes" if c.chosen else "",
             c.reason,
+            market.speed(c.checks, now),
         )
     out.print(table)
     seats = data.seats

@@ -74,7 +74,7 @@ def market_providers(
         table.add_row(
             r.address,
             f"{r.gpu_count} x {r.gpu_model}",
-            market.tflops(r),
+            market.tflops(r, now),
             market.gib(r.memory_bytes),
             f"{format_tokens(int(r.price_per_gpu_hour))} tokens",
             f"{format_tokens(int(r.price_per_cpu_hour))} tokens",

@@ -13,7 +13,14 @@ from fastapi.responses import StreamingResponse
 from coordinator.api import dashboard, errors, history
 from coordinator.api.bodies import SUBMIT_JOB_MAX_BYTES, SubmitJob, body_schema, json_body
 from coordinator.api.quote import QUOTE_MAX_BYTES, QuoteRequest, quote
-from coordinator.api.views import decline_view, job_view, provider_row, seat_bill, standing_view
+from coordinator.api.views import (
+    check_views,
+    decline_view,
+    job_view,
+    provider_row,
+    seat_bill,
+    standing_view,
+)
 from coordinator.errors import NotAuthorized
 from coordinator.history import phases
 from coordinator.matching.book import ProviderBook
@@ -138,7 +145,11 @@ def create_app(
         return Explanation(
             job_id=key,
             candidates=[
-                CandidateView(**{k: c[k] for k in CandidateView.model_fields}) for c in found
+                CandidateView(
+                    **{k: c[k] for k in CandidateView.model_fields if k != "checks"},
+                    checks=check_views(backend.book.entries.get(c["address"])),
+                )
+                for c in found
             ],
             seats=[seat_bill(s) for s in slots if s.state.on_chain],
             declines=[decline_view(d) for d in await backend.store.declines(key)],

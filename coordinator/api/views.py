@@ -21,6 +21,7 @@ from protocol.views import (
     ProviderRow,
     ProviderView,
     SeatBill,
+    SpeedCheckView,
     StandingView,
 )
 
@@ -86,6 +87,18 @@ def decline_view(d: DeclineRecord) -> DeclineView:
     return DeclineView(seat=d.seat, address=d.address, reason=d.reason, at=d.at)
 
 
+def check_views(entry: BookEntry | None) -> dict[str, SpeedCheckView]:
+    """Per dtype, the provider's latest speed challenge (none for a provider not in the book)."""
+    if entry is None:
+        return {}
+    return {
+        dtype: SpeedCheckView(
+            passed=c.passed, tflops=c.tflops, devices=c.devices, at=c.at, reason=c.reason
+        )
+        for dtype, c in entry.checks.items()
+    }
+
+
 def provider_row(entry: BookEntry, cols: ProviderColumns, free_jobs: Sequence[int]) -> ProviderRow:
     """A provider of the live book; measured TFLOPS replace advertised ones.
     ``free_jobs``: :meth:`ProviderColumns.free_jobs`, computed once for every row."""
@@ -110,7 +123,7 @@ def provider_row(entry: BookEntry, cols: ProviderColumns, free_jobs: Sequence[in
         memory_bytes=min((g.memory_bytes for g in a.gpus), default=0),
         tflops={k: v for k, v in tflops.items() if v > 0},
         verified=verified,
-        verified_at=entry.verified_at,
+        checks=check_views(entry),
         price_per_gpu_hour=str(a.price_per_gpu_hour),
         price_per_cpu_hour=str(a.price_per_cpu_hour),
         reputation=entry.reputation,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from coordinator.matching.capacity import QUEUE_DEPTH, CapacityLedger
@@ -77,6 +77,21 @@ def offer_of(advert: Advert, seen_at: float) -> AdvertRow:
     )
 
 
+@dataclass(frozen=True)
+class SpeedCheck:
+    """The latest benchmark challenge of one dtype of a provider's claim."""
+
+    passed: bool
+    tflops: float
+    """The per-GPU figure challenged (the advert's claim then)."""
+    devices: int
+    """How many of its devices answered at once."""
+    at: float
+    """When it was judged (the book's clock, unix seconds)."""
+    reason: str = ""
+    """Why it failed; empty for a pass."""
+
+
 @dataclass
 class BookEntry:
     advert: Advert
@@ -85,8 +100,8 @@ class BookEntry:
     registered: bool = False
     free_stake: int = 0
     reputation: float = 0.0
-    verified_at: float | None = None
-    """When a benchmark challenge last measured its speed (this coordinator's clock)."""
+    checks: dict[str, SpeedCheck] = field(default_factory=dict)
+    """Per dtype: its latest benchmark challenge (:class:`SpeedCheck`)."""
     unreachable: str | None = None
     """Why none of its advertised addresses answered the last probe, and the fix
     (``coordinator/wire/reachability.py``); None: one answered, or not probed yet."""
@@ -223,11 +238,16 @@ class ProviderBook:
             entry.reputation = lower_bound
         self.columns.set_reputation(address, lower_bound, newcomer)
 
-    def set_measured(self, address: str, dtype: str, tflops: float) -> None:
-        self.columns.set_measured(address, dtype, tflops)
+    def record_check(
+        self, address: str, dtype: str, *, passed: bool, tflops: float, devices: int, reason: str
+    ) -> None:
+        """A challenge's verdict on ``dtype``: a pass keeps the challenged figure, marked
+        verified; a fail makes it zero until a later pass (later adverts do not lift it)."""
+        self.columns.set_measured(address, dtype, tflops if passed else 0.0)
         entry = self.entries.get(address)
         if entry is not None:
-            entry.verified_at = self.clock()
+            check = SpeedCheck(passed, tflops, devices, self.clock(), "" if passed else reason)
+            entry.checks[dtype] = check
 
     def mark_busy(self, address: str) -> None:
         """The provider refused a job as busy: no free slot there until it advertises again
@@ -298,4 +318,11 @@ class ProviderBook:
         return busy / total
 
 
-__all__ = ["BookEntry", "MessageError", "ProviderBook", "fingerprint_key", "offer_of"]
+__all__ = [
+    "BookEntry",
+    "MessageError",
+    "ProviderBook",
+    "SpeedCheck",
+    "fingerprint_key",
+    "offer_of",
+]

@@ -1,17 +1,27 @@
 """Benchmark challenges: checking what providers claim about their speed.
 
-For each provider that joins the book (one at a time, in the background), the challenger
-sends, for every dtype its advert claims, an exact per-dtype
-:class:`~protocol.messages.Challenge` (``proofs.challenge.ExactChallenge``, sized by
-:func:`proofs.challenge_check.size_exact_challenge` to about :data:`TARGET_S` of compute at
-the claimed speed) on ``CHALLENGE_PROTOCOL``, times the round trip itself (the provider's
-own figure is not trusted), picks rows to open only after the Merkle root is in, and judges
-the openings with :func:`proofs.challenge_check.judge_exact` against
-:func:`~proofs.challenge_check.exact_time_bound`. A pass
-(correct rows within the claim's time bound) keeps the advertised figure of that dtype and
-marks it verified, with its time; a wrong or missing row, or an answer later than the bound,
-fails the dtype: its figure becomes zero until a later pass, which keeps the provider out of
-every job that names a floor for it and last in every ranking.
+For each provider in the book (one at a time, in the background), the challenger sends, for
+every dtype its advert claims, an exact per-dtype :class:`~protocol.messages.Challenge`
+(``proofs.challenge.ExactChallenge``, sized by
+:func:`proofs.challenge_check.size_exact_challenge` to about :data:`TARGET_S` of compute a
+device at the claimed per-GPU speed) on ``CHALLENGE_PROTOCOL``, split over every GPU the
+advert says is free, computing at once, so one real GPU cannot pass as several. It times
+the round trip itself (the provider's own figure is not trusted), picks rows to open only
+after the Merkle root is in, and judges the openings with
+:func:`proofs.challenge_check.judge_exact` against
+:func:`~proofs.challenge_check.exact_time_bound`. A pass (correct rows within the claim's
+time bound) keeps the advertised figure of that dtype and marks it verified, with its time;
+a wrong or missing row, or an answer later than the bound, fails the dtype: its figure
+becomes zero until a later pass, which keeps the provider out of every job that names a
+floor for it and last in every ranking. The verdicts are the book's
+:class:`~coordinator.matching.book.SpeedCheck` records.
+
+When: a provider is challenged when it joins the book, when an advert changes a claimed
+figure or offers more free GPUs than its last challenge ran on, and again at random times
+(exponential gaps of mean ``interval_s``, drawn from the OS's randomness, so a provider
+cannot tell when to be honest). A provider that answers "busy" (jobs took the GPUs its
+advert showed free, or it is rate-limiting) is asked again after ``retry_s``; after
+:data:`MAX_BUSY` busy answers in a row the dtype fails, as a GPU advertised free must answer.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import time
 from collections.abc import Callable
 from typing import cast
@@ -40,15 +51,18 @@ from protocol.errors import MessageError
 from protocol.identity import Identity
 from protocol.ids import Address
 from protocol.messages import (
+    Advert,
     Challenge,
     ChallengeOpen,
     ChallengeResponse,
     ChallengeRows,
+    ErrorCode,
+    ErrorReply,
     Message,
     WireMessage,
 )
 from protocol.messages.advert import DTYPES, Dtype
-from protocol.messages.challenge import LEAF_ROWS, MAX_INNER, MAX_OPENED_ROWS
+from protocol.messages.challenge import LEAF_ROWS, MAX_DEVICES, MAX_INNER, MAX_OPENED_ROWS
 from protocol.registry import CHALLENGE_PROTOCOL, MAX_MESSAGE_BYTES
 from protocol.signing import Verifier, decode_signed, encode_signed, sign_message
 
@@ -66,6 +80,16 @@ DEFAULT_SIDE = 4096
 flops an output entry) outweighs the device's digest (a few dozen integer operations an
 entry) even on a CPU with a small m."""
 TIMEOUT_S = 120.0
+INTERVAL_S = 6 * 3600.0
+"""Mean gap between a provider's random re-challenges."""
+RETRY_S = 30.0
+"""Wait before asking a provider that answered "busy" again."""
+MAX_BUSY = 3
+"""Busy answers in a row after which the dtype fails."""
+
+
+class Busy(Exception):
+    """The provider answered a challenge with "busy"."""
 
 
 class Challenger:
@@ -82,7 +106,10 @@ class Challenger:
         target_s: float = TARGET_S,
         allowance_s: float = ALLOWANCE_S,
         max_queued: int = 1000,
+        interval_s: float = INTERVAL_S,
+        retry_s: float = RETRY_S,
         clock: Callable[[], float] = time.monotonic,
+        gap: Callable[[float], float] | None = None,
     ) -> None:
         self.identity = identity
         self.transport = transport
@@ -90,11 +117,16 @@ class Challenger:
         self.n = n
         """m of every challenge (k is 4096). Tests and devnets set it small."""
         self.max_flops = max_flops
+        """Challenges never ask a device for more (fewer reps) whatever the claim."""
         self.target_s = target_s
         """Compute per challenge at the claimed speed (tests and devnets set it small)."""
-        """Challenges never ask for more (fewer reps) whatever the claim."""
+        self.interval_s = interval_s
+        """Mean gap between random re-challenges of a provider (0: none)."""
+        self.retry_s = retry_s
         self.clock = clock
-        """Times each challenge, seed sent to root received."""
+        """Times each challenge, seed sent to root received, and schedules the next."""
+        self.gap = gap or random.SystemRandom().expovariate
+        """``gap(rate)``: the wait before a provider's next random challenge."""
         self.terms = ExactTiming(slack=SLACK, allowance_s=allowance_s)
         self.verifier = Verifier()
         self.results: dict[str, bool] = {}
@@ -104,6 +136,12 @@ class Challenger:
         """Challenges not queued because the queue was full."""
         self.pending: set[str] = set()
         """Providers queued or being challenged: never two challenges for one advertiser."""
+        self.due: dict[str, float] = {}
+        """Per provider: when (``clock``) to challenge it next."""
+        self.busy: dict[tuple[str, Dtype], int] = {}
+        """Busy answers in a row, per provider and dtype."""
+        self.challenged: dict[str, tuple[dict[Dtype, float], int]] = {}
+        """Per provider: the claims and device count its latest challenge was sized for."""
         self._send, self._receive = trio.open_memory_channel[str](max_queued)
 
     def enqueue(self, address: str) -> bool:
@@ -120,6 +158,44 @@ class Challenger:
         self.pending.add(address)
         return True
 
+    def observe(self, advert: Advert, new: bool) -> bool:
+        """An advert the book took: queue a challenge when the provider is ``new`` to the
+        book, a claimed figure changed, or it offers more free GPUs than its last
+        challenge ran on. True when queued."""
+        last = self.challenged.get(advert.provider)
+        if not new and last is not None:
+            figures, devices = last
+            if claims_of(advert) == figures and devices_of(advert) <= devices:
+                return False
+        return self.enqueue(advert.provider)
+
+    def due_now(self) -> list[str]:
+        """Queue every provider whose random re-challenge is due; forget those that left
+        the book. The providers queued."""
+        now = self.clock()
+        queued = []
+        for address, at in list(self.due.items()):
+            if self.book.find(address) is None:
+                self.forget(address)
+            elif at <= now and self.enqueue(address):
+                del self.due[address]
+                queued.append(address)
+        return queued
+
+    def forget(self, address: str) -> None:
+        """Drop the plans for a provider that left the book (it is challenged afresh if it
+        comes back)."""
+        self.due.pop(address, None)
+        self.challenged.pop(address, None)
+        for key in [key for key in self.busy if key[0] == address]:
+            del self.busy[key]
+
+    async def schedule(self) -> None:
+        """Queue due re-challenges, once a second."""
+        while True:
+            self.due_now()
+            await trio.sleep(1.0)
+
     async def run(self) -> None:
         async for address in self._receive:
             try:
@@ -127,6 +203,17 @@ class Challenger:
                     await self.challenge(address)
             finally:
                 self.pending.discard(address)
+                self._plan(address)
+
+    def _plan(self, address: str) -> None:
+        """Set when ``address`` is challenged next: soon when a dtype's answer was busy,
+        else at a random time (when re-challenges are on)."""
+        if self.book.find(address) is None:
+            self.forget(address)
+        elif any(a == address for a, _ in self.busy):
+            self.due[address] = self.clock() + self.retry_s
+        elif self.interval_s > 0:
+            self.due[address] = self.clock() + self.gap(1.0 / self.interval_s)
 
     async def _call(self, address: str, body: Message) -> WireMessage:
         advert = self.book.find(address)
@@ -142,37 +229,63 @@ class Challenger:
 
     async def challenge(self, address: str) -> bool | None:
         """Challenge one provider on every dtype its advert claims; True when all pass,
-        False when any fails, None when there was nothing to challenge."""
+        False when any fails, None when there was nothing to judge (no claim, or every
+        answer was "busy")."""
         advert = self.book.find(address)
         if advert is None:
             return None
-        claims = {d: float(advert.benchmark.tflops.get(d, 0.0)) for d in DTYPES}
+        claims = claims_of(advert)
+        devices = devices_of(advert)
+        self.challenged[address] = (claims, devices)
         outcomes = []
         for dtype, advertised in claims.items():
-            if advertised > 0:
-                outcomes.append(await self.challenge_dtype(address, dtype, advertised))
+            try:
+                outcomes.append(await self.challenge_dtype(address, dtype, advertised, devices))
+            except Busy as exc:
+                count = self.busy.get((address, dtype), 0) + 1
+                if count < MAX_BUSY:
+                    self.busy[(address, dtype)] = count
+                    log.info("provider %s is busy for its %s challenge: %s", address, dtype, exc)
+                    continue
+                outcomes.append(
+                    self._verdict(
+                        address,
+                        dtype,
+                        advertised,
+                        devices,
+                        False,
+                        f"answered {count} challenges in a row with busy while advertising "
+                        f"{devices} free device(s): {exc}",
+                    )
+                )
         if not outcomes:
             return None
         self.results[address] = all(outcomes)
         return self.results[address]
 
-    def size(self, dtype: Dtype, advertised: float) -> ExactChallenge:
-        """A fresh challenge of about ``target_s`` at the ``advertised`` TFLOPS. A claim too
-        slow for one product of ``n`` rows in that time gets narrower products (whole
-        leaves of rows), so a small CPU claim is not asked for many times its target."""
+    def size(self, dtype: Dtype, advertised: float, devices: int = 1) -> ExactChallenge:
+        """A fresh challenge of about ``target_s`` a device at the ``advertised`` per-GPU
+        TFLOPS on ``devices`` devices at once. A claim too slow for one product of ``n``
+        rows in that time gets narrower products (whole leaves of rows), so a small CPU
+        claim is not asked for many times its target."""
         m, k = self.n, MAX_INNER
         if m > LEAF_ROWS:
             fit = math.sqrt(self.target_s * advertised * 1e12 / (2 * k))
             m = max(LEAF_ROWS, min(m, int(fit) // LEAF_ROWS * LEAF_ROWS))
-        ch = size_exact_challenge(os.urandom(32), dtype, advertised, self.target_s, m=m, k=k)
-        if ch.flops > self.max_flops:
+        ch = size_exact_challenge(
+            os.urandom(32), dtype, advertised, self.target_s, m=m, k=k, devices=devices
+        )
+        if ch.device_flops > self.max_flops:
             reps = max(1, int(self.max_flops // (2 * m * m * k)))
-            ch = ExactChallenge(ch.seed, dtype, m=m, k=k, reps=reps)
+            ch = ExactChallenge(ch.seed, dtype, m=m, k=k, reps=reps * devices, devices=devices)
         return ch
 
-    async def challenge_dtype(self, address: str, dtype: Dtype, advertised: float) -> bool:
-        """One timed challenge of the ``advertised`` TFLOPS on ``dtype``; the verdict."""
-        ch = self.size(dtype, advertised)
+    async def challenge_dtype(
+        self, address: str, dtype: Dtype, advertised: float, devices: int = 1
+    ) -> bool:
+        """One timed challenge of the ``advertised`` TFLOPS on ``dtype`` on ``devices``
+        devices at once; the verdict. Raises :class:`Busy` when the provider says busy."""
+        ch = self.size(dtype, advertised, devices)
         message = Challenge(
             challenge_id=os.urandom(16),
             coordinator=self.identity.address,
@@ -182,16 +295,23 @@ class Challenger:
             m=ch.m,
             k=ch.k,
             reps=ch.reps,
+            devices=ch.devices,
             deadline=int(time.time() + TIMEOUT_S),
         )
         started = self.clock()
         response = await self._call(address, message)
         elapsed = self.clock() - started
+        if isinstance(response, ErrorReply) and response.code == ErrorCode.BUSY:
+            raise Busy(response.message)
+        self.busy.pop((address, dtype), None)
         if (
             not isinstance(response, ChallengeResponse)
             or response.challenge_id != message.challenge_id
         ):
-            return await self._verdict(address, dtype, advertised, False, "no challenge response")
+            why = response.message if isinstance(response, ErrorReply) else "no response"
+            return self._verdict(
+                address, dtype, advertised, devices, False, f"no challenge response: {why}"
+            )
         picks = pick_exact_rows(ch, response.merkle_root, os.urandom(32), MAX_OPENED_ROWS)
         opened = await self._call(
             address,
@@ -205,27 +325,46 @@ class Challenger:
             ),
         )
         if not isinstance(opened, ChallengeRows):
-            return await self._verdict(address, dtype, advertised, False, "rows not opened")
+            return self._verdict(address, dtype, advertised, devices, False, "rows not opened")
         openings = [from_opened_row(ch, r) for r in opened.rows]
         verdict = await trio.to_thread.run_sync(
             lambda: judge_exact(
                 ch, advertised, response.merkle_root, elapsed, picks, openings, self.terms
             )
         )
-        return await self._verdict(
-            address, dtype, advertised, verdict.passed, "; ".join(verdict.reasons)
+        return self._verdict(
+            address, dtype, advertised, devices, verdict.passed, "; ".join(verdict.reasons)
         )
 
-    async def _verdict(
-        self, address: str, dtype: Dtype, advertised: float, passed: bool, why: str
+    def _verdict(
+        self, address: str, dtype: Dtype, advertised: float, devices: int, passed: bool, why: str
     ) -> bool:
         self.dtype_results[(address, dtype)] = passed
-        # A pass keeps the claim and marks it verified now; a fail zeroes it until a pass.
-        self.book.set_measured(address, dtype, advertised if passed else 0.0)
+        self.busy.pop((address, dtype), None)
+        self.book.record_check(
+            address, dtype, passed=passed, tflops=advertised, devices=devices, reason=why
+        )
         if passed:
             log.info(
-                "provider %s passed its %s challenge at %.3g TFLOPS", address, dtype, advertised
+                "provider %s passed its %s challenge at %.3g TFLOPS on %d device(s)",
+                address,
+                dtype,
+                advertised,
+                devices,
             )
         else:
             log.warning("provider %s failed its %s challenge: %s", address, dtype, why)
         return passed
+
+
+def claims_of(advert: Advert) -> dict[Dtype, float]:
+    """The per-GPU TFLOPS the advert claims, per dtype it claims."""
+    return {
+        d: float(advert.benchmark.tflops[d]) for d in DTYPES if advert.benchmark.tflops.get(d, 0)
+    }
+
+
+def devices_of(advert: Advert) -> int:
+    """Devices a challenge runs on at once: every GPU the advert shows free (a CPU host and
+    a host whose GPUs are all busy: one)."""
+    return max(1, min(MAX_DEVICES, advert.free_gpus if advert.gpus else 1))

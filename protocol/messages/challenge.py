@@ -24,13 +24,16 @@ MAX_SIDE = 1 << 14
 MAX_INNER = 4096
 """Largest k: beyond it bf16/fp16/tf32 partial sums are no longer exact in fp32."""
 MAX_REPS = 4096
+"""Most products one device computes."""
+MAX_DEVICES = 16
+"""Most devices (GPUs of one host) one challenge runs on at once."""
 LEAF_ROWS = 64
 """Row digests per Merkle leaf (all m rows when m is smaller)."""
 DIGEST_BYTES = 8
 MAX_OPENED_ROWS = 16
-MAX_ROWS = MAX_SIDE * MAX_REPS
+MAX_ROWS = MAX_SIDE * MAX_REPS * MAX_DEVICES
 """Rows of all products together; a row on the wire is ``rep * m + row``."""
-MAX_PROOF_DEPTH = 27
+MAX_PROOF_DEPTH = 31
 """log2(MAX_ROWS) + 1: enough siblings for any tree over at most MAX_ROWS leaves."""
 
 RowIndex = Annotated[StrictInt, Field(ge=0, lt=MAX_ROWS)]
@@ -38,7 +41,9 @@ RowIndex = Annotated[StrictInt, Field(ge=0, lt=MAX_ROWS)]
 
 
 class Challenge(WireMessage):
-    """Compute ``reps`` seeded products (m x k times k x m) in ``dtype`` by ``deadline``."""
+    """Compute ``reps`` seeded products (m x k times k x m) in ``dtype`` by ``deadline``,
+    split evenly over ``devices`` devices computing at once (the GPUs the provider
+    advertises free; 1 for a CPU provider)."""
 
     AUTHOR_FIELD: ClassVar[str | None] = "coordinator"
 
@@ -50,13 +55,19 @@ class Challenge(WireMessage):
     dtype: Dtype
     m: Annotated[StrictInt, Field(ge=1, le=MAX_SIDE)]
     k: Annotated[StrictInt, Field(ge=1, le=MAX_INNER)]
-    reps: Annotated[StrictInt, Field(ge=1, le=MAX_REPS)]
+    reps: Annotated[StrictInt, Field(ge=1, le=MAX_REPS * MAX_DEVICES)]
+    devices: Annotated[StrictInt, Field(ge=1, le=MAX_DEVICES)] = 1
     deadline: Timestamp
 
     @model_validator(mode="after")
     def _whole_leaves(self) -> Challenge:
         if self.m > LEAF_ROWS and self.m % LEAF_ROWS:
             raise ValueError(f"m={self.m} must be a multiple of {LEAF_ROWS} (or at most it)")
+        if self.reps % self.devices or self.reps > MAX_REPS * self.devices:
+            raise ValueError(
+                f"reps={self.reps} must be a multiple of devices={self.devices}, at most "
+                f"{MAX_REPS} a device"
+            )
         return self
 
 

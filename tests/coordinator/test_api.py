@@ -220,9 +220,28 @@ async def test_explain_providers_health_metrics(api) -> None:
     client, backend = api
     explain = (await client.get(f"/jobs/{KNOWN}/explain")).json()
     assert explain["job_id"] == KNOWN and explain["candidates"][0]["chosen"] is True
+    assert explain["candidates"][0]["checks"] == {}  # not in the book: nothing to show
     backend.book.accept(advert(expires_at=int(time.time()) + 30))
+    backend.book.record_check(
+        PROVIDER.address, "bf16", passed=True, tflops=700.0, devices=2, reason=""
+    )
+    backend.book.record_check(
+        PROVIDER.address, "fp16", passed=False, tflops=650.0, devices=2, reason="took 9s"
+    )
+    # Each candidate's latest challenges, per dtype, from the live book.
+    checks = (await client.get(f"/jobs/{KNOWN}/explain")).json()["candidates"][0]["checks"]
+    assert checks["bf16"]["passed"] is True and checks["bf16"]["devices"] == 2
+    assert checks["fp16"] == {
+        "passed": False,
+        "tflops": 650.0,
+        "devices": 2,
+        "at": pytest.approx(time.time(), abs=60),
+        "reason": "took 9s",
+    }
     providers = (await client.get("/providers")).json()["providers"]
     assert providers[0]["address"] == PROVIDER.address
+    assert providers[0]["checks"]["bf16"]["tflops"] == 700.0
+    assert providers[0]["tflops"]["bf16"] == 700.0 and "fp16" not in providers[0]["tflops"]
     assert {
         "address",
         "peer_id",

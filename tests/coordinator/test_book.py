@@ -43,7 +43,7 @@ def test_silence_removes_and_stake_gates_matching() -> None:
     book.set_chain_facts(PROVIDER.address, registered=True, free_stake=500, group=3)
     assert book.columns.free_stake[slot] == 500 and book.columns.group[slot] == 3
     assert book.stake_due() == []
-    book.set_measured(PROVIDER.address, "bf16", 1.0)
+    book.record_check(PROVIDER.address, "bf16", passed=True, tflops=1.0, devices=1, reason="")
     book.accept(advert(seq=2, expires_at=NOW + 60))  # a new advert keeps the measurement
     assert book.columns.tflops[slot, 3] == 1.0
     assert book.view()[0]["tflops"]["bf16"] == 1.0

@@ -177,7 +177,9 @@ async def test_samples_offer_each_providers_slots_for_the_time_between_samples(
             assert row.slot_offered_s == (7.0 + 20.0) * (2 if row.address == big else 1)
             assert row.gpu_offered_s == 0.0  # CPU-only providers offer no GPU-seconds
             assert row.gpu_model == "cpu"
-        h.book.set_measured(h.providers[0].address, "fp32", 2.0)
+        h.book.record_check(
+            h.providers[0].address, "fp32", passed=True, tflops=2.0, devices=1, reason=""
+        )
         await recorder.sample()
         await recorder.flush()
         # CPU-only providers have no GPU model to price: only GPU adverts are priced.
@@ -195,7 +197,7 @@ async def test_price_per_verified_tflop_hour_by_model(tmp_path: Path) -> None:
             }
         )
         h.book.entries[address].advert = gpu_advert
-        h.book.set_measured(address, "fp32", 50.0)
+        h.book.record_check(address, "fp32", passed=True, tflops=50.0, devices=1, reason="")
         rows = book_rows(h.book, time.time(), 10.0)
         prices = [r for r in rows if isinstance(r, PriceHour)]
         assert [(p.gpu_model, p.dtype) for p in prices] == [("H100", "fp32")]

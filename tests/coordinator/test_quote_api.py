@@ -73,7 +73,9 @@ async def api(tmp_path: Path):
             )
         )
         backend.book.set_chain_facts(who.address, registered=True, free_stake=10**12, group=i + 1)
-    backend.book.set_measured(PROVIDERS[1].address, "fp32", 40.0)
+    backend.book.record_check(
+        PROVIDERS[1].address, "fp32", passed=True, tflops=40.0, devices=1, reason=""
+    )
     transport = httpx.ASGITransport(app=create_app(backend, stake_factor=5))
     async with httpx.AsyncClient(transport=transport, base_url="http://coordinator") as client:
         yield client, backend

@@ -89,9 +89,19 @@ def test_the_wire_bounds_are_the_challenges_own_limits() -> None:
     from proofs import challenge as exact
     from protocol.messages import challenge as wire
 
-    assert (wire.MAX_SIDE, wire.MAX_INNER, wire.MAX_REPS) == (
+    assert (wire.MAX_SIDE, wire.MAX_INNER, wire.MAX_REPS, wire.MAX_DEVICES) == (
         exact.EXACT_MAX_SIDE,
         exact.EXACT_MAX_INNER,
         exact.EXACT_MAX_REPS,
+        exact.EXACT_MAX_DEVICES,
     )
     assert (wire.LEAF_ROWS, wire.DIGEST_BYTES) == (exact.LEAF_ROWS, exact.DIGEST_BYTES)
+
+
+def test_wire_challenge_carries_its_device_count() -> None:
+    msg = wire(reps=4).model_copy(update={"devices": 2})
+    assert challenge_from_wire(Challenge.model_validate(msg.model_dump())).devices == 2
+    with pytest.raises(ValidationError, match="multiple of devices"):
+        Challenge.model_validate({**wire(reps=3).model_dump(), "devices": 2})
+    with pytest.raises(ValidationError):
+        Challenge.model_validate({**wire(reps=32).model_dump(), "devices": 32})

@@ -258,3 +258,37 @@ def test_tampered_leaf_digests_do_not_reach_the_root() -> None:
         "row digests or Merkle proof do not reach the committed root"
     )
     assert ch.leaf_count == 2 and o.proof.index == 1
+
+
+def test_a_challenge_split_over_devices_commits_to_the_same_rows() -> None:
+    """Each device computes its own consecutive products; together they are exactly the
+    one-device answer, row for row, and every row opens true from the device that made it."""
+    split = ExactChallenge(SEED, "bf16", m=48, k=256, reps=4, devices=2)
+    whole = ExactChallenge(SEED, "bf16", m=48, k=256, reps=4)
+    work = device_row_digests(split, ["cpu", "cpu"])
+    assert np.array_equal(work.digests, device_row_digests(whole, "cpu").digests)
+    assert [split.device_of(r) for r in range(4)] == [0, 0, 1, 1]
+    verdict = run_judge(split, work, every_row(split))
+    assert verdict.passed, verdict.reasons
+
+
+def test_the_bound_is_one_devices_share_so_one_device_cannot_answer_for_two() -> None:
+    """Two devices at the claim finish in the time of one share; a host with one device
+    computes both shares in turn and needs twice the bound's compute."""
+    split = ExactChallenge(SEED, "bf16", m=64, k=4096, reps=8, devices=2)
+    share = ExactChallenge(SEED, "bf16", m=64, k=4096, reps=4)
+    terms = ExactTiming(slack=1.4, allowance_s=0.0)
+    assert exact_time_bound(split, 1.0, terms) == exact_time_bound(share, 1.0, terms)
+    assert split.device_flops == share.flops
+    sized = size_exact_challenge(SEED, "bf16", 800.0, compute_s=1.5, m=8192, devices=8)
+    assert sized.devices == 8 and sized.reps % 8 == 0
+    assert 1.0 <= sized.device_flops / 800e12 <= 2.0
+
+
+def test_device_counts_are_checked() -> None:
+    with pytest.raises(ChallengeError, match="divide"):
+        ExactChallenge(SEED, "bf16", m=48, k=64, reps=3, devices=2)
+    with pytest.raises(ChallengeError, match="devices=17"):
+        ExactChallenge(SEED, "bf16", m=48, k=64, reps=17, devices=17)
+    with pytest.raises(ChallengeError, match="for 2 devices, given 1"):
+        device_row_digests(ExactChallenge(SEED, "bf16", m=48, k=64, reps=2, devices=2), "cpu")

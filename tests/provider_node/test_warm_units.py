@@ -4,22 +4,21 @@ gets, what the daemon builds from its settings, and challenges holding their dev
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from proofs.challenge import ExactChallenge, ExactWork, device_row_digests
-from protocol.errors import SandboxError
+from protocol.errors import MessageError, SandboxError
 from protocol.identity import Identity
 from protocol.messages import Challenge, ChallengeResponse
 from protocol.p2p.testing import dev_private_key
 from protocol.signing import decode_signed, encode_signed, sign_message
-from provider_node.challenges import ChallengeServer
-from provider_node.daemon import challenge_gpus, warm_pool
+from provider_node.challenges import ChallengeServer, device_hold
+from provider_node.daemon import warm_pool
 from provider_node.gpus import GpuPool
-from provider_node.profile import HostOffer
 from provider_node.runtimes import BwrapRuntime, CommandEntrypoint, ProcessRuntime
 from provider_node.runtimes.warmpool import PoolConfig, WarmPool, warm_eligible
 from provider_node.settings import ProviderSettings, load_settings
@@ -108,32 +107,52 @@ def test_pool_holds_within_the_job_bounds(tmp_path: Path) -> None:
     assert _settings(tmp_path).warm_sandboxes == 1  # on by default, small
 
 
-def test_challenge_gpus() -> None:
-    def offer(device: str, indices: tuple[int, ...]) -> HostOffer:
-        return HostOffer((), indices, None, None, device)  # type: ignore[arg-type]
+async def test_a_challenge_holds_free_gpus_and_pauses_their_warm_slots() -> None:
+    gpus = GpuPool((0, 1, 2))
+    paused: list[tuple[int, ...]] = []
 
-    assert challenge_gpus(offer("cuda:1", (0, 1))) == (1,)
-    assert challenge_gpus(offer("cuda", (3,))) == (3,)
-    assert challenge_gpus(offer("cpu", ())) == ()
-    assert challenge_gpus(offer("mps", ())) == ()
+    @asynccontextmanager
+    async def pause(held: Sequence[int]) -> AsyncIterator[None]:
+        paused.append(tuple(held))
+        yield
+
+    hold = device_hold(gpus, pause=pause)
+    async with hold(2) as devices:
+        assert devices == ("cuda:0", "cuda:1")
+        assert gpus.free_devices == (2,)  # no job starts on a GPU being challenged
+    assert paused == [(0, 1)] and gpus.free == 3
+    job = gpus.acquire(2)  # jobs took two GPUs since the advert
+    with pytest.raises(MessageError, match="busy: the challenge asks for 2 GPUs and 1 are free"):
+        async with hold(2):
+            pass
+    assert job is not None and gpus.free == 1  # nothing taken by the refused challenge
 
 
-async def test_a_challenge_runs_inside_the_exclusive_hold() -> None:
+async def test_a_host_without_gpus_answers_on_its_one_device() -> None:
+    hold = device_hold(GpuPool(()), cpu_device="mps")
+    async with hold(1) as devices:
+        assert devices == ("mps",)
+    with pytest.raises(MessageError, match="asks for 2 devices; this host has one"):
+        async with hold(2):
+            pass
+
+
+async def test_a_challenge_runs_inside_the_device_hold() -> None:
     events: list[str] = []
 
     @asynccontextmanager
-    async def exclusive() -> AsyncIterator[None]:
-        events.append("held")
+    async def hold(count: int) -> AsyncIterator[Sequence[str]]:
+        events.append(f"held {count}")
         try:
-            yield
+            yield ("cpu",) * count
         finally:
             events.append("released")
 
-    def respond(ch: ExactChallenge, device: str) -> ExactWork:
-        events.append("computing")
-        return device_row_digests(ch, device)
+    def respond(ch: ExactChallenge, devices: Sequence[str]) -> ExactWork:
+        events.append(f"computing on {len(devices)}")
+        return device_row_digests(ch, devices)
 
-    server = ChallengeServer(PROVIDER, respond=respond, exclusive=exclusive)
+    server = ChallengeServer(PROVIDER, respond=respond, hold=hold)
     challenge = Challenge(
         challenge_id=b"\x03" * 16,
         coordinator=COORDINATOR.address,
@@ -142,13 +161,14 @@ async def test_a_challenge_runs_inside_the_exclusive_hold() -> None:
         dtype="fp32",
         m=16,
         k=16,
-        reps=1,
+        reps=2,
+        devices=2,
         deadline=int(time.time()) + 60,
     )
     data = encode_signed(sign_message(challenge, COORDINATOR))
     reply = decode_signed(await server.handle(data, COORDINATOR.peer_id)).body
     assert isinstance(reply, ChallengeResponse)
-    assert events == ["held", "computing", "released"]
+    assert events == ["held 2", "computing on 2", "released"]
 
 
 def test_pool_config_is_checked() -> None:
