@@ -23,7 +23,12 @@ challenger's). The allowance grows by 1.5 x the largest round-trip overhead (req
 time minus the provider's timed part) of three warm-up challenges; the spoofer is told the
 same bound.
 
-    python -m bench.challenge [--json] [--trials 50] [--libp2p]
+With ``--devices N`` each challenge is also split over N CPU "devices" (one thread each,
+so N should not exceed the free cores): answered by a host with all N (honest) and by one
+device computing every share in turn, which commits the same digests and is caught by the
+time bound alone (one device's share at the claim).
+
+    python -m bench.challenge [--json] [--trials 50] [--libp2p] [--devices 2]
 """
 
 from __future__ import annotations
@@ -149,6 +154,23 @@ def trial(dtype: str, cal: Calibration, factor: float, reps: int, row_times: lis
     return verdict.passed
 
 
+def devices_trial(dtype: str, cal: Calibration, devices: int, reps: int, one: bool) -> bool:
+    """A challenge split over ``devices`` CPU "devices" (one thread each), answered by a
+    host that has them all (``one`` False) or by one device computing every share in turn
+    (the same digests, so only the time can catch it)."""
+    m, k = SHAPES[dtype]
+    ch = ExactChallenge(os.urandom(32), dtype, m=m, k=k, reps=reps * devices, devices=devices)
+    if one:
+        alone = ExactChallenge(ch.seed, dtype, m=m, k=k, reps=ch.reps)
+        done, wall = _timed(lambda: device_row_digests(alone, "cpu"))
+        work = ExactWork(ch, done.digests, done.elapsed_s, done._reopen)
+    else:
+        work, wall = _timed(lambda: device_row_digests(ch, ["cpu"] * devices))
+    picks = pick_exact_rows(ch, work.root, os.urandom(32), OPENED_ROWS)
+    verdict = judge_exact(ch, cal.tflops, work.root, wall, picks, work.open(picks), cal.terms)
+    return verdict.passed
+
+
 class _Timed:
     """A transport that records the wall time of each challenge request."""
 
@@ -264,6 +286,13 @@ def main() -> None:
     ap.add_argument("--dtypes", default=",".join(CHALLENGE_DTYPES))
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier)")
     ap.add_argument("--libp2p", action="store_true", help="also challenge over loopback libp2p")
+    ap.add_argument(
+        "--devices",
+        type=int,
+        default=0,
+        help="also split challenges over this many CPU devices (threads; at most the cores), "
+        "answered by all of them and by one alone",
+    )
     args = ap.parse_args()
     # The bench's own process: the challenger's line per failed spoof would drown the table.
     logging.getLogger("coordinator.verification.challenger").setLevel(logging.ERROR)
@@ -303,6 +332,19 @@ def main() -> None:
         }
         if args.libp2p:
             figures[dtype].update(trio.run(_libp2p_rates, dtype, cal, args.trials))
+        if args.devices > 1:
+            n, per = args.devices, reps_at[1.0]
+            both = [devices_trial(dtype, cal, n, per, False) for _ in range(args.trials)]
+            alone = [devices_trial(dtype, cal, n, per, True) for _ in range(args.trials)]
+            figures[dtype]["devices"] = n
+            figures[dtype]["devices_honest_pass_rate"] = round(sum(both) / len(both), 4)
+            figures[dtype]["one_device_for_all_detect"] = round(1 - sum(alone) / len(alone), 4)
+            print(
+                f"      on {n} devices at once: honest pass "
+                f"{figures[dtype]['devices_honest_pass_rate']:.2f}  one device posing as {n} "
+                f"detected {figures[dtype]['one_device_for_all_detect']:.2f}",
+                flush=True,
+            )
         f = figures[dtype]
         print(
             f"{dtype:<5} m={m:<4} k={k:<5} claim {f['claimed_gflops']:>8.1f} GFLOPS  "

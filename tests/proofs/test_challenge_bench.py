@@ -60,3 +60,18 @@ def test_the_bench_leaves_the_challengers_log_level_alone() -> None:
     """Run inside a test session, the bench must not quiet the challenger for later tests
     (they read its warnings)."""
     assert logging.getLogger("coordinator.verification.challenger").level == logging.NOTSET
+
+
+def test_devices_trial_one_device_posing_as_two_commits_true_rows_but_misses_the_bound() -> None:
+    """The one-device answer commits exactly the rows two devices would (so every opened
+    row verifies): with a generous bound both pass, with the bound at zero both fail on
+    time alone, never on a row."""
+    generous = bench.Calibration(
+        tflops=1e-3, terms=ExactTiming(slack=1.0, allowance_s=600.0), overhead_s=0.0
+    )
+    assert bench.devices_trial("bf16", generous, 2, 2, one=False)
+    assert bench.devices_trial("bf16", generous, 2, 2, one=True)
+    none = bench.Calibration(
+        tflops=1e9, terms=ExactTiming(slack=1.0, allowance_s=0.0), overhead_s=0
+    )
+    assert not bench.devices_trial("bf16", none, 2, 2, one=True)
