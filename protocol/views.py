@@ -9,6 +9,7 @@ strings of base units (10^-6 token, ``protocol.units``); times are unix seconds.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
@@ -223,6 +224,10 @@ class StandingView(BaseModel):
     newcomer: bool
     outcomes: OutcomeCounts
     updated_at: float = Field(description="when the last outcome was counted (unix seconds)")
+    checks: dict[str, SpeedCheckView] = Field(
+        default_factory=dict,
+        description="per dtype, its latest speed challenge here (none while not in the book)",
+    )
 
 
 class QuotedProvider(BaseModel):
@@ -313,3 +318,25 @@ def parse_view(model: type[V], data: Any) -> V:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ViewMismatch(model.__name__, view_problems(exc)) from exc
+
+
+def ago(at: float, now: float) -> str:
+    """``45 s ago``, ``12 min ago``, ``3 h ago``: how long before ``now`` ``at`` was."""
+    seconds = max(0.0, now - at)
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 3 * 3600:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.0f} h ago"
+
+
+def describe_checks(checks: Mapping[str, SpeedCheckView], now: float) -> str:
+    """``bf16 780 TFLOPS, verified 12 min ago on 8 GPUs; fp32 51 TFLOPS, failed 3 min ago:
+    why``: a provider's latest speed challenges, as people read them."""
+    parts = []
+    for dtype, c in sorted(checks.items()):
+        on = f" on {c.devices} GPUs" if c.devices > 1 else ""
+        verdict = "verified" if c.passed else "failed"
+        why = "" if c.passed else f": {c.reason}"
+        parts.append(f"{dtype} {c.tflops:g} TFLOPS, {verdict} {ago(c.at, now)}{on}{why}")
+    return "; ".join(parts) or "not challenged yet"

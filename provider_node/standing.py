@@ -2,18 +2,21 @@
 
 ``GET {coordinator}/providers/{address}/standing`` answers a
 :class:`protocol.views.StandingView`: ``alpha``, ``beta``, ``mean``, ``lower_bound``,
-``evidence``, ``established``, ``newcomer``, ``updated_at`` and ``outcomes``
-(``successes``, ``slashes``, ``faults``, ``timeouts``, ``withheld``). The provider parses
+``evidence``, ``established``, ``newcomer``, ``updated_at``, ``outcomes``
+(``successes``, ``slashes``, ``faults``, ``timeouts``, ``withheld``) and ``checks`` (its
+latest speed challenge per dtype). The provider parses
 the shared view model, never the coordinator's code. Every failure is a
 :class:`StandingUnavailable` whose message is one line.
 """
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from protocol.errors import GpuMarketError
-from protocol.views import StandingView, ViewMismatch, parse_view
+from protocol.views import StandingView, ViewMismatch, describe_checks, parse_view
 
 TIMEOUT_S = 10.0
 COUNTS = ("successes", "slashes", "faults", "timeouts", "withheld")
@@ -71,7 +74,7 @@ def _detail(resp: httpx.Response) -> str:
         return resp.text[:300].replace("\n", " ")
 
 
-def standing_lines(standing: StandingView) -> list[str]:
+def standing_lines(standing: StandingView, now: float | None = None) -> list[str]:
     """A standing as ``provider status`` prints it."""
     counts = standing.outcomes.model_dump()
     kind = "established" if standing.established else "newcomer (spot-checked more often)"
@@ -80,4 +83,5 @@ def standing_lines(standing: StandingView) -> list[str]:
         f"posterior:    alpha {standing.alpha:.2f}, beta {standing.beta:.2f}",
         f"evidence:     {standing.evidence:.1f} outcomes in force, {kind}",
         "outcomes:     " + ", ".join(f"{counts[name]} {name}" for name in COUNTS),
+        "speed:        " + describe_checks(standing.checks, time.time() if now is None else now),
     ]

@@ -15,8 +15,8 @@ from rich.table import Table
 
 from protocol.errors import ConfigError, GpuMarketError, exits_on_error
 from protocol.ids import JobId, format_tokens, job_id_hex, parse_job_id
-from protocol.views import JobEvent, JobView
-from wallet import costs, jobs, keys, market, quotes
+from protocol.views import JobEvent, JobView, describe_checks
+from wallet import costs, jobs, keys, quotes
 from wallet.cli import (
     AccountOpt,
     Devnet,
@@ -275,7 +275,7 @@ def job_explain(job: JobArg, devnet: Devnet = None, json_out: JsonOpt = False) -
             f"{c.score:.4g}" if c.score is not None else "-",
             "yes" if c.chosen else "",
             c.reason,
-            market.speed(c.checks, now),
+            describe_checks(c.checks, now),
         )
     out.print(table)
     seats = data.seats

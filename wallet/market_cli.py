@@ -13,6 +13,7 @@ from rich.table import Table
 
 from protocol.errors import GpuMarketError, exits_on_error
 from protocol.ids import format_tokens, parse_job_id
+from protocol.views import ago
 from wallet import costs, dashboard, jobs, keys, market, quotes
 from wallet.cli import (
     AccountOpt,
@@ -81,7 +82,7 @@ def market_providers(
             f"{r.reputation:.3f}",
             str(r.free_slots),
             market.software(r),
-            market.ago(r.last_seen, now),
+            ago(r.last_seen, now),
         )
     out.print(table)
     for r in rows:

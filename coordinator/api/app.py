@@ -213,10 +213,13 @@ def create_app(
 
     @app.get("/providers/{address}/standing", response_model=StandingView, responses=ERRORS)
     async def provider_standing(address: str) -> StandingView:
-        """A provider's reputation here: its posterior, bound, evidence and the verified
-        outcomes counted (404 when this coordinator knows no outcome of it)."""
+        """A provider's reputation here: its posterior, bound, evidence, the verified
+        outcomes counted (404 when this coordinator knows no outcome of it) and its latest
+        speed challenge per dtype."""
         who = parse_address(address[:64])
-        return standing_view(await standing(backend.store, who, time.time()))
+        view = standing_view(await standing(backend.store, who, time.time()))
+        view.checks = check_views(backend.book.entries.get(who))
+        return view
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from protocol.p2p.testing import dev_private_key
 from provider_node import commands
 from provider_node.commands import register_commands
 from provider_node.standing import StandingUnavailable, fetch_standing
+from tests.coordinator.factories import cpu_advert
 
 PROVIDER = Identity.from_private_key(dev_private_key(1, "status-standing"))
 COORDINATOR = Identity.from_private_key(dev_private_key(2, "status-standing"))
@@ -119,10 +121,17 @@ async def test_status_prints_the_standing_read_from_the_coordinator(
     await store.seed_reputation(
         ReputationRecord(PROVIDER.address, 8.0, 6.0, now, successes=7, slashes=1, timeouts=2)
     )
+    backend = Backend(store)
+    assert backend.book.accept(cpu_advert(PROVIDER, {"bf16": 0.5, "fp32": 0.2}))
+    backend.book.record_check(
+        PROVIDER.address, "fp32", passed=False, tflops=0.2, devices=1, reason="took 9s"
+    )
     try:
-        async with serve_asgi(create_app(Backend(store))) as server:
+        async with serve_asgi(create_app(backend)) as server:
             text = await invoke(app, "--coordinator-url", server.url)
             assert text.exit_code == 0, text.output
+            # Its latest speed challenge per dtype, as this coordinator judged it.
+            assert re.search(r"speed: +fp32 0.2 TFLOPS, failed \d+ s ago: took 9s", text.output)
             assert f"standing at {server.url}:" in text.output
             assert "outcomes:     7 successes, 1 slashes, 0 faults, 2 timeouts, 0 withheld" in (
                 text.output

@@ -1,9 +1,9 @@
-"""How the wallet prints challenged speeds: `market providers` and `job explain`."""
+"""How challenged speeds read: `market providers`, `job explain` and `provider status`."""
 
 from __future__ import annotations
 
-from protocol.views import ProviderRow, SpeedCheckView
-from wallet.market import speed, tflops
+from protocol.views import ProviderRow, SpeedCheckView, ago, describe_checks
+from wallet.market import tflops
 
 NOW = 1_800_000_000.0
 
@@ -41,19 +41,20 @@ def test_figures_say_when_a_challenge_verified_them_and_which_failed() -> None:
         "fp16": SpeedCheckView(passed=False, tflops=650.0, devices=8, at=NOW - 60, reason="x"),
     }
     shown = tflops(row({"bf16": 780.0, "fp32": 51.0}, checks), NOW)
-    assert shown == "bf16 780 verified 12m ago, fp32 51, fp16 failed 60s ago"
+    assert shown == "bf16 780 verified 12 min ago, fp32 51, fp16 failed 60 s ago"
     assert tflops(row({}, {}), NOW) == "-"
 
 
-def test_explain_shows_each_candidates_latest_challenges() -> None:
+def test_each_providers_latest_challenges_read_as_a_sentence() -> None:
     checks = {
         "bf16": SpeedCheckView(passed=True, tflops=780.0, devices=8, at=NOW - 720),
         "fp32": SpeedCheckView(
             passed=False, tflops=51.0, devices=1, at=NOW - 30, reason="took 3.1s, bound 2.2s"
         ),
     }
-    assert speed(checks, NOW) == (
-        "bf16 780 TFLOPS verified 12m ago (8 devices); "
-        "fp32 51 TFLOPS failed 30s ago: took 3.1s, bound 2.2s"
+    assert describe_checks(checks, NOW) == (
+        "bf16 780 TFLOPS, verified 12 min ago on 8 GPUs; "
+        "fp32 51 TFLOPS, failed 30 s ago: took 3.1s, bound 2.2s"
     )
-    assert speed({}, NOW) == "not challenged yet"
+    assert describe_checks({}, NOW) == "not challenged yet"
+    assert (ago(NOW - 5 * 3600, NOW), ago(NOW + 9, NOW)) == ("5 h ago", "0 s ago")
