@@ -215,20 +215,47 @@ class ExactChallenge:
         return self.m * self.spec.value_bytes
 
 
-def _uniform_ints(seed: bytes, label: bytes, count: int, bound: int) -> np.ndarray:
-    """``count`` integers in [-bound, bound]: each 32-bit half of a Philox draw mod 2 bound + 1."""
-    raw = _raw(seed, label, -(-count // 2)).astype("<u8").view("<u4")[:count]
-    return (raw % np.uint32(2 * bound + 1)).astype(np.int64) - bound
+def _uniform_ints(
+    seed: bytes, label: bytes, count: int, bound: int, start: int = 0
+) -> np.ndarray:
+    """Integers ``start`` to ``start + count`` (exclusive) of the stream of integers in
+    [-bound, bound]: each 32-bit half of a Philox draw (low half first) mod 2 bound + 1.
+    Any slice is drawn without the integers before it (Philox's counter jumps)."""
+    first = start // 2  # the draw holding integer ``start``
+    skip = first % 4  # Philox makes four 64-bit draws per counter step
+    key = int.from_bytes(hashlib.sha256(seed + label).digest()[:16], "little")
+    gen = np.random.Philox(key=key)
+    gen.advance(first // 4)
+    draws = -(-(start % 2 + count) // 2)
+    raw = gen.random_raw(skip + draws)[skip:]
+    halves = raw.astype("<u8").view("<u4")[start % 2 : start % 2 + count]
+    return (halves % np.uint32(2 * bound + 1)).astype(np.int64) - bound
 
 
 def exact_inputs(ch: ExactChallenge) -> tuple[np.ndarray, np.ndarray]:
     """The integer matrices ``IA`` (m x k) and ``IB`` (k x m), int64; the device inputs are
     ``IA * 2^-a_shift`` and ``IB * 2^-b_shift`` in the challenge dtype."""
     spec = ch.spec
-    label = spec.name.encode()
-    ia = _uniform_ints(ch.seed, b"XA" + label, ch.m * ch.k, spec.a_max).reshape(ch.m, ch.k)
-    ib = _uniform_ints(ch.seed, b"XB" + label, ch.k * ch.m, spec.b_max).reshape(ch.k, ch.m)
-    return ia, ib
+    ia = _uniform_ints(ch.seed, b"XA" + spec.name.encode(), ch.m * ch.k, spec.a_max)
+    return ia.reshape(ch.m, ch.k), exact_b(ch)
+
+
+def exact_b(ch: ExactChallenge) -> np.ndarray:
+    """``IB`` (k x m, int64) alone."""
+    spec = ch.spec
+    ib = _uniform_ints(ch.seed, b"XB" + spec.name.encode(), ch.k * ch.m, spec.b_max)
+    return ib.reshape(ch.k, ch.m)
+
+
+def exact_rows_a(ch: ExactChallenge, rows: Sequence[int]) -> np.ndarray:
+    """Rows ``rows`` of ``IA`` (len(rows) x k, int64), drawn without the rest of ``IA``:
+    what a verifier needs for the rows it opens."""
+    spec = ch.spec
+    label = b"XA" + spec.name.encode()
+    out = np.empty((len(rows), ch.k), dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i] = _uniform_ints(ch.seed, label, ch.k, spec.a_max, start=row * ch.k)
+    return out
 
 
 def exact_permutation(ch: ExactChallenge, rep: int) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The verifier's side of the exact benchmark challenge: row picks, openings, timing, verdict.
 
-Cost to the verifier: generating ``B`` (k x m) once and O(k m) per opened row, against the
-provider's O(m^2 k reps). See :mod:`proofs.challenge` for the construction.
+Cost to the verifier: generating ``B`` (k x m) once and O(k m) per opened row (its row of
+``A`` drawn alone), against the provider's O(m^2 k reps). See :mod:`proofs.challenge` for
+the construction.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from proofs.challenge import (
     decode_row,
     digest_keys,
     digests_from_words,
-    exact_inputs,
+    exact_b,
     exact_leaf,
     exact_permutation,
+    exact_rows_a,
     row_words,
 )
 from proofs.errors import ChallengeError, MerkleProofError
@@ -111,28 +113,32 @@ def pick_exact_rows(
 
 
 class ExactChecker:
-    """Recomputes opened rows on the CPU (numpy, O(k m) a row) and checks their digests."""
+    """Recomputes opened rows on the CPU (numpy, O(k m) a row) and checks their digests.
+
+    Memory and time: ``B`` once (k x m: float32 for the exact dtypes, whose every partial
+    sum is an integer below 2^24, so float32 sums it exactly in any order; float64 for
+    fp32) and only the opened rows of ``A``, drawn on demand (:func:`exact_rows_a`).
+    """
 
     def __init__(self, ch: ExactChallenge) -> None:
         self.challenge = ch
-        ia, ib = exact_inputs(ch)
-        self._ia = ia.astype(np.float64)  # integers below 2^21: exact, and BLAS-fast
-        self._ib = ib.astype(np.float64)
+        self._ib = exact_b(ch).astype(np.float32 if ch.spec.exact else np.float64)
         self._keys = digest_keys(ch)
 
     def expected_row(self, rep: int, row: int) -> np.ndarray:
         """The row as the output dtype holds it, in float64 (exact dtypes: exactly)."""
         ch, spec = self.challenge, self.challenge.spec
-        y = np.zeros(ch.k)
-        y[exact_permutation(ch, rep)] = self._ia[row]
-        sums = y @ self._ib  # exact: every |partial sum| < 2^24 (fp32: 41-bit products)
+        y = np.zeros(ch.k, dtype=self._ib.dtype)
+        y[exact_permutation(ch, rep)] = exact_rows_a(ch, [row])[0]
+        # exact: every |partial sum| < 2^24 (fp32: 41-bit products in float64)
+        sums: np.ndarray = np.asarray(y @ self._ib, dtype=np.float64)
         scale = 2.0**-spec.unit_shift
         if not spec.exact:
-            return sums * scale
+            return np.asarray(sums * scale)
         units = sums.astype(np.int64)
         if spec.out_bits < 24:
             units = round_to_bits(units, spec.out_bits)
-        return units.astype(np.float64) * scale
+        return np.asarray(units.astype(np.float64) * scale)
 
     def check(self, root: bytes, opening: ExactOpening) -> str | None:
         """None when the opening is good, else why it is not."""

@@ -42,6 +42,7 @@ from coordinator.wire.transport import PeerTransport
 from proofs.challenge import EXACT_MAX_FLOPS, ExactChallenge
 from proofs.challenge_check import (
     ExactTiming,
+    ExactVerdict,
     judge_exact,
     pick_exact_rows,
     size_exact_challenge,
@@ -134,6 +135,8 @@ class Challenger:
         self.dtype_results: dict[tuple[str, Dtype], bool] = {}
         self.refused = 0
         """Challenges not queued because the queue was full."""
+        self.verify_cpu_s = 0.0
+        """CPU time the latest verdict took here (drawing B, recomputing opened rows)."""
         self.pending: set[str] = set()
         """Providers queued or being challenged: never two challenges for one advertiser."""
         self.due: dict[str, float] = {}
@@ -327,10 +330,24 @@ class Challenger:
         if not isinstance(opened, ChallengeRows):
             return self._verdict(address, dtype, advertised, devices, False, "rows not opened")
         openings = [from_opened_row(ch, r) for r in opened.rows]
-        verdict = await trio.to_thread.run_sync(
-            lambda: judge_exact(
+
+        def judge() -> tuple[ExactVerdict, float]:
+            cpu = time.thread_time()
+            verdict = judge_exact(
                 ch, advertised, response.merkle_root, elapsed, picks, openings, self.terms
             )
+            return verdict, time.thread_time() - cpu
+
+        verdict, cpu_s = await trio.to_thread.run_sync(judge)
+        self.verify_cpu_s = cpu_s
+        log.debug(
+            "verified %d opened rows of %s's %s challenge (m=%d, k=%d) in %.0f ms of CPU",
+            len(openings),
+            address,
+            dtype,
+            ch.m,
+            ch.k,
+            1e3 * cpu_s,
         )
         return self._verdict(
             address, dtype, advertised, devices, verdict.passed, "; ".join(verdict.reasons)

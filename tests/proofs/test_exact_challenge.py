@@ -23,6 +23,7 @@ from proofs.challenge import (
     digest_keys,
     digests_from_words,
     exact_inputs,
+    exact_rows_a,
     row_words,
 )
 from proofs.challenge_check import (
@@ -292,3 +293,13 @@ def test_device_counts_are_checked() -> None:
         ExactChallenge(SEED, "bf16", m=48, k=64, reps=17, devices=17)
     with pytest.raises(ChallengeError, match="for 2 devices, given 1"):
         device_row_digests(ExactChallenge(SEED, "bf16", m=48, k=64, reps=2, devices=2), "cpu")
+
+
+@pytest.mark.parametrize("k", [1, 7, 64, 1000])
+def test_a_row_of_a_drawn_alone_is_that_row_of_the_whole(k: int) -> None:
+    """The verifier draws only the rows it opens; any row, at any k, odd or even, must be
+    the provider's row (Philox's counter jumps to it)."""
+    ch = ExactChallenge(SEED, "bf16", m=48, k=k, reps=1)
+    ia, _ = exact_inputs(ch)
+    rows = [0, 1, 2, 5, 13, 46, 47]
+    assert np.array_equal(exact_rows_a(ch, rows), ia[rows])
