@@ -21,7 +21,9 @@ figure or offers more free GPUs than its last challenge ran on, and again at ran
 (exponential gaps of mean ``interval_s``, drawn from the OS's randomness, so a provider
 cannot tell when to be honest). A provider that answers "busy" (jobs took the GPUs its
 advert showed free, or it is rate-limiting) is asked again after ``retry_s``; after
-:data:`MAX_BUSY` busy answers in a row the dtype fails, as a GPU advertised free must answer.
+:data:`MAX_BUSY` busy answers in a row while its latest advert shows the GPUs free, the
+dtype fails, as a GPU advertised free must answer (one whose adverts show them taken may
+defer).
 """
 
 from __future__ import annotations
@@ -142,7 +144,8 @@ class Challenger:
         self.due: dict[str, float] = {}
         """Per provider: when (``clock``) to challenge it next."""
         self.busy: dict[tuple[str, Dtype], int] = {}
-        """Busy answers in a row, per provider and dtype."""
+        """Per provider and dtype deferred by a "busy" answer: how many such answers in a
+        row count against it (:func:`owes_answer`)."""
         self.challenged: dict[str, tuple[dict[Dtype, float], int]] = {}
         """Per provider: the claims and device count its latest challenge was sized for."""
         self._send, self._receive = trio.open_memory_channel[str](max_queued)
@@ -245,7 +248,9 @@ class Challenger:
             try:
                 outcomes.append(await self.challenge_dtype(address, dtype, advertised, devices))
             except Busy as exc:
-                count = self.busy.get((address, dtype), 0) + 1
+                count = self.busy.get((address, dtype), 0)
+                if owes_answer(self.book.find(address), devices):
+                    count += 1  # it shows the devices free yet will not use them
                 if count < MAX_BUSY:
                     self.busy[(address, dtype)] = count
                     log.info("provider %s is busy for its %s challenge: %s", address, dtype, exc)
@@ -379,6 +384,15 @@ def claims_of(advert: Advert) -> dict[Dtype, float]:
     return {
         d: float(advert.benchmark.tflops[d]) for d in DTYPES if advert.benchmark.tflops.get(d, 0)
     }
+
+
+def owes_answer(advert: Advert | None, devices: int) -> bool:
+    """Whether a "busy" answer to a challenge on ``devices`` devices counts against the
+    provider: its latest advert shows that many GPUs free (a CPU host: always). A GPU host
+    whose jobs took its GPUs since may defer as often as its adverts say so."""
+    if advert is None:
+        return False
+    return not advert.gpus or advert.free_gpus >= devices
 
 
 def devices_of(advert: Advert) -> int:

@@ -279,3 +279,24 @@ async def test_providers_are_challenged_again_at_random_times() -> None:
     book.columns.remove(address)
     clock.now += 500.0
     assert challenger.due_now() == [] and address not in challenger.due
+
+
+@pytest.mark.timeout(60)
+async def test_a_provider_whose_adverts_show_its_gpus_taken_may_defer_for_as_long() -> None:
+    who = identity()
+    clock = Clock()
+    book = ProviderBook(time.time)
+    assert book.accept(gpu_advert(who, {"bf16": 0.02}, gpus=2, free=0))  # jobs hold both
+    responder = HonestResponder(who, clock)
+    responder.busy = 3 * MAX_BUSY
+    challenger = Challenger(identity(), responder, book, n=16, target_s=0.01, clock=clock)
+    for _ in range(2 * MAX_BUSY):
+        assert await challenger.challenge(who.address) is None
+    assert book.entries[who.address].checks == {}  # deferred, never failed
+    challenger._plan(who.address)
+    assert challenger.due[who.address] == clock.now + challenger.retry_s
+    # Its advert shows a GPU free again: busy answers now count.
+    assert book.accept(gpu_advert(who, {"bf16": 0.02}, gpus=2, free=1, seq=2))
+    for _ in range(MAX_BUSY):
+        await challenger.challenge(who.address)
+    assert not book.entries[who.address].checks["bf16"].passed
