@@ -17,8 +17,9 @@ wrapper's package install, about 6 minutes in all):
    ``bench/challenge.py``: the honest claim (the benchmark's figure) ``--trials`` times,
    the doubled claim ``--trials`` times, and the responder forced to the CPU at the GPU's
    claim ``--cpu-trials`` times (a separate process, killed at ``--cpu-cap`` times the
-   bound: no answer by then is a failure). Each dtype gets an equal share of the time left;
-   trials stop early when their share is spent (the counts say how many ran).
+   bound: no answer by then is a failure). Each dtype gets an equal share of the time left
+   (honest 40%, doubled 40%, CPU the rest); a phase's first trial always runs, a later one
+   only if the last one's time still fits in the share (the counts say how many ran).
 
 Everything ends up in one JSON object: printed as the last line and written to
 ``$OUT/gpu_check.json`` (or ``--out``). ``--smoke`` runs the same steps on the CPU with
@@ -318,7 +319,7 @@ def challenge_dtype(
         factor = 2.0 if name == "doubled" else 1.0
         last: ExactChallenge | None = None
         for _ in range(count):
-            if records and budget.clock() >= spent_by:
+            if records and budget.clock() + records[-1]["wall_s"] > spent_by:
                 break
             last = sizing.size(dtype, claim * factor)
             records.append(device_trial(last, claim * factor, device, sizing))
@@ -326,7 +327,7 @@ def challenge_dtype(
     records = []
     last = None
     for _ in range(args.cpu_trials):
-        if records and budget.left() <= 0:
+        if records and budget.left() < records[-1]["wall_s"]:
             break
         last = sizing.size(dtype, claim)
         records.append(cpu_trial(last, claim, responder, sizing, args.cpu_cap))

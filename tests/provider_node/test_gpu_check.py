@@ -3,6 +3,7 @@ script cannot rot while no GPU is lent), and its CPU responder, cut off at its c
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.gpu_check import CpuResponder, coordinator_sizing, cpu_trial
+from bench.gpu_check import CpuResponder, Deadline, challenge_dtype, coordinator_sizing, cpu_trial
 from proofs.challenge import ExactChallenge, device_row_digests
 from proofs.challenge_check import ExactChecker
 
@@ -79,5 +80,18 @@ def test_the_cpu_responder_answers_true_rows_and_is_cut_off_at_its_cap() -> None
         record = cpu_trial(big, 1e3, responder, sizing, cap=2.0)
         assert not record["passed"] and not record["answered"]
         assert record["reasons"] == [f"no root within {record['wall_s']:.1f}s"]
+    finally:
+        responder.stop()
+
+
+def test_trials_stop_at_the_dtype_budget_after_one_each() -> None:
+    sizing = coordinator_sizing(64, 0.02)
+    args = argparse.Namespace(trials=3, cpu_trials=2, cpu_cap=2.0)
+    responder = CpuResponder()
+    try:
+        spent = challenge_dtype("bf16", 0.05, "cpu", sizing, responder, args, Deadline(0.0))
+        assert [spent[p]["trials"] for p in ("honest", "doubled", "cpu")] == [1, 1, 1]
+        ample = challenge_dtype("bf16", 0.05, "cpu", sizing, responder, args, Deadline(600.0))
+        assert [ample[p]["trials"] for p in ("honest", "doubled", "cpu")] == [3, 3, 2]
     finally:
         responder.stop()
