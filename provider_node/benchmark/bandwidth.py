@@ -6,7 +6,7 @@ import torch
 
 from provider_node.benchmark.devices import DeviceInfo
 from provider_node.benchmark.model import BandwidthFigure, BenchmarkSettings
-from provider_node.benchmark.timing import seconds_per_call, synchronizer
+from provider_node.benchmark.timing import best_seconds_per_call, synchronizer
 
 
 def _copy_size(info: DeviceInfo, wanted: int) -> int:
@@ -20,13 +20,14 @@ def measure_device_copy(info: DeviceInfo, settings: BenchmarkSettings) -> Bandwi
     size = _copy_size(info, settings.copy_bytes)
     src = torch.ones(size // 4, dtype=torch.float32, device=info.device)
     dst = torch.empty_like(src)
-    seconds = seconds_per_call(
+    seconds = best_seconds_per_call(
         lambda: dst.copy_(src),
         synchronizer(info.device),
-        warmup=settings.warmup,
         repeats=settings.repeats,
         min_rep_s=settings.min_rep_s,
-    )
+        max_warmup_s=settings.max_warmup_s,
+        stable_rtol=settings.stable_rtol,
+    ).seconds
     return BandwidthFigure(gbs=2 * size / seconds / 1e9, bytes=size)
 
 
@@ -40,11 +41,12 @@ def measure_host_to_device(info: DeviceInfo, settings: BenchmarkSettings) -> Ban
     pinned = info.backend in ("cuda", "rocm")
     host = torch.ones(size // 4, dtype=torch.float32, pin_memory=pinned)
     dev = torch.empty(size // 4, dtype=torch.float32, device=info.device)
-    seconds = seconds_per_call(
+    seconds = best_seconds_per_call(
         lambda: dev.copy_(host, non_blocking=pinned),
         synchronizer(info.device),
-        warmup=settings.warmup,
         repeats=settings.repeats,
         min_rep_s=settings.min_rep_s,
-    )
+        max_warmup_s=settings.max_warmup_s,
+        stable_rtol=settings.stable_rtol,
+    ).seconds
     return BandwidthFigure(gbs=size / seconds / 1e9, bytes=size)

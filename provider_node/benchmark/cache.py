@@ -8,7 +8,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from protocol.files import write_atomic
-from provider_node.benchmark.model import BenchmarkResult, BenchmarkSettings, HostFingerprint
+from provider_node.benchmark.model import (
+    BENCHMARK_SCHEMA,
+    BenchmarkResult,
+    BenchmarkSettings,
+    HostFingerprint,
+)
 
 
 def default_cache_dir() -> Path:
@@ -23,13 +28,18 @@ def cache_path(cache_dir: Path, fingerprint: HostFingerprint) -> Path:
 def load_cached(
     cache_dir: Path, fingerprint: HostFingerprint, settings: BenchmarkSettings
 ) -> BenchmarkResult | None:
-    """The cached result for exactly this fingerprint and these settings, if there is one."""
+    """The cached result for exactly this fingerprint, these settings and this way of
+    measuring (:data:`BENCHMARK_SCHEMA`), if there is one."""
     path = cache_path(cache_dir, fingerprint)
     try:
         result = BenchmarkResult.model_validate_json(path.read_bytes())
     except (OSError, ValidationError, ValueError):
         return None  # missing or unreadable: measure again
-    if result.fingerprint != fingerprint or result.settings != settings:
+    if (
+        result.schema_version != BENCHMARK_SCHEMA
+        or result.fingerprint != fingerprint
+        or result.settings != settings
+    ):
         return None
     return result
 

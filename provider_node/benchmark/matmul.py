@@ -1,4 +1,12 @@
-"""Dense matmul throughput per dtype, with matrix sizes grown to fit the device."""
+"""Dense matmul throughput per dtype, with matrix sizes grown to fit the device.
+
+Measured as a well-written loop measures it: inputs and the output made once on the device,
+products back to back between one pair of synchronisations, warm-up until stable and the
+best of several windows (:func:`~provider_node.benchmark.timing.best_seconds_per_call`),
+with torch's default fast-path flags pinned for the duration (tf32 only for ``tf32``;
+reduced-precision reductions allowed for fp16/bf16, as a job running with torch's defaults
+gets them), whatever state the process was left in.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,7 @@ import torch
 
 from provider_node.benchmark.devices import DeviceInfo
 from provider_node.benchmark.model import BenchmarkSettings, MatmulFigure
-from provider_node.benchmark.timing import seconds_per_call, synchronizer
+from provider_node.benchmark.timing import best_seconds_per_call, synchronizer
 
 _TORCH_DTYPES = {
     "fp32": torch.float32,
@@ -38,16 +46,27 @@ def unsupported_reason(info: DeviceInfo, dtype: str) -> str | None:
 
 
 @contextlib.contextmanager
-def _tf32(enabled: bool, backend: str) -> Iterator[None]:
+def matmul_flags(dtype: str, backend: str) -> Iterator[None]:
+    """torch's default matmul flags for ``dtype``, restored on exit: tf32 exactly when
+    ``dtype`` is tf32; fp16/bf16 reduced-precision reductions allowed (torch's default)."""
     if backend not in ("cuda", "rocm"):
         yield
         return
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = enabled
+    flags = torch.backends.cuda.matmul
+    saved = (
+        flags.allow_tf32,
+        flags.allow_fp16_reduced_precision_reduction,
+        flags.allow_bf16_reduced_precision_reduction,
+    )
+    flags.allow_tf32 = dtype == "tf32"
+    flags.allow_fp16_reduced_precision_reduction = True
+    flags.allow_bf16_reduced_precision_reduction = True
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
+        flags.allow_tf32 = saved[0]
+        flags.allow_fp16_reduced_precision_reduction = saved[1]
+        flags.allow_bf16_reduced_precision_reduction = saved[2]
 
 
 def _fits(info: DeviceInfo, n: int, itemsize: int) -> bool:
@@ -78,7 +97,7 @@ def measure_matmul(info: DeviceInfo, dtype: str, settings: BenchmarkSettings) ->
         return MatmulFigure(dtype=dtype, skipped=reason)
     torch_dtype = _TORCH_DTYPES[dtype]
     itemsize = torch.empty((), dtype=torch_dtype).element_size()
-    with _tf32(dtype == "tf32", info.backend):
+    with matmul_flags(dtype, info.backend):
         n = settings.min_matmul_n
         while True:
             # Made on the device: filling 8192^2 matrices on the host would dominate the run.
@@ -100,11 +119,12 @@ def measure_matmul(info: DeviceInfo, dtype: str, settings: BenchmarkSettings) ->
                 break
             del a, b, out
             n = bigger
-        seconds = seconds_per_call(
+        timing = best_seconds_per_call(
             lambda: torch.matmul(a, b, out=out),
             synchronizer(info.device),
-            warmup=settings.warmup,
             repeats=settings.repeats,
             min_rep_s=settings.min_rep_s,
+            max_warmup_s=settings.max_warmup_s,
+            stable_rtol=settings.stable_rtol,
         )
-    return MatmulFigure(dtype=dtype, tflops=2 * n**3 / seconds / 1e12, n=n)
+    return MatmulFigure(dtype=dtype, tflops=2 * n**3 / timing.seconds / 1e12, n=n)

@@ -9,6 +9,9 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 
 MATMUL_DTYPES = ("fp32", "tf32", "fp16", "bf16")
+BENCHMARK_SCHEMA = 2
+"""Bumped when the way figures are measured changes, so a cached result from before is
+measured again (2: warm-up until stable and the best window, instead of a median)."""
 
 
 class _Frozen(BaseModel):
@@ -36,10 +39,13 @@ class HostFingerprint(_Frozen):
 class BenchmarkSettings(_Frozen):
     """How hard to measure: sizes are adapted up to these bounds, then timed repeatedly."""
 
-    warmup: int = 2
-    repeats: int = 5
+    repeats: int = 7
+    """Timed windows per figure; the fastest counts."""
     min_rep_s: float = 0.2
-    """Each timed repetition loops the operation until it has run at least this long."""
+    """Each window loops the operation back to back until it has run at least this long."""
+    max_warmup_s: float = 2.0
+    """Warm-up windows run until two in a row agree within ``stable_rtol``, at most this long."""
+    stable_rtol: float = 0.01
     min_matmul_n: int = 256
     max_matmul_n: int = 8192
     target_product_s: float = 0.005
@@ -51,11 +57,11 @@ class BenchmarkSettings(_Frozen):
 
     @classmethod
     def for_cpu(cls) -> BenchmarkSettings:
-        """Sized so the whole CPU benchmark takes a few seconds on two cores."""
+        """Sized so the whole CPU benchmark takes under ten seconds on two cores."""
         return cls(
-            warmup=1,
-            repeats=3,
-            min_rep_s=0.15,
+            repeats=15,
+            min_rep_s=0.05,
+            max_warmup_s=0.5,
             max_matmul_n=1024,
             target_product_s=0.05,
             copy_bytes=64 << 20,
@@ -66,9 +72,9 @@ class BenchmarkSettings(_Frozen):
     def tiny(cls) -> BenchmarkSettings:
         """For tests: real measurements on tiny sizes."""
         return cls(
-            warmup=1,
             repeats=2,
             min_rep_s=0.01,
+            max_warmup_s=0.02,
             min_matmul_n=64,
             max_matmul_n=128,
             target_product_s=0.001,
@@ -115,7 +121,7 @@ class DeviceResult(_Frozen):
 class BenchmarkResult(_Frozen):
     """One benchmark run over the selected devices of a host."""
 
-    schema_version: int = 1
+    schema_version: int = BENCHMARK_SCHEMA
     fingerprint: HostFingerprint
     settings: BenchmarkSettings
     devices: tuple[DeviceResult, ...]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,8 +20,9 @@ from provider_node.benchmark import (
 from provider_node.benchmark import runner as runner_module
 from provider_node.benchmark.cache import cache_path
 from provider_node.benchmark.devices import fingerprint_of, select_devices
+from provider_node.benchmark.model import BENCHMARK_SCHEMA
 from provider_node.benchmark.peaks import peak, peak_model, share
-from provider_node.benchmark.timing import seconds_per_call
+from provider_node.benchmark.timing import Timing, best_seconds_per_call
 from provider_node.cli import app
 
 TINY = BenchmarkSettings.tiny()
@@ -104,23 +105,85 @@ def test_vendor_peaks_match_torch_device_names() -> None:
     assert share(None, "NVIDIA L4", "fp32") is None
 
 
-def test_seconds_per_call_takes_median_of_repetitions() -> None:
-    calls = 0
-    syncs = 0
+class FakeDevice:
+    """A device on a fake clock: a call costs ``cost(call index, now)`` seconds, a sync
+    ``sync_s``."""
 
-    def work() -> None:
-        nonlocal calls
-        calls += 1
-        time.sleep(0.002)
+    def __init__(self, cost: Callable[[int, float], float], sync_s: float = 0.0) -> None:
+        self.cost = cost
+        self.sync_s = sync_s
+        self.now = 0.0
+        self.calls = 0
+        self.syncs = 0
 
-    def sync() -> None:
-        nonlocal syncs
-        syncs += 1
+    def clock(self) -> float:
+        return self.now
 
-    seconds = seconds_per_call(work, sync, warmup=2, repeats=3, min_rep_s=0.02)
-    assert 0.002 <= seconds < 0.05
-    assert calls >= 2 + 1 + 3 * 2  # warm-up, calibration, repetitions of several calls
-    assert syncs >= 2 + 2 * 3
+    def call(self) -> None:
+        self.now += self.cost(self.calls, self.now)
+        self.calls += 1
+
+    def sync(self) -> None:
+        self.now += self.sync_s
+        self.syncs += 1
+
+    def time(self, repeats: int = 5, min_rep_s: float = 0.1, max_warmup_s: float = 10.0) -> Timing:
+        return best_seconds_per_call(
+            self.call,
+            self.sync,
+            repeats=repeats,
+            min_rep_s=min_rep_s,
+            max_warmup_s=max_warmup_s,
+            stable_rtol=0.01,
+            clock=self.clock,
+        )
+
+
+def test_warmup_runs_until_two_windows_agree_then_takes_the_best_window() -> None:
+    # Cold calls cost 3 ms, halving their distance to the steady 1 ms every 40 calls.
+    device = FakeDevice(lambda i, now: 1e-3 + 2e-3 * 0.5 ** (i // 40))
+    timing = device.time()
+    assert timing.seconds == pytest.approx(1e-3, rel=1e-3)
+    assert timing.seconds == min(timing.windows) and len(timing.windows) == 5
+    # Windows of 0.1 s hold about 100 steady calls; it took several for two to agree
+    # within 1%, and the warm-up stopped there, long before its 10 s bound.
+    assert 100 <= timing.calls <= 101
+    assert timing.warmup_windows >= 4
+    assert device.now < 2.0
+
+
+def test_a_disturbed_window_does_not_count_and_syncs_are_per_window() -> None:
+    steady = 2e-3
+    # Between 0.25 s and 0.40 s of the run (two of the four timed windows), calls cost ten
+    # times as much: a median would take one of those.
+    device = FakeDevice(lambda i, now: steady * (10 if 0.25 <= now < 0.40 else 1), sync_s=1e-3)
+    timing = device.time(repeats=4)
+    assert max(timing.windows) > 1.5 * min(timing.windows)
+    # A window of 50 calls holds one sync's wait (1 ms), not one a call.
+    assert timing.calls == 50
+    assert timing.seconds == pytest.approx(steady + 1e-3 / 50)
+    # The set-up call's sync, then two a window: sizing, warm-up and timed windows.
+    assert device.syncs == 1 + 2 * (1 + timing.warmup_windows + 4)
+
+
+def test_warmup_stops_at_its_bound_when_never_stable() -> None:
+    # Every 10 calls are 5% cheaper than the 10 before (no two windows agree within 1%)
+    # until a floor reached after about 2 s.
+    device = FakeDevice(lambda i, now: max(1e-3, 1e-2 * 0.95 ** (i // 10)))
+    timing = device.time(max_warmup_s=0.5, min_rep_s=0.05, repeats=2)
+    before_timed = device.now - sum(timing.windows) * timing.calls
+    # Set-up and sizing (20 ms), the bound, at most one window (and a call) past it.
+    assert 0.5 < before_timed < 0.02 + 0.5 + 0.05 + 0.01 + 1e-9
+    assert timing.seconds == min(timing.windows)
+
+
+def test_an_old_way_of_measuring_is_not_taken_from_the_cache(tmp_path: Path) -> None:
+    fresh = run_benchmark(selection=["cpu"], settings=TINY, cache_dir=tmp_path)
+    assert fresh.cache_file is not None and fresh.result.schema_version == BENCHMARK_SCHEMA
+    old = fresh.result.model_copy(update={"schema_version": BENCHMARK_SCHEMA - 1})
+    fresh.cache_file.write_text(old.model_dump_json())
+    again = run_benchmark(selection=["cpu"], settings=TINY, cache_dir=tmp_path)
+    assert not again.cached and again.result.schema_version == BENCHMARK_SCHEMA
 
 
 def test_cli_benchmark_json_then_cached_table(
