@@ -121,7 +121,8 @@ class ProviderColumns:
         def grow(
             old: np.ndarray | None, shape: tuple[int, ...], dtype: type, fill: float
         ) -> np.ndarray:
-            new: np.ndarray = np.full(shape, fill, dtype=dtype)
+            # Column-major: a match reads one dtype's column (tflops) over every slot.
+            new: np.ndarray = np.full(shape, fill, dtype=dtype, order="F")
             if old is not None:
                 new[: old.shape[0]] = old
             return new
@@ -175,6 +176,14 @@ class ProviderColumns:
         if cursor < self._changes_base:
             return None
         return self._changes[cursor - self._changes_base :]
+
+    def changed_slots(self, cursor: int) -> np.ndarray | None:
+        """:meth:`changed_since` as distinct slots, ascending (int64); None as there."""
+        changed = self.changed_since(cursor)
+        if changed is None:
+            return None
+        # sorted(set()) beats np.unique by several times on the few slots a match sees.
+        return np.array(sorted(set(changed)), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -296,14 +305,13 @@ class ProviderColumns:
         cached = self._free_jobs
         if cached is not None and cached[0] == version and len(cached[1]) == n:
             return cached[1]
-        changed = None if cached is None else self.changed_since(cached[0])
-        if cached is None or changed is None or len(changed) > max(n // 4, 64):
+        slots = None if cached is None else self.changed_slots(cached[0])
+        if cached is None or slots is None or len(slots) > max(n // 4, 64):
             free = self._free_jobs_of(slice(0, n))
         else:
             free = cached[1]
             if len(free) < n:  # new slots are among the changed ones
                 free = np.concatenate([free, np.zeros(n - len(free), dtype=free.dtype)])
-            slots = np.unique(np.array(changed, dtype=np.int64))
             free[slots] = self._free_jobs_of(slots)
         self._free_jobs = (version, free)
         return free

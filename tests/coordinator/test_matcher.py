@@ -189,6 +189,16 @@ def test_explanations_name_winners_and_losers() -> None:
     assert set(m.candidates[0].to_json()) == {"address", "peer_id", "score", "chosen", "reason"}
 
 
+def test_an_outscored_provider_of_a_seated_operator_is_told_so() -> None:
+    cols = book(offer(0), offer(1), offer(2, rate_per_gpu_hour=2 * UNIT))
+    cols.set_stake(offer(0).address, 1000 * UNIT, 7)
+    cols.set_stake(offer(1).address, 1000 * UNIT, 7)  # the same operator as offer(0)
+    reasons = {c.address: c.reason for c in matcher(cols).match(req()).candidates}
+    assert reasons[offer(0).address] == "chosen: rank 1 of 3 eligible by score"
+    assert reasons[offer(1).address] == "eligible, but its operator already has a seat"
+    assert reasons[offer(2).address] == "eligible, outscored (rank 3 of 3)"
+
+
 def test_removed_providers_leave_and_slots_are_reused() -> None:
     cols = book(offer(0), offer(1))
     assert cols.remove(offer(0).address)

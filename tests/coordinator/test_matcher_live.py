@@ -207,3 +207,34 @@ def test_a_provider_changing_its_packages_every_advert_cannot_grow_the_book() ->
     # A verdict kept from before the renumbering must not stand for the new environment.
     cols.upsert(offer(9, packages={"numpy": "3.0.0"}))
     assert chosen(live, needs) == [offer(9).address] == chosen(Matcher(cols), needs)
+
+
+def test_changed_slots_are_each_changed_slot_once_in_order() -> None:
+    cols = ProviderColumns(capacity=2)
+    for i in range(6):
+        cols.upsert(offer(i))
+    seen = cols.version
+    for i in (4, 1, 4, 3, 1, 4):
+        cols.set_reputation(str(offer(i).address), 0.5, False)
+    changed = cols.changed_slots(seen)
+    assert changed is not None and changed.dtype == np.int64
+    assert changed.tolist() == [1, 3, 4]
+    assert cols.changed_slots(cols.version) is not None
+    assert cols.changed_slots(cols.version).tolist() == []  # type: ignore[union-attr]
+
+
+def test_a_slot_rescored_again_before_settling_is_merged_once() -> None:
+    """A slot that moves twice keeps one place among the moved: :meth:`Ranking.first`
+    returns it once, at its latest score, and skips it where it stood; a wanted set holding
+    none of the moved slots reads the order as it stands."""
+    ranking = Ranking(0, np.array([1.0, 2.0, 3.0, 4.0, 5.0]))
+    everyone = np.ones(5, dtype=bool)
+    ranking.rescore(1, np.array([3]), np.array([0.5]), 5)
+    ranking.rescore(2, np.array([1, 3]), np.array([4.5, 2.5]), 5)
+    assert ranking.moved_slots.tolist().count(3) == 1
+    assert ranking.first(everyone, 5).tolist() == [0, 3, 2, 1, 4]
+    assert ranking.first(everyone, 2).tolist() == [0, 3]
+    unmoved = np.array([True, False, True, False, True])
+    assert ranking.first(unmoved, 5).tolist() == [0, 2, 4]
+    assert ranking.ordered().tolist() == [0, 3, 2, 1, 4]
+    assert ranking.keys.tolist() == [1.0, 2.5, 3.0, 4.5, 5.0]
