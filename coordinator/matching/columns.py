@@ -59,6 +59,9 @@ class AdvertRow:
     max_queued: int = 0
     """Jobs it accepts beyond its running ones, to wait for a slot (its advert's
     ``max_queued``; 0 when the advert does not say)."""
+    max_input_bytes: int | None = None
+    """The most input bytes it fetches for one job (its advert's ``max_input_bytes``);
+    None: no limit stated."""
 
 
 V = TypeVar("V")
@@ -157,6 +160,8 @@ class ProviderColumns:
         self.released_at = grow(get("released_at"), (capacity,), np.float64, 0)
         self.full_since = grow(get("full_since"), (capacity,), np.float64, 0)
         self.max_queued = grow(get("max_queued"), (capacity,), np.int32, 0)
+        # Exact in float64: adverts bound the limit to 2**50.
+        self.max_input = grow(get("max_input"), (capacity,), np.float64, np.inf)
 
     def _touch(self, slot: int) -> None:
         if len(self._changes) >= max(CHANGE_LOG_MIN, 2 * self.capacity):
@@ -273,6 +278,8 @@ class ProviderColumns:
         self.platform[slot] = self.platform_code(offer.platform)
         self.utilization[slot] = offer.utilization
         self.max_queued[slot] = max(0, min(MAX_JOB_SLOTS, offer.max_queued))
+        limit = offer.max_input_bytes
+        self.max_input[slot] = np.inf if limit is None else float(limit)
         self.seen_at[slot] = offer.seen_at
         self._read_job_slots(slot, offer.utilization, offer.seen_at)
         return slot

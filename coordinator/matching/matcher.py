@@ -28,6 +28,7 @@ from coordinator.matching.columns import DTYPE_INDEX, MAX_JOB_SLOTS, RUNTIME_BIT
 from coordinator.matching.requirements import Requirements
 from protocol import compat
 from protocol.packages import unmet
+from protocol.units import describe_size
 
 EXPLAIN_LOSERS = 12
 EXPLAIN_FILTERED = 12
@@ -315,6 +316,8 @@ class Matcher:
             # Before load, price and stake: a provider that can never run the job says so.
             fits, detail = self._fits_platform(req.requires, req.runtime)
             checks.append((f"does not meet requires: {req.requires.describe()}", fits, detail))
+        if req.input_bytes:  # as can never: it would refuse the job whatever its load
+            checks.append(self._input_fits(req.input_bytes))
         if req.queue == 0:  # a refusal as busy since the last advert already left none free
             room = c.free_jobs() >= 1
         elif req.queue < MAX_JOB_SLOTS:
@@ -389,10 +392,25 @@ class Matcher:
         if req.packages:
             wanted = ", ".join(f"{name}{spec}" for name, spec in req.packages)
             checks.append((f"its Python lacks {wanted}", self._has_packages(req.packages), None))
+        if req.input_bytes:
+            checks.append(self._input_fits(req.input_bytes))
         mask = checks[0][1].copy()
         for _, passes, _ in checks[1:]:
             mask &= passes
         return int(mask.sum()), self._reasons(checks)
+
+    def _input_fits(self, input_bytes: int) -> Check:
+        """Per slot: the input limit its advert states (none stated: no limit) takes the
+        job's ``input_bytes``; a failure names both."""
+        limits = self.cols.max_input
+        size = describe_size(input_bytes)
+
+        def detail(slot: int) -> str:
+            limit = describe_size(int(limits[slot]))
+            return f"input {size} exceeds its {limit} input limit"
+
+        fits: np.ndarray = limits[: self.cols.size] >= input_bytes
+        return (f"input {size} exceeds its input limit", fits, detail)
 
     def _has_packages(self, packages: tuple[tuple[str, str], ...]) -> np.ndarray:
         """Per slot: its torch runtime offers ``packages``. Judged once per distinct
