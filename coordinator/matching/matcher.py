@@ -171,11 +171,19 @@ class Ranking:
     def rescore(self, version: int, slots: np.ndarray, new: np.ndarray, size: int) -> None:
         """Give ``slots`` (distinct, ascending) the scores ``new``, the book having grown to
         ``size`` slots (every new slot is among ``slots``)."""
+        placed = len(self.order)
         if len(self.scores) < size:
             grown = size - len(self.scores)
             self.scores = np.concatenate([self.scores, np.zeros(grown)])
             self.moved = np.concatenate([self.moved, np.zeros(grown, dtype=bool)])
         self.version = version
+        # A slot whose score did not change keeps its place (an advert that repeats the
+        # last one, a reservation taken and given back): only new slots and changed ones move.
+        differs = (self.scores[slots] != new) | (slots >= placed)
+        if not differs.all():
+            slots, new = slots[differs], new[differs]
+            if not len(slots):
+                return
         self.scores[slots] = new
         fresh = slots[~self.moved[slots]]  # a slot moved twice is listed once
         self.moved[fresh] = True

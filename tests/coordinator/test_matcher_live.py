@@ -238,3 +238,15 @@ def test_a_slot_rescored_again_before_settling_is_merged_once() -> None:
     assert ranking.first(unmoved, 5).tolist() == [0, 2, 4]
     assert ranking.ordered().tolist() == [0, 3, 2, 1, 4]
     assert ranking.keys.tolist() == [1.0, 2.5, 3.0, 4.5, 5.0]
+
+
+def test_a_slot_rescored_to_its_own_score_keeps_its_place_and_a_new_slot_is_placed() -> None:
+    ranking = Ranking(0, np.array([1.0, 2.0, 3.0]))
+    ranking.rescore(1, np.array([0, 2]), np.array([1.0, 3.0]), 3)  # an advert repeated
+    assert ranking.moved_slots.tolist() == [] and not ranking.moved.any()
+    assert ranking.version == 1
+    # A new slot scoring exactly what an unscored slot holds (0) is placed all the same.
+    ranking.rescore(2, np.array([1, 3]), np.array([2.0, 0.0]), 4)
+    assert ranking.moved_slots.tolist() == [3]
+    assert ranking.first(np.ones(4, dtype=bool), 4).tolist() == [3, 0, 1, 2]
+    assert ranking.ordered().tolist() == [3, 0, 1, 2]
