@@ -6,6 +6,7 @@ would see it."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -41,13 +42,18 @@ def mutations(cols: ProviderColumns, rng: random.Random) -> list[Callable[[int],
     def address(i: int) -> str:
         return str(offer(i).address)
 
+    def around_adverts() -> float:
+        """A time some seconds either side of the adverts' (``seen_at`` is now), so that
+        reservations, releases and refusals fall both before and after them."""
+        return time.time() + rng.uniform(-5.0, 5.0)
+
     return [
         lambda i: cols.upsert(random_offer(rng, i)),  # type: ignore[arg-type]
         lambda i: cols.set_stake(address(i), rng.randint(0, 100) * UNIT, rng.randint(0, 3)),
         lambda i: cols.set_reputation(address(i), rng.random(), rng.random() < 0.3),
         lambda i: cols.set_measured(address(i), rng.choice(list(DTYPE_INDEX)), rng.uniform(1, 80)),
-        lambda i: cols.set_reserved(address(i), rng.randint(0, 3), float(rng.randint(1, 10**6))),
-        lambda i: cols.mark_full(address(i), float(rng.randint(1, 10**6))),
+        lambda i: cols.set_reserved(address(i), rng.randint(0, 3), around_adverts()),
+        lambda i: cols.mark_full(address(i), around_adverts()),
         lambda i: cols.add_inflight(address(i), rng.randint(-1, 2), float(rng.randint(1, 10**6))),
         lambda i: cols.settle_inflight(address(i), float(10**7), 1.0),
         lambda i: cols.remove(address(i)),
@@ -250,3 +256,25 @@ def test_a_slot_rescored_to_its_own_score_keeps_its_place_and_a_new_slot_is_plac
     assert ranking.moved_slots.tolist() == [3]
     assert ranking.first(np.ones(4, dtype=bool), 4).tolist() == [3, 0, 1, 2]
     assert ranking.ordered().tolist() == [3, 0, 1, 2]
+
+
+def test_free_job_slots_follow_each_write_at_the_advert_lag_and_a_refusal() -> None:
+    cols = ProviderColumns()
+    t = 1000.0
+    cols.upsert(offer(0, seen_at=t, utilization=0.5))  # 2 job slots, 1 running
+    a = str(offer(0).address)
+
+    def free() -> int:
+        assert cols.free_jobs().tolist() == cols._free_jobs_of(slice(0, cols.size)).tolist()
+        return int(cols.free_jobs()[0])
+
+    assert free() == 1
+    cols.set_reserved(a, 2, t - 3)
+    assert free() == 0
+    # Released half a second before the advert: it may still show that job running.
+    cols.set_reserved(a, 0, t - 0.5)
+    assert free() == 2
+    cols.mark_full(a, t)  # refused as busy, as late as its last advert
+    assert free() == 0
+    cols.upsert(offer(0, seen_at=t + 2, utilization=0.5))  # a newer advert: 1 of 2 running
+    assert free() == 1
