@@ -87,3 +87,14 @@ def format_size(size: int) -> str:
         if size and size % _SIZE_UNITS[unit] == 0:
             return f"{size // _SIZE_UNITS[unit]}{unit}"
     return f"{size}B"
+
+
+def describe_size(size: int) -> str:
+    """A size for people, to three figures: ``1610612736`` -> ``"1.5GiB"`` (exact when whole:
+    :func:`format_size`)."""
+    for unit in ("TiB", "GiB", "MiB", "KiB"):
+        if size >= _SIZE_UNITS[unit]:
+            if size % _SIZE_UNITS[unit] == 0:
+                return f"{size // _SIZE_UNITS[unit]}{unit}"
+            return f"{size / _SIZE_UNITS[unit]:.3g}{unit}"
+    return f"{size}B"

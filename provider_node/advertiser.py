@@ -21,7 +21,7 @@ from protocol.errors import GpuMarketError
 from protocol.identity import Identity
 from protocol.ids import Wei
 from protocol.messages import Advert
-from protocol.messages.advert import GpuInfo, RuntimeKind
+from protocol.messages.advert import MAX_INPUT_LIMIT, GpuInfo, RuntimeKind
 from protocol.p2p.gossip import PacedPublisher
 from protocol.p2p.host import Node
 from protocol.packages import MAX_OFFERED, NAME_PATTERN, normal_name
@@ -111,8 +111,14 @@ class Advertiser:
         ttl_s: int = 20,
         clock: Clock = SYSTEM_CLOCK,
         announce: Sequence[str] = (),
+        max_input_bytes: int | None = None,
     ) -> None:
         self.node = node
+        self.max_input_bytes = (
+            None if max_input_bytes is None else min(max_input_bytes, MAX_INPUT_LIMIT)
+        )
+        """The most input bytes it fetches for one job (``PROVIDER_MAX_INPUT_BYTES``), stated
+        in adverts so coordinators do not offer it jobs it would refuse; None: not stated."""
         self.announce = tuple(announce)
         """Multiaddrs (with ``/p2p/``) adverts carry instead of the host's listen addresses."""
         self.identity = identity
@@ -167,6 +173,7 @@ class Advertiser:
             seq=self.sequence.next(),
             expires_at=int(self.clock.now()) + self.ttl_s,
             max_queued=capacity.max_queued,
+            max_input_bytes=self.max_input_bytes,
         )
 
     async def publish_once(self) -> None:

@@ -334,6 +334,7 @@ class ProviderNode:
             period_s=s.advert_period_s,
             ttl_s=s.advert_ttl_s,
             announce=announced(s.announce, identity.peer_id),
+            max_input_bytes=s.max_input_bytes,
         )
         if not s.announce and any(unspecified(a) for a in node.addrs):
             log.warning(

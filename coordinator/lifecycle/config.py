@@ -13,6 +13,9 @@ class DriverConfig:
     request_timeout_s: float = 10.0
     reveal_timeout_s: float = 60.0
     max_output_bytes: int = 1 << 30
+    input_size_timeout_s: float = 10.0
+    """How long reading a job's input sizes (to match it only to providers that take them)
+    may take; past it the sizes count as unknown."""
     stake_factor: int = 5
     tx_margin_s: float = 2.0
     """A transaction bound by a deadline is sent only this long before it (mining takes time)."""

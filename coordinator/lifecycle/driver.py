@@ -40,6 +40,7 @@ from coordinator.store import AsyncStore, JobRecord, ProviderSlot
 from coordinator.verification.reputation import ReputationBook
 from coordinator.wire.dispatcher import Dispatcher
 from protocol import eip712
+from protocol.errors import GpuMarketError
 from protocol.identity import Identity
 from protocol.ipfs.retention import PinRetention
 from protocol.ipfs.store import ContentStore
@@ -89,6 +90,7 @@ class JobDriver:
         self.chain_now = chain_now
         self.config = config or DriverConfig()
         self._specs: dict[str, JobSpec] = {}
+        self._input_sizes: dict[str, int] = {}
         self.looked_at: set[str] = set()
         """Jobs looked at since this process started (the chain may be ahead of the store)."""
         self.history: HistoryRecorder | None = None
@@ -126,6 +128,25 @@ class JobDriver:
             cached = self._specs[job.job_id] = parse_spec(data)
         return cached
 
+    async def input_bytes(self, job: JobRecord, spec: JobSpec) -> int:
+        """All of the job's inputs together as their CIDs say (a file's size, a directory's
+        DAG size), read once per job from their root blocks; 0 (not known: no provider is
+        left out for its input limit) when one cannot be read within
+        ``input_size_timeout_s``."""
+        cached = self._input_sizes.get(job.job_id)
+        if cached is None:
+            cached = 0
+            with trio.move_on_after(self.config.input_size_timeout_s):
+                try:
+                    total = 0
+                    for cid in spec.input_cids().values():
+                        total += await self.content.size(cid)
+                    cached = total
+                except GpuMarketError as exc:
+                    log.info("job %s: input sizes unknown: %s", job.job_id, exc)
+            self._input_sizes[job.job_id] = cached
+        return cached
+
     async def fail(self, job: JobRecord, reason: str, provider: str | None = None) -> None:
         """Give the job up; when nobody committed, abort it so the requester is refunded now."""
         moved = await self.move(
@@ -156,6 +177,7 @@ class JobDriver:
             self.assigner.forget(job_id)
             self.book.capacity.release_job(job_id)
             self._specs.pop(job_id, None)
+            self._input_sizes.pop(job_id, None)
             return True
         handler = {
             S.CREATED: self.matching.created,

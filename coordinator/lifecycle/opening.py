@@ -77,7 +77,13 @@ class Matching:
             if self.d.chain_now() > job.assign_deadline:
                 await self.d.fail(job, f"spec unavailable: {exc}")
             return
-        req = requirements_for(spec, count=job.redundancy, price_cap=job.price_cap, exact=job.exact)
+        req = requirements_for(
+            spec,
+            count=job.redundancy,
+            price_cap=job.price_cap,
+            exact=job.exact,
+            input_bytes=await self.d.input_bytes(job, spec),
+        )
         # A lone primary must be checkable: someone else must be able to re-run its job.
         req = replace(req, checkable=req.count == 1)
         if job.requirements is None:

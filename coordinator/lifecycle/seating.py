@@ -63,7 +63,13 @@ class Seating:
         """Requirements for ``count`` more seats: not a provider (nor an operator group) the
         job already has or that declined it, and for exact jobs the same fingerprint."""
         spec = await self.d.spec(job)
-        base = requirements_for(spec, count=count, price_cap=job.price_cap, exact=job.exact)
+        base = requirements_for(
+            spec,
+            count=count,
+            price_cap=job.price_cap,
+            exact=job.exact,
+            input_bytes=await self.d.input_bytes(job, spec),
+        )
         fingerprint = None
         if base.exact and active:
             advert = self.d.book.find(active[0].address)

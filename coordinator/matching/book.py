@@ -74,6 +74,7 @@ def offer_of(advert: Advert, seen_at: float) -> AdvertRow:
         packages=advert.packages,
         platform=platform_of(advert),
         max_queued=advert.max_queued or 0,
+        max_input_bytes=advert.max_input_bytes,
     )
 
 

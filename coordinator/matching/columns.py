@@ -59,6 +59,9 @@ class AdvertRow:
     max_queued: int = 0
     """Jobs it accepts beyond its running ones, to wait for a slot (its advert's
     ``max_queued``; 0 when the advert does not say)."""
+    max_input_bytes: int | None = None
+    """The most input bytes it fetches for one job (its advert's ``max_input_bytes``);
+    None: no limit stated."""
 
 
 V = TypeVar("V")
@@ -104,7 +107,6 @@ class ProviderColumns:
         self.size = 0  # slots ever used (alive or not)
         self._changes: list[int] = []  # slots touched, oldest first
         self._changes_base = 0  # change number of _changes[0]
-        self._free_jobs: tuple[int, np.ndarray] | None = None  # (version, free_jobs())
         self.addresses: list[str] = []
         self.peer_ids: list[str] = []
         self.multiaddrs: list[tuple[str, ...]] = []
@@ -121,7 +123,8 @@ class ProviderColumns:
         def grow(
             old: np.ndarray | None, shape: tuple[int, ...], dtype: type, fill: float
         ) -> np.ndarray:
-            new: np.ndarray = np.full(shape, fill, dtype=dtype)
+            # Column-major: a match reads one dtype's column (tflops) over every slot.
+            new: np.ndarray = np.full(shape, fill, dtype=dtype, order="F")
             if old is not None:
                 new[: old.shape[0]] = old
             return new
@@ -156,6 +159,10 @@ class ProviderColumns:
         self.released_at = grow(get("released_at"), (capacity,), np.float64, 0)
         self.full_since = grow(get("full_since"), (capacity,), np.float64, 0)
         self.max_queued = grow(get("max_queued"), (capacity,), np.int32, 0)
+        # Kept by every write to the figures above (:meth:`_count_free`).
+        self.free_job_slots = grow(get("free_job_slots"), (capacity,), np.int64, 1)
+        # Exact in float64: adverts bound the limit to 2**50.
+        self.max_input = grow(get("max_input"), (capacity,), np.float64, np.inf)
 
     def _touch(self, slot: int) -> None:
         if len(self._changes) >= max(CHANGE_LOG_MIN, 2 * self.capacity):
@@ -175,6 +182,14 @@ class ProviderColumns:
         if cursor < self._changes_base:
             return None
         return self._changes[cursor - self._changes_base :]
+
+    def changed_slots(self, cursor: int) -> np.ndarray | None:
+        """:meth:`changed_since` as distinct slots, ascending (int64); None as there."""
+        changed = self.changed_since(cursor)
+        if changed is None:
+            return None
+        # sorted(set()) beats np.unique by several times on the few slots a match sees.
+        return np.array(sorted(set(changed)), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -264,8 +279,11 @@ class ProviderColumns:
         self.platform[slot] = self.platform_code(offer.platform)
         self.utilization[slot] = offer.utilization
         self.max_queued[slot] = max(0, min(MAX_JOB_SLOTS, offer.max_queued))
+        limit = offer.max_input_bytes
+        self.max_input[slot] = np.inf if limit is None else float(limit)
         self.seen_at[slot] = offer.seen_at
         self._read_job_slots(slot, offer.utilization, offer.seen_at)
+        self._count_free(slot)
         return slot
 
     def _read_job_slots(self, slot: int, utilization: float, now: float) -> None:
@@ -289,24 +307,22 @@ class ProviderColumns:
 
         An advert counts only when newer than this coordinator's last release there (by
         :data:`ADVERT_LAG_S`): an older one still shows the released job as running. A
-        provider that refused as busy after its last advert has no free slot. Kept between
-        calls and worked out again only for the slots changed since (read-only: share it).
+        provider that refused as busy after its last advert has no free slot. Kept per slot
+        by each write that changes one of these figures (read-only: share it).
         """
-        n, version = self.size, self.version
-        cached = self._free_jobs
-        if cached is not None and cached[0] == version and len(cached[1]) == n:
-            return cached[1]
-        changed = None if cached is None else self.changed_since(cached[0])
-        if cached is None or changed is None or len(changed) > max(n // 4, 64):
-            free = self._free_jobs_of(slice(0, n))
-        else:
-            free = cached[1]
-            if len(free) < n:  # new slots are among the changed ones
-                free = np.concatenate([free, np.zeros(n - len(free), dtype=free.dtype)])
-            slots = np.unique(np.array(changed, dtype=np.int64))
-            free[slots] = self._free_jobs_of(slots)
-        self._free_jobs = (version, free)
-        return free
+        return self.free_job_slots[: self.size]
+
+    def _count_free(self, slot: int) -> None:
+        """:meth:`free_jobs` of ``slot``, worked out again after a write there (what
+        :meth:`_free_jobs_of` says, in scalars: a write touches one slot)."""
+        seen = float(self.seen_at[slot])
+        if float(self.full_since[slot]) >= seen:
+            self.free_job_slots[slot] = 0
+            return
+        running = int(self.reserved_jobs[slot])
+        if seen > float(self.released_at[slot]) + ADVERT_LAG_S:
+            running = max(running, int(self.advert_running[slot]))
+        self.free_job_slots[slot] = int(self.job_capacity[slot]) - running
 
     def _free_jobs_of(self, at: slice | np.ndarray) -> np.ndarray:
         held = self.reserved_jobs[at]
@@ -389,6 +405,7 @@ class ProviderColumns:
         elif jobs < before:
             self.released_at[slot] = now
             self.full_since[slot] = 0  # one of ours just finished there: a slot is free
+        self._count_free(slot)
 
     def mark_full(self, address: str, now: float) -> None:
         """The provider refused a job as busy: no free slot until its next advert."""
@@ -396,6 +413,7 @@ class ProviderColumns:
         if slot is not None:
             self._touch(slot)
             self.full_since[slot] = now
+            self._count_free(slot)
 
     def add_inflight(self, address: str, gpus: int, now: float = 0.0) -> None:
         """Count GPUs this coordinator just gave away, until the provider's adverts show it."""

@@ -15,6 +15,7 @@ explanation: why each chosen provider won and, for a sample of the others, why t
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from coordinator.matching.columns import DTYPE_INDEX, MAX_JOB_SLOTS, RUNTIME_BIT
 from coordinator.matching.requirements import Requirements
 from protocol import compat
 from protocol.packages import unmet
+from protocol.units import describe_size
 
 EXPLAIN_LOSERS = 12
 EXPLAIN_FILTERED = 12
@@ -119,7 +121,7 @@ class PricePerTflop:
     ) -> np.ndarray:
         at: slice | np.ndarray = slice(0, cols.size) if slots is None else slots
         rate = cols.cpu_rate if cpu else cols.rate
-        per_tflop = (rate[at] + 1.0) / np.maximum(cols.tflops[at, dtype], 1e-6)
+        per_tflop = (rate[at] + 1.0) / np.maximum(cols.tflops[:, dtype][at], 1e-6)
         trust = (1.0 - self.reputation_weight) + self.reputation_weight * cols.reputation[at]
         gpus = np.maximum(cols.gpu_count[at], 1)
         held = cols.reserved_jobs[at] / np.maximum(cols.job_capacity[at], 1)
@@ -144,7 +146,7 @@ def exact_price(rate_per_hour: int, req: Requirements) -> int:
     return max(1, min(rate_per_hour * req.duration_s // 3600, req.price_cap))
 
 
-MOVED_LIMIT = 64
+MOVED_LIMIT = 256
 """Rescored slots a :class:`Ranking` leaves out of place before it places them all at once."""
 
 
@@ -169,14 +171,26 @@ class Ranking:
     def rescore(self, version: int, slots: np.ndarray, new: np.ndarray, size: int) -> None:
         """Give ``slots`` (distinct, ascending) the scores ``new``, the book having grown to
         ``size`` slots (every new slot is among ``slots``)."""
+        placed = len(self.order)
         if len(self.scores) < size:
             grown = size - len(self.scores)
             self.scores = np.concatenate([self.scores, np.zeros(grown)])
             self.moved = np.concatenate([self.moved, np.zeros(grown, dtype=bool)])
         self.version = version
+        # A slot whose score did not change keeps its place (an advert that repeats the
+        # last one, a reservation taken and given back): only new slots and changed ones move.
+        differs = (self.scores[slots] != new) | (slots >= placed)
+        if not differs.all():
+            slots, new = slots[differs], new[differs]
+            if not len(slots):
+                return
         self.scores[slots] = new
-        self.moved[slots] = True
-        self.moved_slots = np.union1d(self.moved_slots, slots)
+        fresh = slots[~self.moved[slots]]  # a slot moved twice is listed once
+        self.moved[fresh] = True
+        listed = np.concatenate([self.moved_slots, fresh])
+        # Kept in score order (ties to the lower slot), so :meth:`first` merges only those
+        # that beat what it found in place.
+        self.moved_slots = listed[np.lexsort((listed, self.scores[listed]))]
         if len(self.moved_slots) > MOVED_LIMIT:
             self.settle()
 
@@ -217,21 +231,30 @@ class Ranking:
         merges in the moved slots it wants."""
         if k <= 0:
             return self.order[:0]
+        extra = self.moved_slots[wanted[self.moved_slots]]
+        # A moved slot is skipped where it stood only when wanted: the rest ``wanted`` skips.
+        moved = self.moved if len(extra) else None
         found: list[np.ndarray] = []
         count, start, size = 0, 0, max(4 * k, 256)
-        moved = self.moved
         while count < k and start < len(self.order):
             run = self.order[start : start + size]
-            hits = run[wanted[run] & ~moved[run]]
+            take = wanted[run]
+            if moved is not None:
+                take &= ~moved[run]
+            hits = run[take]
             found.append(hits)
             count += len(hits)
             start += size
             size *= 4
-        best = np.concatenate(found)[:k] if found else self.order[:0]
-        extra = self.moved_slots[wanted[self.moved_slots]]
+        if not found:
+            best = self.order[:0]
+        else:
+            best = (found[0] if len(found) == 1 else np.concatenate(found))[:k]
+        if len(extra) and len(best) == k:  # only moved slots scoring up to the k-th count
+            extra = extra[: np.searchsorted(self.scores[extra], self.scores[best[-1]], "right")]
         if not len(extra):
             return best
-        merged = np.concatenate([best, extra])
+        merged = np.concatenate([best, extra[:k]])
         return merged[np.lexsort((merged, self.scores[merged]))][:k]
 
 
@@ -274,11 +297,10 @@ class Matcher:
         cached = self._rankings.get(key)
         if cached is not None and cached.version == version and len(cached.scores) == n:
             return cached
-        changed = None if cached is None else cols.changed_since(cached.version)
-        if cached is not None and changed is not None and len(changed) <= max(n // 4, 64):
-            slots = np.unique(np.array(changed, dtype=np.int64))
+        slots = None if cached is None else cols.changed_slots(cached.version)
+        if cached is not None and slots is not None and len(slots) <= max(n // 4, 64):
             new = self.strategy.score(cols, dtype, cpu, slots)
-            if not np.isnan(new).any():  # a NaN has no place in an order: rank afresh
+            if not math.isnan(new.sum()):  # a NaN has no place in an order: rank afresh
                 cached.rescore(version, slots, new, n)
                 return cached
         ranking = self._rankings[key] = Ranking(version, self.strategy.score(cols, dtype, cpu))
@@ -302,6 +324,8 @@ class Matcher:
             # Before load, price and stake: a provider that can never run the job says so.
             fits, detail = self._fits_platform(req.requires, req.runtime)
             checks.append((f"does not meet requires: {req.requires.describe()}", fits, detail))
+        if req.input_bytes:  # as can never: it would refuse the job whatever its load
+            checks.append(self._input_fits(req.input_bytes))
         if req.queue == 0:  # a refusal as busy since the last advert already left none free
             room = c.free_jobs() >= 1
         elif req.queue < MAX_JOB_SLOTS:
@@ -325,7 +349,8 @@ class Matcher:
         # price = floor(seat rate * hours) <= cap  <=>  seat rate * hours < cap + 1
         cost = hourly * hours
         checks.append(("price above the job's cap", cost < req.price_cap + 1, None))
-        stake_needed = self.stake_factor * np.floor(cost)
+        stake_needed = np.floor(cost, out=cost)  # in place: ``cost`` is not read again
+        stake_needed *= self.stake_factor
         checks.append(("not enough free stake", c.free_stake[:n] >= stake_needed, None))
         if req.packages:
             wanted = ", ".join(f"{name}{spec}" for name, spec in req.packages)
@@ -375,10 +400,25 @@ class Matcher:
         if req.packages:
             wanted = ", ".join(f"{name}{spec}" for name, spec in req.packages)
             checks.append((f"its Python lacks {wanted}", self._has_packages(req.packages), None))
+        if req.input_bytes:
+            checks.append(self._input_fits(req.input_bytes))
         mask = checks[0][1].copy()
         for _, passes, _ in checks[1:]:
             mask &= passes
         return int(mask.sum()), self._reasons(checks)
+
+    def _input_fits(self, input_bytes: int) -> Check:
+        """Per slot: the input limit its advert states (none stated: no limit) takes the
+        job's ``input_bytes``; a failure names both."""
+        limits = self.cols.max_input
+        size = describe_size(input_bytes)
+
+        def detail(slot: int) -> str:
+            limit = describe_size(int(limits[slot]))
+            return f"input {size} exceeds its {limit} input limit"
+
+        fits: np.ndarray = limits[: self.cols.size] >= input_bytes
+        return (f"input {size} exceeds its input limit", fits, detail)
 
     def _has_packages(self, packages: tuple[tuple[str, str], ...]) -> np.ndarray:
         """Per slot: its torch runtime offers ``packages``. Judged once per distinct
@@ -441,7 +481,8 @@ class Matcher:
         eligible = int(np.count_nonzero(mask))
         shortlist = ranking.first(mask, SHORTLIST)
         picked = self._pick(ranking, mask, eligible, shortlist, req)
-        rejected = ranking.first(~mask & c.alive[: c.size], EXPLAIN_FILTERED)
+        # ``mask`` lies within ``alive`` (its first filter): the live ones it left out.
+        rejected = ranking.first(mask ^ c.alive[: c.size], EXPLAIN_FILTERED)
         if len(picked) < req.count:
             filtered = self._filtered(rejected.tolist(), scores, checks)
             raise NoCandidates(req.count, len(picked), self._reasons(checks), filtered)
@@ -579,8 +620,11 @@ class Matcher:
         """Why each of ``picked`` won, why the best others (``top``, of ``total`` eligible)
         and a sample of the filtered (``rejected``) lost."""
         c = self.cols
+        addresses, peer_ids = c.addresses, c.peer_ids
         rank = {slot: i + 1 for i, slot in enumerate(top)}
-        top_scores = scores[np.asarray(top, dtype=np.int64)].tolist()
+        at = np.asarray(top, dtype=np.int64)
+        top_scores: list[float] = scores[at].tolist()
+        top_groups: list[int] = c.group[at].tolist()
         out: list[Candidate] = []
         for slot in picked:
             if slot == explored:
@@ -588,19 +632,18 @@ class Matcher:
             else:
                 place = rank.get(slot, f">{len(top)}")
                 why = f"chosen: rank {place} of {total} eligible by score"
-            out.append(
-                Candidate(c.addresses[slot], c.peer_ids[slot], float(scores[slot]), True, why)
-            )
+            out.append(Candidate(addresses[slot], peer_ids[slot], float(scores[slot]), True, why))
         chosen = set(picked)
         operators = {self._operator(s) for s in picked}
         for i, slot in enumerate(top):
             if slot in chosen:
                 continue
-            if self._operator(slot) in operators:
+            group = top_groups[i]
+            if (group if group != 0 else -(slot + 1)) in operators:
                 why = "eligible, but its operator already has a seat"
             else:
                 why = f"eligible, outscored (rank {i + 1} of {total})"
-            out.append(Candidate(c.addresses[slot], c.peer_ids[slot], top_scores[i], False, why))
+            out.append(Candidate(addresses[slot], peer_ids[slot], top_scores[i], False, why))
         out += self._filtered(rejected, scores, checks)
         return out
 
@@ -609,27 +652,18 @@ class Matcher:
     ) -> list[Candidate]:
         """Why each of ``rejected`` was filtered out: its first failed filter, in its own
         terms where the filter can say (``driver 535.104 < 550.54``)."""
-        c = self.cols
+        if not rejected:
+            return []
+        addresses, peer_ids = self.cols.addresses, self.cols.peer_ids
+        rejected_scores: list[float] = scores[np.asarray(rejected, dtype=np.int64)].tolist()
         out: list[Candidate] = []
-        if rejected:
-            at = np.asarray(rejected, dtype=np.int64)
-            passed = np.stack([passes[at] for _, passes, _ in checks])
-            first: list[int] = np.argmin(passed, axis=0).tolist()  # its first failed filter
-            failing: list[bool] = np.logical_not(passed.all(axis=0)).tolist()
-            rejected_scores = scores[at].tolist()
-            for j, slot in enumerate(rejected):
-                reason = "filtered"
-                if failing[j]:
-                    reason, _, detail = checks[first[j]]
-                    if detail is not None:
-                        reason = detail(slot)
-                out.append(
-                    Candidate(
-                        c.addresses[slot],
-                        c.peer_ids[slot],
-                        rejected_scores[j],
-                        False,
-                        f"filtered: {reason}",
-                    )
-                )
+        for j, slot in enumerate(rejected):
+            # A few slots against a dozen filters: per-slot lookups beat gathering each filter.
+            reason = "filtered"
+            for name, passes, detail in checks:
+                if not passes[slot]:
+                    reason = name if detail is None else detail(slot)
+                    break
+            why = f"filtered: {reason}"
+            out.append(Candidate(addresses[slot], peer_ids[slot], rejected_scores[j], False, why))
         return out

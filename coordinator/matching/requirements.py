@@ -35,6 +35,9 @@ class Requirements:
     """Python packages the job imports (name, PEP 440 specifier), torch runtime only."""
     requires: Requires = field(default_factory=Requires)
     """What the GPUs and their driver and CUDA must be (``resources.requires``)."""
+    input_bytes: int = 0
+    """All of the job's inputs together, as their CIDs' sizes say (0: not known): a provider
+    whose advert states a smaller input limit would refuse the job."""
     checkable: bool = False
     """A lone primary of an exact job: only a provider another operator could check (one
     sharing its fingerprint) qualifies, so no provider escapes spot checks."""
@@ -48,11 +51,15 @@ class Requirements:
             "duration_s": self.duration_s,
             "packages": dict(self.packages),
             "requires": self.requires.to_json() if self.requires else None,
+            "input_bytes": self.input_bytes,
         }
 
 
-def requirements_for(spec: JobSpec, *, count: int, price_cap: int, exact: bool) -> Requirements:
-    """The matching requirements of a validated spec for ``count`` more providers."""
+def requirements_for(
+    spec: JobSpec, *, count: int, price_cap: int, exact: bool, input_bytes: int = 0
+) -> Requirements:
+    """The matching requirements of a validated spec for ``count`` more providers, whose
+    inputs total ``input_bytes`` (0: not known)."""
     resources = spec.resources
     memory = int((resources.gpu_memory_gb or 0) * (1 << 30))
     runtime = spec.runtime
@@ -68,6 +75,7 @@ def requirements_for(spec: JobSpec, *, count: int, price_cap: int, exact: bool) 
         exact=exact,
         packages=tuple(sorted(packages.items())),
         requires=resources.requires.as_requires() if resources.requires else Requires(),
+        input_bytes=input_bytes,
     )
 
 

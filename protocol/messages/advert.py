@@ -110,6 +110,10 @@ class Fingerprint(_Optional):
 
 MAX_QUEUED = 64
 """The most queued jobs an advert may announce (``PROVIDER_MAX_QUEUED_JOBS``'s bound)."""
+MAX_INPUT_LIMIT = 1 << 50
+"""The largest input limit an advert may state (1 PiB); a provider taking more states this."""
+LATER_ADVERT_FIELDS = ("max_queued", "max_input_bytes")
+"""Advert fields added after adverts were first signed: left out of the encoding while unset."""
 
 
 class Advert(WireMessage):
@@ -150,12 +154,18 @@ class Advert(WireMessage):
     (``PROVIDER_MAX_QUEUED_JOBS``); None: none, as far as a coordinator knows. Left out of the
     encoding while unset, so an advert from a provider that does not send it encodes (and
     verifies) exactly as it was signed."""
+    max_input_bytes: Annotated[StrictInt, Field(ge=1, le=MAX_INPUT_LIMIT)] | None = None
+    """The most bytes of input (all of a job's inputs together) it fetches for a job
+    (``PROVIDER_MAX_INPUT_BYTES``); None: no limit stated. Left out of the encoding while
+    unset, like ``max_queued``."""
 
     @model_serializer(mode="wrap")
     def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> Any:
         data = handler(self)
-        if isinstance(data, dict) and data.get("max_queued") is None:
-            data.pop("max_queued", None)
+        if isinstance(data, dict):
+            for name in LATER_ADVERT_FIELDS:
+                if data.get(name) is None:
+                    data.pop(name, None)
         return data
 
     @model_validator(mode="after")

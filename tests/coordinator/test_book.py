@@ -50,3 +50,12 @@ def test_silence_removes_and_stake_gates_matching() -> None:
     clock.advance(11)
     assert book.expire() == [PROVIDER.address]
     assert len(book) == 0 and len(book.columns) == 0
+
+
+def test_an_advert_input_limit_reaches_the_columns_and_an_older_advert_states_none() -> None:
+    book = make_book(ManualClock(NOW))
+    book.accept(advert(expires_at=NOW + 60, max_input_bytes=2 << 30))
+    slot = book.columns.slot(PROVIDER.address)
+    assert slot is not None and book.columns.max_input[slot] == 2 << 30
+    book.accept(advert(seq=2, expires_at=NOW + 60))  # says nothing: no limit stated
+    assert book.columns.max_input[slot] == float("inf")

@@ -342,3 +342,43 @@ async def test_a_settled_jobs_result_is_kept_once_by_the_coordinators_node(
         assert list(results.holds) == [job.result_cid]
         assert await results.pin_pending() == [job.result_cid]
         assert fetched == [job.result_cid] and results.pending == set()
+
+
+async def test_a_job_whose_inputs_exceed_a_providers_stated_limit_is_seated_elsewhere(
+    tmp_path: Path,
+) -> None:
+    async with harness(tmp_path, 3) as h:
+        small = h.providers[0]  # the first by slot: it would win every tie
+        limited = small.advert(("/ip4/127.0.0.1/tcp/4000",))
+        h.book.accept(limited.model_copy(update={"max_input_bytes": 1 << 20}))
+        data = await h.content.add_bytes(b"\x07" * (2 << 20) + b"!")  # just over 2 MiB
+        spec = parse_spec(SPEC + f"inputs: [{{name: data, cid: {data}}}]\n")
+        job_id = await h.create_job(2, spec=canonical_spec(spec))
+        await h.step(job_id)
+        job = await h.job(job_id)
+        assert job.requirements is not None and job.requirements["input_bytes"] == (2 << 20) + 1
+        seated = {s.address for s in await h.slots(job_id)}
+        assert seated == {h.providers[1].address, h.providers[2].address}
+        explained = {c["address"]: c["reason"] for c in await h.store.explanation(job_id) or []}
+        assert explained[small.address] == "filtered: input 2MiB exceeds its 1MiB input limit"
+
+
+async def test_a_replacement_seat_also_skips_a_provider_whose_limit_is_below_the_inputs(
+    tmp_path: Path,
+) -> None:
+    rates = [10**6, 2 * 10**6, 3 * 10**6, 4 * 10**6]
+    async with harness(tmp_path, 4, rates=rates) as h:
+        first, second, limited, spare = h.providers
+        first.fail_with = (FailureKind.SANDBOX_ERROR, "disk full")
+        advert = limited.advert(("/ip4/127.0.0.1/tcp/4002",))
+        h.book.accept(advert.model_copy(update={"max_input_bytes": 1 << 20}))
+        data = await h.content.add_bytes(b"\x07" * (2 << 20))
+        spec = parse_spec(SPEC + f"inputs: [{{name: data, cid: {data}}}]\n")
+        job_id = await h.create_job(2, spec=canonical_spec(spec))
+        await h.run(job_id, lambda j: j.state is S.REVEALING)
+        slots = await h.slots(job_id)
+        assert [(s.address, s.state) for s in slots] == [
+            (first.address, P.REPLACED),
+            (second.address, P.REVEALED),
+            (spare.address, P.REVEALED),
+        ]

@@ -189,6 +189,41 @@ def test_explanations_name_winners_and_losers() -> None:
     assert set(m.candidates[0].to_json()) == {"address", "peer_id", "score", "chosen", "reason"}
 
 
+def test_an_outscored_provider_of_a_seated_operator_is_told_so() -> None:
+    cols = book(offer(0), offer(1), offer(2, rate_per_gpu_hour=2 * UNIT))
+    cols.set_stake(offer(0).address, 1000 * UNIT, 7)
+    cols.set_stake(offer(1).address, 1000 * UNIT, 7)  # the same operator as offer(0)
+    reasons = {c.address: c.reason for c in matcher(cols).match(req()).candidates}
+    assert reasons[offer(0).address] == "chosen: rank 1 of 3 eligible by score"
+    assert reasons[offer(1).address] == "eligible, but its operator already has a seat"
+    assert reasons[offer(2).address] == "eligible, outscored (rank 3 of 3)"
+
+
+def test_a_big_input_skips_providers_whose_stated_limit_is_smaller() -> None:
+    cols = book(
+        offer(0, max_input_bytes=1 << 30),  # cheapest, but takes 1 GiB of input at most
+        offer(1, rate_per_gpu_hour=2 * UNIT),  # states no limit
+        offer(2, rate_per_gpu_hour=3 * UNIT, max_input_bytes=2 << 30),
+    )
+    big = matcher(cols).match(req(input_bytes=3 << 29))  # 1.5 GiB
+    assert [c.address for c in big.chosen] == [offer(1).address]
+    reasons = {c.address: c.reason for c in big.candidates}
+    assert reasons[offer(0).address] == "filtered: input 1.5GiB exceeds its 1GiB input limit"
+    assert reasons[offer(2).address] == "eligible, outscored (rank 2 of 2)"
+    assert big.eligible == 2
+    # Within the limit (and with no size known) the cheapest wins again.
+    for size in (1 << 30, 0):
+        assert matcher(cols).match(req(input_bytes=size)).chosen[0].address == offer(0).address
+    # Nobody takes 3 GiB but the one stating no limit; counted by reason when none is left.
+    assert matcher(cols).match(req(input_bytes=3 << 30)).chosen[0].address == offer(1).address
+    cols.remove(offer(1).address)
+    with pytest.raises(NoCandidates) as caught:
+        matcher(cols).match(req(input_bytes=3 << 30))
+    assert caught.value.reasons == {"input 3GiB exceeds its input limit": 2}
+    capable, left_out = matcher(cols).capable(req(input_bytes=3 << 30))
+    assert capable == 0 and left_out == {"input 3GiB exceeds its input limit": 2}
+
+
 def test_removed_providers_leave_and_slots_are_reused() -> None:
     cols = book(offer(0), offer(1))
     assert cols.remove(offer(0).address)

@@ -6,6 +6,7 @@ would see it."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -41,13 +42,18 @@ def mutations(cols: ProviderColumns, rng: random.Random) -> list[Callable[[int],
     def address(i: int) -> str:
         return str(offer(i).address)
 
+    def around_adverts() -> float:
+        """A time some seconds either side of the adverts' (``seen_at`` is now), so that
+        reservations, releases and refusals fall both before and after them."""
+        return time.time() + rng.uniform(-5.0, 5.0)
+
     return [
         lambda i: cols.upsert(random_offer(rng, i)),  # type: ignore[arg-type]
         lambda i: cols.set_stake(address(i), rng.randint(0, 100) * UNIT, rng.randint(0, 3)),
         lambda i: cols.set_reputation(address(i), rng.random(), rng.random() < 0.3),
         lambda i: cols.set_measured(address(i), rng.choice(list(DTYPE_INDEX)), rng.uniform(1, 80)),
-        lambda i: cols.set_reserved(address(i), rng.randint(0, 3), float(rng.randint(1, 10**6))),
-        lambda i: cols.mark_full(address(i), float(rng.randint(1, 10**6))),
+        lambda i: cols.set_reserved(address(i), rng.randint(0, 3), around_adverts()),
+        lambda i: cols.mark_full(address(i), around_adverts()),
         lambda i: cols.add_inflight(address(i), rng.randint(-1, 2), float(rng.randint(1, 10**6))),
         lambda i: cols.settle_inflight(address(i), float(10**7), 1.0),
         lambda i: cols.remove(address(i)),
@@ -207,3 +213,68 @@ def test_a_provider_changing_its_packages_every_advert_cannot_grow_the_book() ->
     # A verdict kept from before the renumbering must not stand for the new environment.
     cols.upsert(offer(9, packages={"numpy": "3.0.0"}))
     assert chosen(live, needs) == [offer(9).address] == chosen(Matcher(cols), needs)
+
+
+def test_changed_slots_are_each_changed_slot_once_in_order() -> None:
+    cols = ProviderColumns(capacity=2)
+    for i in range(6):
+        cols.upsert(offer(i))
+    seen = cols.version
+    for i in (4, 1, 4, 3, 1, 4):
+        cols.set_reputation(str(offer(i).address), 0.5, False)
+    changed = cols.changed_slots(seen)
+    assert changed is not None and changed.dtype == np.int64
+    assert changed.tolist() == [1, 3, 4]
+    assert cols.changed_slots(cols.version) is not None
+    assert cols.changed_slots(cols.version).tolist() == []  # type: ignore[union-attr]
+
+
+def test_a_slot_rescored_again_before_settling_is_merged_once() -> None:
+    """A slot that moves twice keeps one place among the moved: :meth:`Ranking.first`
+    returns it once, at its latest score, and skips it where it stood; a wanted set holding
+    none of the moved slots reads the order as it stands."""
+    ranking = Ranking(0, np.array([1.0, 2.0, 3.0, 4.0, 5.0]))
+    everyone = np.ones(5, dtype=bool)
+    ranking.rescore(1, np.array([3]), np.array([0.5]), 5)
+    ranking.rescore(2, np.array([1, 3]), np.array([4.5, 2.5]), 5)
+    assert ranking.moved_slots.tolist().count(3) == 1
+    assert ranking.first(everyone, 5).tolist() == [0, 3, 2, 1, 4]
+    assert ranking.first(everyone, 2).tolist() == [0, 3]
+    unmoved = np.array([True, False, True, False, True])
+    assert ranking.first(unmoved, 5).tolist() == [0, 2, 4]
+    assert ranking.ordered().tolist() == [0, 3, 2, 1, 4]
+    assert ranking.keys.tolist() == [1.0, 2.5, 3.0, 4.5, 5.0]
+
+
+def test_a_slot_rescored_to_its_own_score_keeps_its_place_and_a_new_slot_is_placed() -> None:
+    ranking = Ranking(0, np.array([1.0, 2.0, 3.0]))
+    ranking.rescore(1, np.array([0, 2]), np.array([1.0, 3.0]), 3)  # an advert repeated
+    assert ranking.moved_slots.tolist() == [] and not ranking.moved.any()
+    assert ranking.version == 1
+    # A new slot scoring exactly what an unscored slot holds (0) is placed all the same.
+    ranking.rescore(2, np.array([1, 3]), np.array([2.0, 0.0]), 4)
+    assert ranking.moved_slots.tolist() == [3]
+    assert ranking.first(np.ones(4, dtype=bool), 4).tolist() == [3, 0, 1, 2]
+    assert ranking.ordered().tolist() == [3, 0, 1, 2]
+
+
+def test_free_job_slots_follow_each_write_at_the_advert_lag_and_a_refusal() -> None:
+    cols = ProviderColumns()
+    t = 1000.0
+    cols.upsert(offer(0, seen_at=t, utilization=0.5))  # 2 job slots, 1 running
+    a = str(offer(0).address)
+
+    def free() -> int:
+        assert cols.free_jobs().tolist() == cols._free_jobs_of(slice(0, cols.size)).tolist()
+        return int(cols.free_jobs()[0])
+
+    assert free() == 1
+    cols.set_reserved(a, 2, t - 3)
+    assert free() == 0
+    # Released half a second before the advert: it may still show that job running.
+    cols.set_reserved(a, 0, t - 0.5)
+    assert free() == 2
+    cols.mark_full(a, t)  # refused as busy, as late as its last advert
+    assert free() == 0
+    cols.upsert(offer(0, seen_at=t + 2, utilization=0.5))  # a newer advert: 1 of 2 running
+    assert free() == 1

@@ -6,8 +6,10 @@ import hashlib
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from protocol import eip712
+from protocol.clock import ManualClock
 from protocol.encoding import canonical_json
 from protocol.errors import MessageError, SignatureError
 from protocol.ids import Address, Wei
@@ -39,7 +41,9 @@ from protocol.messages import (
     decode_message,
     encode_message,
 )
+from protocol.messages.advert import MAX_INPUT_LIMIT
 from protocol.registry import MAX_MESSAGE_BYTES
+from protocol.signing import Verifier, encode_signed, sign_message
 from tests.protocol.factories import COORDINATOR, JOB_ID, NOW, PROVIDER, STRANGER, advert, cid_of
 
 DOMAIN = eip712.Eip712Domain(31337, Address("0x5FbDB2315678afecb367f032d93F642f64180aa3"))
@@ -358,3 +362,23 @@ def test_log_chunk_size_is_bounded() -> None:
 def test_job_ids_must_be_32_bytes() -> None:
     with pytest.raises(MessageError, match="job_id"):
         decode_message(_mutated(_reveal(), job_id="0x" + hashlib.sha256(b"").hexdigest()[:62]))
+
+
+def test_an_advert_states_its_input_limit_only_when_it_has_one() -> None:
+    """``max_input_bytes`` round-trips signed, is left out while unset (an advert from a
+    provider that does not send it encodes and verifies as signed), and is bounded."""
+    verifier = Verifier(ManualClock(NOW))
+    plain = encode_signed(sign_message(advert(expires_at=NOW + 30), PROVIDER))
+    assert b"max_input_bytes" not in plain
+    assert verifier.open_bytes(plain, Advert).max_input_bytes is None
+    limited = advert(seq=2, expires_at=NOW + 30, max_input_bytes=3 << 30)
+    signed = encode_signed(sign_message(limited, PROVIDER))
+    assert b'"max_input_bytes":3221225472' in signed
+    back = verifier.open_bytes(signed, Advert)
+    assert back == limited and back.max_input_bytes == 3 << 30
+    forged = signed.replace(b'"max_input_bytes":3221225472', b'"max_input_bytes":3221225473')
+    with pytest.raises(SignatureError):
+        Verifier(ManualClock(NOW)).open_bytes(forged)
+    for bad in (0, MAX_INPUT_LIMIT + 1, "1"):
+        with pytest.raises(ValidationError, match="max_input_bytes"):
+            advert(max_input_bytes=bad)

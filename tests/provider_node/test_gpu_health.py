@@ -175,6 +175,7 @@ async def test_the_daemon_stops_advertising_a_gpu_that_fails(
         metrics_port=0,
         warm_sandboxes=0,
         gpu_check_period_s=5,
+        max_input_bytes=3 << 30,
     )
     probe = Breakable()
     async with ProviderNode(settings, offer=two_gpu_offer(), gpu_probe=probe) as node:
@@ -184,6 +185,7 @@ async def test_the_daemon_stops_advertising_a_gpu_that_fails(
                 await trio.sleep(0.05)
         advert = node.advertiser.build()
         assert len(advert.gpus) == 2 and advert.free_gpus == 2
+        assert advert.max_input_bytes == 3 << 30  # PROVIDER_MAX_INPUT_BYTES, stated
 
         probe.broken[1] = "the test kernel failed: CUDA error: an illegal memory access"
         node.health.check()  # what the next period would do
