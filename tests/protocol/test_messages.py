@@ -42,6 +42,7 @@ from protocol.messages import (
     encode_message,
 )
 from protocol.messages.advert import MAX_INPUT_LIMIT
+from protocol.messages.challenge import MAX_ROWS
 from protocol.registry import MAX_MESSAGE_BYTES
 from protocol.signing import Verifier, encode_signed, sign_message
 from tests.protocol.factories import COORDINATOR, JOB_ID, NOW, PROVIDER, STRANGER, advert, cid_of
@@ -244,7 +245,7 @@ def test_challenge_rows_must_be_distinct_and_in_range() -> None:
     with pytest.raises(MessageError, match="rows must be distinct"):
         decode_message(_mutated(opened, rows=[4, 4]))
     with pytest.raises(MessageError, match=r"rows\.0"):
-        decode_message(_mutated(opened, rows=[1 << 26]))
+        decode_message(_mutated(opened, rows=[MAX_ROWS]))
 
 
 def test_reveal_opens_its_commitment_and_verifies() -> None:
