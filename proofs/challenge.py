@@ -377,6 +377,9 @@ class ExactWork:
         return out
 
 
+DIGEST_BLOCK = 1 << 22
+"""Output entries digested at once on the device (int64 temporaries of 32 MiB each)."""
+
 _RUN_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "tf32": "float32", "fp32": "float32"}
 
 
@@ -410,6 +413,7 @@ def device_row_digests(
         _Share(torch, ch, name, d * ch.device_reps, ia, ib, keys, tamper)
         for d, name in enumerate(devices)
     ]
+    del ia, ib  # the devices hold their own copies
     with _precision(torch, ch.dtype):
         if len(shares) == 1:
             shares[0].sync()
@@ -459,6 +463,14 @@ class _Share:
         return self.a @ self.b.index_select(0, self.perms[rep])
 
     def digest(self, c: Any) -> Any:
+        """The row digests of product ``c``, a block of rows at a time, so the int64
+        temporaries stay near :data:`DIGEST_BLOCK` entries whatever m is."""
+        rows = max(1, DIGEST_BLOCK // max(1, c.shape[1]))
+        if rows >= c.shape[0]:
+            return self._digest(c)
+        return self.torch.cat([self._digest(c[i : i + rows]) for i in range(0, c.shape[0], rows)])
+
+    def _digest(self, c: Any) -> Any:
         torch, spec, p = self.torch, self.ch.spec, DIGEST_P
         if spec.exact:
             unit = float(2**spec.unit_shift)

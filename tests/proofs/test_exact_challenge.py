@@ -303,3 +303,16 @@ def test_a_row_of_a_drawn_alone_is_that_row_of_the_whole(k: int) -> None:
     ia, _ = exact_inputs(ch)
     rows = [0, 1, 2, 5, 13, 46, 47]
     assert np.array_equal(exact_rows_a(ch, rows), ia[rows])
+
+
+def test_digests_of_a_product_in_blocks_of_rows_equal_the_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The device digests a big product a block of rows at a time (bounded temporaries);
+    the blocks must give exactly the digests of the whole."""
+    from proofs import challenge as module
+
+    ch = ExactChallenge(SEED, "fp16", m=48, k=64, reps=2)
+    whole = device_row_digests(ch, "cpu").digests
+    monkeypatch.setattr(module, "DIGEST_BLOCK", 5 * 48)  # 5 rows a block: 10 blocks, 3 left
+    assert np.array_equal(device_row_digests(ch, "cpu").digests, whole)
