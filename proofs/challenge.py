@@ -215,9 +215,7 @@ class ExactChallenge:
         return self.m * self.spec.value_bytes
 
 
-def _uniform_ints(
-    seed: bytes, label: bytes, count: int, bound: int, start: int = 0
-) -> np.ndarray:
+def _uniform_ints(seed: bytes, label: bytes, count: int, bound: int, start: int = 0) -> np.ndarray:
     """Integers ``start`` to ``start + count`` (exclusive) of the stream of integers in
     [-bound, bound]: each 32-bit half of a Philox draw (low half first) mod 2 bound + 1.
     Any slice is drawn without the integers before it (Philox's counter jumps)."""
