@@ -16,7 +16,10 @@ so each of them fetches the input once. Reports:
   ``second_job_cache_hit``: every provider took it from its cache the second time.
 - ``provider_rss_growth_mb``: the largest peak RSS growth of a provider daemon over both
   jobs, sampled from the PIDs in the devnet state file (the job's sandbox is another
-  process and does not count).
+  process and does not count). The baseline is taken once the coordinator has finished
+  the benchmark challenges it sends every provider that joins (``join_challenges_s`` after
+  the bench starts): a CPU provider computes them in its daemon, with matrices of several
+  hundred MB, and that work is no part of moving the input.
 - ``digest_ok``: both results' digests equal the local file's SHA-256, recomputed here.
 
 It brings up its own devnet with two providers whose ``PROVIDER_MAX_INPUT_BYTES`` admits the
@@ -47,8 +50,9 @@ from bench.content import RssGrowth
 from devnet import network
 from protocol.devnet_state import load_state
 from protocol.identity import Identity
+from protocol.views import ProviderRow
 from provider_node.workdir import INPUT_FETCHED, INPUT_FROM_CACHE
-from wallet import jobs
+from wallet import jobs, market
 from wallet.settings import WalletSettings
 
 GIB = 1 << 30
@@ -59,6 +63,7 @@ DATA_FILE = "big.bin"
 DIGEST_FILE = "sha256.txt"
 SETTLE_TIMEOUT_S = 1800.0
 DISK_FACTOR = 5
+CHALLENGES_TIMEOUT_S = 600.0
 
 JOB_CODE = f'''"""Streams the input {DATA_INPUT!r} and writes its SHA-256."""
 import hashlib
@@ -173,6 +178,31 @@ class PidsRss:
         return round(max(grown, default=0) * 1024 / 1e6, 1)
 
 
+def challenged(row: ProviderRow) -> bool:
+    """Whether the coordinator has judged every dtype the provider claims (a dtype that
+    failed leaves ``tflops`` and stays in ``verified``)."""
+    return set(row.tflops) <= set(row.verified)
+
+
+def wait_for_join_challenges(
+    settings: WalletSettings, count: int, say: Callable[[str], None]
+) -> float:
+    """Wait until the coordinator's book holds ``count`` providers, each challenged on
+    every dtype it claims; returns the seconds waited."""
+    started = time.monotonic()
+    while True:
+        rows = market.providers(settings).providers
+        if len(rows) >= count and all(challenged(row) for row in rows):
+            return time.monotonic() - started
+        if time.monotonic() - started > CHALLENGES_TIMEOUT_S:
+            pending = [r.address for r in rows if not challenged(r)]
+            raise SystemExit(
+                f"after {CHALLENGES_TIMEOUT_S:.0f}s the coordinator lists {len(rows)} of "
+                f"{count} providers, still challenging {pending}: see its log"
+            )
+        time.sleep(0.5)
+
+
 def run_job(settings: WalletSettings, identity: Identity, spec: Path, out: Path) -> str:
     """Submit, wait for the verified result, download it; returns the digest it holds."""
     submitted = jobs.submit(settings, identity, spec)
@@ -189,6 +219,8 @@ def measure(state_file: Path, size: int, work: Path, say: Callable[[str], None])
     key = next(a.private_key for a in state.accounts if a.role == "requester")
     identity = Identity.from_private_key(key)
     providers = [p for p in state.processes if p.name.startswith("provider-")]
+    waited = wait_for_join_challenges(settings, len(providers), say)
+    say(f"providers challenged by the coordinator after {waited:.1f}s")
 
     t0 = time.monotonic()
     spec = make_job(work / "job", size)
@@ -239,6 +271,7 @@ def measure(state_file: Path, size: int, work: Path, say: Callable[[str], None])
         "input_placements": {name: [how for _, how, _, _ in got] for name, got in ran.items()},
         "second_job_cache_hit": bool(ran) and len(cached) == len(ran),
         "provider_rss_growth_mb": provider_rss.growth_mb,
+        "join_challenges_s": round(waited, 1),
         "digest_ok": digests == [local, local],
     }
 

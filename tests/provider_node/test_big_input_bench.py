@@ -7,7 +7,14 @@ import hashlib
 import random
 from pathlib import Path
 
-from bench.big_input import DATA_INPUT, input_placements, sha256_file, write_seeded
+from bench.big_input import (
+    DATA_INPUT,
+    challenged,
+    input_placements,
+    sha256_file,
+    write_seeded,
+)
+from protocol.views import ProviderRow
 from provider_node.workdir import INPUT_FETCHED, INPUT_FROM_CACHE, INPUT_LOG
 
 
@@ -36,3 +43,14 @@ def test_the_provider_log_lines_are_read_back_in_order() -> None:
         ("bafyone", INPUT_FETCHED, 2147483648, 41.25),
         ("bafyone", INPUT_FROM_CACHE, 2147483648, 9.5),
     ]
+
+
+def test_a_provider_counts_as_challenged_once_every_claimed_dtype_was_judged() -> None:
+    def row(tflops: dict[str, float], verified: list[str]) -> ProviderRow:
+        return ProviderRow.model_construct(tflops=tflops, verified=verified)
+
+    assert not challenged(row({"fp32": 1.5, "fp16": 3.0}, []))
+    assert not challenged(row({"fp32": 1.5, "fp16": 3.0}, ["fp32"]))
+    assert challenged(row({"fp32": 1.5, "fp16": 3.0}, ["fp16", "fp32"]))
+    assert challenged(row({"fp32": 1.5}, ["fp16", "fp32"]))  # fp16 failed: its claim is gone
+    assert challenged(row({}, []))  # claims nothing: never challenged
