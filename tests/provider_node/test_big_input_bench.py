@@ -8,9 +8,11 @@ import random
 from pathlib import Path
 
 from bench.big_input import (
+    DATA_FILE,
     DATA_INPUT,
     challenged,
     input_placements,
+    partial_bytes,
     sha256_file,
     write_seeded,
 )
@@ -54,3 +56,18 @@ def test_a_provider_counts_as_challenged_once_every_claimed_dtype_was_judged() -
     assert challenged(row({"fp32": 1.5, "fp16": 3.0}, ["fp16", "fp32"]))
     assert challenged(row({"fp32": 1.5}, ["fp16", "fp32"]))  # fp16 failed: its claim is gone
     assert challenged(row({}, []))  # claims nothing: never challenged
+
+
+def test_only_a_download_in_progress_counts_towards_the_restart(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    partial = work / "jobs" / "0xab" / "inputs" / "..data.fetch.partial-1a2b"
+    partial.mkdir(parents=True)
+    (partial / DATA_FILE).write_bytes(b"x" * 3000)
+    cached = work / "input-cache" / "bafyone" / "content"
+    cached.mkdir(parents=True)
+    (cached / DATA_FILE).write_bytes(b"y" * 9000)  # whole, in the cache: not a download
+    placed = work / "jobs" / "0xcd" / "inputs" / "data"
+    placed.mkdir(parents=True)
+    (placed / DATA_FILE).write_bytes(b"z" * 8000)  # a finished download
+    assert partial_bytes(work) == 3000
+    assert partial_bytes(tmp_path / "nothing-here") == 0
