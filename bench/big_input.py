@@ -16,20 +16,30 @@ so each of them fetches the input once. Reports:
   ``second_job_cache_hit``: every provider took it from its cache the second time.
 - ``provider_rss_growth_mb``: the largest peak RSS growth of a provider daemon over both
   jobs, sampled from the PIDs in the devnet state file (the job's sandbox is another
-  process and does not count).
+  process and does not count). The baseline is taken once the coordinator has finished
+  the benchmark challenges it sends every provider that joins (``join_challenges_s`` after
+  the bench starts): a CPU provider computes them in its daemon, with matrices of several
+  hundred MB, and that work is no part of moving the input.
 - ``digest_ok``: both results' digests equal the local file's SHA-256, recomputed here.
+- With ``--restart-serving``: the requester's IPFS node (the one serving the input) is
+  restarted once a provider has downloaded a third of the input for the first job
+  (watched in the providers' work directories, where a verified download grows under a
+  ``.partial-`` name). ``restart_resume_ok``: the node was restarted mid-download and the
+  first job still settled with the right digest; ``restart_at_mib``: how far that
+  provider had got; ``serving_restart_s``: until the restarted node's API answered.
 
 It brings up its own devnet with two providers whose ``PROVIDER_MAX_INPUT_BYTES`` admits the
 input, unless ``--state`` names a running devnet (whose providers must admit it). Needs
 about five times the input's size free on disk (the local file, the wallet's IPFS node,
 each provider's copy); everything it writes is removed at the end. MB is 10^6 bytes.
 
-    python -m bench.big_input [--gib 2] [--state FILE] [--json]
+    python -m bench.big_input [--gib 2] [--state FILE] [--restart-serving] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import random
@@ -45,10 +55,12 @@ from typing import Any
 
 from bench.content import RssGrowth
 from devnet import network
+from devnet.network import restart_ipfs_node
 from protocol.devnet_state import load_state
 from protocol.identity import Identity
+from protocol.views import ProviderRow
 from provider_node.workdir import INPUT_FETCHED, INPUT_FROM_CACHE
-from wallet import jobs
+from wallet import jobs, market
 from wallet.settings import WalletSettings
 
 GIB = 1 << 30
@@ -59,6 +71,10 @@ DATA_FILE = "big.bin"
 DIGEST_FILE = "sha256.txt"
 SETTLE_TIMEOUT_S = 1800.0
 DISK_FACTOR = 5
+CHALLENGES_TIMEOUT_S = 600.0
+RESTART_AT = 1 / 3
+"""The share of the input a provider has downloaded when ``--restart-serving`` restarts
+the serving node."""
 
 JOB_CODE = f'''"""Streams the input {DATA_INPUT!r} and writes its SHA-256."""
 import hashlib
@@ -173,6 +189,80 @@ class PidsRss:
         return round(max(grown, default=0) * 1024 / 1e6, 1)
 
 
+def partial_bytes(work_dir: Path) -> int:
+    """The most bytes of the data file any download in progress under ``work_dir`` holds
+    (a verified download is written under a ``.partial-`` name until it is whole)."""
+    grown = [
+        path.stat().st_size
+        for path in work_dir.rglob(DATA_FILE)
+        if ".partial-" in path.parent.name and path.is_file()
+    ]
+    return max(grown, default=0)
+
+
+class RestartMidFetch:
+    """Restarts the requester's IPFS node of the devnet in ``state_file`` (once) when a
+    download under one of ``work_dirs`` has reached ``at_bytes``; polled every 50 ms."""
+
+    def __init__(self, state_file: Path, work_dirs: list[Path], at_bytes: int) -> None:
+        self.state_file = state_file
+        self.work_dirs = work_dirs
+        self.at_bytes = at_bytes
+        self.restarted_at: int | None = None
+        self.restart_s: float | None = None
+        self.error: str | None = None
+
+    def __enter__(self) -> RestartMidFetch:
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.05):
+            reached = max((partial_bytes(d) for d in self.work_dirs), default=0)
+            if reached < self.at_bytes:
+                continue
+            started = time.monotonic()
+            try:
+                restart_ipfs_node(self.state_file, "requester")
+            except Exception as exc:  # reported in the figures, not lost in a thread
+                self.error = f"{type(exc).__name__}: {exc}"
+            else:
+                self.restarted_at = reached
+                self.restart_s = time.monotonic() - started
+            return
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def challenged(row: ProviderRow) -> bool:
+    """Whether the coordinator has judged every dtype the provider claims (a dtype that
+    failed leaves ``tflops`` and stays in ``verified``)."""
+    return set(row.tflops) <= set(row.verified)
+
+
+def wait_for_join_challenges(
+    settings: WalletSettings, count: int, say: Callable[[str], None]
+) -> float:
+    """Wait until the coordinator's book holds ``count`` providers, each challenged on
+    every dtype it claims; returns the seconds waited."""
+    started = time.monotonic()
+    while True:
+        rows = market.providers(settings).providers
+        if len(rows) >= count and all(challenged(row) for row in rows):
+            return time.monotonic() - started
+        if time.monotonic() - started > CHALLENGES_TIMEOUT_S:
+            pending = [r.address for r in rows if not challenged(r)]
+            raise SystemExit(
+                f"after {CHALLENGES_TIMEOUT_S:.0f}s the coordinator lists {len(rows)} of "
+                f"{count} providers, still challenging {pending}: see its log"
+            )
+        time.sleep(0.5)
+
+
 def run_job(settings: WalletSettings, identity: Identity, spec: Path, out: Path) -> str:
     """Submit, wait for the verified result, download it; returns the digest it holds."""
     submitted = jobs.submit(settings, identity, spec)
@@ -183,12 +273,20 @@ def run_job(settings: WalletSettings, identity: Identity, spec: Path, out: Path)
     return (out / DIGEST_FILE).read_text().strip()
 
 
-def measure(state_file: Path, size: int, work: Path, say: Callable[[str], None]) -> dict[str, Any]:
+def measure(
+    state_file: Path,
+    size: int,
+    work: Path,
+    say: Callable[[str], None],
+    restart_serving: bool = False,
+) -> dict[str, Any]:
     state = load_state(state_file)
     settings = WalletSettings(devnet_state=state_file).with_devnet()
     key = next(a.private_key for a in state.accounts if a.role == "requester")
     identity = Identity.from_private_key(key)
     providers = [p for p in state.processes if p.name.startswith("provider-")]
+    waited = wait_for_join_challenges(settings, len(providers), say)
+    say(f"providers challenged by the coordinator after {waited:.1f}s")
 
     t0 = time.monotonic()
     spec = make_job(work / "job", size)
@@ -196,13 +294,23 @@ def measure(state_file: Path, size: int, work: Path, say: Callable[[str], None])
     logs_before = {p.log: Path(p.log).stat().st_size for p in providers}
 
     digests = []
+    work_dirs = [Path(p.workdir) for p in providers]
+    restarter = RestartMidFetch(state_file, work_dirs, int(size * RESTART_AT))
     with PidsRss([p.pid for p in providers]) as provider_rss:
         t0 = time.monotonic()
         with RssGrowth() as wallet_rss:
             submitted = jobs.submit(settings, identity, spec)
         submit_s = time.monotonic() - t0
         say(f"submitted in {submit_s:.1f}s")
-        view = jobs.follow(settings, submitted.job_id, lambda _: None, timeout=SETTLE_TIMEOUT_S)
+        with restarter if restart_serving else contextlib.nullcontext():
+            view = jobs.follow(settings, submitted.job_id, lambda _: None, timeout=SETTLE_TIMEOUT_S)
+        if restarter.restarted_at is not None:
+            say(
+                f"restarted the requester's IPFS node at {restarter.restarted_at >> 20} MiB "
+                f"of a download ({restarter.restart_s:.1f}s)"
+            )
+        if restarter.error is not None:
+            say(f"restarting the requester's IPFS node failed: {restarter.error}")
         if view.state != "settled":
             raise SystemExit(f"job {view.job_id} ended {view.state}")
         jobs.fetch_result(settings, submitted.job_id, work / "result-1")
@@ -225,7 +333,7 @@ def measure(state_file: Path, size: int, work: Path, say: Callable[[str], None])
     ran = {name: got for name, got in placed.items() if got}
     fetched = [got[0][3] for got in ran.values() if got[0][1] == INPUT_FETCHED]
     cached = [got[1][3] for got in ran.values() if got[1:2] and got[1][1] == INPUT_FROM_CACHE]
-    return {
+    figures: dict[str, Any] = {
         "input_gib": round(size / GIB, 3),
         "input_cid": submitted.input_cids[DATA_INPUT],
         "submit_upload_s": round(submit_s, 1),
@@ -239,8 +347,17 @@ def measure(state_file: Path, size: int, work: Path, say: Callable[[str], None])
         "input_placements": {name: [how for _, how, _, _ in got] for name, got in ran.items()},
         "second_job_cache_hit": bool(ran) and len(cached) == len(ran),
         "provider_rss_growth_mb": provider_rss.growth_mb,
+        "join_challenges_s": round(waited, 1),
         "digest_ok": digests == [local, local],
     }
+    if restart_serving:
+        restarted = restarter.restarted_at
+        figures["restart_resume_ok"] = restarted is not None and digests[0] == local
+        figures["restart_at_mib"] = None if restarted is None else restarted >> 20
+        figures["serving_restart_s"] = (
+            None if restarter.restart_s is None else round(restarter.restart_s, 1)
+        )
+    return figures
 
 
 def render(figures: dict[str, Any], say: Callable[[str], None]) -> None:
@@ -253,6 +370,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=2.0, help="Input size in GiB.")
     parser.add_argument("--state", type=Path, help="Use a running devnet's state file.")
+    parser.add_argument(
+        "--restart-serving",
+        action="store_true",
+        help="Restart the requester's IPFS node while a provider downloads the input.",
+    )
     parser.add_argument("--json", action="store_true", help="End with one JSON line.")
     args = parser.parse_args(argv)
     size = int(args.gib * GIB)
@@ -281,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
                 provider_settings={"PROVIDER_MAX_INPUT_BYTES": str(size + GIB)},
             )
             say(f"devnet ready in {time.monotonic() - started:.1f}s")
-        figures = measure(state_file, size, work, say)
+        figures = measure(state_file, size, work, say, args.restart_serving)
     finally:
         if own and state_file.exists():
             root = load_state(state_file).root

@@ -47,18 +47,54 @@ class IpfsNode:
 
     def restart(self) -> None:
         """Stop the daemon and start it again on the same repo, identity and ports."""
-        self.stop()
-        flavour, binary = _binary()
-        workdir = self.repo.parent
-        env = dict(os.environ, IPFS_PATH=str(self.repo))
-        self.process = spawn(
-            self.process.name,
-            [str(binary), "daemon"],
-            log=workdir / "ipfs.log",
-            workdir=workdir,
-            env=env,
-        )
-        _wait_api(self.process, self.api_url, self.repo, self.timeout, flavour)
+        self.process = restart_ipfs(self.process, self.api_url, self.repo, self.timeout)
+
+
+def restart_ipfs(
+    record: ProcessRecord,
+    api_url: str,
+    repo: Path,
+    timeout: float = 60.0,
+    on_spawn: Callable[[ProcessRecord], None] | None = None,
+) -> ProcessRecord:
+    """Stop the daemon of ``record`` and start it again on ``repo`` (same identity and
+    ports, so its peers and gateway users find it where it was); returns the new process
+    once its API at ``api_url`` answers (``on_spawn`` is told it as soon as it exists).
+    Loopback nodes only (not an isolated host's)."""
+    stop_ipfs(api_url, record, repo)
+    flavour, binary = _binary()
+    workdir = repo.parent
+    env = _daemon_env(flavour, workdir, repo)
+    process = spawn(
+        record.name, [str(binary), "daemon"], log=workdir / "ipfs.log", workdir=workdir, env=env
+    )
+    if on_spawn is not None:
+        on_spawn(process)
+    _wait_api(process, api_url, repo, timeout, flavour)
+    return process
+
+
+KEEP_RUNNING = """\
+// Written by gpumarket's devnet. js-ipfs's CLI exits on any unhandled promise rejection,
+// and a cat ended while bitswap wants are pending (its own timeout, or a client that
+// went away: a cancelled or resumed transfer) rejects those wants unhandled: the node
+// that was fetching would die with the transfer. Such rejections are logged instead.
+const once = process.once.bind(process)
+process.once = (event, listener) => {
+  if (event !== 'unhandledRejection') return once(event, listener)
+  return process.on(event, (err) => console.error('unhandled rejection, kept running:', err))
+}
+"""
+
+
+def _daemon_env(flavour: str, workdir: Path, repo: Path) -> dict[str, str]:
+    """The daemon's environment; a js-ipfs node preloads :data:`KEEP_RUNNING`."""
+    env = dict(os.environ, IPFS_PATH=str(repo))
+    if flavour == "js-ipfs":
+        guard = workdir / "keep-running.cjs"
+        guard.write_text(KEEP_RUNNING)
+        env["NODE_OPTIONS"] = f"{env.get('NODE_OPTIONS', '')} --require {guard}".strip()
+    return env
 
 
 def _binary() -> tuple[str, Path]:
@@ -147,7 +183,7 @@ def start_ipfs(
     flavour, binary = _binary()
     workdir.mkdir(parents=True, exist_ok=True)
     repo = workdir / "repo"
-    env = dict(os.environ, IPFS_PATH=str(repo))
+    env = _daemon_env(flavour, workdir, repo)
     log = workdir / "ipfs.log"
     address = host.address if host is not None else "127.0.0.1"
     if host is not None:

@@ -19,7 +19,7 @@ from contracts.deploy import DEFAULT_MIN_COORDINATOR_BOND, deploy_all, fund_acco
 from contracts.models import Deployment
 from devnet import netns
 from devnet.anvil import check_anvil, rpc_call, start_anvil
-from devnet.ipfs import check_ipfs, start_ipfs, start_nodes, stop_ipfs
+from devnet.ipfs import check_ipfs, restart_ipfs, start_ipfs, start_nodes, stop_ipfs
 from devnet.process import is_alive, stop
 from devnet.services import spawn_provider, start_coordinator, wait_provider
 from protocol.devnet_state import (
@@ -260,6 +260,30 @@ def fund(state_file: Path, address: str, *, tokens: str, eth: int) -> None:
         to_wei(tokens),
     )
     rpc_call(state.rpc_url, "anvil_setBalance", [target, hex(eth * 10**18)])
+
+
+def restart_ipfs_node(state_file: Path, name: str) -> ProcessRecord:
+    """Restart participant ``name``'s IPFS node (``requester``, ``coordinator``,
+    ``provider-<i>``) on its repo, identity and ports, and record the new process so
+    ``down`` stops it. Its swarm connections are gone afterwards: peers redial it."""
+    state = load_state(state_file)
+    if state.namespaces:
+        raise DevnetError("restarting a node of an isolated devnet is not supported")
+    node = state.ipfs_nodes.get(name)
+    if node is None:
+        known = ", ".join(state.ipfs_nodes) or "none (a shared node)"
+        raise DevnetError(f"no IPFS node {name!r} in {state_file}; nodes: {known}")
+    index, record = next(
+        (i, p)
+        for i, p in enumerate(state.processes)
+        if p.workdir == node.workdir and p.name.startswith("ipfs")
+    )
+
+    def recorded(process: ProcessRecord) -> None:
+        state.processes[index] = process  # saved at once: `down` can stop it
+        save_state(state_file, state)
+
+    return restart_ipfs(record, node.api, Path(node.workdir) / "repo", on_spawn=recorded)
 
 
 def down(state_file: Path, *, progress: Progress = _quiet) -> list[str]:

@@ -36,6 +36,24 @@ from wallet.settings import WalletSettings, check_pin_to
 
 __all__ = ["job_app", "phase_lines"]
 
+PinToOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pin-to",
+        help="A pinning IPFS node (its Kubo RPC API URL; default $WALLET_PIN_TO) that also "
+        "keeps the job's uploads and its verified result, pinned.",
+    ),
+]
+
+
+def _with_pin_to(settings: WalletSettings, pin_to: str | None) -> WalletSettings:
+    if pin_to is None:
+        return settings
+    try:
+        return settings.model_copy(update={"pin_to": check_pin_to(pin_to)})
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
 
 # --------------------------------------------------------------------------- job
 @job_app.command("submit")
@@ -49,14 +67,17 @@ def job_submit(
         typer.Option(help="'auto': the price cap from a quote (dearest match + margin)."),
     ] = None,
     cap_margin: Annotated[float, typer.Option(help="Margin over the quote (--cap auto).")] = 0.2,
+    pin_to: PinToOpt = None,
     devnet: Devnet = None,
     account: AccountOpt = None,
     password_file: PasswordFile = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Validate SPEC, upload its inputs, escrow payment in one transaction, notify the
-    coordinator; with --wait follow the job live until it ends."""
-    settings = _settings(devnet, account, password_file)
+    coordinator; with --wait follow the job live until it ends. With a pinning node
+    (--pin-to), the inputs are pinned there too, and so is the result: once the job ends
+    with --wait, else by `job result`."""
+    settings = _with_pin_to(_settings(devnet, account, password_file), pin_to)
     price_cap = None
     if cap is not None:
         if cap != "auto":
@@ -95,7 +116,10 @@ def job_submit(
             f"(escrow {format_tokens(submitted.escrow)}, gas {submitted.gas_used}, "
             f"spec {submitted.spec_cid})"
         )
+        if submitted.pinned_at is not None:
+            out.print(f"inputs pinned at {submitted.pinned_at}")
     view: JobView | None = None
+    result_pinned_at: str | None = None
     if wait:
 
         def show(event: JobEvent) -> None:
@@ -108,6 +132,10 @@ def job_submit(
         view = jobs.follow(settings, submitted.job_id, show)
         if not json_out:
             out.print(f"job {view.state}: result {view.result_cid}")
+        if submitted.pinned_at is not None and view.state in ("settled", "finalized"):
+            result_pinned_at = jobs.pin_job_result(settings, submitted.job_id).pinned_at
+            if not json_out:
+                out.print(f"result pinned at {result_pinned_at}")
     if json_out:
         _emit(
             {
@@ -118,6 +146,8 @@ def job_submit(
                 "price_cap": None if price_cap is None else str(price_cap),
                 "tx": submitted.tx_hash,
                 "warnings": list(submitted.warnings),
+                "pinned_at": submitted.pinned_at,
+                "result_pinned_at": result_pinned_at,
                 "job": None if view is None else view.model_dump(mode="json"),
             }
         )
@@ -218,23 +248,13 @@ def job_result(
         ),
     ] = None,
     password_file: PasswordFile = None,
-    pin_to: Annotated[
-        str | None,
-        typer.Option(
-            "--pin-to",
-            help="Also pin the verified result on this IPFS node (its Kubo RPC API URL; "
-            "default $WALLET_PIN_TO).",
-        ),
-    ] = None,
+    pin_to: PinToOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Download the verified result; every byte is checked against the result CID."""
-    settings = _settings(devnet, account, password_file)
-    if pin_to is not None:
-        try:
-            settings = settings.model_copy(update={"pin_to": check_pin_to(pin_to)})
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+    """Download the verified result; every byte is checked against the result CID. With a
+    pinning node (--pin-to, $WALLET_PIN_TO, or the one the job's submit named) the result
+    is pinned there too."""
+    settings = _with_pin_to(_settings(devnet, account, password_file), pin_to)
     if account is not None:
         _check_requester(settings, parse_job_id(job))
     fetched = jobs.fetch_result(settings, parse_job_id(job), output)

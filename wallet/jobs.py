@@ -7,8 +7,9 @@ only renders it. Money is checked before anything is uploaded or sent.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -46,7 +47,7 @@ from protocol.spec_io import canonical_spec, check_local_inputs, load_spec
 from protocol.views import Health, JobEvent, JobView, Quote
 from wallet import records
 from wallet.coordinator import CoordinatorClient
-from wallet.settings import WalletSettings
+from wallet.settings import WalletSettings, check_pin_to
 from wallet.windows import DEFAULT_PHASES, job_windows, queue_wait
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,22 @@ class JobFailed(GpuMarketError):
         super().__init__(f"job {job_id} {what}{who}: {reason}")
 
 
+class PinFailed(GpuMarketError):
+    """Content could not be pinned at the requester's pinning node (``WALLET_PIN_TO`` or
+    ``--pin-to``); ``then`` says where things stand and how to go on."""
+
+    def __init__(self, api_url: str, what: str, reason: str, then: str) -> None:
+        self.api_url, self.what, self.reason = api_url, what, reason
+        super().__init__(
+            f"pinning {what} at {api_url} failed: {reason}; check the pinning node "
+            f"(WALLET_PIN_TO or --pin-to): {then}"
+        )
+
+
+NOTHING_PAID = "nothing was paid; fix it, or submit without --pin-to"
+"""Where a submit stands when the pinning node fails: before the job is created."""
+
+
 @dataclass(frozen=True)
 class Submitted:
     job_id: JobId
@@ -100,6 +117,8 @@ class Submitted:
     bytes_uploaded: int = 0
     """The spec and the local inputs this wallet added to IPFS."""
     warnings: tuple[str, ...] = ()
+    pinned_at: str | None = None
+    """The pinning node that also holds the spec and the local inputs, pinned."""
 
 
 CREATE_JOB_GAS = 150_000
@@ -125,10 +144,16 @@ def _path_size(path: Path) -> int:
 
 
 async def _upload(
-    opened: KuboContentStore, spec: JobSpec, local: dict[str, Path], progress: Progress
+    opened: KuboContentStore,
+    spec: JobSpec,
+    local: dict[str, Path],
+    progress: Progress,
+    pin_to: str | None = None,
+    timeout_s: float = 60.0,
 ) -> tuple[dict[str, Cid], Cid, int]:
     """Upload path inputs, then the spec with every input as a CID; return the CIDs and
-    the bytes uploaded."""
+    the bytes uploaded. With ``pin_to``, the same inputs and spec are then uploaded to that
+    pinning node too, pinned (each under the CID the wallet's node took)."""
     cids: dict[str, Cid] = {}
     total = sum(_path_size(p) for p in local.values())
     done = 0
@@ -143,6 +168,14 @@ async def _upload(
             progress(f"uploaded {name}", done, total)
         spec_bytes = canonical_spec(spec.with_input_cids(cids))
         spec_cid = await store.add_bytes(spec_bytes)
+    if pin_to is not None:
+        copies: list[tuple[str, Cid, Path | bytes]] = [
+            (f"input {name!r}", cids[name], path) for name, path in local.items()
+        ]
+        copies.append(("the spec", spec_cid, spec_bytes))
+        progress(f"pinning at {pin_to}", 0, total)
+        await pin_at(pin_to, copies, timeout_s, NOTHING_PAID)
+        progress(f"pinned at {pin_to}", total, total)
     return cids, spec_cid, total + len(spec_bytes)
 
 
@@ -269,8 +302,11 @@ def submit(
     if warning is not None:
         warnings.append(warning)
         warn(warning)
+    pin_to = settings.pin_to
+    if pin_to is not None:  # a pinning node that does not answer fails before any upload
+        trio.run(pin_at, pin_to, (), settings.ipfs_timeout_s, NOTHING_PAID)
     input_cids, spec_cid, uploaded = trio.run(
-        _upload, settings.content_store(), spec, local, progress
+        _upload, settings.content_store(), spec, local, progress, pin_to, settings.ipfs_timeout_s
     )
     coordinator_address = parse_address(settings.need("coordinator_address"))
     # Deadlines from the next block's time, not the latest's: after the chain sat idle the
@@ -294,6 +330,7 @@ def submit(
         bytes_uploaded=uploaded,
         submitted_at=time.time(),
         pinned=[spec_cid, *input_cids.values()],
+        **({"pin_to": pin_to} if pin_to is not None else {}),
     )
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         coordinator.notify(job_id)
@@ -306,6 +343,7 @@ def submit(
         receipt.gas_used,
         uploaded,
         tuple(warnings),
+        pin_to,
     )
 
 
@@ -385,11 +423,40 @@ def fetch_result(settings: WalletSettings, job_id: JobId, dest: Path) -> Fetched
     if not cid or view.state not in ("settled", "finalized"):
         raise GpuMarketError(f"job {view.job_id} has no verified result yet (state {view.state})")
     check_not_a_failure(view)
-    settings = with_result_holders(settings, health)
+    settings = with_result_holders(with_recorded_pin_to(settings, job_id), health)
     fetched = trio.run(download_result, settings, Cid(cid), dest)
     records.add_bytes(settings, job_id, "bytes_downloaded", _path_size(fetched.path))
     trio.run(release_uploads, settings, job_id)
     return fetched
+
+
+def pin_job_result(settings: WalletSettings, job_id: JobId) -> FetchedResult:
+    """The job has ended: pin its verified result at the pinning node (``settings.pin_to``,
+    else the one its submit recorded), downloading it through a scratch directory that is
+    removed afterwards. The returned ``path`` no longer exists."""
+    if with_recorded_pin_to(settings, job_id).pin_to is None:
+        raise GpuMarketError(
+            f"job {job_id_hex(job_id)}: no pinning node to keep its result at "
+            "(set WALLET_PIN_TO or pass --pin-to)"
+        )
+    with tempfile.TemporaryDirectory(prefix="gpumarket-result-") as scratch:
+        return fetch_result(settings, job_id, Path(scratch) / "result")
+
+
+def with_recorded_pin_to(settings: WalletSettings, job_id: JobId) -> WalletSettings:
+    """``settings`` with the pinning node the job's submit recorded when none is set now
+    (``WALLET_PIN_TO`` or ``--pin-to`` given now wins); a record that names none, or a
+    malformed one, changes nothing."""
+    if settings.pin_to is not None:
+        return settings
+    recorded = records.read(settings, job_id).get("pin_to")
+    if not isinstance(recorded, str):
+        return settings
+    try:
+        return settings.model_copy(update={"pin_to": check_pin_to(recorded)})
+    except ValueError as exc:
+        log.warning("job %s: ignoring the recorded pinning node: %s", job_id_hex(job_id), exc)
+        return settings
 
 
 def with_result_holders(settings: WalletSettings, health: Health | None) -> WalletSettings:
@@ -452,25 +519,43 @@ async def download_result(settings: WalletSettings, cid: Cid, dest: Path) -> Fet
         fetched = FetchedResult(Cid(cid), path, store.last_source or store.api_url)
     if settings.pin_to is None:
         return fetched
-    await pin_result(settings.pin_to, fetched.cid, fetched.path, settings.ipfs_timeout_s)
+    then = (
+        f"the result is verified and written to {fetched.path}; run `job result` again "
+        "with a new --output to retry"
+    )
+    copy = ("the result", fetched.cid, fetched.path)
+    await pin_at(settings.pin_to, [copy], settings.ipfs_timeout_s, then)
     return replace(fetched, pinned_at=settings.pin_to)
 
 
-async def pin_result(api_url: str, cid: Cid, path: Path, timeout_s: float) -> None:
-    """Pin the verified result at ``path`` on the pinning node ``api_url`` (its Kubo RPC API):
-    the bytes are uploaded (the wallet's own node may never have held them: gateways stream
-    past it) and the CID the upload computes must be ``cid``."""
+async def pin_at(
+    api_url: str,
+    copies: Sequence[tuple[str, Cid, Path | bytes]],
+    timeout_s: float,
+    then: str,
+) -> None:
+    """Upload each ``(what, cid, content)`` (a file, a directory, or bytes) to the pinning
+    node ``api_url`` (its Kubo RPC API), pinned, and check that the CID the upload computes
+    is ``cid``. The bytes are sent, not asked for by CID: the pinning node need not reach
+    the wallet's node (and gateways stream results past it). The node is asked for its
+    version first, so with no copies this only checks that it answers. Raises
+    :class:`PinFailed` naming the node, what failed and ``then``."""
+    what = ", ".join(f"{label} {cid}" for label, cid, _ in copies) or "the job's uploads"
     try:
         async with KuboContentStore(api_url, timeout=timeout_s) as node:
-            added = await (node.add_directory(path) if path.is_dir() else node.add_file(path))
+            await node.version()
+            for label, cid, content in copies:
+                what = f"{label} {cid}"
+                if isinstance(content, bytes):
+                    added = await node.add_bytes(content)
+                elif content.is_dir():
+                    added = await node.add_directory(content)
+                else:
+                    added = await node.add_file(content)
+                if normalize_cid(added) != normalize_cid(cid):
+                    raise CidMismatch(normalize_cid(cid), normalize_cid(added))
     except ContentError as exc:
-        raise GpuMarketError(
-            f"result {cid} is verified and written to {path}, but pinning it at {api_url} "
-            f"failed: {exc}; check the pinning node (WALLET_PIN_TO or --pin-to), then run "
-            "`job result` again with a new --output to retry"
-        ) from exc
-    if normalize_cid(added) != normalize_cid(cid):
-        raise CidMismatch(normalize_cid(cid), normalize_cid(added))
+        raise PinFailed(api_url, what, str(exc), then) from exc
 
 
 def cancel_or_reclaim(settings: WalletSettings, identity: Identity, job_id: JobId) -> str:

@@ -75,8 +75,9 @@ class WalletSettings(BaseSettings):
     ipfs_gateways: IpfsGateways = ()
     """Comma-separated HTTP gateways to stream results from directly (verified)."""
     pin_to: str | None = None
-    """A pinning node's Kubo RPC API URL (one you run or rent): `job result` uploads each
-    verified result there, pinned, so it outlives the providers' and coordinator's copies."""
+    """A pinning node's Kubo RPC API URL (one you run or rent): `job submit` uploads the
+    inputs and spec there too and `job result` each verified result, pinned, so they
+    outlive the wallet's own node and the providers' and coordinator's copies."""
     max_input_bytes: int = Field(default=DEFAULT_MAX_INPUT_BYTES, ge=1)
     """All path inputs of one job together. Uploads stream from disk (memory stays flat
     whatever the size); each provider bounds what it fetches (``PROVIDER_MAX_INPUT_BYTES``)."""

@@ -13,7 +13,9 @@ nodes' read-only HTTP gateways) first streams a file's bytes straight from them;
 about the gateway is trusted, the bytes go through the same verification as the daemon's
 (:mod:`protocol.ipfs.fetch`). A stream that breaks off resumes at the byte it reached,
 from the next source (a ``Range`` request, or ``cat`` with an ``offset``), a bounded
-number of times, so a transfer survives the serving node's restart.
+number of times, so a transfer survives the serving node's restart. Once a gateway has
+served part of a file, its breaking off or refusing connections is taken for a restart:
+the rounds that follow ask it again, and the daemon only in the last round.
 """
 
 from __future__ import annotations
@@ -219,20 +221,33 @@ class KuboContentStore:
         failures: list[str] = []
         # Resuming needs other nodes that may come back; a lone daemon's error is final.
         others = bool(self.peers or self.gateways)
+        gateway_served = False
         for round_ in range(self._resumes + 1):
             if round_:
                 await trio.sleep(self._resume_pause_s * 2 ** (round_ - 1))
                 await self.connect_peers()
+            gateway_gone = False
             for source in sources:
+                if source == self.api_url and gateway_gone and round_ < self._resumes:
+                    # A gateway that was serving this file broke off or cannot be reached:
+                    # its node is most likely restarting. The daemon would ask that same
+                    # node over bitswap, and a js-ipfs daemon's request does not pick up
+                    # again when the node is back; so the gateway gets the next rounds and
+                    # the daemon only the last one.
+                    log.info("file %s: waiting for the gateway before asking %s", cid, source)
+                    continue
                 if delivered:
                     self.resumed += 1
                 try:
                     async for piece in self._file_from(source, cid, delivered):
                         delivered += len(piece)
+                        gateway_served |= source != self.api_url
                         yield piece
                 except (ContentUnavailable, ContentNotFound, DaemonError) as exc:
                     if not others:
                         raise  # the daemon was the only source: its own error says it all
+                    if source != self.api_url and isinstance(exc, ContentUnavailable):
+                        gateway_gone |= gateway_served
                     failures.append(f"{source} at byte {delivered}: {exc}")
                     log.info("file %s: %s failed at byte %d: %s", cid, source, delivered, exc)
                     continue

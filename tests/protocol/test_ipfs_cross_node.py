@@ -138,6 +138,84 @@ async def test_gateway_that_ignores_the_range_is_not_spliced(tmp_path: Path) -> 
     assert not (tmp_path / "out").exists()
 
 
+def _gateway_that_restarts(
+    data: bytes, cut: int, down_for: int
+) -> tuple[httpx.MockTransport, list[str]]:
+    """A gateway that serves ``data[:cut]`` and breaks off, refuses ``down_for`` connections
+    (its node restarting), then serves ranges again; it records each range asked."""
+    asked: list[str] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers["range"])
+        if len(asked) == 1:
+            headers = {"content-range": f"bytes 0-{len(data) - 1}/{len(data)}"}
+            return httpx.Response(206, headers=headers, stream=_Broken(data[:cut]))
+        if len(asked) <= 1 + down_for:
+            raise httpx.ConnectError("connection refused", request=request)
+        start, end = _asked(request.headers["range"])
+        end = min(end, len(data) - 1)
+        headers = {"content-range": f"bytes {start}-{end}/{len(data)}"}
+        return httpx.Response(206, headers=headers, content=data[start : end + 1])
+
+    return httpx.MockTransport(gateway), asked
+
+
+def _daemon(data: bytes, asked: list[str]) -> httpx.MockTransport:
+    """A daemon whose ``cat`` serves ``data`` from the offset asked (recorded)."""
+
+    def daemon(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/v0/cat"
+        offset = int(request.url.params.get("offset", "0"))
+        asked.append(str(offset))
+        return httpx.Response(200, content=data[offset:])
+
+    return httpx.MockTransport(daemon)
+
+
+async def test_a_gateway_that_went_away_mid_file_is_waited_for_before_the_daemon(
+    tmp_path: Path,
+) -> None:
+    data = noise(CHUNK, seed=13)
+    cid = hash_bytes(data).text
+    gateway, ranges = _gateway_that_restarts(data, cut=100_001, down_for=2)
+    daemon_asked: list[str] = []
+    async with KuboContentStore(
+        "http://daemon.test",
+        timeout=2.0,
+        transport=_daemon(data, daemon_asked),
+        gateways=["http://gw.test"],
+        gateway_transport=gateway,
+        resume_pause_s=0.0,
+    ) as store:
+        got = await store.get(cid, tmp_path / "out", max_size=len(data))
+    assert got.read_bytes() == data
+    assert [_asked(r)[0] for r in ranges] == [0, 100_001, 100_001, 100_001]
+    assert daemon_asked == []  # its node was restarting: the gateway was asked again
+    assert store.last_source == "http://gw.test"
+
+
+async def test_a_gateway_gone_for_good_hands_over_to_the_daemon_in_the_last_round(
+    tmp_path: Path,
+) -> None:
+    data = noise(CHUNK, seed=14)
+    cid = hash_bytes(data).text
+    gateway, ranges = _gateway_that_restarts(data, cut=70_000, down_for=99)
+    daemon_asked: list[str] = []
+    async with KuboContentStore(
+        "http://daemon.test",
+        timeout=2.0,
+        transport=_daemon(data, daemon_asked),
+        gateways=["http://gw.test"],
+        gateway_transport=gateway,
+        resumes=2,
+        resume_pause_s=0.0,
+    ) as store:
+        got = await store.get(cid, tmp_path / "out", max_size=len(data))
+    assert got.read_bytes() == data
+    assert len(ranges) == 3 and daemon_asked == ["70000"]  # once, from the byte reached
+    assert store.last_source == "http://daemon.test"
+
+
 async def test_tampered_gateway_bytes_are_refused(tmp_path: Path) -> None:
     data = noise(CHUNK, seed=12)
     cid = hash_bytes(data).text

@@ -7,7 +7,16 @@ import hashlib
 import random
 from pathlib import Path
 
-from bench.big_input import DATA_INPUT, input_placements, sha256_file, write_seeded
+from bench.big_input import (
+    DATA_FILE,
+    DATA_INPUT,
+    challenged,
+    input_placements,
+    partial_bytes,
+    sha256_file,
+    write_seeded,
+)
+from protocol.views import ProviderRow
 from provider_node.workdir import INPUT_FETCHED, INPUT_FROM_CACHE, INPUT_LOG
 
 
@@ -36,3 +45,29 @@ def test_the_provider_log_lines_are_read_back_in_order() -> None:
         ("bafyone", INPUT_FETCHED, 2147483648, 41.25),
         ("bafyone", INPUT_FROM_CACHE, 2147483648, 9.5),
     ]
+
+
+def test_a_provider_counts_as_challenged_once_every_claimed_dtype_was_judged() -> None:
+    def row(tflops: dict[str, float], verified: list[str]) -> ProviderRow:
+        return ProviderRow.model_construct(tflops=tflops, verified=verified)
+
+    assert not challenged(row({"fp32": 1.5, "fp16": 3.0}, []))
+    assert not challenged(row({"fp32": 1.5, "fp16": 3.0}, ["fp32"]))
+    assert challenged(row({"fp32": 1.5, "fp16": 3.0}, ["fp16", "fp32"]))
+    assert challenged(row({"fp32": 1.5}, ["fp16", "fp32"]))  # fp16 failed: its claim is gone
+    assert challenged(row({}, []))  # claims nothing: never challenged
+
+
+def test_only_a_download_in_progress_counts_towards_the_restart(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    partial = work / "jobs" / "0xab" / "inputs" / "..data.fetch.partial-1a2b"
+    partial.mkdir(parents=True)
+    (partial / DATA_FILE).write_bytes(b"x" * 3000)
+    cached = work / "input-cache" / "bafyone" / "content"
+    cached.mkdir(parents=True)
+    (cached / DATA_FILE).write_bytes(b"y" * 9000)  # whole, in the cache: not a download
+    placed = work / "jobs" / "0xcd" / "inputs" / "data"
+    placed.mkdir(parents=True)
+    (placed / DATA_FILE).write_bytes(b"z" * 8000)  # a finished download
+    assert partial_bytes(work) == 3000
+    assert partial_bytes(tmp_path / "nothing-here") == 0

@@ -203,7 +203,8 @@ async def test_result_is_pinned_at_the_node_the_requester_names(
         unreachable = WalletSettings(ipfs_api=ipfs.api_url, pin_to=closed, ipfs_timeout_s=3)
         with pytest.raises(GpuMarketError) as caught:
             await download_result(unreachable, cid, tmp_path / "kept")
-        assert f"pinning it at {closed} failed" in str(caught.value)
+        assert f"pinning the result {cid} at {closed} failed" in str(caught.value)
+        assert "verified and written to" in str(caught.value)
         assert (tmp_path / "kept" / "weights.bin").read_bytes() == noise(400_000, 6)
     finally:
         pinning.stop()

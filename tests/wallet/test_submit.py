@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -17,7 +18,7 @@ from contracts.chain import Web3Chain
 from contracts.deploy import DEFAULT_MIN_COORDINATOR_BOND, deploy_all, fund_accounts
 from contracts.models import AcceptedSeat, Deployment, JobStatus
 from devnet.anvil import AnvilNode
-from devnet.ipfs import IpfsNode
+from devnet.ipfs import IpfsNode, start_ipfs
 from protocol.eip712 import Signature, commit_hash, sign_accept
 from protocol.errors import GpuMarketError, SpecError
 from protocol.identity import Identity
@@ -26,7 +27,7 @@ from protocol.ipfs import KuboContentStore
 from protocol.spec_io import spec_from_canonical
 from tests.wallet.stub import serving
 from tests.wallet.views import quote_json
-from wallet import jobs
+from wallet import jobs, records
 from wallet.coordinator import CoordinatorRequestError
 from wallet.settings import WalletSettings
 from wallet.windows import ASSIGN_WINDOW_S, job_windows
@@ -353,3 +354,86 @@ def test_the_assign_window_grows_with_the_jobs_queued_ahead(
         expected.spare_deadline,
         expected.settle_deadline,
     )
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.mark.timeout(180)
+def test_submit_pins_the_inputs_and_spec_at_the_requesters_pinning_node(
+    tmp_path: Path, chain: AnvilNode, market: WalletSettings
+) -> None:
+    pinning = start_ipfs(tmp_path / "pinning-node", name="pinning ipfs")
+    try:
+        settings = market.model_copy(
+            update={"pin_to": pinning.api_url, "keystore_dir": tmp_path / "keystore"}
+        )
+        spec_path = EXAMPLES / "matmul" / "job.yaml"
+        submitted = jobs.submit(settings, requester(chain), spec_path)
+        assert submitted.pinned_at == pinning.api_url
+        wanted = {submitted.spec_cid, *submitted.input_cids.values()}
+
+        async def held() -> tuple[set[str], bytes, bytes]:
+            # The pinning node was never connected to the wallet's: it holds the bytes itself.
+            async with KuboContentStore(pinning.api_url, timeout=5) as node:
+                spec = await node.read_bytes(submitted.spec_cid)
+                code = await node.get(submitted.input_cids["code"], tmp_path / "code")
+                return await node.pins(), spec, (code / "main.py").read_bytes()
+
+        pins, spec, main = trio.run(held)
+        assert wanted <= pins
+        assert spec_from_canonical(spec).input_cids() == submitted.input_cids
+        assert main == (EXAMPLES / "matmul" / "main.py").read_bytes()
+        # The job remembers the node: `job result` pins the result there too.
+        job_id = submitted.job_id
+        assert records.read(settings, job_id)["pin_to"] == pinning.api_url
+        later = settings.model_copy(update={"pin_to": None})
+        assert jobs.with_recorded_pin_to(later, job_id).pin_to == pinning.api_url
+        other = "http://127.0.0.1:5999"
+        chosen = settings.model_copy(update={"pin_to": other})
+        assert jobs.with_recorded_pin_to(chosen, job_id).pin_to == other  # given now wins
+        records.update(settings, job_id, pin_to="not a url")
+        assert jobs.with_recorded_pin_to(later, job_id).pin_to is None
+    finally:
+        pinning.stop()
+
+
+def test_an_unreachable_pinning_node_stops_the_submit_before_anything_is_paid(
+    tmp_path: Path, chain: AnvilNode, market: WalletSettings
+) -> None:
+    closed = _closed_port_url()
+    settings = market.model_copy(
+        update={"pin_to": closed, "keystore_dir": tmp_path / "keystore", "ipfs_timeout_s": 3.0}
+    )
+    who = requester(chain)
+    client = jobs.chain_for(market, who)
+    before = client.token_balance(who.address)
+    notified = len(StubCoordinator.notified)
+    seen: list[tuple[str, int, int]] = []
+    with pytest.raises(jobs.PinFailed) as caught:
+        jobs.submit(
+            settings, who, EXAMPLES / "matmul" / "job.yaml", progress=lambda *a: seen.append(a)
+        )
+    message = str(caught.value)
+    assert f"pinning the job's uploads at {closed} failed" in message
+    assert "WALLET_PIN_TO or --pin-to" in message and "nothing was paid" in message
+    assert seen == []  # refused before uploading anything
+    assert client.token_balance(who.address) == before
+    assert len(StubCoordinator.notified) == notified
+
+
+def test_a_pinning_node_that_is_not_a_url_is_refused_by_job_submit(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gpumarket_cli import app
+
+    shown = CliRunner().invoke(
+        app,
+        ["job", "submit", str(EXAMPLES / "matmul" / "job.yaml"), "--pin-to", "127.0.0.1:5001"],
+        env={"COLUMNS": "200", "WALLET_KEYSTORE_DIR": str(tmp_path / "keystore")},
+    )
+    assert shown.exit_code != 0
+    assert "must be the http(s) URL of a Kubo RPC API" in shown.output
