@@ -54,13 +54,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.content import RssGrowth
+from bench.devnet_ready import wait_for_join_challenges
 from devnet import network
 from devnet.network import restart_ipfs_node
 from protocol.devnet_state import load_state
 from protocol.identity import Identity
-from protocol.views import ProviderRow
 from provider_node.workdir import INPUT_FETCHED, INPUT_FROM_CACHE
-from wallet import jobs, market
+from wallet import jobs
 from wallet.settings import WalletSettings
 
 GIB = 1 << 30
@@ -71,7 +71,6 @@ DATA_FILE = "big.bin"
 DIGEST_FILE = "sha256.txt"
 SETTLE_TIMEOUT_S = 1800.0
 DISK_FACTOR = 5
-CHALLENGES_TIMEOUT_S = 600.0
 RESTART_AT = 1 / 3
 """The share of the input a provider has downloaded when ``--restart-serving`` restarts
 the serving node."""
@@ -236,31 +235,6 @@ class RestartMidFetch:
     def __exit__(self, *_: object) -> None:
         self._done.set()
         self._thread.join()
-
-
-def challenged(row: ProviderRow) -> bool:
-    """Whether the coordinator has judged every dtype the provider claims (a dtype that
-    failed leaves ``tflops`` and stays in ``verified``)."""
-    return set(row.tflops) <= set(row.verified)
-
-
-def wait_for_join_challenges(
-    settings: WalletSettings, count: int, say: Callable[[str], None]
-) -> float:
-    """Wait until the coordinator's book holds ``count`` providers, each challenged on
-    every dtype it claims; returns the seconds waited."""
-    started = time.monotonic()
-    while True:
-        rows = market.providers(settings).providers
-        if len(rows) >= count and all(challenged(row) for row in rows):
-            return time.monotonic() - started
-        if time.monotonic() - started > CHALLENGES_TIMEOUT_S:
-            pending = [r.address for r in rows if not challenged(r)]
-            raise SystemExit(
-                f"after {CHALLENGES_TIMEOUT_S:.0f}s the coordinator lists {len(rows)} of "
-                f"{count} providers, still challenging {pending}: see its log"
-            )
-        time.sleep(0.5)
 
 
 def run_job(settings: WalletSettings, identity: Identity, spec: Path, out: Path) -> str:

@@ -11,6 +11,9 @@
    reveal round, the settle transaction) and the providers' time (delivered -> every seat
    committed: sandbox start, the run, the commitment).
 
+Timing starts once the coordinator has judged every provider's join challenges
+(``join_challenges_s``: how long that took), so the figures are the devnet's steady state.
+
 Usage: ``python -m bench.e2e [--providers 5] [--runs 10] [--jobs 50] [--json]``
 (``--state FILE`` measures a devnet that is already up instead of starting one).
 """
@@ -31,6 +34,7 @@ from typing import Any
 import httpx
 from eth_account import Account
 
+from bench.devnet_ready import wait_for_join_challenges
 from devnet import network
 from devnet.process import spawn
 from devnet.services import provider_env, wait_provider
@@ -309,7 +313,11 @@ def main(argv: list[str] | None = None) -> None:
         url = load_state(state_file).coordinator_url
         assert url is not None
         wait_book(url, args.providers)
+        # Steady state: the coordinator's join challenges (seconds of CPU per provider on
+        # these cores) are over before anything is timed; the wait is reported.
+        waited = wait_for_join_challenges(settings_for(state_file), args.providers, say)
         figures = measure(state_file, args.runs, args.jobs, args.requesters)
+        figures["join_challenges_s"] = round(waited, 1)
     finally:
         if own and state_file.exists():
             network.down(state_file)

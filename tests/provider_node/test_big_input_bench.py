@@ -10,13 +10,13 @@ from pathlib import Path
 from bench.big_input import (
     DATA_FILE,
     DATA_INPUT,
-    challenged,
     input_placements,
     partial_bytes,
     sha256_file,
     write_seeded,
 )
-from protocol.views import ProviderRow
+from bench.devnet_ready import challenged
+from protocol.views import ProviderRow, SpeedCheckView
 from provider_node.workdir import INPUT_FETCHED, INPUT_FROM_CACHE, INPUT_LOG
 
 
@@ -48,8 +48,9 @@ def test_the_provider_log_lines_are_read_back_in_order() -> None:
 
 
 def test_a_provider_counts_as_challenged_once_every_claimed_dtype_was_judged() -> None:
-    def row(tflops: dict[str, float], verified: list[str]) -> ProviderRow:
-        return ProviderRow.model_construct(tflops=tflops, verified=verified)
+    def row(tflops: dict[str, float], checked: list[str]) -> ProviderRow:
+        check = SpeedCheckView(passed=True, tflops=1.0, devices=1, at=0.0)
+        return ProviderRow.model_construct(tflops=tflops, checks=dict.fromkeys(checked, check))
 
     assert not challenged(row({"fp32": 1.5, "fp16": 3.0}, []))
     assert not challenged(row({"fp32": 1.5, "fp16": 3.0}, ["fp32"]))
