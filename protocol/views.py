@@ -338,5 +338,5 @@ def describe_checks(checks: Mapping[str, SpeedCheckView], now: float) -> str:
         on = f" on {c.devices} GPUs" if c.devices > 1 else ""
         verdict = "verified" if c.passed else "failed"
         why = "" if c.passed else f": {c.reason}"
-        parts.append(f"{dtype} {c.tflops:g} TFLOPS, {verdict} {ago(c.at, now)}{on}{why}")
+        parts.append(f"{dtype} {c.tflops:.3g} TFLOPS, {verdict} {ago(c.at, now)}{on}{why}")
     return "; ".join(parts) or "not challenged yet"

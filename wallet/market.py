@@ -27,7 +27,7 @@ def tflops(row: ProviderRow, now: float | None = None) -> str:
     now = time.time() if now is None else now
     checks = row.checks
     parts = [
-        f"{d} {v:g}"
+        f"{d} {v:.3g}"
         + (f" verified {ago(checks[d].at, now)}" if d in checks and checks[d].passed else "")
         for d, v in sorted(row.tflops.items())
     ]
