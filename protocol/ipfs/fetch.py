@@ -16,10 +16,13 @@ import secrets
 import shutil
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import trio
+
+from protocol.errors import leaves
 from protocol.ids import Cid
 from protocol.ipfs.cid import DAG_PB, RAW, ParsedCid, cid_binary, cid_text, parse_cid
 from protocol.ipfs.cid import parse_cid_binary as cid_from_link
@@ -46,6 +49,10 @@ MAX_NODE_BLOCK = 1 << 20
 """Largest dag-pb block accepted (a full directory of long names is ~240 KB)."""
 MAX_ENTRIES = 100_000
 """Files and directories one download may create, whatever their size."""
+ENTRY_FETCHES = 8
+"""Directory entries one download fetches at once (each is a network round trip or more:
+about 0.25 s through a js-ipfs daemon's bitswap, so a small result directory's entries
+are no longer one after another)."""
 
 
 class BlockSource(Protocol):
@@ -66,6 +73,10 @@ class Budget:
     used: int = 0
     max_entries: int = MAX_ENTRIES
     entries: int = 0
+    fetches: trio.CapacityLimiter = field(
+        default_factory=lambda: trio.CapacityLimiter(ENTRY_FETCHES)
+    )
+    """Directory entries of this download being fetched at once."""
 
     def spend(self, amount: int) -> None:
         self.used += amount
@@ -213,8 +224,7 @@ async def _fetch_directory(
     # Counted before anything is fetched: a directory naming one subtree a thousand times
     # is refused at its first block, not after writing its first million files.
     budget.enter(len(node.links))
-    dest.mkdir()
-    children: list[tuple[str, DagRef]] = []
+    entries: list[tuple[str, ParsedCid]] = []
     previous: bytes | None = None
     for link in node.links:
         name = check_name(link.name, f"{cid.text}/{link.name}")
@@ -222,10 +232,36 @@ async def _fetch_directory(
         if previous is not None and key <= previous:
             raise MalformedBlock(f"{cid.text}: links not sorted or repeated at {name!r}")
         previous = key
-        child = cid_from_link(link.cid)
-        child_root = await _root(source, child) if child.codec == DAG_PB else None
-        ref = await _fetch_any(source, child, child_root, dest / name, budget, depth + 1)
-        children.append((name, ref))
+        entries.append((name, cid_from_link(link.cid)))
+    dest.mkdir()
+    refs: list[DagRef | None] = [None] * len(entries)
+
+    async def fetch_entry(i: int) -> None:
+        # Entries come at once (each a network round trip or more), at most
+        # ENTRY_FETCHES of this download's at a time; a failure cancels the rest.
+        name, child = entries[i]
+        into, deeper = dest / name, depth + 1
+        async with budget.fetches:
+            child_root = await _root(source, child) if child.codec == DAG_PB else None
+            if child_root is None or child_root[1].type != TYPE_DIRECTORY:
+                refs[i] = await _fetch_any(source, child, child_root, into, budget, deeper)
+                return
+        # A subdirectory's own entries take slots of their own: it holds none meanwhile.
+        refs[i] = await _fetch_any(source, child, child_root, into, budget, deeper)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for i in range(len(entries)):
+                nursery.start_soon(fetch_entry, i)
+    except BaseExceptionGroup as group:
+        # The first entry's own error, as a download one entry at a time would raise it.
+        errors = [e for e in leaves(group) if not isinstance(e, trio.Cancelled)]
+        if not errors:
+            raise
+        raise errors[0] from None
+    children = [(name, ref) for (name, _), ref in zip(entries, refs, strict=True) if ref]
+    if len(children) != len(entries):  # every task ended with a ref or raised
+        raise LayoutError(cid.text, "an entry was not fetched")
     ref = directory_ref(children)
     if ref.cid != cid_binary(cid.codec, cid.digest, 1):
         raise CidMismatch(cid.text, ref.text)

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
+from protocol.ids import Cid
 from protocol.ipfs import (
     CidMismatch,
     ContentNotFound,
@@ -307,3 +309,43 @@ async def test_a_tree_within_the_entry_limit_downloads(tmp_path: Path) -> None:
         assert sum(1 for _ in out.rglob("*")) == 110
         with pytest.raises(TooManyEntries):
             await store.get(cid, tmp_path / "again", max_entries=110)
+
+
+async def test_a_directorys_entries_are_fetched_at_once_within_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each entry of a directory is a network round trip or more: they overlap, never more
+    than ENTRY_FETCHES of one download at a time, and the tree still verifies whole."""
+    from protocol.ipfs import fetch
+    from protocol.ipfs.memory import MemoryContentStore
+
+    monkeypatch.setattr(fetch, "ENTRY_FETCHES", 3)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for i in range(6):
+        (src / f"f{i}.bin").write_bytes(noise(100 + i, seed=i))
+        (src / "sub" / f"g{i}.bin").write_bytes(noise(50 + i, seed=10 + i))
+    store = MemoryContentStore()
+    cid = await store.add_directory(src)
+    busy, most = 0, 0
+    served = store.fetch_file
+
+    async def slow_file(file_cid: Cid) -> AsyncIterator[bytes]:
+        nonlocal busy, most
+        busy += 1
+        most = max(most, busy)
+        await trio.sleep(0.05)  # a round trip: the others may start meanwhile
+        async for piece in served(file_cid):
+            yield piece
+        busy -= 1
+
+    monkeypatch.setattr(store, "fetch_file", slow_file)
+    out = await store.get(cid, tmp_path / "out")
+    assert path_ref(out).text == cid
+    assert most == 3  # overlapping, and bounded
+    # A subdirectory holds no slot while its own entries wait for one: even one slot
+    # cannot deadlock a nested tree.
+    monkeypatch.setattr(fetch, "ENTRY_FETCHES", 1)
+    with trio.fail_after(10):
+        again = await store.get(cid, tmp_path / "again")
+    assert path_ref(again).text == cid
