@@ -137,8 +137,6 @@ class Challenger:
         self.dtype_results: dict[tuple[str, Dtype], bool] = {}
         self.refused = 0
         """Challenges not queued because the queue was full."""
-        self.verify_cpu_s = 0.0
-        """CPU time the latest verdict took here (drawing B, recomputing opened rows)."""
         self.pending: set[str] = set()
         """Providers queued or being challenged: never two challenges for one advertiser."""
         self.due: dict[str, float] = {}
@@ -344,7 +342,6 @@ class Challenger:
             return verdict, time.thread_time() - cpu
 
         verdict, cpu_s = await trio.to_thread.run_sync(judge)
-        self.verify_cpu_s = cpu_s
         log.debug(
             "verified %d opened rows of %s's %s challenge (m=%d, k=%d) in %.0f ms of CPU",
             len(openings),

@@ -259,9 +259,10 @@ async def _fetch_directory(
         if not errors:
             raise
         raise errors[0] from None
-    children = [(name, ref) for (name, _), ref in zip(entries, refs, strict=True) if ref]
-    if len(children) != len(entries):  # every task ended with a ref or raised
-        raise LayoutError(cid.text, "an entry was not fetched")
+    children = []
+    for (name, _), fetched in zip(entries, refs, strict=True):
+        assert fetched is not None  # every task set its ref or raised
+        children.append((name, fetched))
     ref = directory_ref(children)
     if ref.cid != cid_binary(cid.codec, cid.digest, 1):
         raise CidMismatch(cid.text, ref.text)
