@@ -10,6 +10,7 @@ import hashlib
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -172,13 +173,11 @@ def _daemon(data: bytes, asked: list[str]) -> httpx.MockTransport:
     return httpx.MockTransport(daemon)
 
 
-async def test_a_gateway_that_went_away_mid_file_is_waited_for_before_the_daemon(
-    tmp_path: Path,
-) -> None:
-    data = noise(CHUNK, seed=13)
-    cid = hash_bytes(data).text
-    gateway, ranges = _gateway_that_restarts(data, cut=100_001, down_for=2)
-    daemon_asked: list[str] = []
+async def _fetch_past_a_restart(
+    data: bytes, gateway: httpx.MockTransport, daemon_asked: list[str], dest: Path, **options: Any
+) -> KuboContentStore:
+    """Fetch ``data`` by its CID from a store with one gateway (``gateway``) and a daemon
+    that records the offsets asked of it; checks the bytes and returns the store."""
     async with KuboContentStore(
         "http://daemon.test",
         timeout=2.0,
@@ -186,9 +185,20 @@ async def test_a_gateway_that_went_away_mid_file_is_waited_for_before_the_daemon
         gateways=["http://gw.test"],
         gateway_transport=gateway,
         resume_pause_s=0.0,
+        **options,
     ) as store:
-        got = await store.get(cid, tmp_path / "out", max_size=len(data))
+        got = await store.get(hash_bytes(data).text, dest, max_size=len(data))
     assert got.read_bytes() == data
+    return store
+
+
+async def test_a_gateway_that_went_away_mid_file_is_waited_for_before_the_daemon(
+    tmp_path: Path,
+) -> None:
+    data = noise(CHUNK, seed=13)
+    gateway, ranges = _gateway_that_restarts(data, cut=100_001, down_for=2)
+    daemon_asked: list[str] = []
+    store = await _fetch_past_a_restart(data, gateway, daemon_asked, tmp_path / "out")
     assert [_asked(r)[0] for r in ranges] == [0, 100_001, 100_001, 100_001]
     assert daemon_asked == []  # its node was restarting: the gateway was asked again
     assert store.last_source == "http://gw.test"
@@ -198,20 +208,9 @@ async def test_a_gateway_gone_for_good_hands_over_to_the_daemon_in_the_last_roun
     tmp_path: Path,
 ) -> None:
     data = noise(CHUNK, seed=14)
-    cid = hash_bytes(data).text
     gateway, ranges = _gateway_that_restarts(data, cut=70_000, down_for=99)
     daemon_asked: list[str] = []
-    async with KuboContentStore(
-        "http://daemon.test",
-        timeout=2.0,
-        transport=_daemon(data, daemon_asked),
-        gateways=["http://gw.test"],
-        gateway_transport=gateway,
-        resumes=2,
-        resume_pause_s=0.0,
-    ) as store:
-        got = await store.get(cid, tmp_path / "out", max_size=len(data))
-    assert got.read_bytes() == data
+    store = await _fetch_past_a_restart(data, gateway, daemon_asked, tmp_path / "out", resumes=2)
     assert len(ranges) == 3 and daemon_asked == ["70000"]  # once, from the byte reached
     assert store.last_source == "http://daemon.test"
 

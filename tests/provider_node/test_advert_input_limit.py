@@ -9,16 +9,14 @@ import pytest
 
 from protocol.errors import ContentError
 from protocol.identity import Identity
-from protocol.ids import Wei
 from protocol.ipfs import MemoryContentStore
-from protocol.messages.advert import MAX_INPUT_LIMIT, Benchmark, Fingerprint
+from protocol.messages.advert import MAX_INPUT_LIMIT
 from protocol.p2p.host import Node, open_host
 from protocol.p2p.testing import dev_private_key
-from provider_node.advertiser import Advertiser, Capacity
-from provider_node.jobstore import SequenceFile
-from provider_node.profile import HostOffer
+from provider_node.advertiser import Advertiser
 from provider_node.settings import ProviderSettings
 from provider_node.workdir import fetch_inputs
+from tests.provider_node.factories import cpu_advertiser
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -27,24 +25,7 @@ IDENTITY = Identity.from_private_key(KEY)
 
 
 def advertiser(node: Node, tmp_path: Path, max_input_bytes: int | None) -> Advertiser:
-    offer = HostOffer(
-        gpus=(),
-        gpu_indices=(),
-        benchmark=Benchmark(tflops={"fp32": 0.5}, memory_bandwidth_gbps=10.0),
-        fingerprint=Fingerprint(backend="cpu", gpu_model="cpu", torch="2.13.0"),
-        device="cpu",
-    )
-    return Advertiser(
-        node,
-        IDENTITY,
-        offer,
-        price_per_gpu_hour=Wei(1),
-        price_per_cpu_hour=Wei(1),
-        runtimes=("torch",),
-        capacity=lambda: Capacity(free_gpus=0, utilization=0.0),
-        sequence=SequenceFile(tmp_path / "seq.json"),
-        max_input_bytes=max_input_bytes,
-    )
+    return cpu_advertiser(node, IDENTITY, tmp_path, max_input_bytes=max_input_bytes)
 
 
 async def test_the_advert_carries_the_providers_input_limit(tmp_path: Path) -> None:

@@ -22,17 +22,15 @@ from coordinator.wire.reachability import Reachability
 from coordinator.wire.transport import Libp2pTransport
 from protocol.errors import TransportError
 from protocol.identity import Identity
-from protocol.ids import PeerId, Wei
-from protocol.messages.advert import Benchmark, Fingerprint
+from protocol.ids import PeerId
 from protocol.p2p.addresses import announced, check_listen, parse_announce
 from protocol.p2p.errors import DialError
 from protocol.p2p.host import open_host
 from protocol.p2p.testing import dev_private_key
 from protocol.registry import CHALLENGE_PROTOCOL
-from provider_node.advertiser import Advertiser, Capacity
+from provider_node.advertiser import Advertiser
 from provider_node.coordinator_link import CoordinatorLink
-from provider_node.jobstore import SequenceFile
-from provider_node.profile import HostOffer
+from tests.provider_node.factories import cpu_advertiser
 
 PROVIDER_KEY = dev_private_key(1, "announce")
 COORDINATOR_KEY = dev_private_key(2, "announce")
@@ -76,22 +74,10 @@ async def port_forward(target: int) -> AsyncIterator[tuple[int, list[int]]]:
 def _advertiser(node: object, identity: Identity, announce: list[str], tmp: object) -> Advertiser:
     from pathlib import Path
 
-    offer = HostOffer(
-        gpus=(),
-        gpu_indices=(),
-        benchmark=Benchmark(tflops={"fp32": 0.5}, memory_bandwidth_gbps=10.0),
-        fingerprint=Fingerprint(backend="cpu", gpu_model="cpu", torch="2.13.0"),
-        device="cpu",
-    )
-    return Advertiser(
+    return cpu_advertiser(
         node,  # type: ignore[arg-type]
         identity,
-        offer,
-        price_per_gpu_hour=Wei(1),
-        price_per_cpu_hour=Wei(1),
-        runtimes=("torch",),
-        capacity=lambda: Capacity(free_gpus=0, utilization=0.0),
-        sequence=SequenceFile(Path(str(tmp)) / "seq.json"),
+        Path(str(tmp)),
         announce=announced(announce, identity.peer_id),
     )
 

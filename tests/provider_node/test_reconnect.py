@@ -23,7 +23,7 @@ from protocol.errors import ConfigError
 from protocol.identity import Identity
 from protocol.ids import Address, PeerId, Wei
 from protocol.ipfs.memory import MemoryContentStore
-from protocol.messages import Advert, Benchmark, Fingerprint
+from protocol.messages import Advert
 from protocol.p2p.adverts import subscribe_adverts
 from protocol.p2p.errors import DialError
 from protocol.p2p.host import Node, open_host
@@ -31,9 +31,9 @@ from protocol.p2p.testing import dev_private_key
 from protocol.signing import Verifier
 from provider_node.coordinator_link import Backoff, CoordinatorLink, coordinator_peer
 from provider_node.daemon import ProviderNode
-from provider_node.profile import HostOffer
 from provider_node.runtimes import create_runtime
 from provider_node.settings import ProviderSettings
+from tests.provider_node.factories import CPU_OFFER
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -41,13 +41,6 @@ PROVIDER = Identity.from_private_key(dev_private_key(1, "reconnect"))
 COORDINATOR = Identity.from_private_key(dev_private_key(2, "reconnect"))
 ADVERT_WAIT_S = 10.0
 """How long the restarted coordinator may wait for the provider's first advert."""
-OFFER = HostOffer(
-    gpus=(),
-    gpu_indices=(),
-    benchmark=Benchmark(tflops={"fp32": 0.5}, memory_bandwidth_gbps=10.0),
-    fingerprint=Fingerprint(backend="cpu", gpu_model="cpu", torch="2.13.0"),
-    device="cpu",
-)
 
 
 def free_port() -> int:
@@ -148,7 +141,7 @@ async def test_provider_adverts_reach_a_restarted_coordinator(tmp_path: Path) ->
         chain_id=31337,
         store=MemoryContentStore(),
         runtime=create_runtime("process", unsafe=True),
-        offer=OFFER,
+        offer=CPU_OFFER,
     )
     started_send, started = trio.open_memory_channel[Node](1)
     async with trio.open_nursery() as nursery:
