@@ -84,6 +84,23 @@ process.once = (event, listener) => {
   if (event !== 'unhandledRejection') return once(event, listener)
   return process.on(event, (err) => console.error('unhandled rejection, kept running:', err))
 }
+// js-libp2p's TCP transport leaves Nagle's algorithm on. Bitswap opens a stream per
+// message, and each small write then waits for the peer's delayed ACK (40 ms or more on
+// Linux): a one-block fetch between two nodes took about 250 ms. Kubo, like any Go
+// program, sets TCP_NODELAY on every connection; so do these daemons.
+const net = require('net')
+const connect = net.Socket.prototype.connect
+net.Socket.prototype.connect = function (...args) {
+  this.setNoDelay(true)
+  return connect.apply(this, args)
+}
+const createServer = net.createServer
+net.createServer = function (options, listener) {
+  if (typeof options === 'function' || options === undefined) {
+    return createServer.call(this, { noDelay: true }, options)
+  }
+  return createServer.call(this, { ...options, noDelay: true }, listener)
+}
 """
 
 

@@ -7,7 +7,10 @@ provider's, and its outputs back, each side configured by the devnet's own envir
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,3 +101,52 @@ async def test_inputs_reach_the_provider_and_outputs_the_requester(
     async with wallet.content_store() as requester:
         assert await requester.read_bytes(output_cid) == output
         assert requester.last_source == nodes["requester"].api_url
+
+
+PIDFD_GETFD = 438
+"""The pidfd_getfd(2) system call's number (the same on x86-64 and arm64)."""
+
+
+def _connection_inodes(ports: set[int]) -> set[str]:
+    """Socket inodes of established loopback TCP connections to or from ``ports``."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+        ends = {int(local.split(":")[1], 16), int(remote.split(":")[1], 16)}
+        if state == "01" and ports & ends:
+            inodes.add(inode)
+    return inodes
+
+
+def _nodelay_of(pid: int, inodes: set[str]) -> list[int]:
+    """TCP_NODELAY of each of process ``pid``'s sockets among ``inodes``, read from a copy
+    of its descriptor (pidfd_getfd: allowed on the test's own children)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    found = []
+    try:
+        for entry in Path(f"/proc/{pid}/fd").iterdir():
+            target = os.readlink(entry)
+            if not (target.startswith("socket:[") and target[8:-1] in inodes):
+                continue
+            fd = libc.syscall(PIDFD_GETFD, pidfd, int(entry.name), 0)
+            if fd < 0:
+                raise OSError(ctypes.get_errno(), f"pidfd_getfd on {entry}")
+            with socket.socket(fileno=fd) as copy:
+                found.append(copy.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+    finally:
+        os.close(pidfd)
+    return found
+
+
+def test_nodes_send_small_messages_at_once(nodes: dict[str, IpfsNode]) -> None:
+    # Bitswap writes a stream per message; with Nagle's algorithm on, each small write
+    # waited for the peer's delayed ACK, and a one-block fetch between two js-ipfs nodes
+    # took about 250 ms. Both ends of the swarm connection must have Nagle off.
+    inodes = _connection_inodes({int(n.swarm_addr.split("/")[4]) for n in nodes.values()})
+    assert inodes, "the two nodes are not connected"
+    for name, node in nodes.items():
+        flags = _nodelay_of(node.process.pid, inodes)
+        assert flags, f"{name}'s daemon holds no end of the swarm connection"
+        assert all(flags), f"{name}'s swarm connections leave Nagle on: {flags}"
