@@ -68,6 +68,8 @@ class WarmSlot:
         self.proc: ChildProcess | None = None
         self.cgroup: JobCgroup | None = None
         self.ready = False
+        self.warm_up_s: float | None = None
+        """Seconds from spawn until the launcher was ready (once it is)."""
         self.started_with: dict[str, str] = {}
         self.warm_log = b""
         """The last output before the launcher was ready (for a slot that never got there)."""
@@ -103,6 +105,7 @@ class WarmSlot:
             self.cgroup.set_limits(hold.memory_bytes, hold.max_pids)
             argv = self.runtime.warm_argv(self.inputs, self.outputs, self.gpus)
             env = self.started_with = self.runtime.warm_env(self.gpus)
+            spawned = time.monotonic()
             # No output bound at spawn (the job's is unknown): the launcher sets it at hand-off.
             self.proc = await spawn_parked(
                 park(argv), env, self.directory, self.cgroup, keep_stdin=True
@@ -113,6 +116,7 @@ class WarmSlot:
                 raise SandboxError(
                     f"warm sandbox not ready within {hold.ready_timeout_s:g} s: {self._log_text()}"
                 )
+            self.warm_up_s = time.monotonic() - spawned
         except OSError as exc:
             with trio.CancelScope(shield=True):
                 await self.discard()

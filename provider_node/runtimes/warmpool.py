@@ -2,10 +2,12 @@
 
 ``async with WarmPool(bwrap, directory, PoolConfig(size=1)) as pool`` keeps up to ``size``
 :class:`~provider_node.runtimes.warm.WarmSlot`s started and is itself a :class:`Runtime`:
-:meth:`WarmPool.run` hands a job to a ready slot on exactly the job's GPU set and otherwise
-starts it cold with the bwrap runtime it wraps, so a job never waits for warming. Each slot
-serves one job; the pool then starts another (one at a time, so warming never takes more
-than one core). Bounds: ``size`` slots, each under ``hold.memory_bytes`` and ``hold.max_pids``
+:meth:`WarmPool.run` hands a job to a ready slot on exactly the job's GPU set. When the
+slot on that set is still warming, the job waits for it, at most twice as long as the last
+warm-up took (a cold start would cost about that much, and would share the CPU with the
+warm-up meanwhile); otherwise it starts cold with the bwrap runtime the pool wraps. Each
+slot serves one job; the pool then starts another (one at a time, so warming never takes
+more than one core). Bounds: ``size`` slots, each under ``hold.memory_bytes`` and ``hold.max_pids``
 until its job's limits replace them, and on a GPU host each holds ``gpus_per_slot`` GPUs
 that no job holds (a CUDA context each). GPUs are never withheld: a job given a GPU that a
 slot it does not use holds, and a benchmark challenge on a GPU (:meth:`WarmPool.paused`),
@@ -66,6 +68,8 @@ class PoolFigures:
 
     warm_starts: int = 0
     cold_starts: int = 0
+    warming_waits: int = 0
+    """Jobs that waited for a slot still warming on their GPU set (and got it)."""
     slots_started: int = 0
     slots_failed: int = 0
     """Slots that never became ready (exited or timed out while warming)."""
@@ -107,6 +111,7 @@ class WarmPool:
         self.figures = PoolFigures()
         self._slots: dict[WarmSlot, trio.CancelScope] = {}
         self._pauses = 0
+        self._last_warm_up_s: float | None = None
         self._failures = 0
         self._retry_at = 0.0
         self._wake = trio.Event()
@@ -119,8 +124,9 @@ class WarmPool:
         return self.runtime.unavailable_reason()
 
     async def run(self, job: PreparedJob) -> RunResult:
-        """Run ``job`` in a ready warm slot on its GPU set, else cold."""
-        slot = self._take(job)
+        """Run ``job`` in a ready warm slot on its GPU set (waiting for one that is warming
+        there, within bounds), else cold."""
+        slot = self._take(job) or await self._warmed(job)
         # The job's devices are its own: any other slot on one of them goes first.
         wanted = set(job.gpus)
         await self._kill([s for s in self._slots if wanted & set(s.gpus)])
@@ -201,6 +207,29 @@ class WarmPool:
                 return slot
         return None
 
+    async def _warmed(self, job: PreparedJob) -> WarmSlot | None:
+        """The slot warming on ``job``'s GPU set, taken for it once ready; None when there
+        is none, it fails, or it is not ready within twice the last warm-up's time."""
+        gpus = tuple(sorted(job.gpus))
+        warming = [s for s in self._slots if s.gpus == gpus and not s.ready]
+        if not warming or self._last_warm_up_s is None or not warm_eligible(job):
+            return None
+        slot = warming[0]
+        waited = time.monotonic()
+        with trio.move_on_after(2 * self._last_warm_up_s):
+            while slot in self._slots and not slot.ready:
+                await self._changed.wait()
+        taken = self._take(job)
+        if taken is not None:
+            self.figures.warming_waits += 1
+            log.info(
+                "job %s waited %.2f s for warm sandbox %s",
+                job.job_id,
+                time.monotonic() - waited,
+                taken.name,
+            )
+        return taken
+
     def _signal(self) -> None:
         self._wake.set()
         self._changed.set()
@@ -275,6 +304,7 @@ class WarmPool:
                 self._failed(slot, f"warm sandbox {slot.name} failed")
                 return
             self._failures = 0
+            self._last_warm_up_s = slot.warm_up_s
             self._signal()
             assert slot.proc is not None
             code = await slot.proc.wait()

@@ -395,3 +395,58 @@ async def test_gpu_slots_are_killed_before_their_gpu_goes_elsewhere(
             await trio.sleep(1.5)
             assert pool.figures.slots_started == started
         await pool.wait_ready((0,))
+
+
+async def test_a_job_waits_for_the_slot_warming_on_its_gpu_set(
+    pool: WarmPool, make_job: MakeJob
+) -> None:
+    # Jobs one after another: the second arrives while the first one's replacement is
+    # still warming. Starting it cold would cost a whole warm-up and share the CPU with
+    # the one under way; it waits for that slot instead.
+    first = await _warm_run(pool, make_job("print('first')", torch=True, limits=LIMITS))
+    assert first.ok
+    assert [s.ready for s in pool.slots] == [False]  # the replacement, warming
+    second = await pool.run(make_job("print('second')", torch=True, limits=LIMITS))
+    assert second.ok and "second" in second.log_tail
+    assert pool.figures.warm_starts == 2 and pool.figures.cold_starts == 0
+    assert pool.figures.warming_waits == 1
+
+
+async def test_a_job_waits_for_a_warming_slot_only_so_long(
+    pool: WarmPool, make_job: MakeJob
+) -> None:
+    await _warm_run(pool, make_job("print('first')", torch=True, limits=LIMITS))
+    (warming,) = pool.slots
+    assert not warming.ready
+    # As if warm-ups had taken 50 ms: this one is slower than twice that, and a cold start
+    # goes ahead; the slot warms on for the next job.
+    pool._last_warm_up_s = 0.05
+    result = await pool.run(make_job("print('cold')", torch=True, limits=LIMITS))
+    assert result.ok and pool.figures.cold_starts == 1 and pool.figures.warming_waits == 0
+    assert warming in pool.slots
+
+
+async def test_a_slot_that_fails_while_a_job_waits_means_a_cold_start(
+    pool: WarmPool, make_job: MakeJob
+) -> None:
+    await _warm_run(pool, make_job("print('first')", torch=True, limits=LIMITS))
+    (warming,) = pool.slots
+    pool._last_warm_up_s = 600.0  # the job would wait that slot out for 20 minutes
+    job = make_job("print('cold after all')", torch=True, limits=LIMITS)
+    results: list[RunResult] = []
+
+    async def run() -> None:
+        results.append(await pool.run(job))
+
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run)
+            while not warming.pids():
+                await trio.sleep(0.01)
+            await trio.sleep(0.2)
+            assert not results and not warming.ready  # the job is waiting for it
+            for pid in warming.pids():
+                os.kill(pid, signal.SIGKILL)
+    (result,) = results
+    assert result.ok and "cold after all" in result.log_tail
+    assert pool.figures.cold_starts == 1 and pool.figures.warming_waits == 0
