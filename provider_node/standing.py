@@ -16,6 +16,7 @@ import time
 import httpx
 
 from protocol.errors import GpuMarketError
+from protocol.tls import client_tls
 from protocol.views import StandingView, ViewMismatch, describe_checks, parse_view
 
 TIMEOUT_S = 10.0
@@ -43,7 +44,9 @@ def fetch_standing(
     """The standing of ``address`` at the coordinator at ``url``."""
     base = url.rstrip("/")
     try:
-        with httpx.Client(base_url=base, timeout=timeout, transport=transport) as http:
+        with httpx.Client(
+            base_url=base, timeout=timeout, transport=transport, verify=client_tls()
+        ) as http:
             resp = http.get(f"/providers/{address}/standing")
     except httpx.HTTPError as exc:
         raise StandingUnavailable(base, f"unreachable ({type(exc).__name__}: {exc})") from exc

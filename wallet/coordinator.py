@@ -13,6 +13,7 @@ from protocol.api_auth import sign_request
 from protocol.encoding import decode_json
 from protocol.errors import GpuMarketError, MessageError
 from protocol.ids import JobId, job_id_hex
+from protocol.tls import client_tls
 from protocol.views import (
     Explanation,
     Health,
@@ -53,7 +54,7 @@ class CoordinatorRequestError(GpuMarketError):
 class CoordinatorClient:
     def __init__(self, base_url: str, *, timeout: float = REQUEST_TIMEOUT_S) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, verify=client_tls())
 
     def close(self) -> None:
         self._http.close()

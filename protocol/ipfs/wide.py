@@ -18,6 +18,8 @@ import typing
 import httpcore
 import httpx
 
+from protocol.tls import client_tls
+
 log = logging.getLogger(__name__)
 
 READ_BYTES = 1 << 20
@@ -82,7 +84,7 @@ def wide_transport() -> httpx.AsyncBaseTransport:
     """httpx's own transport (its request mapping, limits and error translation unchanged)
     with widened reads. httpx takes no network backend, so its fresh pool's is replaced
     before any connection exists; where httpx keeps no such pool, reads stay as they are."""
-    transport = httpx.AsyncHTTPTransport()
+    transport = httpx.AsyncHTTPTransport(verify=client_tls())
     pool = getattr(transport, "_pool", None)
     if isinstance(pool, httpcore.AsyncConnectionPool) and hasattr(pool, "_network_backend"):
         pool._network_backend = _WideBackend()
