@@ -15,7 +15,9 @@ Timing starts once the coordinator has judged every provider's join challenges
 (``join_challenges_s``: how long that took), so the figures are the devnet's steady state.
 
 Usage: ``python -m bench.e2e [--providers 5] [--runs 10] [--jobs 50] [--json]``
-(``--state FILE`` measures a devnet that is already up instead of starting one).
+(``--state FILE`` measures a devnet that is already up instead of starting one;
+``--warm-sandboxes N`` starts the providers with ``PROVIDER_WARM_SANDBOXES=N`` instead of
+the provider's default, 1).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from devnet.services import provider_env, wait_provider
 from protocol.devnet_state import DevAccount, load_state, save_state
 from protocol.identity import Identity
 from protocol.ids import job_id_hex
+from provider_node.settings import ProviderSettings
 from wallet import jobs
 from wallet.settings import WalletSettings
 
@@ -61,8 +64,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # ---------------------------------------------------------------------- devnet
-def add_providers(state_file: Path, count: int) -> None:
-    """Start providers beyond the devnet's provider roles, each with a fresh funded key."""
+def add_providers(state_file: Path, count: int, settings: dict[str, str] | None = None) -> None:
+    """Start providers beyond the devnet's provider roles, each with a fresh funded key
+    (``settings``: extra ``PROVIDER_*`` variables, as the devnet's own providers got)."""
     state = load_state(state_file)
     root = state.root
     assert root is not None
@@ -74,6 +78,7 @@ def add_providers(state_file: Path, count: int) -> None:
             address=key.address, private_key="0x" + bytes(key.key).hex(), role="provider"
         )
         workdir, env = provider_env(state, Path(root), account, index, "bwrap")
+        env.update(settings or {})
         record = spawn(
             f"provider-{index}",
             [sys.executable, "-m", "gpumarket_cli", "provider", "run"],
@@ -294,6 +299,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--requesters", type=int, default=5, choices=range(1, 6))
     parser.add_argument("--state", type=Path, help="Use a running devnet's state file.")
+    parser.add_argument(
+        "--warm-sandboxes",
+        type=int,
+        choices=range(0, 9),
+        metavar="N",
+        help="Warm sandboxes each provider keeps (PROVIDER_WARM_SANDBOXES; default: the "
+        "provider's own default, 1). Jobs one after another reach the same two best-placed "
+        "providers, whose one slot may still be warming.",
+    )
     parser.add_argument("--json", action="store_true", help="End with one JSON line.")
     args = parser.parse_args(argv)
 
@@ -301,14 +315,24 @@ def main(argv: list[str] | None = None) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
     own = args.state is None
+    if not own and args.warm_sandboxes is not None:
+        parser.error("--warm-sandboxes applies to a devnet the bench starts, not to --state")
+    provider_settings = (
+        {} if args.warm_sandboxes is None else {"PROVIDER_WARM_SANDBOXES": str(args.warm_sandboxes)}
+    )
     workdir = Path(tempfile.mkdtemp(prefix="bench-e2e-devnet-"))
     state_file: Path = args.state or workdir / "state.json"
     try:
         if own:
             started = time.monotonic()
             say(f"devnet up with {args.providers} providers ...")
-            network.up(state_file, providers=DEVNET_PROVIDER_ROLES, progress=say)
-            add_providers(state_file, args.providers - DEVNET_PROVIDER_ROLES)
+            network.up(
+                state_file,
+                providers=DEVNET_PROVIDER_ROLES,
+                progress=say,
+                provider_settings=provider_settings,
+            )
+            add_providers(state_file, args.providers - DEVNET_PROVIDER_ROLES, provider_settings)
             say(f"devnet ready in {time.monotonic() - started:.1f}s")
         url = load_state(state_file).coordinator_url
         assert url is not None
@@ -318,6 +342,11 @@ def main(argv: list[str] | None = None) -> None:
         waited = wait_for_join_challenges(settings_for(state_file), args.providers, say)
         figures = measure(state_file, args.runs, args.jobs, args.requesters)
         figures["join_challenges_s"] = round(waited, 1)
+        if own:
+            default = ProviderSettings.model_fields["warm_sandboxes"].default
+            figures["warm_sandboxes"] = (
+                default if args.warm_sandboxes is None else args.warm_sandboxes
+            )
     finally:
         if own and state_file.exists():
             network.down(state_file)

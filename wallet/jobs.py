@@ -487,7 +487,7 @@ async def release_uploads(settings: WalletSettings, job_id: JobId) -> list[str]:
     keep = records.held_elsewhere(settings, job_id)
     released = [cid for cid in pinned if cid not in keep]
     try:
-        async with settings.content_store() as store:
+        async with settings.content_store(own_node_only=True) as store:
             for cid in released:
                 await store.unpin(cid)
     except ContentError as exc:

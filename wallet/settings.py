@@ -101,13 +101,14 @@ class WalletSettings(BaseSettings):
     def _pin_to(cls, value: str | None) -> str | None:
         return None if value is None else check_pin_to(value)
 
-    def content_store(self) -> KuboContentStore:
-        """A content store on the wallet's IPFS node, dialling its peers when opened."""
+    def content_store(self, *, own_node_only: bool = False) -> KuboContentStore:
+        """A content store on the wallet's IPFS node, dialling its peers when opened;
+        ``own_node_only``: no peers or gateways (for the node's own pins)."""
         return KuboContentStore(
             self.need("ipfs_api"),
             timeout=self.ipfs_timeout_s,
-            peers=self.ipfs_peers,
-            gateways=self.ipfs_gateways,
+            peers=() if own_node_only else self.ipfs_peers,
+            gateways=() if own_node_only else self.ipfs_gateways,
         )
 
     def with_devnet(self) -> WalletSettings:

@@ -64,8 +64,20 @@ async def test_result_nobody_has_names_the_cid_and_who_was_asked(
 
 
 @pytest.mark.timeout(60)
-async def test_uploads_are_released_when_the_job_ends(ipfs: IpfsNode, tmp_path: Path) -> None:
-    settings = WalletSettings(ipfs_api=ipfs.api_url, keystore_dir=tmp_path / "keystores")
+async def test_uploads_are_released_when_the_job_ends(
+    ipfs: IpfsNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peer = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWLs7kHicH7r3R94garGeMJvNxiFb8ytYxRcnEP4BgxcB4"
+    settings = WalletSettings(
+        ipfs_api=ipfs.api_url, ipfs_peers=(peer,), keystore_dir=tmp_path / "keystores"
+    )
+    dialled: list[tuple[str, ...]] = []
+
+    async def connect_peers(store: KuboContentStore) -> dict[str, str]:
+        dialled.append(store.peers)
+        return {}
+
+    monkeypatch.setattr(KuboContentStore, "connect_peers", connect_peers)
     async with KuboContentStore(ipfs.api_url) as store:
         shared = await store.add_bytes(noise(1000, 3))  # both jobs' input
         own = await store.add_bytes(noise(1000, 4))  # the first job's spec
@@ -83,6 +95,8 @@ async def test_uploads_are_released_when_the_job_ends(ipfs: IpfsNode, tmp_path: 
     assert await release_uploads(settings, second) == [shared]
     async with KuboContentStore(ipfs.api_url) as store:
         assert shared not in await store.pins()
+    # Unpinning concerns the wallet's own node: no peer is dialled for it.
+    assert all(peers == () for peers in dialled), dialled
 
 
 class Clock:
