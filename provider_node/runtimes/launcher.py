@@ -28,6 +28,53 @@ READY = b"\ngpumarket-warm-ready\n"
 """Written once the warm interpreter waits for its hand-off; nothing of the job runs before."""
 MAX_HANDOFF_BYTES = 1 << 20
 WARM_FLAG = "--warm"
+INDUCTOR_CONFIG = "torch._inductor.config"
+
+
+class _DeterministicInductor:
+    """A meta path finder that sets ``deterministic`` on torch's inductor config as that
+    module is imported: what ``torch.use_deterministic_algorithms(True)`` does by importing
+    it at once, which costs about a second of CPU (sympy, mostly) on every job start, also
+    for the jobs that never compile anything."""
+
+    def find_spec(self, name: str, path: object, target: object = None) -> object:
+        if name != INDUCTOR_CONFIG:
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        exec_module = loader.exec_module
+
+        def exec_then_set(module: object) -> None:
+            exec_module(module)
+            sys.modules[name].deterministic = True  # type: ignore[attr-defined]
+
+        loader.exec_module = exec_then_set  # this spec's own loader
+        return spec
+
+
+def _deterministic_algorithms() -> None:
+    """``torch.use_deterministic_algorithms(True)``, with the inductor's part deferred
+    until something imports it."""
+    import torch
+
+    switch = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if switch is None:  # a torch without the switch this relies on: do it torch's way
+        torch.use_deterministic_algorithms(True)
+        return
+    switch(True, warn_only=False)
+    config = sys.modules.get(INDUCTOR_CONFIG)
+    if config is not None:
+        config.deterministic = True  # type: ignore[attr-defined]
+    elif not any(isinstance(f, _DeterministicInductor) for f in sys.meta_path):
+        sys.meta_path.insert(0, _DeterministicInductor())  # type: ignore[arg-type]
 
 
 def _seed_everything(seed: int) -> None:
@@ -41,7 +88,7 @@ def _seed_everything(seed: int) -> None:
     import torch
 
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
+    _deterministic_algorithms()
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
 
@@ -67,10 +114,6 @@ def _warm_up() -> None:
         pass
     import torch
 
-    try:  # what torch.use_deterministic_algorithms imports (seconds of sympy), state aside
-        import torch._inductor.config
-    except ImportError:
-        pass
     if os.environ.get("CUDA_VISIBLE_DEVICES") or os.environ.get("HIP_VISIBLE_DEVICES"):
         # Creates the context on the default device; fails here, not in the job, when the
         # devices bound at start cannot be used (the provider then starts the job cold).

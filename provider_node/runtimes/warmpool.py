@@ -2,16 +2,17 @@
 
 ``async with WarmPool(bwrap, directory, PoolConfig(size=1)) as pool`` keeps up to ``size``
 :class:`~provider_node.runtimes.warm.WarmSlot`s started and is itself a :class:`Runtime`:
-:meth:`WarmPool.run` hands a job to a ready slot on exactly the job's GPU set. When the
-slot on that set is still warming, the job waits for it, at most twice as long as the last
-warm-up took (a cold start would cost about that much, and would share the CPU with the
-warm-up meanwhile); otherwise it starts cold with the bwrap runtime the pool wraps. Each
-slot serves one job; the pool then starts another (one at a time, so warming never takes
-more than one core). Bounds: ``size`` slots, each under ``hold.memory_bytes`` and ``hold.max_pids``
-until its job's limits replace them, and on a GPU host each holds ``gpus_per_slot`` GPUs
-that no job holds (a CUDA context each). GPUs are never withheld: a job given a GPU that a
-slot it does not use holds, and a benchmark challenge on a GPU (:meth:`WarmPool.paused`),
-first kill that slot. A slot that exits while idle is replaced; repeated failures back off.
+:meth:`WarmPool.run` hands a job to a ready slot on exactly the job's GPU set. When a
+slot on that set is still warming and no other job waits for it, the job waits, at most
+twice as long as the last warm-up took (a cold start would cost about that much, and would
+share the CPU with the warm-up meanwhile); otherwise it starts cold with the bwrap runtime
+the pool wraps. Each slot serves one job; the pool then starts another (one at a time, so
+warming never takes more than one core). Bounds: ``size`` slots, each under
+``hold.memory_bytes`` and ``hold.max_pids`` until its job's limits replace them, and on a
+GPU host each holds ``gpus_per_slot`` GPUs that no job holds (a CUDA context each). GPUs
+are never withheld: a job given a GPU that a slot it does not use holds, and a benchmark
+challenge on a GPU (:meth:`WarmPool.paused`), first kill that slot. A slot that exits
+while idle is replaced; repeated failures back off.
 
 Jobs that bring environment variables an interpreter or library reads when it starts
 (``PYTHON*``, ``OMP_*``, ``CUDA_*``, ...) start cold: a warm interpreter has read them already.
@@ -112,6 +113,8 @@ class WarmPool:
         self._slots: dict[WarmSlot, trio.CancelScope] = {}
         self._pauses = 0
         self._last_warm_up_s: float | None = None
+        self._awaited: set[WarmSlot] = set()
+        """Warming slots a job waits for (one job each)."""
         self._failures = 0
         self._retry_at = 0.0
         self._wake = trio.Event()
@@ -208,17 +211,24 @@ class WarmPool:
         return None
 
     async def _warmed(self, job: PreparedJob) -> WarmSlot | None:
-        """The slot warming on ``job``'s GPU set, taken for it once ready; None when there
-        is none, it fails, or it is not ready within twice the last warm-up's time."""
+        """A slot warming on ``job``'s GPU set that no other job waits for, taken for it
+        once ready; None when there is none, it fails, or it is not ready within twice the
+        last warm-up's time."""
         gpus = tuple(sorted(job.gpus))
-        warming = [s for s in self._slots if s.gpus == gpus and not s.ready]
+        warming = [
+            s for s in self._slots if s.gpus == gpus and not s.ready and s not in self._awaited
+        ]
         if not warming or self._last_warm_up_s is None or not warm_eligible(job):
             return None
         slot = warming[0]
         waited = time.monotonic()
-        with trio.move_on_after(2 * self._last_warm_up_s):
-            while slot in self._slots and not slot.ready:
-                await self._changed.wait()
+        self._awaited.add(slot)
+        try:
+            with trio.move_on_after(2 * self._last_warm_up_s):
+                while slot in self._slots and not slot.ready:
+                    await self._changed.wait()
+        finally:
+            self._awaited.discard(slot)
         taken = self._take(job)
         if taken is not None:
             self.figures.warming_waits += 1

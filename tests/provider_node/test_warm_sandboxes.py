@@ -30,6 +30,8 @@ import numpy as np
 import torch
 
 frozen = gc.get_freeze_count()
+inductor_at_start = "torch._inductor.config" in sys.modules
+import torch._inductor.config as inductor_config
 finalized = []
 class Node:
     def __del__(self):
@@ -44,6 +46,8 @@ b = torch.randn(96, 64)
 np.save(out / "product.npy", (a @ b).tanh().numpy())
 facts = {
     "deterministic": torch.are_deterministic_algorithms_enabled(),
+    "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+    "inductor": [inductor_at_start, inductor_config.deterministic],
     "cudnn": [torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic],
     "random": random.random(),
     "numpy": float(np.random.rand()),
@@ -119,6 +123,11 @@ async def test_warm_start_gives_the_cold_result(pool: WarmPool, make_job: MakeJo
     assert _facts(warm_job) == _facts(cold_job)
     assert _digest(warm_job) == _digest(cold_job)
     facts = _facts(warm_job)
+    # Deterministic algorithms on, as torch.use_deterministic_algorithms(True) sets them;
+    # the inductor's config (a second of imports) only once the job imports it, and then
+    # deterministic too.
+    assert facts["deterministic"] is True and facts["warn_only"] is False
+    assert facts["inductor"] == [False, True]
     assert facts["argv"] == ["/job/inputs/code/main.py", "a", "b c"]
     # The imports are out of the collector's way (a fast exit); the job's objects are not.
     assert facts["imports_frozen"] is True and facts["own_cycle_finalized"] is True
@@ -450,3 +459,40 @@ async def test_a_slot_that_fails_while_a_job_waits_means_a_cold_start(
     (result,) = results
     assert result.ok and "cold after all" in result.log_tail
     assert pool.figures.cold_starts == 1 and pool.figures.warming_waits == 0
+
+
+class _SeesWarming(BwrapRuntime):
+    """Notes, at each cold start, which of the ``watched`` slots were ready."""
+
+    def __init__(self) -> None:
+        super().__init__(term_grace_s=0.5)
+        self.watched: list[WarmSlot] = []
+        self.ready_at_cold_start: list[list[bool]] = []
+
+    async def run(self, job: PreparedJob) -> RunResult:
+        self.ready_at_cold_start.append([s.ready for s in self.watched])
+        return await super().run(job)
+
+
+async def test_one_job_waits_for_a_warming_slot_and_the_next_starts_cold(
+    tmp_path: Path, make_job: MakeJob
+) -> None:
+    runtime = _SeesWarming()
+    config = PoolConfig(size=1, hold=SlotHold(memory_bytes=1 << 30))
+    async with WarmPool(runtime, tmp_path / "warm", config) as pool:
+        await _warm_run(pool, make_job("print('first')", torch=True, limits=LIMITS))
+        runtime.watched = pool.slots  # the replacement, warming
+        results: list[RunResult] = []
+
+        async def run(text: str) -> None:
+            results.append(await pool.run(make_job(f"print({text!r})", torch=True, limits=LIMITS)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, "waits")
+            await trio.sleep(0)
+            nursery.start_soon(run, "cold")
+        assert all(r.ok for r in results), results
+        # The second did not queue behind the first for the same slot: it started cold
+        # while that slot was still warming.
+        assert runtime.ready_at_cold_start == [[False]]
+        assert pool.figures.warming_waits == 1 and pool.figures.cold_starts == 1
