@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from protocol.errors import ConfigError, GpuMarketError, exits_on_error
 from protocol.ids import JobId, format_tokens, job_id_hex, parse_job_id
@@ -180,6 +180,10 @@ def job_status(job: JobArg, devnet: Devnet = None, json_out: JsonOpt = False) ->
         out.print(f"[red]failure:[/red] {view.failure.model_dump()}")
 
 
+LIST_TABLE_WIDTH = 170
+"""Columns `job list` needs for its table with whole job ids and result CIDs."""
+
+
 @job_app.command("list")
 @exits_on_error
 def job_list(devnet: Devnet = None, account: AccountOpt = None, json_out: JsonOpt = False) -> None:
@@ -195,11 +199,21 @@ def job_list(devnet: Devnet = None, account: AccountOpt = None, json_out: JsonOp
         spent = costs.costs_of(settings, [parse_job_id(v.job_id) for v in views])
     except GpuMarketError:
         spent = {}  # the chain is out of reach: the list still shows
-    table = Table("job", "state", "cost (tokens)", "result")
+    rows = []
     for v in views:
         c = spent.get(v.job_id)
-        cost = "-" if c is None else costs.cost_cell(c)
-        table.add_row(v.job_id, v.state, cost, str(v.result_cid))
+        rows.append(
+            (v.job_id, v.state, "-" if c is None else costs.cost_cell(c), v.result_cid or "-")
+        )
+    # The id is what every other command takes: always whole. A terminal too narrow for
+    # the table gets one short block per job instead.
+    if out.width < LIST_TABLE_WIDTH:
+        for job_id, state, cost, result in rows:
+            out.print(f"[bold]{job_id}[/bold] {state}\n  cost {cost}\n  result {result}")
+        return
+    table = Table(Column("job", no_wrap=True), "state", "cost (tokens)", "result")
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
 
 

@@ -77,6 +77,7 @@ def test_quote_then_submit_pays_the_quoted_prices_and_cost_adds_up(
     assert shown.returncode == 0 and "tokens" in shown.stdout and "ETH" in shown.stdout
     listed = market.cli("job", "list", "--account", requester.name)
     assert listed.returncode == 0, listed.stderr
+    assert job_id in listed.stdout  # whole, though the terminal is narrow (no tty: 80)
 
     totals = market.cli_json("job", "cost", "--since", "1d", "--account", requester.name)
     assert totals["jobs"] == 1 and int(totals["escrow"]) == escrow
