@@ -50,9 +50,9 @@ MAX_NODE_BLOCK = 1 << 20
 MAX_ENTRIES = 100_000
 """Files and directories one download may create, whatever their size."""
 ENTRY_FETCHES = 8
-"""Directory entries one download fetches at once (each is a network round trip or more:
-about 0.25 s through a js-ipfs daemon's bitswap, so a small result directory's entries
-are no longer one after another)."""
+"""Directory entries one download fetches at once (each is a network round trip or more,
+through the daemon's bitswap: a small result directory's entries are no longer one after
+another)."""
 
 
 class BlockSource(Protocol):

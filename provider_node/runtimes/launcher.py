@@ -62,7 +62,8 @@ class _DeterministicInductor:
 
 def _deterministic_algorithms() -> None:
     """``torch.use_deterministic_algorithms(True)``, with the inductor's part deferred
-    until something imports it."""
+    until something imports it. That function (torch 2.x) sets exactly these two: the C++
+    switch and ``torch._inductor.config.deterministic``; a test reads both in a job."""
     import torch
 
     switch = getattr(torch._C, "_set_deterministic_algorithms", None)
