@@ -280,7 +280,8 @@ class WarmPool:
     def _reconcile(self) -> None:
         assert self._nursery is not None
         free = set(self.free_gpus())
-        taken = [s for s in self._slots if not set(s.gpus) <= free]
+        # A slot a job waits for is on that job's GPUs, which its worker holds already.
+        taken = [s for s in self._slots if not set(s.gpus) <= free and s not in self._awaited]
         if taken:  # a GPU went to a job some other way: it is the job's, not the slot's
             self._nursery.start_soon(self._kill, taken, name="warm slot kill")
             return

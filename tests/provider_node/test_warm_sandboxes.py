@@ -496,3 +496,34 @@ async def test_one_job_waits_for_a_warming_slot_and_the_next_starts_cold(
         # while that slot was still warming.
         assert runtime.ready_at_cold_start == [[False]]
         assert pool.figures.warming_waits == 1 and pool.figures.cold_starts == 1
+
+
+async def test_a_gpu_job_waits_for_the_slot_warming_on_the_gpus_it_holds(
+    tmp_path: Path, make_job: MakeJob
+) -> None:
+    # The worker holds a job's GPUs before the pool sees the job: a slot warming on them
+    # is the one that job waits for, not a slot whose GPU "went to a job some other way".
+    runtime = _NoCuda()
+    free = [0]
+    config = PoolConfig(size=1, gpus_per_slot=1, hold=SlotHold(ready_timeout_s=120))
+    async with WarmPool(
+        runtime, tmp_path / "warm", config, devices=(0,), free_gpus=lambda: tuple(free)
+    ) as pool:
+
+        def on_gpu0(text: str) -> PreparedJob:
+            base = make_job(f"print({text!r})", torch=True, limits=LIMITS)
+            return PreparedJob(base.job_id, base.work_dir, base.entrypoint, base.limits, gpus=(0,))
+
+        await pool.wait_ready((0,))
+        free.clear()
+        assert (await pool.run(on_gpu0("first"))).ok
+        free.append(0)  # given back; the replacement starts warming on it
+        with trio.fail_after(30):
+            while not pool.slots:
+                await trio.sleep(0.01)
+        assert not pool.slots[0].ready
+        free.clear()  # the next job holds GPU 0
+        second = await pool.run(on_gpu0("second"))
+        assert second.ok and "second" in second.log_tail
+        assert pool.figures.warm_starts == 2 and pool.figures.cold_starts == 0
+        assert pool.figures.warming_waits == 1 and pool.figures.slots_killed == 0
