@@ -132,8 +132,13 @@ class CoordinatorClient:
     def provider_table(self, limit: int) -> Providers:
         return self._view(Providers, "GET", "/providers", params={"limit": limit})
 
-    def quote(self, spec_text: str) -> Quote:
-        return self._view(Quote, "POST", "/quote", json={"spec": spec_text})
+    def quote(self, spec_text: str, *, input_bytes: int = 0) -> Quote:
+        """A dry-run match of the spec; ``input_bytes``: its inputs' size where known
+        (providers whose input limit is lower are then filtered)."""
+        body: dict[str, Any] = {"spec": spec_text}
+        if input_bytes:
+            body["input_bytes"] = input_bytes
+        return self._view(Quote, "POST", "/quote", json=body)
 
     def logs(self, job_id: JobId, private_key: bytes) -> list[LogLineView]:
         path = f"/jobs/{job_id_hex(job_id)}/logs"

@@ -143,6 +143,12 @@ def _path_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def local_input_bytes(local: dict[str, Path]) -> int:
+    """Bytes of a spec's local inputs (``check_local_inputs``): what the upload will hold,
+    and at least what a provider will fetch of them."""
+    return sum(_path_size(p) for p in local.values())
+
+
 async def _upload(
     opened: KuboContentStore,
     spec: JobSpec,
@@ -155,7 +161,7 @@ async def _upload(
     the bytes uploaded. With ``pin_to``, the same inputs and spec are then uploaded to that
     pinning node too, pinned (each under the CID the wallet's node took)."""
     cids: dict[str, Cid] = {}
-    total = sum(_path_size(p) for p in local.values())
+    total = local_input_bytes(local)
     done = 0
     async with opened as store:
         for name, path in local.items():
@@ -289,7 +295,7 @@ def submit(
     with CoordinatorClient(settings.need("coordinator_url")) as coordinator:
         coordinator.health()
         try:
-            quote = coordinator.quote(spec_path.read_text())
+            quote = coordinator.quote(spec_path.read_text(), input_bytes=total)
         except GpuMarketError as exc:  # a quote is advice: its failure stops nothing
             log.debug("no quote before submitting: %s", exc)
             quote = None

@@ -17,12 +17,12 @@ from typing import Any
 from contracts.models import escrow_of
 from protocol.errors import GpuMarketError
 from protocol.ids import Wei, to_wei
-from protocol.spec_io import load_spec
+from protocol.spec_io import check_local_inputs, load_spec
 from protocol.views import Quote, QuoteOption
 from wallet import keys
 from wallet.coordinator import CoordinatorClient
 from wallet.costs import read_only_chain
-from wallet.jobs import DEFAULT_FEE
+from wallet.jobs import DEFAULT_FEE, local_input_bytes
 from wallet.settings import WalletSettings
 
 SEATS = {"auto": 1, "2": 2, "3": 3}
@@ -105,9 +105,10 @@ def funds_of(settings: WalletSettings, address: str) -> Funds:
 def quote(settings: WalletSettings, spec_path: Path, *, fee: str = DEFAULT_FEE) -> QuoteResult:
     """Dry-run ``spec_path`` at the coordinator; add escrow per choice and the account's funds
     (skipped when no account is chosen)."""
-    spec = load_spec(spec_path)  # the local checks first: size, schema
+    spec = load_spec(spec_path)  # the local checks first: size, schema, inputs present
+    input_bytes = local_input_bytes(check_local_inputs(spec, spec_path.parent))
     with CoordinatorClient(settings.need("coordinator_url")) as client:
-        market = client.quote(spec_path.read_text())
+        market = client.quote(spec_path.read_text(), input_bytes=input_bytes)
     request_fee = to_wei(fee)
     cap = spec.price.max_per_provider
     result = QuoteResult(spec_path, request_fee, market)

@@ -209,7 +209,7 @@ def create_app(
     ) -> Quote:
         """What the spec would get if submitted now: a dry-run match per redundancy choice
         (nothing reserved, nobody offered a seat)."""
-        return quote(parse_spec(body.spec), backend.book.columns, stake_factor)
+        return quote(parse_spec(body.spec), backend.book.columns, stake_factor, body.input_bytes)
 
     @app.get("/providers/{address}/standing", response_model=StandingView, responses=ERRORS)
     async def provider_standing(address: str) -> StandingView:

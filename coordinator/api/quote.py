@@ -4,7 +4,9 @@ The spec is validated by the same parser as a submitted job's, then matched agai
 live book by a throwaway :class:`~coordinator.matching.matcher.Matcher` without exploration: nothing
 is reserved, nobody is offered a seat, and the book's columns are only read. Each
 redundancy choice (``auto`` = one primary, 2, 3) is matched as the job would be: first on
-free job slots ("now"), then allowing a queue at busy providers ("queued").
+free job slots ("now"), then allowing a queue at busy providers ("queued"). The inputs are
+not uploaded yet: the requester may say how many bytes they hold (``input_bytes``), and
+providers whose advertised input limit is lower are filtered as matching would filter them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ QUOTE_MAX_BYTES = 2 * MAX_SPEC_BYTES + 1024
 """A spec of at most ``MAX_SPEC_BYTES`` as a JSON string: escaping (newlines, quotes) may
 double it; the spec's own size is checked again by the spec parser."""
 
+MAX_QUOTED_INPUT_BYTES = 1 << 50
+"""Largest input size a quote takes (1 PiB: past every provider's limit anyway)."""
+
 REDUNDANCY_CHOICES: tuple[tuple[str, int], ...] = (("auto", 1), ("2", 2), ("3", 3))
 """(label, providers seated on chain): ``auto`` seats one primary."""
 
@@ -34,11 +39,24 @@ class QuoteRequest(BaseModel):
         max_length=QUOTE_MAX_BYTES,
         description=f"the job spec as YAML or JSON text (at most {MAX_SPEC_BYTES} bytes)",
     )
+    input_bytes: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_QUOTED_INPUT_BYTES,
+        description="bytes of the job's inputs, as far as the requester knows them before "
+        "uploading (0: not known); providers advertising a lower input limit are filtered",
+    )
 
 
-def _requirements(spec: JobSpec, seats: int) -> Requirements:
+def _requirements(spec: JobSpec, seats: int, input_bytes: int) -> Requirements:
     exact = spec.verification.compare == "exact"
-    req = requirements_for(spec, count=seats, price_cap=spec.price.max_per_provider, exact=exact)
+    req = requirements_for(
+        spec,
+        count=seats,
+        price_cap=spec.price.max_per_provider,
+        exact=exact,
+        input_bytes=input_bytes,
+    )
     # As in matching: a lone primary must be one another operator could check.
     return replace(req, checkable=seats == 1)
 
@@ -56,8 +74,10 @@ def _match(
         return "unmatched", None, reasons, queued.filtered
 
 
-def _option(matcher: Matcher, spec: JobSpec, label: str, seats: int) -> QuoteOption:
-    start, match, reasons, filtered = _match(matcher, _requirements(spec, seats))
+def _option(
+    matcher: Matcher, spec: JobSpec, label: str, seats: int, input_bytes: int
+) -> QuoteOption:
+    start, match, reasons, filtered = _match(matcher, _requirements(spec, seats, input_bytes))
     declared = str(spec.verification.redundancy)
     chosen = [] if match is None else match.chosen
     return QuoteOption(
@@ -86,10 +106,11 @@ def _option(matcher: Matcher, spec: JobSpec, label: str, seats: int) -> QuoteOpt
     )
 
 
-def quote(spec: JobSpec, cols: ProviderColumns, stake_factor: int) -> Quote:
-    """Match ``spec`` for every redundancy choice without touching the book."""
+def quote(spec: JobSpec, cols: ProviderColumns, stake_factor: int, input_bytes: int = 0) -> Quote:
+    """Match ``spec`` (with inputs of ``input_bytes``, 0: not known) for every redundancy
+    choice without touching the book."""
     matcher = Matcher(cols, stake_factor=stake_factor, exploration_share=0.0)
-    capable, incapable = matcher.capable(_requirements(spec, 1))
+    capable, incapable = matcher.capable(_requirements(spec, 1, input_bytes))
     return Quote(
         name=spec.name,
         gpus=spec.resources.gpus,
@@ -99,5 +120,7 @@ def quote(spec: JobSpec, cols: ProviderColumns, stake_factor: int) -> Quote:
         providers_in_book=len(cols),
         capable=capable,
         incapable=incapable,
-        options=[_option(matcher, spec, label, seats) for label, seats in REDUNDANCY_CHOICES],
+        options=[
+            _option(matcher, spec, label, seats, input_bytes) for label, seats in REDUNDANCY_CHOICES
+        ],
     )

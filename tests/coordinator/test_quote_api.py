@@ -182,3 +182,27 @@ async def test_quote_says_who_could_never_run_the_spec_and_why(api) -> None:
     # Each provider's own reason, even though nobody matched.
     reasons = {c["address"]: c["reason"] for c in options["2"]["candidates"]}
     assert reasons == {who.address: "filtered: driver 550.54 < 560" for who in PROVIDERS}
+
+
+async def test_quote_filters_providers_whose_input_limit_is_lower(api) -> None:
+    client, backend = api
+    limited = backend.book.find(PROVIDERS[1].address)
+    assert limited is not None
+    assert backend.book.accept(limited.model_copy(update={"max_input_bytes": 1 << 20}))
+
+    def two(quote: dict) -> dict:
+        return {o["redundancy"]: o for o in quote["options"]}["2"]
+
+    unknown = (await client.post("/quote", json={"spec": SPEC})).json()
+    assert PROVIDERS[1].address in [p["address"] for p in two(unknown)["providers"]]
+    big = (await client.post("/quote", json={"spec": SPEC, "input_bytes": 2 << 20})).json()
+    assert [p["address"] for p in two(big)["providers"]] == [
+        PROVIDERS[2].address,
+        PROVIDERS[0].address,
+    ]
+    reasons = {c["address"]: c["reason"] for c in two(big)["candidates"]}
+    assert reasons[PROVIDERS[1].address] == "filtered: input 2MiB exceeds its 1MiB input limit"
+    assert big["capable"] == unknown["capable"] - 1
+    assert big["incapable"]["input 2MiB exceeds its input limit"] == 1
+    bad = await client.post("/quote", json={"spec": SPEC, "input_bytes": -1})
+    assert bad.status_code == 422

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ from protocol.errors import GpuMarketError
 from protocol.ids import format_tokens, parse_job_id
 from protocol.views import JobView, Quote
 from tests.wallet.views import job_json, option_json, quote_json, seat_json
-from wallet import costs, records
+from wallet import costs, quotes, records
+from wallet.coordinator import CoordinatorClient
 from wallet.quotes import SEATS, Funds, NoQuote, QuoteResult, auto_cap
 from wallet.settings import WalletSettings
 
@@ -188,3 +190,23 @@ def test_phase_lines_show_each_phase_since_the_first_and_the_one_before() -> Non
     assert lines[1].split()[1:] == ["+0.500", "s", "(+0.500", "s)"]
     assert lines[2].split()[1:] == ["+3.250", "s", "(+2.750", "s)"]
     assert phase_lines({}) == []
+
+
+def test_a_quote_tells_the_coordinator_how_large_the_local_inputs_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "job"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "matmul", folder)
+    (folder / "weights.bin").write_bytes(bytes(5000))
+    asked: list[int] = []
+
+    def quote(self: CoordinatorClient, spec_text: str, *, input_bytes: int = 0) -> Quote:
+        asked.append(input_bytes)
+        return Quote.model_validate(quote_json([]))
+
+    monkeypatch.setattr(CoordinatorClient, "quote", quote)
+    settings = WalletSettings(coordinator_url="http://127.0.0.1:9", keystore_dir=tmp_path / "k")
+    result = quotes.quote(settings, folder / "job.yaml")
+    assert result.market.capable == 3
+    # The spec's one input is its own folder: every file in it, the new one included.
+    assert asked == [sum(p.stat().st_size for p in folder.iterdir())]

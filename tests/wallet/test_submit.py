@@ -38,6 +38,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 class StubCoordinator(BaseHTTPRequestHandler):
     notified: ClassVar[list[str]] = []
+    quoted: ClassVar[list[dict[str, Any]]] = []
+    """Bodies of ``POST /quote``."""
     quote: ClassVar[dict[str, Any]] = {"capable": 1, "providers_in_book": 1}
     metrics: ClassVar[str | None] = None
     """The body of ``GET /metrics`` (None: answered like every other GET)."""
@@ -56,6 +58,7 @@ class StubCoordinator(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.path == "/quote":  # a whole quote with the test's figures
+            self.quoted.append(body)
             self._reply(200, quote_json([], **self.quote))
             return
         self.notified.append(body["job_id"])
@@ -304,6 +307,10 @@ def test_a_spec_no_provider_could_run_is_submitted_with_a_warning(
     warned: list[str] = []
     plain = jobs.submit(market, who, EXAMPLES / "matmul" / "job.yaml", warn=warned.append)
     assert plain.warnings == () and warned == []
+    # The quote knew the inputs' size, so providers that would refuse them are not counted.
+    folder = EXAMPLES / "matmul"  # its one input: the spec's own folder
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size > 0 and StubCoordinator.quoted[-1]["input_bytes"] == size
     reason = "does not meet requires: vendor nvidia, driver >= 560"
     StubCoordinator.quote = {"capable": 0, "providers_in_book": 3, "incapable": {reason: 3}}
     try:
