@@ -1,7 +1,7 @@
 """End-to-end benchmark: the whole market on its own devnet.
 
 1. Latency: the seeded matmul (redundancy 2) from submit to a verified result on disk,
-   ``--runs`` times one after another (p50, target under 5 s).
+   ``--runs`` times one after another (p50, target at most 3 s).
 2. Load: ``--jobs`` matmul jobs submitted at once by ``--requesters`` requesters over
    ``--providers`` providers; every job must settle with both providers paid. Reports
    throughput, p50/p95 latency (submit to settled) and, per job, where its time went by
