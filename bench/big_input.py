@@ -121,11 +121,8 @@ def write_seeded(path: Path, size: int, seed: int = SEED) -> None:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while piece := handle.read(PIECE):
-            digest.update(piece)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def make_job(root: Path, size: int) -> Path:

@@ -37,14 +37,6 @@ def _noise(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while piece := handle.read(PIECE):
-            digest.update(piece)
-    return digest.hexdigest()
-
-
 @pytest.fixture
 def traced() -> Iterator[None]:
     tracemalloc.start()
@@ -79,6 +71,7 @@ async def test_a_large_input_is_fetched_and_cached_in_bounded_memory(
         assert store.last_source == (ipfs.gateway_url if gateways else ipfs.api_url)
     assert cache.stats.hits == 1  # the second job took it from the cache
     for run in ("one", "two"):
-        assert _sha256(tmp_path / run / "inputs" / "data" / "data") == expected
+        with open(tmp_path / run / "inputs" / "data" / "data", "rb") as placed:
+            assert hashlib.file_digest(placed, "sha256").hexdigest() == expected
     assert fetched_peak < PEAK_BOUND, f"fetch held {fetched_peak / 1e6:.1f} MB at once"
     assert cached_peak < PEAK_BOUND, f"cache held {cached_peak / 1e6:.1f} MB at once"
