@@ -153,15 +153,16 @@ async def _upload(
     opened: KuboContentStore,
     spec: JobSpec,
     local: dict[str, Path],
+    total: int,
     progress: Progress,
     pin_to: str | None = None,
     timeout_s: float = 60.0,
 ) -> tuple[dict[str, Cid], Cid, int]:
-    """Upload path inputs, then the spec with every input as a CID; return the CIDs and
-    the bytes uploaded. With ``pin_to``, the same inputs and spec are then uploaded to that
-    pinning node too, pinned (each under the CID the wallet's node took)."""
+    """Upload path inputs (``total`` bytes: :func:`local_input_bytes`), then the spec with
+    every input as a CID; return the CIDs and the bytes uploaded. With ``pin_to``, the same
+    inputs and spec are then uploaded to that pinning node too, pinned (each under the CID
+    the wallet's node took)."""
     cids: dict[str, Cid] = {}
-    total = local_input_bytes(local)
     done = 0
     async with opened as store:
         for name, path in local.items():
@@ -286,7 +287,7 @@ def submit(
     short_of_gas = chain.sender.gas_shortfall(CREATE_JOB_GAS)
     if short_of_gas is not None:
         raise short_of_gas
-    total = sum(_path_size(p) for p in local.values())
+    total = local_input_bytes(local)
     if total > settings.max_input_bytes:
         raise InputTooLarge(total, settings.max_input_bytes)
     # Refuse before paying anything when the coordinator cannot take the job.
@@ -312,7 +313,14 @@ def submit(
     if pin_to is not None:  # a pinning node that does not answer fails before any upload
         trio.run(pin_at, pin_to, (), settings.ipfs_timeout_s, NOTHING_PAID)
     input_cids, spec_cid, uploaded = trio.run(
-        _upload, settings.content_store(), spec, local, progress, pin_to, settings.ipfs_timeout_s
+        _upload,
+        settings.content_store(),
+        spec,
+        local,
+        total,
+        progress,
+        pin_to,
+        settings.ipfs_timeout_s,
     )
     coordinator_address = parse_address(settings.need("coordinator_address"))
     # Deadlines from the next block's time, not the latest's: after the chain sat idle the
